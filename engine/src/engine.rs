@@ -1,0 +1,532 @@
+//! [`Engine`]: the in-process face of Chorus for media nodes. Reads and
+//! writes are local; a write returns once it is durable. It is a driver of
+//! the pure [`RoomSet`]: it owns the store, the wall clock and the locks.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use automerge::{ActorId, Change};
+use tokio::sync::broadcast;
+
+use crate::commit::GroupCommit;
+use crate::error::{Error, Result};
+use crate::events::{ChangeEvent, ChangeKind, Origin};
+use crate::hlc::Hlc;
+use crate::ids::{NodeId, RoomId, SessionId, TenantId, TrackId, UserId};
+use crate::limits::{EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, IMPORT_BYTES_MAX};
+use crate::model::*;
+use crate::room::{RoomOp, WriteCtx};
+use crate::rooms::RoomSet;
+use crate::storage::{keys, Batch, Kv, MemKv, SledKv, StorageError};
+use crate::subscription::Subscription;
+
+/// Engine settings. Defaults come from `limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// This replica's id; must be unique in the cluster.
+    pub node: NodeId,
+    /// Rooms kept loaded in memory; others stay on disk until used.
+    pub hot_rooms: usize,
+    /// Events a subscriber may fall behind before it gets `Lagged`.
+    pub event_queue: usize,
+}
+
+impl EngineConfig {
+    pub fn new(node: NodeId) -> Self {
+        Self {
+            node,
+            hot_rooms: HOT_ROOMS_DEFAULT,
+            event_queue: EVENT_QUEUE_DEFAULT,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.hot_rooms == 0 {
+            return Err(Error::Invalid {
+                field: "hot_rooms",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.event_queue == 0 {
+            return Err(Error::Invalid {
+                field: "event_queue",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch. Injected so that tests and
+/// the simulator control time.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock moved by hand, for tests and simulations.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn new(now_ms: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(now_ms))
+    }
+
+    pub fn set(&self, now_ms: u64) {
+        self.0.store(now_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The local replica of every room, embedded in a media node.
+pub struct Engine {
+    inner: Mutex<Inner>,
+    kv: Arc<dyn Kv>,
+    commit: GroupCommit,
+    events: broadcast::Sender<ChangeEvent>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+}
+
+struct Inner {
+    rooms: RoomSet,
+    hlc: Hlc,
+}
+
+/// Name of the metadata key counting how often this store was opened.
+const INCARNATION: &str = "incarnation";
+
+impl Engine {
+    /// Opens (or creates) a store on disk with sled. Rooms load on demand.
+    pub fn open(path: &Path, config: EngineConfig) -> Result<Self> {
+        let kv = SledKv::open(path)?;
+        Self::with_storage(Arc::new(kv), config, Arc::new(SystemClock))
+    }
+
+    /// An engine whose storage lives in memory only.
+    pub fn in_memory(config: EngineConfig) -> Result<Self> {
+        Self::with_storage(Arc::new(MemKv::new()), config, Arc::new(SystemClock))
+    }
+
+    /// An engine over any store and clock.
+    ///
+    /// Each open bumps a stored incarnation number and derives this run's
+    /// automerge actor from (node, incarnation). A change made in memory but
+    /// lost in a crash can then never collide with a different change of the
+    /// same actor and sequence number made after the restart.
+    pub fn with_storage(
+        kv: Arc<dyn Kv>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let incarnation = next_incarnation(kv.as_ref())?;
+        let actor = actor_for(&config.node, incarnation);
+        let hot_rooms = NonZeroUsize::new(config.hot_rooms).ok_or(Error::Invalid {
+            field: "hot_rooms",
+            reason: "must be at least 1".into(),
+        })?;
+        let (events, _) = broadcast::channel(config.event_queue);
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                rooms: RoomSet::new(actor, hot_rooms),
+                hlc: Hlc::new(hlc_actor(&config.node)),
+            }),
+            kv,
+            commit: GroupCommit::new(),
+            events,
+            clock,
+            config,
+        })
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.config.node
+    }
+
+    /// Subscribes to change events from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.events.subscribe())
+    }
+
+    // ---- writes ---------------------------------------------------------
+
+    /// Applies one operation durably. Every typed write below calls this.
+    pub fn write(&self, room: &RoomId, op: RoomOp) -> Result<WriteAck> {
+        let (ticket, local) = {
+            let mut inner = self.lock();
+            let now_ms = self.clock.now_ms();
+            let stamp = inner.hlc.tick(now_ms);
+            let ctx = WriteCtx {
+                room,
+                stamp,
+                now_ms,
+            };
+            let local = inner.rooms.local_write(self.kv.as_ref(), &ctx, &op)?;
+            self.apply_or_evict(&mut inner, room, local.batch.clone())?;
+            (self.commit.issue(), local)
+        };
+        self.wait_durable(ticket)?;
+        self.announce(room, Origin::Local, local.kinds);
+        Ok(WriteAck {
+            room: room.clone(),
+            heads: local.heads,
+        })
+    }
+
+    pub fn create_room(
+        &self,
+        room: &RoomId,
+        tenant: &TenantId,
+        config: RoomConfig,
+    ) -> Result<WriteAck> {
+        self.write(
+            room,
+            RoomOp::Create {
+                tenant: tenant.clone(),
+                config,
+            },
+        )
+    }
+
+    pub fn update_config(&self, room: &RoomId, update: ConfigUpdate) -> Result<WriteAck> {
+        self.write(room, RoomOp::UpdateConfig { update })
+    }
+
+    pub fn set_permission(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        permission: Permission,
+    ) -> Result<WriteAck> {
+        self.write(
+            room,
+            RoomOp::SetPermission {
+                user: user.clone(),
+                permission,
+            },
+        )
+    }
+
+    pub fn remove_permission(&self, room: &RoomId, user: &UserId) -> Result<WriteAck> {
+        self.write(room, RoomOp::RemovePermission { user: user.clone() })
+    }
+
+    pub fn join(&self, room: &RoomId, request: JoinRequest) -> Result<WriteAck> {
+        self.write(room, RoomOp::Join { request })
+    }
+
+    pub fn set_state(
+        &self,
+        room: &RoomId,
+        session: &SessionId,
+        state: SessionState,
+    ) -> Result<WriteAck> {
+        self.write(
+            room,
+            RoomOp::SetState {
+                session: session.clone(),
+                state,
+            },
+        )
+    }
+
+    pub fn leave(&self, room: &RoomId, session: &SessionId) -> Result<WriteAck> {
+        self.write(
+            room,
+            RoomOp::Leave {
+                session: session.clone(),
+            },
+        )
+    }
+
+    pub fn publish(
+        &self,
+        room: &RoomId,
+        session: &SessionId,
+        track_id: &TrackId,
+        track: Track,
+    ) -> Result<WriteAck> {
+        let op = RoomOp::Publish {
+            session: session.clone(),
+            track_id: track_id.clone(),
+            track,
+        };
+        self.write(room, op)
+    }
+
+    pub fn unpublish(
+        &self,
+        room: &RoomId,
+        session: &SessionId,
+        track_id: &TrackId,
+    ) -> Result<WriteAck> {
+        self.write(
+            room,
+            RoomOp::Unpublish {
+                session: session.clone(),
+                track_id: track_id.clone(),
+            },
+        )
+    }
+
+    /// Moves a call to `node` at `epoch`; `(epoch, node)` must exceed the
+    /// current owner's.
+    pub fn set_owner(
+        &self,
+        room: &RoomId,
+        session: &SessionId,
+        node: &NodeId,
+        epoch: u64,
+    ) -> Result<WriteAck> {
+        let owner = Owner {
+            epoch,
+            node: node.clone(),
+        };
+        self.write(
+            room,
+            RoomOp::SetOwner {
+                session: session.clone(),
+                owner,
+            },
+        )
+    }
+
+    pub fn end_room(&self, room: &RoomId) -> Result<WriteAck> {
+        self.write(room, RoomOp::End)
+    }
+
+    // ---- reads ----------------------------------------------------------
+
+    /// The room after every conflict rule, or `None` if unknown.
+    pub fn room(&self, room: &RoomId) -> Result<Option<RoomSnapshot>> {
+        self.lock().rooms.snapshot(self.kv.as_ref(), room)
+    }
+
+    /// Every room, from the index (no room is loaded).
+    pub fn list_rooms(&self) -> Result<Vec<RoomSummary>> {
+        let entries = self.kv.scan_prefix(keys::INDEX)?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                serde_json::from_slice(&value).map_err(|e| {
+                    Error::Storage(StorageError::Malformed {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        reason: e.to_string(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Live calls in active rooms whose current owner is `node`, from the index.
+    pub fn calls_owned_by(&self, node: &NodeId) -> Result<Vec<OwnedCall>> {
+        let prefix = keys::owned_by(node);
+        let entries = self.kv.scan_prefix(&prefix)?;
+        let mut calls = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let malformed = || {
+                Error::Storage(StorageError::Malformed {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "owner index entry".into(),
+                })
+            };
+            let (room, session) = keys::owner_tail(&key[prefix.len()..]).ok_or_else(malformed)?;
+            let epoch: [u8; 8] = value.as_slice().try_into().map_err(|_| malformed())?;
+            calls.push(OwnedCall {
+                room,
+                session,
+                epoch: u64::from_be_bytes(epoch),
+            });
+        }
+        Ok(calls)
+    }
+
+    /// Durability flushes run so far (group commit shares them).
+    pub fn flush_count(&self) -> u64 {
+        self.commit.flushes()
+    }
+
+    /// Rooms currently loaded in memory.
+    pub fn hot_rooms(&self) -> usize {
+        self.lock().rooms.hot_len()
+    }
+
+    // ---- automerge interchange and replication ---------------------------
+
+    /// The room as standard automerge bytes (see `docs/data-model.md`).
+    pub fn export_room(&self, room: &RoomId) -> Result<Vec<u8>> {
+        let bytes = self.lock().rooms.export(self.kv.as_ref(), room)?;
+        bytes.ok_or_else(|| Error::UnknownRoom(room.clone()))
+    }
+
+    /// Merges a room exported by any automerge implementation into this
+    /// replica (creating it if new). Returns the room id it names.
+    pub fn import_room(&self, bytes: &[u8]) -> Result<RoomId> {
+        if bytes.len() > IMPORT_BYTES_MAX {
+            return Err(Error::ImportTooLarge {
+                len: bytes.len(),
+                max: IMPORT_BYTES_MAX,
+            });
+        }
+        let (room, changes) = decode_room(bytes)?;
+        self.apply_changes(&room, changes)?;
+        Ok(room)
+    }
+
+    /// The room's current heads (empty if unknown).
+    pub fn heads(&self, room: &RoomId) -> Result<Vec<Head>> {
+        self.lock().rooms.heads(self.kv.as_ref(), room)
+    }
+
+    /// Raw bytes of the changes a replica with heads `have` lacks.
+    pub fn changes_since(&self, room: &RoomId, have: &[Head]) -> Result<Vec<Vec<u8>>> {
+        let changes = self
+            .lock()
+            .rooms
+            .changes_since(self.kv.as_ref(), room, have)?;
+        Ok(changes
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect())
+    }
+
+    /// Applies raw changes from a peer, durably. Malformed bytes refuse the
+    /// whole batch before anything is applied.
+    pub fn apply_remote(&self, room: &RoomId, changes: Vec<Vec<u8>>) -> Result<RemoteOutcome> {
+        let parsed = changes
+            .into_iter()
+            .map(|bytes| Change::from_bytes(bytes).map_err(|e| Error::Automerge(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        self.apply_changes(room, parsed)
+    }
+
+    fn apply_changes(&self, room: &RoomId, changes: Vec<Change>) -> Result<RemoteOutcome> {
+        let (ticket, remote) = {
+            let mut inner = self.lock();
+            let remote = inner.rooms.remote_apply(self.kv.as_ref(), room, changes)?;
+            if remote.batch.is_empty() {
+                return Ok(remote.outcome);
+            }
+            self.apply_or_evict(&mut inner, room, remote.batch.clone())?;
+            (self.commit.issue(), remote)
+        };
+        self.wait_durable(ticket)?;
+        self.announce(room, Origin::Remote, remote.kinds);
+        Ok(remote.outcome)
+    }
+
+    // ---- plumbing -------------------------------------------------------
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic inside the lock is a bug; the room set is still a valid
+        // cache of durable state (writes reach it only through `write`,
+        // which evicts on failure), so carrying on is safe.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply_or_evict(&self, inner: &mut Inner, room: &RoomId, batch: Batch) -> Result<()> {
+        if let Err(err) = self.kv.apply(batch) {
+            inner.rooms.evict(room);
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    fn wait_durable(&self, ticket: crate::commit::Ticket) -> Result<()> {
+        self.commit
+            .wait(ticket, || self.kv.flush())
+            .map_err(Error::from)
+    }
+
+    fn announce(&self, room: &RoomId, origin: Origin, changes: Vec<ChangeKind>) {
+        if changes.is_empty() {
+            return;
+        }
+        // No subscriber is not an error: events are best-effort notifications.
+        let _ = self.events.send(ChangeEvent {
+            room: room.clone(),
+            origin,
+            changes,
+        });
+    }
+}
+
+fn next_incarnation(kv: &dyn Kv) -> Result<u64> {
+    let key = keys::meta(INCARNATION);
+    let current = match kv.get(&key)? {
+        Some(bytes) => {
+            let raw: [u8; 8] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Malformed {
+                        key: INCARNATION.into(),
+                        reason: "not 8 bytes".into(),
+                    })?;
+            u64::from_be_bytes(raw)
+        }
+        None => 0,
+    };
+    let next = current + 1;
+    let mut batch = Batch::default();
+    batch.put(key, next.to_be_bytes().to_vec());
+    kv.apply(batch)?;
+    kv.flush()?;
+    Ok(next)
+}
+
+/// The automerge actor of (node, incarnation).
+pub fn actor_for(node: &NodeId, incarnation: u64) -> ActorId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"chorus-actor-v1\0");
+    hasher.update(node.as_str().as_bytes());
+    hasher.update(&incarnation.to_be_bytes());
+    ActorId::from(&hasher.finalize().as_bytes()[..16])
+}
+
+/// The HLC tie-breaker of a node: stable across restarts.
+pub fn hlc_actor(node: &NodeId) -> u64 {
+    let digest = blake3::hash(node.as_str().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The room a standard automerge document names, and its changes. Refuses
+/// documents that are not rooms of this schema.
+fn decode_room(bytes: &[u8]) -> Result<(RoomId, Vec<Change>)> {
+    use automerge::ReadDoc;
+    let doc = automerge::Automerge::load(bytes)?;
+    let value = doc.get(automerge::ROOT, crate::room::schema::ROOM_ID)?;
+    let text = value
+        .and_then(|(v, _)| v.into_string().ok())
+        .ok_or_else(|| Error::Invalid {
+            field: "room_id",
+            reason: "document names no room".into(),
+        })?;
+    let room = RoomId::parse(text)?;
+    crate::room::read::snapshot(&doc, &room)?;
+    Ok((room, doc.get_changes(&[])))
+}

@@ -1,0 +1,163 @@
+//! Validated identifiers. Every id that reaches the engine from a user or a
+//! peer passes through [`Id::parse`], so the rest of the code may rely on the
+//! character set (it is used unescaped inside storage keys and in the
+//! `epoch:node` ownership encoding).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::limits::ID_BYTES_MAX;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} id is empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} id is {len} bytes; the maximum is {max}")]
+    TooLong {
+        kind: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{kind} id {value:?} has a character outside [A-Za-z0-9._-]")]
+    BadChar { kind: &'static str, value: String },
+}
+
+/// Checks the shared id rules: 1..=ID_BYTES_MAX bytes of `[A-Za-z0-9._-]`.
+///
+/// The character set keeps ids safe as storage-key segments (no `/`), in the
+/// `epoch:node` owner string (no `:`) and in URLs without escaping.
+pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if value.len() > ID_BYTES_MAX {
+        return Err(IdError::TooLong {
+            kind,
+            len: value.len(),
+            max: ID_BYTES_MAX,
+        });
+    }
+    let ok = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if !ok {
+        return Err(IdError::BadChar {
+            kind,
+            value: value.chars().take(ID_BYTES_MAX).collect(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps `value`.
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                validate_id($kind, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A room (one automerge document).
+    RoomId, "room"
+);
+id_type!(
+    /// A call session of one participant inside a room; unique per join.
+    SessionId, "session"
+);
+id_type!(
+    /// An end user.
+    UserId, "user"
+);
+id_type!(
+    /// A media node (SFU, gateway) or replica.
+    NodeId, "node"
+);
+id_type!(
+    /// The tenant / application that owns a room.
+    TenantId, "tenant"
+);
+id_type!(
+    /// A published media track.
+    TrackId, "track"
+);
+id_type!(
+    /// A deployment region.
+    RegionId, "region"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_charset() {
+        assert!(RoomId::parse("room-1.a_B").is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_ids_with_a_reason() {
+        assert_eq!(RoomId::parse(""), Err(IdError::Empty { kind: "room" }));
+        assert!(matches!(NodeId::parse("a:b"), Err(IdError::BadChar { .. })));
+        assert!(matches!(UserId::parse("a/b"), Err(IdError::BadChar { .. })));
+        let long = "x".repeat(ID_BYTES_MAX + 1);
+        assert!(matches!(
+            SessionId::parse(long),
+            Err(IdError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn serde_validates() {
+        let ok: RoomId = serde_json::from_str("\"r1\"").expect("valid id");
+        assert_eq!(ok.as_str(), "r1");
+        assert!(serde_json::from_str::<RoomId>("\"r 1\"").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! Chorus engine: leaderless replication of real-time audio/video session
+//! state. Rooms are automerge documents; see `docs/architecture.md`.
+
+mod commit;
+mod engine;
+pub mod error;
+pub mod events;
+pub mod hlc;
+pub mod ids;
+pub mod limits;
+pub mod model;
+pub mod room;
+pub mod rooms;
+pub mod storage;
+mod subscription;
+
+pub use engine::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use events::{ChangeEvent, ChangeKind, Origin};
+pub use ids::{IdError, NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId};
+pub use model::*;
+pub use room::RoomOp;
+pub use subscription::{RecvError, Subscription};

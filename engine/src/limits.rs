@@ -1,0 +1,51 @@
+//! Every limit of the engine, in one place, with the reason for its value.
+//! Units come last in the name (`_bytes_max`, `_ms`). Config fields that a
+//! deployment may tune have their defaults here too.
+
+/// Longest id of any kind. 64 bytes holds a UUID with a prefix and keeps
+/// storage keys short.
+pub const ID_BYTES_MAX: usize = 64;
+
+/// Longest free-form config attribute value. Attributes are labels, not blobs.
+pub const ATTR_VALUE_BYTES_MAX: usize = 1024;
+
+/// Most free-form attributes one room may carry.
+pub const ATTRS_PER_ROOM_MAX: usize = 64;
+
+/// Most permission entries one room may carry (one per user).
+pub const PERMISSIONS_PER_ROOM_MAX: usize = 10_000;
+
+/// Hard ceiling on `max_participants`; real rooms are far below this, and it
+/// bounds the work of reading a room.
+pub const PARTICIPANTS_PER_ROOM_MAX: u32 = 10_000;
+
+/// Most tracks one session may publish (audio, video, screen share and data
+/// with simulcast fit easily).
+pub const TRACKS_PER_SESSION_MAX: usize = 32;
+
+/// Most simulcast layers per track (WebRTC uses up to 3; SVC up to ~4).
+pub const SIMULCAST_LAYERS_MAX: u8 = 8;
+
+/// Largest automerge document `import_room` accepts. A room with 10k sessions
+/// is a few MiB; 64 MiB stops a hostile blob before automerge parses it.
+pub const IMPORT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Most remote changes held per room while waiting for their dependencies.
+/// Past this the oldest are dropped; anti-entropy fetches them again.
+pub const PENDING_CHANGES_PER_ROOM_MAX: usize = 1024;
+
+/// Compaction does not bother below this many bytes of incremental chunks:
+/// rewriting a tiny snapshot on every write would cost more than it saves.
+pub const COMPACTION_MIN_CHUNK_BYTES: u64 = 4 * 1024;
+
+/// Default number of rooms kept loaded in memory (~18 KB each measured for
+/// small rooms, so ~75 MB). Configurable: `EngineConfig::hot_rooms`.
+pub const HOT_ROOMS_DEFAULT: usize = 4096;
+
+/// Default capacity of the change-event stream per subscriber. A subscriber
+/// more than this many events behind gets `Lagged`; writers never wait.
+pub const EVENT_QUEUE_DEFAULT: usize = 4096;
+
+/// Largest clock jump forward the HLC accepts from a remote timestamp, so one
+/// peer with a wrong clock cannot drag every replica's clock into the future.
+pub const HLC_MAX_DRIFT_MS: u64 = 60_000;

@@ -1,0 +1,250 @@
+//! Plain, serde-serializable views of a room. These are what the typed API
+//! returns and takes; no automerge type appears here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId};
+
+/// Version of the document layout described in `docs/data-model.md`.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A whole room, as read after applying every conflict rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    pub id: RoomId,
+    pub schema_version: u64,
+    pub tenant: Option<TenantId>,
+    pub created_at_ms: Option<u64>,
+    pub lifecycle: Lifecycle,
+    pub config: RoomConfig,
+    pub permissions: BTreeMap<UserId, Permission>,
+    pub sessions: BTreeMap<SessionId, CallSession>,
+    pub counters: RoomCounters,
+}
+
+impl RoomSnapshot {
+    /// Sessions that have not left.
+    pub fn live_sessions(&self) -> impl Iterator<Item = (&SessionId, &CallSession)> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.state != SessionState::Left)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Active,
+    Ended,
+}
+
+/// Room configuration. Each scalar is last-writer-wins by HLC stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    pub max_participants: u32,
+    pub preferred_region: Option<RegionId>,
+    pub recording: bool,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            // A typical interactive room; large broadcasts set their own.
+            max_participants: 100,
+            preferred_region: None,
+            recording: false,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// A partial update of [`RoomConfig`]: `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigUpdate {
+    pub max_participants: Option<u32>,
+    /// `Some(None)` clears the preferred region.
+    pub preferred_region: Option<Option<RegionId>>,
+    pub recording: Option<bool>,
+    /// Attributes to set.
+    #[serde(default)]
+    pub set_attributes: BTreeMap<String, String>,
+    /// Attributes to remove.
+    #[serde(default)]
+    pub remove_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Host,
+    Speaker,
+    Audience,
+}
+
+impl Role {
+    /// The rights a role has unless a permission entry says otherwise.
+    pub fn default_permission(self) -> Permission {
+        let publish = !matches!(self, Role::Audience);
+        Permission {
+            role: self,
+            publish,
+            subscribe: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub role: Role,
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSession {
+    pub user: UserId,
+    pub role: Role,
+    pub owner: Owner,
+    pub region: RegionId,
+    pub joined_at_ms: u64,
+    pub tracks: BTreeMap<TrackId, Track>,
+    /// blake3 of the client's resume token, hex. The token itself is never stored.
+    pub resume_token_hash: Option<String>,
+    pub state: SessionState,
+}
+
+/// Which media node hosts a call. Conflicts resolve to the max of
+/// `(epoch, node)` over all concurrent values.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Owner {
+    pub epoch: u64,
+    pub node: NodeId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Connecting,
+    Active,
+    Reconnecting,
+    /// Terminal: once any replica writes `left`, the session stays left.
+    Left,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Track {
+    pub kind: TrackKind,
+    pub simulcast_layers: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+    Data,
+}
+
+/// Counters merge by adding concurrent increments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCounters {
+    pub joins: i64,
+    pub leaves: i64,
+    pub owner_changes: i64,
+}
+
+/// What a media node sends to admit a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub session: SessionId,
+    pub user: UserId,
+    pub role: Role,
+    pub owner: NodeId,
+    pub region: RegionId,
+    /// The client's resume token; only its blake3 hash is stored.
+    #[serde(default)]
+    pub resume_token: Option<String>,
+}
+
+/// One entry of the room list, read from an index without loading the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub id: RoomId,
+    pub tenant: Option<TenantId>,
+    pub lifecycle: Lifecycle,
+}
+
+/// A call hosted by a media node, from the owner index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OwnedCall {
+    pub room: RoomId,
+    pub session: SessionId,
+    pub epoch: u64,
+}
+
+/// The hex blake3 hash stored for a resume token.
+pub fn resume_token_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+/// The hash of one automerge change, as the typed API shows it (hex).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Head(pub [u8; 32]);
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Head({self})")
+    }
+}
+
+impl Serialize for Head {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Head::parse(&text).ok_or_else(|| serde::de::Error::custom("a head is 64 hex digits"))
+    }
+}
+
+impl Head {
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Head(out))
+    }
+}
+
+/// What a durable local write returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteAck {
+    pub room: RoomId,
+    /// The room's heads right after the write.
+    pub heads: Vec<Head>,
+}
+
+/// What applying a batch of remote changes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteOutcome {
+    pub applied: usize,
+    pub pending: usize,
+    pub dropped: usize,
+}

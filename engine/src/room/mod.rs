@@ -1,0 +1,242 @@
+//! One room as an automerge document: creation (with its deterministic
+//! genesis change), local writes, causally-buffered remote changes, reads.
+//!
+//! This module is pure: no storage, no clock, no randomness.
+
+mod op;
+pub mod read;
+pub mod schema;
+mod session_write;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+
+pub use op::RoomOp;
+pub use write::WriteCtx;
+
+use crate::error::Error;
+use crate::events::ChangeKind;
+use crate::ids::{RoomId, SessionId};
+use crate::limits::PENDING_CHANGES_PER_ROOM_MAX;
+use crate::model::{Lifecycle, Owner, RoomSnapshot, RoomSummary, SessionState};
+
+/// A room document plus the remote changes still waiting for their deps.
+#[derive(Debug)]
+pub struct RoomDoc {
+    id: RoomId,
+    doc: Automerge,
+    pending: BTreeMap<ChangeHash, Change>,
+}
+
+/// What a batch of remote changes did.
+#[derive(Debug, Default)]
+pub struct RemoteApply {
+    /// Changes newly applied, in an order that respects their dependencies.
+    pub applied: Vec<Change>,
+    /// Changes held back because a dependency has not arrived.
+    pub pending: usize,
+    /// Changes refused because the pending buffer was full.
+    pub dropped: usize,
+}
+
+impl RoomDoc {
+    /// A document with no history yet, for a room first heard of from a peer.
+    pub fn empty(id: RoomId, actor: ActorId) -> Self {
+        Self {
+            id,
+            doc: Automerge::new().with_actor(actor),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Rebuilds a room from its stored snapshot and incremental chunks.
+    pub fn load(
+        id: RoomId,
+        actor: ActorId,
+        snapshot: Option<&[u8]>,
+        chunks: &[Vec<u8>],
+    ) -> Result<Self, Error> {
+        let mut doc = match snapshot {
+            Some(bytes) => Automerge::load(bytes)?,
+            None => Automerge::new(),
+        };
+        for chunk in chunks {
+            doc.load_incremental(chunk)?;
+        }
+        doc.set_actor(actor);
+        Ok(Self {
+            id,
+            doc,
+            pending: BTreeMap::new(),
+        })
+    }
+
+    pub fn id(&self) -> &RoomId {
+        &self.id
+    }
+
+    /// True until the genesis change has been applied.
+    pub fn is_empty(&self) -> bool {
+        self.doc.get_heads().is_empty()
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn snapshot(&self) -> Result<RoomSnapshot, Error> {
+        read::snapshot(&self.doc, &self.id)
+    }
+
+    /// The whole document in automerge's standard format.
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Changes a peer whose heads are `have` lacks.
+    pub fn changes_since(&self, have: &[ChangeHash]) -> Vec<Change> {
+        self.doc.get_changes(have)
+    }
+
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_by_hash(hash).is_some()
+    }
+
+    /// Applies one local operation as one change. `Create` on an empty
+    /// document first applies the room's genesis change, so it returns two.
+    pub fn apply_local(
+        &mut self,
+        ctx: &WriteCtx<'_>,
+        op: &RoomOp,
+    ) -> Result<(Vec<Change>, Vec<ChangeKind>), Error> {
+        let mut changes = Vec::new();
+        if matches!(op, RoomOp::Create { .. }) {
+            if !self.is_empty() {
+                return Err(Error::RoomExists(self.id.clone()));
+            }
+            let genesis = genesis_change(&self.id)?;
+            self.doc.apply_changes([genesis.clone()])?;
+            changes.push(genesis);
+        } else if self.is_empty() {
+            return Err(Error::UnknownRoom(self.id.clone()));
+        }
+        let commit_secs = i64::try_from(ctx.now_ms / 1000).unwrap_or(i64::MAX);
+        let outcome = self.doc.transact_with(
+            |_| automerge::transaction::CommitOptions::default().with_time(commit_secs),
+            |tx| write::apply(tx, ctx, op),
+        );
+        let success = outcome.map_err(|failure| failure.error)?;
+        let kinds = success.result;
+        if let Some(change) = success.hash.and_then(|h| self.doc.get_change_by_hash(&h)) {
+            changes.push(change);
+        }
+        Ok((changes, kinds))
+    }
+
+    /// Applies remote changes idempotently. Changes whose dependencies are
+    /// missing wait in a bounded buffer until the dependencies arrive.
+    pub fn apply_remote(&mut self, changes: Vec<Change>) -> Result<RemoteApply, Error> {
+        let mut outcome = RemoteApply::default();
+        for change in changes {
+            let hash = change.hash();
+            if self.has_change(&hash) || self.pending.contains_key(&hash) {
+                continue;
+            }
+            if self.pending.len() >= PENDING_CHANGES_PER_ROOM_MAX {
+                outcome.dropped += 1;
+                continue;
+            }
+            self.pending.insert(hash, change);
+        }
+        let ready = self.take_ready();
+        if !ready.is_empty() {
+            self.doc.apply_changes(ready.iter().cloned())?;
+        }
+        outcome.applied = ready;
+        outcome.pending = self.pending.len();
+        Ok(outcome)
+    }
+
+    /// Removes from `pending` every change whose dependencies are all in the
+    /// document or themselves ready, in dependency order.
+    fn take_ready(&mut self) -> Vec<Change> {
+        let mut ready: Vec<Change> = Vec::new();
+        let mut ready_hashes = BTreeSet::new();
+        loop {
+            let next: Vec<ChangeHash> = self
+                .pending
+                .values()
+                .filter(|c| {
+                    c.deps()
+                        .iter()
+                        .all(|d| ready_hashes.contains(d) || self.has_change(d))
+                })
+                .map(|c| c.hash())
+                .collect();
+            if next.is_empty() {
+                return ready;
+            }
+            for hash in next {
+                if let Some(change) = self.pending.remove(&hash) {
+                    ready_hashes.insert(hash);
+                    ready.push(change);
+                }
+            }
+        }
+    }
+
+    /// The room's listing entry; `None` while the genesis change is missing.
+    pub fn summary(&self) -> Option<RoomSummary> {
+        let objs = read::RootObjs::find(&self.doc, &self.id).ok()?;
+        Some(RoomSummary {
+            id: self.id.clone(),
+            tenant: read::lww(&self.doc, &objs.meta, schema::TENANT).map(|(_, v)| v),
+            lifecycle: read::lifecycle(&self.doc, &objs.meta),
+        })
+    }
+
+    /// Owners of live sessions (all, or just `only`) while the room is
+    /// active; an ended room owns nothing.
+    pub fn live_owners(&self, only: Option<&SessionId>) -> BTreeMap<SessionId, Owner> {
+        let Ok(objs) = read::RootObjs::find(&self.doc, &self.id) else {
+            return BTreeMap::new();
+        };
+        if read::lifecycle(&self.doc, &objs.meta) == Lifecycle::Ended {
+            return BTreeMap::new();
+        }
+        let keys: Vec<String> = match only {
+            Some(session) => vec![session.to_string()],
+            None => self.doc.keys(&objs.sessions).collect(),
+        };
+        keys.into_iter()
+            .filter_map(|key| {
+                let obj = read::map_obj(&self.doc, &objs.sessions, &key)?;
+                if read::session_state(&self.doc, &obj)? == SessionState::Left {
+                    return None;
+                }
+                Some((SessionId::parse(key).ok()?, read::owner(&self.doc, &obj)?))
+            })
+            .collect()
+    }
+}
+
+/// The first change of every room, identical on every replica.
+fn genesis_change(room: &RoomId) -> Result<Change, Error> {
+    let mut doc = Automerge::new().with_actor(schema::genesis_actor(room));
+    let success = doc
+        .transact(|tx| write::genesis(tx, room))
+        .map_err(|failure| failure.error)?;
+    success
+        .hash
+        .and_then(|hash| doc.get_change_by_hash(&hash))
+        .ok_or_else(|| Error::Corrupt {
+            room: room.clone(),
+            reason: "genesis made no change".into(),
+        })
+}

@@ -1,0 +1,53 @@
+//! The local write operations on a room, as one serializable enum: the
+//! typed API, the daemon's HTTP API and the simulator's workload all produce
+//! these, so every write takes the same path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SessionId, TenantId, TrackId, UserId};
+use crate::model::{ConfigUpdate, JoinRequest, Owner, Permission, RoomConfig, SessionState, Track};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RoomOp {
+    Create {
+        tenant: TenantId,
+        config: RoomConfig,
+    },
+    UpdateConfig {
+        update: ConfigUpdate,
+    },
+    SetPermission {
+        user: UserId,
+        permission: Permission,
+    },
+    RemovePermission {
+        user: UserId,
+    },
+    Join {
+        request: JoinRequest,
+    },
+    SetState {
+        session: SessionId,
+        state: SessionState,
+    },
+    Leave {
+        session: SessionId,
+    },
+    Publish {
+        session: SessionId,
+        track_id: TrackId,
+        track: Track,
+    },
+    Unpublish {
+        session: SessionId,
+        track_id: TrackId,
+    },
+    /// Moves a call to `owner`, which must supersede the current owner
+    /// (a higher epoch, or the same epoch and a higher node id).
+    SetOwner {
+        session: SessionId,
+        owner: Owner,
+    },
+    End,
+}

@@ -1,0 +1,135 @@
+//! Field names and value encodings of a room document (schema version 1).
+//! `docs/data-model.md` documents the same layout for readers in other
+//! languages; keep the two in step.
+
+use automerge::ActorId;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::hlc::{Timestamp, TIMESTAMP_TEXT_LEN};
+use crate::ids::{NodeId, RoomId};
+use crate::model::Owner;
+
+// Root keys, all created in the genesis change.
+pub const SCHEMA: &str = "schema";
+pub const ROOM_ID: &str = "room_id";
+pub const META: &str = "meta";
+pub const CONFIG: &str = "config";
+pub const ATTRS: &str = "attrs";
+pub const PERMISSIONS: &str = "permissions";
+pub const SESSIONS: &str = "sessions";
+pub const COUNTERS: &str = "counters";
+
+// meta.*
+pub const TENANT: &str = "tenant";
+pub const CREATED_AT: &str = "created_at";
+pub const ENDED: &str = "ended";
+
+// config.*
+pub const MAX_PARTICIPANTS: &str = "max_participants";
+pub const PREFERRED_REGION: &str = "preferred_region";
+pub const RECORDING: &str = "recording";
+
+// sessions.<id>.*
+pub const USER: &str = "user";
+pub const ROLE: &str = "role";
+pub const REGION: &str = "region";
+pub const JOINED_AT: &str = "joined_at";
+pub const RESUME_HASH: &str = "resume_hash";
+pub const OWNER: &str = "owner";
+pub const STATE: &str = "state";
+pub const TRACKS: &str = "tracks";
+
+// counters.*
+pub const JOINS: &str = "joins";
+pub const LEAVES: &str = "leaves";
+pub const OWNER_CHANGES: &str = "owner_changes";
+pub const COUNTER_KEYS: [&str; 3] = [JOINS, LEAVES, OWNER_CHANGES];
+
+/// Separates a stamped value's HLC timestamp from its JSON payload.
+const STAMP_SEPARATOR: char = '|';
+
+/// The actor of a room's genesis change, derived from the room id alone so
+/// that every replica creating the same room writes the very same change
+/// (same hash): the nested maps then exist once, never as concurrent
+/// `put_object`s that would hide each other.
+pub fn genesis_actor(room: &RoomId) -> ActorId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"chorus-genesis-v1\0");
+    hasher.update(room.as_str().as_bytes());
+    let digest = hasher.finalize();
+    ActorId::from(&digest.as_bytes()[..16])
+}
+
+/// `"<hlc>|<json>"`: a value that merges last-writer-wins by its HLC stamp.
+/// The stamp's text form sorts like the stamp, so `max` on the strings'
+/// prefixes is the LWW rule.
+pub fn encode_stamped<T: Serialize>(stamp: Timestamp, value: &T) -> String {
+    // Serializing our own plain types to JSON cannot fail (no maps with
+    // non-string keys, no custom Serialize that errors).
+    let json = serde_json::to_string(value).expect("model types serialize to JSON");
+    format!("{stamp}{STAMP_SEPARATOR}{json}")
+}
+
+/// Decodes a stamped value; `None` for anything malformed (a foreign writer).
+pub fn decode_stamped<T: DeserializeOwned>(text: &str) -> Option<(Timestamp, T)> {
+    if text.len() <= TIMESTAMP_TEXT_LEN || !text.is_char_boundary(TIMESTAMP_TEXT_LEN) {
+        return None;
+    }
+    let (stamp, rest) = text.split_at(TIMESTAMP_TEXT_LEN);
+    let json = rest.strip_prefix(STAMP_SEPARATOR)?;
+    Some((Timestamp::parse(stamp)?, serde_json::from_str(json).ok()?))
+}
+
+/// `"<epoch>:<node>"`; node ids cannot contain `:`.
+pub fn encode_owner(owner: &Owner) -> String {
+    format!("{}:{}", owner.epoch, owner.node)
+}
+
+pub fn decode_owner(text: &str) -> Option<Owner> {
+    let (epoch, node) = text.split_once(':')?;
+    Some(Owner {
+        epoch: epoch.parse().ok()?,
+        node: NodeId::parse(node).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_round_trip_and_garbage() {
+        let ts = Timestamp {
+            wall_ms: 1,
+            logical: 2,
+            actor: 3,
+        };
+        let text = encode_stamped(ts, &"eu-west");
+        assert_eq!(
+            decode_stamped::<String>(&text),
+            Some((ts, "eu-west".to_string()))
+        );
+        assert_eq!(decode_stamped::<String>("junk"), None);
+        assert_eq!(decode_stamped::<u32>(&text), None);
+        assert_eq!(decode_stamped::<String>(&"é".repeat(30)), None);
+    }
+
+    #[test]
+    fn owner_round_trip_and_garbage() {
+        let owner = Owner {
+            epoch: 7,
+            node: NodeId::parse("sfu-1").expect("valid"),
+        };
+        assert_eq!(decode_owner(&encode_owner(&owner)), Some(owner));
+        assert_eq!(decode_owner("x:sfu"), None);
+        assert_eq!(decode_owner("7"), None);
+    }
+
+    #[test]
+    fn genesis_actor_depends_only_on_the_room() {
+        let a = RoomId::parse("r1").expect("valid");
+        let b = RoomId::parse("r2").expect("valid");
+        assert_eq!(genesis_actor(&a), genesis_actor(&a));
+        assert_ne!(genesis_actor(&a), genesis_actor(&b));
+    }
+}

@@ -1,0 +1,229 @@
+//! Applying a [`RoomOp`] inside one automerge transaction. Validation reads
+//! the transaction's own view, so a refused op leaves no trace (the
+//! transaction rolls back).
+
+use automerge::transaction::{Transactable, Transaction};
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
+
+use super::op::RoomOp;
+use super::read::{self, RootObjs};
+use super::schema as s;
+use crate::error::Error;
+use crate::events::ChangeKind;
+use crate::hlc::Timestamp;
+use crate::ids::{validate_id, RoomId, SessionId};
+use crate::limits::{
+    ATTRS_PER_ROOM_MAX, ATTR_VALUE_BYTES_MAX, PARTICIPANTS_PER_ROOM_MAX, PERMISSIONS_PER_ROOM_MAX,
+    SIMULCAST_LAYERS_MAX, TRACKS_PER_SESSION_MAX,
+};
+use crate::model::{ConfigUpdate, Lifecycle, SessionState};
+
+/// Writes the skeleton every room starts with. Run by the genesis actor with
+/// commit time 0, it produces a byte-identical change on every replica.
+pub fn genesis(tx: &mut Transaction<'_>, room: &RoomId) -> Result<(), Error> {
+    tx.put(
+        ROOT,
+        s::SCHEMA,
+        ScalarValue::Uint(crate::model::SCHEMA_VERSION),
+    )?;
+    tx.put(ROOT, s::ROOM_ID, room.as_str())?;
+    tx.put_object(ROOT, s::META, ObjType::Map)?;
+    let config = tx.put_object(ROOT, s::CONFIG, ObjType::Map)?;
+    tx.put_object(&config, s::ATTRS, ObjType::Map)?;
+    tx.put_object(ROOT, s::PERMISSIONS, ObjType::Map)?;
+    tx.put_object(ROOT, s::SESSIONS, ObjType::Map)?;
+    let counters = tx.put_object(ROOT, s::COUNTERS, ObjType::Map)?;
+    for key in s::COUNTER_KEYS {
+        tx.put(&counters, key, ScalarValue::counter(0))?;
+    }
+    Ok(())
+}
+
+/// Context of one local write.
+pub struct WriteCtx<'a> {
+    pub room: &'a RoomId,
+    pub stamp: Timestamp,
+    pub now_ms: u64,
+}
+
+/// Applies `op` (anything but `Create`'s genesis) and says what changed.
+pub fn apply(
+    tx: &mut Transaction<'_>,
+    ctx: &WriteCtx<'_>,
+    op: &RoomOp,
+) -> Result<Vec<ChangeKind>, Error> {
+    let objs = RootObjs::find(tx, ctx.room)?;
+    let is_create = matches!(op, RoomOp::Create { .. });
+    if !is_create && read::lifecycle(tx, &objs.meta) == Lifecycle::Ended {
+        return Err(Error::RoomEnded(ctx.room.clone()));
+    }
+    match op {
+        RoomOp::Create { tenant, config } => {
+            tx.put(&objs.meta, s::TENANT, s::encode_stamped(ctx.stamp, tenant))?;
+            tx.put(
+                &objs.meta,
+                s::CREATED_AT,
+                s::encode_stamped(ctx.stamp, &ctx.now_ms),
+            )?;
+            let update = ConfigUpdate {
+                max_participants: Some(config.max_participants),
+                preferred_region: Some(config.preferred_region.clone()),
+                recording: Some(config.recording),
+                set_attributes: config.attributes.clone(),
+                remove_attributes: Vec::new(),
+            };
+            update_config(tx, &objs, ctx, &update)?;
+            Ok(vec![ChangeKind::RoomCreated])
+        }
+        RoomOp::UpdateConfig { update } => {
+            update_config(tx, &objs, ctx, update)?;
+            Ok(vec![ChangeKind::ConfigUpdated])
+        }
+        RoomOp::SetPermission { user, permission } => {
+            let exists = tx.get(&objs.permissions, user.as_str())?.is_some();
+            if !exists && tx.length(&objs.permissions) >= PERMISSIONS_PER_ROOM_MAX {
+                return Err(invalid(
+                    "permissions",
+                    format!("at most {PERMISSIONS_PER_ROOM_MAX} per room"),
+                ));
+            }
+            tx.put(
+                &objs.permissions,
+                user.as_str(),
+                s::encode_stamped(ctx.stamp, permission),
+            )?;
+            Ok(vec![ChangeKind::PermissionSet { user: user.clone() }])
+        }
+        RoomOp::RemovePermission { user } => {
+            tx.delete(&objs.permissions, user.as_str())?;
+            Ok(vec![ChangeKind::PermissionRemoved { user: user.clone() }])
+        }
+        RoomOp::Join { request } => super::session_write::join(tx, &objs, ctx, request),
+        RoomOp::SetState { session, state } => {
+            super::session_write::set_state(tx, &objs, ctx, session, *state)
+        }
+        RoomOp::Leave { session } => {
+            super::session_write::set_state(tx, &objs, ctx, session, SessionState::Left)
+        }
+        RoomOp::Publish {
+            session,
+            track_id,
+            track,
+        } => {
+            if track.simulcast_layers == 0 || track.simulcast_layers > SIMULCAST_LAYERS_MAX {
+                return Err(invalid(
+                    "simulcast_layers",
+                    format!("must be 1..={SIMULCAST_LAYERS_MAX}"),
+                ));
+            }
+            super::session_write::publish(
+                tx,
+                &objs,
+                ctx,
+                session,
+                track_id,
+                track,
+                TRACKS_PER_SESSION_MAX,
+            )
+        }
+        RoomOp::Unpublish { session, track_id } => {
+            super::session_write::unpublish(tx, &objs, ctx, session, track_id)
+        }
+        RoomOp::SetOwner { session, owner } => {
+            super::session_write::set_owner(tx, &objs, ctx, session, owner)
+        }
+        RoomOp::End => {
+            tx.put(
+                &objs.meta,
+                s::ENDED,
+                s::encode_stamped(ctx.stamp, &ctx.now_ms),
+            )?;
+            Ok(vec![ChangeKind::RoomEnded])
+        }
+    }
+}
+
+fn update_config(
+    tx: &mut Transaction<'_>,
+    objs: &RootObjs,
+    ctx: &WriteCtx<'_>,
+    update: &ConfigUpdate,
+) -> Result<(), Error> {
+    if let Some(max) = update.max_participants {
+        if max == 0 || max > PARTICIPANTS_PER_ROOM_MAX {
+            return Err(invalid(
+                "max_participants",
+                format!("must be 1..={PARTICIPANTS_PER_ROOM_MAX}"),
+            ));
+        }
+        tx.put(
+            &objs.config,
+            s::MAX_PARTICIPANTS,
+            s::encode_stamped(ctx.stamp, &max),
+        )?;
+    }
+    if let Some(region) = &update.preferred_region {
+        tx.put(
+            &objs.config,
+            s::PREFERRED_REGION,
+            s::encode_stamped(ctx.stamp, region),
+        )?;
+    }
+    if let Some(recording) = update.recording {
+        tx.put(
+            &objs.config,
+            s::RECORDING,
+            s::encode_stamped(ctx.stamp, &recording),
+        )?;
+    }
+    for key in &update.remove_attributes {
+        tx.delete(&objs.attrs, key.as_str())?;
+    }
+    for (key, value) in &update.set_attributes {
+        validate_id("attribute", key)?;
+        if value.len() > ATTR_VALUE_BYTES_MAX {
+            return Err(invalid(
+                "attribute value",
+                format!("at most {ATTR_VALUE_BYTES_MAX} bytes"),
+            ));
+        }
+        tx.put(
+            &objs.attrs,
+            key.as_str(),
+            s::encode_stamped(ctx.stamp, value),
+        )?;
+    }
+    if tx.length(&objs.attrs) > ATTRS_PER_ROOM_MAX {
+        return Err(invalid(
+            "attributes",
+            format!("at most {ATTRS_PER_ROOM_MAX} per room"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn invalid(field: &'static str, reason: String) -> Error {
+    Error::Invalid { field, reason }
+}
+
+/// The session map of `session`, refusing unknown and left sessions.
+pub fn live_session(
+    tx: &Transaction<'_>,
+    objs: &RootObjs,
+    room: &RoomId,
+    session: &SessionId,
+) -> Result<ObjId, Error> {
+    let obj = read::map_obj(tx, &objs.sessions, session.as_str()).ok_or_else(|| {
+        Error::UnknownSession {
+            room: room.clone(),
+            session: session.clone(),
+        }
+    })?;
+    if read::session_state(tx, &obj) == Some(SessionState::Left) {
+        return Err(Error::SessionLeft {
+            room: room.clone(),
+            session: session.clone(),
+        });
+    }
+    Ok(obj)
+}

@@ -1,0 +1,380 @@
+//! The set of rooms a replica holds: hot rooms in a bounded LRU, cold rooms
+//! on disk, loaded on demand. Reads go through [`KvRead`]; every write
+//! leaves as a [`Batch`] for the driver to apply and flush (nothing here
+//! touches storage for writing, reads a clock or draws randomness).
+//!
+//! If the driver fails to apply a batch it must call [`RoomSet::evict`] so
+//! the in-memory room, now ahead of storage, is reloaded from what is stored.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+
+use automerge::{ActorId, Change, ChangeHash};
+use lru::LruCache;
+
+use crate::error::Error;
+use crate::events::{self, ChangeKind};
+use crate::ids::{RoomId, SessionId};
+use crate::limits::COMPACTION_MIN_CHUNK_BYTES;
+use crate::model::{Head, Owner, RemoteOutcome, RoomSnapshot, RoomSummary, SessionState};
+use crate::room::{RoomDoc, RoomOp, WriteCtx};
+use crate::storage::{keys, Batch, KvRead, StorageError};
+
+/// Rooms by id, with their storage bookkeeping.
+pub struct RoomSet {
+    actor: ActorId,
+    hot: LruCache<RoomId, HotRoom>,
+}
+
+struct HotRoom {
+    doc: RoomDoc,
+    /// Sequence numbers of this room's stored chunks: `first..next`.
+    chunk_first: u64,
+    chunk_next: u64,
+    chunk_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+/// The result of a local write: what to persist, send and announce.
+#[derive(Debug)]
+pub struct LocalWrite {
+    pub changes: Vec<Change>,
+    pub kinds: Vec<ChangeKind>,
+    pub heads: Vec<Head>,
+    pub batch: Batch,
+}
+
+/// The result of applying remote changes.
+#[derive(Debug, Default)]
+pub struct RemoteWrite {
+    pub outcome: RemoteOutcome,
+    pub applied: Vec<Change>,
+    pub kinds: Vec<ChangeKind>,
+    pub batch: Batch,
+}
+
+/// What the indexes hold for a room: its listing entry and who owns which
+/// live call. Compared before and after a write to produce index updates.
+#[derive(Debug, Default, PartialEq)]
+struct IndexView {
+    summary: Option<RoomSummary>,
+    owners: BTreeMap<SessionId, Owner>,
+}
+
+impl IndexView {
+    fn of(snapshot: Option<&RoomSnapshot>) -> Self {
+        let Some(snap) = snapshot else {
+            return Self::default();
+        };
+        let active = snap.lifecycle == crate::model::Lifecycle::Active;
+        Self {
+            summary: Some(RoomSummary {
+                id: snap.id.clone(),
+                tenant: snap.tenant.clone(),
+                lifecycle: snap.lifecycle,
+            }),
+            owners: snap
+                .sessions
+                .iter()
+                .filter(|(_, s)| active && s.state != SessionState::Left)
+                .map(|(id, s)| (id.clone(), s.owner.clone()))
+                .collect(),
+        }
+    }
+}
+
+pub fn head(hash: &ChangeHash) -> Head {
+    Head(hash.0)
+}
+
+pub fn change_hash(head: &Head) -> ChangeHash {
+    ChangeHash(head.0)
+}
+
+impl RoomSet {
+    pub fn new(actor: ActorId, hot_rooms: NonZeroUsize) -> Self {
+        Self {
+            actor,
+            hot: LruCache::new(hot_rooms),
+        }
+    }
+
+    pub fn hot_len(&self) -> usize {
+        self.hot.len()
+    }
+
+    /// Forgets the in-memory copy of `room` (after a failed persist).
+    pub fn evict(&mut self, room: &RoomId) {
+        self.hot.pop(room);
+    }
+
+    /// The room, loading it from storage if it is cold. `Ok(None)` if the
+    /// store has nothing for it.
+    fn load(&mut self, store: &dyn KvRead, room: &RoomId) -> Result<Option<&mut HotRoom>, Error> {
+        if !self.hot.contains(room) {
+            let Some(hot) = self.read_stored(store, room)? else {
+                return Ok(None);
+            };
+            self.hot.push(room.clone(), hot);
+        }
+        Ok(self.hot.get_mut(room))
+    }
+
+    fn read_stored(&self, store: &dyn KvRead, room: &RoomId) -> Result<Option<HotRoom>, Error> {
+        let snapshot = store.get(&keys::snapshot(room))?;
+        let stored = store.scan_prefix(&keys::chunks(room))?;
+        if snapshot.is_none() && stored.is_empty() {
+            return Ok(None);
+        }
+        let mut seqs = Vec::with_capacity(stored.len());
+        let mut chunks = Vec::with_capacity(stored.len());
+        for (key, value) in stored {
+            let seq = keys::chunk_seq(&key).ok_or_else(|| StorageError::Malformed {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "chunk key without sequence".into(),
+            })?;
+            seqs.push(seq);
+            chunks.push(value);
+        }
+        let doc = RoomDoc::load(
+            room.clone(),
+            self.actor.clone(),
+            snapshot.as_deref(),
+            &chunks,
+        )?;
+        Ok(Some(HotRoom {
+            doc,
+            chunk_first: seqs.first().copied().unwrap_or(0),
+            chunk_next: seqs.last().map_or(0, |s| s + 1),
+            chunk_bytes: chunks.iter().map(|c| c.len() as u64).sum(),
+            snapshot_bytes: snapshot.map_or(0, |s| s.len() as u64),
+        }))
+    }
+
+    /// Reads a room; `Ok(None)` if unknown (or known only by changes whose
+    /// genesis has not arrived yet).
+    pub fn snapshot(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+    ) -> Result<Option<RoomSnapshot>, Error> {
+        match self.load(store, room)? {
+            Some(hot) if !hot.doc.is_empty() => hot.doc.snapshot().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn export(&mut self, store: &dyn KvRead, room: &RoomId) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .load(store, room)?
+            .filter(|h| !h.doc.is_empty())
+            .map(|h| h.doc.save()))
+    }
+
+    pub fn heads(&mut self, store: &dyn KvRead, room: &RoomId) -> Result<Vec<Head>, Error> {
+        Ok(self
+            .load(store, room)?
+            .map(|h| h.doc.heads().iter().map(head).collect())
+            .unwrap_or_default())
+    }
+
+    /// Changes of `room` that a peer with heads `have` lacks.
+    pub fn changes_since(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        have: &[Head],
+    ) -> Result<Vec<Change>, Error> {
+        let have: Vec<ChangeHash> = have.iter().map(change_hash).collect();
+        Ok(self
+            .load(store, room)?
+            .map(|h| h.doc.changes_since(&have))
+            .unwrap_or_default())
+    }
+
+    /// Applies a local operation. The room must exist unless `op` creates it.
+    pub fn local_write(
+        &mut self,
+        store: &dyn KvRead,
+        ctx: &WriteCtx<'_>,
+        op: &RoomOp,
+    ) -> Result<LocalWrite, Error> {
+        let room = ctx.room;
+        if self.load(store, room)?.is_none() {
+            if !matches!(op, RoomOp::Create { .. }) {
+                return Err(Error::UnknownRoom(room.clone()));
+            }
+            let doc = RoomDoc::empty(room.clone(), self.actor.clone());
+            self.hot.push(room.clone(), HotRoom::new(doc));
+        }
+        let hot = self
+            .hot
+            .get_mut(room)
+            .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+        let scope = index_scope(op);
+        let before = hot.index_view(&scope)?;
+        let (changes, kinds) = hot.doc.apply_local(ctx, op)?;
+        let after = hot.index_view(&scope)?;
+        let mut batch = Batch::default();
+        hot.persist(&changes, &mut batch);
+        index_updates(room, &before, &after, &mut batch);
+        let heads = hot.doc.heads().iter().map(head).collect();
+        Ok(LocalWrite {
+            changes,
+            kinds,
+            heads,
+            batch,
+        })
+    }
+
+    /// Applies changes received from a peer.
+    pub fn remote_apply(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        changes: Vec<Change>,
+    ) -> Result<RemoteWrite, Error> {
+        if self.load(store, room)?.is_none() {
+            let doc = RoomDoc::empty(room.clone(), self.actor.clone());
+            self.hot.push(room.clone(), HotRoom::new(doc));
+        }
+        let hot = self
+            .hot
+            .get_mut(room)
+            .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+        let before = readable(&hot.doc)?;
+        let applied = hot.doc.apply_remote(changes)?;
+        let mut write = RemoteWrite {
+            outcome: RemoteOutcome {
+                applied: applied.applied.len(),
+                pending: applied.pending,
+                dropped: applied.dropped,
+            },
+            ..RemoteWrite::default()
+        };
+        if applied.applied.is_empty() {
+            return Ok(write);
+        }
+        let after = readable(&hot.doc)?;
+        if let Some(after_snap) = &after {
+            write.kinds = events::diff(before.as_ref(), after_snap);
+        }
+        hot.persist(&applied.applied, &mut write.batch);
+        index_updates(
+            room,
+            &IndexView::of(before.as_ref()),
+            &IndexView::of(after.as_ref()),
+            &mut write.batch,
+        );
+        write.applied = applied.applied;
+        Ok(write)
+    }
+}
+
+/// A snapshot, or `None` while the room's genesis has not arrived.
+fn readable(doc: &RoomDoc) -> Result<Option<RoomSnapshot>, Error> {
+    if doc.is_empty() {
+        return Ok(None);
+    }
+    doc.snapshot().map(Some)
+}
+
+/// Which part of the indexes an op can change.
+enum IndexScope {
+    Nothing,
+    Session(SessionId),
+    Room,
+}
+
+fn index_scope(op: &RoomOp) -> IndexScope {
+    match op {
+        RoomOp::Create { .. } | RoomOp::End => IndexScope::Room,
+        RoomOp::Join { request } => IndexScope::Session(request.session.clone()),
+        RoomOp::SetState { session, .. }
+        | RoomOp::Leave { session }
+        | RoomOp::SetOwner { session, .. } => IndexScope::Session(session.clone()),
+        RoomOp::UpdateConfig { .. }
+        | RoomOp::SetPermission { .. }
+        | RoomOp::RemovePermission { .. }
+        | RoomOp::Publish { .. }
+        | RoomOp::Unpublish { .. } => IndexScope::Nothing,
+    }
+}
+
+impl HotRoom {
+    fn new(doc: RoomDoc) -> Self {
+        Self {
+            doc,
+            chunk_first: 0,
+            chunk_next: 0,
+            chunk_bytes: 0,
+            snapshot_bytes: 0,
+        }
+    }
+
+    fn index_view(&self, scope: &IndexScope) -> Result<IndexView, Error> {
+        Ok(match scope {
+            IndexScope::Nothing => IndexView::default(),
+            IndexScope::Session(session) => IndexView {
+                summary: None,
+                owners: self.doc.live_owners(Some(session)),
+            },
+            IndexScope::Room => IndexView::of(readable(&self.doc)?.as_ref()),
+        })
+    }
+
+    /// Appends `changes` as one chunk, compacting into a fresh snapshot when
+    /// the chunks have outgrown it (automerge-repo's rule), so a room's
+    /// stored size stays within about twice its snapshot.
+    fn persist(&mut self, changes: &[Change], batch: &mut Batch) {
+        if changes.is_empty() {
+            return;
+        }
+        let room = self.doc.id().clone();
+        let bytes: Vec<u8> = changes
+            .iter()
+            .flat_map(|c| c.raw_bytes().iter().copied())
+            .collect();
+        self.chunk_bytes += bytes.len() as u64;
+        if self.chunk_bytes > self.snapshot_bytes.max(COMPACTION_MIN_CHUNK_BYTES) {
+            let snapshot = self.doc.save();
+            self.snapshot_bytes = snapshot.len() as u64;
+            batch.put(keys::snapshot(&room), snapshot);
+            for seq in self.chunk_first..self.chunk_next {
+                batch.delete(keys::chunk(&room, seq));
+            }
+            self.chunk_first = self.chunk_next;
+            self.chunk_bytes = 0;
+            return;
+        }
+        batch.put(keys::chunk(&room, self.chunk_next), bytes);
+        self.chunk_next += 1;
+    }
+}
+
+fn index_updates(room: &RoomId, before: &IndexView, after: &IndexView, batch: &mut Batch) {
+    if let Some(summary) = &after.summary {
+        if before.summary.as_ref() != Some(summary) {
+            // RoomSummary is plain data; JSON encoding cannot fail.
+            let json = serde_json::to_vec(summary).expect("summary serializes");
+            batch.put(keys::index(room), json);
+        }
+    }
+    let sessions = before.owners.keys().chain(after.owners.keys());
+    for session in sessions.collect::<std::collections::BTreeSet<_>>() {
+        let was = before.owners.get(session);
+        let now = after.owners.get(session);
+        if was == now {
+            continue;
+        }
+        if let Some(owner) = was {
+            batch.delete(keys::owner(&owner.node, room, session));
+        }
+        if let Some(owner) = now {
+            batch.put(
+                keys::owner(&owner.node, room, session),
+                owner.epoch.to_be_bytes().to_vec(),
+            );
+        }
+    }
+}
