@@ -21,3 +21,8 @@ pub use ids::{IdError, NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, U
 pub use model::*;
 pub use room::RoomOp;
 pub use subscription::{RecvError, Subscription};
+
+/// The README's code compiles (its examples are doctests).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::{Batch, Kv, KvRead, StorageError};
+use super::{Batch, Entry, Kv, KvRead, StorageError};
 
 #[derive(Debug, Default)]
 pub struct MemKv {
@@ -72,7 +72,7 @@ impl KvRead for MemKv {
         })
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         let maps = self.lock();
         let mut merged: BTreeMap<&[u8], Option<&Vec<u8>>> = BTreeMap::new();
         let from = prefix.to_vec();

@@ -22,11 +22,14 @@ pub enum StorageError {
     Malformed { key: String, reason: String },
 }
 
+/// One stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Reads; the engine's core sees storage only through this.
 pub trait KvRead: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StorageError>;
 }
 
 /// Reads plus atomic batched writes and an explicit durability point.

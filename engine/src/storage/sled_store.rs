@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Batch, Kv, KvRead, StorageError};
+use super::{Batch, Entry, Kv, KvRead, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct SledKv {
@@ -39,7 +39,7 @@ impl KvRead for SledKv {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         self.db
             .scan_prefix(prefix)
             .map(|entry| {
