@@ -148,9 +148,10 @@ impl Engine {
             reason: "must be at least 1".into(),
         })?;
         let (events, _) = broadcast::channel(config.event_queue);
+        let rooms = RoomSet::open(kv.as_ref(), actor, hot_rooms)?;
         Ok(Self {
             inner: Mutex::new(Inner {
-                rooms: RoomSet::new(actor, hot_rooms),
+                rooms,
                 hlc: Hlc::new(hlc_actor(&config.node)),
             }),
             kv,
@@ -425,7 +426,10 @@ impl Engine {
     fn apply_changes(&self, room: &RoomId, changes: Vec<Change>) -> Result<RemoteOutcome> {
         let (ticket, remote) = {
             let mut inner = self.lock();
-            let remote = inner.rooms.remote_apply(self.kv.as_ref(), room, changes)?;
+            let stamp = inner.hlc.tick(self.clock.now_ms());
+            let remote = inner
+                .rooms
+                .remote_apply(self.kv.as_ref(), room, changes, stamp)?;
             if remote.batch.is_empty() {
                 return Ok(remote.outcome);
             }

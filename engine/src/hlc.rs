@@ -10,7 +10,19 @@ use std::fmt;
 use crate::limits::HLC_MAX_DRIFT_MS;
 
 /// One HLC reading. Totally ordered; the actor breaks ties between replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timestamp {
     pub wall_ms: u64,
     pub logical: u32,

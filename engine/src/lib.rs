@@ -9,6 +9,7 @@ pub mod hlc;
 pub mod ids;
 pub mod limits;
 pub mod model;
+pub mod replica;
 pub mod room;
 pub mod rooms;
 pub mod storage;

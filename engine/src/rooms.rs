@@ -6,7 +6,7 @@
 //! If the driver fails to apply a batch it must call [`RoomSet::evict`] so
 //! the in-memory room, now ahead of storage, is reloaded from what is stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Change, ChangeHash};
@@ -14,16 +14,31 @@ use lru::LruCache;
 
 use crate::error::Error;
 use crate::events::{self, ChangeKind};
+use crate::hlc::Timestamp;
 use crate::ids::{RoomId, SessionId};
 use crate::limits::COMPACTION_MIN_CHUNK_BYTES;
 use crate::model::{Head, Owner, RemoteOutcome, RoomSnapshot, RoomSummary, SessionState};
+use crate::replica::digest::{purged_item, room_item, DigestTree};
+use crate::replica::wire::{Digest, WireHead};
 use crate::room::{RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
 
-/// Rooms by id, with their storage bookkeeping.
+/// Rooms by id, with their storage bookkeeping, the digest tree over all of
+/// them and the set of purged rooms.
 pub struct RoomSet {
     actor: ActorId,
     hot: LruCache<RoomId, HotRoom>,
+    tree: DigestTree,
+    purged: BTreeSet<RoomId>,
+}
+
+/// One entry of the change log: the changes one write or merge added to a
+/// room, under the HLC stamp of that moment (the key). The since-a-timestamp
+/// catch-up path replays these.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogEntry {
+    pub room: RoomId,
+    pub hashes: Vec<WireHead>,
 }
 
 struct HotRoom {
@@ -91,12 +106,134 @@ pub fn change_hash(head: &Head) -> ChangeHash {
     ChangeHash(head.0)
 }
 
+fn malformed(key: &[u8], reason: &str) -> Error {
+    Error::Storage(StorageError::Malformed {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.into(),
+    })
+}
+
 impl RoomSet {
-    pub fn new(actor: ActorId, hot_rooms: NonZeroUsize) -> Self {
-        Self {
+    /// Opens the room set over `store`: reads the digest items and purge
+    /// markers (small, one per room), but no room document.
+    pub fn open(
+        store: &dyn KvRead,
+        actor: ActorId,
+        hot_rooms: NonZeroUsize,
+    ) -> Result<Self, Error> {
+        let mut tree = DigestTree::new();
+        for (key, value) in store.scan_prefix(keys::DIGEST)? {
+            let room =
+                keys::room_of(keys::DIGEST, &key).ok_or_else(|| malformed(&key, "digest key"))?;
+            let item: Digest = value
+                .as_slice()
+                .try_into()
+                .map_err(|_| malformed(&key, "digest value"))?;
+            tree.set(&room, item);
+        }
+        let mut purged = BTreeSet::new();
+        for (key, _) in store.scan_prefix(keys::PURGED)? {
+            let room =
+                keys::room_of(keys::PURGED, &key).ok_or_else(|| malformed(&key, "purge key"))?;
+            tree.set(&room, purged_item(&room));
+            purged.insert(room);
+        }
+        Ok(Self {
             actor,
             hot: LruCache::new(hot_rooms),
+            tree,
+            purged,
+        })
+    }
+
+    pub fn tree(&self) -> &DigestTree {
+        &self.tree
+    }
+
+    pub fn is_purged(&self, room: &RoomId) -> bool {
+        self.purged.contains(room)
+    }
+
+    /// One change of a room by hash (for serving the change log).
+    pub fn change(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        hash: &WireHead,
+    ) -> Result<Option<Change>, Error> {
+        let hash = ChangeHash(hash.0);
+        Ok(self.load(store, room)?.and_then(|h| h.doc.change(&hash)))
+    }
+
+    /// Log entries after `after` (from the start if `None`), up to `limit`.
+    pub fn log_after(
+        store: &dyn KvRead,
+        after: Option<&Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, LogEntry)>, Error> {
+        let after_key = after.map(keys::log);
+        let entries = store.scan_after(keys::LOG, after_key.as_deref(), limit)?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let stamp = keys::log_stamp(&key).ok_or_else(|| malformed(&key, "log key"))?;
+                let entry =
+                    postcard::from_bytes(&value).map_err(|_| malformed(&key, "log entry"))?;
+                Ok((stamp, entry))
+            })
+            .collect()
+    }
+
+    /// Deletes up to `max` log entries stamped before `before_wall_ms`.
+    /// Returns the batch and the newest stamp removed (the new horizon).
+    pub fn trim_log(
+        store: &dyn KvRead,
+        before_wall_ms: u64,
+        max: usize,
+    ) -> Result<(Batch, Option<Timestamp>), Error> {
+        let mut batch = Batch::default();
+        let mut horizon = None;
+        for (key, _) in store.scan_after(keys::LOG, None, max)? {
+            let Some(stamp) = keys::log_stamp(&key) else {
+                continue;
+            };
+            if stamp.wall_ms >= before_wall_ms {
+                break;
+            }
+            batch.delete(key);
+            horizon = Some(stamp);
         }
+        Ok((batch, horizon))
+    }
+
+    /// Removes a room from storage, keeping a marker so that stale replicas'
+    /// changes for it are refused, and dropping its owner-index entries.
+    pub fn purge(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        now_ms: u64,
+    ) -> Result<Batch, Error> {
+        let mut batch = Batch::default();
+        if self.purged.contains(room) {
+            return Ok(batch);
+        }
+        let before = match self.load(store, room)? {
+            Some(hot) => IndexView::of(readable(&hot.doc)?.as_ref()),
+            None => IndexView::default(),
+        };
+        index_updates(room, &before, &IndexView::default(), &mut batch);
+        batch.delete(keys::snapshot(room));
+        for (key, _) in store.scan_prefix(&keys::chunks(room))? {
+            batch.delete(key);
+        }
+        batch.delete(keys::index(room));
+        batch.delete(keys::digest(room));
+        batch.put(keys::purged(room), now_ms.to_be_bytes().to_vec());
+        self.hot.pop(room);
+        self.tree.set(room, purged_item(room));
+        self.purged.insert(room.clone());
+        Ok(batch)
     }
 
     pub fn hot_len(&self) -> usize {
@@ -200,6 +337,9 @@ impl RoomSet {
         op: &RoomOp,
     ) -> Result<LocalWrite, Error> {
         let room = ctx.room;
+        if self.purged.contains(room) {
+            return Err(Error::RoomPurged(room.clone()));
+        }
         if self.load(store, room)?.is_none() {
             if !matches!(op, RoomOp::Create { .. }) {
                 return Err(Error::UnknownRoom(room.clone()));
@@ -218,7 +358,8 @@ impl RoomSet {
         let mut batch = Batch::default();
         hot.persist(&changes, &mut batch);
         index_updates(room, &before, &after, &mut batch);
-        let heads = hot.doc.heads().iter().map(head).collect();
+        let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
+        self.record(room, &heads, &changes, ctx.stamp, &mut batch);
         Ok(LocalWrite {
             changes,
             kinds,
@@ -227,13 +368,17 @@ impl RoomSet {
         })
     }
 
-    /// Applies changes received from a peer.
+    /// Applies changes received from a peer; `stamp` keys the log entry.
     pub fn remote_apply(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
         changes: Vec<Change>,
+        stamp: Timestamp,
     ) -> Result<RemoteWrite, Error> {
+        if self.purged.contains(room) {
+            return Err(Error::RoomPurged(room.clone()));
+        }
         if self.load(store, room)?.is_none() {
             let doc = RoomDoc::empty(room.clone(), self.actor.clone());
             self.hot.push(room.clone(), HotRoom::new(doc));
@@ -266,8 +411,34 @@ impl RoomSet {
             &IndexView::of(after.as_ref()),
             &mut write.batch,
         );
+        let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
+        self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
         write.applied = applied.applied;
         Ok(write)
+    }
+
+    /// Updates the room's digest item and appends a change-log entry.
+    fn record(
+        &mut self,
+        room: &RoomId,
+        heads: &[Head],
+        changes: &[Change],
+        stamp: Timestamp,
+        batch: &mut Batch,
+    ) {
+        if changes.is_empty() {
+            return;
+        }
+        let item = room_item(room, heads);
+        self.tree.set(room, item);
+        batch.put(keys::digest(room), item.to_vec());
+        let entry = LogEntry {
+            room: room.clone(),
+            hashes: changes.iter().map(|c| WireHead(c.hash().0)).collect(),
+        };
+        // LogEntry holds only ids and fixed arrays: postcard cannot fail on it.
+        let value = postcard::to_stdvec(&entry).expect("log entry serializes");
+        batch.put(keys::log(&stamp), value);
     }
 }
 

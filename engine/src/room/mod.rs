@@ -104,6 +104,10 @@ impl RoomDoc {
         self.doc.get_changes(have)
     }
 
+    pub fn change(&self, hash: &ChangeHash) -> Option<Change> {
+        self.doc.get_change_by_hash(hash)
+    }
+
     pub fn has_change(&self, hash: &ChangeHash) -> bool {
         self.doc.get_change_by_hash(hash).is_some()
     }

@@ -7,6 +7,9 @@
 //! | `c/<room>/<seq u64 BE>`          | incremental chunk: raw change bytes    |
 //! | `i/<room>`                       | room summary, JSON (for listing)       |
 //! | `o/<node>/<room>/<session>`      | owner epoch, u64 BE (calls by node)    |
+//! | `d/<room>`                       | digest-tree item of the room (16 B)     |
+//! | `p/<room>`                       | purge marker: purge time ms, u64 BE     |
+//! | `l/<hlc: wall BE8 logical BE4 actor BE8>` | change-log entry: room + hashes |
 //! | `m/<name>`                       | engine metadata                        |
 
 use crate::ids::{NodeId, RoomId, SessionId};
@@ -16,6 +19,44 @@ pub const CHUNK: &[u8] = b"c/";
 pub const INDEX: &[u8] = b"i/";
 pub const OWNER: &[u8] = b"o/";
 pub const META: &[u8] = b"m/";
+pub const DIGEST: &[u8] = b"d/";
+pub const PURGED: &[u8] = b"p/";
+pub const LOG: &[u8] = b"l/";
+
+pub fn digest(room: &RoomId) -> Vec<u8> {
+    join(&[DIGEST, room.as_str().as_bytes()])
+}
+
+pub fn purged(room: &RoomId) -> Vec<u8> {
+    join(&[PURGED, room.as_str().as_bytes()])
+}
+
+/// The room id at the end of a `d/`, `p/`, `i/` or `s/` key.
+pub fn room_of(prefix: &[u8], key: &[u8]) -> Option<RoomId> {
+    let tail = key.strip_prefix(prefix)?;
+    RoomId::parse(std::str::from_utf8(tail).ok()?).ok()
+}
+
+/// A change-log key: ordered like the timestamp.
+pub fn log(stamp: &crate::hlc::Timestamp) -> Vec<u8> {
+    let mut key = LOG.to_vec();
+    key.extend_from_slice(&stamp.wall_ms.to_be_bytes());
+    key.extend_from_slice(&stamp.logical.to_be_bytes());
+    key.extend_from_slice(&stamp.actor.to_be_bytes());
+    key
+}
+
+pub fn log_stamp(key: &[u8]) -> Option<crate::hlc::Timestamp> {
+    let tail = key.strip_prefix(LOG)?;
+    if tail.len() != 20 {
+        return None;
+    }
+    Some(crate::hlc::Timestamp {
+        wall_ms: u64::from_be_bytes(tail[0..8].try_into().ok()?),
+        logical: u32::from_be_bytes(tail[8..12].try_into().ok()?),
+        actor: u64::from_be_bytes(tail[12..20].try_into().ok()?),
+    })
+}
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());

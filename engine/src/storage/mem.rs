@@ -73,26 +73,35 @@ impl KvRead for MemKv {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
+        self.scan_after(prefix, None, usize::MAX)
+    }
+
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
         let maps = self.lock();
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let range = (start, Bound::Unbounded);
         let mut merged: BTreeMap<&[u8], Option<&Vec<u8>>> = BTreeMap::new();
-        let from = prefix.to_vec();
-        for (k, v) in maps
-            .durable
-            .range(from.clone()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+        let durable = maps.durable.range::<Vec<u8>, _>(range.clone());
+        for (k, v) in durable.take_while(|(k, _)| k.starts_with(prefix)) {
             merged.insert(k, Some(v));
         }
-        for (k, v) in maps
-            .volatile
-            .range(from..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+        let volatile = maps.volatile.range::<Vec<u8>, _>(range);
+        for (k, v) in volatile.take_while(|(k, _)| k.starts_with(prefix)) {
             merged.insert(k, v.as_ref());
         }
         Ok(merged
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.clone())))
+            .take(limit)
             .collect())
     }
 }

@@ -30,6 +30,14 @@ pub trait KvRead: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StorageError>;
+    /// Up to `limit` entries under `prefix` whose keys sort after `after`
+    /// (from the start of the prefix if `None`), in key order.
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
 }
 
 /// Reads plus atomic batched writes and an explicit durability point.

@@ -48,6 +48,28 @@ impl KvRead for SledKv {
             })
             .collect()
     }
+
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        self.db
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|entry| entry.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry.map_err(backend)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
 }
 
 impl Kv for SledKv {

@@ -1,0 +1,3 @@
+//! The replication protocol.
+pub mod digest;
+pub mod wire;

@@ -1,0 +1,329 @@
+//! Wire protocol v1: one versioned envelope, a compact codec (postcard:
+//! varints, no field names), named size limits, and defensive decoding —
+//! garbage is an error, never a panic and never a partly-applied message.
+//!
+//! Frame: `[version u8][postcard(Envelope)]`. The version byte comes first
+//! so a future v2 can change everything after it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::ids::RoomId;
+use crate::model::Head;
+
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest frame accepted on a request-response stream. A snapshot chunk or a
+/// since-batch is cut well below it (`SYNC_BATCH_BYTES_MAX`).
+pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Largest push frame: gossipsub refuses messages above 64 KiB, and the
+/// envelope needs some room of its own.
+pub const PUSH_BYTES_MAX: usize = 60 * 1024;
+
+/// Budget of changes or documents in one sync response; the rest follows in
+/// the next request. 1 MiB keeps one response well under a second on slow links.
+pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most rooms named in one message (requests for changes, leaves, pushes).
+pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
+
+/// Most digest-tree nodes asked for in one request: a whole tree level.
+pub const NODES_PER_REQUEST_MAX: usize = 4096;
+
+/// A digest: blake3 truncated to 128 bits. Collisions need 2^64 work, and
+/// peers are authenticated, so 16 bytes are plenty and halve the tree's bytes.
+pub type Digest = [u8; 16];
+
+/// One change hash on the wire: 32 raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WireHead(pub [u8; 32]);
+
+impl From<Head> for WireHead {
+    fn from(h: Head) -> Self {
+        WireHead(h.0)
+    }
+}
+
+impl From<WireHead> for Head {
+    fn from(h: WireHead) -> Self {
+        Head(h.0)
+    }
+}
+
+/// Raw automerge change bytes for one room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomChanges {
+    pub room: RoomId,
+    pub changes: Vec<serde_bytes::ByteBuf>,
+}
+
+/// A whole room document (automerge `save()` bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomDocument {
+    pub room: RoomId,
+    pub doc: serde_bytes::ByteBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Messages from another cluster are refused.
+    pub cluster: u64,
+    /// The sender's HLC when it sent this (feeds the receiver's HLC).
+    pub sent_at: Timestamp,
+    pub body: Body,
+}
+
+/// Every message. `round` ties a response to the request that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// New changes, gossiped to every peer.
+    Push { rooms: Vec<RoomChanges> },
+    /// Anti-entropy opener: my root digest, and my cursor into your log.
+    DigestReq {
+        round: u64,
+        root: Digest,
+        cursor: Option<Timestamp>,
+    },
+    /// `since_count`: entries in my log after your cursor (capped), if I
+    /// still hold the log back to it.
+    DigestResp {
+        round: u64,
+        root: Digest,
+        log_head: Timestamp,
+        since_count: Option<u64>,
+    },
+    /// Children of these nodes of level `level` (0 is the root).
+    TreeReq {
+        round: u64,
+        level: u8,
+        nodes: Vec<u32>,
+    },
+    TreeResp {
+        round: u64,
+        level: u8,
+        children: Vec<Digest>,
+    },
+    /// The rooms (and their digests) in these leaf buckets.
+    LeafReq { round: u64, buckets: Vec<u32> },
+    LeafResp {
+        round: u64,
+        rooms: Vec<(RoomId, Digest)>,
+    },
+    /// "These are my heads of each room; send what I lack."
+    ChangesReq {
+        round: u64,
+        rooms: Vec<(RoomId, Vec<WireHead>)>,
+    },
+    /// `truncated`: the byte budget cut the answer; ask again.
+    ChangesResp {
+        round: u64,
+        rooms: Vec<RoomChanges>,
+        truncated: bool,
+    },
+    /// Everything in your log after `cursor`.
+    SinceReq { round: u64, cursor: Timestamp },
+    SinceResp {
+        round: u64,
+        rooms: Vec<RoomChanges>,
+        next_cursor: Timestamp,
+        complete: bool,
+    },
+    /// Whole documents of rooms ordered after `after`.
+    SnapshotReq { round: u64, after: Option<RoomId> },
+    /// `too_large`: rooms over the batch budget, to fetch with `ChangesReq`.
+    SnapshotResp {
+        round: u64,
+        rooms: Vec<RoomDocument>,
+        too_large: Vec<RoomId>,
+        next: Option<RoomId>,
+        log_head: Timestamp,
+    },
+    /// These rooms were purged here; purge yours and refuse their changes.
+    Purged { rooms: Vec<RoomId> },
+    /// I hold these rooms as ended (towards purging them everywhere).
+    EndAck { rooms: Vec<RoomId> },
+}
+
+/// What the receiver does with a frame that is not a valid v1 message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty frame")]
+    Empty,
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("protocol version {0} is not supported (this build speaks 1)")]
+    Version(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("{trailing} trailing bytes after the message")]
+    Trailing { trailing: usize },
+    #[error("message names {count} {what}; the limit is {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::Version(_) => "version",
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::Trailing { .. } => "trailing",
+            DecodeError::TooMany { .. } => "too_many",
+        }
+    }
+}
+
+pub fn encode(envelope: &Envelope) -> Vec<u8> {
+    let mut frame = vec![PROTOCOL_VERSION];
+    // postcard cannot fail on these types when writing to a Vec.
+    let body = postcard::to_stdvec(envelope).expect("wire types serialize");
+    frame.extend_from_slice(&body);
+    frame
+}
+
+pub fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
+    let (&version, rest) = frame.split_first().ok_or(DecodeError::Empty)?;
+    if frame.len() > MESSAGE_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            len: frame.len(),
+            max: MESSAGE_BYTES_MAX,
+        });
+    }
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let (envelope, trailing) = postcard::take_from_bytes::<Envelope>(rest)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !trailing.is_empty() {
+        return Err(DecodeError::Trailing {
+            trailing: trailing.len(),
+        });
+    }
+    envelope.body.check_counts()?;
+    Ok(envelope)
+}
+
+impl Body {
+    /// Count limits that the byte limit alone does not imply.
+    fn check_counts(&self) -> Result<(), DecodeError> {
+        let check = |what, count: usize, max| {
+            if count > max {
+                return Err(DecodeError::TooMany { what, count, max });
+            }
+            Ok(())
+        };
+        match self {
+            Body::Push { rooms }
+            | Body::ChangesResp { rooms, .. }
+            | Body::SinceResp { rooms, .. } => check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX),
+            Body::ChangesReq { rooms, .. } => check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX),
+            Body::LeafResp { .. } | Body::TreeResp { .. } => Ok(()),
+            Body::TreeReq { nodes, .. } => check("nodes", nodes.len(), NODES_PER_REQUEST_MAX),
+            Body::LeafReq { buckets, .. } => check("buckets", buckets.len(), NODES_PER_REQUEST_MAX),
+            Body::SnapshotResp {
+                rooms, too_large, ..
+            } => check(
+                "rooms",
+                rooms.len() + too_large.len(),
+                ROOMS_PER_MESSAGE_MAX,
+            ),
+            Body::Purged { rooms } | Body::EndAck { rooms } => {
+                check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)
+            }
+            Body::DigestReq { .. }
+            | Body::DigestResp { .. }
+            | Body::SinceReq { .. }
+            | Body::SnapshotReq { .. } => Ok(()),
+        }
+    }
+
+    /// A short, stable label for per-kind metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Push { .. } => "push",
+            Body::DigestReq { .. } => "digest_req",
+            Body::DigestResp { .. } => "digest_resp",
+            Body::TreeReq { .. } => "tree_req",
+            Body::TreeResp { .. } => "tree_resp",
+            Body::LeafReq { .. } => "leaf_req",
+            Body::LeafResp { .. } => "leaf_resp",
+            Body::ChangesReq { .. } => "changes_req",
+            Body::ChangesResp { .. } => "changes_resp",
+            Body::SinceReq { .. } => "since_req",
+            Body::SinceResp { .. } => "since_resp",
+            Body::SnapshotReq { .. } => "snapshot_req",
+            Body::SnapshotResp { .. } => "snapshot_resp",
+            Body::Purged { .. } => "purged",
+            Body::EndAck { .. } => "end_ack",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            cluster: 7,
+            sent_at: Timestamp {
+                wall_ms: 1_700_000_000_000,
+                logical: 3,
+                actor: 9,
+            },
+            body: Body::DigestReq {
+                round: 1,
+                root: [0xab; 16],
+                cursor: None,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let env = sample();
+        assert_eq!(decode(&encode(&env)), Ok(env));
+    }
+
+    #[test]
+    fn idle_digest_request_is_small() {
+        let len = encode(&sample()).len();
+        assert!(len <= 64, "idle opener is {len} bytes");
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode(&[2, 0]), Err(DecodeError::Version(2)));
+        assert!(matches!(
+            decode(&[1, 0xff, 0xff]),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut frame = encode(&sample());
+        frame.push(0);
+        assert_eq!(decode(&frame), Err(DecodeError::Trailing { trailing: 1 }));
+        let big = vec![1u8; MESSAGE_BYTES_MAX + 1];
+        assert!(matches!(decode(&big), Err(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn invalid_room_ids_are_refused() {
+        let env = Envelope {
+            body: Body::Purged {
+                rooms: vec![RoomId::parse("ok").expect("valid")],
+            },
+            ..sample()
+        };
+        let mut frame = encode(&env);
+        let at = frame.len() - 2; // inside "ok"
+        frame[at] = b'/';
+        assert!(matches!(decode(&frame), Err(DecodeError::Malformed(_))));
+    }
+}
