@@ -154,6 +154,19 @@ impl RoomSet {
         self.purged.contains(room)
     }
 
+    /// Whether `room` holds the change `hash` (cheap).
+    pub fn has_change(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        hash: &WireHead,
+    ) -> Result<bool, Error> {
+        let hash = ChangeHash(hash.0);
+        Ok(self
+            .load(store, room)?
+            .is_some_and(|h| h.doc.has_change(&hash)))
+    }
+
     /// One change of a room by hash (for serving the change log).
     pub fn change(
         &mut self,
@@ -219,7 +232,7 @@ impl RoomSet {
             return Ok(batch);
         }
         let before = match self.load(store, room)? {
-            Some(hot) => IndexView::of(readable(&hot.doc)?.as_ref()),
+            Some(hot) => IndexView::of(readable(&mut hot.doc)?.as_ref()),
             None => IndexView::default(),
         };
         index_updates(room, &before, &IndexView::default(), &mut batch);
@@ -387,7 +400,7 @@ impl RoomSet {
             .hot
             .get_mut(room)
             .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
-        let before = readable(&hot.doc)?;
+        let before = readable(&mut hot.doc)?;
         let applied = hot.doc.apply_remote(changes)?;
         let mut write = RemoteWrite {
             outcome: RemoteOutcome {
@@ -400,7 +413,7 @@ impl RoomSet {
         if applied.applied.is_empty() {
             return Ok(write);
         }
-        let after = readable(&hot.doc)?;
+        let after = readable(&mut hot.doc)?;
         if let Some(after_snap) = &after {
             write.kinds = events::diff(before.as_ref(), after_snap);
         }
@@ -443,7 +456,7 @@ impl RoomSet {
 }
 
 /// A snapshot, or `None` while the room's genesis has not arrived.
-fn readable(doc: &RoomDoc) -> Result<Option<RoomSnapshot>, Error> {
+fn readable(doc: &mut RoomDoc) -> Result<Option<RoomSnapshot>, Error> {
     if doc.is_empty() {
         return Ok(None);
     }
@@ -483,14 +496,14 @@ impl HotRoom {
         }
     }
 
-    fn index_view(&self, scope: &IndexScope) -> Result<IndexView, Error> {
+    fn index_view(&mut self, scope: &IndexScope) -> Result<IndexView, Error> {
         Ok(match scope {
             IndexScope::Nothing => IndexView::default(),
             IndexScope::Session(session) => IndexView {
                 summary: None,
                 owners: self.doc.live_owners(Some(session)),
             },
-            IndexScope::Room => IndexView::of(readable(&self.doc)?.as_ref()),
+            IndexScope::Room => IndexView::of(readable(&mut self.doc)?.as_ref()),
         })
     }
 

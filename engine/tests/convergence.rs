@@ -221,6 +221,12 @@ fn assert_converged(replicas: &[TestReplica]) -> Result<(), TestCaseError> {
             let other = r.engine.room(&id).expect("read");
             prop_assert_eq!(&other, &snap);
         }
+        // The cached reading equals a fresh read of the same document.
+        if let Ok(bytes) = first.export_room(&id) {
+            let fresh = replica("fresh", 0);
+            fresh.engine.import_room(&bytes).expect("import");
+            prop_assert_eq!(&fresh.engine.room(&id).expect("read"), &snap);
+        }
         // Every replica picks the same owner for every call, and its owner
         // index agrees with the room.
         if let Some(snap) = snap {

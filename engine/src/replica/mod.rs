@@ -1,3 +1,701 @@
-//! The replication protocol.
+//! The replication protocol as a sans-IO state machine.
+//!
+//! A [`Replica`] owns no socket, thread, clock or randomness. Its driver
+//! (the daemon, the simulator, a test) feeds it [`Input`]s with the current
+//! time and drains [`Output`]s after every input:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use chorus_engine::replica::{Input, Output, Replica, ReplicaConfig};
+//! use chorus_engine::storage::{Kv, MemKv};
+//! use chorus_engine::NodeId;
+//!
+//! let kv = Arc::new(MemKv::new());
+//! let config = ReplicaConfig::new(NodeId::parse("a")?, 7);
+//! let mut replica = Replica::new(config, kv.clone(), 0)?;
+//! let mut now_ms = 0;
+//! // 1. Feed an input (a message, a peer change, a local write, or a tick).
+//! replica.handle_input(now_ms, Input::Tick);
+//! // 2. Drain every output. A `Persist` must be applied — and flushed, if
+//! //    `durable` — before acting on any output after it.
+//! while let Some(output) = replica.poll_output() {
+//!     match output {
+//!         Output::Persist { batch, durable } => {
+//!             kv.apply(batch)?;
+//!             if durable {
+//!                 kv.flush()?;
+//!             }
+//!         }
+//!         Output::Send { to: _, bytes: _ } => { /* request-response to one peer */ }
+//!         Output::Broadcast { bytes: _ } => { /* gossip to all peers */ }
+//!         Output::Event(_event) => { /* acks, change events, sync reports */ }
+//!     }
+//! }
+//! // 3. Sleep until the next deadline (or an input), then tick.
+//! if let Some((deadline, _timer)) = replica.poll_timeout() {
+//!     now_ms = deadline;
+//!     replica.handle_input(now_ms, Input::Tick);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
 pub mod digest;
+mod overlay;
+mod purge;
+mod push;
+mod round;
+mod serve;
+pub mod stats;
 pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use automerge::Change;
+
+pub use config::ReplicaConfig;
+pub use stats::ReplicaStats;
+
+use crate::error::Error;
+use crate::events::{ChangeEvent, ChangeKind, Origin};
+use crate::hlc::{Hlc, Timestamp};
+use crate::ids::{NodeId, RoomId};
+use crate::model::WriteAck;
+use crate::room::{RoomOp, WriteCtx};
+use crate::rooms::{RemoteWrite, RoomSet};
+use crate::storage::{keys, Batch, KvRead};
+use overlay::{Overlay, Staged};
+use round::Round;
+use wire::{Body, Envelope};
+
+/// Everything that can happen to a replica.
+#[derive(Debug)]
+pub enum Input {
+    /// Bytes a peer sent (push or sync message).
+    Message {
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
+    /// A connection to `peer` is up; a sync round with it starts at once.
+    PeerUp {
+        peer: NodeId,
+    },
+    PeerDown {
+        peer: NodeId,
+    },
+    /// Time passed; due timers fire.
+    Tick,
+    /// A write from the local API. Its result comes back as
+    /// `Event::WriteDone { id }` after the `Persist` that makes it durable.
+    LocalWrite {
+        id: u64,
+        room: RoomId,
+        op: RoomOp,
+    },
+}
+
+/// Everything a replica asks its driver to do.
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    Broadcast {
+        bytes: Vec<u8>,
+    },
+    /// Apply atomically; if `durable`, flush before acting on later outputs.
+    Persist {
+        batch: Batch,
+        durable: bool,
+    },
+    Event(Event),
+}
+
+/// How a sync round brought this replica level with a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPath {
+    /// Digest-tree walk, then changes since our heads, room by room.
+    Incremental,
+    /// Every change in the peer's log after our cursor.
+    Since,
+    /// Whole documents of every room.
+    Full,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    WriteDone {
+        id: u64,
+        result: Result<WriteAck, Error>,
+    },
+    Changed(ChangeEvent),
+    SyncStarted {
+        peer: NodeId,
+        path: SyncPath,
+    },
+    SyncFinished {
+        peer: NodeId,
+        path: SyncPath,
+        changes: u64,
+    },
+    Purged {
+        room: RoomId,
+    },
+    Rejected {
+        peer: NodeId,
+        reason: String,
+    },
+}
+
+/// The replica's timers; `poll_timeout` names the one due next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    AntiEntropy,
+    PushFlush,
+    RoundTimeout,
+    EndAck,
+    LogTrim,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    up: bool,
+    /// Our position in this peer's change log: we hold everything it had
+    /// up to this stamp.
+    cursor: Option<Timestamp>,
+    round: Option<Round>,
+    /// Where an interrupted full snapshot resumes.
+    snapshot_resume: Option<RoomId>,
+}
+
+/// Metadata key of the per-peer log cursor.
+fn cursor_key(peer: &NodeId) -> Vec<u8> {
+    keys::meta(&format!("cursor/{peer}"))
+}
+
+const LOG_HORIZON: &str = "log_horizon";
+
+/// A tiny xorshift generator: the replica's only randomness, seeded by config.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+pub struct Replica {
+    config: ReplicaConfig,
+    store: Arc<dyn KvRead>,
+    rooms: RoomSet,
+    hlc: Hlc,
+    now_ms: u64,
+    peers: BTreeMap<NodeId, Peer>,
+    staged: Staged,
+    pending_outputs: Vec<Output>,
+    outputs: VecDeque<Output>,
+    outbox: push::Outbox,
+    ended: BTreeMap<RoomId, purge::Ended>,
+    log_horizon: Option<Timestamp>,
+    next_round: u64,
+    next_anti_entropy_ms: u64,
+    next_end_ack_ms: u64,
+    next_log_trim_ms: u64,
+    turn: usize,
+    rng: Rng,
+    stats: ReplicaStats,
+}
+
+impl Replica {
+    /// A replica over `store`, at time `now_ms`. Reads the digest items,
+    /// purge markers, cursors and ended rooms; loads no room.
+    pub fn new(config: ReplicaConfig, store: Arc<dyn KvRead>, now_ms: u64) -> Result<Self, Error> {
+        config.validate()?;
+        let hot = NonZeroUsize::new(config.hot_rooms).ok_or(Error::Invalid {
+            field: "hot_rooms",
+            reason: "must be at least 1".into(),
+        })?;
+        let incarnation = incarnation(store.as_ref())?;
+        let actor = crate::engine::actor_for(&config.node, incarnation);
+        let rooms = RoomSet::open(store.as_ref(), actor, hot)?;
+        let mut replica = Self {
+            hlc: Hlc::new(crate::engine::hlc_actor(&config.node)),
+            rooms,
+            store,
+            now_ms,
+            peers: BTreeMap::new(),
+            staged: Staged::default(),
+            pending_outputs: Vec::new(),
+            outputs: VecDeque::new(),
+            outbox: push::Outbox::default(),
+            ended: BTreeMap::new(),
+            log_horizon: None,
+            next_round: 1,
+            next_anti_entropy_ms: now_ms,
+            next_end_ack_ms: now_ms + config.end_ack_interval_ms,
+            next_log_trim_ms: now_ms + config.log_trim_interval_ms,
+            turn: 0,
+            rng: Rng(config.seed | 1),
+            stats: ReplicaStats::default(),
+            config,
+        };
+        replica.restore(incarnation)?;
+        Ok(replica)
+    }
+
+    /// Reads what survives a restart and stages the incarnation bump.
+    fn restore(&mut self, incarnation: u64) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        batch.put(
+            keys::meta("incarnation"),
+            incarnation.to_be_bytes().to_vec(),
+        );
+        self.staged.add(batch, true);
+        for peer in self.config.peers.clone() {
+            let cursor = match self.store.get(&cursor_key(&peer))? {
+                Some(bytes) => postcard::from_bytes(&bytes).ok(),
+                None => None,
+            };
+            self.peers.insert(
+                peer,
+                Peer {
+                    cursor,
+                    ..Peer::default()
+                },
+            );
+        }
+        if let Some(bytes) = self.store.get(&keys::meta(LOG_HORIZON))? {
+            self.log_horizon = postcard::from_bytes(&bytes).ok();
+        }
+        self.restore_ended()?;
+        self.finish_input();
+        Ok(())
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.config.node
+    }
+
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// The root of the digest tree: equal roots mean equal replicas.
+    pub fn root(&self) -> wire::Digest {
+        self.rooms.tree().root()
+    }
+
+    /// Reads a room (through writes not yet handed to the driver).
+    pub fn room(&mut self, room: &RoomId) -> Result<Option<crate::model::RoomSnapshot>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        self.rooms.snapshot(&view, room)
+    }
+
+    pub fn heads(&mut self, room: &RoomId) -> Result<Vec<crate::model::Head>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        self.rooms.heads(&view, room)
+    }
+
+    /// Whether this replica holds the change `head` of `room`.
+    pub fn has_change(&mut self, room: &RoomId, head: &crate::model::Head) -> bool {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        matches!(
+            self.rooms.has_change(&view, room, &wire::WireHead(head.0)),
+            Ok(true)
+        )
+    }
+
+    pub fn is_purged(&self, room: &RoomId) -> bool {
+        self.rooms.is_purged(room)
+    }
+
+    /// Rooms with a digest item (live or purged).
+    pub fn room_count(&self) -> usize {
+        self.rooms.tree().len()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next deadline and the timer it belongs to.
+    pub fn poll_timeout(&self) -> Option<(u64, Timer)> {
+        let mut next = vec![
+            (self.next_anti_entropy_ms, Timer::AntiEntropy),
+            (self.next_log_trim_ms, Timer::LogTrim),
+        ];
+        if let Some(at) = self.outbox.due_ms(self.config.push_delay_ms) {
+            next.push((at, Timer::PushFlush));
+        }
+        if !self.ended.is_empty() {
+            next.push((self.next_end_ack_ms, Timer::EndAck));
+        }
+        next.extend(
+            self.peers
+                .values()
+                .filter_map(|p| p.round.as_ref())
+                .map(|r| (r.deadline_ms, Timer::RoundTimeout)),
+        );
+        next.into_iter().min_by_key(|(at, _)| *at)
+    }
+
+    pub fn handle_input(&mut self, now_ms: u64, input: Input) {
+        // Time never goes backwards, whatever the driver's clock does.
+        self.now_ms = self.now_ms.max(now_ms);
+        match input {
+            Input::Message { from, bytes } => self.on_message(from, &bytes),
+            Input::PeerUp { peer } => self.on_peer_up(peer),
+            Input::PeerDown { peer } => self.on_peer_down(&peer),
+            Input::Tick => self.on_tick(),
+            Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
+        }
+        self.finish_input();
+    }
+
+    /// Emits the staged writes first, then everything the input produced.
+    fn finish_input(&mut self) {
+        if let Some((batch, durable)) = self.staged.take() {
+            self.outputs.push_back(Output::Persist { batch, durable });
+        }
+        self.outputs.extend(self.pending_outputs.drain(..));
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.pending_outputs.push(Output::Event(event));
+    }
+
+    fn send(&mut self, to: &NodeId, body: Body) {
+        let bytes = self.encode(body);
+        self.pending_outputs.push(Output::Send {
+            to: to.clone(),
+            bytes,
+        });
+    }
+
+    fn broadcast(&mut self, body: Body) {
+        let bytes = self.encode(body);
+        self.pending_outputs.push(Output::Broadcast { bytes });
+    }
+
+    fn encode(&mut self, body: Body) -> Vec<u8> {
+        let kind = body.kind();
+        let envelope = Envelope {
+            cluster: self.config.cluster,
+            sent_at: self.hlc.tick(self.now_ms),
+            body,
+        };
+        let bytes = wire::encode(&envelope);
+        self.stats.record_sent(kind, bytes.len());
+        bytes
+    }
+
+    fn on_local_write(&mut self, id: u64, room: &RoomId, op: &RoomOp) {
+        let stamp = self.hlc.tick(self.now_ms);
+        let ctx = WriteCtx {
+            room,
+            stamp,
+            now_ms: self.now_ms,
+        };
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.local_write(&view, &ctx, op) {
+            Ok(write) => {
+                self.stats.local_writes += 1;
+                self.staged.add(write.batch, true);
+                let ack = WriteAck {
+                    room: room.clone(),
+                    heads: write.heads,
+                };
+                self.emit(Event::WriteDone {
+                    id,
+                    result: Ok(ack),
+                });
+                self.after_change(room, Origin::Local, write.kinds);
+                self.outbox.add(room, &write.changes, self.now_ms);
+                if self.outbox.full() {
+                    self.flush_push();
+                }
+            }
+            Err(err) => {
+                self.stats.local_write_errors += 1;
+                self.emit(Event::WriteDone {
+                    id,
+                    result: Err(err),
+                });
+            }
+        }
+    }
+
+    /// Applies changes from a peer to one room; returns the outcome or
+    /// `None` when the room is purged or the changes were refused.
+    fn apply_remote(
+        &mut self,
+        from: &NodeId,
+        room: &RoomId,
+        changes: Vec<Change>,
+    ) -> Option<RemoteWrite> {
+        if self.rooms.is_purged(room) {
+            self.stats.purged_refused += 1;
+            return None;
+        }
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.remote_apply(&view, room, changes, stamp) {
+            Ok(mut write) => {
+                self.stats.changes_applied += write.applied.len() as u64;
+                self.stats.pending_dropped += write.outcome.dropped as u64;
+                self.staged.add(std::mem::take(&mut write.batch), true);
+                let kinds = std::mem::take(&mut write.kinds);
+                self.after_change(room, Origin::Remote, kinds);
+                Some(write)
+            }
+            Err(err) => {
+                self.stats.changes_rejected += 1;
+                self.emit(Event::Rejected {
+                    peer: from.clone(),
+                    reason: format!("room {room}: {err}"),
+                });
+                None
+            }
+        }
+    }
+
+    fn after_change(&mut self, room: &RoomId, origin: Origin, kinds: Vec<ChangeKind>) {
+        if kinds.is_empty() {
+            return;
+        }
+        if kinds.contains(&ChangeKind::RoomEnded) {
+            self.note_ended(room);
+        }
+        self.emit(Event::Changed(ChangeEvent {
+            room: room.clone(),
+            origin,
+            changes: kinds,
+        }));
+    }
+
+    fn on_message(&mut self, from: NodeId, bytes: &[u8]) {
+        let envelope = match wire::decode(bytes) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                *self.stats.decode_errors.entry(err.label()).or_default() += 1;
+                self.emit(Event::Rejected {
+                    peer: from,
+                    reason: err.to_string(),
+                });
+                return;
+            }
+        };
+        self.stats
+            .record_received(envelope.body.kind(), bytes.len());
+        if envelope.cluster != self.config.cluster {
+            self.stats.foreign_cluster += 1;
+            let reason = format!(
+                "cluster {} is not ours ({})",
+                envelope.cluster, self.config.cluster
+            );
+            self.emit(Event::Rejected { peer: from, reason });
+            return;
+        }
+        if self.hlc.observe(envelope.sent_at, self.now_ms).is_err() {
+            self.stats.clock_drift_refused += 1;
+        }
+        self.peers.entry(from.clone()).or_default();
+        self.dispatch(&from, envelope.body);
+    }
+
+    fn dispatch(&mut self, from: &NodeId, body: Body) {
+        match body {
+            Body::Push { rooms } => self.on_push(from, rooms),
+            Body::DigestReq {
+                round,
+                root,
+                cursor,
+            } => self.serve_digest(from, round, root, cursor),
+            Body::TreeReq {
+                round,
+                level,
+                nodes,
+            } => self.serve_tree(from, round, level, &nodes),
+            Body::LeafReq { round, buckets } => self.serve_leaves(from, round, &buckets),
+            Body::ChangesReq { round, rooms } => self.serve_changes(from, round, rooms),
+            Body::SinceReq { round, cursor } => self.serve_since(from, round, cursor),
+            Body::SnapshotReq { round, after } => self.serve_snapshot(from, round, after),
+            Body::DigestResp {
+                round,
+                root,
+                log_head,
+                since_count,
+            } => self.on_digest(from, round, root, log_head, since_count),
+            Body::TreeResp {
+                round,
+                level,
+                children,
+            } => self.on_tree(from, round, level, &children),
+            Body::LeafResp { round, rooms } => self.on_leaves(from, round, rooms),
+            Body::ChangesResp {
+                round,
+                rooms,
+                truncated,
+            } => self.on_changes(from, round, rooms, truncated),
+            Body::SinceResp {
+                round,
+                rooms,
+                next_cursor,
+                complete,
+            } => self.on_since(from, round, rooms, next_cursor, complete),
+            Body::SnapshotResp {
+                round,
+                rooms,
+                too_large,
+                next,
+                log_head,
+            } => self.on_snapshot(from, round, rooms, too_large, next, log_head),
+            Body::Unavailable { round } => self.on_unavailable(from, round),
+            Body::Purged { rooms } => self.on_purged(rooms),
+            Body::EndAck { rooms } => self.on_end_ack(from, rooms),
+        }
+    }
+
+    fn on_peer_up(&mut self, peer: NodeId) {
+        if peer == self.config.node {
+            return;
+        }
+        let state = self.peers.entry(peer.clone()).or_default();
+        state.up = true;
+        if state.round.is_none() {
+            self.start_round(&peer);
+        }
+    }
+
+    fn on_peer_down(&mut self, peer: &NodeId) {
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.up = false;
+            state.round = None;
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now_ms;
+        if self
+            .outbox
+            .due_ms(self.config.push_delay_ms)
+            .is_some_and(|at| at <= now)
+        {
+            self.flush_push();
+        }
+        self.expire_rounds();
+        if now >= self.next_anti_entropy_ms {
+            self.anti_entropy_turn();
+            let interval = self.config.anti_entropy_interval_ms;
+            // ±10 % jitter so replicas started together do not sync in lockstep.
+            let jitter = self.rng.next() % (interval / 5 + 1);
+            self.next_anti_entropy_ms = now + interval - interval / 10 + jitter;
+        }
+        if now >= self.next_end_ack_ms {
+            self.announce_ended();
+            self.next_end_ack_ms = now + self.config.end_ack_interval_ms;
+        }
+        if now >= self.next_log_trim_ms {
+            self.trim_log();
+            self.next_log_trim_ms = now + self.config.log_trim_interval_ms;
+        }
+        self.purge_due();
+    }
+
+    /// Starts a round with the next up peer (in turn) that has none running.
+    fn anti_entropy_turn(&mut self) {
+        let candidates: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up && p.round.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let peer = candidates[self.turn % candidates.len()].clone();
+        self.turn = self.turn.wrapping_add(1);
+        self.start_round(&peer);
+    }
+
+    fn trim_log(&mut self) {
+        // Bounded work per tick; the next tick continues.
+        const TRIM_PER_TICK: usize = 4096;
+        let before = self.now_ms.saturating_sub(self.config.log_retention_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match RoomSet::trim_log(&view, before, TRIM_PER_TICK) {
+            Ok((batch, Some(horizon))) => {
+                self.staged.add(batch, false);
+                self.log_horizon = Some(horizon);
+                let mut meta = Batch::default();
+                let value = postcard::to_stdvec(&horizon).expect("timestamps serialize");
+                meta.put(keys::meta(LOG_HORIZON), value);
+                self.staged.add(meta, false);
+            }
+            Ok((_, None)) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+    }
+
+    fn set_cursor(&mut self, peer: &NodeId, cursor: Timestamp) {
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.cursor = Some(cursor);
+        }
+        let mut batch = Batch::default();
+        batch.put(
+            cursor_key(peer),
+            postcard::to_stdvec(&cursor).expect("timestamps serialize"),
+        );
+        self.staged.add(batch, false);
+    }
+}
+
+/// The next incarnation number of this store (see `Engine::with_storage`).
+fn incarnation(store: &dyn KvRead) -> Result<u64, Error> {
+    let current = match store.get(&keys::meta("incarnation"))? {
+        Some(bytes) => bytes
+            .as_slice()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .unwrap_or(0),
+        None => 0,
+    };
+    Ok(current + 1)
+}
+
+/// Rooms named in a batch of ids, deduplicated (for `Purged` replies).
+fn unique(rooms: Vec<RoomId>) -> Vec<RoomId> {
+    rooms
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}

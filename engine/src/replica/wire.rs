@@ -139,6 +139,9 @@ pub enum Body {
         next: Option<RoomId>,
         log_head: Timestamp,
     },
+    /// "I cannot serve that request (e.g. your cursor is past my log's
+    /// horizon); choose another path."
+    Unavailable { round: u64 },
     /// These rooms were purged here; purge yours and refuse their changes.
     Purged { rooms: Vec<RoomId> },
     /// I hold these rooms as ended (towards purging them everywhere).
@@ -237,7 +240,8 @@ impl Body {
             Body::Purged { rooms } | Body::EndAck { rooms } => {
                 check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)
             }
-            Body::DigestReq { .. }
+            Body::Unavailable { .. }
+            | Body::DigestReq { .. }
             | Body::DigestResp { .. }
             | Body::SinceReq { .. }
             | Body::SnapshotReq { .. } => Ok(()),
@@ -260,6 +264,7 @@ impl Body {
             Body::SinceResp { .. } => "since_resp",
             Body::SnapshotReq { .. } => "snapshot_req",
             Body::SnapshotResp { .. } => "snapshot_resp",
+            Body::Unavailable { .. } => "unavailable",
             Body::Purged { .. } => "purged",
             Body::EndAck { .. } => "end_ack",
         }

@@ -7,6 +7,7 @@ mod op;
 pub mod read;
 pub mod schema;
 mod session_write;
+mod touched;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,11 @@ pub struct RoomDoc {
     id: RoomId,
     doc: Automerge,
     pending: BTreeMap<ChangeHash, Change>,
+    /// The room as last read, kept in step with every change by re-reading
+    /// only the parts a change touched (`touched`). `None` until first read.
+    cache: Option<RoomSnapshot>,
+    /// Object id → layout part, for working out what remote changes touched.
+    parts: Option<touched::ObjParts>,
 }
 
 /// What a batch of remote changes did.
@@ -48,6 +54,8 @@ impl RoomDoc {
             id,
             doc: Automerge::new().with_actor(actor),
             pending: BTreeMap::new(),
+            cache: None,
+            parts: None,
         }
     }
 
@@ -70,6 +78,8 @@ impl RoomDoc {
             id,
             doc,
             pending: BTreeMap::new(),
+            cache: None,
+            parts: None,
         })
     }
 
@@ -90,10 +100,27 @@ impl RoomDoc {
         self.pending.len()
     }
 
-    pub fn snapshot(&self) -> Result<RoomSnapshot, Error> {
-        read::snapshot(&self.doc, &self.id)
+    /// The room after every conflict rule (from the cache when warm).
+    pub fn snapshot(&mut self) -> Result<RoomSnapshot, Error> {
+        if let Some(snap) = &self.cache {
+            return Ok(snap.clone());
+        }
+        let snap = read::snapshot(&self.doc, &self.id)?;
+        self.cache = Some(snap.clone());
+        Ok(snap)
     }
 
+    /// Brings the cached snapshot up to date with what changed.
+    fn refresh(&mut self, touched: &touched::Touched) -> Result<(), Error> {
+        let Some(snap) = self.cache.as_mut() else {
+            return Ok(());
+        };
+        if let Err(err) = read::refresh(&self.doc, snap, touched) {
+            self.cache = None;
+            return Err(err);
+        }
+        Ok(())
+    }
     /// The whole document in automerge's standard format.
     pub fn save(&self) -> Vec<u8> {
         self.doc.save()
@@ -108,8 +135,12 @@ impl RoomDoc {
         self.doc.get_change_by_hash(hash)
     }
 
+    /// Whether the document holds `hash`. Cheap: asks the change graph
+    /// (`get_change_by_hash` would rebuild the change from its columns).
+    /// The document's own queue is always empty: remote changes wait in
+    /// `pending` until their dependencies are present.
     pub fn has_change(&self, hash: &ChangeHash) -> bool {
-        self.doc.get_change_by_hash(hash).is_some()
+        self.doc.get_missing_deps(&[*hash]).is_empty()
     }
 
     /// Applies one local operation as one change. `Create` on an empty
@@ -140,6 +171,11 @@ impl RoomDoc {
         if let Some(change) = success.hash.and_then(|h| self.doc.get_change_by_hash(&h)) {
             changes.push(change);
         }
+        let touched = match op {
+            RoomOp::Create { .. } => touched::Touched::everything(),
+            _ => touched::Touched::by_op(op),
+        };
+        self.refresh(&touched)?;
         Ok((changes, kinds))
     }
 
@@ -161,6 +197,10 @@ impl RoomDoc {
         let ready = self.take_ready();
         if !ready.is_empty() {
             self.doc.apply_changes(ready.iter().cloned())?;
+            if self.cache.is_some() {
+                let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &ready);
+                self.refresh(&touched)?;
+            }
         }
         outcome.applied = ready;
         outcome.pending = self.pending.len();

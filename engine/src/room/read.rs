@@ -33,6 +33,44 @@ pub fn snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error>
     })
 }
 
+/// Re-reads the parts of `snap` that `touched` names.
+pub fn refresh<R: ReadDoc>(
+    doc: &R,
+    snap: &mut RoomSnapshot,
+    touched: &super::touched::Touched,
+) -> Result<(), Error> {
+    if touched.everything {
+        *snap = snapshot(doc, &snap.id)?;
+        return Ok(());
+    }
+    let objs = RootObjs::find(doc, &snap.id)?;
+    if touched.meta {
+        snap.tenant = lww::<_, TenantId>(doc, &objs.meta, s::TENANT).map(|(_, v)| v);
+        snap.created_at_ms = lww(doc, &objs.meta, s::CREATED_AT).map(|(_, v)| v);
+        snap.lifecycle = lifecycle(doc, &objs.meta);
+    }
+    if touched.config {
+        snap.config = config(doc, &objs)?;
+    }
+    if touched.permissions {
+        snap.permissions = permissions(doc, &objs.permissions);
+    }
+    if touched.counters {
+        snap.counters = counters(doc, &objs.counters);
+    }
+    for key in &touched.sessions {
+        let Ok(id) = SessionId::parse(key.as_str()) else {
+            continue;
+        };
+        let read = map_obj(doc, &objs.sessions, key).and_then(|obj| session(doc, &obj));
+        match read {
+            Some(session) => snap.sessions.insert(id, session),
+            None => snap.sessions.remove(&id),
+        };
+    }
+    Ok(())
+}
+
 /// The object ids of the maps every room has from its genesis change.
 pub struct RootObjs {
     pub meta: ObjId,

@@ -1,0 +1,88 @@
+//! Pushing local changes: batched for up to `push_delay_ms` or until a
+//! push frame is full, then broadcast. Pushes are an optimisation —
+//! anti-entropy delivers whatever a push loses.
+
+use std::collections::BTreeMap;
+
+use automerge::Change;
+use serde_bytes::ByteBuf;
+
+use super::wire::{Body, RoomChanges, PUSH_BYTES_MAX};
+use super::Replica;
+use crate::ids::RoomId;
+
+/// Bytes of envelope and per-room framing a push frame must leave free.
+const PUSH_FRAMING_BYTES: usize = 512;
+
+/// Local changes waiting to be pushed.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    rooms: BTreeMap<RoomId, Vec<ByteBuf>>,
+    bytes: usize,
+    since_ms: Option<u64>,
+}
+
+impl Outbox {
+    pub fn add(&mut self, room: &RoomId, changes: &[Change], now_ms: u64) {
+        if changes.is_empty() {
+            return;
+        }
+        let list = self.rooms.entry(room.clone()).or_default();
+        for change in changes {
+            self.bytes += change.raw_bytes().len() + room.as_str().len();
+            list.push(ByteBuf::from(change.raw_bytes().to_vec()));
+        }
+        self.since_ms.get_or_insert(now_ms);
+    }
+
+    /// When the batch must go out, if anything waits.
+    pub fn due_ms(&self, delay_ms: u64) -> Option<u64> {
+        self.since_ms.map(|since| since + delay_ms)
+    }
+
+    pub fn full(&self) -> bool {
+        self.bytes + PUSH_FRAMING_BYTES >= PUSH_BYTES_MAX
+    }
+
+    fn take(&mut self) -> BTreeMap<RoomId, Vec<ByteBuf>> {
+        self.bytes = 0;
+        self.since_ms = None;
+        std::mem::take(&mut self.rooms)
+    }
+}
+
+impl Replica {
+    /// Broadcasts everything in the outbox, in frames under the push limit.
+    pub(super) fn flush_push(&mut self) {
+        let budget = PUSH_BYTES_MAX - PUSH_FRAMING_BYTES;
+        let mut frame: Vec<RoomChanges> = Vec::new();
+        let mut frame_bytes = 0;
+        for (room, changes) in self.outbox.take() {
+            for change in changes {
+                let size = change.len() + room.as_str().len() + 8;
+                if size > budget {
+                    // Too big for gossip; anti-entropy will carry it.
+                    self.stats.push_skipped_oversize += 1;
+                    continue;
+                }
+                if frame_bytes + size > budget {
+                    self.broadcast(Body::Push {
+                        rooms: std::mem::take(&mut frame),
+                    });
+                    frame_bytes = 0;
+                }
+                match frame.last_mut() {
+                    Some(last) if last.room == room => last.changes.push(change),
+                    _ => frame.push(RoomChanges {
+                        room: room.clone(),
+                        changes: vec![change],
+                    }),
+                }
+                frame_bytes += size;
+            }
+        }
+        if !frame.is_empty() {
+            self.broadcast(Body::Push { rooms: frame });
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Answering a peer's requests and pushes. Answers are computed from the
+//! current state; a responder keeps no per-request state.
+
+use automerge::Change;
+use serde_bytes::ByteBuf;
+
+use super::digest::DEPTH;
+use super::overlay::Overlay;
+use super::wire::{Body, Digest, RoomChanges, RoomDocument, WireHead, SYNC_BATCH_BYTES_MAX};
+use super::{unique, Replica};
+use crate::hlc::Timestamp;
+use crate::ids::{NodeId, RoomId};
+use crate::model::Head;
+use crate::rooms::RoomSet;
+use crate::storage::keys;
+
+/// Log entries read per page while answering a since request.
+const LOG_PAGE_ENTRIES: usize = 1024;
+
+/// Rooms read per page while answering a snapshot request.
+const SNAPSHOT_PAGE_ROOMS: usize = 256;
+
+/// Parses raw changes; `None` (and a counted rejection) if any is malformed,
+/// so a room's batch is applied whole or not at all.
+pub(super) fn parse_changes(raw: Vec<ByteBuf>) -> Option<Vec<Change>> {
+    raw.into_iter()
+        .map(|bytes| Change::from_bytes(bytes.into_vec()).ok())
+        .collect()
+}
+
+impl Replica {
+    pub(super) fn on_push(&mut self, from: &NodeId, rooms: Vec<RoomChanges>) {
+        let mut missing = Vec::new();
+        let mut purged = Vec::new();
+        for RoomChanges { room, changes } in rooms {
+            if self.rooms.is_purged(&room) {
+                self.stats.purged_refused += 1;
+                purged.push(room);
+                continue;
+            }
+            let Some(changes) = parse_changes(changes) else {
+                self.stats.changes_rejected += 1;
+                continue;
+            };
+            if let Some(write) = self.apply_remote(from, &room, changes) {
+                if write.outcome.pending > 0 {
+                    missing.push(room);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // Some dependency never arrived: ask the pusher for it.
+            let rooms = self.heads_of(unique(missing));
+            self.send(from, Body::ChangesReq { round: 0, rooms });
+        }
+        if !purged.is_empty() {
+            self.send(
+                from,
+                Body::Purged {
+                    rooms: unique(purged),
+                },
+            );
+        }
+    }
+
+    /// Our heads of each room, for a `ChangesReq`.
+    pub(super) fn heads_of(&mut self, rooms: Vec<RoomId>) -> Vec<(RoomId, Vec<WireHead>)> {
+        rooms
+            .into_iter()
+            .map(|room| {
+                let heads = self.heads(&room).unwrap_or_default();
+                (room, heads.into_iter().map(WireHead::from).collect())
+            })
+            .collect()
+    }
+
+    pub(super) fn serve_digest(
+        &mut self,
+        from: &NodeId,
+        round: u64,
+        root: Digest,
+        cursor: Option<Timestamp>,
+    ) {
+        let ours = self.rooms.tree().root();
+        // Counting the gap costs a log scan: only when the roots differ.
+        let since_count = match cursor {
+            Some(cursor) if root != ours && self.log_covers(&cursor) => {
+                let view = Overlay {
+                    base: self.store.as_ref(),
+                    staged: &self.staged,
+                };
+                let limit = usize::try_from(self.config.since_entries_max)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1);
+                RoomSet::log_after(&view, Some(&cursor), limit)
+                    .ok()
+                    .map(|e| e.len() as u64)
+            }
+            _ => None,
+        };
+        let log_head = self.hlc.tick(self.now_ms);
+        self.send(
+            from,
+            Body::DigestResp {
+                round,
+                root: ours,
+                log_head,
+                since_count,
+            },
+        );
+    }
+
+    /// Whether our change log still reaches back to `cursor`.
+    pub(super) fn log_covers(&self, cursor: &Timestamp) -> bool {
+        self.log_horizon.is_none_or(|horizon| *cursor >= horizon)
+    }
+
+    pub(super) fn serve_tree(&mut self, from: &NodeId, round: u64, level: u8, nodes: &[u32]) {
+        if level >= DEPTH {
+            self.stats.changes_rejected += 1;
+            return;
+        }
+        let mut children = Vec::with_capacity(nodes.len() * super::digest::FANOUT);
+        for node in nodes {
+            match self.rooms.tree().children(level, *node) {
+                Some(kids) => children.extend_from_slice(kids),
+                None => {
+                    let reason = format!("tree node {node} out of range at level {level}");
+                    self.emit(super::Event::Rejected {
+                        peer: from.clone(),
+                        reason,
+                    });
+                    return;
+                }
+            }
+        }
+        self.send(
+            from,
+            Body::TreeResp {
+                round,
+                level,
+                children,
+            },
+        );
+    }
+
+    pub(super) fn serve_leaves(&mut self, from: &NodeId, round: u64, buckets: &[u32]) {
+        let rooms = buckets
+            .iter()
+            .flat_map(|b| self.rooms.tree().leaf(*b))
+            .collect();
+        self.send(from, Body::LeafResp { round, rooms });
+    }
+
+    pub(super) fn serve_changes(
+        &mut self,
+        from: &NodeId,
+        round: u64,
+        rooms: Vec<(RoomId, Vec<WireHead>)>,
+    ) {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut truncated = false;
+        let mut pull_back = Vec::new();
+        let mut purged = Vec::new();
+        for (room, their_heads) in rooms {
+            if self.rooms.is_purged(&room) {
+                purged.push(room);
+                continue;
+            }
+            if truncated {
+                continue;
+            }
+            let view = Overlay {
+                base: self.store.as_ref(),
+                staged: &self.staged,
+            };
+            let known: Vec<Head> = their_heads
+                .iter()
+                .filter(|h| matches!(self.rooms.has_change(&view, &room, h), Ok(true)))
+                .map(|h| Head::from(*h))
+                .collect();
+            if known.len() < their_heads.len() {
+                // They hold changes we lack: pull them back.
+                pull_back.push(room.clone());
+            }
+            let changes = self
+                .rooms
+                .changes_since(&view, &room, &known)
+                .unwrap_or_default();
+            let mut list = Vec::new();
+            for change in changes {
+                let raw = change.raw_bytes();
+                // Always send at least one change, so an oversized one still moves.
+                if bytes + raw.len() > SYNC_BATCH_BYTES_MAX && bytes > 0 {
+                    truncated = true;
+                    break;
+                }
+                bytes += raw.len();
+                list.push(ByteBuf::from(raw.to_vec()));
+            }
+            if !list.is_empty() {
+                out.push(RoomChanges {
+                    room,
+                    changes: list,
+                });
+            }
+        }
+        self.send(
+            from,
+            Body::ChangesResp {
+                round,
+                rooms: out,
+                truncated,
+            },
+        );
+        if !pull_back.is_empty() {
+            let rooms = self.heads_of(pull_back);
+            self.send(from, Body::ChangesReq { round: 0, rooms });
+        }
+        if !purged.is_empty() {
+            self.send(
+                from,
+                Body::Purged {
+                    rooms: unique(purged),
+                },
+            );
+        }
+    }
+
+    pub(super) fn serve_since(&mut self, from: &NodeId, round: u64, cursor: Timestamp) {
+        if !self.log_covers(&cursor) {
+            self.send(from, Body::Unavailable { round });
+            return;
+        }
+        let mut out: Vec<RoomChanges> = Vec::new();
+        let mut bytes = 0;
+        let mut next_cursor = cursor;
+        let mut complete = false;
+        'pages: loop {
+            let view = Overlay {
+                base: self.store.as_ref(),
+                staged: &self.staged,
+            };
+            let Ok(page) = RoomSet::log_after(&view, Some(&next_cursor), LOG_PAGE_ENTRIES) else {
+                self.stats.storage_errors += 1;
+                break;
+            };
+            let last_page = page.len() < LOG_PAGE_ENTRIES;
+            for (stamp, entry) in page {
+                if self.rooms.is_purged(&entry.room) {
+                    next_cursor = stamp;
+                    continue;
+                }
+                let mut list = Vec::new();
+                for hash in &entry.hashes {
+                    let view = Overlay {
+                        base: self.store.as_ref(),
+                        staged: &self.staged,
+                    };
+                    if let Ok(Some(change)) = self.rooms.change(&view, &entry.room, hash) {
+                        list.push(ByteBuf::from(change.raw_bytes().to_vec()));
+                    }
+                }
+                let size: usize = list.iter().map(|c| c.len()).sum();
+                if bytes + size > SYNC_BATCH_BYTES_MAX && bytes > 0 {
+                    break 'pages;
+                }
+                bytes += size;
+                next_cursor = stamp;
+                match out.last_mut() {
+                    Some(last) if last.room == entry.room => last.changes.extend(list),
+                    _ => out.push(RoomChanges {
+                        room: entry.room,
+                        changes: list,
+                    }),
+                }
+            }
+            if last_page {
+                complete = true;
+                break;
+            }
+        }
+        self.send(
+            from,
+            Body::SinceResp {
+                round,
+                rooms: out,
+                next_cursor,
+                complete,
+            },
+        );
+    }
+
+    pub(super) fn serve_snapshot(&mut self, from: &NodeId, round: u64, after: Option<RoomId>) {
+        let log_head = self.hlc.tick(self.now_ms);
+        let mut rooms = Vec::new();
+        let mut too_large = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = after;
+        let mut next = None;
+        'pages: loop {
+            let after_key = cursor.as_ref().map(keys::index);
+            let Ok(page) = self.store_scan_index(after_key.as_deref()) else {
+                self.stats.storage_errors += 1;
+                break;
+            };
+            let last_page = page.len() < SNAPSHOT_PAGE_ROOMS;
+            for room in page {
+                let view = Overlay {
+                    base: self.store.as_ref(),
+                    staged: &self.staged,
+                };
+                let doc = self
+                    .rooms
+                    .export(&view, &room)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                if doc.len() > SYNC_BATCH_BYTES_MAX {
+                    too_large.push(room.clone());
+                } else if bytes + doc.len() > SYNC_BATCH_BYTES_MAX && bytes > 0 {
+                    next = cursor;
+                    break 'pages;
+                } else if !doc.is_empty() {
+                    bytes += doc.len();
+                    rooms.push(RoomDocument {
+                        room: room.clone(),
+                        doc: ByteBuf::from(doc),
+                    });
+                }
+                cursor = Some(room);
+            }
+            if last_page {
+                break;
+            }
+        }
+        self.send(
+            from,
+            Body::SnapshotResp {
+                round,
+                rooms,
+                too_large,
+                next,
+                log_head,
+            },
+        );
+    }
+
+    /// A page of room ids from the room index, after `after_key`.
+    fn store_scan_index(
+        &self,
+        after_key: Option<&[u8]>,
+    ) -> Result<Vec<RoomId>, crate::error::Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        use crate::storage::KvRead;
+        let entries = view.scan_after(keys::INDEX, after_key, SNAPSHOT_PAGE_ROOMS)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(key, _)| keys::room_of(keys::INDEX, &key))
+            .collect())
+    }
+}

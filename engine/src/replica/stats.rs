@@ -1,0 +1,58 @@
+//! Counters a driver exports as metrics. Plain numbers; no I/O.
+
+use std::collections::BTreeMap;
+
+/// Messages and bytes of one message kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    pub sent: BTreeMap<&'static str, Traffic>,
+    pub received: BTreeMap<&'static str, Traffic>,
+    /// Frames that failed to decode, by reason.
+    pub decode_errors: BTreeMap<&'static str, u64>,
+    pub foreign_cluster: u64,
+    pub clock_drift_refused: u64,
+    pub local_writes: u64,
+    pub local_write_errors: u64,
+    pub changes_applied: u64,
+    pub changes_rejected: u64,
+    pub pending_dropped: u64,
+    pub push_skipped_oversize: u64,
+    pub rounds_started: u64,
+    pub rounds_idle: u64,
+    pub rounds_timed_out: u64,
+    pub stale_responses: u64,
+    pub sync_incremental: u64,
+    pub sync_since: u64,
+    pub sync_full: u64,
+    pub purged: u64,
+    pub purged_refused: u64,
+    pub storage_errors: u64,
+}
+
+impl ReplicaStats {
+    pub fn record_sent(&mut self, kind: &'static str, bytes: usize) {
+        let t = self.sent.entry(kind).or_default();
+        t.messages += 1;
+        t.bytes += bytes as u64;
+    }
+
+    pub fn record_received(&mut self, kind: &'static str, bytes: usize) {
+        let t = self.received.entry(kind).or_default();
+        t.messages += 1;
+        t.bytes += bytes as u64;
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.values().map(|t| t.bytes).sum()
+    }
+
+    pub fn messages_sent(&self) -> u64 {
+        self.sent.values().map(|t| t.messages).sum()
+    }
+}

@@ -1,0 +1,201 @@
+//! The simulated network. Gossip (pushes) travels as datagrams that can be
+//! lost, duplicated, reordered and delayed; sync messages travel on ordered
+//! streams per direction, which a fault can reset (the message and the
+//! round it belonged to are lost). Partitions block directed pairs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+
+/// Link behaviour. Defaults: a healthy LAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Uniform one-way latency range, ms.
+    #[serde(default = "default_latency")]
+    pub latency_ms: [u64; 2],
+    /// Probability a datagram is lost.
+    #[serde(default)]
+    pub loss: f64,
+    /// Probability a stream message is lost with its stream (a reset: the
+    /// sync round it belonged to times out and a later round retries).
+    #[serde(default)]
+    pub stream_reset: f64,
+    /// Probability a datagram is delivered twice.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Datagrams may overtake each other (streams stay in order).
+    #[serde(default)]
+    pub reorder: bool,
+}
+
+fn default_latency() -> [u64; 2] {
+    [1, 5]
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            latency_ms: default_latency(),
+            loss: 0.0,
+            stream_reset: 0.0,
+            duplicate: 0.0,
+            reorder: false,
+        }
+    }
+}
+
+impl NetConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let probabilities = [
+            ("network.loss", self.loss),
+            ("network.duplicate", self.duplicate),
+            ("network.stream_reset", self.stream_reset),
+        ];
+        for (key, p) in probabilities {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{key} = {p} is not a probability in [0, 1]"));
+            }
+        }
+        if self.latency_ms[0] > self.latency_ms[1] {
+            return Err(format!(
+                "network.latency_ms = {:?}: the low bound exceeds the high",
+                self.latency_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Channel {
+    Gossip,
+    Stream,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Delivery {
+    pub from: usize,
+    pub to: usize,
+    pub channel: Channel,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct NetStats {
+    pub sent: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub bytes: u64,
+}
+
+pub struct Network {
+    pub config: NetConfig,
+    queue: BinaryHeap<Reverse<(u64, u64, Delivery)>>,
+    seq: u64,
+    /// Directed pairs (from, to) that cannot communicate.
+    blocked: BTreeSet<(usize, usize)>,
+    /// Per direction and channel, when the last in-order message is due: a
+    /// stream (or gossip without reordering) never delivers out of order.
+    tails: std::collections::BTreeMap<(usize, usize, Channel), u64>,
+    pub stats: NetStats,
+}
+
+impl Network {
+    pub fn new(config: NetConfig) -> Self {
+        Self {
+            config,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            blocked: BTreeSet::new(),
+            tails: Default::default(),
+            stats: NetStats::default(),
+        }
+    }
+
+    pub fn is_blocked(&self, from: usize, to: usize) -> bool {
+        self.blocked.contains(&(from, to))
+    }
+
+    pub fn block(&mut self, from: usize, to: usize) {
+        self.blocked.insert((from, to));
+    }
+
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    pub fn blocked_pairs(&self) -> usize {
+        self.blocked.len()
+    }
+
+    /// Queues a message, applying loss, duplication and latency.
+    pub fn send(&mut self, now: u64, delivery: Delivery, rng: &mut Rng) {
+        self.stats.sent += 1;
+        self.stats.bytes += delivery.bytes.len() as u64;
+        let loss = match delivery.channel {
+            Channel::Gossip => self.config.loss,
+            Channel::Stream => self.config.stream_reset,
+        };
+        if self.is_blocked(delivery.from, delivery.to) || rng.chance(loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let [lo, hi] = self.config.latency_ms;
+        let mut at = now + rng.range(lo, hi);
+        let in_order = delivery.channel == Channel::Stream || !self.config.reorder;
+        if in_order {
+            let tail = self
+                .tails
+                .entry((delivery.from, delivery.to, delivery.channel))
+                .or_insert(0);
+            at = at.max(*tail);
+            *tail = at;
+        }
+        match delivery.channel {
+            Channel::Stream => {}
+            Channel::Gossip => {
+                if rng.chance(self.config.duplicate) {
+                    self.stats.duplicated += 1;
+                    let again = at + rng.range(lo, hi);
+                    self.push(again, delivery.clone());
+                }
+            }
+        }
+        self.push(at, delivery);
+    }
+
+    fn push(&mut self, at: u64, delivery: Delivery) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, delivery)));
+    }
+
+    pub fn next_due(&self) -> Option<u64> {
+        self.queue.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// The next message due at or before `now`, if its link is still open.
+    pub fn pop_due(&mut self, now: u64) -> Option<Option<Delivery>> {
+        let Reverse((at, _, _)) = self.queue.peek()?;
+        if *at > now {
+            return None;
+        }
+        let Reverse((_, _, delivery)) = self.queue.pop()?;
+        if self.is_blocked(delivery.from, delivery.to) {
+            self.stats.dropped += 1;
+            return Some(None);
+        }
+        Some(Some(delivery))
+    }
+
+    /// Drops everything in flight to or from `node` (it crashed).
+    pub fn drop_node(&mut self, node: usize) {
+        let before = self.queue.len();
+        self.queue
+            .retain(|Reverse((_, _, d))| d.from != node && d.to != node);
+        self.stats.dropped += (before - self.queue.len()) as u64;
+    }
+}

@@ -1,0 +1,154 @@
+//! A media-node-like workload: rooms created and ended, participants
+//! joining and leaving, tracks published, calls moved between nodes. Ops go
+//! to random live replicas; some are refused (a replica that has not yet
+//! seen a room, a stale epoch) exactly as they would be in production.
+
+use std::collections::BTreeMap;
+
+use chorus_engine::{
+    JoinRequest, NodeId, Owner, RegionId, Role, RoomConfig, RoomId, RoomOp, SessionId,
+    SessionState, TenantId, Track, TrackId, TrackKind, UserId,
+};
+
+use crate::cluster::Cluster;
+use crate::rng::Rng;
+
+/// What the workload believes about one room (it may be stale).
+#[derive(Debug, Default)]
+struct RoomModel {
+    sessions: BTreeMap<u64, u64>, // session number → believed owner epoch
+    ended: bool,
+}
+
+#[derive(Debug)]
+pub struct Workload {
+    /// Rooms the workload keeps alive at once.
+    pub rooms_target: usize,
+    rooms: BTreeMap<u64, RoomModel>,
+    next_room: u64,
+    next_session: u64,
+}
+
+fn id<T: std::str::FromStr>(text: String) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    text.parse().expect("generated ids are valid")
+}
+
+impl Workload {
+    pub fn new(rooms_target: usize) -> Self {
+        Self {
+            rooms_target: rooms_target.max(1),
+            rooms: BTreeMap::new(),
+            next_room: 0,
+            next_session: 0,
+        }
+    }
+
+    /// Issues one operation on a random live node.
+    pub fn step(&mut self, cluster: &mut Cluster, rng: &mut Rng) {
+        let live: Vec<usize> = (0..cluster.len())
+            .filter(|&i| cluster.nodes[i].is_up())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let node = live[rng.index(live.len())];
+        let (room, op) = self.next_op(rng, cluster.len());
+        cluster.write(node, &room, op);
+    }
+
+    fn next_op(&mut self, rng: &mut Rng, nodes: usize) -> (RoomId, RoomOp) {
+        let active: Vec<u64> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.ended)
+            .map(|(n, _)| *n)
+            .collect();
+        if active.len() < self.rooms_target && (active.is_empty() || rng.chance(0.3)) {
+            return self.create();
+        }
+        let room_no = active[rng.index(active.len())];
+        let room: RoomId = id(format!("room-{room_no}"));
+        let dice = rng.range(0, 99);
+        let model = self.rooms.entry(room_no).or_default();
+        let sessions: Vec<u64> = model.sessions.keys().copied().collect();
+        let pick = |rng: &mut Rng| sessions.get(rng.index(sessions.len().max(1))).copied();
+        let owner = |rng: &mut Rng| -> NodeId { id(format!("node-{}", rng.index(nodes))) };
+        let op = match (dice, pick(rng)) {
+            (0..=1, _) => {
+                model.ended = true;
+                RoomOp::End
+            }
+            (2..=39, _) | (_, None) => {
+                self.next_session += 1;
+                let s = self.next_session;
+                model.sessions.insert(s, 1);
+                RoomOp::Join {
+                    request: JoinRequest {
+                        session: id(format!("s-{s}")),
+                        user: id::<UserId>(format!("user-{}", s % 50)),
+                        role: Role::Speaker,
+                        owner: owner(rng),
+                        region: id::<RegionId>("region-a".into()),
+                        resume_token: Some(format!("token-{s}")),
+                    },
+                }
+            }
+            (40..=59, Some(s)) => {
+                model.sessions.remove(&s);
+                RoomOp::Leave {
+                    session: id::<SessionId>(format!("s-{s}")),
+                }
+            }
+            (60..=74, Some(s)) => RoomOp::Publish {
+                session: id(format!("s-{s}")),
+                track_id: id::<TrackId>(format!("t-{}", rng.range(0, 2))),
+                track: Track {
+                    kind: TrackKind::Video,
+                    simulcast_layers: 3,
+                },
+            },
+            (75..=89, Some(s)) => {
+                let epoch = model.sessions.get(&s).copied().unwrap_or(1) + 1;
+                model.sessions.insert(s, epoch);
+                RoomOp::SetOwner {
+                    session: id(format!("s-{s}")),
+                    owner: Owner {
+                        epoch,
+                        node: owner(rng),
+                    },
+                }
+            }
+            (_, Some(s)) => RoomOp::SetState {
+                session: id(format!("s-{s}")),
+                state: SessionState::Active,
+            },
+        };
+        (room, op)
+    }
+
+    fn create(&mut self) -> (RoomId, RoomOp) {
+        let n = self.next_room;
+        self.next_room += 1;
+        self.rooms.insert(n, RoomModel::default());
+        let room = id(format!("room-{n}"));
+        let config = RoomConfig {
+            max_participants: 50,
+            ..RoomConfig::default()
+        };
+        (
+            room,
+            RoomOp::Create {
+                tenant: id::<TenantId>("tenant".into()),
+                config,
+            },
+        )
+    }
+
+    /// Every room id the workload ever named.
+    pub fn room_ids(&self) -> Vec<RoomId> {
+        self.rooms.keys().map(|n| id(format!("room-{n}"))).collect()
+    }
+}
