@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod pair;
+
 use std::sync::Arc;
 
 use chorus_engine::storage::MemKv;

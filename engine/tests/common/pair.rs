@@ -1,0 +1,229 @@
+//! A few replicas wired directly to each other on a virtual clock (quinn's
+//! `Pair`, for more than two): every output is carried out at once, no
+//! faults beyond the links a test cuts. For protocol tests that want to see
+//! exactly which path a round took and what it cost.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use chorus_engine::replica::wire;
+use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
+use chorus_engine::storage::{Kv, MemKv};
+use chorus_engine::{NodeId, RoomId, RoomOp};
+
+pub const CLUSTER: u64 = 42;
+
+pub struct Member {
+    pub id: NodeId,
+    pub kv: Arc<MemKv>,
+    pub replica: Replica,
+    pub events: Vec<Event>,
+}
+
+pub struct Net {
+    pub now_ms: u64,
+    pub members: Vec<Member>,
+    /// Directed links that drop everything.
+    pub cut: BTreeSet<(usize, usize)>,
+    /// Bytes sent per (from, to, message kind).
+    pub bytes: BTreeMap<(usize, usize, &'static str), u64>,
+    queue: VecDeque<(usize, usize, Vec<u8>)>,
+    next_write: u64,
+}
+
+pub fn config(id: &NodeId, all: &[NodeId], tweak: fn(&mut ReplicaConfig)) -> ReplicaConfig {
+    let mut config = ReplicaConfig::new(id.clone(), CLUSTER);
+    config.peers = all.iter().filter(|p| *p != id).cloned().collect();
+    tweak(&mut config);
+    config
+}
+
+impl Net {
+    pub fn new(n: usize, tweak: fn(&mut ReplicaConfig)) -> Self {
+        let ids: Vec<NodeId> = (0..n)
+            .map(|i| NodeId::parse(format!("r{i}")).expect("valid"))
+            .collect();
+        let members = ids
+            .iter()
+            .map(|id| {
+                let kv = Arc::new(MemKv::new());
+                let replica =
+                    Replica::new(config(id, &ids, tweak), kv.clone(), 0).expect("replica opens");
+                Member {
+                    id: id.clone(),
+                    kv,
+                    replica,
+                    events: Vec::new(),
+                }
+            })
+            .collect();
+        let mut net = Self {
+            now_ms: 0,
+            members,
+            cut: BTreeSet::new(),
+            bytes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_write: 1,
+        };
+        for i in 0..n {
+            net.drain(i);
+        }
+        net
+    }
+
+    pub fn connect_all(&mut self) {
+        for i in 0..self.members.len() {
+            for j in 0..self.members.len() {
+                if i != j {
+                    let peer = self.members[j].id.clone();
+                    self.input(i, Input::PeerUp { peer });
+                }
+            }
+        }
+    }
+
+    /// Cuts both directions between `a` and `b` and tells both ends.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        self.cut.insert((a, b));
+        self.cut.insert((b, a));
+        let (ida, idb) = (self.members[a].id.clone(), self.members[b].id.clone());
+        self.input(a, Input::PeerDown { peer: idb });
+        self.input(b, Input::PeerDown { peer: ida });
+    }
+
+    /// Restores both directions; `a` learns of it first (and so starts the
+    /// first sync round: this harness runs a round to its end at once).
+    pub fn reconnect(&mut self, a: usize, b: usize) {
+        self.cut.remove(&(a, b));
+        self.cut.remove(&(b, a));
+        let (ida, idb) = (self.members[a].id.clone(), self.members[b].id.clone());
+        self.input(a, Input::PeerUp { peer: idb });
+        self.input(b, Input::PeerUp { peer: ida });
+    }
+
+    pub fn write(&mut self, i: usize, room: &RoomId, op: RoomOp) {
+        let id = self.next_write;
+        self.next_write += 1;
+        self.input(
+            i,
+            Input::LocalWrite {
+                id,
+                room: room.clone(),
+                op,
+            },
+        );
+    }
+
+    pub fn input(&mut self, i: usize, input: Input) {
+        self.members[i].replica.handle_input(self.now_ms, input);
+        self.drain(i);
+        self.deliver();
+    }
+
+    /// Rebuilds member `i`'s replica from what its store holds durably.
+    pub fn restart(&mut self, i: usize, tweak: fn(&mut ReplicaConfig)) {
+        let ids: Vec<NodeId> = self.members.iter().map(|m| m.id.clone()).collect();
+        let m = &mut self.members[i];
+        m.kv.crash();
+        m.replica =
+            Replica::new(config(&m.id, &ids, tweak), m.kv.clone(), self.now_ms).expect("reopens");
+        self.drain(i);
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(output) = self.members[i].replica.poll_output() {
+            match output {
+                Output::Persist { batch, durable } => {
+                    let kv = &self.members[i].kv;
+                    kv.apply(batch).expect("apply");
+                    if durable {
+                        kv.flush().expect("flush");
+                    }
+                }
+                Output::Send { to, bytes } => {
+                    let j = self
+                        .members
+                        .iter()
+                        .position(|m| m.id == to)
+                        .expect("known peer");
+                    self.queue.push_back((i, j, bytes));
+                }
+                Output::Broadcast { bytes } => {
+                    for j in 0..self.members.len() {
+                        if j != i {
+                            self.queue.push_back((i, j, bytes.clone()));
+                        }
+                    }
+                }
+                Output::Event(event) => self.members[i].events.push(event),
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        while let Some((from, to, bytes)) = self.queue.pop_front() {
+            if self.cut.contains(&(from, to)) {
+                continue;
+            }
+            let kind = wire::decode(&bytes)
+                .map(|e| e.body.kind())
+                .unwrap_or("garbage");
+            *self.bytes.entry((from, to, kind)).or_default() += bytes.len() as u64;
+            let peer = self.members[from].id.clone();
+            self.members[to]
+                .replica
+                .handle_input(self.now_ms, Input::Message { from: peer, bytes });
+            self.drain(to);
+        }
+    }
+
+    /// Advances the clock to `until`, firing every timer on the way.
+    pub fn run_until(&mut self, until: u64) {
+        loop {
+            let next = self
+                .members
+                .iter()
+                .filter_map(|m| m.replica.poll_timeout().map(|(t, _)| t))
+                .min();
+            match next {
+                Some(at) if at <= until => {
+                    self.now_ms = self.now_ms.max(at);
+                    for i in 0..self.members.len() {
+                        let due = self.members[i]
+                            .replica
+                            .poll_timeout()
+                            .is_some_and(|(t, _)| t <= self.now_ms);
+                        if due {
+                            self.input(i, Input::Tick);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now_ms = self.now_ms.max(until);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now_ms + ms;
+        self.run_until(until);
+    }
+
+    pub fn converged(&self) -> bool {
+        let root = self.members[0].replica.root();
+        self.members.iter().all(|m| m.replica.root() == root)
+    }
+
+    /// Total bytes between two members, both directions, and per kind.
+    pub fn bytes_between(&self, a: usize, b: usize) -> u64 {
+        self.bytes
+            .iter()
+            .filter(|((f, t, _), _)| (*f == a && *t == b) || (*f == b && *t == a))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn reset_bytes(&mut self) {
+        self.bytes.clear();
+    }
+}
