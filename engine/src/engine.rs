@@ -184,8 +184,9 @@ impl Engine {
                 stamp,
                 now_ms,
             };
-            let local = inner.rooms.local_write(self.kv.as_ref(), &ctx, &op)?;
-            self.apply_or_evict(&mut inner, room, local.batch.clone())?;
+            let mut local = inner.rooms.local_write(self.kv.as_ref(), &ctx, &op)?;
+            let batch = std::mem::take(&mut local.batch);
+            self.apply_or_evict(&mut inner, room, batch)?;
             (self.commit.issue(), local)
         };
         self.wait_durable(ticket)?;
@@ -427,13 +428,14 @@ impl Engine {
         let (ticket, remote) = {
             let mut inner = self.lock();
             let stamp = inner.hlc.tick(self.clock.now_ms());
-            let remote = inner
+            let mut remote = inner
                 .rooms
                 .remote_apply(self.kv.as_ref(), room, changes, stamp)?;
             if remote.batch.is_empty() {
                 return Ok(remote.outcome);
             }
-            self.apply_or_evict(&mut inner, room, remote.batch.clone())?;
+            let batch = std::mem::take(&mut remote.batch);
+            self.apply_or_evict(&mut inner, room, batch)?;
             (self.commit.issue(), remote)
         };
         self.wait_durable(ticket)?;

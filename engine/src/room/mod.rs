@@ -34,6 +34,7 @@ pub struct RoomDoc {
     cache: Option<RoomSnapshot>,
     /// Object id → layout part, for working out what remote changes touched.
     parts: Option<touched::ObjParts>,
+    objs: Option<read::RootObjs>,
 }
 
 /// What a batch of remote changes did.
@@ -56,6 +57,7 @@ impl RoomDoc {
             pending: BTreeMap::new(),
             cache: None,
             parts: None,
+            objs: None,
         }
     }
 
@@ -80,6 +82,7 @@ impl RoomDoc {
             pending: BTreeMap::new(),
             cache: None,
             parts: None,
+            objs: None,
         })
     }
 
@@ -108,6 +111,16 @@ impl RoomDoc {
         let snap = read::snapshot(&self.doc, &self.id)?;
         self.cache = Some(snap.clone());
         Ok(snap)
+    }
+
+    /// The ids of the genesis maps; they never change, so they are cached.
+    fn root_objs(&mut self) -> Result<read::RootObjs, Error> {
+        if let Some(objs) = &self.objs {
+            return Ok(objs.clone());
+        }
+        let objs = read::RootObjs::find(&self.doc, &self.id)?;
+        self.objs = Some(objs.clone());
+        Ok(objs)
     }
 
     /// Brings the cached snapshot up to date with what changed.
@@ -161,10 +174,11 @@ impl RoomDoc {
         } else if self.is_empty() {
             return Err(Error::UnknownRoom(self.id.clone()));
         }
+        let objs = self.root_objs()?;
         let commit_secs = i64::try_from(ctx.now_ms / 1000).unwrap_or(i64::MAX);
         let outcome = self.doc.transact_with(
             |_| automerge::transaction::CommitOptions::default().with_time(commit_secs),
-            |tx| write::apply(tx, ctx, op),
+            |tx| write::apply(tx, &objs, ctx, op),
         );
         let success = outcome.map_err(|failure| failure.error)?;
         let kinds = success.result;

@@ -72,6 +72,7 @@ pub fn refresh<R: ReadDoc>(
 }
 
 /// The object ids of the maps every room has from its genesis change.
+#[derive(Debug, Clone)]
 pub struct RootObjs {
     pub meta: ObjId,
     pub config: ObjId,

@@ -49,10 +49,10 @@ pub struct WriteCtx<'a> {
 /// Applies `op` (anything but `Create`'s genesis) and says what changed.
 pub fn apply(
     tx: &mut Transaction<'_>,
+    objs: &RootObjs,
     ctx: &WriteCtx<'_>,
     op: &RoomOp,
 ) -> Result<Vec<ChangeKind>, Error> {
-    let objs = RootObjs::find(tx, ctx.room)?;
     let is_create = matches!(op, RoomOp::Create { .. });
     if !is_create && read::lifecycle(tx, &objs.meta) == Lifecycle::Ended {
         return Err(Error::RoomEnded(ctx.room.clone()));
