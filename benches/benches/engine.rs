@@ -462,7 +462,9 @@ fn load_all(engine: &Engine, ids: &[RoomId]) -> i64 {
 fn hot_room_bytes(sizes: Sizes) {
     let k = sizes.hot_rooms;
     let mut config = EngineConfig::new(node());
-    config.hot_rooms = k;
+    // The cache is split evenly across write shards and rooms hash unevenly:
+    // headroom keeps every one of the k rooms hot.
+    config.hot_rooms = 2 * k;
 
     // In memory: the store's bytes are allocated before the measurement, so
     // the difference is the hot rooms alone.

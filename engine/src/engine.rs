@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, ChangeKind, Origin};
 use crate::hlc::Hlc;
 use crate::ids::{NodeId, RoomId, SessionId, TenantId, TrackId, UserId};
-use crate::limits::{EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, IMPORT_BYTES_MAX};
+use crate::limits::{
+    EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, IMPORT_BYTES_MAX, WRITE_SHARDS_DEFAULT,
+};
 use crate::model::*;
 use crate::room::{RoomOp, WriteCtx};
 use crate::rooms::RoomSet;
@@ -26,10 +28,15 @@ use crate::subscription::Subscription;
 pub struct EngineConfig {
     /// This replica's id; must be unique in the cluster.
     pub node: NodeId,
-    /// Rooms kept loaded in memory; others stay on disk until used.
+    /// Rooms kept loaded in memory; others stay on disk until used. Split
+    /// evenly across `write_shards`; each shard evicts its least recently
+    /// used room when its share is full.
     pub hot_rooms: usize,
     /// Events a subscriber may fall behind before it gets `Lagged`.
     pub event_queue: usize,
+    /// Independently locked shards of rooms: writes to rooms in different
+    /// shards run in parallel.
+    pub write_shards: usize,
 }
 
 impl EngineConfig {
@@ -38,6 +45,7 @@ impl EngineConfig {
             node,
             hot_rooms: HOT_ROOMS_DEFAULT,
             event_queue: EVENT_QUEUE_DEFAULT,
+            write_shards: WRITE_SHARDS_DEFAULT,
         }
     }
 
@@ -101,17 +109,15 @@ impl Clock for ManualClock {
 
 /// The local replica of every room, embedded in a media node.
 pub struct Engine {
-    inner: Mutex<Inner>,
+    /// Rooms split by hash into independently locked shards, so writes to
+    /// different rooms run in parallel (and share group-commit flushes).
+    shards: Vec<Mutex<RoomSet>>,
+    hlc: Mutex<Hlc>,
     kv: Arc<dyn Kv>,
     commit: GroupCommit,
     events: broadcast::Sender<ChangeEvent>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-}
-
-struct Inner {
-    rooms: RoomSet,
-    hlc: Hlc,
 }
 
 /// Name of the metadata key counting how often this store was opened.
@@ -143,17 +149,24 @@ impl Engine {
         config.validate()?;
         let incarnation = next_incarnation(kv.as_ref())?;
         let actor = actor_for(&config.node, incarnation);
-        let hot_rooms = NonZeroUsize::new(config.hot_rooms).ok_or(Error::Invalid {
-            field: "hot_rooms",
-            reason: "must be at least 1".into(),
-        })?;
+        // Never more shards than hot rooms, so the shards' caches together
+        // hold at most `hot_rooms`.
+        let shard_count = config.write_shards.min(config.hot_rooms).max(1);
+        let per_shard =
+            NonZeroUsize::new(config.hot_rooms / shard_count).ok_or(Error::Invalid {
+                field: "hot_rooms",
+                reason: "must be at least 1".into(),
+            })?;
+        let mut shards = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            // The facade does not run anti-entropy: no digest tree to load.
+            let rooms = RoomSet::open_without_digests(kv.as_ref(), actor.clone(), per_shard)?;
+            shards.push(Mutex::new(rooms));
+        }
         let (events, _) = broadcast::channel(config.event_queue);
-        let rooms = RoomSet::open(kv.as_ref(), actor, hot_rooms)?;
         Ok(Self {
-            inner: Mutex::new(Inner {
-                rooms,
-                hlc: Hlc::new(hlc_actor(&config.node)),
-            }),
+            shards,
+            hlc: Mutex::new(Hlc::new(hlc_actor(&config.node))),
             kv,
             commit: GroupCommit::new(),
             events,
@@ -176,17 +189,17 @@ impl Engine {
     /// Applies one operation durably. Every typed write below calls this.
     pub fn write(&self, room: &RoomId, op: RoomOp) -> Result<WriteAck> {
         let (ticket, local) = {
-            let mut inner = self.lock();
             let now_ms = self.clock.now_ms();
-            let stamp = inner.hlc.tick(now_ms);
+            let stamp = self.tick(now_ms);
+            let mut rooms = self.shard(room);
             let ctx = WriteCtx {
                 room,
                 stamp,
                 now_ms,
             };
-            let mut local = inner.rooms.local_write(self.kv.as_ref(), &ctx, &op)?;
+            let mut local = rooms.local_write(self.kv.as_ref(), &ctx, &op)?;
             let batch = std::mem::take(&mut local.batch);
-            self.apply_or_evict(&mut inner, room, batch)?;
+            self.apply_or_evict(&mut rooms, room, batch)?;
             (self.commit.issue(), local)
         };
         self.wait_durable(ticket)?;
@@ -323,7 +336,7 @@ impl Engine {
 
     /// The room after every conflict rule, or `None` if unknown.
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomSnapshot>> {
-        self.lock().rooms.snapshot(self.kv.as_ref(), room)
+        self.shard(room).snapshot(self.kv.as_ref(), room)
     }
 
     /// Every room, from the index (no room is loaded).
@@ -372,14 +385,14 @@ impl Engine {
 
     /// Rooms currently loaded in memory.
     pub fn hot_rooms(&self) -> usize {
-        self.lock().rooms.hot_len()
+        self.shards.iter().map(|s| lock(s).hot_len()).sum()
     }
 
     // ---- automerge interchange and replication ---------------------------
 
     /// The room as standard automerge bytes (see `docs/data-model.md`).
     pub fn export_room(&self, room: &RoomId) -> Result<Vec<u8>> {
-        let bytes = self.lock().rooms.export(self.kv.as_ref(), room)?;
+        let bytes = self.shard(room).export(self.kv.as_ref(), room)?;
         bytes.ok_or_else(|| Error::UnknownRoom(room.clone()))
     }
 
@@ -399,14 +412,13 @@ impl Engine {
 
     /// The room's current heads (empty if unknown).
     pub fn heads(&self, room: &RoomId) -> Result<Vec<Head>> {
-        self.lock().rooms.heads(self.kv.as_ref(), room)
+        self.shard(room).heads(self.kv.as_ref(), room)
     }
 
     /// Raw bytes of the changes a replica with heads `have` lacks.
     pub fn changes_since(&self, room: &RoomId, have: &[Head]) -> Result<Vec<Vec<u8>>> {
         let changes = self
-            .lock()
-            .rooms
+            .shard(room)
             .changes_since(self.kv.as_ref(), room, have)?;
         Ok(changes
             .into_iter()
@@ -426,16 +438,14 @@ impl Engine {
 
     fn apply_changes(&self, room: &RoomId, changes: Vec<Change>) -> Result<RemoteOutcome> {
         let (ticket, remote) = {
-            let mut inner = self.lock();
-            let stamp = inner.hlc.tick(self.clock.now_ms());
-            let mut remote = inner
-                .rooms
-                .remote_apply(self.kv.as_ref(), room, changes, stamp)?;
+            let stamp = self.tick(self.clock.now_ms());
+            let mut rooms = self.shard(room);
+            let mut remote = rooms.remote_apply(self.kv.as_ref(), room, changes, stamp)?;
             if remote.batch.is_empty() {
                 return Ok(remote.outcome);
             }
             let batch = std::mem::take(&mut remote.batch);
-            self.apply_or_evict(&mut inner, room, batch)?;
+            self.apply_or_evict(&mut rooms, room, batch)?;
             (self.commit.issue(), remote)
         };
         self.wait_durable(ticket)?;
@@ -445,16 +455,18 @@ impl Engine {
 
     // ---- plumbing -------------------------------------------------------
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic inside the lock is a bug; the room set is still a valid
-        // cache of durable state (writes reach it only through `write`,
-        // which evicts on failure), so carrying on is safe.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, room: &RoomId) -> MutexGuard<'_, RoomSet> {
+        let hash = blake3::hash(room.as_str().as_bytes());
+        let index = hash.as_bytes()[0] as usize % self.shards.len();
+        lock(&self.shards[index])
     }
 
-    fn apply_or_evict(&self, inner: &mut Inner, room: &RoomId, batch: Batch) -> Result<()> {
+    fn tick(&self, now_ms: u64) -> crate::hlc::Timestamp {
+        lock(&self.hlc).tick(now_ms)
+    }
+    fn apply_or_evict(&self, rooms: &mut RoomSet, room: &RoomId, batch: Batch) -> Result<()> {
         if let Err(err) = self.kv.apply(batch) {
-            inner.rooms.evict(room);
+            rooms.evict(room);
             return Err(err.into());
         }
         Ok(())
@@ -477,6 +489,13 @@ impl Engine {
             changes,
         });
     }
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere: a panic inside the
+/// lock is a bug, but the room set is still a valid cache of durable state
+/// (writes reach it only through `write`, which evicts on failure).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn next_incarnation(kv: &dyn Kv) -> Result<u64> {

@@ -49,3 +49,8 @@ pub const EVENT_QUEUE_DEFAULT: usize = 4096;
 /// Largest clock jump forward the HLC accepts from a remote timestamp, so one
 /// peer with a wrong clock cannot drag every replica's clock into the future.
 pub const HLC_MAX_DRIFT_MS: u64 = 60_000;
+
+/// Default number of independently locked room shards in `Engine`. More
+/// shards than cores buys little; 8 covers typical media-node hosts while
+/// keeping the per-shard hot-room caches large.
+pub const WRITE_SHARDS_DEFAULT: usize = 8;

@@ -125,10 +125,14 @@ impl RoomDoc {
 
     /// Brings the cached snapshot up to date with what changed.
     fn refresh(&mut self, touched: &touched::Touched) -> Result<(), Error> {
+        if self.cache.is_none() {
+            return Ok(());
+        }
+        let objs = self.root_objs()?;
         let Some(snap) = self.cache.as_mut() else {
             return Ok(());
         };
-        if let Err(err) = read::refresh(&self.doc, snap, touched) {
+        if let Err(err) = read::refresh(&self.doc, &objs, snap, touched) {
             self.cache = None;
             return Err(err);
         }
@@ -175,10 +179,16 @@ impl RoomDoc {
             return Err(Error::UnknownRoom(self.id.clone()));
         }
         let objs = self.root_objs()?;
+        // Capacity is checked against the cached reading: no other write can
+        // touch this document while this one runs.
+        let live = match op {
+            RoomOp::Join { .. } => self.warm().map_or(0, |s| s.live_sessions().count()),
+            _ => 0,
+        };
         let commit_secs = i64::try_from(ctx.now_ms / 1000).unwrap_or(i64::MAX);
         let outcome = self.doc.transact_with(
             |_| automerge::transaction::CommitOptions::default().with_time(commit_secs),
-            |tx| write::apply(tx, &objs, ctx, op),
+            |tx| write::apply(tx, &objs, ctx, op, live),
         );
         let success = outcome.map_err(|failure| failure.error)?;
         let kinds = success.result;
@@ -249,38 +259,46 @@ impl RoomDoc {
         }
     }
 
+    /// The cached reading, computed on first use; `None` before genesis
+    /// (or for a document that is not a readable room).
+    fn warm(&mut self) -> Option<&RoomSnapshot> {
+        if self.cache.is_none() && !self.is_empty() {
+            self.cache = read::snapshot(&self.doc, &self.id).ok();
+        }
+        self.cache.as_ref()
+    }
+
     /// The room's listing entry; `None` while the genesis change is missing.
-    pub fn summary(&self) -> Option<RoomSummary> {
-        let objs = read::RootObjs::find(&self.doc, &self.id).ok()?;
+    pub fn summary(&mut self) -> Option<RoomSummary> {
+        let snap = self.warm()?;
         Some(RoomSummary {
-            id: self.id.clone(),
-            tenant: read::lww(&self.doc, &objs.meta, schema::TENANT).map(|(_, v)| v),
-            lifecycle: read::lifecycle(&self.doc, &objs.meta),
+            id: snap.id.clone(),
+            tenant: snap.tenant.clone(),
+            lifecycle: snap.lifecycle,
         })
     }
 
     /// Owners of live sessions (all, or just `only`) while the room is
     /// active; an ended room owns nothing.
-    pub fn live_owners(&self, only: Option<&SessionId>) -> BTreeMap<SessionId, Owner> {
-        let Ok(objs) = read::RootObjs::find(&self.doc, &self.id) else {
+    pub fn live_owners(&mut self, only: Option<&SessionId>) -> BTreeMap<SessionId, Owner> {
+        let Some(snap) = self.warm() else {
             return BTreeMap::new();
         };
-        if read::lifecycle(&self.doc, &objs.meta) == Lifecycle::Ended {
+        if snap.lifecycle == Lifecycle::Ended {
             return BTreeMap::new();
         }
-        let keys: Vec<String> = match only {
-            Some(session) => vec![session.to_string()],
-            None => self.doc.keys(&objs.sessions).collect(),
+        let live = |(id, s): (&SessionId, &crate::model::CallSession)| {
+            (s.state != SessionState::Left).then(|| (id.clone(), s.owner.clone()))
         };
-        keys.into_iter()
-            .filter_map(|key| {
-                let obj = read::map_obj(&self.doc, &objs.sessions, &key)?;
-                if read::session_state(&self.doc, &obj)? == SessionState::Left {
-                    return None;
-                }
-                Some((SessionId::parse(key).ok()?, read::owner(&self.doc, &obj)?))
-            })
-            .collect()
+        match only {
+            Some(id) => snap
+                .sessions
+                .get_key_value(id)
+                .and_then(live)
+                .into_iter()
+                .collect(),
+            None => snap.sessions.iter().filter_map(live).collect(),
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub fn snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error>
 /// Re-reads the parts of `snap` that `touched` names.
 pub fn refresh<R: ReadDoc>(
     doc: &R,
+    objs: &RootObjs,
     snap: &mut RoomSnapshot,
     touched: &super::touched::Touched,
 ) -> Result<(), Error> {
@@ -43,7 +44,6 @@ pub fn refresh<R: ReadDoc>(
         *snap = snapshot(doc, &snap.id)?;
         return Ok(());
     }
-    let objs = RootObjs::find(doc, &snap.id)?;
     if touched.meta {
         snap.tenant = lww::<_, TenantId>(doc, &objs.meta, s::TENANT).map(|(_, v)| v);
         snap.created_at_ms = lww(doc, &objs.meta, s::CREATED_AT).map(|(_, v)| v);

@@ -16,6 +16,7 @@ pub fn join(
     objs: &RootObjs,
     ctx: &WriteCtx<'_>,
     req: &JoinRequest,
+    live_sessions: usize,
 ) -> Result<Vec<ChangeKind>, Error> {
     let room = ctx.room;
     if tx.get(&objs.sessions, req.session.as_str())?.is_some() {
@@ -28,7 +29,7 @@ pub fn join(
         crate::model::RoomConfig::default().max_participants,
         |(_, v): (_, u32)| v,
     );
-    if live_count(tx, objs) >= max as usize {
+    if live_sessions >= max as usize {
         return Err(Error::OverCapacity {
             room: room.clone(),
             max,
@@ -60,14 +61,6 @@ pub fn join(
     Ok(vec![ChangeKind::Joined {
         session: req.session.clone(),
     }])
-}
-
-/// Sessions not yet left. Reads only the state field of each session.
-fn live_count<R: ReadDoc>(doc: &R, objs: &RootObjs) -> usize {
-    doc.keys(&objs.sessions)
-        .filter_map(|key| read::map_obj(doc, &objs.sessions, &key))
-        .filter(|obj| read::session_state(doc, obj) != Some(SessionState::Left))
-        .count()
 }
 
 pub fn set_state(

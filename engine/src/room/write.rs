@@ -52,6 +52,7 @@ pub fn apply(
     objs: &RootObjs,
     ctx: &WriteCtx<'_>,
     op: &RoomOp,
+    live_sessions: usize,
 ) -> Result<Vec<ChangeKind>, Error> {
     let is_create = matches!(op, RoomOp::Create { .. });
     if !is_create && read::lifecycle(tx, &objs.meta) == Lifecycle::Ended {
@@ -98,7 +99,9 @@ pub fn apply(
             tx.delete(&objs.permissions, user.as_str())?;
             Ok(vec![ChangeKind::PermissionRemoved { user: user.clone() }])
         }
-        RoomOp::Join { request } => super::session_write::join(tx, &objs, ctx, request),
+        RoomOp::Join { request } => {
+            super::session_write::join(tx, objs, ctx, request, live_sessions)
+        }
         RoomOp::SetState { session, state } => {
             super::session_write::set_state(tx, &objs, ctx, session, *state)
         }
