@@ -50,7 +50,7 @@ pub fn refresh<R: ReadDoc>(
         snap.lifecycle = lifecycle(doc, &objs.meta);
     }
     if touched.config {
-        snap.config = config(doc, &objs)?;
+        snap.config = config(doc, objs)?;
     }
     if touched.permissions {
         snap.permissions = permissions(doc, &objs.permissions);

@@ -73,11 +73,11 @@ pub fn apply(
                 set_attributes: config.attributes.clone(),
                 remove_attributes: Vec::new(),
             };
-            update_config(tx, &objs, ctx, &update)?;
+            update_config(tx, objs, ctx, &update)?;
             Ok(vec![ChangeKind::RoomCreated])
         }
         RoomOp::UpdateConfig { update } => {
-            update_config(tx, &objs, ctx, update)?;
+            update_config(tx, objs, ctx, update)?;
             Ok(vec![ChangeKind::ConfigUpdated])
         }
         RoomOp::SetPermission { user, permission } => {
@@ -103,10 +103,10 @@ pub fn apply(
             super::session_write::join(tx, objs, ctx, request, live_sessions)
         }
         RoomOp::SetState { session, state } => {
-            super::session_write::set_state(tx, &objs, ctx, session, *state)
+            super::session_write::set_state(tx, objs, ctx, session, *state)
         }
         RoomOp::Leave { session } => {
-            super::session_write::set_state(tx, &objs, ctx, session, SessionState::Left)
+            super::session_write::set_state(tx, objs, ctx, session, SessionState::Left)
         }
         RoomOp::Publish {
             session,
@@ -121,7 +121,7 @@ pub fn apply(
             }
             super::session_write::publish(
                 tx,
-                &objs,
+                objs,
                 ctx,
                 session,
                 track_id,
@@ -130,10 +130,10 @@ pub fn apply(
             )
         }
         RoomOp::Unpublish { session, track_id } => {
-            super::session_write::unpublish(tx, &objs, ctx, session, track_id)
+            super::session_write::unpublish(tx, objs, ctx, session, track_id)
         }
         RoomOp::SetOwner { session, owner } => {
-            super::session_write::set_owner(tx, &objs, ctx, session, owner)
+            super::session_write::set_owner(tx, objs, ctx, session, owner)
         }
         RoomOp::End => {
             tx.put(
