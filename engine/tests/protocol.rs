@@ -226,13 +226,14 @@ fn a_gap_past_the_log_horizon_falls_back_to_full() {
     assert!(snap.sessions.contains_key(&session("after-horizon")));
 }
 
+fn purge_fast(config: &mut ReplicaConfig) {
+    quick(config);
+    config.end_ack_interval_ms = 200;
+    config.purge_horizon_ms = 5_000;
+}
+
 #[test]
 fn a_purged_room_never_comes_back() {
-    fn purge_fast(config: &mut ReplicaConfig) {
-        quick(config);
-        config.end_ack_interval_ms = 200;
-        config.purge_horizon_ms = 5_000;
-    }
     let mut net = Net::new(3, purge_fast);
     net.connect_all();
     let rooms = create(&mut net, 0, 3);
@@ -297,10 +298,6 @@ fn a_purged_room_never_comes_back() {
 
 #[test]
 fn rooms_every_replica_acked_as_ended_are_purged_without_waiting() {
-    fn purge_fast(config: &mut ReplicaConfig) {
-        quick(config);
-        config.end_ack_interval_ms = 200;
-    }
     let mut net = Net::new(3, purge_fast);
     net.connect_all();
     let rooms = create(&mut net, 0, 2);

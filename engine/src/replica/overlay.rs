@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::storage::{Batch, Entry, KvRead, StorageError};
+use crate::storage::{merge_overlay, scan_range, Batch, Entry, KvRead, StorageError};
 
 /// Staged writes: key → new value (`None`: deleted).
 #[derive(Debug, Default)]
@@ -58,29 +58,16 @@ impl KvRead for Overlay<'_> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        use std::ops::Bound;
         // Enough base entries to fill `limit` even if staged deletes hide some.
         let deletes = self.staged.writes.values().filter(|v| v.is_none()).count();
         let base = self
             .base
             .scan_after(prefix, after, limit.saturating_add(deletes))?;
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
-            base.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        let start = match after {
-            Some(key) => Bound::Excluded(key.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
         let staged = self
             .staged
             .writes
-            .range::<Vec<u8>, _>((start, Bound::Unbounded));
-        for (k, v) in staged.take_while(|(k, _)| k.starts_with(prefix)) {
-            merged.insert(k.clone(), v.clone());
-        }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .take(limit)
-            .collect())
+            .range::<Vec<u8>, _>(scan_range(prefix, after));
+        let staged = staged.take_while(|(k, _)| k.starts_with(prefix));
+        Ok(merge_overlay(base, staged, limit))
     }
 }

@@ -82,27 +82,15 @@ impl KvRead for MemKv {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        use std::ops::Bound;
         let maps = self.lock();
-        let start = match after {
-            Some(key) => Bound::Excluded(key.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
-        let range = (start, Bound::Unbounded);
-        let mut merged: BTreeMap<&[u8], Option<&Vec<u8>>> = BTreeMap::new();
+        let range = super::scan_range(prefix, after);
         let durable = maps.durable.range::<Vec<u8>, _>(range.clone());
-        for (k, v) in durable.take_while(|(k, _)| k.starts_with(prefix)) {
-            merged.insert(k, Some(v));
-        }
+        let durable = durable
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()));
         let volatile = maps.volatile.range::<Vec<u8>, _>(range);
-        for (k, v) in volatile.take_while(|(k, _)| k.starts_with(prefix)) {
-            merged.insert(k, v.as_ref());
-        }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.clone())))
-            .take(limit)
-            .collect())
+        let volatile = volatile.take_while(|(k, _)| k.starts_with(prefix));
+        Ok(super::merge_overlay(durable, volatile, limit))
     }
 }
 

@@ -6,6 +6,8 @@
 //! the core as a [`Batch`] that the driver applies and then makes durable
 //! with [`Kv::flush`] — nothing is acknowledged before that flush.
 
+use std::ops::Bound;
+
 pub mod keys;
 mod mem;
 mod sled_store;
@@ -78,4 +80,34 @@ impl Batch {
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
             .sum()
     }
+}
+
+/// The key range of `scan_after(prefix, after, _)`: everything after
+/// `after` (or from the start of `prefix`); callers stop at the prefix's end.
+pub(crate) fn scan_range(prefix: &[u8], after: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let start = match after {
+        Some(key) => Bound::Excluded(key.to_vec()),
+        None => Bound::Included(prefix.to_vec()),
+    };
+    (start, Bound::Unbounded)
+}
+
+/// Entries of `base` with `overlay` (pending writes: `None` deletes) laid
+/// over them, in key order, at most `limit`. Both inputs must already be
+/// restricted to the same range and prefix.
+pub(crate) fn merge_overlay<'a>(
+    base: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    overlay: impl IntoIterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+    limit: usize,
+) -> Vec<Entry> {
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+        base.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    for (k, v) in overlay {
+        merged.insert(k.clone(), v.clone());
+    }
+    merged
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .take(limit)
+        .collect()
 }

@@ -55,13 +55,8 @@ impl KvRead for SledKv {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(key) => Bound::Excluded(key.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
         self.db
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .range::<Vec<u8>, _>(super::scan_range(prefix, after))
             .take_while(|entry| entry.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .take(limit)
             .map(|entry| {
