@@ -4,18 +4,25 @@
 //! crash loses what was not flushed), sends and broadcasts go through the
 //! simulated network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use chorus_engine::replica::wire::{self, Body};
 use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
 use chorus_engine::storage::{Kv, MemKv};
-use chorus_engine::{Head, NodeId, RoomId, RoomOp, RoomSnapshot};
+use chorus_engine::{Head, NodeId, Owner, RoomId, RoomOp, RoomSnapshot, SessionId};
 
+use crate::clock::NodeClock;
+use crate::mutation::Mutation;
 use crate::net::{Channel, Delivery, NetConfig, Network};
 use crate::rng::Rng;
+use crate::stats::StatTotals;
 
 /// The cluster id every simulated replica shares.
 pub const SIM_CLUSTER: u64 = 0xC0_5E_ED;
+
+/// Steps at one instant before the driver declares a livelock.
+const STEPS_PER_INSTANT_MAX: u64 = 200_000;
 
 /// A write the cluster acknowledged: it must survive everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,39 +31,58 @@ pub struct AckedWrite {
     pub room: RoomId,
     pub heads: Vec<Head>,
     pub at_ms: u64,
+    /// The owner this write gave a call (a join or a move), if any.
+    pub owner: Option<(SessionId, Owner)>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingWrite {
+    node: usize,
+    room: RoomId,
+    owner: Option<(SessionId, Owner)>,
+}
+
+/// A replica reported `Event::Purged`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeRecord {
+    pub node: usize,
+    pub room: RoomId,
+    pub at_ms: u64,
 }
 
 pub struct SimNode {
     pub id: NodeId,
     pub kv: Arc<MemKv>,
     pub replica: Option<Replica>,
-    /// This node's clock minus the true time.
-    pub clock_offset_ms: i64,
+    pub clock: NodeClock,
+    /// Started at least once. A late joiner is not a member until it joins,
+    /// so no replica counts it among its peers before then.
+    pub member: bool,
+    /// The replica's next timer, in true time (cached after every input).
+    next_timer: Option<u64>,
 }
 
 impl SimNode {
     pub fn is_up(&self) -> bool {
         self.replica.is_some()
     }
-
-    fn local_time(&self, now: u64) -> u64 {
-        now.saturating_add_signed(self.clock_offset_ms)
-    }
-
-    fn global_time(&self, local: u64) -> u64 {
-        local.saturating_add_signed(-self.clock_offset_ms)
-    }
 }
 
 /// Counters of one run.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RunCounters {
     pub writes_attempted: u64,
     pub writes_acked: u64,
     pub writes_refused: u64,
+    /// Refusals by error kind (`UnknownRoom`, `StaleOwner`, …).
+    pub refused_by_reason: BTreeMap<String, u64>,
     pub events: u64,
+    pub rejected: u64,
     pub crashes: u64,
     pub restarts: u64,
+    pub wipes: u64,
+    /// Bytes of the automerge changes local writes produced (as pushed).
+    pub local_change_bytes: u64,
 }
 
 pub struct Cluster {
@@ -65,40 +91,76 @@ pub struct Cluster {
     pub net: Network,
     pub rng: Rng,
     pub acked: Vec<AckedWrite>,
+    pub purges: Vec<PurgeRecord>,
     pub counters: RunCounters,
-    configure: fn(&mut ReplicaConfig),
+    /// Counters of replicas that crashed (their successors start at zero).
+    retired: StatTotals,
+    /// Lines of the `--trace` file, when asked for.
+    pub trace_lines: Option<Vec<String>>,
+    configure: Box<dyn Fn(&mut ReplicaConfig)>,
+    seed: u64,
+    mutation: Option<Mutation>,
     next_write: u64,
-    pending_writes: BTreeMap<u64, (usize, RoomId)>,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    /// Unordered pairs whose replicas have been told the link is up.
+    links: BTreeSet<(usize, usize)>,
     trace: blake3::Hasher,
+    steps_at_instant: (u64, u64),
 }
 
 impl Cluster {
-    /// `n` replicas named `node-0..`, all connected.
-    pub fn new(n: usize, seed: u64, net: NetConfig, configure: fn(&mut ReplicaConfig)) -> Self {
-        let ids: Vec<NodeId> = (0..n).map(node_id).collect();
+    /// `n` replicas named `node-0..`, all started and connected.
+    pub fn new(
+        n: usize,
+        seed: u64,
+        net: NetConfig,
+        configure: impl Fn(&mut ReplicaConfig) + 'static,
+    ) -> Self {
+        Self::with_absent(n, seed, net, configure, &[])
+    }
+
+    /// Like [`Cluster::new`], but the nodes in `absent` have not joined:
+    /// they start with empty stores when [`Cluster::start`]ed.
+    pub fn with_absent(
+        n: usize,
+        seed: u64,
+        net: NetConfig,
+        configure: impl Fn(&mut ReplicaConfig) + 'static,
+        absent: &[usize],
+    ) -> Self {
         let mut cluster = Self {
             now_ms: 0,
             nodes: Vec::with_capacity(n),
             net: Network::new(net),
             rng: Rng::new(seed),
             acked: Vec::new(),
+            purges: Vec::new(),
             counters: RunCounters::default(),
-            configure,
+            retired: StatTotals::default(),
+            trace_lines: None,
+            configure: Box::new(configure),
+            seed,
+            mutation: None,
             next_write: 1,
             pending_writes: BTreeMap::new(),
+            links: BTreeSet::new(),
             trace: blake3::Hasher::new(),
+            steps_at_instant: (0, 0),
         };
-        for id in ids {
-            let kv = Arc::new(MemKv::new());
+        for i in 0..n {
             cluster.nodes.push(SimNode {
-                id,
-                kv,
+                id: node_id(i),
+                kv: Arc::new(MemKv::new()),
                 replica: None,
-                clock_offset_ms: 0,
+                clock: NodeClock::default(),
+                member: !absent.contains(&i),
+                next_timer: None,
             });
         }
         for i in 0..n {
-            cluster.start(i);
+            if !absent.contains(&i) {
+                cluster.start(i);
+            }
         }
         cluster
     }
@@ -111,66 +173,100 @@ impl Cluster {
         self.nodes.is_empty()
     }
 
+    /// Test only: corrupts one node's driver (see [`Mutation`]).
+    pub fn set_mutation(&mut self, mutation: Option<Mutation>) {
+        self.mutation = mutation;
+    }
+
+    /// Keeps a line per notable event (for `--trace`).
+    pub fn enable_trace_lines(&mut self) {
+        self.trace_lines.get_or_insert_with(Vec::new);
+    }
+
     fn config_for(&self, i: usize) -> ReplicaConfig {
         let mut config = ReplicaConfig::new(self.nodes[i].id.clone(), SIM_CLUSTER);
         config.peers = self
             .nodes
             .iter()
-            .filter(|n| n.id != self.nodes[i].id)
-            .map(|n| n.id.clone())
+            .enumerate()
+            .filter(|(j, n)| *j != i && n.member)
+            .map(|(_, n)| n.id.clone())
             .collect();
-        config.seed = self.nodes.len() as u64 * 1_000 + i as u64;
+        config.seed = self
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(i as u64);
         (self.configure)(&mut config);
         config
     }
 
-    /// Starts (or restarts) node `i` from what its store holds durably.
+    /// Starts (or restarts) node `i` from what its store holds durably. A
+    /// node that has not joined yet joins.
     pub fn start(&mut self, i: usize) {
+        if self.nodes[i].is_up() {
+            return;
+        }
+        let joining = !self.nodes[i].member;
+        self.nodes[i].member = true;
         let config = self.config_for(i);
-        let local = self.nodes[i].local_time(self.now_ms);
+        let local = self.nodes[i].clock.local(self.now_ms);
         let kv = self.nodes[i].kv.clone();
         // A store the simulator made itself cannot fail to open; if it does,
-        // that is a bug in the engine the run must surface.
-        let replica = Replica::new(config, kv, local).expect("replica opens on its own store");
+        // that is a bug in the engine the run must surface (as a panic the
+        // runner reports).
+        let replica = match Replica::new(config, kv, local) {
+            Ok(replica) => replica,
+            Err(err) => panic!("node {i}: the replica does not open on its own store: {err}"),
+        };
         self.nodes[i].replica = Some(replica);
+        self.fault(if joining { "join" } else { "start" }, Some(i), "");
         self.drain(i);
-        for j in 0..self.nodes.len() {
-            if j != i
-                && self.nodes[j].is_up()
-                && !self.net.is_blocked(i, j)
-                && !self.net.is_blocked(j, i)
-            {
-                self.input(
-                    i,
-                    Input::PeerUp {
-                        peer: self.nodes[j].id.clone(),
-                    },
-                );
-                self.input(
-                    j,
-                    Input::PeerUp {
-                        peer: self.nodes[i].id.clone(),
-                    },
-                );
-            }
-        }
+        self.refresh_timer(i);
+        self.refresh_links();
     }
 
     /// Kills node `i`: unflushed writes are lost, messages to it vanish.
     pub fn crash(&mut self, i: usize) {
-        if self.nodes[i].replica.take().is_none() {
+        let Some(replica) = self.nodes[i].replica.take() else {
             return;
-        }
+        };
+        self.retired.add(replica.stats());
         self.counters.crashes += 1;
+        self.fault("crash", Some(i), "");
         self.nodes[i].kv.crash();
+        self.nodes[i].next_timer = None;
         self.net.drop_node(i);
-        self.pending_writes.retain(|_, (node, _)| *node != i);
-        let id = self.nodes[i].id.clone();
-        for j in 0..self.nodes.len() {
-            if j != i && self.nodes[j].is_up() {
-                self.input(j, Input::PeerDown { peer: id.clone() });
+        self.pending_writes.retain(|_, w| w.node != i);
+        self.refresh_links();
+    }
+
+    /// Node `i` loses its disk (crashing first if it is up). It stays down
+    /// until restarted, then rejoins with an empty store.
+    /// A wiped disk takes with it the writes no other replica had yet: the
+    /// node's acknowledged writes stay owed only if a live replica holds
+    /// them, and its purges are forgotten (it is a new replica).
+    pub fn wipe(&mut self, i: usize) {
+        self.crash(i);
+        self.counters.wipes += 1;
+        self.fault("wipe", Some(i), "");
+        self.nodes[i].kv = Arc::new(MemKv::new());
+        self.purges.retain(|p| p.node != i);
+        let acked = std::mem::take(&mut self.acked);
+        for write in acked {
+            if write.node != i || self.held_elsewhere(i, &write) {
+                self.acked.push(write);
             }
         }
+    }
+
+    fn held_elsewhere(&mut self, i: usize, write: &AckedWrite) -> bool {
+        self.nodes.iter_mut().enumerate().any(|(j, node)| {
+            j != i
+                && node
+                    .replica
+                    .as_mut()
+                    .is_some_and(|r| write.heads.iter().all(|h| r.has_change(&write.room, h)))
+        })
     }
 
     pub fn restart(&mut self, i: usize) {
@@ -181,59 +277,101 @@ impl Cluster {
         self.start(i);
     }
 
-    /// Cuts the cluster into groups that cannot talk to each other.
+    /// Cuts the cluster into groups that cannot talk to each other; nodes
+    /// in no group form one more group. Replaces any earlier cut.
     pub fn partition(&mut self, groups: &[Vec<usize>]) {
         let group_of = |n: usize| groups.iter().position(|g| g.contains(&n));
+        self.net.heal();
         for a in 0..self.nodes.len() {
             for b in 0..self.nodes.len() {
                 if a != b && group_of(a) != group_of(b) {
-                    self.cut(a, b);
+                    self.net.block(a, b);
                 }
             }
         }
+        self.fault("partition", None, &format!("{groups:?}"));
+        self.refresh_links();
     }
 
     /// `from` can no longer reach `to` (the other direction still works).
     pub fn cut(&mut self, from: usize, to: usize) {
-        if self.net.is_blocked(from, to) {
-            return;
-        }
         self.net.block(from, to);
-        // A connection needs both directions: both ends see it drop.
-        self.link_event(from, to, false);
+        self.fault("cut", None, &format!("{from}->{to}"));
+        self.refresh_links();
     }
 
+    /// `from` can reach `to` again.
+    pub fn uncut(&mut self, from: usize, to: usize) {
+        self.net.unblock(from, to);
+        self.fault("uncut", None, &format!("{from}->{to}"));
+        self.refresh_links();
+    }
+
+    /// Every link works again.
     pub fn heal(&mut self) {
-        let mut was_blocked = Vec::new();
-        for a in 0..self.nodes.len() {
-            for b in 0..self.nodes.len() {
-                if self.net.is_blocked(a, b) {
-                    was_blocked.push((a, b));
+        self.net.heal();
+        self.fault("heal", None, "");
+        self.refresh_links();
+    }
+
+    /// Tells replicas about links that came up or went down. A connection
+    /// needs both directions and both ends up.
+    fn refresh_links(&mut self) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                let up = self.nodes[a].is_up()
+                    && self.nodes[b].is_up()
+                    && !self.net.is_blocked(a, b)
+                    && !self.net.is_blocked(b, a);
+                if up == self.links.contains(&(a, b)) {
+                    continue;
+                }
+                if up {
+                    self.links.insert((a, b));
+                } else {
+                    self.links.remove(&(a, b));
+                }
+                for (x, y) in [(a, b), (b, a)] {
+                    let peer = self.nodes[y].id.clone();
+                    let input = if up {
+                        Input::PeerUp { peer }
+                    } else {
+                        Input::PeerDown { peer }
+                    };
+                    self.input(x, input);
                 }
             }
         }
-        self.net.heal();
-        for (a, b) in was_blocked {
-            self.link_event(a, b, true);
-        }
     }
 
-    fn link_event(&mut self, a: usize, b: usize, up: bool) {
-        for (x, y) in [(a, b), (b, a)] {
-            if self.nodes[x].is_up() && self.nodes[y].is_up() {
-                let peer = self.nodes[y].id.clone();
-                let input = if up {
-                    Input::PeerUp { peer }
-                } else {
-                    Input::PeerDown { peer }
-                };
-                self.input(x, input);
-            }
-        }
+    /// Sets node `i`'s clock to read `offset_ms` off the true time from
+    /// now on, drifting by `drift_ppm`.
+    pub fn set_clock(&mut self, i: usize, offset_ms: i64, drift_ppm: i64) {
+        let now = self.now_ms;
+        self.nodes[i].clock.set(now, offset_ms, drift_ppm);
+        self.fault(
+            "clock",
+            Some(i),
+            &format!("{offset_ms:+}ms {drift_ppm:+}ppm"),
+        );
+        self.refresh_timer(i);
     }
 
     pub fn set_clock_offset(&mut self, i: usize, offset_ms: i64) {
-        self.nodes[i].clock_offset_ms = offset_ms;
+        self.set_clock(i, offset_ms, 0);
+    }
+
+    /// Changes how the network behaves from now on.
+    pub fn set_network(&mut self, config: NetConfig) {
+        self.fault("network", None, &format!("{config:?}"));
+        self.net.config = config;
+    }
+
+    /// Every sync stream resets: messages in flight on one are lost.
+    pub fn reset_streams(&mut self) {
+        self.fault("reset_streams", None, "");
+        self.net.reset_streams();
     }
 
     /// Submits a local write on node `i`; its ack (or refusal) arrives as
@@ -245,25 +383,46 @@ impl Cluster {
         self.counters.writes_attempted += 1;
         let id = self.next_write;
         self.next_write += 1;
-        self.pending_writes.insert(id, (i, room.clone()));
-        self.input(
-            i,
-            Input::LocalWrite {
-                id,
-                room: room.clone(),
-                op,
-            },
-        );
+        let owner = match &op {
+            RoomOp::Join { request } => Some((
+                request.session.clone(),
+                Owner {
+                    epoch: 1,
+                    node: request.owner.clone(),
+                },
+            )),
+            RoomOp::SetOwner { session, owner } => Some((session.clone(), owner.clone())),
+            _ => None,
+        };
+        let pending = PendingWrite {
+            node: i,
+            room: room.clone(),
+            owner,
+        };
+        self.pending_writes.insert(id, pending);
+        let room = room.clone();
+        self.input(i, Input::LocalWrite { id, room, op });
         true
     }
 
     fn input(&mut self, i: usize, input: Input) {
-        let local = self.nodes[i].local_time(self.now_ms);
+        let local = self.nodes[i].clock.local(self.now_ms);
         let Some(replica) = self.nodes[i].replica.as_mut() else {
             return;
         };
         replica.handle_input(local, input);
         self.drain(i);
+        self.refresh_timer(i);
+    }
+
+    fn refresh_timer(&mut self, i: usize) {
+        let now = self.now_ms;
+        let node = &mut self.nodes[i];
+        node.next_timer = node
+            .replica
+            .as_ref()
+            .and_then(Replica::poll_timeout)
+            .map(|(local, _)| node.clock.true_time_for(local, now));
     }
 
     /// Carries out every output of node `i`.
@@ -277,33 +436,29 @@ impl Cluster {
             };
             match output {
                 Output::Persist { batch, durable } => {
+                    let flush = durable && self.mutation.as_ref().is_none_or(|m| m.flushes(i));
                     let kv = &self.nodes[i].kv;
-                    let ok = kv.apply(batch).is_ok() && (!durable || kv.flush().is_ok());
+                    let ok = kv.apply(batch).is_ok() && (!flush || kv.flush().is_ok());
                     assert!(ok, "the in-memory store only fails when told to");
                 }
                 Output::Send { to, bytes } => {
                     if let Some(j) = self.index_of(&to) {
                         self.trace_bytes(b"send", i, &bytes);
-                        let d = Delivery {
-                            from: i,
-                            to: j,
-                            channel: Channel::Stream,
-                            bytes,
-                        };
-                        self.net.send(self.now_ms, d, &mut self.rng);
+                        self.send(i, j, Channel::Stream, bytes);
                     }
                 }
                 Output::Broadcast { bytes } => {
                     self.trace_bytes(b"bcast", i, &bytes);
+                    if let Ok(envelope) = wire::decode(&bytes) {
+                        if let Body::Push { rooms } = envelope.body {
+                            let changes = rooms.iter().flat_map(|r| r.changes.iter());
+                            self.counters.local_change_bytes +=
+                                changes.map(|c| c.len() as u64).sum::<u64>();
+                        }
+                    }
                     for j in 0..self.nodes.len() {
                         if j != i {
-                            let d = Delivery {
-                                from: i,
-                                to: j,
-                                channel: Channel::Gossip,
-                                bytes: bytes.clone(),
-                            };
-                            self.net.send(self.now_ms, d, &mut self.rng);
+                            self.send(i, j, Channel::Gossip, bytes.clone());
                         }
                     }
                 }
@@ -312,24 +467,92 @@ impl Cluster {
         }
     }
 
+    fn send(&mut self, from: usize, to: usize, channel: Channel, bytes: Vec<u8>) {
+        let delivery = Delivery {
+            from,
+            to,
+            channel,
+            bytes,
+        };
+        self.net.send(self.now_ms, delivery, &mut self.rng);
+    }
+
     fn on_event(&mut self, i: usize, event: Event) {
         self.counters.events += 1;
-        if let Event::WriteDone { id, result } = event {
-            let Some((_, room)) = self.pending_writes.remove(&id) else {
-                return;
-            };
-            match result {
-                Ok(ack) => {
-                    self.counters.writes_acked += 1;
-                    self.acked.push(AckedWrite {
-                        node: i,
-                        room,
-                        heads: ack.heads,
-                        at_ms: self.now_ms,
-                    });
+        match event {
+            Event::WriteDone { id, result } => {
+                let Some(pending) = self.pending_writes.remove(&id) else {
+                    return;
+                };
+                match result {
+                    Ok(ack) => {
+                        self.counters.writes_acked += 1;
+                        self.acked.push(AckedWrite {
+                            node: i,
+                            room: pending.room,
+                            heads: ack.heads,
+                            at_ms: self.now_ms,
+                            owner: pending.owner,
+                        });
+                    }
+                    Err(err) => {
+                        self.counters.writes_refused += 1;
+                        let debug = format!("{err:?}");
+                        let kind = debug.split(['(', ' ', '{']).next().unwrap_or("Other");
+                        *self
+                            .counters
+                            .refused_by_reason
+                            .entry(kind.to_string())
+                            .or_default() += 1;
+                    }
                 }
-                Err(_) => self.counters.writes_refused += 1,
             }
+            Event::Purged { room } => {
+                self.note(Some(i), || format!("purged {room}"));
+                self.purges.push(PurgeRecord {
+                    node: i,
+                    room,
+                    at_ms: self.now_ms,
+                });
+            }
+            Event::SyncStarted { peer, path } => {
+                self.note(Some(i), || {
+                    format!("sync_started peer={peer} path={path:?}")
+                });
+            }
+            Event::SyncFinished {
+                peer,
+                path,
+                changes,
+            } => {
+                self.note(Some(i), || {
+                    format!("sync_finished peer={peer} path={path:?} changes={changes}")
+                });
+            }
+            Event::Rejected { peer, reason } => {
+                self.counters.rejected += 1;
+                self.note(Some(i), || format!("rejected peer={peer}: {reason}"));
+            }
+            Event::Changed(_) => {}
+        }
+    }
+
+    /// A fault or lifecycle change: hashed into the trace and noted.
+    fn fault(&mut self, what: &str, node: Option<usize>, detail: &str) {
+        self.trace.update(b"fault");
+        self.trace.update(&self.now_ms.to_le_bytes());
+        self.trace.update(what.as_bytes());
+        self.trace
+            .update(&node.map_or(u64::MAX, |n| n as u64).to_le_bytes());
+        self.trace.update(detail.as_bytes());
+        self.note(node, || format!("{what} {detail}").trim_end().to_string());
+    }
+
+    /// Adds a line to the trace file, if one is kept.
+    pub fn note(&mut self, node: Option<usize>, line: impl FnOnce() -> String) {
+        if let Some(lines) = self.trace_lines.as_mut() {
+            let who = node.map_or("cluster".to_string(), |n| format!("node-{n}"));
+            lines.push(format!("{:>9} {who:<8} {}", self.now_ms, line()));
         }
     }
 
@@ -340,8 +563,8 @@ impl Cluster {
         self.trace.update(bytes);
     }
 
-    /// A hash of every message sent, with its time and sender: equal for
-    /// equal runs.
+    /// A hash of every message sent and every fault, with its time and
+    /// sender: equal for equal runs.
     pub fn trace_hash(&self) -> String {
         self.trace.finalize().to_hex()[..16].to_string()
     }
@@ -352,10 +575,7 @@ impl Cluster {
 
     /// The earliest moment something happens (a delivery or a timer).
     pub fn next_event_ms(&self) -> Option<u64> {
-        let timers = self.nodes.iter().filter_map(|n| {
-            let (local, _) = n.replica.as_ref()?.poll_timeout()?;
-            Some(n.global_time(local))
-        });
+        let timers = self.nodes.iter().filter_map(|n| n.next_timer);
         timers.chain(self.net.next_due()).min()
     }
 
@@ -373,26 +593,29 @@ impl Cluster {
 
     /// Delivers every due message and fires every due timer at `now_ms`.
     fn step_now(&mut self) {
+        let (instant, steps) = self.steps_at_instant;
+        let steps = if instant == self.now_ms { steps + 1 } else { 1 };
+        self.steps_at_instant = (self.now_ms, steps);
+        assert!(
+            steps < STEPS_PER_INSTANT_MAX,
+            "livelock: {steps} steps at {} ms without time advancing",
+            self.now_ms
+        );
         while let Some(delivery) = self.net.pop_due(self.now_ms) {
             let Some(d) = delivery else { continue };
-            if self.nodes[d.to].is_up() {
-                let from = self.nodes[d.from].id.clone();
-                self.input(
-                    d.to,
-                    Input::Message {
-                        from,
-                        bytes: d.bytes,
-                    },
-                );
+            if !self.nodes[d.to].is_up() {
+                self.net.stats.dropped += 1;
+                continue;
             }
+            let bytes = match &self.mutation {
+                Some(m) => m.filter_delivery(d.to, d.bytes),
+                None => d.bytes,
+            };
+            let from = self.nodes[d.from].id.clone();
+            self.input(d.to, Input::Message { from, bytes });
         }
         for i in 0..self.nodes.len() {
-            let due = self.nodes[i]
-                .replica
-                .as_ref()
-                .and_then(|r| r.poll_timeout())
-                .is_some_and(|(local, _)| self.nodes[i].global_time(local) <= self.now_ms);
-            if due {
+            if self.nodes[i].next_timer.is_some_and(|t| t <= self.now_ms) {
                 self.input(i, Input::Tick);
             }
         }
@@ -421,7 +644,7 @@ impl Cluster {
             if self.now_ms >= deadline {
                 return None;
             }
-            let next = (self.now_ms + check_ms).min(deadline);
+            let next = (self.now_ms + check_ms.max(1)).min(deadline);
             self.run_until(next);
         }
     }
@@ -429,6 +652,22 @@ impl Cluster {
     /// A room as node `i` sees it.
     pub fn room(&mut self, i: usize, room: &RoomId) -> Option<RoomSnapshot> {
         self.nodes[i].replica.as_mut()?.room(room).ok().flatten()
+    }
+
+    /// Node `i`'s heads of a room (`None` if the node is down or the read fails).
+    pub fn heads(&mut self, i: usize, room: &RoomId) -> Option<Vec<Head>> {
+        let mut heads = self.nodes[i].replica.as_mut()?.heads(room).ok()?;
+        heads.sort();
+        Some(heads)
+    }
+
+    /// Counters summed over every replica and incarnation.
+    pub fn stat_totals(&self) -> StatTotals {
+        let mut totals = self.retired.clone();
+        for replica in self.nodes.iter().filter_map(|n| n.replica.as_ref()) {
+            totals.add(replica.stats());
+        }
+        totals
     }
 }
 

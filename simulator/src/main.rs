@@ -1,22 +1,237 @@
-//! `chorus-sim`: the deterministic partition simulator.
-//!
-//! The simulator drives the replication protocol, which is being built; until
-//! then this binary only reports its version.
+//! `chorus-sim`: the deterministic partition simulator. See
+//! `docs/simulator.md`.
 
-use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use chorus_simulator::mutation::Mutation;
+use chorus_simulator::run::{run, RunOptions, RunResult};
+use chorus_simulator::scenario::Scenario;
+use chorus_simulator::{svg, swarm};
 
 #[derive(Parser)]
 #[command(
     name = "chorus-sim",
     version,
-    about = "Chorus partition simulator (in development)"
+    about = "Chorus partition simulator: seeded fault schedules against the real replica"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
-    println!(
-        "chorus-sim {}: scenarios arrive with the replication protocol",
-        env!("CARGO_PKG_VERSION")
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one scenario file with one seed.
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Test only: break one node on purpose (lying-disk:NODE or
+        /// deaf-to-room:NODE:ROOM); the run must then fail.
+        #[arg(long, hide = true)]
+        mutate: Option<Mutation>,
+    },
+    /// Runs many seeds, each drawing its own cluster, network and faults.
+    Swarm {
+        /// How many seeds.
+        #[arg(long)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Seeds run in parallel.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// One JSON report per line instead of a line of text per seed.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-runs a seed twice, checks the two runs are identical, and prints
+    /// its trace. `--scenario swarm` replays a swarm seed.
+    Replay {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A scenario file, or `swarm` for the scenario a swarm seed draws.
+    #[arg(long)]
+    scenario: PathBuf,
+    #[arg(long)]
+    seed: u64,
+    /// Print one JSON object instead of the text summary.
+    #[arg(long)]
+    json: bool,
+    /// Draw the run as a timeline (SVG) into this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Write a line per notable event into this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Ok(passed) or a usage error.
+fn dispatch(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Run { run, mutate } => run_once(&run, mutate, false),
+        Command::Replay { run } => run_once(&run, None, true),
+        Command::Swarm {
+            seeds,
+            from,
+            jobs,
+            json,
+        } => Ok(run_swarm(seeds, from, jobs, json)),
+    }
+}
+
+fn is_swarm(path: &Path) -> bool {
+    path.as_os_str() == swarm::SWARM
+}
+
+fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow::Result<bool> {
+    let (scenario, name) = if is_swarm(&args.scenario) {
+        (swarm::draw(args.seed), swarm::SWARM.to_string())
+    } else {
+        let scenario = Scenario::load(&args.scenario)?;
+        (scenario, args.scenario.display().to_string())
+    };
+    if let Some(m) = &mutation {
+        if m.node() >= scenario.nodes {
+            bail!("--mutate {m}: the scenario has {} nodes", scenario.nodes);
+        }
+    }
+    let mut reproduce = if is_swarm(&args.scenario) {
+        swarm::reproduce(args.seed)
+    } else {
+        format!("chorus-sim run --scenario {name} --seed {}", args.seed)
+    };
+    if let Some(m) = &mutation {
+        reproduce += &format!(" --mutate {m}");
+    }
+    let opts = RunOptions {
+        seed: args.seed,
+        scenario_name: name,
+        reproduce,
+        trace: args.trace.is_some() || replay,
+        timeline: args.svg.is_some(),
+        mutation,
+    };
+    let result = run(&scenario, &opts);
+    if replay {
+        let again = run(&scenario, &opts);
+        if again.report.trace_hash != result.report.trace_hash || again.trace != result.trace {
+            bail!(
+                "the replay diverged: trace {} then {}: the run is not deterministic",
+                result.report.trace_hash,
+                again.report.trace_hash
+            );
+        }
+        if args.trace.is_none() {
+            for line in &result.trace {
+                println!("{line}");
+            }
+        }
+    }
+    write_outputs(args, &result)?;
+    if args.json {
+        println!("{}", result.report.to_json());
+    } else {
+        print!("{}", result.report.to_text());
+        if replay {
+            println!(
+                "  replayed twice: identical (trace {})",
+                result.report.trace_hash
+            );
+        }
+    }
+    if !result.report.passed {
+        eprintln!("FAILED: reproduce with: {}", result.report.reproduce);
+    }
+    Ok(result.report.passed)
+}
+
+fn write_outputs(args: &RunArgs, result: &RunResult) -> anyhow::Result<()> {
+    if let Some(path) = &args.svg {
+        let r = &result.report;
+        let verdict = if r.passed { "pass" } else { "FAIL" };
+        let title = format!("{}  seed {}  {verdict}", r.scenario, r.seed);
+        std::fs::write(path, svg::render(&result.timeline, &title))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.trace {
+        let mut text = result.trace.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_swarm(seeds: u64, from: u64, jobs: usize, json: bool) -> bool {
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let mut passed = 0u64;
+    swarm::run_many(from, seeds, jobs, |scenario, report| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            );
+        } else {
+            let verdict = if report.passed {
+                match report.convergence_ms {
+                    Some(ms) => format!("pass +{ms}ms"),
+                    None => "pass".into(),
+                }
+            } else {
+                let names: Vec<&str> = report
+                    .invariants
+                    .iter()
+                    .filter(|(_, v)| **v == "fail")
+                    .map(|(k, _)| *k)
+                    .collect();
+                format!("FAIL {}", names.join(","))
+            };
+            println!(
+                "seed {:>6} {verdict:<14} {} wall {}ms",
+                report.seed,
+                swarm::describe(scenario),
+                report.wall_ms
+            );
+        }
+        if report.passed {
+            passed += 1;
+        } else {
+            failed.push(report.seed);
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{seeds} seeds from {from}: {passed} passed, {} failed in {secs:.1} s ({:.1} seeds/s, {jobs} jobs)",
+        failed.len(),
+        seeds as f64 / secs.max(1e-9)
     );
+    for seed in &failed {
+        eprintln!(
+            "FAILED seed {seed}: reproduce with: {}",
+            swarm::reproduce(*seed)
+        );
+    }
+    failed.is_empty()
 }

@@ -32,6 +32,9 @@ pub struct NetConfig {
     pub reorder: bool,
 }
 
+/// The highest latency a scenario may set.
+pub const LATENCY_MS_MAX: u64 = 60_000;
+
 fn default_latency() -> [u64; 2] {
     [1, 5]
 }
@@ -60,6 +63,12 @@ impl NetConfig {
                 return Err(format!("{key} = {p} is not a probability in [0, 1]"));
             }
         }
+        if self.latency_ms[1] > LATENCY_MS_MAX {
+            return Err(format!(
+                "network.latency_ms = {:?}: latencies above {LATENCY_MS_MAX} ms are not a network",
+                self.latency_ms
+            ));
+        }
         if self.latency_ms[0] > self.latency_ms[1] {
             return Err(format!(
                 "network.latency_ms = {:?}: the low bound exceeds the high",
@@ -84,12 +93,16 @@ pub struct Delivery {
     pub bytes: Vec<u8>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct NetStats {
+    /// Deliveries attempted (a broadcast counts once per receiver).
     pub sent: u64,
+    /// Lost to loss, resets, cuts, or a crashed receiver.
     pub dropped: u64,
     pub duplicated: u64,
     pub bytes: u64,
+    /// The most messages ever in flight at once.
+    pub max_in_flight: u64,
 }
 
 pub struct Network {
@@ -124,8 +137,29 @@ impl Network {
         self.blocked.insert((from, to));
     }
 
+    pub fn unblock(&mut self, from: usize, to: usize) {
+        self.blocked.remove(&(from, to));
+    }
+
     pub fn heal(&mut self) {
         self.blocked.clear();
+    }
+
+    /// Every blocked directed pair, in order.
+    pub fn blocked(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.blocked.iter().copied()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Resets every sync stream: whatever is in flight on one is lost.
+    pub fn reset_streams(&mut self) {
+        let before = self.queue.len();
+        self.queue
+            .retain(|Reverse((_, _, d))| d.channel != Channel::Stream);
+        self.stats.dropped += (before - self.queue.len()) as u64;
     }
 
     pub fn blocked_pairs(&self) -> usize {
@@ -171,6 +205,7 @@ impl Network {
     fn push(&mut self, at: u64, delivery: Delivery) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq, delivery)));
+        self.stats.max_in_flight = self.stats.max_in_flight.max(self.queue.len() as u64);
     }
 
     pub fn next_due(&self) -> Option<u64> {

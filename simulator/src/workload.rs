@@ -55,11 +55,12 @@ impl Workload {
             return;
         }
         let node = live[rng.index(live.len())];
-        let (room, op) = self.next_op(rng, cluster.len());
+        let (room, op) = self.next_op(rng, node, cluster.len());
         cluster.write(node, &room, op);
     }
 
-    fn next_op(&mut self, rng: &mut Rng, nodes: usize) -> (RoomId, RoomOp) {
+    /// The next operation, issued on `node` of `nodes`.
+    fn next_op(&mut self, rng: &mut Rng, node: usize, nodes: usize) -> (RoomId, RoomOp) {
         let active: Vec<u64> = self
             .rooms
             .iter()
@@ -90,7 +91,8 @@ impl Workload {
                         session: id(format!("s-{s}")),
                         user: id::<UserId>(format!("user-{}", s % 50)),
                         role: Role::Speaker,
-                        owner: owner(rng),
+                        // A media node admits a participant onto itself.
+                        owner: id(format!("node-{node}")),
                         region: id::<RegionId>("region-a".into()),
                         resume_token: Some(format!("token-{s}")),
                     },
@@ -145,6 +147,11 @@ impl Workload {
                 config,
             },
         )
+    }
+
+    /// How many rooms the workload has named.
+    pub fn rooms_named(&self) -> usize {
+        self.rooms.len()
     }
 
     /// Every room id the workload ever named.

@@ -1,0 +1,343 @@
+//! The invariants a run must keep, each checked and reported on its own:
+//!
+//! 1. `convergence` — after the liveness phase every replica is up and all
+//!    hold the same digest root and the same snapshot of every room;
+//! 2. `acked_writes_durable` — every acknowledged write is on every replica
+//!    (unless its room was purged there);
+//! 3. `equal_heads_equal_state` — during the run, two replicas with equal
+//!    heads of a room read equal snapshots of it;
+//! 4. `purged_stay_purged` — a replica that reported a room purged never
+//!    shows it again;
+//! 5. `single_owner` — after convergence every replica names the same owner
+//!    for each live call, and it is the greatest `(epoch, node)` any
+//!    acknowledged write gave that call;
+//! 6. `bounded_queues` — no bounded buffer overflowed (pending changes).
+//!
+//! A seventh, `no_panic`, fails when the engine (or the driver) panicked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_engine::{Head, Lifecycle, Owner, RoomId, SessionId};
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::rng::Rng;
+
+/// Failure messages kept per invariant (the rest are only counted).
+const MESSAGES_MAX: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    Convergence,
+    AckedWritesDurable,
+    EqualHeadsEqualState,
+    PurgedStayPurged,
+    SingleOwner,
+    BoundedQueues,
+    NoPanic,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 7] = [
+        Invariant::Convergence,
+        Invariant::AckedWritesDurable,
+        Invariant::EqualHeadsEqualState,
+        Invariant::PurgedStayPurged,
+        Invariant::SingleOwner,
+        Invariant::BoundedQueues,
+        Invariant::NoPanic,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::Convergence => "convergence",
+            Invariant::AckedWritesDurable => "acked_writes_durable",
+            Invariant::EqualHeadsEqualState => "equal_heads_equal_state",
+            Invariant::PurgedStayPurged => "purged_stay_purged",
+            Invariant::SingleOwner => "single_owner",
+            Invariant::BoundedQueues => "bounded_queues",
+            Invariant::NoPanic => "no_panic",
+        }
+    }
+}
+
+/// What went wrong with one invariant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Failures {
+    pub count: u64,
+    pub first: Vec<String>,
+}
+
+/// Records the invariants' failures over a run.
+pub struct Checker {
+    /// The checker's own generator: which rooms a check samples never
+    /// changes the run itself.
+    rng: Rng,
+    rooms_per_check: usize,
+    failures: BTreeMap<Invariant, Failures>,
+    pub checks_run: u64,
+    pub rooms_compared: u64,
+}
+
+impl Checker {
+    pub fn new(seed: u64, rooms_per_check: usize) -> Self {
+        Self {
+            rng: Rng::new(seed ^ 0x0C4E_C4E5_C4E5_C4E5),
+            rooms_per_check,
+            failures: BTreeMap::new(),
+            checks_run: 0,
+            rooms_compared: 0,
+        }
+    }
+
+    pub fn fail(&mut self, invariant: Invariant, message: String) {
+        let f = self.failures.entry(invariant).or_default();
+        f.count += 1;
+        if f.first.len() < MESSAGES_MAX {
+            f.first.push(message);
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        !self.failures.is_empty()
+    }
+
+    pub fn failures(&self) -> &BTreeMap<Invariant, Failures> {
+        &self.failures
+    }
+
+    /// Invariant name → "pass" / "fail".
+    pub fn verdicts(&self) -> BTreeMap<&'static str, &'static str> {
+        Invariant::ALL
+            .iter()
+            .map(|&i| {
+                let verdict = if self.failures.contains_key(&i) {
+                    "fail"
+                } else {
+                    "pass"
+                };
+                (i.name(), verdict)
+            })
+            .collect()
+    }
+
+    /// The checks made during the run: (iii) on a sample of rooms, (iv).
+    pub fn periodic(&mut self, cluster: &mut Cluster, rooms: &[RoomId]) {
+        self.checks_run += 1;
+        let sample = self.sample(rooms);
+        self.equal_heads_equal_state(cluster, &sample);
+        self.purged_stay_purged(cluster);
+    }
+
+    fn sample(&mut self, rooms: &[RoomId]) -> Vec<RoomId> {
+        if rooms.len() <= self.rooms_per_check {
+            return rooms.to_vec();
+        }
+        let mut picked = BTreeSet::new();
+        while picked.len() < self.rooms_per_check {
+            picked.insert(self.rng.index(rooms.len()));
+        }
+        picked.into_iter().map(|i| rooms[i].clone()).collect()
+    }
+
+    /// (iii): replicas holding the same heads of a room read the same room.
+    pub fn equal_heads_equal_state(&mut self, cluster: &mut Cluster, rooms: &[RoomId]) {
+        let live: Vec<usize> = (0..cluster.len())
+            .filter(|&i| cluster.nodes[i].is_up())
+            .collect();
+        for room in rooms {
+            self.rooms_compared += 1;
+            let mut by_heads: BTreeMap<Vec<Head>, Vec<usize>> = BTreeMap::new();
+            for &i in &live {
+                if let Some(heads) = cluster.heads(i, room).filter(|h| !h.is_empty()) {
+                    by_heads.entry(heads).or_default().push(i);
+                }
+            }
+            for nodes in by_heads.values().filter(|n| n.len() > 1) {
+                let first = cluster.room(nodes[0], room);
+                for &other in &nodes[1..] {
+                    if cluster.room(other, room) != first {
+                        let message = format!(
+                            "at {} ms room {room}: node {} and node {other} hold equal heads \
+                             but read different snapshots",
+                            cluster.now_ms, nodes[0]
+                        );
+                        self.fail(Invariant::EqualHeadsEqualState, message);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (iv): a room a replica purged stays purged there.
+    pub fn purged_stay_purged(&mut self, cluster: &mut Cluster) {
+        let records: BTreeSet<(usize, RoomId)> = cluster
+            .purges
+            .iter()
+            .map(|p| (p.node, p.room.clone()))
+            .collect();
+        for (node, room) in records {
+            let Some(replica) = cluster.nodes[node].replica.as_mut() else {
+                continue;
+            };
+            let purged = replica.is_purged(&room);
+            let readable = matches!(replica.room(&room), Ok(Some(_)));
+            if !purged || readable {
+                let message = format!(
+                    "at {} ms node {node} purged room {room} earlier, now is_purged = \
+                     {purged}, readable = {readable}",
+                    cluster.now_ms
+                );
+                self.fail(Invariant::PurgedStayPurged, message);
+            }
+        }
+    }
+
+    /// The end-of-run checks, after the liveness phase.
+    pub fn final_checks(&mut self, cluster: &mut Cluster, rooms: &[RoomId], converged: bool) {
+        self.convergence(cluster, rooms, converged);
+        self.acked_writes(cluster);
+        self.equal_heads_equal_state(cluster, rooms);
+        self.purged_stay_purged(cluster);
+        self.single_owner(cluster, rooms);
+        let dropped = cluster.stat_totals().pending_dropped;
+        if dropped > 0 {
+            let message = format!("{dropped} remote changes dropped: a pending buffer was full");
+            self.fail(Invariant::BoundedQueues, message);
+        }
+    }
+
+    /// (i): every replica up, equal roots, equal snapshots of every room.
+    fn convergence(&mut self, cluster: &mut Cluster, rooms: &[RoomId], converged: bool) {
+        let down: Vec<usize> = (0..cluster.len())
+            .filter(|&i| !cluster.nodes[i].is_up())
+            .collect();
+        if !down.is_empty() {
+            self.fail(
+                Invariant::Convergence,
+                format!("nodes {down:?} are down after the liveness phase"),
+            );
+        }
+        if !converged {
+            let roots: Vec<String> = cluster
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .map(|r| hex(&r.root()[..4]))
+                .collect();
+            self.fail(
+                Invariant::Convergence,
+                format!("digest roots still differ when the liveness budget ran out: {roots:?}"),
+            );
+        }
+        let live: Vec<usize> = (0..cluster.len())
+            .filter(|&i| cluster.nodes[i].is_up())
+            .collect();
+        let Some((&first, others)) = live.split_first() else {
+            return;
+        };
+        for room in rooms {
+            let expected = cluster.room(first, room);
+            for &other in others {
+                if cluster.room(other, room) != expected {
+                    let message =
+                        format!("room {room} reads differently on node {first} and node {other}");
+                    self.fail(Invariant::Convergence, message);
+                }
+            }
+        }
+    }
+
+    /// (ii): every acknowledged write is on every live replica.
+    fn acked_writes(&mut self, cluster: &mut Cluster) {
+        let acked = std::mem::take(&mut cluster.acked);
+        for write in &acked {
+            for i in 0..cluster.len() {
+                let Some(replica) = cluster.nodes[i].replica.as_mut() else {
+                    continue;
+                };
+                if replica.is_purged(&write.room) {
+                    continue;
+                }
+                let missing = write
+                    .heads
+                    .iter()
+                    .filter(|h| !replica.has_change(&write.room, h))
+                    .count();
+                if missing > 0 {
+                    let message = format!(
+                        "node {i} lacks a write to room {} acknowledged by node {} at {} ms \
+                         ({missing} of {} heads missing)",
+                        write.room,
+                        write.node,
+                        write.at_ms,
+                        write.heads.len()
+                    );
+                    self.fail(Invariant::AckedWritesDurable, message);
+                }
+            }
+        }
+        cluster.acked = acked;
+    }
+
+    /// (v): one owner per live call, the greatest one acknowledged.
+    fn single_owner(&mut self, cluster: &mut Cluster, rooms: &[RoomId]) {
+        let mut greatest: BTreeMap<(RoomId, SessionId), Owner> = BTreeMap::new();
+        for write in &cluster.acked {
+            if let Some((session, owner)) = &write.owner {
+                let entry = greatest
+                    .entry((write.room.clone(), session.clone()))
+                    .or_insert_with(|| owner.clone());
+                if owner > entry {
+                    *entry = owner.clone();
+                }
+            }
+        }
+        let live: Vec<usize> = (0..cluster.len())
+            .filter(|&i| cluster.nodes[i].is_up())
+            .collect();
+        for room in rooms {
+            let mut owners: BTreeMap<SessionId, BTreeMap<Owner, Vec<usize>>> = BTreeMap::new();
+            for &i in &live {
+                let Some(snapshot) = cluster.room(i, room) else {
+                    continue;
+                };
+                if snapshot.lifecycle != Lifecycle::Active {
+                    continue;
+                }
+                for (session, call) in snapshot.live_sessions() {
+                    owners
+                        .entry(session.clone())
+                        .or_default()
+                        .entry(call.owner.clone())
+                        .or_default()
+                        .push(i);
+                }
+            }
+            for (session, seen) in owners {
+                if seen.len() > 1 {
+                    let message = format!(
+                        "room {room} session {session}: replicas disagree on the owner: {seen:?}"
+                    );
+                    self.fail(Invariant::SingleOwner, message);
+                    continue;
+                }
+                let expected = greatest.get(&(room.clone(), session.clone()));
+                if let (Some(expected), Some(owner)) = (expected, seen.keys().next()) {
+                    if owner != expected {
+                        let message = format!(
+                            "room {room} session {session}: owner {owner:?}, but the greatest \
+                             acknowledged owner is {expected:?}"
+                        );
+                        self.fail(Invariant::SingleOwner, message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

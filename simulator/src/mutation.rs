@@ -1,0 +1,89 @@
+//! Deliberate bugs, for checking that the simulator notices them. A
+//! mutation corrupts what the *driver* does for one node (the engine is
+//! untouched), the way a broken disk or a broken transport would. Never
+//! used by scenarios or the swarm; tests and `chorus-sim run --mutate` only.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chorus_engine::replica::wire::{self, Body};
+use chorus_engine::RoomId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// The node's disk lies: durable persists are never flushed, so the
+    /// node acknowledges writes a crash then loses. Breaks the durability
+    /// rule behind invariant (ii).
+    LyingDisk { node: usize },
+    /// The node never receives remote changes of one room (its transport
+    /// drops them from pushes and sync responses). Breaks delivery, which
+    /// convergence (i) and acknowledged writes (ii) depend on.
+    DeafToRoom { node: usize, room: RoomId },
+}
+
+impl Mutation {
+    pub fn node(&self) -> usize {
+        match self {
+            Mutation::LyingDisk { node } | Mutation::DeafToRoom { node, .. } => *node,
+        }
+    }
+
+    /// Whether a durable persist on `node` is flushed.
+    pub fn flushes(&self, node: usize) -> bool {
+        !matches!(self, Mutation::LyingDisk { node: n } if *n == node)
+    }
+
+    /// The bytes `to` receives instead of `bytes`.
+    pub fn filter_delivery(&self, to: usize, bytes: Vec<u8>) -> Vec<u8> {
+        let Mutation::DeafToRoom { node, room } = self else {
+            return bytes;
+        };
+        if *node != to {
+            return bytes;
+        }
+        let Ok(mut envelope) = wire::decode(&bytes) else {
+            return bytes;
+        };
+        let keep = |name: &RoomId| name != room;
+        match &mut envelope.body {
+            Body::Push { rooms }
+            | Body::ChangesResp { rooms, .. }
+            | Body::SinceResp { rooms, .. } => rooms.retain(|r| keep(&r.room)),
+            Body::SnapshotResp { rooms, .. } => rooms.retain(|r| keep(&r.room)),
+            _ => return bytes,
+        }
+        wire::encode(&envelope)
+    }
+}
+
+impl fmt::Display for Mutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mutation::LyingDisk { node } => write!(f, "lying-disk:{node}"),
+            Mutation::DeafToRoom { node, room } => write!(f, "deaf-to-room:{node}:{room}"),
+        }
+    }
+}
+
+impl FromStr for Mutation {
+    type Err = String;
+
+    /// `lying-disk:NODE` or `deaf-to-room:NODE:ROOM`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let node = |text: &str| {
+            text.parse::<usize>()
+                .map_err(|_| format!("mutation {s:?}: {text:?} is not a node index"))
+        };
+        match parts.as_slice() {
+            ["lying-disk", n] => Ok(Mutation::LyingDisk { node: node(n)? }),
+            ["deaf-to-room", n, room] => Ok(Mutation::DeafToRoom {
+                node: node(n)?,
+                room: RoomId::parse(*room).map_err(|e| format!("mutation {s:?}: {e}"))?,
+            }),
+            _ => Err(format!(
+                "mutation {s:?}: expected lying-disk:NODE or deaf-to-room:NODE:ROOM"
+            )),
+        }
+    }
+}

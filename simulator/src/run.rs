@@ -1,0 +1,334 @@
+//! Runs one scenario with one seed: the workload and the fault schedule
+//! until `duration_ms`, periodic invariant checks and timeline samples,
+//! then the liveness phase (heal everything, restart every node, stop
+//! writing) and the final checks.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use chorus_engine::RoomId;
+
+use crate::cluster::Cluster;
+use crate::invariants::{Checker, Invariant};
+use crate::mutation::Mutation;
+use crate::report::Report;
+use crate::rng::Rng;
+use crate::scenario::{Fault, Scenario, Timed};
+use crate::timeline::Timeline;
+use crate::workload::Workload;
+
+/// How often the liveness phase looks for convergence (simulated ms).
+const CONVERGENCE_POLL_MS: u64 = 10;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub seed: u64,
+    /// How the report names the scenario (a path, or `swarm`).
+    pub scenario_name: String,
+    /// The command that reproduces this run (printed on failure).
+    pub reproduce: String,
+    /// Keep a line per notable event.
+    pub trace: bool,
+    /// Sample the timeline (for `--svg`); off saves a little time.
+    pub timeline: bool,
+    /// Test only: a deliberate bug (see [`Mutation`]).
+    pub mutation: Option<Mutation>,
+}
+
+pub struct RunResult {
+    pub report: Report,
+    pub timeline: Timeline,
+    pub trace: Vec<String>,
+}
+
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    opts: &'a RunOptions,
+    cluster: Option<Cluster>,
+    workload: Workload,
+    workload_rng: Rng,
+    checker: Checker,
+    timeline: Timeline,
+    liveness_ms: u64,
+    converged_at: Option<u64>,
+}
+
+/// Runs `scenario` (already validated) with `opts.seed`.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
+    let wall = Instant::now();
+    let mut runner = Runner {
+        scenario,
+        opts,
+        cluster: None,
+        workload: Workload::new(scenario.rooms),
+        workload_rng: Rng::new(0),
+        checker: Checker::new(opts.seed, scenario.checks.rooms_per_check),
+        timeline: Timeline::new(scenario.nodes),
+        liveness_ms: scenario.duration_ms,
+        converged_at: None,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| runner.execute()));
+    let panic = outcome.err().map(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        runner.checker.fail(Invariant::NoPanic, message.clone());
+        for invariant in Invariant::ALL {
+            if invariant != Invariant::NoPanic {
+                let not_checked = "not checked: the run panicked".to_string();
+                runner.checker.fail(invariant, not_checked);
+            }
+        }
+        message
+    });
+    runner.finish(panic, wall)
+}
+
+impl Runner<'_> {
+    fn cluster(&mut self) -> &mut Cluster {
+        self.cluster.as_mut().expect("the cluster is built first")
+    }
+
+    fn execute(&mut self) {
+        let s = self.scenario;
+        let tuning = s.replica.clone();
+        let mut cluster = Cluster::with_absent(
+            s.nodes,
+            self.opts.seed,
+            s.network.clone(),
+            move |config| tuning.apply(config),
+            &s.late_joiners(),
+        );
+        cluster.set_mutation(self.opts.mutation.clone());
+        if self.opts.trace {
+            cluster.enable_trace_lines();
+        }
+        self.workload_rng = cluster.rng.fork();
+        self.cluster = Some(cluster);
+        self.faulty_phase();
+        self.liveness_phase();
+        let rooms = self.workload.room_ids();
+        let converged = self.converged_at.is_some();
+        let cluster = self.cluster.as_mut().expect("built above");
+        self.checker.final_checks(cluster, &rooms, converged);
+    }
+
+    /// Writes and faults until `duration_ms`.
+    fn faulty_phase(&mut self) {
+        let s = self.scenario;
+        let plan = s.plan();
+        let end = s.duration_ms;
+        let mut next_fault = 0;
+        let mut next_op_us = self.op_gap_us();
+        let mut next_sample = 0;
+        let mut next_check = s.checks.interval_ms;
+        let mut rooms: Vec<RoomId> = Vec::new();
+        loop {
+            let fault_at = plan.get(next_fault).map_or(u64::MAX, |t| t.at_ms);
+            let t = fault_at
+                .min(next_op_us / 1_000)
+                .min(next_sample)
+                .min(next_check)
+                .min(end);
+            self.cluster().run_until(t);
+            while plan.get(next_fault).is_some_and(|f| f.at_ms <= t) {
+                self.apply(&plan[next_fault]);
+                next_fault += 1;
+            }
+            while next_op_us / 1_000 <= t && t < end {
+                let cluster = self.cluster.as_mut().expect("built");
+                self.workload.step(cluster, &mut self.workload_rng);
+                next_op_us = next_op_us.saturating_add(self.op_gap_us());
+            }
+            if next_sample <= t {
+                self.sample();
+                next_sample += s.checks.sample_ms;
+            }
+            if next_check <= t {
+                if rooms.len() != self.workload.rooms_named() {
+                    rooms = self.workload.room_ids();
+                }
+                let cluster = self.cluster.as_mut().expect("built");
+                self.checker.periodic(cluster, &rooms);
+                next_check += s.checks.interval_ms;
+            }
+            if t >= end {
+                break;
+            }
+        }
+    }
+
+    /// Microseconds to the next operation (uniform around the mean).
+    fn op_gap_us(&mut self) -> u64 {
+        let rate = self.scenario.workload.ops_per_sec;
+        if rate <= 0.0 {
+            return u64::MAX;
+        }
+        let mean = (1_000_000.0 / rate).max(1.0) as u64;
+        self.workload_rng.range(1, 2 * mean)
+    }
+
+    fn sample(&mut self) {
+        if self.opts.timeline {
+            let cluster = self.cluster.as_ref().expect("built");
+            self.timeline.sample(cluster);
+        }
+    }
+
+    fn apply(&mut self, timed: &Timed) {
+        let at = timed.at_ms;
+        let cluster = self.cluster.as_mut().expect("built");
+        let (node, label) = match &timed.fault {
+            Fault::Partition(groups) => {
+                cluster.partition(groups);
+                (None, format!("partition {groups:?}"))
+            }
+            Fault::Block { from, to } => {
+                cluster.cut(*from, *to);
+                (None, format!("cut {from}→{to}"))
+            }
+            Fault::Unblock { from, to } => {
+                cluster.uncut(*from, *to);
+                (None, format!("link {from}→{to}"))
+            }
+            Fault::Split(k) => {
+                let n = cluster.len();
+                let groups = random_split(&mut cluster.rng, n, *k);
+                cluster.partition(&groups);
+                (None, format!("split {groups:?}"))
+            }
+            Fault::Heal => {
+                cluster.heal();
+                (None, "heal".into())
+            }
+            Fault::Crash(i) => {
+                cluster.crash(*i);
+                (Some(*i), "crash".into())
+            }
+            Fault::Restart(i) => {
+                cluster.restart(*i);
+                (Some(*i), "restart".into())
+            }
+            Fault::Wipe(i) => {
+                cluster.wipe(*i);
+                (Some(*i), "wipe".into())
+            }
+            Fault::Join(i) => {
+                cluster.start(*i);
+                (Some(*i), "join".into())
+            }
+            Fault::Clock {
+                node,
+                offset_ms,
+                drift_ppm,
+            } => {
+                cluster.set_clock(*node, *offset_ms, *drift_ppm);
+                (
+                    Some(*node),
+                    format!("clock {offset_ms:+}ms {drift_ppm:+}ppm"),
+                )
+            }
+            Fault::Network(update) => {
+                let config = update.applied_to(&cluster.net.config);
+                cluster.set_network(config);
+                (None, "network".into())
+            }
+            Fault::ResetStreams => {
+                cluster.reset_streams();
+                (None, "reset streams".into())
+            }
+        };
+        self.timeline.mark(at, node, label);
+    }
+
+    /// Heal, restart everyone, stop writing; wait for equal roots.
+    fn liveness_phase(&mut self) {
+        let s = self.scenario;
+        let cluster = self.cluster.as_mut().expect("built");
+        self.liveness_ms = cluster.now_ms;
+        cluster.note(None, || "liveness phase".into());
+        if cluster.net.blocked().next().is_some() {
+            cluster.heal();
+        }
+        for i in 0..cluster.len() {
+            if !cluster.nodes[i].is_up() {
+                cluster.restart(i);
+            }
+        }
+        self.timeline.mark(self.liveness_ms, None, "liveness");
+        let deadline = self.liveness_ms + s.liveness_ms;
+        let mut next_sample = self.liveness_ms;
+        loop {
+            let cluster = self.cluster.as_mut().expect("built");
+            let all_up = cluster.nodes.iter().all(|n| n.is_up());
+            if all_up && cluster.converged() {
+                let at = cluster.now_ms;
+                self.converged_at = Some(at);
+                cluster.note(None, || "converged".into());
+                self.sample();
+                break;
+            }
+            if cluster.now_ms >= deadline {
+                cluster.note(None, || "liveness budget ran out".into());
+                self.sample();
+                break;
+            }
+            let next = (cluster.now_ms + CONVERGENCE_POLL_MS).min(deadline);
+            cluster.run_until(next);
+            if next_sample <= next {
+                self.sample();
+                next_sample += s.checks.sample_ms;
+            }
+        }
+    }
+
+    fn finish(mut self, panic: Option<String>, wall: Instant) -> RunResult {
+        let wall_ms = wall.elapsed().as_millis() as u64;
+        let mut timeline = std::mem::take(&mut self.timeline);
+        timeline.liveness_ms = self.liveness_ms;
+        timeline.converged_ms = self.converged_at;
+        let Some(mut cluster) = self.cluster.take() else {
+            let report = Report::without_cluster(self.scenario, self.opts, &self.checker, panic);
+            return RunResult {
+                report,
+                timeline,
+                trace: Vec::new(),
+            };
+        };
+        timeline.end_ms = cluster.now_ms;
+        let report = Report::new(
+            self.scenario,
+            self.opts,
+            &cluster,
+            &self.checker,
+            &timeline,
+            panic,
+            wall_ms,
+        );
+        let trace = cluster.trace_lines.take().unwrap_or_default();
+        RunResult {
+            report,
+            timeline,
+            trace,
+        }
+    }
+}
+
+/// `n` nodes shuffled into `k` non-empty groups.
+pub fn random_split(rng: &mut Rng, n: usize, k: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.index(i + 1));
+    }
+    let k = k.clamp(1, n.max(1));
+    let mut groups = vec![Vec::new(); k];
+    for (position, node) in order.into_iter().enumerate() {
+        groups[position % k].push(node);
+    }
+    for group in &mut groups {
+        group.sort_unstable();
+    }
+    groups
+}

@@ -1,0 +1,623 @@
+//! Scenario files (TOML): the cluster, the network, the workload, replica
+//! settings and a schedule of faults. Unknown keys are refused; values that
+//! cannot happen (a node out of range, a probability above 1) are refused
+//! with the key that holds them. See `docs/simulator.md` for the format.
+
+use std::path::Path;
+
+use anyhow::Context;
+use chorus_engine::replica::ReplicaConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::DRIFT_PPM_MAX;
+use crate::net::NetConfig;
+
+/// The largest cluster a scenario may ask for.
+pub const NODES_MAX: usize = 128;
+/// The longest a run may last (simulated).
+pub const DURATION_MS_MAX: u64 = 24 * 3_600_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Free text: what the scenario shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub nodes: usize,
+    /// Rooms the workload keeps alive at once.
+    #[serde(default = "default_rooms")]
+    pub rooms: usize,
+    /// Writes and faults happen in `[0, duration_ms]`.
+    pub duration_ms: u64,
+    /// After `duration_ms` the network heals, crashed nodes restart and
+    /// writes stop; the cluster must converge within this budget.
+    #[serde(default = "default_liveness")]
+    pub liveness_ms: u64,
+    #[serde(default)]
+    pub network: NetConfig,
+    #[serde(default)]
+    pub workload: WorkloadConfig,
+    #[serde(default)]
+    pub replica: ReplicaTuning,
+    #[serde(default)]
+    pub checks: CheckConfig,
+    #[serde(default)]
+    pub events: Vec<EventSpec>,
+}
+
+fn default_rooms() -> usize {
+    20
+}
+
+fn default_liveness() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// Operations per second, cluster-wide, each on a random live node.
+    #[serde(default = "default_ops")]
+    pub ops_per_sec: f64,
+}
+
+fn default_ops() -> f64 {
+    100.0
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        Self {
+            ops_per_sec: default_ops(),
+        }
+    }
+}
+
+/// Replica settings a scenario may override; unset ones keep the engine's
+/// defaults (`ReplicaConfig::new`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaTuning {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_entropy_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_entries_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_trim_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_horizon_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ack_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_rooms: Option<usize>,
+}
+
+impl ReplicaTuning {
+    pub fn apply(&self, c: &mut ReplicaConfig) {
+        let set = |target: &mut u64, value: Option<u64>| {
+            if let Some(v) = value {
+                *target = v;
+            }
+        };
+        set(
+            &mut c.anti_entropy_interval_ms,
+            self.anti_entropy_interval_ms,
+        );
+        set(&mut c.round_timeout_ms, self.round_timeout_ms);
+        set(&mut c.push_delay_ms, self.push_delay_ms);
+        set(&mut c.since_entries_max, self.since_entries_max);
+        set(&mut c.log_retention_ms, self.log_retention_ms);
+        set(&mut c.log_trim_interval_ms, self.log_trim_interval_ms);
+        set(&mut c.purge_horizon_ms, self.purge_horizon_ms);
+        set(&mut c.end_ack_interval_ms, self.end_ack_interval_ms);
+        if let Some(hot) = self.hot_rooms {
+            c.hot_rooms = hot;
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
+            ("round_timeout_ms", self.round_timeout_ms),
+            ("log_retention_ms", self.log_retention_ms),
+            ("log_trim_interval_ms", self.log_trim_interval_ms),
+            ("end_ack_interval_ms", self.end_ack_interval_ms),
+            ("hot_rooms", self.hot_rooms.map(|h| h as u64)),
+        ];
+        for (key, value) in positive {
+            if value == Some(0) {
+                return Err(format!("replica.{key} = 0: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often the run is checked and sampled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Invariants (iii) and (iv) are checked this often during the run.
+    #[serde(default = "default_check_ms")]
+    pub interval_ms: u64,
+    /// Rooms compared per check (drawn at random from every room named).
+    #[serde(default = "default_check_rooms")]
+    pub rooms_per_check: usize,
+    /// The timeline samples each node's root this often.
+    #[serde(default = "default_sample_ms")]
+    pub sample_ms: u64,
+}
+
+fn default_check_ms() -> u64 {
+    1_000
+}
+
+fn default_check_rooms() -> usize {
+    16
+}
+
+fn default_sample_ms() -> u64 {
+    100
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_check_ms(),
+            rooms_per_check: default_check_rooms(),
+            sample_ms: default_sample_ms(),
+        }
+    }
+}
+
+/// One scheduled fault: `at_ms` and exactly one action.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    pub at_ms: u64,
+    /// Symmetric groups; nodes in no group form one more group. Replaces
+    /// earlier cuts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Vec<Vec<usize>>>,
+    /// `from` can reach `to`; `to` can no longer reach `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oneway: Option<OneWay>,
+    /// Cuts one node off from every other, both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolate: Option<usize>,
+    /// A random split into this many groups, drawn from the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<usize>,
+    /// Cuts the link between two nodes, both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<[usize; 2]>,
+    /// Restores the link between two nodes, both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<[usize; 2]>,
+    /// A link that goes down and up every `period_ms` until `until_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap: Option<Flap>,
+    /// Every link works again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<usize>,
+    /// The node loses its disk (and crashes if up); `restart` brings it
+    /// back empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe: Option<usize>,
+    /// The node starts here, empty: it is absent (and unknown to the
+    /// others) before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<ClockSkew>,
+    /// New network conditions (unset keys keep their value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetUpdate>,
+    /// Every sync stream resets; messages in flight on them are lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_streams: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneWay {
+    pub from: usize,
+    pub to: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flap {
+    pub a: usize,
+    pub b: usize,
+    pub period_ms: u64,
+    pub until_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSkew {
+    pub node: usize,
+    /// The node's clock minus the true time, from this event on.
+    pub offset_ms: i64,
+    /// Parts per million the clock gains (negative: loses) from here on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_ppm: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<[u64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_reset: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<bool>,
+}
+
+impl NetUpdate {
+    pub fn applied_to(&self, base: &NetConfig) -> NetConfig {
+        NetConfig {
+            latency_ms: self.latency_ms.unwrap_or(base.latency_ms),
+            loss: self.loss.unwrap_or(base.loss),
+            stream_reset: self.stream_reset.unwrap_or(base.stream_reset),
+            duplicate: self.duplicate.unwrap_or(base.duplicate),
+            reorder: self.reorder.unwrap_or(base.reorder),
+        }
+    }
+}
+
+/// A validated action, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    Partition(Vec<Vec<usize>>),
+    /// Blocks the directed pair `from → to`.
+    Block {
+        from: usize,
+        to: usize,
+    },
+    Unblock {
+        from: usize,
+        to: usize,
+    },
+    Split(usize),
+    Heal,
+    Crash(usize),
+    Restart(usize),
+    Wipe(usize),
+    Join(usize),
+    Clock {
+        node: usize,
+        offset_ms: i64,
+        drift_ppm: i64,
+    },
+    Network(NetUpdate),
+    ResetStreams,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timed {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read scenario {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("scenario {}", path.display()))
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let scenario: Scenario = toml::from_str(text)?;
+        scenario.validate().map_err(anyhow::Error::msg)?;
+        Ok(scenario)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print scenario: {e}\n"))
+    }
+
+    /// Nodes that start absent (they have a `join` event).
+    pub fn late_joiners(&self) -> Vec<usize> {
+        self.events.iter().filter_map(|e| e.join).collect()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=NODES_MAX).contains(&self.nodes) {
+            return Err(format!(
+                "nodes = {}: must be between 1 and {NODES_MAX}",
+                self.nodes
+            ));
+        }
+        if self.rooms == 0 {
+            return Err("rooms = 0: must be at least 1".into());
+        }
+        if !(1..=DURATION_MS_MAX).contains(&self.duration_ms) {
+            return Err(format!(
+                "duration_ms = {}: must be between 1 and {DURATION_MS_MAX}",
+                self.duration_ms
+            ));
+        }
+        if !(1..=DURATION_MS_MAX).contains(&self.liveness_ms) {
+            return Err(format!(
+                "liveness_ms = {}: must be between 1 and {DURATION_MS_MAX}",
+                self.liveness_ms
+            ));
+        }
+        self.network.validate()?;
+        let ops = self.workload.ops_per_sec;
+        if !(0.0..=100_000.0).contains(&ops) {
+            return Err(format!(
+                "workload.ops_per_sec = {ops}: must be between 0 and 100000"
+            ));
+        }
+        self.replica.validate()?;
+        let c = &self.checks;
+        for (key, value) in [("interval_ms", c.interval_ms), ("sample_ms", c.sample_ms)] {
+            if value == 0 {
+                return Err(format!("checks.{key} = 0: must be at least 1"));
+            }
+        }
+        self.validate_events()
+    }
+
+    fn validate_events(&self) -> Result<(), String> {
+        let mut joined = std::collections::BTreeMap::new();
+        for (i, event) in self.events.iter().enumerate() {
+            if let Some(node) = event.join {
+                if joined.insert(node, event.at_ms).is_some() {
+                    return Err(format!("events[{i}].join = {node}: the node joins twice"));
+                }
+            }
+        }
+        for (i, event) in self.events.iter().enumerate() {
+            self.validate_event(event)
+                .map_err(|msg| format!("events[{i}].{msg}"))?;
+            if let Some(node) = event.restart {
+                if joined.get(&node).is_some_and(|&at| at > event.at_ms) {
+                    return Err(format!(
+                        "events[{i}].restart = {node}: the node has not joined yet"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one event; the error names the key (without the `events[i].`).
+    fn validate_event(&self, e: &EventSpec) -> Result<(), String> {
+        if e.at_ms > self.duration_ms {
+            return Err(format!(
+                "at_ms = {}: after duration_ms ({})",
+                e.at_ms, self.duration_ms
+            ));
+        }
+        let n = self.nodes;
+        let node = |key: &str, v: usize| {
+            if v < n {
+                Ok(())
+            } else {
+                Err(format!("{key} = {v}: no such node (nodes = {n})"))
+            }
+        };
+        let pair = |key: &str, a: usize, b: usize| {
+            node(key, a)?;
+            node(key, b)?;
+            if a == b {
+                return Err(format!("{key} = [{a}, {b}]: a node with itself"));
+            }
+            Ok(())
+        };
+        let actions = e.actions();
+        if actions.len() != 1 {
+            return Err(format!(
+                "at_ms = {}: needs exactly one action, found {}",
+                e.at_ms,
+                if actions.is_empty() {
+                    "none".to_string()
+                } else {
+                    actions.join(", ")
+                }
+            ));
+        }
+        if let Some(groups) = &e.partition {
+            let mut seen = std::collections::BTreeSet::new();
+            for group in groups {
+                if group.is_empty() {
+                    return Err("partition: a group is empty".into());
+                }
+                for &v in group {
+                    node("partition", v)?;
+                    if !seen.insert(v) {
+                        return Err(format!("partition: node {v} is in two groups"));
+                    }
+                }
+            }
+        }
+        if let Some(OneWay { from, to }) = e.oneway {
+            pair("oneway", from, to)?;
+        }
+        for (key, v) in [
+            ("isolate", e.isolate),
+            ("crash", e.crash),
+            ("restart", e.restart),
+            ("wipe", e.wipe),
+            ("join", e.join),
+        ] {
+            if let Some(v) = v {
+                node(key, v)?;
+            }
+        }
+        if let Some(k) = e.split {
+            if !(2..=n).contains(&k) {
+                return Err(format!("split = {k}: needs 2 to {n} groups"));
+            }
+        }
+        for (key, p) in [("cut", e.cut), ("connect", e.connect)] {
+            if let Some([a, b]) = p {
+                pair(key, a, b)?;
+            }
+        }
+        if let Some(f) = e.flap {
+            pair("flap", f.a, f.b)?;
+            if f.period_ms == 0 {
+                return Err("flap.period_ms = 0: must be at least 1".into());
+            }
+            if f.until_ms < e.at_ms || f.until_ms > self.duration_ms {
+                return Err(format!(
+                    "flap.until_ms = {}: must be between at_ms and duration_ms",
+                    f.until_ms
+                ));
+            }
+        }
+        if e.heal == Some(false) || e.reset_streams == Some(false) {
+            return Err("heal / reset_streams: only `true` means anything".into());
+        }
+        if let Some(skew) = e.clock_skew {
+            node("clock_skew.node", skew.node)?;
+            if skew.offset_ms.unsigned_abs() > DURATION_MS_MAX {
+                return Err(format!(
+                    "clock_skew.offset_ms = {}: more than a day",
+                    skew.offset_ms
+                ));
+            }
+            if skew.drift_ppm.abs() > DRIFT_PPM_MAX {
+                return Err(format!(
+                    "clock_skew.drift_ppm = {}: must be within ±{DRIFT_PPM_MAX}",
+                    skew.drift_ppm
+                ));
+            }
+        }
+        if let Some(update) = &e.network {
+            update.applied_to(&self.network).validate()?;
+        }
+        Ok(())
+    }
+
+    /// The schedule: every event as faults in time order (flaps expanded;
+    /// events at the same time keep their file order).
+    pub fn plan(&self) -> Vec<Timed> {
+        let mut plan = Vec::new();
+        for e in &self.events {
+            let at_ms = e.at_ms;
+            let mut push = |at_ms: u64, fault: Fault| plan.push(Timed { at_ms, fault });
+            if let Some(groups) = &e.partition {
+                push(at_ms, Fault::Partition(groups.clone()));
+            }
+            if let Some(OneWay { from, to }) = e.oneway {
+                push(at_ms, Fault::Block { from: to, to: from });
+            }
+            if let Some(v) = e.isolate {
+                let others: Vec<usize> = (0..self.nodes).filter(|&o| o != v).collect();
+                push(at_ms, Fault::Partition(vec![vec![v], others]));
+            }
+            if let Some(k) = e.split {
+                push(at_ms, Fault::Split(k));
+            }
+            if let Some([a, b]) = e.cut {
+                push(at_ms, Fault::Block { from: a, to: b });
+                push(at_ms, Fault::Block { from: b, to: a });
+            }
+            if let Some([a, b]) = e.connect {
+                push(at_ms, Fault::Unblock { from: a, to: b });
+                push(at_ms, Fault::Unblock { from: b, to: a });
+            }
+            if let Some(f) = e.flap {
+                let mut t = at_ms;
+                let mut down = true;
+                while t < f.until_ms {
+                    if down {
+                        push(t, Fault::Block { from: f.a, to: f.b });
+                        push(t, Fault::Block { from: f.b, to: f.a });
+                    } else {
+                        push(t, Fault::Unblock { from: f.a, to: f.b });
+                        push(t, Fault::Unblock { from: f.b, to: f.a });
+                    }
+                    down = !down;
+                    t += f.period_ms;
+                }
+                push(f.until_ms, Fault::Unblock { from: f.a, to: f.b });
+                push(f.until_ms, Fault::Unblock { from: f.b, to: f.a });
+            }
+            if e.heal == Some(true) {
+                push(at_ms, Fault::Heal);
+            }
+            if let Some(v) = e.crash {
+                push(at_ms, Fault::Crash(v));
+            }
+            if let Some(v) = e.restart {
+                push(at_ms, Fault::Restart(v));
+            }
+            if let Some(v) = e.wipe {
+                push(at_ms, Fault::Wipe(v));
+            }
+            if let Some(v) = e.join {
+                push(at_ms, Fault::Join(v));
+            }
+            if let Some(s) = e.clock_skew {
+                push(
+                    at_ms,
+                    Fault::Clock {
+                        node: s.node,
+                        offset_ms: s.offset_ms,
+                        drift_ppm: s.drift_ppm,
+                    },
+                );
+            }
+            if let Some(update) = &e.network {
+                push(at_ms, Fault::Network(update.clone()));
+            }
+            if e.reset_streams == Some(true) {
+                push(at_ms, Fault::ResetStreams);
+            }
+        }
+        plan.sort_by_key(|t| t.at_ms);
+        plan
+    }
+}
+
+impl EventSpec {
+    /// The names of the actions this event sets.
+    fn actions(&self) -> Vec<&'static str> {
+        let set = [
+            ("partition", self.partition.is_some()),
+            ("oneway", self.oneway.is_some()),
+            ("isolate", self.isolate.is_some()),
+            ("split", self.split.is_some()),
+            ("cut", self.cut.is_some()),
+            ("connect", self.connect.is_some()),
+            ("flap", self.flap.is_some()),
+            ("heal", self.heal.is_some()),
+            ("crash", self.crash.is_some()),
+            ("restart", self.restart.is_some()),
+            ("wipe", self.wipe.is_some()),
+            ("join", self.join.is_some()),
+            ("clock_skew", self.clock_skew.is_some()),
+            ("network", self.network.is_some()),
+            ("reset_streams", self.reset_streams.is_some()),
+        ];
+        set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect()
+    }
+}

@@ -1,0 +1,63 @@
+//! Replica counters summed over every replica and every incarnation (a
+//! restarted replica starts its counters from zero; the simulator keeps
+//! what the crashed one had counted).
+
+use chorus_engine::replica::ReplicaStats;
+use serde::Serialize;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncPaths {
+    pub incremental: u64,
+    pub since: u64,
+    pub full: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct StatTotals {
+    pub sync_paths: SyncPaths,
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub local_writes: u64,
+    pub local_write_errors: u64,
+    pub changes_applied: u64,
+    pub changes_rejected: u64,
+    /// Remote changes dropped because a room's pending buffer was full.
+    pub pending_dropped: u64,
+    pub push_skipped_oversize: u64,
+    pub rounds_started: u64,
+    pub rounds_idle: u64,
+    pub rounds_timed_out: u64,
+    pub stale_responses: u64,
+    pub decode_errors: u64,
+    pub foreign_cluster: u64,
+    pub clock_drift_refused: u64,
+    pub purged: u64,
+    pub purged_refused: u64,
+    pub storage_errors: u64,
+}
+
+impl StatTotals {
+    pub fn add(&mut self, s: &ReplicaStats) {
+        self.sync_paths.incremental += s.sync_incremental;
+        self.sync_paths.since += s.sync_since;
+        self.sync_paths.full += s.sync_full;
+        self.messages_sent += s.messages_sent();
+        self.bytes_sent += s.bytes_sent();
+        self.local_writes += s.local_writes;
+        self.local_write_errors += s.local_write_errors;
+        self.changes_applied += s.changes_applied;
+        self.changes_rejected += s.changes_rejected;
+        self.pending_dropped += s.pending_dropped;
+        self.push_skipped_oversize += s.push_skipped_oversize;
+        self.rounds_started += s.rounds_started;
+        self.rounds_idle += s.rounds_idle;
+        self.rounds_timed_out += s.rounds_timed_out;
+        self.stale_responses += s.stale_responses;
+        self.decode_errors += s.decode_errors.values().sum::<u64>();
+        self.foreign_cluster += s.foreign_cluster;
+        self.clock_drift_refused += s.clock_drift_refused;
+        self.purged += s.purged;
+        self.purged_refused += s.purged_refused;
+        self.storage_errors += s.storage_errors;
+    }
+}
