@@ -9,6 +9,8 @@ pub mod hlc;
 pub mod ids;
 pub mod limits;
 pub mod model;
+#[cfg(feature = "mutations")]
+pub mod mutation;
 pub mod replica;
 pub mod room;
 pub mod rooms;

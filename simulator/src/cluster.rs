@@ -27,7 +27,11 @@ const STEPS_PER_INSTANT_MAX: u64 = 200_000;
 /// A write the cluster acknowledged: it must survive everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckedWrite {
+    /// The node that acknowledged the write.
     pub node: usize,
+    /// A node whose durable store is known to hold the write: the acking
+    /// node, until a wipe moves the duty to a replica that had it.
+    pub holder: usize,
     pub room: RoomId,
     pub heads: Vec<Head>,
     pub at_ms: u64,
@@ -252,15 +256,20 @@ impl Cluster {
         self.nodes[i].kv = Arc::new(MemKv::new());
         self.purges.retain(|p| p.node != i);
         let acked = std::mem::take(&mut self.acked);
-        for write in acked {
-            if write.node != i || self.held_elsewhere(i, &write) {
+        for mut write in acked {
+            if write.holder != i {
+                self.acked.push(write);
+            } else if let Some(j) = self.held_elsewhere(i, &write) {
+                write.holder = j;
                 self.acked.push(write);
             }
         }
     }
 
-    fn held_elsewhere(&mut self, i: usize, write: &AckedWrite) -> bool {
-        self.nodes.iter_mut().enumerate().any(|(j, node)| {
+    /// A live replica other than `i` that holds `write` (remote changes
+    /// are persisted durably, so its store keeps it through a crash).
+    fn held_elsewhere(&mut self, i: usize, write: &AckedWrite) -> Option<usize> {
+        self.nodes.iter_mut().enumerate().position(|(j, node)| {
             j != i
                 && node
                     .replica
@@ -489,6 +498,7 @@ impl Cluster {
                         self.counters.writes_acked += 1;
                         self.acked.push(AckedWrite {
                             node: i,
+                            holder: i,
                             room: pending.room,
                             heads: ack.heads,
                             at_ms: self.now_ms,

@@ -113,7 +113,7 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
         (scenario, args.scenario.display().to_string())
     };
     if let Some(m) = &mutation {
-        if m.node() >= scenario.nodes {
+        if m.node().is_some_and(|n| n >= scenario.nodes) {
             bail!("--mutate {m}: the scenario has {} nodes", scenario.nodes);
         }
     }

@@ -19,12 +19,18 @@ pub enum Mutation {
     /// drops them from pushes and sync responses). Breaks delivery, which
     /// convergence (i) and acknowledged writes (ii) depend on.
     DeafToRoom { node: usize, room: RoomId },
+    /// Every replica resolves concurrent ownership claims by the *lowest*
+    /// `(epoch, node)` instead of the highest: a broken merge rule in the
+    /// engine itself (feature `mutations`). Breaks invariant (v).
+    OwnershipMin,
 }
 
 impl Mutation {
-    pub fn node(&self) -> usize {
+    /// The node the mutation breaks (`None`: every node).
+    pub fn node(&self) -> Option<usize> {
         match self {
-            Mutation::LyingDisk { node } | Mutation::DeafToRoom { node, .. } => *node,
+            Mutation::LyingDisk { node } | Mutation::DeafToRoom { node, .. } => Some(*node),
+            Mutation::OwnershipMin => None,
         }
     }
 
@@ -61,6 +67,7 @@ impl fmt::Display for Mutation {
         match self {
             Mutation::LyingDisk { node } => write!(f, "lying-disk:{node}"),
             Mutation::DeafToRoom { node, room } => write!(f, "deaf-to-room:{node}:{room}"),
+            Mutation::OwnershipMin => write!(f, "ownership-min"),
         }
     }
 }
@@ -68,7 +75,7 @@ impl fmt::Display for Mutation {
 impl FromStr for Mutation {
     type Err = String;
 
-    /// `lying-disk:NODE` or `deaf-to-room:NODE:ROOM`.
+    /// `lying-disk:NODE`, `deaf-to-room:NODE:ROOM` or `ownership-min`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').collect();
         let node = |text: &str| {
@@ -76,13 +83,14 @@ impl FromStr for Mutation {
                 .map_err(|_| format!("mutation {s:?}: {text:?} is not a node index"))
         };
         match parts.as_slice() {
+            ["ownership-min"] => Ok(Mutation::OwnershipMin),
             ["lying-disk", n] => Ok(Mutation::LyingDisk { node: node(n)? }),
             ["deaf-to-room", n, room] => Ok(Mutation::DeafToRoom {
                 node: node(n)?,
                 room: RoomId::parse(*room).map_err(|e| format!("mutation {s:?}: {e}"))?,
             }),
             _ => Err(format!(
-                "mutation {s:?}: expected lying-disk:NODE or deaf-to-room:NODE:ROOM"
+                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM or ownership-min"
             )),
         }
     }

@@ -190,6 +190,10 @@ impl Report {
             self.minimal_bytes,
             self.bytes_sent as f64 / self.minimal_bytes.max(1) as f64
         );
+        let mut kinds: Vec<_> = self.replicas.bytes_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        let kinds: Vec<String> = kinds.iter().map(|(k, b)| format!("{k} {b}")).collect();
+        let _ = writeln!(out, "  bytes by kind: {}", kinds.join(", "));
         let p = &self.sync_paths;
         let _ = writeln!(
             out,

@@ -67,7 +67,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
         liveness_ms: scenario.duration_ms,
         converged_at: None,
     };
+    // The engine's merge-rule mutations are per thread: on for this run only.
+    let ownership_min = opts.mutation == Some(Mutation::OwnershipMin);
+    chorus_engine::mutation::set_ownership_min(ownership_min);
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.execute()));
+    chorus_engine::mutation::set_ownership_min(false);
     let panic = outcome.err().map(|payload| {
         let message = payload
             .downcast_ref::<&str>()

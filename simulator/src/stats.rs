@@ -17,6 +17,8 @@ pub struct StatTotals {
     pub sync_paths: SyncPaths,
     pub messages_sent: u64,
     pub bytes_sent: u64,
+    /// Bytes sent by message kind: where the traffic goes.
+    pub bytes_by_kind: std::collections::BTreeMap<&'static str, u64>,
     pub local_writes: u64,
     pub local_write_errors: u64,
     pub changes_applied: u64,
@@ -43,6 +45,9 @@ impl StatTotals {
         self.sync_paths.full += s.sync_full;
         self.messages_sent += s.messages_sent();
         self.bytes_sent += s.bytes_sent();
+        for (kind, traffic) in &s.sent {
+            *self.bytes_by_kind.entry(kind).or_default() += traffic.bytes;
+        }
         self.local_writes += s.local_writes;
         self.local_write_errors += s.local_write_errors;
         self.changes_applied += s.changes_applied;

@@ -543,7 +543,11 @@ impl Replica {
             } => self.serve_tree(from, round, level, &nodes),
             Body::LeafReq { round, buckets } => self.serve_leaves(from, round, &buckets),
             Body::ChangesReq { round, rooms } => self.serve_changes(from, round, rooms),
-            Body::SinceReq { round, cursor } => self.serve_since(from, round, cursor),
+            Body::SinceReq {
+                round,
+                cursor,
+                known,
+            } => self.serve_since(from, round, cursor, &known),
             Body::SnapshotReq { round, after } => self.serve_snapshot(from, round, after),
             Body::DigestResp {
                 round,

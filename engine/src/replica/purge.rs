@@ -79,8 +79,17 @@ impl Replica {
             })
             .map(|(room, _)| room.clone())
             .collect();
-        for room in due {
-            self.purge_room(&room);
+        for room in &due {
+            self.purge_room(room);
+        }
+        // The last ack that made us purge may be the one our peers still
+        // miss from us (we stop announcing a purged room): tell them, so
+        // they purge too instead of waiting for the horizon. A lost
+        // broadcast is repaired by anti-entropy's leaf comparison.
+        for rooms in due.chunks(ROOMS_PER_MESSAGE_MAX) {
+            self.broadcast(Body::Purged {
+                rooms: rooms.to_vec(),
+            });
         }
     }
 

@@ -16,7 +16,9 @@ use serde_bytes::ByteBuf;
 
 use super::digest::{purged_item, DEPTH, FANOUT};
 use super::serve::parse_changes;
-use super::wire::{Body, Digest, RoomChanges, RoomDocument, ROOMS_PER_MESSAGE_MAX};
+use super::wire::{
+    Body, Digest, RoomChanges, RoomDocument, KNOWN_HASHES_MAX, ROOMS_PER_MESSAGE_MAX,
+};
 use super::{Event, Replica, SyncPath};
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
@@ -32,6 +34,8 @@ pub struct Round {
     pub requests: u32,
     pub changes: u64,
     pub phase: Phase,
+    /// Our root when the round opened.
+    pub sent_root: Digest,
 }
 
 #[derive(Debug)]
@@ -48,7 +52,12 @@ pub enum Phase {
         in_flight: Vec<RoomId>,
         queued: Vec<RoomId>,
     },
-    Since,
+    Since {
+        /// Hash prefixes of changes we hold that the peer may list.
+        known: Vec<[u8; 8]>,
+        /// The peer's root when the round opened.
+        peer_root: Digest,
+    },
     Snapshot {
         log_head: Option<Timestamp>,
         too_large: Vec<RoomId>,
@@ -70,6 +79,7 @@ impl Replica {
             requests: 1,
             changes: 0,
             phase: Phase::Digest,
+            sent_root: self.rooms.tree().root(),
         });
         self.stats.rounds_started += 1;
         let root = self.rooms.tree().root();
@@ -126,6 +136,10 @@ impl Replica {
             return;
         };
         let changes = round.map_or(0, |r| r.changes);
+        self.count_finished(peer, path, changes);
+    }
+
+    fn count_finished(&mut self, peer: &NodeId, path: SyncPath, changes: u64) {
         match path {
             SyncPath::Incremental => self.stats.sync_incremental += 1,
             SyncPath::Since => self.stats.sync_since += 1,
@@ -156,12 +170,26 @@ impl Replica {
         log_head: Timestamp,
         since_count: Option<u64>,
     ) {
-        if self.round_mut(peer, id).is_none() {
+        let Some(round) = self.round_mut(peer, id) else {
             return;
-        }
-        if root == self.rooms.tree().root() {
+        };
+        // Equal to the root we opened with: the peer held nothing we lacked
+        // when it answered, even if a push changed our root since. (Without
+        // this, that race looks like an uncountable gap and forces a full
+        // snapshot.)
+        let equal_at_open = root == round.sent_root;
+        if equal_at_open || root == self.rooms.tree().root() {
             // Equal roots: we hold everything the peer's log held until now.
             self.set_cursor(peer, log_head);
+            self.finish_round(peer, None);
+            return;
+        }
+        if self.pulling_elsewhere(peer) {
+            // Another round is already bringing us level (typically every
+            // link came up at once after a heal): pulling the same changes
+            // from every peer at once would multiply the traffic. The next
+            // turn with this peer fetches whatever is still missing.
+            self.stats.rounds_deferred += 1;
             self.finish_round(peer, None);
             return;
         }
@@ -173,17 +201,40 @@ impl Replica {
             (Some(_), _) => SyncPath::Full, // past the peer's horizon, or too large a gap
             (None, _) => SyncPath::Incremental,
         };
-        self.begin_path(peer, id, path, cursor);
+        self.begin_path(peer, id, path, cursor, root);
     }
 
-    fn begin_path(&mut self, peer: &NodeId, id: u64, path: SyncPath, cursor: Option<Timestamp>) {
+    /// Whether a round with another peer is past its digest exchange.
+    fn pulling_elsewhere(&self, peer: &NodeId) -> bool {
+        self.peers.iter().any(|(id, p)| {
+            id != peer
+                && p.round
+                    .as_ref()
+                    .is_some_and(|r| !matches!(r.phase, Phase::Digest))
+        })
+    }
+
+    fn begin_path(
+        &mut self,
+        peer: &NodeId,
+        id: u64,
+        path: SyncPath,
+        cursor: Option<Timestamp>,
+        peer_root: Digest,
+    ) {
         self.emit(Event::SyncStarted {
             peer: peer.clone(),
             path,
         });
         match (path, cursor) {
             (SyncPath::Since, Some(cursor)) => {
-                self.request(peer, Phase::Since, Body::SinceReq { round: id, cursor });
+                let known = self.known_since(&cursor);
+                let body = Body::SinceReq {
+                    round: id,
+                    cursor,
+                    known: known.clone(),
+                };
+                self.request(peer, Phase::Since { known, peer_root }, body);
             }
             (SyncPath::Full, _) | (SyncPath::Since, None) => {
                 let after = self.peers.get(peer).and_then(|p| p.snapshot_resume.clone());
@@ -213,7 +264,7 @@ impl Replica {
 
     pub(super) fn on_unavailable(&mut self, peer: &NodeId, id: u64) {
         if self.round_mut(peer, id).is_some() {
-            self.begin_path(peer, id, SyncPath::Full, None);
+            self.begin_path(peer, id, SyncPath::Full, None, Digest::default());
         }
     }
 
@@ -281,6 +332,7 @@ impl Replica {
             return;
         }
         let mut wanted = Vec::new();
+        let mut purged_here = Vec::new();
         for (room, theirs) in rooms {
             let ours = self.rooms.tree().item(&room);
             if ours == Some(theirs) {
@@ -288,8 +340,19 @@ impl Replica {
             }
             if theirs == purged_item(&room) {
                 self.purge_room(&room);
-            } else if !self.rooms.is_purged(&room) {
+            } else if self.rooms.is_purged(&room) {
+                purged_here.push(room);
+            } else {
                 wanted.push(room);
+            }
+        }
+        if !purged_here.is_empty() {
+            // Rounds pull, but the peer may reach us only through the since
+            // path, which never compares leaves: tell it now, or a purge
+            // spreads only as fast as the peer's rare incremental rounds.
+            for rooms in purged_here.chunks(ROOMS_PER_MESSAGE_MAX) {
+                let rooms = rooms.to_vec();
+                self.send(peer, Body::Purged { rooms });
             }
         }
         self.fetch_rooms(peer, id, SyncPath::Incremental, wanted);
@@ -367,29 +430,37 @@ impl Replica {
         next_cursor: Timestamp,
         complete: bool,
     ) {
-        if self
-            .round_mut(peer, id)
-            .is_none_or(|r| !matches!(r.phase, Phase::Since))
-        {
-            return;
-        }
+        let (known, peer_root) = match self.round_mut(peer, id).map(|r| &mut r.phase) {
+            Some(Phase::Since { known, peer_root }) => (std::mem::take(known), *peer_root),
+            _ => return,
+        };
         let applied = self.apply_room_changes(peer, rooms);
         if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
             round.changes += applied;
         }
         // Everything up to next_cursor is now staged, ahead of the cursor write.
         self.set_cursor(peer, next_cursor);
-        if complete {
+        let changes = self
+            .peers
+            .get(peer)
+            .and_then(|p| p.round.as_ref())
+            .map_or(0, |r| r.changes);
+        if complete && changes == 0 && self.rooms.tree().root() != peer_root {
+            // The peer's log held nothing we lacked, yet the roots differ:
+            // the difference is one a log cannot show (a purge, a change
+            // the peer lacks, a trimmed log). Walk the tree in this round
+            // rather than leave it to the peer's next incremental turn.
+            self.count_finished(peer, SyncPath::Since, 0);
+            self.begin_path(peer, id, SyncPath::Incremental, None, peer_root);
+        } else if complete {
             self.finish_round(peer, Some(SyncPath::Since));
         } else {
-            self.request(
-                peer,
-                Phase::Since,
-                Body::SinceReq {
-                    round: id,
-                    cursor: next_cursor,
-                },
-            );
+            let body = Body::SinceReq {
+                round: id,
+                cursor: next_cursor,
+                known: known.clone(),
+            };
+            self.request(peer, Phase::Since { known, peer_root }, body);
         }
     }
 
@@ -460,4 +531,51 @@ impl Replica {
             }
         }
     }
+}
+
+/// How far before the peer's cursor our own log is searched for changes we
+/// hold: the two logs are stamped by different clocks (HLCs stay close, but
+/// a change may reach us a little before it reaches the peer).
+const KNOWN_LOOKBACK_MS: u64 = 5_000;
+
+impl Replica {
+    /// Hash prefixes of changes in our log from shortly before `cursor`:
+    /// the ones the peer's since-answer would otherwise resend (we got them
+    /// by push or from a third replica). Purely an optimisation: a change
+    /// left off is resent and applied idempotently.
+    fn known_since(&mut self, cursor: &Timestamp) -> Vec<[u8; 8]> {
+        let from = Timestamp {
+            wall_ms: cursor.wall_ms.saturating_sub(KNOWN_LOOKBACK_MS),
+            logical: 0,
+            actor: 0,
+        };
+        let view = super::overlay::Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let Ok(entries) = crate::rooms::RoomSet::log_after(&view, Some(&from), KNOWN_HASHES_MAX)
+        else {
+            self.stats.storage_errors += 1;
+            return Vec::new();
+        };
+        let mut known = Vec::new();
+        'entries: for (_, entry) in entries {
+            for hash in entry.hashes {
+                if known.len() == KNOWN_HASHES_MAX {
+                    break 'entries;
+                }
+                known.push(hash_prefix(&hash.0));
+            }
+        }
+        known
+    }
+}
+
+/// The first 8 bytes of a change hash: enough to tell a log's changes apart
+/// (a false match needs a 2^-64 collision and only delays one change to the
+/// next incremental round).
+pub(super) fn hash_prefix(hash: &[u8; 32]) -> [u8; 8] {
+    let mut prefix = [0; 8];
+    prefix.copy_from_slice(&hash[..8]);
+    prefix
 }

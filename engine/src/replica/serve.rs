@@ -228,11 +228,18 @@ impl Replica {
         }
     }
 
-    pub(super) fn serve_since(&mut self, from: &NodeId, round: u64, cursor: Timestamp) {
+    pub(super) fn serve_since(
+        &mut self,
+        from: &NodeId,
+        round: u64,
+        cursor: Timestamp,
+        known: &[[u8; 8]],
+    ) {
         if !self.log_covers(&cursor) {
             self.send(from, Body::Unavailable { round });
             return;
         }
+        let known: std::collections::HashSet<[u8; 8]> = known.iter().copied().collect();
         let mut out: Vec<RoomChanges> = Vec::new();
         let mut bytes = 0;
         let mut next_cursor = cursor;
@@ -254,6 +261,9 @@ impl Replica {
                 }
                 let mut list = Vec::new();
                 for hash in &entry.hashes {
+                    if known.contains(&super::round::hash_prefix(&hash.0)) {
+                        continue; // the asker holds it: skip the costly re-encoding too
+                    }
                     let view = Overlay {
                         base: self.store.as_ref(),
                         staged: &self.staged,
@@ -261,6 +271,10 @@ impl Replica {
                     if let Ok(Some(change)) = self.rooms.change(&view, &entry.room, hash) {
                         list.push(ByteBuf::from(change.raw_bytes().to_vec()));
                     }
+                }
+                if list.is_empty() {
+                    next_cursor = stamp;
+                    continue;
                 }
                 let size: usize = list.iter().map(|c| c.len()).sum();
                 if bytes + size > SYNC_BATCH_BYTES_MAX && bytes > 0 {

@@ -25,6 +25,9 @@ pub struct ReplicaStats {
     pub push_skipped_oversize: u64,
     pub rounds_started: u64,
     pub rounds_idle: u64,
+    /// Rounds that found a difference but left it to a later turn because
+    /// a round with another peer was already pulling.
+    pub rounds_deferred: u64,
     pub rounds_timed_out: u64,
     pub stale_responses: u64,
     pub sync_incremental: u64,

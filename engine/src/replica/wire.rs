@@ -28,6 +28,10 @@ pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Most rooms named in one message (requests for changes, leaves, pushes).
 pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
 
+/// Most change-hash prefixes a `SinceReq` lists as already held (72 KiB).
+/// Past it the since path still converges; it just resends more.
+pub const KNOWN_HASHES_MAX: usize = 8192;
+
 /// Most digest-tree nodes asked for in one request: a whole tree level.
 pub const NODES_PER_REQUEST_MAX: usize = 4096;
 
@@ -121,8 +125,14 @@ pub enum Body {
         rooms: Vec<RoomChanges>,
         truncated: bool,
     },
-    /// Everything in your log after `cursor`.
-    SinceReq { round: u64, cursor: Timestamp },
+    /// Everything in your log after `cursor`, except changes whose hash
+    /// starts with one of `known` (the asker already holds them, mostly
+    /// from pushes; see `docs/protocol.md`).
+    SinceReq {
+        round: u64,
+        cursor: Timestamp,
+        known: Vec<[u8; 8]>,
+    },
     SinceResp {
         round: u64,
         rooms: Vec<RoomChanges>,
@@ -240,10 +250,10 @@ impl Body {
             Body::Purged { rooms } | Body::EndAck { rooms } => {
                 check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)
             }
+            Body::SinceReq { known, .. } => check("known", known.len(), KNOWN_HASHES_MAX),
             Body::Unavailable { .. }
             | Body::DigestReq { .. }
             | Body::DigestResp { .. }
-            | Body::SinceReq { .. }
             | Body::SnapshotReq { .. } => Ok(()),
         }
     }

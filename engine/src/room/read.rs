@@ -155,10 +155,13 @@ fn plain<R: ReadDoc, T: std::str::FromStr>(doc: &R, obj: &ObjId, key: &str) -> O
 
 /// Ownership: max `(epoch, node)` over all concurrent values.
 pub fn owner<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<Owner> {
-    all_strings(doc, session, s::OWNER)
-        .iter()
-        .filter_map(|text| s::decode_owner(text))
-        .max()
+    let claims = all_strings(doc, session, s::OWNER);
+    let claims = claims.iter().filter_map(|text| s::decode_owner(text));
+    #[cfg(feature = "mutations")]
+    if crate::mutation::ownership_min() {
+        return claims.min();
+    }
+    claims.max()
 }
 
 /// Session state: `left` is terminal and wins over any concurrent value;

@@ -1,0 +1,20 @@
+//! Deliberately broken merge rules (feature `mutations`). The simulator
+//! switches one on for a run to prove its invariants catch a wrong rule;
+//! nothing else does. The switch is per thread, so parallel runs and tests
+//! do not see each other's mutations.
+
+use std::cell::Cell;
+
+thread_local! {
+    static OWNERSHIP_MIN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Inverts the ownership rule on this thread: the *lowest* `(epoch, node)`
+/// claim wins instead of the highest.
+pub fn set_ownership_min(on: bool) {
+    OWNERSHIP_MIN.with(|flag| flag.set(on));
+}
+
+pub(crate) fn ownership_min() -> bool {
+    OWNERSHIP_MIN.with(Cell::get)
+}

@@ -1,0 +1,216 @@
+//! Every shipped scenario passes; runs are deterministic; deliberately
+//! broken rules make the simulator fail; bad scenario files are refused
+//! with the key at fault named.
+
+use std::path::{Path, PathBuf};
+
+use chorus_simulator::mutation::Mutation;
+use chorus_simulator::report::Report;
+use chorus_simulator::run::{run, RunOptions};
+use chorus_simulator::scenario::Scenario;
+use chorus_simulator::swarm;
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+fn load(name: &str) -> Scenario {
+    let path = scenario_dir().join(format!("{name}.toml"));
+    Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+fn run_with(scenario: &Scenario, name: &str, seed: u64, mutation: Option<Mutation>) -> Report {
+    let opts = RunOptions {
+        seed,
+        scenario_name: name.into(),
+        reproduce: format!(
+            "chorus-sim run --scenario simulator/scenarios/{name}.toml --seed {seed}"
+        ),
+        trace: false,
+        timeline: true,
+        mutation,
+    };
+    run(scenario, &opts).report
+}
+
+/// The scenarios the simulator promises to ship.
+const REQUIRED: [&str; 7] = [
+    "partition-heal",
+    "asymmetric-partition",
+    "crash-restart-mid-partition",
+    "flapping-link",
+    "clock-skew",
+    "late-joiner",
+    "three-way-split",
+];
+
+#[test]
+fn every_shipped_scenario_passes() {
+    let mut names: Vec<String> = std::fs::read_dir(scenario_dir())
+        .expect("the scenario directory exists")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    for required in REQUIRED {
+        assert!(
+            names.iter().any(|n| n == required),
+            "scenario {required} is missing"
+        );
+    }
+    // Two at a time (CI has two cores), taking the next scenario in turn.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(name) = names.get(i) else { return };
+                let report = run_with(&load(name), name, 1, None);
+                results
+                    .lock()
+                    .expect("no worker panics holding it")
+                    .push((name.clone(), report));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("workers are done");
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut failed = Vec::new();
+    for (name, report) in &results {
+        println!(
+            "{name}: converged {:?} ms after the last event, {} writes acked, {} bytes / {} minimal, {:.0}x real time",
+            report.convergence_ms,
+            report.writes.writes_acked,
+            report.bytes_sent,
+            report.minimal_bytes,
+            report.speedup
+        );
+        assert!(
+            report.writes.writes_acked > 0,
+            "{name}: the workload must really write"
+        );
+        if !report.passed {
+            failed.push(format!("{name}:\n{}", report.to_text()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failing scenarios:\n{}",
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_and_another_seed_does_not() {
+    let scenario = load("crash-restart-mid-partition");
+    let first = run_with(&scenario, "crash-restart-mid-partition", 11, None);
+    let again = run_with(&scenario, "crash-restart-mid-partition", 11, None);
+    let other = run_with(&scenario, "crash-restart-mid-partition", 12, None);
+    assert_eq!(first.trace_hash, again.trace_hash);
+    assert_eq!(first.bytes_sent, again.bytes_sent);
+    assert_eq!(first.writes.writes_acked, again.writes.writes_acked);
+    assert_ne!(first.trace_hash, other.trace_hash);
+    for seed in [3, 77, 1_000_003] {
+        let (_, a) = swarm::run_seed(seed, false, false);
+        let (_, b) = swarm::run_seed(seed, false, false);
+        assert_eq!(
+            a.report.trace_hash, b.report.trace_hash,
+            "swarm seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_ownership_rule_is_caught() {
+    let scenario = load("partition-heal");
+    let clean = run_with(&scenario, "partition-heal", 1, None);
+    assert!(clean.passed, "{}", clean.to_text());
+    let broken = run_with(&scenario, "partition-heal", 1, Some(Mutation::OwnershipMin));
+    assert!(
+        !broken.passed,
+        "inverting the ownership rule went unnoticed"
+    );
+    assert_eq!(broken.invariants["single_owner"], "fail");
+    assert!(broken.reproduce.contains("--seed 1"));
+}
+
+#[test]
+fn a_lying_disk_and_a_deaf_transport_are_caught() {
+    // Node 1 writes alone, then crashes: with a disk that never flushes,
+    // the writes it acknowledged are gone.
+    let isolated_crash = Scenario::parse(
+        "nodes = 3\nrooms = 10\nduration_ms = 6000\n\
+         [[events]]\nat_ms = 1000\nisolate = 1\n\
+         [[events]]\nat_ms = 3000\ncrash = 1\n\
+         [[events]]\nat_ms = 4000\nrestart = 1\n\
+         [[events]]\nat_ms = 5000\nheal = true\n",
+    )
+    .expect("valid scenario");
+    let clean = run_with(&isolated_crash, "isolated-crash", 1, None);
+    assert!(clean.passed, "{}", clean.to_text());
+    let lying = run_with(
+        &isolated_crash,
+        "isolated-crash",
+        1,
+        Some(Mutation::LyingDisk { node: 1 }),
+    );
+    assert_eq!(lying.invariants["acked_writes_durable"], "fail");
+    let scenario = load("partition-heal");
+    let room = chorus_engine::RoomId::parse("room-1").expect("valid id");
+    let deaf = run_with(
+        &scenario,
+        "partition-heal",
+        1,
+        Some(Mutation::DeafToRoom { node: 2, room }),
+    );
+    assert_eq!(deaf.invariants["convergence"], "fail");
+}
+
+fn refused(text: &str) -> String {
+    match Scenario::parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn bad_scenarios_are_refused_naming_the_key() {
+    let base = "nodes = 3\nduration_ms = 1000\n";
+    let unknown = refused(&format!("{base}colour = 3\n"));
+    assert!(unknown.contains("colour"), "{unknown}");
+    let nested = refused(&format!("{base}[network]\nlatency = [1, 2]\n"));
+    assert!(nested.contains("latency"), "{nested}");
+    let loss = refused(&format!("{base}[network]\nloss = 1.5\n"));
+    assert!(loss.contains("loss"), "{loss}");
+    let node = refused(&format!("{base}[[events]]\nat_ms = 10\ncrash = 3\n"));
+    assert!(
+        node.contains("crash") && node.contains("no such node"),
+        "{node}"
+    );
+    let split = refused(&format!(
+        "{base}[[events]]\nat_ms = 10\npartition = [[0, 1], [1, 2]]\n"
+    ));
+    assert!(split.contains("partition"), "{split}");
+    let two = refused(&format!(
+        "{base}[[events]]\nat_ms = 10\ncrash = 1\nheal = true\n"
+    ));
+    assert!(two.contains("exactly one action"), "{two}");
+    let late = refused(&format!("{base}[[events]]\nat_ms = 5000\nheal = true\n"));
+    assert!(late.contains("at_ms"), "{late}");
+    let oneway = refused(&format!(
+        "{base}[[events]]\nat_ms = 10\noneway = {{ from = 1, to = 1 }}\n"
+    ));
+    assert!(oneway.contains("oneway"), "{oneway}");
+}
+
+#[test]
+fn the_format_example_parses() {
+    let text = std::fs::read_to_string(scenario_dir().join("example-from-spec.toml"))
+        .expect("the example ships");
+    let scenario = Scenario::parse(&text).expect("the documented example is valid");
+    assert_eq!(scenario.nodes, 5);
+    assert_eq!(scenario.events.len(), 6);
+}
