@@ -214,3 +214,53 @@ fn the_format_example_parses() {
     assert_eq!(scenario.nodes, 5);
     assert_eq!(scenario.events.len(), 6);
 }
+
+#[test]
+fn the_json_report_and_the_timeline_carry_what_they_promise() {
+    let scenario = load("partition-heal");
+    let opts = RunOptions {
+        seed: 2,
+        scenario_name: "partition-heal".into(),
+        reproduce: String::new(),
+        trace: true,
+        timeline: true,
+        mutation: None,
+    };
+    let result = run(&scenario, &opts);
+    let json: serde_json::Value =
+        serde_json::from_str(&result.report.to_json()).expect("the report is JSON");
+    for key in [
+        "seed",
+        "scenario",
+        "options",
+        "invariants",
+        "converged",
+        "convergence_ms",
+        "messages_sent",
+        "messages_dropped",
+        "messages_duplicated",
+        "bytes_sent",
+        "minimal_bytes",
+        "sync_paths",
+        "sim_ms",
+        "wall_ms",
+        "trace_hash",
+    ] {
+        assert!(json.get(key).is_some(), "the report lacks {key}");
+    }
+    assert_eq!(json["seed"], 2);
+    assert_eq!(json["converged"], true);
+    assert_eq!(json["options"]["nodes"], 5);
+    assert_eq!(json["invariants"]["convergence"], "pass");
+    let paths = &json["sync_paths"];
+    assert!(paths["incremental"].is_u64() && paths["since"].is_u64() && paths["full"].is_u64());
+    assert!(json["bytes_sent"].as_u64() > json["minimal_bytes"].as_u64().map(|m| m / 2));
+    assert!(result.trace.iter().any(|l| l.contains("partition")));
+    assert!(result.trace.iter().any(|l| l.contains("heal")));
+
+    let svg = chorus_simulator::svg::render(&result.timeline, "partition-heal");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for label in ["node 0", "node 4", "partition", "heal", "converged"] {
+        assert!(svg.contains(label), "the timeline does not show {label:?}");
+    }
+}
