@@ -1,13 +1,15 @@
-//! `chorus`: the Chorus replica daemon and its CLI.
-//!
-//! The daemon (libp2p networking, HTTP API, demo cluster) is being built;
-//! today the binary can inspect a local store written by the engine.
+//! `chorus`: the replica daemon and its CLI. See `docs/operations.md`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use chorus_engine::{Engine, EngineConfig, NodeId};
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use chorus_node::client::Client;
+use chorus_node::config::Config;
+use chorus_node::{bench, daemon, demo, keys};
 
 #[derive(Parser)]
 #[command(name = "chorus", version, about = "Chorus replica daemon and CLI")]
@@ -16,43 +18,211 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args, Clone)]
+struct Api {
+    /// The replica's API.
+    #[arg(long, env = "CHORUS_API", default_value = "http://127.0.0.1:7070")]
+    api: String,
+    /// The API's bearer token, if it has one.
+    #[arg(long, env = "CHORUS_API_TOKEN")]
+    token: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// List the rooms of a local store.
-    Rooms {
-        /// The store's directory.
+    /// Runs a replica (with no config: one replica on loopback, store in ./chorus-data).
+    Run {
         #[arg(long)]
-        data_dir: PathBuf,
+        config: Option<PathBuf>,
     },
-    /// Print one room of a local store as JSON.
-    Room {
+    /// Writes a new node key and prints its peer id.
+    Keygen {
+        #[arg(long, default_value = "node.key")]
+        out: PathBuf,
+    },
+    /// The replica's health and peers.
+    Status {
+        #[command(flatten)]
+        api: Api,
+    },
+    /// The replica's view of the cluster.
+    Cluster {
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Rooms: list, get, create, end.
+    Rooms {
+        #[command(flatten)]
+        api: Api,
+        #[command(subcommand)]
+        action: RoomsAction,
+    },
+    /// Three replicas on loopback: replication, a partition drill, the merge.
+    Demo,
+    /// Benchmarks against real daemons on loopback.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomsAction {
+    List,
+    Get {
+        room: String,
+    },
+    Create {
+        room: String,
         #[arg(long)]
-        data_dir: PathBuf,
+        max_participants: Option<u32>,
+    },
+    End {
         room: String,
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Rooms { data_dir } => {
-            let engine = open(&data_dir)?;
-            for room in engine.list_rooms()? {
-                println!("{}", serde_json::to_string(&room)?);
-            }
-        }
-        Command::Room { data_dir, room } => {
-            let engine = open(&data_dir)?;
-            let id = room.parse().context("room id")?;
-            let snapshot = engine.room(&id)?.with_context(|| format!("no room {id}"))?;
-            println!("{}", serde_json::to_string_pretty(&snapshot)?);
-        }
-    }
-    Ok(())
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Write on one daemon, time until every other daemon has it.
+    Propagation {
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1000)]
+        writes: usize,
+    },
 }
 
-fn open(dir: &std::path::Path) -> anyhow::Result<Engine> {
-    anyhow::ensure!(dir.is_dir(), "no store at {}", dir.display());
-    let node = NodeId::parse("chorus-cli").context("node id")?;
-    Engine::open(dir, EngineConfig::new(node)).with_context(|| format!("opening {}", dir.display()))
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `default` applies unless `RUST_LOG` is set.
+fn init_logs(json: bool, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Run { config } => run(config).await.map(|()| true),
+        Command::Keygen { out } => {
+            let key = keys::generate(&out)?;
+            println!("{}", key.public().to_peer_id());
+            Ok(true)
+        }
+        Command::Status { api } => {
+            let client = Client::new(api.api, api.token)?;
+            let health: Value = client.get("/v1/health").await?;
+            println!("{}", serde_json::to_string_pretty(&health)?);
+            Ok(true)
+        }
+        Command::Cluster { api } => {
+            let client = Client::new(api.api, api.token)?;
+            let view: Value = client.get("/v1/cluster").await?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(true)
+        }
+        Command::Rooms { api, action } => {
+            let client = Client::new(api.api, api.token)?;
+            let out: Value = match action {
+                RoomsAction::List => client.get("/v1/rooms").await?,
+                RoomsAction::Get { room } => client.get(&format!("/v1/rooms/{room}")).await?,
+                RoomsAction::Create {
+                    room,
+                    max_participants,
+                } => {
+                    let mut body = json!({});
+                    if let Some(max) = max_participants {
+                        body["max_participants"] = json!(max);
+                    }
+                    client
+                        .send(reqwest::Method::PUT, &format!("/v1/rooms/{room}"), &body)
+                        .await?
+                }
+                RoomsAction::End { room } => client.delete(&format!("/v1/rooms/{room}")).await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(true)
+        }
+        Command::Demo => {
+            init_logs(false, "warn");
+            demo::run().await
+        }
+        Command::Bench { what } => match what {
+            BenchWhat::Propagation { nodes, writes } => {
+                init_logs(false, "warn");
+                bench::propagation(nodes, writes).await
+            }
+        },
+    }
+}
+
+async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    init_logs(config.log_json, "info,libp2p=warn");
+    let mut node = daemon::start(config).await?;
+    // One line on stdout for whoever started us (tests, scripts).
+    let ready = json!({
+        "event": "ready",
+        "peer_id": node.peer_id.to_base58(),
+        "api": node.api.to_string(),
+        "listen": node.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    println!("{ready}");
+    tokio::select! {
+        result = node.wait() => return result.context("the replica stopped"),
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down");
+    node.stop().await
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
 }

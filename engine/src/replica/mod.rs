@@ -94,6 +94,14 @@ pub enum Input {
         room: RoomId,
         op: RoomOp,
     },
+    /// Standard automerge bytes of a room (a whole document or saved
+    /// changes) to merge in, from the local API. Answered like a write, by
+    /// `Event::WriteDone { id }`; the changes are pushed to peers.
+    Import {
+        id: u64,
+        room: RoomId,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Everything a replica asks its driver to do.
@@ -328,6 +336,31 @@ impl Replica {
         self.rooms.is_purged(room)
     }
 
+    /// Every room in the index (live and ended, not purged), without
+    /// loading any room.
+    pub fn list_rooms(&self) -> Result<Vec<crate::model::RoomSummary>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let mut rooms = Vec::new();
+        for (_, value) in view.scan_prefix(keys::INDEX)? {
+            if let Ok(summary) = serde_json::from_slice(&value) {
+                rooms.push(summary);
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// A room as standard automerge bytes (`None`: no such room).
+    pub fn export_room(&mut self, room: &RoomId) -> Result<Option<Vec<u8>>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        self.rooms.export(&view, room)
+    }
+
     /// Rooms with a digest item (live or purged).
     pub fn room_count(&self) -> usize {
         self.rooms.tree().len()
@@ -367,6 +400,7 @@ impl Replica {
             Input::PeerDown { peer } => self.on_peer_down(&peer),
             Input::Tick => self.on_tick(),
             Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
+            Input::Import { id, room, bytes } => self.on_import(id, &room, &bytes),
         }
         self.finish_input();
     }
@@ -444,6 +478,53 @@ impl Replica {
                     result: Err(err),
                 });
             }
+        }
+    }
+
+    fn on_import(&mut self, id: u64, room: &RoomId, bytes: &[u8]) {
+        let changes = match automerge::Automerge::load(bytes) {
+            Ok(doc) => doc.get_changes(&[]),
+            Err(err) => {
+                self.stats.local_write_errors += 1;
+                let result = Err(Error::Invalid {
+                    field: "automerge",
+                    reason: format!("not automerge bytes: {err}"),
+                });
+                self.emit(Event::WriteDone { id, result });
+                return;
+            }
+        };
+        let me = self.config.node.clone();
+        let Some(write) = self.apply_remote(&me, room, changes) else {
+            // Refused (a purged room, or changes the room rejects); the
+            // reason was emitted as `Event::Rejected`.
+            self.stats.local_write_errors += 1;
+            let result = Err(Error::Invalid {
+                field: "automerge",
+                reason: format!("room {room}: the changes were refused"),
+            });
+            self.emit(Event::WriteDone { id, result });
+            return;
+        };
+        match self.heads(room) {
+            Ok(heads) => {
+                let ack = WriteAck {
+                    room: room.clone(),
+                    heads,
+                };
+                self.emit(Event::WriteDone {
+                    id,
+                    result: Ok(ack),
+                });
+            }
+            Err(err) => self.emit(Event::WriteDone {
+                id,
+                result: Err(err),
+            }),
+        }
+        self.outbox.add(room, &write.applied, self.now_ms);
+        if self.outbox.full() {
+            self.flush_push();
         }
     }
 

@@ -1,0 +1,528 @@
+//! The HTTP API (JSON). Handlers parse and check input, then hand one
+//! command to the daemon task and wait for its answer. Bad input is a 4xx
+//! with `{code, message}`; only a failing store is a 5xx.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use chorus_engine::model::{JoinRequest, Owner, RoomConfig};
+use chorus_engine::{ConfigUpdate, Error as EngineError, RoomId, RoomOp, SessionId, TenantId};
+
+use crate::config::Config;
+use crate::daemon::{Command, Refusal};
+use crate::metrics;
+
+/// How long a handler waits for the daemon task before answering 503.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct ApiState {
+    commands: mpsc::Sender<Command>,
+    token: Option<Arc<str>>,
+    drills: bool,
+    body_bytes_max: usize,
+}
+
+impl ApiState {
+    pub fn new(config: &Config, commands: mpsc::Sender<Command>) -> Self {
+        Self {
+            commands,
+            token: config.api.token.as_deref().map(Arc::from),
+            drills: config.drills,
+            body_bytes_max: config.api.body_bytes_max,
+        }
+    }
+}
+
+/// An API error: a status, a stable code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Engine(err) => engine_error(err),
+            Refusal::NotFound(message) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            Refusal::Unavailable(message) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+}
+
+fn engine_error(err: EngineError) -> ApiError {
+    use EngineError as E;
+    let message = err.to_string();
+    let (status, code) = match err {
+        E::InvalidId(_) | E::Invalid { .. } | E::Automerge(_) => {
+            (StatusCode::BAD_REQUEST, "invalid")
+        }
+        E::ImportTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        E::UnknownRoom(_) | E::UnknownSession { .. } | E::UnknownTrack { .. } => {
+            (StatusCode::NOT_FOUND, "not_found")
+        }
+        E::RoomExists(_) => (StatusCode::CONFLICT, "exists"),
+        E::RoomEnded(_) | E::RoomPurged(_) => (StatusCode::CONFLICT, "ended"),
+        E::DuplicateSession { .. } | E::SessionLeft { .. } => (StatusCode::CONFLICT, "session"),
+        E::StaleOwner { .. } => (StatusCode::CONFLICT, "stale_owner"),
+        E::OverCapacity { .. } => (StatusCode::CONFLICT, "over_capacity"),
+        E::NotPermitted { .. } => (StatusCode::FORBIDDEN, "not_permitted"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    ApiError::new(status, code, message)
+}
+
+/// JSON bodies whose rejections are `{code, message}` 4xx errors.
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "invalid"
+                };
+                Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+fn room_id(text: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
+}
+
+async fn ask<T>(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the replica is shutting down or overloaded",
+        )
+    };
+    tokio::time::timeout(COMMAND_TIMEOUT, state.commands.send(make(tx)))
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|_| unavailable())?;
+    tokio::time::timeout(COMMAND_TIMEOUT, rx)
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|_| unavailable())
+}
+
+pub fn router(state: ApiState) -> Router {
+    let limit = state.body_bytes_max;
+    let guarded = Router::new()
+        .route("/v1/rooms", get(list_rooms))
+        .route(
+            "/v1/rooms/{room}",
+            put(upsert_room).get(get_room).delete(end_room),
+        )
+        .route("/v1/rooms/{room}/participants", post(join))
+        .route(
+            "/v1/rooms/{room}/participants/{session}",
+            axum::routing::delete(leave),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{session}/owner",
+            put(set_owner),
+        )
+        .route(
+            "/v1/rooms/{room}/automerge",
+            get(export_room).post(import_room),
+        )
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/changes", get(changes))
+        .route("/v1/drill/partition", post(drill_partition))
+        .route("/v1/drill/heal", post(drill_heal))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .merge(guarded)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Constant-time compare: the token is a secret.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !ok {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    name: String,
+    peer_id: String,
+    connected_peers: usize,
+    rooms: usize,
+}
+
+async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
+    let view = ask(&state, |reply| Command::Cluster { reply }).await?;
+    Ok(axum::Json(Health {
+        status: "ok",
+        connected_peers: view.peers.iter().filter(|p| p.connected).count(),
+        rooms: view.rooms,
+        name: view.name,
+        peer_id: view.peer_id,
+    }))
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let stats = ask(&state, |reply| Command::Stats { reply }).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(&stats),
+    )
+        .into_response())
+}
+
+async fn list_rooms(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let rooms = ask(&state, |reply| Command::Rooms { reply }).await??;
+    Ok(axum::Json(rooms).into_response())
+}
+
+/// `PUT /v1/rooms/{room}`: every field optional; a new room takes the
+/// defaults for the ones left out, an existing one keeps them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomBody {
+    tenant: Option<String>,
+    max_participants: Option<u32>,
+    preferred_region: Option<String>,
+    recording: Option<bool>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+async fn upsert_room(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    // The body is optional: an empty one creates the room with defaults.
+    let body: RoomBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RoomBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("body: {e}")))?
+    };
+    let tenant = TenantId::parse(body.tenant.as_deref().unwrap_or("default"))
+        .map_err(|e| ApiError::bad(format!("tenant: {e}")))?;
+    let region = body
+        .preferred_region
+        .as_deref()
+        .map(chorus_engine::RegionId::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad(format!("preferred_region: {e}")))?;
+    let defaults = RoomConfig::default();
+    let config = RoomConfig {
+        max_participants: body.max_participants.unwrap_or(defaults.max_participants),
+        preferred_region: region.clone(),
+        recording: body.recording.unwrap_or(defaults.recording),
+        attributes: body.attributes.clone(),
+    };
+    let update = ConfigUpdate {
+        max_participants: body.max_participants,
+        preferred_region: region.map(Some),
+        recording: body.recording,
+        set_attributes: body.attributes,
+        remove_attributes: Vec::new(),
+    };
+    let ack = ask(&state, |reply| Command::Upsert {
+        room,
+        tenant,
+        config,
+        update,
+        reply,
+    })
+    .await??;
+    Ok(axum::Json(ack).into_response())
+}
+
+async fn get_room(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = room_id(&room)?;
+    let snapshot = ask(&state, |reply| Command::Room { room: id, reply }).await??;
+    match snapshot {
+        Some(snapshot) => Ok(axum::Json(snapshot).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("room {room} does not exist"),
+        )),
+    }
+}
+
+async fn write(state: &ApiState, room: RoomId, op: RoomOp) -> Result<Response, ApiError> {
+    let ack = ask(state, |reply| Command::Write { room, op, reply }).await??;
+    Ok(axum::Json(ack).into_response())
+}
+
+async fn end_room(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    write(&state, room_id(&room)?, RoomOp::End).await
+}
+
+async fn join(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    Json(request): Json<JoinRequest>,
+) -> Result<Response, ApiError> {
+    write(&state, room_id(&room)?, RoomOp::Join { request }).await
+}
+
+async fn leave(
+    State(state): State<ApiState>,
+    Path((room, session)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
+    write(&state, room_id(&room)?, RoomOp::Leave { session }).await
+}
+
+async fn set_owner(
+    State(state): State<ApiState>,
+    Path((room, session)): Path<(String, String)>,
+    Json(owner): Json<Owner>,
+) -> Result<Response, ApiError> {
+    let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
+    write(&state, room_id(&room)?, RoomOp::SetOwner { session, owner }).await
+}
+
+async fn export_room(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = room_id(&room)?;
+    match ask(&state, |reply| Command::Export { room: id, reply }).await?? {
+        Some(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("room {room} does not exist"),
+        )),
+    }
+}
+
+async fn import_room(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad("the body must hold automerge bytes"));
+    }
+    let bytes = bytes.to_vec();
+    let ack = ask(&state, |reply| Command::Import { room, bytes, reply }).await??;
+    Ok(axum::Json(ack).into_response())
+}
+
+async fn cluster(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let view = ask(&state, |reply| Command::Cluster { reply }).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// Server-Sent Events of room changes; reconnecting with `Last-Event-ID`
+/// replays what was missed (a `reset` event says when too much was).
+async fn changes(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let after = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad("Last-Event-ID: expected a number"))?,
+        ),
+        None => None,
+    };
+    let sub = ask(&state, |reply| Command::Subscribe { after, reply }).await?;
+    let head = futures::stream::iter(
+        sub.gap
+            .then(|| {
+                SseEvent::default()
+                    .event("reset")
+                    .data("events were missed; re-read the rooms")
+            })
+            .into_iter()
+            .chain(
+                sub.backlog
+                    .into_iter()
+                    .map(|(id, json)| SseEvent::default().id(id.to_string()).data(json)),
+            ),
+    );
+    let live = futures::stream::unfold(sub.live, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok((id, json)) => SseEvent::default().id(id.to_string()).data(json),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => SseEvent::default()
+                .event("reset")
+                .data("this subscriber fell behind; re-read the rooms"),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((event, rx))
+    });
+    let stream = futures::StreamExt::map(futures::StreamExt::chain(head, live), Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillBody {
+    peers: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct DrillResult {
+    cut: Vec<String>,
+}
+
+fn drills_enabled(state: &ApiState) -> Result<(), ApiError> {
+    if state.drills {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "drills_disabled",
+            "drills are disabled (set drills = true in the config)",
+        ))
+    }
+}
+
+async fn drill_partition(
+    State(state): State<ApiState>,
+    Json(body): Json<DrillBody>,
+) -> Result<Response, ApiError> {
+    drills_enabled(&state)?;
+    let peers = body
+        .peers
+        .iter()
+        .map(|p| {
+            p.parse::<libp2p::PeerId>()
+                .map_err(|e| ApiError::bad(format!("peers: {p:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cut = ask(&state, |reply| Command::Drill {
+        partition: Some(peers),
+        reply,
+    })
+    .await?;
+    Ok(axum::Json(DrillResult {
+        cut: cut.iter().map(|p| p.to_base58()).collect(),
+    })
+    .into_response())
+}
+
+async fn drill_heal(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    drills_enabled(&state)?;
+    let cut = ask(&state, |reply| Command::Drill {
+        partition: None,
+        reply,
+    })
+    .await?;
+    Ok(axum::Json(DrillResult {
+        cut: cut.iter().map(|p| p.to_base58()).collect(),
+    })
+    .into_response())
+}

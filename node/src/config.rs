@@ -1,0 +1,322 @@
+//! The daemon's configuration: a TOML file, then `CHORUS_*` environment
+//! overrides, then validation. With no file at all the defaults run one
+//! replica on loopback with its store in `./chorus-data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use chorus_engine::replica::ReplicaConfig;
+use libp2p::{Multiaddr, PeerId};
+use serde::Deserialize;
+
+/// Largest HTTP request body the API reads (an automerge document upload is
+/// the big case); larger bodies get 413.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// A human name for logs and `/v1/health`; the replica's identity on
+    /// the wire is its peer id (from the key).
+    pub name: String,
+    /// The ed25519 node key (`chorus keygen`); created on first start if
+    /// missing. Default: `<data_dir>/node.key`.
+    pub key_file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial, each with its `/p2p/<peer id>`.
+    pub peers: Vec<Multiaddr>,
+    pub region: String,
+    /// Every message carries it; replicas of another cluster are refused.
+    pub cluster_id: u64,
+    /// Peer ids allowed to connect; others are disconnected. Empty: any
+    /// peer that completes the handshake (development only).
+    pub allowed_peers: Vec<PeerId>,
+    /// 64 hex characters: a pre-shared key for a private network (TCP only;
+    /// it does not cover QUIC).
+    pub psk: Option<String>,
+    pub api: ApiConfig,
+    /// Enables `POST /v1/drill/partition` and `/v1/drill/heal`.
+    pub drills: bool,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    pub replica: ReplicaTuning,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Loopback by default: the API carries no TLS.
+    pub listen: SocketAddr,
+    /// When set, every request but `/v1/health` and `/metrics` needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    pub body_bytes_max: usize,
+}
+
+/// Replica timers and limits; unset ones keep the engine's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaTuning {
+    pub hot_rooms: Option<usize>,
+    pub anti_entropy_interval_ms: Option<u64>,
+    pub round_timeout_ms: Option<u64>,
+    pub push_delay_ms: Option<u64>,
+    pub since_entries_max: Option<u64>,
+    pub log_retention_ms: Option<u64>,
+    pub purge_horizon_ms: Option<u64>,
+    pub end_ack_interval_ms: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "chorus".into(),
+            key_file: None,
+            data_dir: PathBuf::from("chorus-data"),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid address")],
+            peers: Vec::new(),
+            region: "local".into(),
+            cluster_id: 1,
+            allowed_peers: Vec::new(),
+            psk: None,
+            api: ApiConfig::default(),
+            drills: false,
+            log_json: false,
+            replica: ReplicaTuning::default(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            token: None,
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or the defaults), applies the environment, validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?;
+                Self::parse(&text).with_context(|| format!("config {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML; an unknown key or a bad value names the key.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// `CHORUS_<KEY>` overrides the file: NAME, DATA_DIR, LISTEN and PEERS
+    /// (comma-separated), REGION, CLUSTER_ID, ALLOWED_PEERS, PSK,
+    /// API_LISTEN, API_TOKEN, DRILLS, LOG_JSON.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn list<T: std::str::FromStr>(key: &str, text: &str) -> anyhow::Result<Vec<T>>
+        where
+            T::Err: std::fmt::Display,
+        {
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<T>()
+                        .map_err(|e| anyhow::anyhow!("{key}: {s:?}: {e}"))
+                })
+                .collect()
+        }
+        fn one<T: std::str::FromStr>(key: &str, text: &str) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            text.trim()
+                .parse::<T>()
+                .map_err(|e| anyhow::anyhow!("{key}: {text:?}: {e}"))
+        }
+        if let Some(v) = var("CHORUS_NAME") {
+            self.name = v;
+        }
+        if let Some(v) = var("CHORUS_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("CHORUS_LISTEN") {
+            self.listen = list("CHORUS_LISTEN", &v)?;
+        }
+        if let Some(v) = var("CHORUS_PEERS") {
+            self.peers = list("CHORUS_PEERS", &v)?;
+        }
+        if let Some(v) = var("CHORUS_REGION") {
+            self.region = v;
+        }
+        if let Some(v) = var("CHORUS_CLUSTER_ID") {
+            self.cluster_id = one("CHORUS_CLUSTER_ID", &v)?;
+        }
+        if let Some(v) = var("CHORUS_ALLOWED_PEERS") {
+            self.allowed_peers = list("CHORUS_ALLOWED_PEERS", &v)?;
+        }
+        if let Some(v) = var("CHORUS_PSK") {
+            self.psk = Some(v);
+        }
+        if let Some(v) = var("CHORUS_API_LISTEN") {
+            self.api.listen = one("CHORUS_API_LISTEN", &v)?;
+        }
+        if let Some(v) = var("CHORUS_API_TOKEN") {
+            self.api.token = Some(v);
+        }
+        if let Some(v) = var("CHORUS_DRILLS") {
+            self.drills = one("CHORUS_DRILLS", &v)?;
+        }
+        if let Some(v) = var("CHORUS_LOG_JSON") {
+            self.log_json = one("CHORUS_LOG_JSON", &v)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if chorus_engine::NodeId::parse(&self.name).is_err() {
+            bail!(
+                "name = {:?}: use 1-64 characters of [A-Za-z0-9._-]",
+                self.name
+            );
+        }
+        if self.listen.is_empty() {
+            bail!("listen: at least one address is needed");
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer_of(peer).is_none() {
+                bail!("peers[{i}] = {peer}: must end with /p2p/<peer id>");
+            }
+        }
+        if let Some(psk) = &self.psk {
+            if parse_psk(psk).is_none() {
+                bail!("psk: must be 64 hex characters (32 bytes)");
+            }
+        }
+        if self.api.token.as_deref() == Some("") {
+            bail!("api.token: must not be empty (leave it out to disable)");
+        }
+        if self.api.body_bytes_max < 1024 {
+            bail!(
+                "api.body_bytes_max = {}: at least 1024",
+                self.api.body_bytes_max
+            );
+        }
+        let probe = self.replica_config(chorus_engine::NodeId::parse("probe")?);
+        probe
+            .validate()
+            .map_err(|e| anyhow::anyhow!("replica.{e}"))?;
+        Ok(())
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("node.key"))
+    }
+
+    /// The replica's settings, for the replica whose id is `node`.
+    pub fn replica_config(&self, node: chorus_engine::NodeId) -> ReplicaConfig {
+        let mut c = ReplicaConfig::new(node, self.cluster_id);
+        let t = &self.replica;
+        let set = |field: &mut u64, value: Option<u64>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        if let Some(v) = t.hot_rooms {
+            c.hot_rooms = v;
+        }
+        set(&mut c.anti_entropy_interval_ms, t.anti_entropy_interval_ms);
+        set(&mut c.round_timeout_ms, t.round_timeout_ms);
+        set(&mut c.push_delay_ms, t.push_delay_ms);
+        set(&mut c.since_entries_max, t.since_entries_max);
+        set(&mut c.log_retention_ms, t.log_retention_ms);
+        set(&mut c.purge_horizon_ms, t.purge_horizon_ms);
+        set(&mut c.end_ack_interval_ms, t.end_ack_interval_ms);
+        c.peers = self
+            .allowed_peers
+            .iter()
+            .filter_map(|p| chorus_engine::NodeId::parse(p.to_base58()).ok())
+            .collect();
+        c
+    }
+}
+
+/// The peer id at the end of a multiaddr (`/p2p/<id>`).
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+pub fn parse_psk(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_gives_a_valid_loopback_replica() {
+        let config = Config::default();
+        config.validate().expect("defaults are valid");
+        assert!(config.api.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = format!("{:#}", Config::parse("nmae = \"x\"").unwrap_err());
+        assert!(err.contains("nmae"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::parse("[api]\nlisten = \"nowhere\"").unwrap_err()
+        );
+        assert!(err.contains("listen"), "{err}");
+        let mut config = Config::parse("psk = \"abc\"").expect("parses");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("psk"), "{err}");
+        config.psk = None;
+        config.replica.anti_entropy_interval_ms = Some(0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("anti_entropy_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let mut config = Config::parse("name = \"a\"\ncluster_id = 3").expect("parses");
+        let env = |key: &str| match key {
+            "CHORUS_NAME" => Some("b".to_string()),
+            "CHORUS_CLUSTER_ID" => Some("9".to_string()),
+            _ => None,
+        };
+        config.apply_env(env).expect("valid overrides");
+        assert_eq!(config.name, "b");
+        assert_eq!(config.cluster_id, 9);
+        let bad = |key: &str| (key == "CHORUS_CLUSTER_ID").then(|| "nine".to_string());
+        let err = config.apply_env(bad).unwrap_err().to_string();
+        assert!(err.contains("CHORUS_CLUSTER_ID"), "{err}");
+    }
+}

@@ -1,0 +1,193 @@
+//! `/metrics` in the OpenMetrics text format. The counters live in the
+//! sans-IO replica (`ReplicaStats`) and the daemon task and are copied at
+//! scrape time, so they are rendered directly rather than mirrored into a
+//! second registry that could drift from them.
+
+use std::fmt::Write;
+
+use crate::daemon::StatsView;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "# HELP {name} {help}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name}_total {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+pub fn render(s: &StatsView) -> String {
+    let r = &s.replica;
+    let mut out = String::new();
+    counter(
+        &mut out,
+        "chorus_changes_applied",
+        "Remote changes applied.",
+        r.changes_applied,
+    );
+    counter(
+        &mut out,
+        "chorus_changes_rejected",
+        "Remote changes refused.",
+        r.changes_rejected,
+    );
+    counter(
+        &mut out,
+        "chorus_local_writes",
+        "Local writes acknowledged.",
+        r.local_writes,
+    );
+    counter(
+        &mut out,
+        "chorus_local_write_errors",
+        "Local writes refused.",
+        r.local_write_errors,
+    );
+    family(
+        &mut out,
+        "chorus_sent_bytes",
+        "counter",
+        "Bytes sent, by message kind.",
+    );
+    for (kind, t) in &r.sent {
+        let _ = writeln!(
+            out,
+            "chorus_sent_bytes_total{{kind=\"{kind}\"}} {}",
+            t.bytes
+        );
+    }
+    family(
+        &mut out,
+        "chorus_received_bytes",
+        "counter",
+        "Bytes received, by message kind.",
+    );
+    for (kind, t) in &r.received {
+        let _ = writeln!(
+            out,
+            "chorus_received_bytes_total{{kind=\"{kind}\"}} {}",
+            t.bytes
+        );
+    }
+    family(
+        &mut out,
+        "chorus_sync",
+        "counter",
+        "Completed catch-ups, by path.",
+    );
+    for (path, n) in [
+        ("incremental", r.sync_incremental),
+        ("since", r.sync_since),
+        ("full", r.sync_full),
+    ] {
+        let _ = writeln!(out, "chorus_sync_total{{path=\"{path}\"}} {n}");
+    }
+    counter(
+        &mut out,
+        "chorus_rounds_started",
+        "Anti-entropy rounds started.",
+        r.rounds_started,
+    );
+    counter(
+        &mut out,
+        "chorus_rounds_idle",
+        "Rounds that found the replicas equal.",
+        r.rounds_idle,
+    );
+    counter(
+        &mut out,
+        "chorus_rounds_mismatched",
+        "Rounds that found a difference.",
+        r.rounds_started.saturating_sub(r.rounds_idle),
+    );
+    counter(
+        &mut out,
+        "chorus_rounds_timed_out",
+        "Rounds abandoned.",
+        r.rounds_timed_out,
+    );
+    family(
+        &mut out,
+        "chorus_decode_errors",
+        "counter",
+        "Frames that failed to decode, by reason.",
+    );
+    for (reason, n) in &r.decode_errors {
+        let _ = writeln!(out, "chorus_decode_errors_total{{reason=\"{reason}\"}} {n}");
+    }
+    counter(
+        &mut out,
+        "chorus_foreign_cluster",
+        "Messages from another cluster.",
+        r.foreign_cluster,
+    );
+    counter(
+        &mut out,
+        "chorus_pending_dropped",
+        "Out-of-order changes dropped (buffer full).",
+        r.pending_dropped,
+    );
+    counter(&mut out, "chorus_purged", "Rooms purged.", r.purged);
+    counter(
+        &mut out,
+        "chorus_storage_errors",
+        "Store reads that failed.",
+        r.storage_errors,
+    );
+    counter(
+        &mut out,
+        "chorus_refused_connections",
+        "Connections refused (not allowed, or cut by a drill).",
+        s.refused_connections,
+    );
+    counter(
+        &mut out,
+        "chorus_failed_requests",
+        "Requests to peers that failed.",
+        s.failed_requests,
+    );
+    counter(
+        &mut out,
+        "chorus_gossip_received",
+        "Pushes received by gossip.",
+        s.gossip_received,
+    );
+    counter(
+        &mut out,
+        "chorus_pushes_by_request",
+        "Pushes sent by request while gossip had no subscribers.",
+        s.pushes_by_request,
+    );
+    gauge(
+        &mut out,
+        "chorus_connected_peers",
+        "Peers connected now.",
+        s.connected_peers as u64,
+    );
+    gauge(
+        &mut out,
+        "chorus_unsent_pushes",
+        "Pushes held for gossip subscribers.",
+        s.unsent_pushes as u64,
+    );
+    gauge(
+        &mut out,
+        "chorus_command_queue_depth",
+        "API commands waiting for the replica.",
+        s.commands_queued as u64,
+    );
+    gauge(
+        &mut out,
+        "chorus_rooms",
+        "Rooms held (live and purged markers).",
+        s.rooms as u64,
+    );
+    out.push_str("# EOF\n");
+    out
+}

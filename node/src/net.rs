@@ -1,0 +1,151 @@
+//! The libp2p side: TCP + noise + yamux (optionally behind a pre-shared
+//! key), gossipsub for pushes, request-response for everything a sync round
+//! says, ping, an allow-list of peer ids and a block-list for drills.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use either::Either;
+use libp2p::core::upgrade::Version;
+use libp2p::core::Transport;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{allow_block_list, gossipsub, identity, noise, ping, tcp, yamux};
+use libp2p::{PeerId, StreamProtocol, Swarm};
+use serde::{Deserialize, Serialize};
+
+use chorus_engine::replica::wire::{MESSAGE_BYTES_MAX, PUSH_BYTES_MAX};
+
+/// The request-response protocol: one replica message per request.
+pub const SYNC_PROTOCOL: &str = "/chorus/sync/1";
+
+/// A request waits this long for its (empty) acknowledgement. Sync rounds
+/// have their own, longer timeout in the replica.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Concurrent request streams per connection: a round has one request in
+/// flight, pull-backs a few more.
+const STREAMS_MAX: usize = 64;
+
+/// A connection with no open stream is closed after this long; redials
+/// bring it back, and ping keeps live ones busy.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One replica message, carried as CBOR bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Frame(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// The receiver has taken the message (not: acted on it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ack;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Present when `allowed_peers` is set: anyone else is refused right
+    /// after the noise handshake proves their peer id.
+    pub allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+    /// Drills: peers cut off on purpose.
+    pub block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub sync: request_response::cbor::Behaviour<Frame, Ack>,
+    pub ping: ping::Behaviour,
+}
+
+/// The gossipsub topic of a cluster's pushes.
+pub fn push_topic(cluster: u64) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("/chorus/{cluster}/push"))
+}
+
+fn gossipsub_config() -> anyhow::Result<gossipsub::Config> {
+    gossipsub::ConfigBuilder::default()
+        // The defaults (6/5/12) never form a mesh in a 3-replica cluster.
+        .mesh_n(3)
+        .mesh_n_low(1)
+        .mesh_n_high(8)
+        .mesh_outbound_min(1)
+        .flood_publish(true)
+        .heartbeat_interval(Duration::from_millis(500))
+        .max_transmit_size(PUSH_BYTES_MAX + 4 * 1024)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Content-hash ids: the same push relayed twice is one message.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes()[..16].to_vec())
+        })
+        .build()
+        .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))
+}
+
+/// Builds the swarm for `key`, with the allow-list (if any) and the
+/// pre-shared key (if any).
+pub fn build_swarm(
+    key: identity::Keypair,
+    allowed: &[PeerId],
+    psk: Option<[u8; 32]>,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let gossip = gossipsub_config()?;
+    let allowed = allowed.to_vec();
+    let builder = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(move |key| {
+            let noise = noise::Config::new(key)?;
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let base = match psk {
+                Some(psk) => Either::Left(tcp.and_then(move |socket, _| {
+                    libp2p::pnet::PnetConfig::new(libp2p::pnet::PreSharedKey::new(psk))
+                        .handshake(socket)
+                })),
+                None => Either::Right(tcp),
+            };
+            Ok(base
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(Duration::from_secs(20)))
+        })
+        .context("transport")?;
+    #[cfg(feature = "quic")]
+    let builder = builder
+        .with_other_transport(|key| {
+            libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+        })
+        .context("quic transport")?;
+    let swarm = builder
+        .with_behaviour(move |key| {
+            let allow = if allowed.is_empty() {
+                None
+            } else {
+                let mut list =
+                    allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+                for peer in &allowed {
+                    list.allow_peer(*peer);
+                }
+                Some(list)
+            };
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip,
+            )?;
+            let codec = request_response::cbor::codec::Codec::<Frame, Ack>::default()
+                .set_request_size_maximum(MESSAGE_BYTES_MAX as u64 + 1024)
+                .set_response_size_maximum(1024);
+            let sync = request_response::Behaviour::with_codec(
+                codec,
+                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(STREAMS_MAX),
+            );
+            Ok(Behaviour {
+                allow: Toggle::from(allow),
+                block: allow_block_list::Behaviour::default(),
+                gossipsub,
+                sync,
+                ping: ping::Behaviour::new(ping::Config::new()),
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
