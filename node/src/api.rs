@@ -146,6 +146,28 @@ where
     }
 }
 
+/// A raw body whose rejections (too large, unreadable) are JSON errors.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "invalid"
+                };
+                Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
 fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
@@ -203,6 +225,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -291,7 +320,7 @@ struct RoomBody {
 async fn upsert_room(
     State(state): State<ApiState>,
     Path(room): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     // The body is optional: an empty one creates the room with defaults.
@@ -406,7 +435,7 @@ async fn export_room(
 async fn import_room(
     State(state): State<ApiState>,
     Path(room): Path<String>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     if bytes.is_empty() {

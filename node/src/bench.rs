@@ -25,7 +25,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-pub async fn propagation(nodes: usize, writes: usize) -> anyhow::Result<bool> {
+/// `rate`: writes per second offered (0: as fast as acknowledgements allow).
+pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Result<bool> {
     if nodes < 2 || writes == 0 {
         bail!("--nodes must be at least 2 and --writes at least 1");
     }
@@ -88,6 +89,10 @@ pub async fn propagation(nodes: usize, writes: usize) -> anyhow::Result<bool> {
     let mut sent: Vec<(String, Instant)> = Vec::with_capacity(writes);
     let start = Instant::now();
     for i in 0..writes {
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let room = format!("p-{i}");
         let (tx, rx) = oneshot::channel();
         let at = Instant::now();
@@ -139,7 +144,14 @@ pub async fn propagation(nodes: usize, writes: usize) -> anyhow::Result<bool> {
     latencies.sort();
     all_replicas.sort();
     let rate = writes as f64 / write_time.as_secs_f64();
-    println!("propagation: {nodes} daemons on loopback, {writes} writes into one replica");
+    let offered = if rate > 0.0 {
+        format!("offered at {rate:.0}/s")
+    } else {
+        "offered as fast as acknowledged".to_string()
+    };
+    println!(
+        "propagation: {nodes} daemons on loopback, {writes} writes into one replica, {offered}"
+    );
     println!("  writes acknowledged: {rate:.0}/s (durable: each flushed to sled before its ack)");
     println!(
         "  write -> applied on a replica:      p50 {:?}  p99 {:?}  max {:?}  ({} deliveries)",

@@ -90,6 +90,9 @@ enum BenchWhat {
         nodes: usize,
         #[arg(long, default_value_t = 1000)]
         writes: usize,
+        /// Writes per second offered; 0 writes as fast as acknowledgements allow.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
     },
 }
 
@@ -176,9 +179,13 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             demo::run().await
         }
         Command::Bench { what } => match what {
-            BenchWhat::Propagation { nodes, writes } => {
+            BenchWhat::Propagation {
+                nodes,
+                writes,
+                rate,
+            } => {
                 init_logs(false, "warn");
-                bench::propagation(nodes, writes).await
+                bench::propagation(nodes, writes, rate).await
             }
         },
     }
