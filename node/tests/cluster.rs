@@ -382,3 +382,70 @@ async fn bad_requests_get_4xx_with_a_code_and_a_message() {
     assert_eq!(room["id"], "ok");
     node.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_stream_resumes_and_automerge_bytes_round_trip() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
+        .await
+        .expect("a");
+    let lone = daemon::start(local_config("lone", &root.path().join("l"), Vec::new()))
+        .await
+        .expect("an unconnected replica");
+    let ca = client_of(&a).expect("client");
+    for room in ["e1", "e2", "e3"] {
+        let _: Value = ca
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/rooms/{room}"),
+                &json!({}),
+            )
+            .await
+            .expect("create");
+    }
+    // Resume after event 1: events 2 and 3 are replayed, with their ids.
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/v1/changes", a.api))
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 200);
+    let mut response = response;
+    let mut text = String::new();
+    while !(text.contains("\"e3\"")) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), response.chunk())
+            .await
+            .expect("events arrive")
+            .expect("stream")
+            .expect("not closed");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("id: 2") && text.contains("\"e2\""), "{text}");
+    assert!(!text.contains("\"e1\""), "event 1 was acknowledged: {text}");
+
+    // A room's automerge bytes merge into a replica that never saw it.
+    let bytes = reqwest::get(format!("http://{}/v1/rooms/e2/automerge", a.api))
+        .await
+        .expect("export")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert!(bytes.len() > 50);
+    let cl = client_of(&lone).expect("client");
+    let (status, body) = cl
+        .raw(
+            reqwest::Method::POST,
+            "/v1/rooms/e2/automerge",
+            "application/octet-stream",
+            bytes.to_vec(),
+        )
+        .await
+        .expect("import");
+    assert_eq!(status, 200, "{body}");
+    let imported: Value = cl.get("/v1/rooms/e2").await.expect("read");
+    let original: Value = ca.get("/v1/rooms/e2").await.expect("read");
+    assert_eq!(imported, original);
+    a.stop().await.expect("stop");
+    lone.stop().await.expect("stop");
+}
