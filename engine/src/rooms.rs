@@ -189,6 +189,67 @@ impl RoomSet {
             .is_some_and(|h| h.doc.has_change(&hash)))
     }
 
+    /// Hash prefixes of up to `limit` ancestors of the room's heads: the
+    /// nearest `NEAR`, then every power of two further back (a peer finds
+    /// our newest shared change among them; see `wire::RoomHeads`).
+    pub fn ancestry(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        limit: usize,
+    ) -> Result<Vec<[u8; 8]>, Error> {
+        const NEAR: usize = 8;
+        const SCAN: usize = 256;
+        let Some(hot) = self.load(store, room)? else {
+            return Ok(Vec::new());
+        };
+        let all = hot.doc.ancestors(SCAN);
+        let picked = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < NEAR || (i + 1).is_power_of_two())
+            .map(|(_, hash)| prefix(hash))
+            .take(limit)
+            .collect();
+        Ok(picked)
+    }
+
+    /// The changes of `room` a peer lacks, given its heads and ancestry
+    /// hints: walks back from our heads to the newest changes it shares.
+    pub fn changes_for(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        their_heads: &[ChangeHash],
+        ancestry: &[[u8; 8]],
+    ) -> Result<Vec<Change>, Error> {
+        /// Changes walked back through while looking for a shared one.
+        const SCAN: usize = 512;
+        let Some(hot) = self.load(store, room)? else {
+            return Ok(Vec::new());
+        };
+        let known: Vec<ChangeHash> = their_heads
+            .iter()
+            .filter(|h| hot.doc.has_change(h))
+            .copied()
+            .collect();
+        if known.len() == their_heads.len() || ancestry.is_empty() {
+            return Ok(hot.doc.changes_since(&known));
+        }
+        // Some of their heads are unknown here: they wrote too. Anything
+        // both hold stops the walk; what it found, they have.
+        let hints: std::collections::HashSet<[u8; 8]> = ancestry.iter().copied().collect();
+        let mut have: Vec<ChangeHash> = hot
+            .doc
+            .walk_back(SCAN, |h| known.contains(h) || hints.contains(&prefix(h)))
+            .into_iter()
+            .filter(|(_, shared)| *shared)
+            .map(|(hash, _)| hash)
+            .collect();
+        have.extend(known);
+        Ok(hot.doc.changes_since(&have))
+    }
+
     /// One change of a room by hash (for serving the change log).
     pub fn change(
         &mut self,
@@ -583,4 +644,11 @@ fn index_updates(room: &RoomId, before: &IndexView, after: &IndexView, batch: &m
             );
         }
     }
+}
+
+/// The first 8 bytes of a change hash, as ancestry hints carry them.
+fn prefix(hash: &ChangeHash) -> [u8; 8] {
+    let mut out = [0; 8];
+    out.copy_from_slice(&hash.0[..8]);
+    out
 }

@@ -38,11 +38,15 @@ fn sample_frames() -> Vec<Vec<u8>> {
         },
         Body::ChangesReq {
             round: 9,
-            rooms: vec![(room.clone(), vec![WireHead([5; 32])])],
+            rooms: vec![chorus_engine::replica::wire::RoomHeads {
+                room: room.clone(),
+                heads: vec![WireHead([5; 32])],
+                ancestry: vec![[6; 8]],
+            }],
         },
         Body::LeafResp {
             round: 1,
-            rooms: vec![(room, [1; 16])],
+            rooms: vec![(room, [1; 8])],
         },
         Body::TreeReq {
             round: 2,

@@ -17,7 +17,8 @@ use serde_bytes::ByteBuf;
 use super::digest::{purged_item, DEPTH, FANOUT};
 use super::serve::parse_changes;
 use super::wire::{
-    Body, Digest, RoomChanges, RoomDocument, KNOWN_HASHES_MAX, ROOMS_PER_MESSAGE_MAX,
+    short, Body, Digest, RoomChanges, RoomDocument, ShortDigest, KNOWN_HASHES_MAX,
+    ROOMS_PER_MESSAGE_MAX,
 };
 use super::{Event, Replica, SyncPath};
 use crate::hlc::Timestamp;
@@ -268,7 +269,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_tree(&mut self, peer: &NodeId, id: u64, level: u8, children: &[Digest]) {
+    pub(super) fn on_tree(&mut self, peer: &NodeId, id: u64, level: u8, children: &[ShortDigest]) {
         let Some(round) = self.round_mut(peer, id) else {
             return;
         };
@@ -290,7 +291,7 @@ impl Replica {
             let ours = self.rooms.tree().children(level, *node).unwrap_or(&[]);
             let theirs = &children[i * FANOUT..(i + 1) * FANOUT];
             for (child, digest) in theirs.iter().enumerate() {
-                if ours.get(child) != Some(digest) {
+                if ours.get(child).map(short).as_ref() != Some(digest) {
                     differing.push(node * FANOUT as u32 + child as u32);
                 }
             }
@@ -323,7 +324,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_leaves(&mut self, peer: &NodeId, id: u64, rooms: Vec<(RoomId, Digest)>) {
+    pub(super) fn on_leaves(&mut self, peer: &NodeId, id: u64, rooms: Vec<(RoomId, ShortDigest)>) {
         let Some(round) = self.round_mut(peer, id) else {
             return;
         };
@@ -334,11 +335,11 @@ impl Replica {
         let mut wanted = Vec::new();
         let mut purged_here = Vec::new();
         for (room, theirs) in rooms {
-            let ours = self.rooms.tree().item(&room);
+            let ours = self.rooms.tree().item(&room).map(|d| short(&d));
             if ours == Some(theirs) {
                 continue;
             }
-            if theirs == purged_item(&room) {
+            if theirs == short(&purged_item(&room)) {
                 self.purge_room(&room);
             } else if self.rooms.is_purged(&room) {
                 purged_here.push(room);

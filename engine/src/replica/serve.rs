@@ -6,7 +6,10 @@ use serde_bytes::ByteBuf;
 
 use super::digest::DEPTH;
 use super::overlay::Overlay;
-use super::wire::{Body, Digest, RoomChanges, RoomDocument, WireHead, SYNC_BATCH_BYTES_MAX};
+use super::wire::{
+    Body, Digest, RoomChanges, RoomDocument, RoomHeads, WireHead, ANCESTRY_MAX,
+    SYNC_BATCH_BYTES_MAX,
+};
 use super::{unique, Replica};
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
@@ -63,13 +66,25 @@ impl Replica {
         }
     }
 
-    /// Our heads of each room, for a `ChangesReq`.
-    pub(super) fn heads_of(&mut self, rooms: Vec<RoomId>) -> Vec<(RoomId, Vec<WireHead>)> {
+    /// Our heads of each room, with ancestry hints, for a `ChangesReq`.
+    pub(super) fn heads_of(&mut self, rooms: Vec<RoomId>) -> Vec<RoomHeads> {
         rooms
             .into_iter()
             .map(|room| {
                 let heads = self.heads(&room).unwrap_or_default();
-                (room, heads.into_iter().map(WireHead::from).collect())
+                let view = Overlay {
+                    base: self.store.as_ref(),
+                    staged: &self.staged,
+                };
+                let ancestry = self
+                    .rooms
+                    .ancestry(&view, &room, ANCESTRY_MAX)
+                    .unwrap_or_default();
+                RoomHeads {
+                    room,
+                    heads: heads.into_iter().map(WireHead::from).collect(),
+                    ancestry,
+                }
             })
             .collect()
     }
@@ -123,7 +138,7 @@ impl Replica {
         let mut children = Vec::with_capacity(nodes.len() * super::digest::FANOUT);
         for node in nodes {
             match self.rooms.tree().children(level, *node) {
-                Some(kids) => children.extend_from_slice(kids),
+                Some(kids) => children.extend(kids.iter().map(super::wire::short)),
                 None => {
                     let reason = format!("tree node {node} out of range at level {level}");
                     self.emit(super::Event::Rejected {
@@ -148,22 +163,23 @@ impl Replica {
         let rooms = buckets
             .iter()
             .flat_map(|b| self.rooms.tree().leaf(*b))
+            .map(|(room, item)| (room, super::wire::short(&item)))
             .collect();
         self.send(from, Body::LeafResp { round, rooms });
     }
 
-    pub(super) fn serve_changes(
-        &mut self,
-        from: &NodeId,
-        round: u64,
-        rooms: Vec<(RoomId, Vec<WireHead>)>,
-    ) {
+    pub(super) fn serve_changes(&mut self, from: &NodeId, round: u64, rooms: Vec<RoomHeads>) {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut truncated = false;
         let mut pull_back = Vec::new();
         let mut purged = Vec::new();
-        for (room, their_heads) in rooms {
+        for RoomHeads {
+            room,
+            heads: their_heads,
+            ancestry,
+        } in rooms
+        {
             if self.rooms.is_purged(&room) {
                 purged.push(room);
                 continue;
@@ -184,9 +200,13 @@ impl Replica {
                 // They hold changes we lack: pull them back.
                 pull_back.push(room.clone());
             }
+            let heads: Vec<automerge::ChangeHash> = their_heads
+                .iter()
+                .map(|h| automerge::ChangeHash(h.0))
+                .collect();
             let changes = self
                 .rooms
-                .changes_since(&view, &room, &known)
+                .changes_for(&view, &room, &heads, &ancestry)
                 .unwrap_or_default();
             let mut list = Vec::new();
             for change in changes {

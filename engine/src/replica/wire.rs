@@ -32,12 +32,32 @@ pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
 /// Past it the since path still converges; it just resends more.
 pub const KNOWN_HASHES_MAX: usize = 8192;
 
+/// Most ancestry hints per room in a `ChangesReq` (see [`RoomHeads`]).
+pub const ANCESTRY_MAX: usize = 16;
+
+/// Most heads per room in a `ChangesReq`: a room with more concurrent
+/// branches than this is not a session record.
+pub const HEADS_MAX: usize = 256;
+
 /// Most digest-tree nodes asked for in one request: a whole tree level.
 pub const NODES_PER_REQUEST_MAX: usize = 4096;
 
 /// A digest: blake3 truncated to 128 bits. Collisions need 2^64 work, and
 /// peers are authenticated, so 16 bytes are plenty and halve the tree's bytes.
 pub type Digest = [u8; 16];
+
+/// A digest below the root as a round's walk carries it: its first 8 bytes.
+/// A false match needs a 2^-64 coincidence between two authenticated
+/// replicas' digests, and the 16-byte roots still differ, so it only hides
+/// one subtree from one walk; halving these bytes halves the walk's cost.
+pub type ShortDigest = [u8; 8];
+
+/// The first 8 bytes of a digest.
+pub fn short(digest: &Digest) -> ShortDigest {
+    let mut out = [0; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
 
 /// One change hash on the wire: 32 raw bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -53,6 +73,17 @@ impl From<WireHead> for Head {
     fn from(h: WireHead) -> Self {
         Head(h.0)
     }
+}
+
+/// One room in a `ChangesReq`: our heads, and hash prefixes of some of
+/// their ancestors (the nearest ones, then sparser). When the peer knows
+/// none of our heads (both sides wrote), it finds the newest change we share
+/// among these and sends only what came after it, not the room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomHeads {
+    pub room: RoomId,
+    pub heads: Vec<WireHead>,
+    pub ancestry: Vec<[u8; 8]>,
 }
 
 /// Raw automerge change bytes for one room.
@@ -106,19 +137,16 @@ pub enum Body {
     TreeResp {
         round: u64,
         level: u8,
-        children: Vec<Digest>,
+        children: Vec<ShortDigest>,
     },
     /// The rooms (and their digests) in these leaf buckets.
     LeafReq { round: u64, buckets: Vec<u32> },
     LeafResp {
         round: u64,
-        rooms: Vec<(RoomId, Digest)>,
+        rooms: Vec<(RoomId, ShortDigest)>,
     },
     /// "These are my heads of each room; send what I lack."
-    ChangesReq {
-        round: u64,
-        rooms: Vec<(RoomId, Vec<WireHead>)>,
-    },
+    ChangesReq { round: u64, rooms: Vec<RoomHeads> },
     /// `truncated`: the byte budget cut the answer; ask again.
     ChangesResp {
         round: u64,
@@ -236,7 +264,14 @@ impl Body {
             Body::Push { rooms }
             | Body::ChangesResp { rooms, .. }
             | Body::SinceResp { rooms, .. } => check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX),
-            Body::ChangesReq { rooms, .. } => check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX),
+            Body::ChangesReq { rooms, .. } => {
+                check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)?;
+                for r in rooms {
+                    check("heads", r.heads.len(), HEADS_MAX)?;
+                    check("ancestry", r.ancestry.len(), ANCESTRY_MAX)?;
+                }
+                Ok(())
+            }
             Body::LeafResp { .. } | Body::TreeResp { .. } => Ok(()),
             Body::TreeReq { nodes, .. } => check("nodes", nodes.len(), NODES_PER_REQUEST_MAX),
             Body::LeafReq { buckets, .. } => check("buckets", buckets.len(), NODES_PER_REQUEST_MAX),

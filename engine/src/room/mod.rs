@@ -143,6 +143,50 @@ impl RoomDoc {
         self.doc.save()
     }
 
+    /// Up to `limit` ancestors of the heads (the heads excluded), nearest
+    /// first, read from change metadata (no op is decoded).
+    pub fn ancestors(&self, limit: usize) -> Vec<ChangeHash> {
+        let heads = self.doc.get_heads();
+        self.walk_back(limit + heads.len(), |_| false)
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .filter(|hash| !heads.contains(hash))
+            .take(limit)
+            .collect()
+    }
+
+    /// Walks back from the heads (included) through dependencies, breadth
+    /// first, visiting at most `limit` changes. A change for which `stop`
+    /// holds is not walked past; it comes back marked `true`.
+    pub fn walk_back(
+        &self,
+        limit: usize,
+        mut stop: impl FnMut(&ChangeHash) -> bool,
+    ) -> Vec<(ChangeHash, bool)> {
+        let heads = self.doc.get_heads();
+        let mut seen: std::collections::HashSet<ChangeHash> = heads.iter().copied().collect();
+        let mut queue: std::collections::VecDeque<ChangeHash> = heads.into_iter().collect();
+        let mut out = Vec::new();
+        while let Some(hash) = queue.pop_front() {
+            if out.len() == limit {
+                break;
+            }
+            let stopped = stop(&hash);
+            out.push((hash, stopped));
+            if stopped {
+                continue;
+            }
+            if let Some(meta) = self.doc.get_change_meta_by_hash(&hash) {
+                for dep in meta.deps {
+                    if seen.insert(dep) {
+                        queue.push_back(dep);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Changes a peer whose heads are `have` lacks.
     pub fn changes_since(&self, have: &[ChangeHash]) -> Vec<Change> {
         self.doc.get_changes(have)
