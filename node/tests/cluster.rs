@@ -234,8 +234,14 @@ async fn a_sigkilled_replica_keeps_its_acknowledged_writes_and_catches_up() {
     wait_for("equal", || all_equal(&both, &rooms))
         .await
         .expect("equal after catch-up");
-    b2.child.kill().expect("kill");
-    let _ = b2.child.wait();
+    // SIGTERM: a graceful stop (flush, close) and a clean exit.
+    let term = Command::new("kill")
+        .args(["-TERM", &b2.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = b2.child.wait().expect("the daemon exits");
+    assert!(status.success(), "SIGTERM must stop the daemon cleanly: {status}");
     a.stop().await.expect("stop a");
 }
 
