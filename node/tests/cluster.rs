@@ -241,7 +241,10 @@ async fn a_sigkilled_replica_keeps_its_acknowledged_writes_and_catches_up() {
         .expect("kill -TERM");
     assert!(term.success());
     let status = b2.child.wait().expect("the daemon exits");
-    assert!(status.success(), "SIGTERM must stop the daemon cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must stop the daemon cleanly: {status}"
+    );
     a.stop().await.expect("stop a");
 }
 
