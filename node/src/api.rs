@@ -120,6 +120,16 @@ fn engine_error(err: EngineError) -> ApiError {
     ApiError::new(status, code, message)
 }
 
+/// An extractor's rejection as a JSON error.
+fn rejected(status: StatusCode, message: String) -> ApiError {
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "invalid"
+    };
+    ApiError::new(status, code, message)
+}
+
 /// JSON bodies whose rejections are `{code, message}` 4xx errors.
 pub struct Json<T>(pub T);
 
@@ -133,15 +143,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too_large"
-                } else {
-                    "invalid"
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
-            }
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
         }
     }
 }
@@ -155,15 +157,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Body(bytes)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too_large"
-                } else {
-                    "invalid"
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
-            }
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use chorus_engine::replica::ReplicaConfig;
+use chorus_engine::replica::{ReplicaConfig, ReplicaTuning};
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
@@ -42,6 +42,7 @@ pub struct Config {
     pub drills: bool,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Replica timers and limits; unset ones keep the engine's defaults.
     pub replica: ReplicaTuning,
 }
 
@@ -54,20 +55,6 @@ pub struct ApiConfig {
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
     pub body_bytes_max: usize,
-}
-
-/// Replica timers and limits; unset ones keep the engine's defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplicaTuning {
-    pub hot_rooms: Option<usize>,
-    pub anti_entropy_interval_ms: Option<u64>,
-    pub round_timeout_ms: Option<u64>,
-    pub push_delay_ms: Option<u64>,
-    pub since_entries_max: Option<u64>,
-    pub log_retention_ms: Option<u64>,
-    pub purge_horizon_ms: Option<u64>,
-    pub end_ack_interval_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -217,7 +204,7 @@ impl Config {
         let probe = self.replica_config(chorus_engine::NodeId::parse("probe")?);
         probe
             .validate()
-            .map_err(|e| anyhow::anyhow!("replica.{e}"))?;
+            .map_err(|e| anyhow::anyhow!("replica: {e}"))?;
         Ok(())
     }
 
@@ -230,22 +217,7 @@ impl Config {
     /// The replica's settings, for the replica whose id is `node`.
     pub fn replica_config(&self, node: chorus_engine::NodeId) -> ReplicaConfig {
         let mut c = ReplicaConfig::new(node, self.cluster_id);
-        let t = &self.replica;
-        let set = |field: &mut u64, value: Option<u64>| {
-            if let Some(v) = value {
-                *field = v;
-            }
-        };
-        if let Some(v) = t.hot_rooms {
-            c.hot_rooms = v;
-        }
-        set(&mut c.anti_entropy_interval_ms, t.anti_entropy_interval_ms);
-        set(&mut c.round_timeout_ms, t.round_timeout_ms);
-        set(&mut c.push_delay_ms, t.push_delay_ms);
-        set(&mut c.since_entries_max, t.since_entries_max);
-        set(&mut c.log_retention_ms, t.log_retention_ms);
-        set(&mut c.purge_horizon_ms, t.purge_horizon_ms);
-        set(&mut c.end_ack_interval_ms, t.end_ack_interval_ms);
+        self.replica.apply(&mut c);
         c.peers = self
             .allowed_peers
             .iter()

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use chorus_engine::replica::ReplicaConfig;
+pub use chorus_engine::replica::ReplicaTuning;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::DRIFT_PPM_MAX;
@@ -70,72 +71,6 @@ impl Default for WorkloadConfig {
         Self {
             ops_per_sec: default_ops(),
         }
-    }
-}
-
-/// Replica settings a scenario may override; unset ones keep the engine's
-/// defaults (`ReplicaConfig::new`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicaTuning {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anti_entropy_interval_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub round_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push_delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since_entries_max: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_retention_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_trim_interval_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purge_horizon_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_ack_interval_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hot_rooms: Option<usize>,
-}
-
-impl ReplicaTuning {
-    pub fn apply(&self, c: &mut ReplicaConfig) {
-        let set = |target: &mut u64, value: Option<u64>| {
-            if let Some(v) = value {
-                *target = v;
-            }
-        };
-        set(
-            &mut c.anti_entropy_interval_ms,
-            self.anti_entropy_interval_ms,
-        );
-        set(&mut c.round_timeout_ms, self.round_timeout_ms);
-        set(&mut c.push_delay_ms, self.push_delay_ms);
-        set(&mut c.since_entries_max, self.since_entries_max);
-        set(&mut c.log_retention_ms, self.log_retention_ms);
-        set(&mut c.log_trim_interval_ms, self.log_trim_interval_ms);
-        set(&mut c.purge_horizon_ms, self.purge_horizon_ms);
-        set(&mut c.end_ack_interval_ms, self.end_ack_interval_ms);
-        if let Some(hot) = self.hot_rooms {
-            c.hot_rooms = hot;
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
-            ("round_timeout_ms", self.round_timeout_ms),
-            ("log_retention_ms", self.log_retention_ms),
-            ("log_trim_interval_ms", self.log_trim_interval_ms),
-            ("end_ack_interval_ms", self.end_ack_interval_ms),
-            ("hot_rooms", self.hot_rooms.map(|h| h as u64)),
-        ];
-        for (key, value) in positive {
-            if value == Some(0) {
-                return Err(format!("replica.{key} = 0: must be at least 1"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -373,7 +308,12 @@ impl Scenario {
                 "workload.ops_per_sec = {ops}: must be between 0 and 100000"
             ));
         }
-        self.replica.validate()?;
+        let mut probe = ReplicaConfig::new(
+            chorus_engine::NodeId::parse("probe").map_err(|e| e.to_string())?,
+            0,
+        );
+        self.replica.apply(&mut probe);
+        probe.validate().map_err(|e| format!("replica: {e}"))?;
         let c = &self.checks;
         for (key, value) in [("interval_ms", c.interval_ms), ("sample_ms", c.sample_ms)] {
             if value == 0 {

@@ -47,6 +47,7 @@ mod push;
 mod round;
 mod serve;
 pub mod stats;
+mod tuning;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -57,6 +58,7 @@ use automerge::Change;
 
 pub use config::ReplicaConfig;
 pub use stats::ReplicaStats;
+pub use tuning::ReplicaTuning;
 
 use crate::error::Error;
 use crate::events::{ChangeEvent, ChangeKind, Origin};
