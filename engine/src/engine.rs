@@ -18,6 +18,7 @@ use crate::limits::{
     EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, IMPORT_BYTES_MAX, WRITE_SHARDS_DEFAULT,
 };
 use crate::model::*;
+use crate::resume::Resumed;
 use crate::room::{RoomOp, WriteCtx};
 use crate::rooms::RoomSet;
 use crate::storage::{keys, Batch, Kv, MemKv, SledKv, StorageError};
@@ -337,6 +338,13 @@ impl Engine {
     /// The room after every conflict rule, or `None` if unknown.
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomSnapshot>> {
         self.shard(room).snapshot(self.kv.as_ref(), room)
+    }
+
+    /// Client resume: checks `token` against the session's stored hash and
+    /// returns who hosts the call now (see [`crate::resume`]).
+    pub fn resume(&self, room: &RoomId, session: &SessionId, token: &str) -> Result<Resumed> {
+        let snapshot = self.room(room)?;
+        crate::resume::resume(room, snapshot.as_ref(), session, token)
     }
 
     /// Every room, from the index (no room is loaded).

@@ -38,6 +38,11 @@ pub enum Error {
     SchemaVersion { found: u64 },
     #[error("room {room} document is malformed: {reason}")]
     Corrupt { room: RoomId, reason: String },
+    #[error("resume of session {session} refused: {reason}")]
+    ResumeRefused {
+        session: SessionId,
+        reason: &'static str,
+    },
     #[error("automerge bytes rejected: {0}")]
     Automerge(String),
     #[error("import of {len} bytes refused: the limit is {max}")]

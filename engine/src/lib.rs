@@ -12,6 +12,7 @@ pub mod model;
 #[cfg(feature = "mutations")]
 pub mod mutation;
 pub mod replica;
+pub mod resume;
 pub mod room;
 pub mod rooms;
 pub mod storage;
@@ -22,6 +23,7 @@ pub use error::{Error, Result};
 pub use events::{ChangeEvent, ChangeKind, Origin};
 pub use ids::{IdError, NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId};
 pub use model::*;
+pub use resume::Resumed;
 pub use room::RoomOp;
 pub use subscription::{RecvError, Subscription};
 

@@ -115,6 +115,7 @@ fn engine_error(err: EngineError) -> ApiError {
         E::StaleOwner { .. } => (StatusCode::CONFLICT, "stale_owner"),
         E::OverCapacity { .. } => (StatusCode::CONFLICT, "over_capacity"),
         E::NotPermitted { .. } => (StatusCode::FORBIDDEN, "not_permitted"),
+        E::ResumeRefused { .. } => (StatusCode::FORBIDDEN, "resume_refused"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     ApiError::new(status, code, message)
@@ -204,6 +205,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/rooms/{room}/participants/{session}/owner",
             put(set_owner),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{session}/resume",
+            post(resume),
         )
         .route(
             "/v1/rooms/{room}/automerge",
@@ -407,6 +412,28 @@ async fn set_owner(
 ) -> Result<Response, ApiError> {
     let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
     write(&state, room_id(&room)?, RoomOp::SetOwner { session, owner }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    token: String,
+}
+
+/// A client resuming on this replica: its token is checked against the
+/// replicated hash; the answer is the call's current owner and state.
+async fn resume(
+    State(state): State<ApiState>,
+    Path((room, session)): Path<(String, String)>,
+    Json(body): Json<ResumeBody>,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
+    let id = room.clone();
+    let snapshot = ask(&state, |reply| Command::Room { room: id, reply }).await??;
+    let resumed = chorus_engine::resume::resume(&room, snapshot.as_ref(), &session, &body.token)
+        .map_err(engine_error)?;
+    Ok(axum::Json(resumed).into_response())
 }
 
 async fn export_room(

@@ -12,7 +12,10 @@ use chorus_node::daemon;
 use chorus_node::demo::{all_equal, client_of, local_config, start_cluster, wait_for};
 
 fn join(session: &str, user: &str) -> Value {
-    json!({"session": session, "user": user, "role": "host", "owner": "media-1", "region": "eu"})
+    json!({
+        "session": session, "user": user, "role": "host", "owner": "media-1", "region": "eu",
+        "resume_token": format!("t-{session}"),
+    })
 }
 
 async fn connected(client: &Client) -> usize {
@@ -123,6 +126,27 @@ async fn writes_replicate_and_a_partition_heals_into_one_state() {
         merged["sessions"]["s-1"]["owner"],
         json!({"epoch": 5, "node": "media-c"})
     );
+    // The client resumes on a replica it never talked to and learns the
+    // merged owner; a wrong token is refused.
+    let resumed: Value = c[1]
+        .send(
+            reqwest::Method::POST,
+            "/v1/rooms/r1/participants/s-1/resume",
+            &json!({"token": "t-s-1"}),
+        )
+        .await
+        .expect("resume");
+    assert_eq!(resumed["owner"], json!({"epoch": 5, "node": "media-c"}));
+    let (status, body) = c[2]
+        .raw(
+            reqwest::Method::POST,
+            "/v1/rooms/r1/participants/s-1/resume",
+            "application/json",
+            br#"{"token": "guess"}"#.to_vec(),
+        )
+        .await
+        .expect("request");
+    assert_eq!(status, 403, "{body}");
     for node in nodes {
         node.stop().await.expect("clean stop");
     }
