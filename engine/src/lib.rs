@@ -11,6 +11,7 @@ pub mod limits;
 pub mod model;
 #[cfg(feature = "mutations")]
 pub mod mutation;
+pub mod placement;
 pub mod replica;
 pub mod resume;
 pub mod room;
