@@ -215,6 +215,7 @@ pub fn router(state: ApiState) -> Router {
             get(export_room).post(import_room),
         )
         .route("/v1/cluster", get(cluster))
+        .route("/v1/incidents", get(incidents))
         .route("/v1/changes", get(changes))
         .route("/v1/drill/partition", post(drill_partition))
         .route("/v1/drill/heal", post(drill_heal))
@@ -465,6 +466,43 @@ async fn import_room(
     let bytes = bytes.to_vec();
     let ack = ask(&state, |reply| Command::Import { room, bytes, reply }).await??;
     Ok(axum::Json(ack).into_response())
+}
+
+/// Journal entries returned by one `GET /v1/incidents` at most.
+const INCIDENTS_PER_PAGE_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentQuery {
+    /// The `at` of the last entry already seen.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The incident journal, oldest first; page with `after`.
+async fn incidents(
+    State(state): State<ApiState>,
+    query: Result<axum::extract::Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let after = match query.after.as_deref() {
+        Some(text) => Some(
+            chorus_engine::hlc::Timestamp::parse(text)
+                .ok_or_else(|| ApiError::bad("after: not a journal timestamp"))?,
+        ),
+        None => None,
+    };
+    let limit = query
+        .limit
+        .unwrap_or(INCIDENTS_PER_PAGE_MAX)
+        .min(INCIDENTS_PER_PAGE_MAX);
+    let entries = ask(&state, |reply| Command::Incidents {
+        after,
+        limit,
+        reply,
+    })
+    .await??;
+    Ok(axum::Json(entries).into_response())
 }
 
 async fn cluster(State(state): State<ApiState>) -> Result<Response, ApiError> {

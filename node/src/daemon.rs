@@ -90,6 +90,11 @@ pub enum Command {
         after: Option<u64>,
         reply: oneshot::Sender<Subscription>,
     },
+    Incidents {
+        after: Option<chorus_engine::hlc::Timestamp>,
+        limit: usize,
+        reply: Reply<Vec<chorus_engine::replica::Incident>>,
+    },
     /// `Some(peers)`: cut them off; `None`: reconnect everyone cut off.
     Drill {
         partition: Option<Vec<PeerId>>,
@@ -691,6 +696,14 @@ impl Driver {
             }
             Command::Cluster { reply } => {
                 let _ = reply.send(self.cluster_view());
+            }
+            Command::Incidents {
+                after,
+                limit,
+                reply,
+            } => {
+                let incidents = self.replica.incidents(after.as_ref(), limit);
+                let _ = reply.send(incidents.map_err(Refusal::Engine));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(StatsView {

@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         action: RoomsAction,
     },
+    /// The replica's incident journal as a timeline.
+    Incidents {
+        #[command(flatten)]
+        api: Api,
+    },
     /// Three replicas on loopback: replication, a partition drill, the merge.
     Demo,
     /// Benchmarks against real daemons on loopback.
@@ -172,6 +177,22 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 RoomsAction::End { room } => client.delete(&format!("/v1/rooms/{room}")).await?,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(true)
+        }
+        Command::Incidents { api } => {
+            let client = Client::new(api.api, api.token)?;
+            let entries: Vec<Value> = client.get("/v1/incidents").await?;
+            for e in entries {
+                let wall = e["at"]
+                    .as_str()
+                    .and_then(chorus_engine::hlc::Timestamp::parse);
+                let when = wall.map_or_else(|| "?".to_string(), |t| format!("{} ms", t.wall_ms));
+                println!(
+                    "{when:>16}  {:<10} {}",
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
             Ok(true)
         }
         Command::Demo => {

@@ -126,6 +126,27 @@ async fn writes_replicate_and_a_partition_heals_into_one_state() {
         merged["sessions"]["s-1"]["owner"],
         json!({"epoch": 5, "node": "media-c"})
     );
+    // C's journal tells the story: peers lost, regained, and the catch-up.
+    let journal: Vec<Value> = c[2].get("/v1/incidents").await.expect("incidents");
+    let kinds: Vec<&str> = journal.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["peer_up", "peer_down", "catch_up"] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    let down = kinds.iter().position(|k| *k == "peer_down").expect("down");
+    assert!(
+        kinds[down..].contains(&"catch_up"),
+        "a catch-up after the cut: {kinds:?}"
+    );
+    let (status, _) = c[2]
+        .raw(
+            reqwest::Method::GET,
+            "/v1/incidents?after=nonsense",
+            "application/json",
+            Vec::new(),
+        )
+        .await
+        .expect("request");
+    assert_eq!(status, 400);
     // The client resumes on a replica it never talked to and learns the
     // merged owner; a wrong token is refused.
     let resumed: Value = c[1]

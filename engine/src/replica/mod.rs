@@ -41,6 +41,7 @@
 
 pub mod config;
 pub mod digest;
+mod journal;
 mod overlay;
 mod purge;
 mod push;
@@ -57,6 +58,7 @@ use std::sync::Arc;
 use automerge::Change;
 
 pub use config::ReplicaConfig;
+pub use journal::{Incident, IncidentKind};
 pub use stats::ReplicaStats;
 pub use tuning::ReplicaTuning;
 
@@ -217,6 +219,8 @@ pub struct Replica {
     outbox: push::Outbox,
     ended: BTreeMap<RoomId, purge::Ended>,
     log_horizon: Option<Timestamp>,
+    /// Entries in the incident journal (to keep it bounded).
+    journal_len: usize,
     next_round: u64,
     next_anti_entropy_ms: u64,
     next_end_ack_ms: u64,
@@ -250,6 +254,7 @@ impl Replica {
             outbox: push::Outbox::default(),
             ended: BTreeMap::new(),
             log_horizon: None,
+            journal_len: 0,
             next_round: 1,
             next_anti_entropy_ms: now_ms,
             next_end_ack_ms: now_ms + config.end_ack_interval_ms,
@@ -288,6 +293,7 @@ impl Replica {
             self.log_horizon = postcard::from_bytes(&bytes).ok();
         }
         self.restore_ended()?;
+        self.restore_journal()?;
         self.finish_input();
         Ok(())
     }
@@ -416,6 +422,7 @@ impl Replica {
     }
 
     fn emit(&mut self, event: Event) {
+        self.journal_event(&event);
         self.pending_outputs.push(Output::Event(event));
     }
 
@@ -673,16 +680,23 @@ impl Replica {
             return;
         }
         let state = self.peers.entry(peer.clone()).or_default();
-        state.up = true;
-        if state.round.is_none() {
+        let was_up = std::mem::replace(&mut state.up, true);
+        let idle = state.round.is_none();
+        if !was_up {
+            self.journal(journal::IncidentKind::PeerUp, format!("{peer}"));
+        }
+        if idle {
             self.start_round(&peer);
         }
     }
 
     fn on_peer_down(&mut self, peer: &NodeId) {
         if let Some(state) = self.peers.get_mut(peer) {
-            state.up = false;
+            let was_up = std::mem::replace(&mut state.up, false);
             state.round = None;
+            if was_up {
+                self.journal(journal::IncidentKind::PeerDown, format!("{peer}"));
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! | `p/<room>`                       | purge marker: purge time ms, u64 BE     |
 //! | `l/<hlc: wall BE8 logical BE4 actor BE8>` | change-log entry: room + hashes |
 //! | `m/<name>`                       | engine metadata                        |
+//! | `j/<hlc: as in l/>`              | incident journal entry, JSON           |
 
 use crate::ids::{NodeId, RoomId, SessionId};
 
@@ -22,6 +23,16 @@ pub const META: &[u8] = b"m/";
 pub const DIGEST: &[u8] = b"d/";
 pub const PURGED: &[u8] = b"p/";
 pub const LOG: &[u8] = b"l/";
+pub const JOURNAL: &[u8] = b"j/";
+
+/// An incident-journal key: ordered like the timestamp.
+pub fn journal(stamp: &crate::hlc::Timestamp) -> Vec<u8> {
+    let mut key = JOURNAL.to_vec();
+    key.extend_from_slice(&stamp.wall_ms.to_be_bytes());
+    key.extend_from_slice(&stamp.logical.to_be_bytes());
+    key.extend_from_slice(&stamp.actor.to_be_bytes());
+    key
+}
 
 pub fn digest(room: &RoomId) -> Vec<u8> {
     join(&[DIGEST, room.as_str().as_bytes()])

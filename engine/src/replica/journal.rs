@@ -1,0 +1,108 @@
+//! The incident journal: what happened to this replica, for a person
+//! reviewing an incident afterwards — peers lost and regained, catch-ups
+//! that moved changes (and by which path), purges, refused messages. Each
+//! entry is stamped by the HLC, persisted with the replica's other writes,
+//! and the journal keeps only the newest `journal_entries_max` entries.
+
+use serde::{Deserialize, Serialize};
+
+use super::overlay::Overlay;
+use super::{Event, Replica};
+use crate::error::Error;
+use crate::hlc::Timestamp;
+use crate::storage::{keys, Batch, KvRead};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    PeerUp,
+    PeerDown,
+    /// A sync round that applied changes.
+    CatchUp,
+    Purge,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub at: Timestamp,
+    pub kind: IncidentKind,
+    pub detail: String,
+}
+
+impl Replica {
+    /// Counts the journal after a restart.
+    pub(super) fn restore_journal(&mut self) -> Result<(), Error> {
+        self.journal_len = self.store.scan_prefix(keys::JOURNAL)?.len();
+        Ok(())
+    }
+
+    /// Journals what an event says about an incident, if anything.
+    pub(super) fn journal_event(&mut self, event: &Event) {
+        let (kind, detail) = match event {
+            Event::SyncFinished {
+                peer,
+                path,
+                changes,
+            } if *changes > 0 => (
+                IncidentKind::CatchUp,
+                format!("{changes} changes from {peer} by the {path:?} path"),
+            ),
+            Event::Purged { room } => (IncidentKind::Purge, format!("room {room}")),
+            Event::Rejected { peer, reason } => {
+                (IncidentKind::Rejected, format!("from {peer}: {reason}"))
+            }
+            _ => return,
+        };
+        self.journal(kind, detail);
+    }
+
+    pub(super) fn journal(&mut self, kind: IncidentKind, detail: String) {
+        let at = self.hlc.tick(self.now_ms);
+        let entry = Incident { at, kind, detail };
+        let Ok(value) = serde_json::to_vec(&entry) else {
+            return;
+        };
+        let mut batch = Batch::default();
+        batch.put(keys::journal(&at), value);
+        self.journal_len += 1;
+        let excess = self
+            .journal_len
+            .saturating_sub(self.config.journal_entries_max);
+        if excess > 0 {
+            let view = Overlay {
+                base: self.store.as_ref(),
+                staged: &self.staged,
+            };
+            match view.scan_after(keys::JOURNAL, None, excess) {
+                Ok(oldest) => {
+                    for (key, _) in oldest {
+                        batch.delete(key);
+                        self.journal_len -= 1;
+                    }
+                }
+                Err(_) => self.stats.storage_errors += 1,
+            }
+        }
+        self.staged.add(batch, false);
+    }
+
+    /// Journal entries after `after` (from the oldest if `None`), oldest
+    /// first, at most `limit`.
+    pub fn incidents(
+        &self,
+        after: Option<&Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<Incident>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let after = after.map(keys::journal);
+        let entries = view.scan_after(keys::JOURNAL, after.as_deref(), limit)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
+            .collect())
+    }
+}
