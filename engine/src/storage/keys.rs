@@ -27,11 +27,7 @@ pub const JOURNAL: &[u8] = b"j/";
 
 /// An incident-journal key: ordered like the timestamp.
 pub fn journal(stamp: &crate::hlc::Timestamp) -> Vec<u8> {
-    let mut key = JOURNAL.to_vec();
-    key.extend_from_slice(&stamp.wall_ms.to_be_bytes());
-    key.extend_from_slice(&stamp.logical.to_be_bytes());
-    key.extend_from_slice(&stamp.actor.to_be_bytes());
-    key
+    stamped(JOURNAL, stamp)
 }
 
 pub fn digest(room: &RoomId) -> Vec<u8> {
@@ -50,7 +46,12 @@ pub fn room_of(prefix: &[u8], key: &[u8]) -> Option<RoomId> {
 
 /// A change-log key: ordered like the timestamp.
 pub fn log(stamp: &crate::hlc::Timestamp) -> Vec<u8> {
-    let mut key = LOG.to_vec();
+    stamped(LOG, stamp)
+}
+
+/// `prefix` then the timestamp big-endian, so keys sort like timestamps.
+fn stamped(prefix: &[u8], stamp: &crate::hlc::Timestamp) -> Vec<u8> {
+    let mut key = prefix.to_vec();
     key.extend_from_slice(&stamp.wall_ms.to_be_bytes());
     key.extend_from_slice(&stamp.logical.to_be_bytes());
     key.extend_from_slice(&stamp.actor.to_be_bytes());
