@@ -442,17 +442,24 @@ impl Driver {
     }
 
     fn broadcast(&mut self, bytes: Vec<u8>) {
-        let topic = self.topic.clone();
-        match self
+        // Checked first so the push is moved into gossipsub, not copied in
+        // case it bounces: this runs for every batch of local writes.
+        let hash = self.topic.hash();
+        let subscribed = self
             .swarm
-            .behaviour_mut()
+            .behaviour()
             .gossipsub
-            .publish(topic, bytes.clone())
-        {
+            .all_peers()
+            .any(|(_, topics)| topics.contains(&&hash));
+        if !subscribed {
+            self.hold_push(bytes);
+            return;
+        }
+        let topic = self.topic.clone();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
-            | Err(gossipsub::PublishError::AllQueuesFull(_)) => self.hold_push(bytes),
             Err(err) => {
+                // Queues full or a transient error: anti-entropy repairs.
                 tracing::warn!(%err, "push not published; anti-entropy will carry it");
             }
         }
