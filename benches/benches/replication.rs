@@ -109,6 +109,8 @@ fn join(session: String) -> RoomOp {
 /// otherwise (1 s anti-entropy interval, 2 ms push delay).
 fn config(i: usize) -> ReplicaConfig {
     let mut config = ReplicaConfig::new(node(i), CLUSTER);
+    // This bench measures the replication protocol alone.
+    config.failure_detection = false;
     config.peers = vec![node(1 - i)];
     config
 }
@@ -174,6 +176,7 @@ impl Pair {
                     self.queue.push_back((1 - i, bytes));
                 }
                 Output::Send { .. } | Output::Broadcast { .. } => {} // link down: lost
+                Output::Datagram { .. } => {}                        // failure detection is off
                 Output::Event(Event::WriteDone { result, .. }) => {
                     result.expect("every benchmark write succeeds");
                 }

@@ -8,6 +8,7 @@ pub mod events;
 pub mod hlc;
 pub mod ids;
 pub mod limits;
+pub mod membership;
 pub mod model;
 #[cfg(feature = "mutations")]
 pub mod mutation;

@@ -71,7 +71,7 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
 }
@@ -167,7 +167,7 @@ fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     state: &ApiState,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, ApiError> {
@@ -219,6 +219,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/changes", get(changes))
         .route("/v1/drill/partition", post(drill_partition))
         .route("/v1/drill/heal", post(drill_heal))
+        .merge(crate::nodes::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))

@@ -217,6 +217,11 @@ impl Config {
     /// The replica's settings, for the replica whose id is `node`.
     pub fn replica_config(&self, node: chorus_engine::NodeId) -> ReplicaConfig {
         let mut c = ReplicaConfig::new(node, self.cluster_id);
+        // The daemon's region names the media node's region for re-homing
+        // (a `[replica] region` overrides it).
+        if let Ok(region) = chorus_engine::RegionId::parse(self.region.as_str()) {
+            c.region = region;
+        }
         self.replica.apply(&mut c);
         c.peers = self
             .allowed_peers

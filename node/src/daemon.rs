@@ -95,6 +95,8 @@ pub enum Command {
         limit: usize,
         reply: Reply<Vec<chorus_engine::replica::Incident>>,
     },
+    /// Grades, drains, health, placement (see `nodes`).
+    Nodes(crate::nodes::NodesCommand),
     /// `Some(peers)`: cut them off; `None`: reconnect everyone cut off.
     Drill {
         partition: Option<Vec<PeerId>>,
@@ -141,6 +143,9 @@ pub struct StatsView {
     pub failed_requests: u64,
     pub gossip_received: u64,
     pub pushes_by_request: u64,
+    /// Failure-detection datagrams dropped because the peer was not
+    /// connected (expected while it is down).
+    pub datagrams_dropped: u64,
     pub unsent_pushes: usize,
     pub commands_queued: usize,
     pub rooms: usize,
@@ -313,6 +318,7 @@ struct Driver {
     failed_requests: u64,
     gossip_received: u64,
     pushes_by_request: u64,
+    datagrams_dropped: u64,
     storage_failed: bool,
 }
 
@@ -365,6 +371,7 @@ impl Driver {
             failed_requests: 0,
             gossip_received: 0,
             pushes_by_request: 0,
+            datagrams_dropped: 0,
             storage_failed: false,
         }
     }
@@ -426,6 +433,7 @@ impl Driver {
                 }
                 Output::Send { to, bytes } => self.send(&to, bytes),
                 Output::Broadcast { bytes } => self.broadcast(bytes),
+                Output::Datagram { to, bytes } => self.datagram(&to, bytes),
                 Output::Event(event) => self.on_event(event),
             }
         }
@@ -439,6 +447,22 @@ impl Driver {
             .behaviour_mut()
             .sync
             .send_request(&peer, Frame(bytes));
+    }
+
+    /// Best effort: only over a connection we have. A probe to a node we
+    /// cannot reach must fail (that is the point), not queue a dial.
+    fn datagram(&mut self, to: &NodeId, bytes: Vec<u8>) {
+        let Ok(peer) = to.as_str().parse::<PeerId>() else {
+            return;
+        };
+        if self.peers.get(&peer).is_some_and(|p| p.connected) {
+            self.swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, Frame(bytes));
+        } else {
+            self.datagrams_dropped += 1;
+        }
     }
 
     fn broadcast(&mut self, bytes: Vec<u8>) {
@@ -538,6 +562,31 @@ impl Driver {
             Event::Rejected { peer, reason } => {
                 tracing::warn!(%peer, %reason, "refused a peer's message");
             }
+            Event::Grade(change) => tracing::info!(
+                node = %change.node,
+                from = ?change.from,
+                to = ?change.to,
+                reason = %change.reason,
+                "grade changed"
+            ),
+            Event::Rehomed(moved) => tracing::info!(
+                room = %moved.room,
+                session = %moved.session,
+                from = %moved.from,
+                epoch = moved.epoch,
+                kind = ?moved.kind,
+                "took over a call"
+            ),
+            Event::Drain {
+                node,
+                active,
+                rate_per_s,
+            } => tracing::info!(%node, active, rate_per_s, "drain order"),
+            Event::MoveStopped {
+                node,
+                kind,
+                calls_left,
+            } => tracing::info!(%node, ?kind, calls_left, "move stopped (rollback)"),
         }
     }
 
@@ -720,6 +769,7 @@ impl Driver {
                     failed_requests: self.failed_requests,
                     gossip_received: self.gossip_received,
                     pushes_by_request: self.pushes_by_request,
+                    datagrams_dropped: self.datagrams_dropped,
                     unsent_pushes: self.unsent.len(),
                     commands_queued: queued,
                     rooms: self.replica.room_count(),
@@ -744,6 +794,7 @@ impl Driver {
                     live: self.live.subscribe(),
                 });
             }
+            Command::Nodes(command) => self.on_nodes(command),
             Command::Drill { partition, reply } => {
                 match partition {
                     Some(peers) => {
@@ -768,6 +819,33 @@ impl Driver {
                     }
                 }
                 let _ = reply.send(self.cut.clone());
+            }
+        }
+    }
+
+    fn on_nodes(&mut self, command: crate::nodes::NodesCommand) {
+        use crate::nodes::{NodesCommand, NodesView};
+        match command {
+            NodesCommand::List { reply } => {
+                let _ = reply.send(NodesView::of(&self.replica, unix_ms()));
+            }
+            NodesCommand::Health { app } => self.input(Input::Health { app }),
+            NodesCommand::Drain {
+                node,
+                rate_per_s,
+                active,
+            } => self.input(Input::Drain {
+                node,
+                rate_per_s,
+                active,
+            }),
+            NodesCommand::Place {
+                room,
+                session,
+                region,
+                reply,
+            } => {
+                let _ = reply.send(self.replica.place(&room, &session, &region));
             }
         }
     }

@@ -10,3 +10,4 @@ pub mod demo;
 pub mod keys;
 pub mod metrics;
 pub mod net;
+pub mod nodes;

@@ -7,12 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use chorus_engine::membership::{AppHealth, Grade};
 use chorus_engine::replica::wire::{self, Body};
 use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
 use chorus_engine::storage::{Kv, MemKv};
 use chorus_engine::{Head, NodeId, Owner, RoomId, RoomOp, RoomSnapshot, SessionId};
 
 use crate::clock::NodeClock;
+use crate::failover::FailoverStats;
 use crate::mutation::Mutation;
 use crate::net::{Channel, Delivery, NetConfig, Network};
 use crate::rng::Rng;
@@ -97,6 +99,7 @@ pub struct Cluster {
     pub acked: Vec<AckedWrite>,
     pub purges: Vec<PurgeRecord>,
     pub counters: RunCounters,
+    pub failover: FailoverStats,
     /// Counters of replicas that crashed (their successors start at zero).
     retired: StatTotals,
     /// Lines of the `--trace` file, when asked for.
@@ -140,6 +143,7 @@ impl Cluster {
             acked: Vec::new(),
             purges: Vec::new(),
             counters: RunCounters::default(),
+            failover: FailoverStats::default(),
             retired: StatTotals::default(),
             trace_lines: None,
             configure: Box::new(configure),
@@ -196,6 +200,9 @@ impl Cluster {
             .filter(|(j, n)| *j != i && n.member)
             .map(|(_, n)| n.id.clone())
             .collect();
+        // Every simulated node serves the workload's region unless the
+        // scenario says otherwise (through `configure`).
+        config.region = chorus_engine::RegionId::parse("region-a").expect("a valid region");
         config.seed = self
             .seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -212,6 +219,7 @@ impl Cluster {
         }
         let joining = !self.nodes[i].member;
         self.nodes[i].member = true;
+        self.failover.restarted(i, self.now_ms);
         let config = self.config_for(i);
         let local = self.nodes[i].clock.local(self.now_ms);
         let kv = self.nodes[i].kv.clone();
@@ -236,6 +244,10 @@ impl Cluster {
         };
         self.retired.add(replica.stats());
         self.counters.crashes += 1;
+        let witnesses = (0..self.nodes.len())
+            .filter(|&j| self.nodes[j].is_up())
+            .collect();
+        self.failover.crashed(i, self.now_ms, witnesses);
         self.fault("crash", Some(i), "");
         self.nodes[i].kv.crash();
         self.nodes[i].next_timer = None;
@@ -471,6 +483,12 @@ impl Cluster {
                         }
                     }
                 }
+                Output::Datagram { to, bytes } => {
+                    if let Some(j) = self.index_of(&to) {
+                        self.trace_bytes(b"dgram", i, &bytes);
+                        self.send(i, j, Channel::Gossip, bytes);
+                    }
+                }
                 Output::Event(event) => self.on_event(i, event),
             }
         }
@@ -544,7 +562,124 @@ impl Cluster {
                 self.note(Some(i), || format!("rejected peer={peer}: {reason}"));
             }
             Event::Changed(_) => {}
+            Event::Grade(change) => {
+                let line = format!(
+                    "grade {}: {:?} -> {:?} ({})",
+                    change.node, change.from, change.to, change.reason
+                );
+                self.failover.incident(self.now_ms, i, line.clone());
+                self.note(Some(i), || line);
+                if let Some(j) = self.index_of(&change.node) {
+                    let up = self.nodes[j].is_up();
+                    let cut_off = self.net.is_blocked(i, j) || self.net.is_blocked(j, i);
+                    match change.to {
+                        Grade::Down if up && cut_off => self.failover.partition_convictions += 1,
+                        Grade::Down => self.failover.convicted(i, j, self.now_ms, up),
+                        Grade::Suspect => {
+                            self.failover.suspected(up);
+                            if change.reason.starts_with("convicted by SWIM, but") {
+                                self.failover.convictions_held += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Event::Rehomed(moved) => {
+                let line = format!(
+                    "rehomed {}/{} {} -> {} epoch {} ({:?})",
+                    moved.room, moved.session, moved.from, moved.to, moved.epoch, moved.kind
+                );
+                self.failover
+                    .takeover(self.now_ms, i, moved.from.as_str(), line.clone());
+                self.note(Some(i), || line);
+            }
+            Event::Drain {
+                node,
+                active,
+                rate_per_s,
+            } => {
+                let line = format!("drain {node} active={active} rate={rate_per_s}/s");
+                self.failover.incident(self.now_ms, i, line.clone());
+                self.note(Some(i), || line);
+            }
+            Event::MoveStopped {
+                node,
+                kind,
+                calls_left,
+            } => {
+                self.failover.moves_stopped += 1;
+                let line =
+                    format!("{kind:?} of {node} stopped (rollback); {calls_left} calls stay");
+                self.failover.incident(self.now_ms, i, line.clone());
+                self.note(Some(i), || line);
+            }
         }
+    }
+
+    /// Counts orphaned calls while a crash is being handled.
+    pub fn sample_failover(&mut self) {
+        if !self.failover.watching() {
+            return;
+        }
+        let up: Vec<bool> = self.nodes.iter().map(SimNode::is_up).collect();
+        let nodes = &self.nodes;
+        self.failover.sample(self.now_ms, &up, |i, node| {
+            nodes[i]
+                .replica
+                .as_ref()
+                .map_or(0, |r| r.calls_owned_by(&nodes[node].id).len())
+        });
+    }
+
+    /// Node `i` reports its application health.
+    pub fn report_health(&mut self, i: usize, load: f64, setup_failure_rate: f64) {
+        let app = AppHealth::from_ratios(load, setup_failure_rate);
+        self.fault(
+            "degrade",
+            Some(i),
+            &format!("load={load} setup_failures={setup_failure_rate}"),
+        );
+        self.input(i, Input::Health { app });
+    }
+
+    /// An operator drains `node` (or cancels) through the first live replica.
+    pub fn order_drain(&mut self, node: usize, active: bool) {
+        let what = if active { "drain" } else { "undrain" };
+        self.fault(what, Some(node), "");
+        let Some(via) = (0..self.nodes.len()).find(|&j| self.nodes[j].is_up()) else {
+            return;
+        };
+        let target = self.nodes[node].id.clone();
+        self.input(
+            via,
+            Input::Drain {
+                node: target,
+                rate_per_s: None,
+                active,
+            },
+        );
+    }
+
+    /// Nodes replica `i` would give new calls: graded Healthy, not
+    /// draining (empty if `i` is down).
+    pub fn placeable(&self, i: usize) -> Vec<NodeId> {
+        let Some(replica) = self.nodes[i].replica.as_ref() else {
+            return Vec::new();
+        };
+        replica
+            .membership()
+            .views()
+            .filter(|v| v.grade == Grade::Healthy && !v.draining)
+            .map(|v| v.node.clone())
+            .collect()
+    }
+
+    /// Where replica `i` would place a new call (its own view of health).
+    pub fn place(&self, i: usize, room: &RoomId, session: &SessionId) -> Option<NodeId> {
+        let replica = self.nodes[i].replica.as_ref()?;
+        let region = chorus_engine::RegionId::parse("region-a").ok()?;
+        replica.place(room, session, &region)
     }
 
     /// A fault or lifecycle change: hashed into the trace and noted.
@@ -679,6 +814,11 @@ impl Cluster {
         }
         totals
     }
+}
+
+/// The index of a simulated node's id (`node-7` → 7).
+pub fn node_index(id: &NodeId) -> Option<usize> {
+    id.as_str().strip_prefix("node-")?.parse().ok()
 }
 
 pub fn node_id(i: usize) -> NodeId {

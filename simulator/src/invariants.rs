@@ -35,17 +35,20 @@ pub enum Invariant {
     PurgedStayPurged,
     SingleOwner,
     BoundedQueues,
+    /// The scenario's failover budget and false-failover limit hold.
+    Failover,
     NoPanic,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 7] = [
+    pub const ALL: [Invariant; 8] = [
         Invariant::Convergence,
         Invariant::AckedWritesDurable,
         Invariant::EqualHeadsEqualState,
         Invariant::PurgedStayPurged,
         Invariant::SingleOwner,
         Invariant::BoundedQueues,
+        Invariant::Failover,
         Invariant::NoPanic,
     ];
 
@@ -57,6 +60,7 @@ impl Invariant {
             Invariant::PurgedStayPurged => "purged_stay_purged",
             Invariant::SingleOwner => "single_owner",
             Invariant::BoundedQueues => "bounded_queues",
+            Invariant::Failover => "failover",
             Invariant::NoPanic => "no_panic",
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod failover;
 pub mod invariants;
 pub mod mutation;
 pub mod net;

@@ -52,6 +52,19 @@ pub struct Report {
     /// Per node: simulated ms spent up but off the majority root.
     pub divergence_ms: Vec<u64>,
     pub periodic_checks: u64,
+    /// Crash → Down on every live replica, worst crash (simulated ms).
+    pub detection_ms: Option<u64>,
+    /// Down everywhere → every orphaned call owned by a live node, worst
+    /// crash (simulated ms).
+    pub rehome_ms: Option<u64>,
+    /// Convictions of nodes that were up.
+    pub false_failovers: u64,
+    /// The most calls owned by crashed nodes at once.
+    pub calls_orphaned_max: usize,
+    /// Per crash, and the other failover counters.
+    pub failover: crate::failover::FailoverStats,
+    /// Simulated node-hours (nodes × simulated time).
+    pub node_hours: f64,
     pub reproduce: String,
 }
 
@@ -90,6 +103,12 @@ impl Report {
             replicas,
             divergence_ms: timeline.divergence_ms(),
             periodic_checks: checker.checks_run,
+            detection_ms: cluster.failover.detection_ms_max(),
+            rehome_ms: cluster.failover.rehome_ms_max(),
+            false_failovers: cluster.failover.false_failovers,
+            calls_orphaned_max: cluster.failover.calls_orphaned_max,
+            failover: cluster.failover.clone(),
+            node_hours: nodes as f64 * sim_ms as f64 / 3_600_000.0,
             ..Self::without_cluster(scenario, opts, checker, panic)
         }
     }
@@ -132,6 +151,12 @@ impl Report {
             replicas: StatTotals::default(),
             divergence_ms: Vec::new(),
             periodic_checks: 0,
+            detection_ms: None,
+            rehome_ms: None,
+            false_failovers: 0,
+            calls_orphaned_max: 0,
+            failover: crate::failover::FailoverStats::default(),
+            node_hours: 0.0,
             reproduce: opts.reproduce.clone(),
         }
     }
@@ -209,6 +234,35 @@ impl Report {
             "  {} simulated ms in {} wall ms ({:.0}× real time); trace {}",
             self.sim_ms, self.wall_ms, self.speedup, self.trace_hash
         );
+        let f = &self.failover;
+        let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+        let _ = writeln!(
+            out,
+            "  failover: {} crashes; detection {} + rehoming {} (worst); {} false failovers \
+             ({} convictions across partitions), \
+             {} false suspicions ({} SWIM convictions held by evidence of life) in {:.1} \
+             node-hours; {} calls re-homed, at most {} orphaned; {} moves stopped",
+            f.crashes.len(),
+            ms(self.detection_ms),
+            ms(self.rehome_ms),
+            self.false_failovers,
+            f.partition_convictions,
+            f.false_suspicions,
+            f.convictions_held,
+            self.node_hours,
+            f.rehomed_calls,
+            self.calls_orphaned_max,
+            f.moves_stopped
+        );
+        if !f.timeline.is_empty() {
+            let _ = writeln!(out, "  incidents (failure detection and re-homing):");
+            for (at, node, line) in &f.timeline {
+                let _ = writeln!(out, "    {at:>9} ms  node {node}: {line}");
+            }
+            if f.timeline_dropped > 0 {
+                let _ = writeln!(out, "    … {} more", f.timeline_dropped);
+            }
+        }
         let _ = writeln!(out, "  invariants:");
         for (name, verdict) in &self.invariants {
             let _ = writeln!(out, "    {name:<24} {verdict}");

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chorus_engine::RoomId;
 
-use crate::cluster::Cluster;
+use crate::cluster::{node_index, Cluster};
 use crate::invariants::{Checker, Invariant};
 use crate::mutation::Mutation;
 use crate::report::Report;
@@ -98,11 +98,21 @@ impl Runner<'_> {
     fn execute(&mut self) {
         let s = self.scenario;
         let tuning = s.replica.clone();
+        let regions: Vec<chorus_engine::RegionId> = s
+            .regions
+            .iter()
+            .filter_map(|r| chorus_engine::RegionId::parse(r.as_str()).ok())
+            .collect();
         let mut cluster = Cluster::with_absent(
             s.nodes,
             self.opts.seed,
             s.network.clone(),
-            move |config| tuning.apply(config),
+            move |config| {
+                if let Some(region) = node_index(&config.node).and_then(|i| regions.get(i)) {
+                    config.region = region.clone();
+                }
+                tuning.apply(config);
+            },
             &s.late_joiners(),
         );
         cluster.set_mutation(self.opts.mutation.clone());
@@ -117,6 +127,40 @@ impl Runner<'_> {
         let converged = self.converged_at.is_some();
         let cluster = self.cluster.as_mut().expect("built above");
         self.checker.final_checks(cluster, &rooms, converged);
+        self.failover_checks();
+    }
+
+    /// The scenario's failover budget and false-failover limit.
+    fn failover_checks(&mut self) {
+        let checks = &self.scenario.checks;
+        let cluster = self.cluster.as_ref().expect("built");
+        let stats = &cluster.failover;
+        if let Some(max) = checks.false_failovers_max {
+            if stats.false_failovers > max {
+                let message = format!(
+                    "{} convictions of live nodes (limit {max}): {:?}",
+                    stats.false_failovers, stats.false_failover_notes
+                );
+                self.checker.fail(Invariant::Failover, message);
+            }
+        }
+        if let Some(budget) = checks.failover_budget_ms {
+            for c in &stats.crashes {
+                if c.restarted_ms.is_some() && c.rehome_ms.is_none() {
+                    continue; // back before its failover finished
+                }
+                match (c.detection_ms, c.rehome_ms) {
+                    (Some(d), Some(r)) if d + r <= budget => {}
+                    (d, r) => self.checker.fail(
+                        Invariant::Failover,
+                        format!(
+                            "crash of node {} at {} ms: detection {d:?} ms + rehoming {r:?} ms, budget {budget} ms",
+                            c.node, c.at_ms
+                        ),
+                    ),
+                }
+            }
+        }
     }
 
     /// Writes and faults until `duration_ms`.
@@ -128,6 +172,7 @@ impl Runner<'_> {
         let mut next_op_us = self.op_gap_us();
         let mut next_sample = 0;
         let mut next_check = s.checks.interval_ms;
+        let mut next_failover_sample = 0;
         let mut rooms: Vec<RoomId> = Vec::new();
         loop {
             let fault_at = plan.get(next_fault).map_or(u64::MAX, |t| t.at_ms);
@@ -135,6 +180,7 @@ impl Runner<'_> {
                 .min(next_op_us / 1_000)
                 .min(next_sample)
                 .min(next_check)
+                .min(next_failover_sample)
                 .min(end);
             self.cluster().run_until(t);
             while plan.get(next_fault).is_some_and(|f| f.at_ms <= t) {
@@ -145,6 +191,10 @@ impl Runner<'_> {
                 let cluster = self.cluster.as_mut().expect("built");
                 self.workload.step(cluster, &mut self.workload_rng);
                 next_op_us = next_op_us.saturating_add(self.op_gap_us());
+            }
+            if next_failover_sample <= t {
+                self.cluster().sample_failover();
+                next_failover_sample += crate::failover::SAMPLE_MS;
             }
             if next_sample <= t {
                 self.sample();
@@ -242,6 +292,18 @@ impl Runner<'_> {
             Fault::ResetStreams => {
                 cluster.reset_streams();
                 (None, "reset streams".into())
+            }
+            Fault::Degrade(d) => {
+                cluster.report_health(d.node, d.load, d.setup_failure_rate);
+                (Some(d.node), format!("degrade load={}", d.load))
+            }
+            Fault::Drain(i) => {
+                cluster.order_drain(*i, true);
+                (Some(*i), "drain".into())
+            }
+            Fault::Undrain(i) => {
+                cluster.order_drain(*i, false);
+                (Some(*i), "undrain".into())
             }
         };
         self.timeline.mark(at, node, label);

@@ -44,6 +44,10 @@ pub struct Scenario {
     pub checks: CheckConfig,
     #[serde(default)]
     pub events: Vec<EventSpec>,
+    /// Each node's region (`regions[i]` for node i); unlisted nodes and
+    /// the workload's calls are in `region-a`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 fn default_rooms() -> usize {
@@ -87,6 +91,13 @@ pub struct CheckConfig {
     /// The timeline samples each node's root this often.
     #[serde(default = "default_sample_ms")]
     pub sample_ms: u64,
+    /// If set, every detected crash must have its calls re-homed (crash →
+    /// Down everywhere → owned by live nodes everywhere) within this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_budget_ms: Option<u64>,
+    /// If set, convictions of live nodes above this fail the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_failovers_max: Option<u64>,
 }
 
 fn default_check_ms() -> u64 {
@@ -107,6 +118,8 @@ impl Default for CheckConfig {
             interval_ms: default_check_ms(),
             rooms_per_check: default_check_rooms(),
             sample_ms: default_sample_ms(),
+            failover_budget_ms: None,
+            false_failovers_max: None,
         }
     }
 }
@@ -161,6 +174,27 @@ pub struct EventSpec {
     /// Every sync stream resets; messages in flight on them are lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_streams: Option<bool>,
+    /// The node reports its application health (load over capacity, and
+    /// call-setup failure rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade: Option<Degrade>,
+    /// An operator drains the node: its calls move away at the drain rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<usize>,
+    /// An operator cancels the node's drain: calls not yet moved stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undrain: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Degrade {
+    pub node: usize,
+    /// Load relative to capacity (1.0 = at capacity).
+    #[serde(default)]
+    pub load: f64,
+    #[serde(default)]
+    pub setup_failure_rate: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +281,9 @@ pub enum Fault {
     },
     Network(NetUpdate),
     ResetStreams,
+    Degrade(Degrade),
+    Drain(usize),
+    Undrain(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -302,6 +339,17 @@ impl Scenario {
             ));
         }
         self.network.validate()?;
+        if self.regions.len() > self.nodes {
+            return Err(format!(
+                "regions: {} entries for {} nodes",
+                self.regions.len(),
+                self.nodes
+            ));
+        }
+        for (i, region) in self.regions.iter().enumerate() {
+            chorus_engine::RegionId::parse(region.as_str())
+                .map_err(|e| format!("regions[{i}] = {region:?}: {e}"))?;
+        }
         let ops = self.workload.ops_per_sec;
         if !(0.0..=100_000.0).contains(&ops) {
             return Err(format!(
@@ -399,7 +447,20 @@ impl Scenario {
         if let Some(OneWay { from, to }) = e.oneway {
             pair("oneway", from, to)?;
         }
+        if let Some(d) = e.degrade {
+            node("degrade.node", d.node)?;
+            for (key, v) in [
+                ("load", d.load),
+                ("setup_failure_rate", d.setup_failure_rate),
+            ] {
+                if !(0.0..=1000.0).contains(&v) {
+                    return Err(format!("degrade.{key} = {v}: must be between 0 and 1000"));
+                }
+            }
+        }
         for (key, v) in [
+            ("drain", e.drain),
+            ("undrain", e.undrain),
             ("isolate", e.isolate),
             ("crash", e.crash),
             ("restart", e.restart),
@@ -532,6 +593,15 @@ impl Scenario {
             if e.reset_streams == Some(true) {
                 push(at_ms, Fault::ResetStreams);
             }
+            if let Some(d) = e.degrade {
+                push(at_ms, Fault::Degrade(d));
+            }
+            if let Some(v) = e.drain {
+                push(at_ms, Fault::Drain(v));
+            }
+            if let Some(v) = e.undrain {
+                push(at_ms, Fault::Undrain(v));
+            }
         }
         plan.sort_by_key(|t| t.at_ms);
         plan
@@ -557,6 +627,9 @@ impl EventSpec {
             ("clock_skew", self.clock_skew.is_some()),
             ("network", self.network.is_some()),
             ("reset_streams", self.reset_streams.is_some()),
+            ("degrade", self.degrade.is_some()),
+            ("drain", self.drain.is_some()),
+            ("undrain", self.undrain.is_some()),
         ];
         set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect()
     }

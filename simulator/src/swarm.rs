@@ -172,8 +172,11 @@ pub fn draw(seed: u64) -> Scenario {
             interval_ms: 500,
             rooms_per_check: 8,
             sample_ms: 50,
+            failover_budget_ms: None,
+            false_failovers_max: None,
         },
         events,
+        regions: Vec::new(),
     }
 }
 

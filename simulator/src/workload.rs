@@ -55,12 +55,21 @@ impl Workload {
             return;
         }
         let node = live[rng.index(live.len())];
-        let (room, op) = self.next_op(rng, node, cluster.len());
+        // Media nodes place calls only on nodes their replica grades
+        // Healthy and not draining (Degraded and draining nodes get none).
+        let placeable = cluster.placeable(node);
+        let (room, op) = self.next_op(rng, node, cluster.len(), &placeable);
         cluster.write(node, &room, op);
     }
 
     /// The next operation, issued on `node` of `nodes`.
-    fn next_op(&mut self, rng: &mut Rng, node: usize, nodes: usize) -> (RoomId, RoomOp) {
+    fn next_op(
+        &mut self,
+        rng: &mut Rng,
+        node: usize,
+        nodes: usize,
+        placeable: &[NodeId],
+    ) -> (RoomId, RoomOp) {
         let active: Vec<u64> = self
             .rooms
             .iter()
@@ -76,7 +85,15 @@ impl Workload {
         let model = self.rooms.entry(room_no).or_default();
         let sessions: Vec<u64> = model.sessions.keys().copied().collect();
         let pick = |rng: &mut Rng| sessions.get(rng.index(sessions.len().max(1))).copied();
-        let owner = |rng: &mut Rng| -> NodeId { id(format!("node-{}", rng.index(nodes))) };
+        let owner = |rng: &mut Rng| -> NodeId {
+            if placeable.is_empty() {
+                id(format!("node-{}", rng.index(nodes)))
+            } else {
+                placeable[rng.index(placeable.len())].clone()
+            }
+        };
+        let me: NodeId = id(format!("node-{node}"));
+        let admit_here = placeable.is_empty() || placeable.contains(&me);
         let op = match (dice, pick(rng)) {
             (0..=1, _) => {
                 model.ended = true;
@@ -92,7 +109,7 @@ impl Workload {
                         user: id::<UserId>(format!("user-{}", s % 50)),
                         role: Role::Speaker,
                         // A media node admits a participant onto itself.
-                        owner: id(format!("node-{node}")),
+                        owner: if admit_here { me.clone() } else { owner(rng) },
                         region: id::<RegionId>("region-a".into()),
                         resume_token: Some(format!("token-{s}")),
                     },

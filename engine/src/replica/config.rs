@@ -1,7 +1,7 @@
 //! Replica settings. Each default says where it comes from.
 
 use crate::error::Error;
-use crate::ids::NodeId;
+use crate::ids::{NodeId, RegionId};
 use crate::limits::HOT_ROOMS_DEFAULT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +41,54 @@ pub struct ReplicaConfig {
     /// Incident-journal entries kept (the oldest are dropped). 10 000 keeps
     /// days of a stable cluster and hours of a bad one in about 2 MB.
     pub journal_entries_max: usize,
-    /// Seeds the replica's only randomness (anti-entropy jitter).
+    /// Seeds the replica's only randomness (anti-entropy jitter, probe
+    /// order).
     pub seed: u64,
+
+    // ---- failure detection (see docs/failover.md) -------------------------
+    /// Run membership, failure detection and failover. Off only for
+    /// measurements of the replication protocol alone.
+    pub failure_detection: bool,
+    /// SWIM probes one member per period. 500 ms (memberlist's LAN default
+    /// is 1 s) keeps detection inside the 2.5 s failover budget.
+    pub probe_period_ms: u64,
+    /// A direct probe unanswered after this long triggers indirect probes.
+    pub probe_rtt_ms: u64,
+    /// Members asked to probe on our behalf (memberlist: 3).
+    pub indirect_probes: usize,
+    /// A suspicion not refuted within this long becomes a conviction.
+    pub suspect_to_down_ms: u64,
+    /// A conviction waits until the node has been silent this long: any
+    /// message from it within the window proves it alive.
+    pub silence_ms: u64,
+    /// Each replica broadcasts its health report this often; it doubles as
+    /// the evidence of life that `silence_ms` looks for.
+    pub health_interval_ms: u64,
+    /// Load (per-mille of capacity) above which a node is Degraded.
+    pub degraded_load_permille: u32,
+    /// Call-setup failure rate (per-mille) above which a node is Degraded.
+    pub degraded_setup_failure_permille: u32,
+
+    // ---- re-homing and drains ---------------------------------------------
+    /// This media node's region: re-homed calls stay in their region when a
+    /// healthy node there can take them.
+    pub region: RegionId,
+    /// This media node's declared capacity (calls): its rendezvous weight.
+    pub capacity: u32,
+    /// Calls per second a failover moves, cluster-wide. High: a dead node's
+    /// calls are already broken; the bound only spreads the write burst.
+    pub failover_rate_per_s: u32,
+    /// Calls per second a drain moves unless the order says otherwise.
+    /// Low: a drained node's calls are fine where they are, and each move
+    /// costs its clients a reconnect.
+    pub drain_rate_per_s: u32,
+    /// A Down node that comes back within this long of its conviction stops
+    /// its failover: the calls not yet moved stay on it.
+    pub rollback_grace_ms: u64,
+    /// Fail calls over only while this replica sees a strict majority of
+    /// the nodes it knows: the minority side of a partition leaves calls
+    /// where they are instead of fighting over them.
+    pub failover_needs_majority: bool,
 }
 
 impl ReplicaConfig {
@@ -62,6 +108,21 @@ impl ReplicaConfig {
             end_ack_interval_ms: 5_000,
             journal_entries_max: 10_000,
             seed: 0,
+            failure_detection: true,
+            probe_period_ms: 400,
+            probe_rtt_ms: 200,
+            indirect_probes: 3,
+            suspect_to_down_ms: 800,
+            silence_ms: 1_000,
+            health_interval_ms: 500,
+            degraded_load_permille: 1_000,
+            degraded_setup_failure_permille: 200,
+            region: RegionId::parse("default").expect("a valid region id"),
+            capacity: 100,
+            failover_rate_per_s: 1_000,
+            drain_rate_per_s: 10,
+            rollback_grace_ms: 10_000,
+            failover_needs_majority: true,
         }
     }
 
@@ -73,6 +134,12 @@ impl ReplicaConfig {
             ("log_retention_ms", self.log_retention_ms),
             ("log_trim_interval_ms", self.log_trim_interval_ms),
             ("end_ack_interval_ms", self.end_ack_interval_ms),
+            ("probe_period_ms", self.probe_period_ms),
+            ("probe_rtt_ms", self.probe_rtt_ms),
+            ("suspect_to_down_ms", self.suspect_to_down_ms),
+            ("health_interval_ms", self.health_interval_ms),
+            ("failover_rate_per_s", u64::from(self.failover_rate_per_s)),
+            ("drain_rate_per_s", u64::from(self.drain_rate_per_s)),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -81,6 +148,12 @@ impl ReplicaConfig {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        if self.probe_rtt_ms >= self.probe_period_ms {
+            return Err(Error::Invalid {
+                field: "probe_rtt_ms",
+                reason: "must be shorter than probe_period_ms (indirect probes need the rest of the period)".into(),
+            });
         }
         if self.peers.contains(&self.node) {
             return Err(Error::Invalid {

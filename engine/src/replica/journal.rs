@@ -21,6 +21,21 @@ pub enum IncidentKind {
     CatchUp,
     Purge,
     Rejected,
+    /// A node's probes failed; the cluster waits for a refutation.
+    Suspected,
+    /// A suspect answered: the suspicion is dropped.
+    Refuted,
+    /// A node graded Down: its calls fail over.
+    Convicted,
+    /// Other grade changes (Healthy ↔ Degraded, back after conviction).
+    Graded,
+    /// A call moved (or a failover finished).
+    Rehomed,
+    Drain,
+    /// A failover or drain stopped before moving every call.
+    Rollback,
+    /// This replica was convicted by the cluster and rejoined.
+    Rejoined,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,6 +28,7 @@
 //!         }
 //!         Output::Send { to: _, bytes: _ } => { /* request-response to one peer */ }
 //!         Output::Broadcast { bytes: _ } => { /* gossip to all peers */ }
+//!         Output::Datagram { to: _, bytes: _ } => { /* best effort, one peer */ }
 //!         Output::Event(_event) => { /* acks, change events, sync reports */ }
 //!     }
 //! }
@@ -41,6 +42,7 @@
 
 pub mod config;
 pub mod digest;
+mod failover;
 mod journal;
 mod overlay;
 mod purge;
@@ -58,6 +60,7 @@ use std::sync::Arc;
 use automerge::Change;
 
 pub use config::ReplicaConfig;
+pub use failover::{MoveKind, Rehomed};
 pub use journal::{Incident, IncidentKind};
 pub use stats::ReplicaStats;
 pub use tuning::ReplicaTuning;
@@ -66,6 +69,7 @@ use crate::error::Error;
 use crate::events::{ChangeEvent, ChangeKind, Origin};
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{NodeId, RoomId};
+use crate::membership::{AppHealth, GradeChange, Membership};
 use crate::model::WriteAck;
 use crate::room::{RoomOp, WriteCtx};
 use crate::rooms::{RemoteWrite, RoomSet};
@@ -106,6 +110,18 @@ pub enum Input {
         room: RoomId,
         bytes: Vec<u8>,
     },
+    /// This media node's application health (load, call-setup failures),
+    /// from the library or the API. Over a threshold it grades Degraded.
+    Health {
+        app: AppHealth,
+    },
+    /// An operator drains `node` (`active: false` cancels): its calls move
+    /// away at `rate_per_s` (the configured default if `None`).
+    Drain {
+        node: NodeId,
+        rate_per_s: Option<u32>,
+        active: bool,
+    },
 }
 
 /// Everything a replica asks its driver to do.
@@ -116,6 +132,12 @@ pub enum Output {
         bytes: Vec<u8>,
     },
     Broadcast {
+        bytes: Vec<u8>,
+    },
+    /// A small, droppable message to one peer (failure detection, health):
+    /// best effort, no retries, order irrelevant. Losing it is expected.
+    Datagram {
+        to: NodeId,
         bytes: Vec<u8>,
     },
     /// Apply atomically; if `durable`, flush before acting on later outputs.
@@ -161,6 +183,22 @@ pub enum Event {
         peer: NodeId,
         reason: String,
     },
+    /// This replica's grade of a node changed.
+    Grade(GradeChange),
+    /// This replica took over a call.
+    Rehomed(Rehomed),
+    /// A drain order took effect here (or was cancelled).
+    Drain {
+        node: NodeId,
+        active: bool,
+        rate_per_s: u32,
+    },
+    /// A failover or drain stopped before moving every call (rollback).
+    MoveStopped {
+        node: NodeId,
+        kind: MoveKind,
+        calls_left: usize,
+    },
 }
 
 /// The replica's timers; `poll_timeout` names the one due next.
@@ -171,6 +209,12 @@ pub enum Timer {
     RoundTimeout,
     EndAck,
     LogTrim,
+    /// A SWIM timer (probe, indirect probe, suspicion).
+    Membership,
+    /// This replica's health report is due.
+    Health,
+    /// Due calls of a failover or drain move.
+    Rehome,
 }
 
 #[derive(Debug, Default)]
@@ -228,6 +272,13 @@ pub struct Replica {
     turn: usize,
     rng: Rng,
     stats: ReplicaStats,
+    members: Membership,
+    /// Failovers and drains in progress, by the node whose calls move.
+    moves: BTreeMap<NodeId, failover::Move>,
+    /// The newest drain order per node.
+    drains: BTreeMap<NodeId, crate::membership::DrainOrder>,
+    next_health_ms: u64,
+    next_move_ms: u64,
 }
 
 impl Replica {
@@ -242,6 +293,20 @@ impl Replica {
         let incarnation = incarnation(store.as_ref())?;
         let actor = crate::engine::actor_for(&config.node, incarnation);
         let rooms = RoomSet::open(store.as_ref(), actor, hot)?;
+        let members = Membership::new(
+            config.node.clone(),
+            incarnation,
+            crate::membership::DetectorConfig {
+                probe_period_ms: config.probe_period_ms,
+                probe_rtt_ms: config.probe_rtt_ms,
+                indirect_probes: config.indirect_probes,
+                suspect_to_down_ms: config.suspect_to_down_ms,
+                silence_ms: config.silence_ms,
+                degraded_load_permille: config.degraded_load_permille,
+                degraded_setup_failure_permille: config.degraded_setup_failure_permille,
+            },
+            config.seed,
+        );
         let mut replica = Self {
             hlc: Hlc::new(crate::engine::hlc_actor(&config.node)),
             rooms,
@@ -262,6 +327,11 @@ impl Replica {
             turn: 0,
             rng: Rng(config.seed | 1),
             stats: ReplicaStats::default(),
+            members,
+            moves: BTreeMap::new(),
+            drains: BTreeMap::new(),
+            next_health_ms: now_ms,
+            next_move_ms: now_ms,
             config,
         };
         replica.restore(incarnation)?;
@@ -390,6 +460,15 @@ impl Replica {
         if !self.ended.is_empty() {
             next.push((self.next_end_ack_ms, Timer::EndAck));
         }
+        if self.config.failure_detection {
+            next.push((self.next_health_ms, Timer::Health));
+            if let Some(at) = self.members.next_timer_ms() {
+                next.push((at, Timer::Membership));
+            }
+            if self.moving() {
+                next.push((self.next_move_ms, Timer::Rehome));
+            }
+        }
         next.extend(
             self.peers
                 .values()
@@ -409,6 +488,12 @@ impl Replica {
             Input::Tick => self.on_tick(),
             Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
             Input::Import { id, room, bytes } => self.on_import(id, &room, &bytes),
+            Input::Health { app } => self.on_local_health(app),
+            Input::Drain {
+                node,
+                rate_per_s,
+                active,
+            } => self.on_local_drain(node, rate_per_s, active),
         }
         self.finish_input();
     }
@@ -452,6 +537,13 @@ impl Replica {
     }
 
     fn on_local_write(&mut self, id: u64, room: &RoomId, op: &RoomOp) {
+        let result = self.write_local(room, op);
+        self.emit(Event::WriteDone { id, result });
+    }
+
+    /// Applies a local write: staged, announced as `Changed`, queued for
+    /// the next push.
+    fn write_local(&mut self, room: &RoomId, op: &RoomOp) -> Result<WriteAck, Error> {
         let stamp = self.hlc.tick(self.now_ms);
         let ctx = WriteCtx {
             room,
@@ -470,22 +562,16 @@ impl Replica {
                     room: room.clone(),
                     heads: write.heads,
                 };
-                self.emit(Event::WriteDone {
-                    id,
-                    result: Ok(ack),
-                });
                 self.after_change(room, Origin::Local, write.kinds);
                 self.outbox.add(room, &write.changes, self.now_ms);
                 if self.outbox.full() {
                     self.flush_push();
                 }
+                Ok(ack)
             }
             Err(err) => {
                 self.stats.local_write_errors += 1;
-                self.emit(Event::WriteDone {
-                    id,
-                    result: Err(err),
-                });
+                Err(err)
             }
         }
     }
@@ -615,6 +701,8 @@ impl Replica {
             self.stats.clock_drift_refused += 1;
         }
         self.peers.entry(from.clone()).or_default();
+        // Any valid message is evidence of life for failure detection.
+        self.members.heard(self.now_ms, &from);
         self.dispatch(&from, envelope.body);
     }
 
@@ -672,6 +760,9 @@ impl Replica {
             Body::Unavailable { round } => self.on_unavailable(from, round),
             Body::Purged { rooms } => self.on_purged(rooms),
             Body::EndAck { rooms } => self.on_end_ack(from, rooms),
+            Body::Swim { data } => self.on_swim(from, &data),
+            Body::Health { report } => self.on_health_report(from, report),
+            Body::Drain { order } => self.merge_drain(order),
         }
     }
 
@@ -687,6 +778,10 @@ impl Replica {
         }
         if idle {
             self.start_round(&peer);
+        }
+        if self.config.failure_detection && !was_up {
+            self.members.announce(self.now_ms, &peer);
+            self.after_membership();
         }
     }
 
@@ -726,6 +821,18 @@ impl Replica {
             self.next_log_trim_ms = now + self.config.log_trim_interval_ms;
         }
         self.purge_due();
+        if self.config.failure_detection {
+            self.members.tick(now);
+            self.after_membership();
+            if now >= self.next_health_ms {
+                self.health_tick();
+                self.next_health_ms = now + self.config.health_interval_ms;
+            }
+            if self.moving() && now >= self.next_move_ms {
+                self.move_tick();
+                self.next_move_ms = now + failover::MOVE_INTERVAL_MS;
+            }
+        }
     }
 
     /// Starts a round with the next up peer (in turn) that has none running.

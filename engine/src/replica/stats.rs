@@ -36,6 +36,16 @@ pub struct ReplicaStats {
     pub purged: u64,
     pub purged_refused: u64,
     pub storage_errors: u64,
+    /// SWIM datagrams refused (malformed, spoofed sender, foca errors).
+    pub swim_refused: u64,
+    /// Calls this replica took over (failover or drain).
+    pub rehomed: u64,
+    /// Takeovers refused (another replica moved the call first).
+    pub rehome_refused: u64,
+    /// Orphaned calls with no healthy node to take them.
+    pub rehome_no_candidate: u64,
+    /// Move ticks that held a failover back: this replica saw no majority.
+    pub failover_held_minority: u64,
 }
 
 impl ReplicaStats {

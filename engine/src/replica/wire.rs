@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
+use crate::membership::{DrainOrder, HealthReport, DRAIN_ORDERS_MAX, SWIM_PACKET_MAX};
 use crate::model::Head;
 
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -184,6 +185,12 @@ pub enum Body {
     Purged { rooms: Vec<RoomId> },
     /// I hold these rooms as ended (towards purging them everywhere).
     EndAck { rooms: Vec<RoomId> },
+    /// A SWIM datagram (foca's encoding; see `membership`).
+    Swim { data: serde_bytes::ByteBuf },
+    /// My periodic self-report, with the drain orders I know of.
+    Health { report: HealthReport },
+    /// An operator's drain order, spread at once (reports repeat it).
+    Drain { order: DrainOrder },
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -286,7 +293,10 @@ impl Body {
                 check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)
             }
             Body::SinceReq { known, .. } => check("known", known.len(), KNOWN_HASHES_MAX),
-            Body::Unavailable { .. }
+            Body::Swim { data } => check("swim bytes", data.len(), SWIM_PACKET_MAX),
+            Body::Health { report } => check("drains", report.drains.len(), DRAIN_ORDERS_MAX),
+            Body::Drain { .. }
+            | Body::Unavailable { .. }
             | Body::DigestReq { .. }
             | Body::DigestResp { .. }
             | Body::SnapshotReq { .. } => Ok(()),
@@ -312,6 +322,9 @@ impl Body {
             Body::Unavailable { .. } => "unavailable",
             Body::Purged { .. } => "purged",
             Body::EndAck { .. } => "end_ack",
+            Body::Swim { .. } => "swim",
+            Body::Health { .. } => "health",
+            Body::Drain { .. } => "drain",
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Net {
 pub fn config(id: &NodeId, all: &[NodeId], tweak: fn(&mut ReplicaConfig)) -> ReplicaConfig {
     let mut config = ReplicaConfig::new(id.clone(), CLUSTER);
     config.peers = all.iter().filter(|p| *p != id).cloned().collect();
+    // Protocol tests count exact bytes per message kind; failure detection
+    // (its own tests switch it back on) would add its traffic.
+    config.failure_detection = false;
     tweak(&mut config);
     config
 }
@@ -140,7 +143,7 @@ impl Net {
                         kv.flush().expect("flush");
                     }
                 }
-                Output::Send { to, bytes } => {
+                Output::Send { to, bytes } | Output::Datagram { to, bytes } => {
                     let j = self
                         .members
                         .iter()

@@ -1,0 +1,492 @@
+//! Cluster membership and layered failure detection, sans-IO.
+//!
+//! Three layers decide how a replica grades every other node:
+//!
+//! 1. **SWIM** (the `foca` crate): a direct probe each period, indirect
+//!    probes through other members when the direct one times out, then a
+//!    suspicion the suspect can refute (it bumps its incarnation), then
+//!    conviction once the suspicion outlives its timeout.
+//! 2. **Evidence of life**: a conviction is held back (the node stays
+//!    Suspect) while this replica heard anything at all from the node in the
+//!    last `silence_ms`. A crashed node is silent long before SWIM convicts
+//!    it, so this costs true detection nothing; a live node on a lossy link
+//!    keeps talking, so a lost refutation cannot fail its calls over.
+//! 3. **Application health**: a media node reports its load and call-setup
+//!    failure rate; over the thresholds it is Degraded (no new calls).
+//!
+//! Grades: Healthy → Degraded → Suspect → Down. Only Down triggers
+//! failover. Every change is a [`GradeChange`] with a reason.
+//!
+//! Like the replica, this owns no socket or clock: the replica feeds it
+//! datagrams and the time, and carries its datagrams out.
+
+pub mod health;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use foca::{Codec, Foca, Identity, NoCustomBroadcast, OwnedNotification, PostcardCodec, State};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeId, RegionId};
+pub use health::{AppHealth, DrainOrder, HealthReport, DRAIN_ORDERS_MAX};
+
+/// Nodes one replica tracks. Beyond it, unknown senders are ignored: a
+/// media cluster is tens of nodes, so this only bounds a misbehaving one.
+pub const MEMBERS_MAX: usize = 1024;
+
+/// Largest SWIM datagram (foca's packet bound). 1400 B fits one UDP
+/// packet on any path, should a driver ever send them that way.
+pub const SWIM_PACKET_MAX: usize = 1400;
+
+/// A member's SWIM identity. The incarnation grows on every restart (high
+/// bits, from the store) and on every rejoin after a false conviction (low
+/// bits), so the newest identity of a node always wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwimId {
+    pub node: NodeId,
+    pub incarnation: u64,
+}
+
+impl Identity for SwimId {
+    type Addr = NodeId;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            node: self.node.clone(),
+            incarnation: self.incarnation + 1,
+        })
+    }
+
+    fn addr(&self) -> NodeId {
+        self.node.clone()
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.incarnation > adversary.incarnation
+    }
+}
+
+/// How a replica rates a node, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    Healthy,
+    /// Alive but over its load or call-setup-failure threshold: it keeps
+    /// its calls and gets no new ones.
+    Degraded,
+    /// Probes failed; the cluster waits for a refutation.
+    Suspect,
+    /// Convicted: its calls fail over.
+    Down,
+}
+
+/// One grade change, as the replica reports and journals it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GradeChange {
+    pub node: NodeId,
+    pub from: Grade,
+    pub to: Grade,
+    pub reason: String,
+}
+
+/// Timers and thresholds of the detector (from `ReplicaConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectorConfig {
+    pub probe_period_ms: u64,
+    pub probe_rtt_ms: u64,
+    pub indirect_probes: usize,
+    pub suspect_to_down_ms: u64,
+    pub silence_ms: u64,
+    pub degraded_load_permille: u32,
+    pub degraded_setup_failure_permille: u32,
+}
+
+/// What this replica knows of one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub node: NodeId,
+    pub grade: Grade,
+    pub reason: String,
+    /// Local time of the last grade change.
+    pub since_ms: u64,
+    /// Local time anything was last heard from the node.
+    pub last_heard_ms: Option<u64>,
+    /// The node's latest self-report.
+    pub report: Option<HealthReport>,
+    /// An active drain order for the node.
+    pub draining: bool,
+}
+
+/// The foca runtime: collects what one foca call asked for.
+#[derive(Default)]
+struct Sink {
+    sends: Vec<(NodeId, Vec<u8>)>,
+    timers: Vec<(Duration, foca::Timer<SwimId>)>,
+    notes: Vec<OwnedNotification<SwimId>>,
+}
+
+impl foca::Runtime<SwimId> for Sink {
+    fn notify(&mut self, notification: foca::Notification<'_, SwimId>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: SwimId, data: &[u8]) {
+        self.sends.push((to.node, data.to_vec()));
+    }
+
+    fn submit_after(&mut self, event: foca::Timer<SwimId>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
+type Swim = Foca<SwimId, PostcardCodec, rand_pcg::Pcg64Mcg, NoCustomBroadcast>;
+
+pub struct Membership {
+    me: NodeId,
+    config: DetectorConfig,
+    swim: Swim,
+    sink: Sink,
+    /// foca's timers by (due time, sequence): fired in order on ticks.
+    timers: BTreeMap<(u64, u64), foca::Timer<SwimId>>,
+    timer_seq: u64,
+    nodes: BTreeMap<NodeId, NodeView>,
+    own_app: AppHealth,
+    /// Datagrams for the replica to send.
+    pub(crate) out: Vec<(NodeId, Vec<u8>)>,
+    /// Grade changes for the replica to report.
+    pub(crate) changes: Vec<GradeChange>,
+    /// Notable SWIM facts (rejoins) for the journal.
+    pub(crate) notes: Vec<String>,
+    /// SWIM datagrams refused (malformed, spoofed, or foca errors).
+    pub refused: u64,
+}
+
+impl Membership {
+    pub fn new(me: NodeId, incarnation: u64, config: DetectorConfig, seed: u64) -> Self {
+        let mut swim_config = foca::Config::simple();
+        swim_config.probe_period = Duration::from_millis(config.probe_period_ms);
+        swim_config.probe_rtt = Duration::from_millis(config.probe_rtt_ms);
+        swim_config.num_indirect_probes =
+            std::num::NonZeroUsize::new(config.indirect_probes.max(1)).unwrap_or(
+                // max(1) above: never zero.
+                std::num::NonZeroUsize::MIN,
+            );
+        swim_config.suspect_to_down_after = Duration::from_millis(config.suspect_to_down_ms);
+        swim_config.max_packet_size =
+            std::num::NonZeroUsize::new(SWIM_PACKET_MAX).unwrap_or(std::num::NonZeroUsize::MIN);
+        // Gossip membership updates quickly: a conviction should reach
+        // every replica well inside the failover budget.
+        swim_config.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: Duration::from_millis(200),
+            num_members: std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+        });
+        let id = SwimId {
+            node: me.clone(),
+            // Restart count in the high bits, rejoins in the low.
+            incarnation: incarnation << 16,
+        };
+        let rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed ^ 0x5717_C0DE);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            me.clone(),
+            NodeView {
+                node: me.clone(),
+                grade: Grade::Healthy,
+                reason: "this replica".into(),
+                since_ms: 0,
+                last_heard_ms: None,
+                report: None,
+                draining: false,
+            },
+        );
+        Self {
+            me,
+            config,
+            swim: Foca::new(id, swim_config, rng, PostcardCodec),
+            sink: Sink::default(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            nodes,
+            own_app: AppHealth::default(),
+            out: Vec::new(),
+            changes: Vec::new(),
+            notes: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    /// Asks `peer` to let us in (and learns its view of the cluster).
+    pub fn announce(&mut self, now_ms: u64, peer: &NodeId) {
+        if peer == &self.me {
+            return;
+        }
+        let dst = SwimId {
+            node: peer.clone(),
+            incarnation: 0,
+        };
+        if self.swim.announce(dst, &mut self.sink).is_err() {
+            self.refused += 1;
+        }
+        self.absorb(now_ms);
+    }
+
+    /// Anything at all arrived from `from`: evidence it is alive.
+    pub fn heard(&mut self, now_ms: u64, from: &NodeId) {
+        if let Some(view) = self.view_mut(from, now_ms) {
+            view.last_heard_ms = Some(now_ms);
+        }
+    }
+
+    /// A SWIM datagram from `from`.
+    pub fn on_datagram(&mut self, now_ms: u64, from: &NodeId, data: &[u8]) {
+        // foca trusts the sender named inside the packet; the transport
+        // authenticated `from`, so a packet naming anyone else is refused.
+        let named = Codec::<SwimId>::decode_header(&mut PostcardCodec, data).map(|h| h.src.node);
+        match named {
+            Ok(src) if &src == from => {}
+            _ => {
+                self.refused += 1;
+                return;
+            }
+        }
+        if self.swim.handle_data(data, &mut self.sink).is_err() {
+            self.refused += 1;
+        }
+        self.absorb(now_ms);
+    }
+
+    /// A node's periodic self-report.
+    pub fn on_report(&mut self, now_ms: u64, from: &NodeId, report: HealthReport) {
+        if let Some(view) = self.view_mut(from, now_ms) {
+            view.report = Some(report);
+        }
+        self.regrade(now_ms);
+    }
+
+    /// This node's own application health.
+    pub fn set_own_health(&mut self, now_ms: u64, app: AppHealth) {
+        self.own_app = app;
+        self.regrade(now_ms);
+    }
+
+    /// This node's own report, as it is broadcast (for its own placement).
+    pub fn set_own_report(&mut self, report: HealthReport) {
+        if let Some(view) = self.nodes.get_mut(&self.me) {
+            view.report = Some(report);
+        }
+    }
+
+    pub fn own_health(&self) -> AppHealth {
+        self.own_app
+    }
+
+    pub fn set_draining(&mut self, node: &NodeId, draining: bool) {
+        if let Some(view) = self.nodes.get_mut(node) {
+            view.draining = draining;
+        }
+    }
+
+    /// Fires the SWIM timers due at `now_ms`, then regrades.
+    pub fn tick(&mut self, now_ms: u64) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let timer = entry.remove();
+            if self.swim.handle_timer(timer, &mut self.sink).is_err() {
+                self.refused += 1;
+            }
+            self.absorb(now_ms);
+        }
+        self.regrade(now_ms);
+    }
+
+    /// When the next SWIM timer is due.
+    pub fn next_timer_ms(&self) -> Option<u64> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    pub fn grade(&self, node: &NodeId) -> Option<Grade> {
+        self.nodes.get(node).map(|v| v.grade)
+    }
+
+    pub fn views(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.values()
+    }
+
+    pub fn view(&self, node: &NodeId) -> Option<&NodeView> {
+        self.nodes.get(node)
+    }
+
+    /// Nodes this replica knows of, itself included.
+    pub fn known(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Known nodes graded Healthy or Degraded (answering), itself included.
+    /// Suspects do not count: on the minority side of a partition the
+    /// majority is first Suspect, and a failover must not start there.
+    pub fn reachable(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|v| v.grade < Grade::Suspect)
+            .count()
+    }
+
+    fn view_mut(&mut self, node: &NodeId, now_ms: u64) -> Option<&mut NodeView> {
+        if !self.nodes.contains_key(node) {
+            if self.nodes.len() >= MEMBERS_MAX {
+                return None;
+            }
+            self.nodes.insert(
+                node.clone(),
+                NodeView {
+                    node: node.clone(),
+                    grade: Grade::Healthy,
+                    reason: "first heard from".into(),
+                    since_ms: now_ms,
+                    last_heard_ms: None,
+                    report: None,
+                    draining: false,
+                },
+            );
+        }
+        self.nodes.get_mut(node)
+    }
+
+    /// Takes what foca asked for: datagrams out, timers in, notifications.
+    fn absorb(&mut self, now_ms: u64) {
+        self.out.append(&mut self.sink.sends);
+        for (after, timer) in self.sink.timers.drain(..) {
+            let at = now_ms.saturating_add(after.as_millis() as u64);
+            self.timer_seq += 1;
+            self.timers.insert((at, self.timer_seq), timer);
+        }
+        for note in std::mem::take(&mut self.sink.notes) {
+            match note {
+                OwnedNotification::Rejoin(id) => self.notes.push(format!(
+                    "the cluster convicted this replica; rejoined as incarnation {}",
+                    id.incarnation
+                )),
+                OwnedNotification::MemberUp(id) => {
+                    let _ = self.view_mut(&id.node, now_ms);
+                }
+                _ => {}
+            }
+        }
+        self.regrade(now_ms);
+    }
+
+    /// SWIM's verdict on `node`: the state of its newest identity.
+    fn swim_state(&self) -> BTreeMap<NodeId, (u64, State)> {
+        let mut states: BTreeMap<NodeId, (u64, State)> = BTreeMap::new();
+        for member in self.swim.iter_membership_state() {
+            let id = member.id();
+            let newer = states
+                .get(&id.node)
+                .is_none_or(|(inc, _)| id.incarnation > *inc);
+            if newer {
+                states.insert(id.node.clone(), (id.incarnation, member.state()));
+            }
+        }
+        states
+    }
+
+    fn regrade(&mut self, now_ms: u64) {
+        let swim = self.swim_state();
+        let config = self.config.clone();
+        let own_app = self.own_app;
+        let me = self.me.clone();
+        for view in self.nodes.values_mut() {
+            let (grade, reason) = if view.node == me {
+                app_grade(&config, &own_app)
+            } else {
+                let silent_ms = view
+                    .last_heard_ms
+                    .map(|at| now_ms.saturating_sub(at))
+                    .unwrap_or(u64::MAX);
+                match swim.get(&view.node).map(|(_, s)| *s) {
+                    Some(State::Down) if silent_ms < config.silence_ms => (
+                        Grade::Suspect,
+                        format!("convicted by SWIM, but heard from {silent_ms} ms ago"),
+                    ),
+                    Some(State::Down) => (
+                        Grade::Down,
+                        if silent_ms == u64::MAX {
+                            "convicted by SWIM; never heard from directly".to_string()
+                        } else {
+                            format!(
+                                "convicted by SWIM: suspicion not refuted; silent for {silent_ms} ms"
+                            )
+                        },
+                    ),
+                    Some(State::Suspect) => (
+                        Grade::Suspect,
+                        "direct and indirect probes failed; awaiting refutation".to_string(),
+                    ),
+                    Some(State::Alive) => match &view.report {
+                        Some(report) => app_grade(&config, &report.app),
+                        None => (Grade::Healthy, "answers probes".to_string()),
+                    },
+                    // Not (or no longer) a SWIM member: keep the last grade.
+                    None => (view.grade, view.reason.clone()),
+                }
+            };
+            if grade != view.grade {
+                let reason = match (view.grade, grade) {
+                    (Grade::Suspect, Grade::Healthy | Grade::Degraded) => {
+                        format!("suspicion refuted; {reason}")
+                    }
+                    (Grade::Down, Grade::Healthy | Grade::Degraded) => {
+                        format!("back after conviction; {reason}")
+                    }
+                    _ => reason.clone(),
+                };
+                self.changes.push(GradeChange {
+                    node: view.node.clone(),
+                    from: view.grade,
+                    to: grade,
+                    reason: reason.clone(),
+                });
+                view.grade = grade;
+                view.since_ms = now_ms;
+            }
+            view.reason = reason;
+        }
+    }
+}
+
+/// Healthy or Degraded, from application health alone.
+fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, String) {
+    if app.load_permille > config.degraded_load_permille {
+        (
+            Grade::Degraded,
+            format!(
+                "load {:.2} of capacity is above {:.2}",
+                f64::from(app.load_permille) / 1000.0,
+                f64::from(config.degraded_load_permille) / 1000.0
+            ),
+        )
+    } else if app.setup_failure_permille > config.degraded_setup_failure_permille {
+        (
+            Grade::Degraded,
+            format!(
+                "call-setup failure rate {:.2} is above {:.2}",
+                f64::from(app.setup_failure_permille) / 1000.0,
+                f64::from(config.degraded_setup_failure_permille) / 1000.0
+            ),
+        )
+    } else {
+        (
+            Grade::Healthy,
+            "answers probes; reports healthy".to_string(),
+        )
+    }
+}
+
+/// The region and weight of a node for placement.
+pub fn candidate_of(view: &NodeView) -> Option<(RegionId, u32)> {
+    view.report.as_ref().map(|r| (r.region.clone(), r.capacity))
+}

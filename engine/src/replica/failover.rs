@@ -1,0 +1,518 @@
+//! Failure detection wired to the room data: grades from the membership
+//! layer, leaderless re-homing of a Down node's calls, drains, rollback.
+//!
+//! Every replica runs the same rule on its own view, with no coordinator:
+//! for each call owned by a node that is Down (or draining), once the
+//! call's slot in the move schedule is due, compute the new owner by
+//! weighted rendezvous hashing over the nodes this replica grades Healthy;
+//! if that owner is this replica, write the takeover (epoch + 1). Equal
+//! views give one writer per call; unequal views give concurrent takeovers
+//! that the ownership rule (highest `(epoch, node)`) reconciles.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
+use crate::ids::{NodeId, RoomId, SessionId};
+use crate::membership::{
+    candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
+};
+use crate::model::Owner;
+use crate::placement::{self, Candidate};
+use crate::room::RoomOp;
+use crate::storage::keys;
+
+/// Takeovers one replica writes per move tick: bounds the work of a tick;
+/// the schedule's rate is the real limit.
+const TAKEOVERS_PER_TICK_MAX: usize = 256;
+
+/// How often the mover looks for due calls while a move is in progress.
+pub(super) const MOVE_INTERVAL_MS: u64 = 50;
+
+/// Why calls move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveKind {
+    Failover,
+    Drain,
+}
+
+/// A move in progress: a node's calls leaving it at a rate.
+#[derive(Debug, Clone)]
+pub(super) struct Move {
+    pub kind: MoveKind,
+    pub started_ms: u64,
+    /// Calls the node owned when the move started: with the rate, it sets
+    /// each call's slot.
+    pub total: usize,
+    pub rate_per_s: u32,
+    /// Takeovers this replica wrote.
+    pub moved_here: u64,
+}
+
+/// A call that moved, as the replica reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rehomed {
+    pub room: RoomId,
+    pub session: SessionId,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub epoch: u64,
+    pub kind: MoveKind,
+}
+
+/// The fraction in [0, 1) of a move's duration after which a call moves:
+/// a hash, so every replica schedules every call alike.
+fn slot(room: &RoomId, session: &SessionId) -> f64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(room.as_str().as_bytes());
+    hasher.update(&[0]);
+    hasher.update(session.as_str().as_bytes());
+    let mut top = [0u8; 8];
+    top.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(top) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Replica {
+    /// Grades, re-homing and drains as seen here.
+    pub fn membership(&self) -> &crate::membership::Membership {
+        &self.members
+    }
+
+    /// Moves in progress: (node, kind, started, calls at start, rate).
+    pub fn moves(&self) -> Vec<(NodeId, MoveKind, u64, usize, u32)> {
+        self.moves
+            .iter()
+            .map(|(n, m)| (n.clone(), m.kind, m.started_ms, m.total, m.rate_per_s))
+            .collect()
+    }
+
+    /// Drain orders known here (active and cancelled).
+    pub fn drains(&self) -> impl Iterator<Item = &DrainOrder> {
+        self.drains.values()
+    }
+
+    /// Where a new call should go: the same rendezvous rule re-homing
+    /// uses, over Healthy nodes that are not draining.
+    pub fn place(
+        &self,
+        room: &RoomId,
+        session: &SessionId,
+        region: &crate::RegionId,
+    ) -> Option<NodeId> {
+        let candidates = self.candidates();
+        placement::rehome(room, session, region, &candidates).map(|c| c.node.clone())
+    }
+
+    /// Live calls (room, session, epoch) that the owner index gives `node`.
+    pub fn calls_owned_by(&self, node: &NodeId) -> Vec<(RoomId, SessionId, u64)> {
+        let prefix = keys::owned_by(node);
+        let view = super::overlay::Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let Ok(entries) = crate::storage::KvRead::scan_prefix(&view, &prefix) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let (room, session) = keys::owner_tail(&key[prefix.len()..])?;
+                let epoch: [u8; 8] = value.as_slice().try_into().ok()?;
+                Some((room, session, u64::from_be_bytes(epoch)))
+            })
+            .collect()
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.members
+            .views()
+            .filter(|v| v.grade == Grade::Healthy && !v.draining)
+            .filter_map(|v| {
+                let (region, capacity) = candidate_of(v)?;
+                Some(Candidate {
+                    node: v.node.clone(),
+                    region,
+                    capacity: f64::from(capacity),
+                })
+            })
+            .collect()
+    }
+
+    /// Where membership datagrams and reports go: every node known, except
+    /// this one and those graded Down (silent; they rejoin by announcing).
+    fn membership_targets(&self) -> Vec<NodeId> {
+        let mut targets: Vec<NodeId> = self
+            .members
+            .views()
+            .filter(|v| v.node != self.config.node && v.grade != Grade::Down)
+            .map(|v| v.node.clone())
+            .collect();
+        for peer in &self.config.peers {
+            if !targets.contains(peer) && self.members.grade(peer) != Some(Grade::Down) {
+                targets.push(peer.clone());
+            }
+        }
+        targets
+    }
+
+    fn datagram(&mut self, to: &NodeId, body: Body) {
+        let bytes = self.encode(body);
+        self.pending_outputs.push(Output::Datagram {
+            to: to.clone(),
+            bytes,
+        });
+    }
+
+    pub(super) fn on_swim(&mut self, from: &NodeId, data: &[u8]) {
+        let before = self.members.refused;
+        self.members.on_datagram(self.now_ms, from, data);
+        self.stats.swim_refused += self.members.refused - before;
+        self.after_membership();
+    }
+
+    pub(super) fn on_health_report(&mut self, from: &NodeId, report: HealthReport) {
+        for order in &report.drains {
+            self.merge_drain(order.clone());
+        }
+        self.members.on_report(self.now_ms, from, report);
+        self.after_membership();
+    }
+
+    pub(super) fn on_local_health(&mut self, app: AppHealth) {
+        self.members.set_own_health(self.now_ms, app);
+        self.after_membership();
+        // Tell the cluster now rather than at the next interval.
+        self.next_health_ms = self.now_ms;
+    }
+
+    /// An operator's drain (or cancel) of `node`, from the local API.
+    pub(super) fn on_local_drain(&mut self, node: NodeId, rate_per_s: Option<u32>, active: bool) {
+        let order = DrainOrder {
+            node,
+            at: self.hlc.tick(self.now_ms),
+            rate_per_s: rate_per_s
+                .filter(|r| *r > 0)
+                .unwrap_or(self.config.drain_rate_per_s),
+            active,
+        };
+        self.merge_drain(order.clone());
+        for to in self.membership_targets() {
+            self.datagram(
+                &to,
+                Body::Drain {
+                    order: order.clone(),
+                },
+            );
+        }
+    }
+
+    /// Keeps the newest order per node; starts or stops its drain.
+    pub(super) fn merge_drain(&mut self, order: DrainOrder) {
+        if self
+            .drains
+            .get(&order.node)
+            .is_some_and(|o| o.at >= order.at)
+        {
+            return;
+        }
+        let node = order.node.clone();
+        let active = order.active;
+        let rate = order.rate_per_s.max(1);
+        self.drains.insert(node.clone(), order);
+        // Bounded: forget the oldest cancelled orders first.
+        while self.drains.len() > DRAIN_ORDERS_MAX {
+            let oldest = self
+                .drains
+                .values()
+                .filter(|o| !o.active)
+                .min_by_key(|o| o.at)
+                .or_else(|| self.drains.values().min_by_key(|o| o.at))
+                .map(|o| o.node.clone());
+            match oldest {
+                Some(n) => self.drains.remove(&n),
+                None => break,
+            };
+        }
+        self.members.set_draining(&node, active);
+        let detail = if active {
+            format!("{node}: drain started, {rate} calls/s")
+        } else {
+            format!("{node}: drain cancelled")
+        };
+        self.journal(IncidentKind::Drain, detail);
+        self.pending_outputs.push(Output::Event(Event::Drain {
+            node: node.clone(),
+            active,
+            rate_per_s: rate,
+        }));
+        if active {
+            if !self.moves.contains_key(&node) {
+                let total = self.calls_owned_by(&node).len();
+                self.moves.insert(
+                    node,
+                    super::failover::Move {
+                        kind: MoveKind::Drain,
+                        started_ms: self.now_ms,
+                        total,
+                        rate_per_s: rate,
+                        moved_here: 0,
+                    },
+                );
+            }
+        } else if self
+            .moves
+            .get(&node)
+            .is_some_and(|m| m.kind == MoveKind::Drain)
+        {
+            self.stop_move(&node, "drain cancelled");
+        }
+    }
+
+    fn stop_move(&mut self, node: &NodeId, why: &str) {
+        if let Some(m) = self.moves.remove(node) {
+            let left = self.calls_owned_by(node).len();
+            self.journal(
+                IncidentKind::Rollback,
+                format!(
+                    "{node}: {kind:?} stopped ({why}); {moved} calls moved here, {left} stay",
+                    kind = m.kind,
+                    moved = m.moved_here
+                ),
+            );
+            self.pending_outputs.push(Output::Event(Event::MoveStopped {
+                node: node.clone(),
+                kind: m.kind,
+                calls_left: left,
+            }));
+        }
+    }
+
+    /// Carries out what the membership layer produced: datagrams, grade
+    /// changes (events, journal, failovers, rollbacks), SWIM notes.
+    pub(super) fn after_membership(&mut self) {
+        for (to, data) in std::mem::take(&mut self.members.out) {
+            self.datagram(
+                &to,
+                Body::Swim {
+                    data: serde_bytes::ByteBuf::from(data),
+                },
+            );
+        }
+        for note in std::mem::take(&mut self.members.notes) {
+            self.journal(IncidentKind::Rejoined, note);
+        }
+        for change in std::mem::take(&mut self.members.changes) {
+            self.on_grade_change(change);
+        }
+    }
+
+    fn on_grade_change(&mut self, change: GradeChange) {
+        let kind = match (change.from, change.to) {
+            (_, Grade::Down) => IncidentKind::Convicted,
+            (_, Grade::Suspect) => IncidentKind::Suspected,
+            (Grade::Suspect, _) => IncidentKind::Refuted,
+            _ => IncidentKind::Graded,
+        };
+        self.journal(
+            kind,
+            format!(
+                "{}: {:?} -> {:?}: {}",
+                change.node, change.from, change.to, change.reason
+            ),
+        );
+        let node = change.node.clone();
+        if change.to == Grade::Down && node != self.config.node {
+            let total = self.calls_owned_by(&node).len();
+            // A failover supersedes a drain: the calls must go now.
+            let replace = self
+                .moves
+                .get(&node)
+                .is_none_or(|m| m.kind == MoveKind::Drain);
+            if replace {
+                self.moves.insert(
+                    node.clone(),
+                    Move {
+                        kind: MoveKind::Failover,
+                        started_ms: self.now_ms,
+                        total,
+                        rate_per_s: self.config.failover_rate_per_s.max(1),
+                        moved_here: 0,
+                    },
+                );
+                self.next_move_ms = self.now_ms;
+            }
+        }
+        if change.from == Grade::Down && change.to < Grade::Suspect {
+            let within_grace = self.moves.get(&node).is_some_and(|m| {
+                m.kind == MoveKind::Failover
+                    && self.now_ms.saturating_sub(m.started_ms) <= self.config.rollback_grace_ms
+            });
+            if within_grace {
+                self.stop_move(&node, "back healthy within the grace period");
+                // A drain ordered before the failover resumes its course.
+                if self.drains.get(&node).is_some_and(|o| o.active) {
+                    let rate = self.drains[&node].rate_per_s.max(1);
+                    let total = self.calls_owned_by(&node).len();
+                    self.moves.insert(
+                        node.clone(),
+                        Move {
+                            kind: MoveKind::Drain,
+                            started_ms: self.now_ms,
+                            total,
+                            rate_per_s: rate,
+                            moved_here: 0,
+                        },
+                    );
+                }
+            }
+        }
+        self.pending_outputs
+            .push(Output::Event(Event::Grade(change)));
+    }
+
+    /// Sends this replica's report to every node it knows.
+    pub(super) fn health_tick(&mut self) {
+        let mut drains: Vec<DrainOrder> = self.drains.values().cloned().collect();
+        drains.sort_by_key(|o| std::cmp::Reverse(o.at));
+        drains.truncate(DRAIN_ORDERS_MAX);
+        let report = HealthReport {
+            region: self.config.region.clone(),
+            capacity: self.config.capacity,
+            app: self.members.own_health(),
+            drains,
+        };
+        self.members.set_own_report(report.clone());
+        for to in self.membership_targets() {
+            self.datagram(
+                &to,
+                Body::Health {
+                    report: report.clone(),
+                },
+            );
+        }
+    }
+
+    /// Moves the calls whose slot is due and whose new owner is this replica.
+    pub(super) fn move_tick(&mut self) {
+        if self.moves.is_empty() {
+            return;
+        }
+        let majority = !self.config.failover_needs_majority
+            || 2 * self.members.reachable() > self.members.known();
+        let candidates = self.candidates();
+        let me = self.config.node.clone();
+        let mut budget = TAKEOVERS_PER_TICK_MAX;
+        let mut finished = Vec::new();
+        let moves: BTreeMap<NodeId, Move> = self.moves.clone();
+        for (node, m) in moves {
+            if m.kind == MoveKind::Failover {
+                // Paused while the node is not Down here (evidence of life
+                // came back); a return to Healthy rolls it back.
+                if self.members.grade(&node) != Some(Grade::Down) {
+                    continue;
+                }
+                if !majority {
+                    self.stats.failover_held_minority += 1;
+                    continue;
+                }
+            }
+            let calls = self.calls_owned_by(&node);
+            if calls.is_empty() {
+                finished.push(node);
+                continue;
+            }
+            let elapsed_ms = self.now_ms.saturating_sub(m.started_ms) as f64;
+            let duration_ms = m.total.max(1) as f64 * 1000.0 / f64::from(m.rate_per_s);
+            for (room, session, _) in calls {
+                if budget == 0 {
+                    break;
+                }
+                if slot(&room, &session) * duration_ms > elapsed_ms {
+                    continue;
+                }
+                let Some((region, owner)) = self.call_of(&room, &session) else {
+                    continue;
+                };
+                if owner.node != node {
+                    continue;
+                }
+                let Some(target) = placement::rehome(&room, &session, &region, &candidates) else {
+                    self.stats.rehome_no_candidate += 1;
+                    continue;
+                };
+                if target.node != me {
+                    continue;
+                }
+                budget -= 1;
+                let epoch = owner.epoch + 1;
+                let op = RoomOp::SetOwner {
+                    session: session.clone(),
+                    owner: Owner {
+                        epoch,
+                        node: me.clone(),
+                    },
+                };
+                match self.write_local(&room, &op) {
+                    Ok(_) => {
+                        self.stats.rehomed += 1;
+                        if let Some(live) = self.moves.get_mut(&node) {
+                            live.moved_here += 1;
+                        }
+                        let moved = Rehomed {
+                            room,
+                            session,
+                            from: node.clone(),
+                            to: me.clone(),
+                            epoch,
+                            kind: m.kind,
+                        };
+                        self.journal(
+                            IncidentKind::Rehomed,
+                            format!(
+                                "{}/{}: {} -> {} (epoch {}, {:?})",
+                                moved.room, moved.session, moved.from, moved.to, epoch, m.kind
+                            ),
+                        );
+                        self.pending_outputs
+                            .push(Output::Event(Event::Rehomed(moved)));
+                    }
+                    // Someone moved it first (a stale epoch): fine.
+                    Err(_) => self.stats.rehome_refused += 1,
+                }
+            }
+        }
+        for node in finished {
+            // Failovers end when the node has no calls left; drains stay
+            // (the node gets no new calls) until cancelled.
+            if self
+                .moves
+                .get(&node)
+                .is_some_and(|m| m.kind == MoveKind::Failover)
+            {
+                if let Some(m) = self.moves.remove(&node) {
+                    self.journal(
+                        IncidentKind::Rehomed,
+                        format!(
+                            "{node}: failover complete; {} calls moved here",
+                            m.moved_here
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A live call's region and current owner, from the room itself.
+    fn call_of(&mut self, room: &RoomId, session: &SessionId) -> Option<(crate::RegionId, Owner)> {
+        let snapshot = self.room(room).ok()??;
+        let call = snapshot.live_sessions().find(|(id, _)| *id == session)?.1;
+        Some((call.region.clone(), call.owner.clone()))
+    }
+
+    /// Whether any move still has work (for the mover's timer).
+    pub(super) fn moving(&self) -> bool {
+        !self.moves.is_empty()
+    }
+}

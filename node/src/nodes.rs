@@ -1,0 +1,228 @@
+//! The failover part of the API: node grades, drains, this node's
+//! application health, placement. Handlers ask the daemon task, which owns
+//! the replica, through [`NodesCommand`].
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use chorus_engine::membership::{AppHealth, DrainOrder, NodeView};
+use chorus_engine::replica::{MoveKind, Replica};
+use chorus_engine::{NodeId, RegionId, RoomId, SessionId};
+
+use crate::api::{ask, ApiError, ApiState, Body, Json};
+use crate::daemon::Command;
+
+pub enum NodesCommand {
+    List {
+        reply: oneshot::Sender<NodesView>,
+    },
+    /// This node's application health.
+    Health {
+        app: AppHealth,
+    },
+    Drain {
+        node: NodeId,
+        rate_per_s: Option<u32>,
+        active: bool,
+    },
+    Place {
+        room: RoomId,
+        session: SessionId,
+        region: RegionId,
+        reply: oneshot::Sender<Option<NodeId>>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveView {
+    pub node: NodeId,
+    pub kind: MoveKind,
+    pub started_ago_ms: u64,
+    pub calls_at_start: usize,
+    pub rate_per_s: u32,
+    pub calls_left: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodesView {
+    pub this_node: NodeId,
+    /// Every node this replica knows, with its grade and the reason.
+    pub nodes: Vec<NodeView>,
+    /// Failovers and drains in progress.
+    pub moves: Vec<MoveView>,
+    pub drains: Vec<DrainOrder>,
+    /// Whether this replica sees a majority (failovers run only then).
+    pub majority: bool,
+}
+
+impl NodesView {
+    pub fn of(replica: &Replica, now_ms: u64) -> Self {
+        let members = replica.membership();
+        let moves = replica
+            .moves()
+            .into_iter()
+            .map(|(node, kind, started, total, rate)| MoveView {
+                calls_left: replica.calls_owned_by(&node).len(),
+                node,
+                kind,
+                started_ago_ms: now_ms.saturating_sub(started),
+                calls_at_start: total,
+                rate_per_s: rate,
+            })
+            .collect();
+        Self {
+            this_node: replica.node().clone(),
+            nodes: members.views().cloned().collect(),
+            moves,
+            drains: replica.drains().cloned().collect(),
+            majority: 2 * members.reachable() > members.known(),
+        }
+    }
+}
+
+async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let view = ask(&state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+fn node_id(text: &str) -> Result<NodeId, ApiError> {
+    NodeId::parse(text).map_err(|e| ApiError::bad(format!("node: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    /// Calls per second; the configured `drain_rate_per_s` if absent.
+    #[serde(default)]
+    pub rate_per_s: Option<u32>,
+}
+
+/// The largest drain rate accepted: more is a failover, not a drain.
+pub const DRAIN_RATE_MAX: u32 = 100_000;
+
+async fn drain(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let node = node_id(&node)?;
+    // The body is optional: no body drains at the configured rate.
+    let body: DrainBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("body: {e}")))?
+    };
+    let rate_per_s = body.rate_per_s;
+    if let Some(rate) = rate_per_s {
+        if rate == 0 || rate > DRAIN_RATE_MAX {
+            return Err(ApiError::bad(format!(
+                "rate_per_s = {rate}: must be between 1 and {DRAIN_RATE_MAX}"
+            )));
+        }
+    }
+    order(&state, node, rate_per_s, true).await
+}
+
+async fn undrain(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    order(&state, node_id(&node)?, None, false).await
+}
+
+async fn order(
+    state: &ApiState,
+    node: NodeId,
+    rate_per_s: Option<u32>,
+    active: bool,
+) -> Result<Response, ApiError> {
+    ask(state, |reply| {
+        // Answered once the order is in the replica (it spreads from there).
+        let _ = reply.send(());
+        Command::Nodes(NodesCommand::Drain {
+            node: node.clone(),
+            rate_per_s,
+            active,
+        })
+    })
+    .await?;
+    let view = ask(state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
+    let order = view.drains.into_iter().find(|o| o.node == node);
+    Ok((StatusCode::ACCEPTED, axum::Json(order)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthBody {
+    /// Load relative to declared capacity (1.0 = at capacity).
+    pub load: f64,
+    /// Share of recent call setups that failed (0 to 1).
+    #[serde(default)]
+    pub setup_failure_rate: f64,
+}
+
+async fn report_health(
+    State(state): State<ApiState>,
+    Json(body): Json<HealthBody>,
+) -> Result<Response, ApiError> {
+    let valid = |v: f64| v.is_finite() && v >= 0.0;
+    if !valid(body.load) || !valid(body.setup_failure_rate) || body.setup_failure_rate > 1.0 {
+        return Err(ApiError::bad(
+            "load must be a finite number ≥ 0, setup_failure_rate between 0 and 1",
+        ));
+    }
+    let app = AppHealth::from_ratios(body.load, body.setup_failure_rate);
+    ask(&state, |reply| {
+        let _ = reply.send(());
+        Command::Nodes(NodesCommand::Health { app })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceQuery {
+    pub room: String,
+    pub session: String,
+    pub region: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Placement {
+    node: Option<NodeId>,
+}
+
+async fn place(
+    State(state): State<ApiState>,
+    query: Result<Query<PlaceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let room = RoomId::parse(q.room).map_err(|e| ApiError::bad(format!("room: {e}")))?;
+    let session =
+        SessionId::parse(q.session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
+    let region = RegionId::parse(q.region).map_err(|e| ApiError::bad(format!("region: {e}")))?;
+    let node = ask(&state, |reply| {
+        Command::Nodes(NodesCommand::Place {
+            room,
+            session,
+            region,
+            reply,
+        })
+    })
+    .await?;
+    Ok(axum::Json(Placement { node }).into_response())
+}
+
+/// The routes (all behind the API token, when one is set).
+pub fn routes() -> axum::Router<ApiState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/nodes", get(list))
+        .route("/v1/nodes/{node}/drain", post(drain).delete(undrain))
+        .route("/v1/placement", get(place))
+        .route("/v1/health/app", post(report_health))
+}
