@@ -34,7 +34,7 @@ fn run_with(scenario: &Scenario, name: &str, seed: u64, mutation: Option<Mutatio
 }
 
 /// The scenarios the simulator promises to ship.
-const REQUIRED: [&str; 7] = [
+const REQUIRED: [&str; 12] = [
     "partition-heal",
     "asymmetric-partition",
     "crash-restart-mid-partition",
@@ -42,6 +42,11 @@ const REQUIRED: [&str; 7] = [
     "clock-skew",
     "late-joiner",
     "three-way-split",
+    "media-node-crash",
+    "flapping-node",
+    "lossy-no-crash",
+    "region-outage",
+    "drain-rollback",
 ];
 
 #[test]

@@ -408,6 +408,12 @@ impl Membership {
                     .map(|at| now_ms.saturating_sub(at))
                     .unwrap_or(u64::MAX);
                 match swim.get(&view.node).map(|(_, s)| *s) {
+                    // Once Down, a node stays Down until SWIM sees it alive
+                    // again (a rejoin): evidence of life only delays a
+                    // conviction, it never flaps one back and forth.
+                    Some(State::Down) if view.grade == Grade::Down => {
+                        (Grade::Down, view.reason.clone())
+                    }
                     Some(State::Down) if silent_ms < config.silence_ms => (
                         Grade::Suspect,
                         format!("convicted by SWIM, but heard from {silent_ms} ms ago"),

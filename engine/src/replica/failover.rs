@@ -140,17 +140,19 @@ impl Replica {
             .collect()
     }
 
-    /// Where membership datagrams and reports go: every node known, except
-    /// this one and those graded Down (silent; they rejoin by announcing).
+    /// Where reports and drain orders go: every node known but this one.
+    /// Down nodes too: a node wrongly convicted must keep hearing from us
+    /// (and we from it) for the evidence-of-life layer to clear it; to a
+    /// really dead node the daemon drops them unsent (no connection).
     fn membership_targets(&self) -> Vec<NodeId> {
         let mut targets: Vec<NodeId> = self
             .members
             .views()
-            .filter(|v| v.node != self.config.node && v.grade != Grade::Down)
+            .filter(|v| v.node != self.config.node)
             .map(|v| v.node.clone())
             .collect();
         for peer in &self.config.peers {
-            if !targets.contains(peer) && self.members.grade(peer) != Some(Grade::Down) {
+            if !targets.contains(peer) {
                 targets.push(peer.clone());
             }
         }

@@ -1,0 +1,122 @@
+//! Failure detection and failover, end to end in the simulator: a crash is
+//! detected and its calls re-homed inside the budget; a lossy, jittery
+//! network convicts nobody; past SWIM's limits the evidence-of-life layer
+//! holds convictions back; drains move calls at their rate and stop when cancelled; a
+//! region outage moves calls across regions.
+
+use std::path::Path;
+
+use chorus_simulator::report::Report;
+use chorus_simulator::run::{run, RunOptions};
+use chorus_simulator::scenario::Scenario;
+
+fn load(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"));
+    Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+fn run_seed(scenario: &Scenario, name: &str, seed: u64) -> Report {
+    let opts = RunOptions {
+        seed,
+        scenario_name: name.into(),
+        reproduce: format!(
+            "chorus-sim run --scenario simulator/scenarios/{name}.toml --seed {seed}"
+        ),
+        trace: false,
+        timeline: false,
+        mutation: None,
+    };
+    run(scenario, &opts).report
+}
+
+#[test]
+fn a_crashed_media_node_is_detected_and_its_calls_rehomed_within_budget() {
+    let scenario = load("media-node-crash");
+    for seed in [2, 3, 4] {
+        let report = run_seed(&scenario, "media-node-crash", seed);
+        assert!(report.passed, "{}", report.to_text());
+        let crash = &report.failover.crashes[0];
+        let detection = crash.detection_ms.expect("the crash is detected");
+        let rehome = crash.rehome_ms.expect("the calls are re-homed");
+        assert!(detection + rehome <= 2_500, "{}", report.to_text());
+        assert!(crash.calls_at_detection > 0, "the node hosted calls");
+        assert!(report.failover.rehomed_calls >= crash.calls_at_detection as u64);
+        assert_eq!(report.false_failovers, 0);
+    }
+}
+
+/// Ten simulated minutes of the lossy scenario.
+fn lossy(minutes: u64) -> Scenario {
+    let mut scenario = load("lossy-no-crash");
+    scenario.duration_ms = minutes * 60_000;
+    scenario
+}
+
+#[test]
+fn loss_and_jitter_convict_nobody() {
+    let report = run_seed(&lossy(10), "lossy-no-crash", 5);
+    assert!(report.passed, "{}", report.to_text());
+    assert_eq!(report.false_failovers, 0);
+    // The network is bad enough to raise suspicions; refutations clear them.
+    assert!(report.failover.false_suspicions > 0);
+}
+
+#[test]
+fn evidence_of_life_holds_back_convictions_that_swim_alone_makes() {
+    // 40 % loss and up to 300 ms of jitter: past what SWIM's refutation
+    // can carry, so it convicts live nodes. Hearing from a node within
+    // `silence_ms` holds some of those convictions back.
+    let mut harsh = lossy(10);
+    harsh.network.loss = 0.4;
+    harsh.network.latency_ms = [1, 301];
+    let guarded = run_seed(&harsh, "lossy-no-crash", 5);
+    harsh.replica.silence_ms = Some(0);
+    let unguarded = run_seed(&harsh, "lossy-no-crash", 5);
+    assert!(unguarded.false_failovers > 0, "{}", unguarded.to_text());
+    assert!(!unguarded.passed, "the failover check must catch it");
+    assert!(
+        guarded.failover.convictions_held > 0,
+        "{}",
+        guarded.to_text()
+    );
+    assert!(
+        guarded.false_failovers < unguarded.false_failovers,
+        "with the layer: {}, without: {}",
+        guarded.false_failovers,
+        unguarded.false_failovers
+    );
+}
+
+#[test]
+fn a_drain_moves_calls_at_its_rate_and_a_cancel_leaves_the_rest() {
+    let report = run_seed(&load("drain-rollback"), "drain-rollback", 2);
+    assert!(report.passed, "{}", report.to_text());
+    let f = &report.failover;
+    assert!(f.rehomed_calls > 0, "the drain moved calls");
+    // 2 calls/s for the 4 s before the cancel: at most ~8 + one tick's
+    // worth; the rest stayed (every replica reports the rollback).
+    assert!(f.rehomed_calls <= 12, "{}", report.to_text());
+    assert!(f.moves_stopped >= 1, "{}", report.to_text());
+    let stayed = f.timeline.iter().any(|(_, _, line)| {
+        line.contains("stopped (rollback)") && !line.contains("; 0 calls stay")
+    });
+    assert!(stayed, "calls not yet moved stay: {}", report.to_text());
+    let degraded = f
+        .timeline
+        .iter()
+        .any(|(_, _, line)| line.contains("node-3: Healthy -> Degraded"));
+    assert!(degraded, "{}", report.to_text());
+}
+
+#[test]
+fn a_region_outage_moves_calls_across_regions() {
+    let report = run_seed(&load("region-outage"), "region-outage", 2);
+    assert!(report.passed, "{}", report.to_text());
+    assert_eq!(report.failover.crashes.len(), 2);
+    for crash in &report.failover.crashes {
+        assert!(crash.rehome_ms.is_some(), "{}", report.to_text());
+    }
+    assert!(report.failover.rehomed_calls > 0);
+}
