@@ -62,6 +62,24 @@ enum Command {
         #[command(flatten)]
         api: Api,
     },
+    /// Every node this replica knows: grade, reason, drains, moves.
+    Nodes {
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Drains NODE: no new calls, its calls move away at a rate. `--cancel`
+    /// stops a drain; the calls not yet moved stay.
+    Drain {
+        #[command(flatten)]
+        api: Api,
+        /// The node id (a peer id, as `chorus nodes` shows it).
+        node: String,
+        /// Calls per second (default: the replica's `drain_rate_per_s`).
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Three replicas on loopback: replication, a partition drill, the merge.
     Demo,
     /// Benchmarks against real daemons on loopback.
@@ -193,6 +211,55 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                     e["detail"].as_str().unwrap_or("")
                 );
             }
+            Ok(true)
+        }
+        Command::Nodes { api } => {
+            let client = Client::new(api.api, api.token)?;
+            let view: Value = client.get("/v1/nodes").await?;
+            let empty = Vec::new();
+            for n in view["nodes"].as_array().unwrap_or(&empty) {
+                println!(
+                    "{:<54} {:<9} {:<9} {}",
+                    n["node"].as_str().unwrap_or("?"),
+                    n["grade"].as_str().unwrap_or("?"),
+                    if n["draining"] == true {
+                        "draining"
+                    } else {
+                        ""
+                    },
+                    n["reason"].as_str().unwrap_or("")
+                );
+            }
+            for m in view["moves"].as_array().unwrap_or(&empty) {
+                println!(
+                    "moving: {} {} of {}, {} calls left at {}/s",
+                    m["kind"].as_str().unwrap_or("?"),
+                    m["calls_at_start"],
+                    m["node"].as_str().unwrap_or("?"),
+                    m["calls_left"],
+                    m["rate_per_s"]
+                );
+            }
+            Ok(true)
+        }
+        Command::Drain {
+            api,
+            node,
+            rate,
+            cancel,
+        } => {
+            let client = Client::new(api.api, api.token)?;
+            let path = format!("/v1/nodes/{node}/drain");
+            let order: Value = if cancel {
+                client.delete(&path).await?
+            } else {
+                let body = match rate {
+                    Some(rate) => json!({ "rate_per_s": rate }),
+                    None => json!({}),
+                };
+                client.send(reqwest::Method::POST, &path, &body).await?
+            };
+            println!("{}", serde_json::to_string_pretty(&order)?);
             Ok(true)
         }
         Command::Demo => {

@@ -39,6 +39,42 @@ pub fn render(s: &StatsView) -> String {
     );
     counter(
         &mut out,
+        "chorus_calls_rehomed",
+        "Calls this replica took over (failover or drain).",
+        r.rehomed,
+    );
+    counter(
+        &mut out,
+        "chorus_rehome_refused",
+        "Takeovers refused because another replica moved the call first.",
+        r.rehome_refused,
+    );
+    counter(
+        &mut out,
+        "chorus_rehome_no_candidate",
+        "Orphaned calls found with no healthy node to take them.",
+        r.rehome_no_candidate,
+    );
+    counter(
+        &mut out,
+        "chorus_failover_held_minority",
+        "Move ticks that held a failover back: no majority in sight.",
+        r.failover_held_minority,
+    );
+    counter(
+        &mut out,
+        "chorus_swim_refused",
+        "Failure-detection datagrams refused (malformed or spoofed).",
+        r.swim_refused,
+    );
+    counter(
+        &mut out,
+        "chorus_datagrams_dropped",
+        "Failure-detection datagrams not sent: no connection to the peer.",
+        s.datagrams_dropped,
+    );
+    counter(
+        &mut out,
         "chorus_local_writes",
         "Local writes acknowledged.",
         r.local_writes,

@@ -1,0 +1,304 @@
+//! Failover with real daemons on loopback: three replicas host calls, one
+//! is SIGKILLed, the survivors detect it and take its calls within 5 s, and
+//! their incident journals tell the story. Also: drains through the API and
+//! bad failover requests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use chorus_node::client::Client;
+use chorus_node::daemon;
+use chorus_node::demo::{client_of, local_config, wait_for};
+
+/// The issue's bound: calls of a killed replica owned by survivors within it.
+const FAILOVER_WALL_MAX: Duration = Duration::from_secs(5);
+
+struct Process {
+    child: Child,
+    api: String,
+    peer_id: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_daemon(config_path: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["run", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn chorus run");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the ready line");
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    Process {
+        child,
+        api: format!("http://{}", ready["api"].as_str().expect("api")),
+        peer_id: ready["peer_id"].as_str().expect("peer id").to_string(),
+    }
+}
+
+/// The grade `client`'s replica gives `node`, if it knows it.
+async fn grade(client: &Client, node: &str) -> Option<String> {
+    let view: Value = client.get("/v1/nodes").await.ok()?;
+    view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)
+        .and_then(|n| n["grade"].as_str().map(String::from))
+}
+
+/// Owners of the live calls of `room` as `client` sees them.
+async fn owners(client: &Client, room: &str) -> anyhow::Result<Vec<String>> {
+    let snapshot: Value = client.get(&format!("/v1/rooms/{room}")).await?;
+    let sessions = snapshot["sessions"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    Ok(sessions
+        .values()
+        .filter(|s| s["state"] != "left")
+        .filter_map(|s| s["owner"]["node"].as_str().map(String::from))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
+        .await
+        .expect("replica a");
+    let b = daemon::start(local_config(
+        "b",
+        &root.path().join("b"),
+        vec![a.dial_addr().expect("a listens")],
+    ))
+    .await
+    .expect("replica b");
+    let config_path = root.path().join("c.toml");
+    let config = format!(
+        "name = \"c\"\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\npeers = [\"{}\", \"{}\"]\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n[replica]\nanti_entropy_interval_ms = 200\n",
+        root.path().join("c").display().to_string(),
+        a.dial_addr().expect("a listens"),
+        b.dial_addr().expect("b listens"),
+    );
+    std::fs::write(&config_path, config).expect("write config");
+    let mut c = spawn_daemon(&config_path);
+    let survivors = [
+        client_of(&a).expect("client"),
+        client_of(&b).expect("client"),
+    ];
+    let victim = c.peer_id.clone();
+    let cc = Client::new(c.api.clone(), None).expect("client");
+    wait_for("every replica grades every other healthy", || async {
+        let all = [&survivors[0], &survivors[1], &cc];
+        let ids = [a.peer_id.to_base58(), b.peer_id.to_base58(), victim.clone()];
+        for client in all {
+            for id in &ids {
+                if grade(client, id).await.as_deref() != Some("healthy") {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .expect("membership forms");
+
+    // C hosts six calls (a media node admits participants onto itself).
+    let _: Value = cc
+        .send(reqwest::Method::PUT, "/v1/rooms/call-room", &json!({}))
+        .await
+        .expect("create the room");
+    for i in 0..6 {
+        let join = json!({
+            "session": format!("s-{i}"), "user": format!("u-{i}"), "role": "speaker",
+            "owner": victim, "region": "local", "resume_token": format!("t-{i}"),
+        });
+        let _: Value = cc
+            .send(
+                reqwest::Method::POST,
+                "/v1/rooms/call-room/participants",
+                &join,
+            )
+            .await
+            .expect("join on c");
+    }
+    wait_for("the calls reach a and b", || async {
+        for client in &survivors {
+            let on = owners(client, "call-room").await.unwrap_or_default();
+            if on.len() != 6 || on.iter().any(|o| o != &victim) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .expect("the calls replicate");
+
+    c.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
+    let _ = c.child.wait();
+    let killed = Instant::now();
+    let mut rehomed_after = None;
+    while killed.elapsed() < FAILOVER_WALL_MAX {
+        let mut done = true;
+        for client in &survivors {
+            let on = owners(client, "call-room").await.expect("read");
+            done &= on.len() == 6 && on.iter().all(|o| o != &victim);
+        }
+        if done {
+            rehomed_after = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = rehomed_after.unwrap_or_else(|| {
+        panic!("the killed node's calls were not owned by survivors within {FAILOVER_WALL_MAX:?}")
+    });
+    println!("calls re-homed {} ms after SIGKILL", took.as_millis());
+    let survivor_ids = [a.peer_id.to_base58(), b.peer_id.to_base58()];
+    for client in &survivors {
+        for owner in owners(client, "call-room").await.expect("read") {
+            assert!(
+                survivor_ids.contains(&owner),
+                "owned by a survivor: {owner}"
+            );
+        }
+    }
+
+    // Both survivors' journals tell the story: suspicion, conviction (with
+    // the reason), re-homing.
+    for client in &survivors {
+        let entries: Vec<Value> = client.get("/v1/incidents").await.expect("incidents");
+        let about = |kind: &str| {
+            entries.iter().any(|e| {
+                e["kind"] == kind && e["detail"].as_str().is_some_and(|d| d.contains(&victim))
+            })
+        };
+        assert!(about("suspected"), "{entries:#?}");
+        assert!(about("convicted"), "{entries:#?}");
+        assert!(about("rehomed"), "{entries:#?}");
+        assert!(grade(client, &victim).await.as_deref() == Some("down"));
+    }
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_go_through_the_api_and_bad_requests_are_refused() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
+        .await
+        .expect("replica a");
+    let b = daemon::start(local_config(
+        "b",
+        &root.path().join("b"),
+        vec![a.dial_addr().expect("a listens")],
+    ))
+    .await
+    .expect("replica b");
+    let ca = client_of(&a).expect("client");
+    let cb = client_of(&b).expect("client");
+    let b_id = b.peer_id.to_base58();
+    wait_for("a knows b", || async {
+        Ok(grade(&ca, &b_id).await.as_deref() == Some("healthy"))
+    })
+    .await
+    .expect("membership forms");
+
+    let order: Value = ca
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/nodes/{b_id}/drain"),
+            &json!({ "rate_per_s": 5 }),
+        )
+        .await
+        .expect("drain");
+    assert_eq!(order["active"], true);
+    assert_eq!(order["rate_per_s"], 5);
+    // The order spreads: b itself learns it is draining.
+    wait_for("b sees its drain", || async {
+        let view: Value = cb.get("/v1/nodes").await?;
+        Ok(view["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["node"] == b_id.as_str() && n["draining"] == true)
+        }))
+    })
+    .await
+    .expect("the drain order spreads");
+    // Placement skips a draining node.
+    let placed: Value = ca
+        .get("/v1/placement?room=r&session=s&region=local")
+        .await
+        .expect("placement");
+    assert_eq!(placed["node"], a.peer_id.to_base58());
+    let cancelled: Value = ca
+        .delete(&format!("/v1/nodes/{b_id}/drain"))
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled["active"], false);
+
+    // Bad input: clear 400s, not panics.
+    let (status, body) = ca
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/nodes/{b_id}/drain"),
+            "application/json",
+            br#"{"rate_per_s": 0}"#.to_vec(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = ca
+        .raw(
+            reqwest::Method::POST,
+            "/v1/nodes/bad%20id/drain",
+            "application/json",
+            Vec::new(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = ca
+        .raw(
+            reqwest::Method::POST,
+            "/v1/health/app",
+            "application/json",
+            br#"{"load": -1}"#.to_vec(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, 400, "{body}");
+    // A media node reports overload: its peers grade it Degraded.
+    let (status, body) = cb
+        .raw(
+            reqwest::Method::POST,
+            "/v1/health/app",
+            "application/json",
+            br#"{"load": 1.5}"#.to_vec(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, 204, "{body}");
+    wait_for("a grades b degraded", || async {
+        Ok(grade(&ca, &b_id).await.as_deref() == Some("degraded"))
+    })
+    .await
+    .expect("degraded spreads");
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}
