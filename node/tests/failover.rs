@@ -180,6 +180,33 @@ async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
         }
     }
 
+    // A client of the dead node resumes on a survivor: its token is good,
+    // and the answer names the call's new owner (epoch moved on).
+    let resumed: Value = survivors[1]
+        .send(
+            reqwest::Method::POST,
+            "/v1/rooms/call-room/participants/s-0/resume",
+            &json!({ "token": "t-0" }),
+        )
+        .await
+        .expect("resume on b");
+    let new_owner = resumed["owner"]["node"]
+        .as_str()
+        .expect("owner")
+        .to_string();
+    assert!(survivor_ids.contains(&new_owner), "{resumed}");
+    assert!(resumed["owner"]["epoch"].as_u64() > Some(1), "{resumed}");
+    let (status, body) = survivors[0]
+        .raw(
+            reqwest::Method::POST,
+            "/v1/rooms/call-room/participants/s-0/resume",
+            "application/json",
+            br#"{"token": "wrong"}"#.to_vec(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, 403, "{body}");
+
     // Both survivors' journals tell the story: suspicion, conviction (with
     // the reason), re-homing.
     for client in &survivors {

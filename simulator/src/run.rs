@@ -364,6 +364,7 @@ impl Runner<'_> {
             };
         };
         timeline.end_ms = cluster.now_ms;
+        mark_failovers(&mut timeline, &cluster.failover);
         let report = Report::new(
             self.scenario,
             self.opts,
@@ -378,6 +379,33 @@ impl Runner<'_> {
             report,
             timeline,
             trace,
+        }
+    }
+}
+
+/// Puts the failover story on the timeline (and so in the SVG): when each
+/// crash was known everywhere and when its calls were all re-homed, and
+/// the first report of each drain and rollback.
+fn mark_failovers(timeline: &mut Timeline, stats: &crate::failover::FailoverStats) {
+    for c in &stats.crashes {
+        if let Some(d) = c.detection_ms {
+            timeline.mark(c.at_ms + d, Some(c.node), "down everywhere");
+            if let Some(r) = c.rehome_ms {
+                timeline.mark(c.at_ms + d + r, Some(c.node), "calls re-homed");
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (at, _, line) in &stats.timeline {
+        let label = if line.starts_with("drain ") {
+            line.split(" rate=").next().unwrap_or(line).to_string()
+        } else if line.contains("stopped (rollback)") {
+            "rollback".to_string()
+        } else {
+            continue;
+        };
+        if seen.insert(label.clone()) {
+            timeline.mark(*at, None, label);
         }
     }
 }

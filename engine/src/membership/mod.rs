@@ -159,6 +159,9 @@ pub struct Membership {
     pub(crate) changes: Vec<GradeChange>,
     /// Notable SWIM facts (rejoins) for the journal.
     pub(crate) notes: Vec<String>,
+    /// This replica renewed its identity after a conviction: it must
+    /// announce the new one to the peers it can reach.
+    pub(crate) rejoined: bool,
     /// SWIM datagrams refused (malformed, spoofed, or foca errors).
     pub refused: u64,
 }
@@ -176,6 +179,9 @@ impl Membership {
         swim_config.suspect_to_down_after = Duration::from_millis(config.suspect_to_down_ms);
         swim_config.max_packet_size =
             std::num::NonZeroUsize::new(SWIM_PACKET_MAX).unwrap_or(std::num::NonZeroUsize::MIN);
+        // Tell a node we hold Down that it is: it renews its identity and
+        // rejoins (how both sides of a healed partition find each other).
+        swim_config.notify_down_members = true;
         // Gossip membership updates quickly: a conviction should reach
         // every replica well inside the failover budget.
         swim_config.periodic_gossip = Some(foca::PeriodicParams {
@@ -213,6 +219,7 @@ impl Membership {
             out: Vec::new(),
             changes: Vec::new(),
             notes: Vec::new(),
+            rejoined: false,
             refused: 0,
         }
     }
@@ -366,10 +373,13 @@ impl Membership {
         }
         for note in std::mem::take(&mut self.sink.notes) {
             match note {
-                OwnedNotification::Rejoin(id) => self.notes.push(format!(
-                    "the cluster convicted this replica; rejoined as incarnation {}",
-                    id.incarnation
-                )),
+                OwnedNotification::Rejoin(id) => {
+                    self.rejoined = true;
+                    self.notes.push(format!(
+                        "the cluster convicted this replica; rejoined as incarnation {}",
+                        id.incarnation
+                    ));
+                }
                 OwnedNotification::MemberUp(id) => {
                     let _ = self.view_mut(&id.node, now_ms);
                 }
@@ -495,4 +505,68 @@ fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, String) {
 /// The region and weight of a node for placement.
 pub fn candidate_of(view: &NodeView) -> Option<(RegionId, u32)> {
     view.report.as_ref().map(|r| (r.region.clone(), r.capacity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> DetectorConfig {
+        DetectorConfig {
+            probe_period_ms: 400,
+            probe_rtt_ms: 200,
+            indirect_probes: 3,
+            suspect_to_down_ms: 800,
+            silence_ms: 1_000,
+            degraded_load_permille: 1_000,
+            degraded_setup_failure_permille: 200,
+        }
+    }
+
+    fn id(name: &str) -> NodeId {
+        NodeId::parse(name).expect("valid")
+    }
+
+    #[test]
+    fn a_datagram_naming_another_sender_is_refused() {
+        let mut a = Membership::new(id("a"), 1, config(), 1);
+        let mut b = Membership::new(id("b"), 1, config(), 2);
+        a.announce(0, &id("b"));
+        let (to, announce) = a.out.pop().expect("an announce");
+        assert_eq!(to, id("b"));
+        // Relayed by "c", but the packet says it comes from "a".
+        b.on_datagram(0, &id("c"), &announce);
+        assert_eq!(b.refused, 1);
+        assert!(
+            b.grade(&id("a")).is_none(),
+            "a spoofed packet teaches nothing"
+        );
+        b.on_datagram(0, &id("b"), b"not foca at all");
+        assert_eq!(b.refused, 2);
+        b.on_datagram(0, &id("a"), &announce);
+        assert_eq!(b.refused, 2);
+        assert_eq!(b.grade(&id("a")), Some(Grade::Healthy));
+    }
+
+    #[test]
+    fn application_health_grades_degraded_and_back() {
+        let mut a = Membership::new(id("a"), 1, config(), 1);
+        a.set_own_health(10, AppHealth::from_ratios(1.5, 0.0));
+        let change = a.changes.pop().expect("a grade change");
+        assert_eq!((change.from, change.to), (Grade::Healthy, Grade::Degraded));
+        assert!(change.reason.contains("load 1.50"), "{}", change.reason);
+        a.set_own_health(20, AppHealth::from_ratios(0.5, 0.3));
+        assert!(
+            a.changes.is_empty(),
+            "still Degraded, now by call-setup failures"
+        );
+        assert!(a
+            .view(&id("a"))
+            .expect("self")
+            .reason
+            .contains("call-setup"));
+        a.set_own_health(30, AppHealth::from_ratios(0.5, 0.0));
+        let change = a.changes.pop().expect("back to Healthy");
+        assert_eq!(change.to, Grade::Healthy);
+    }
 }

@@ -294,6 +294,21 @@ impl Replica {
     /// Carries out what the membership layer produced: datagrams, grade
     /// changes (events, journal, failovers, rollbacks), SWIM notes.
     pub(super) fn after_membership(&mut self) {
+        if std::mem::take(&mut self.members.rejoined) {
+            // After a partition both sides hold each other Down, and SWIM
+            // ignores a Down identity: the renewed identity must introduce
+            // itself to every peer we are connected to. (Their answer tells
+            // them they were convicted too; they renew and announce back.)
+            let up: Vec<NodeId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.up)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for peer in up {
+                self.members.announce(self.now_ms, &peer);
+            }
+        }
         for (to, data) in std::mem::take(&mut self.members.out) {
             self.datagram(
                 &to,

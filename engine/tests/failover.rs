@@ -1,0 +1,187 @@
+//! Failure detection and failover on directly wired replicas: a node cut
+//! off is convicted and its calls move at the failover rate; the cut-off
+//! node, a minority, takes nothing; coming back within the grace period
+//! stops the failover with the rest of the calls still home. Drains and
+//! application health through the library inputs.
+
+mod common;
+
+use chorus_engine::membership::{AppHealth, Grade};
+use chorus_engine::replica::{Event, Input, ReplicaConfig};
+use chorus_engine::*;
+use common::pair::Net;
+use common::*;
+
+fn detect(config: &mut ReplicaConfig) {
+    config.failure_detection = true;
+    config.anti_entropy_interval_ms = 100;
+    // Slow enough to see a move in progress.
+    config.failover_rate_per_s = 2;
+    config.drain_rate_per_s = 2;
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId::parse(format!("r{i}")).expect("valid")
+}
+
+fn grade(net: &Net, at: usize, of: usize) -> Option<Grade> {
+    net.members[at].replica.membership().grade(&node(of))
+}
+
+/// A room with `calls` calls owned by `owner`, written on `owner`.
+fn host_calls(net: &mut Net, owner: usize, calls: usize) -> RoomId {
+    let r = room("call-room");
+    net.write(
+        owner,
+        &r,
+        RoomOp::Create {
+            tenant: TenantId::parse("t").expect("valid"),
+            config: RoomConfig::default(),
+        },
+    );
+    for i in 0..calls {
+        net.write(
+            owner,
+            &r,
+            RoomOp::Join {
+                request: JoinRequest {
+                    session: SessionId::parse(format!("s-{i}")).expect("valid"),
+                    user: UserId::parse(format!("u-{i}")).expect("valid"),
+                    role: Role::Speaker,
+                    owner: node(owner),
+                    region: RegionId::parse("default").expect("valid"),
+                    resume_token: None,
+                },
+            },
+        );
+    }
+    r
+}
+
+fn formed() -> Net {
+    let mut net = Net::new(3, detect);
+    net.connect_all();
+    net.run_for(2_000);
+    for i in 0..3 {
+        for j in 0..3 {
+            assert_eq!(grade(&net, i, j), Some(Grade::Healthy), "{i} grades {j}");
+        }
+    }
+    net
+}
+
+#[test]
+fn a_node_cut_off_is_convicted_and_a_quick_return_rolls_its_failover_back() {
+    let mut net = formed();
+    host_calls(&mut net, 2, 8);
+    net.run_for(500);
+    assert_eq!(net.members[0].replica.calls_owned_by(&node(2)).len(), 8);
+    net.disconnect(2, 0);
+    net.disconnect(2, 1);
+    net.run_for(2_500);
+    for i in [0, 1] {
+        assert_eq!(grade(&net, i, 2), Some(Grade::Down), "replica {i}");
+    }
+    // 8 calls at 2/s: about 4 s to move them all; some have moved.
+    let left = net.members[0].replica.calls_owned_by(&node(2)).len();
+    assert!(left > 0 && left < 8, "a failover in progress: {left} left");
+    // The cut-off node sees a majority Down and takes nothing.
+    assert_eq!(net.members[2].replica.stats().rehomed, 0);
+    assert!(net.members[2].replica.stats().failover_held_minority > 0);
+    // Back within the grace period: the failover stops.
+    net.reconnect(0, 2);
+    net.reconnect(1, 2);
+    net.run_for(3_000);
+    for i in [0, 1] {
+        assert_eq!(grade(&net, i, 2), Some(Grade::Healthy), "replica {i}");
+        let stopped = net.members[i]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::MoveStopped { node: n, calls_left, .. } if *n == node(2) && *calls_left > 0));
+        assert!(stopped, "replica {i} reports the rollback");
+    }
+    let stay = net.members[0].replica.calls_owned_by(&node(2)).len();
+    assert!(stay > 0, "the calls not yet moved stay home");
+    let moved = 8 - stay;
+    let takeovers: u64 = (0..3).map(|i| net.members[i].replica.stats().rehomed).sum();
+    assert_eq!(takeovers as usize, moved, "one takeover per moved call");
+    assert!(net.converged());
+    let journal = net.members[0]
+        .replica
+        .incidents(None, 1_000)
+        .expect("journal reads");
+    let has = |kind: replica::IncidentKind| journal.iter().any(|e| e.kind == kind);
+    assert!(has(replica::IncidentKind::Suspected));
+    assert!(has(replica::IncidentKind::Convicted));
+    assert!(has(replica::IncidentKind::Rollback));
+}
+
+#[test]
+fn a_drain_moves_calls_away_and_a_cancel_stops_it() {
+    let mut net = formed();
+    let r = host_calls(&mut net, 1, 8);
+    net.run_for(500);
+    net.input(
+        0,
+        Input::Drain {
+            node: node(1),
+            rate_per_s: None,
+            active: true,
+        },
+    );
+    net.run_for(2_000);
+    for i in 0..3 {
+        let view = net.members[i].replica.membership().view(&node(1)).cloned();
+        assert!(
+            view.is_some_and(|v| v.draining),
+            "replica {i} knows of the drain"
+        );
+    }
+    // No new calls go to a draining node.
+    for s in 0..20 {
+        let session = SessionId::parse(format!("new-{s}")).expect("valid");
+        let placed =
+            net.members[2]
+                .replica
+                .place(&r, &session, &RegionId::parse("default").expect("valid"));
+        assert_ne!(placed, Some(node(1)));
+    }
+    net.input(
+        0,
+        Input::Drain {
+            node: node(1),
+            rate_per_s: None,
+            active: false,
+        },
+    );
+    net.run_for(3_000);
+    let stay = net.members[2].replica.calls_owned_by(&node(1)).len();
+    assert!(stay > 0 && stay < 8, "{stay} calls stay");
+    assert!(net.converged());
+}
+
+#[test]
+fn an_overloaded_node_is_degraded_and_gets_no_new_calls() {
+    let mut net = formed();
+    net.input(
+        1,
+        Input::Health {
+            app: AppHealth::from_ratios(1.5, 0.0),
+        },
+    );
+    net.run_for(1_000);
+    assert_eq!(grade(&net, 0, 1), Some(Grade::Degraded));
+    let r = room("x");
+    for s in 0..20 {
+        let session = SessionId::parse(format!("s-{s}")).expect("valid");
+        let placed =
+            net.members[0]
+                .replica
+                .place(&r, &session, &RegionId::parse("default").expect("valid"));
+        assert!(placed.is_some());
+        assert_ne!(placed, Some(node(1)));
+    }
+    // Degraded is not Down: nothing fails over.
+    let moved: u64 = (0..3).map(|i| net.members[i].replica.stats().rehomed).sum();
+    assert_eq!(moved, 0);
+}
