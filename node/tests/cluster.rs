@@ -2,14 +2,16 @@
 //! API): replication, a partition drill and its heal, a SIGKILLed replica
 //! that keeps its acknowledged writes, the allow-list, and bad input.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
 use chorus_node::client::Client;
 use chorus_node::daemon;
 use chorus_node::demo::{all_equal, client_of, local_config, start_cluster, wait_for};
+
+mod common;
+use common::spawn_daemon;
 
 fn join(session: &str, user: &str) -> Value {
     json!({
@@ -170,35 +172,6 @@ async fn writes_replicate_and_a_partition_heals_into_one_state() {
     assert_eq!(status, 403, "{body}");
     for node in nodes {
         node.stop().await.expect("clean stop");
-    }
-}
-
-struct Process {
-    child: Child,
-    api: String,
-    peer_id: String,
-}
-
-fn spawn_daemon(config_path: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(["run", "--config"])
-        .arg(config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn chorus run");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the ready line");
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-    assert_eq!(ready["event"], "ready");
-    Process {
-        child,
-        api: format!("http://{}", ready["api"].as_str().expect("api")),
-        peer_id: ready["peer_id"].as_str().expect("peer id").to_string(),
     }
 }
 

@@ -3,52 +3,31 @@
 //! their incident journals tell the story. Also: drains through the API and
 //! bad failover requests.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use chorus_node::client::Client;
-use chorus_node::daemon;
-use chorus_node::demo::{client_of, local_config, wait_for};
+use chorus_node::demo::{client_of, wait_for};
+
+mod common;
+use common::{spawn_daemon, two_replicas};
 
 /// The issue's bound: calls of a killed replica owned by survivors within it.
 const FAILOVER_WALL_MAX: Duration = Duration::from_secs(5);
 
-struct Process {
-    child: Child,
-    api: String,
-    peer_id: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_daemon(config_path: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(["run", "--config"])
-        .arg(config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn chorus run");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the ready line");
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-    Process {
-        child,
-        api: format!("http://{}", ready["api"].as_str().expect("api")),
-        peer_id: ready["peer_id"].as_str().expect("peer id").to_string(),
-    }
+/// POSTs raw `body` to `path` and checks the status (for error handling).
+async fn expect_status(client: &Client, path: &str, body: &[u8], status: u16) {
+    let (got, text) = client
+        .raw(
+            reqwest::Method::POST,
+            path,
+            "application/json",
+            body.to_vec(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(got, status, "{path}: {text}");
 }
 
 /// The grade `client`'s replica gives `node`, if it knows it.
@@ -78,16 +57,7 @@ async fn owners(client: &Client, room: &str) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
     let root = tempfile::tempdir().expect("temp dir");
-    let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
-        .await
-        .expect("replica a");
-    let b = daemon::start(local_config(
-        "b",
-        &root.path().join("b"),
-        vec![a.dial_addr().expect("a listens")],
-    ))
-    .await
-    .expect("replica b");
+    let (a, b) = two_replicas(root.path()).await;
     let config_path = root.path().join("c.toml");
     let config = format!(
         "name = \"c\"\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\npeers = [\"{}\", \"{}\"]\n\
@@ -196,16 +166,13 @@ async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
         .to_string();
     assert!(survivor_ids.contains(&new_owner), "{resumed}");
     assert!(resumed["owner"]["epoch"].as_u64() > Some(1), "{resumed}");
-    let (status, body) = survivors[0]
-        .raw(
-            reqwest::Method::POST,
-            "/v1/rooms/call-room/participants/s-0/resume",
-            "application/json",
-            br#"{"token": "wrong"}"#.to_vec(),
-        )
-        .await
-        .expect("answered");
-    assert_eq!(status, 403, "{body}");
+    expect_status(
+        &survivors[0],
+        "/v1/rooms/call-room/participants/s-0/resume",
+        br#"{"token": "wrong"}"#,
+        403,
+    )
+    .await;
 
     // Both survivors' journals tell the story: suspicion, conviction (with
     // the reason), re-homing.
@@ -228,16 +195,7 @@ async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_go_through_the_api_and_bad_requests_are_refused() {
     let root = tempfile::tempdir().expect("temp dir");
-    let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
-        .await
-        .expect("replica a");
-    let b = daemon::start(local_config(
-        "b",
-        &root.path().join("b"),
-        vec![a.dial_addr().expect("a listens")],
-    ))
-    .await
-    .expect("replica b");
+    let (a, b) = two_replicas(root.path()).await;
     let ca = client_of(&a).expect("client");
     let cb = client_of(&b).expect("client");
     let b_id = b.peer_id.to_base58();
@@ -280,47 +238,17 @@ async fn drains_go_through_the_api_and_bad_requests_are_refused() {
     assert_eq!(cancelled["active"], false);
 
     // Bad input: clear 400s, not panics.
-    let (status, body) = ca
-        .raw(
-            reqwest::Method::POST,
-            &format!("/v1/nodes/{b_id}/drain"),
-            "application/json",
-            br#"{"rate_per_s": 0}"#.to_vec(),
-        )
-        .await
-        .expect("answered");
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = ca
-        .raw(
-            reqwest::Method::POST,
-            "/v1/nodes/bad%20id/drain",
-            "application/json",
-            Vec::new(),
-        )
-        .await
-        .expect("answered");
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = ca
-        .raw(
-            reqwest::Method::POST,
-            "/v1/health/app",
-            "application/json",
-            br#"{"load": -1}"#.to_vec(),
-        )
-        .await
-        .expect("answered");
-    assert_eq!(status, 400, "{body}");
+    expect_status(
+        &ca,
+        &format!("/v1/nodes/{b_id}/drain"),
+        br#"{"rate_per_s": 0}"#,
+        400,
+    )
+    .await;
+    expect_status(&ca, "/v1/nodes/bad%20id/drain", b"", 400).await;
+    expect_status(&ca, "/v1/health/app", br#"{"load": -1}"#, 400).await;
     // A media node reports overload: its peers grade it Degraded.
-    let (status, body) = cb
-        .raw(
-            reqwest::Method::POST,
-            "/v1/health/app",
-            "application/json",
-            br#"{"load": 1.5}"#.to_vec(),
-        )
-        .await
-        .expect("answered");
-    assert_eq!(status, 204, "{body}");
+    expect_status(&cb, "/v1/health/app", br#"{"load": 1.5}"#, 204).await;
     wait_for("a grades b degraded", || async {
         Ok(grade(&ca, &b_id).await.as_deref() == Some("degraded"))
     })

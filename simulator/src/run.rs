@@ -35,6 +35,21 @@ pub struct RunOptions {
     pub mutation: Option<Mutation>,
 }
 
+impl RunOptions {
+    /// A run of the shipped scenario `name` (its reproduce line names the
+    /// file under `simulator/scenarios/`).
+    pub fn shipped(name: &str, seed: u64) -> Self {
+        Self {
+            seed,
+            scenario_name: name.into(),
+            reproduce: format!(
+                "chorus-sim run --scenario simulator/scenarios/{name}.toml --seed {seed}"
+            ),
+            ..Self::default()
+        }
+    }
+}
+
 pub struct RunResult {
     pub report: Report,
     pub timeline: Timeline,

@@ -18,16 +18,7 @@ fn load(name: &str) -> Scenario {
 }
 
 fn run_seed(scenario: &Scenario, name: &str, seed: u64) -> Report {
-    let opts = RunOptions {
-        seed,
-        scenario_name: name.into(),
-        reproduce: format!(
-            "chorus-sim run --scenario simulator/scenarios/{name}.toml --seed {seed}"
-        ),
-        trace: false,
-        timeline: false,
-        mutation: None,
-    };
+    let opts = RunOptions::shipped(name, seed);
     run(scenario, &opts).report
 }
 

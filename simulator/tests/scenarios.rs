@@ -21,14 +21,9 @@ fn load(name: &str) -> Scenario {
 
 fn run_with(scenario: &Scenario, name: &str, seed: u64, mutation: Option<Mutation>) -> Report {
     let opts = RunOptions {
-        seed,
-        scenario_name: name.into(),
-        reproduce: format!(
-            "chorus-sim run --scenario simulator/scenarios/{name}.toml --seed {seed}"
-        ),
-        trace: false,
         timeline: true,
         mutation,
+        ..RunOptions::shipped(name, seed)
     };
     run(scenario, &opts).report
 }

@@ -1,0 +1,64 @@
+//! Helpers shared by the daemon tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use chorus_node::daemon::{self, Running};
+use chorus_node::demo::local_config;
+
+/// A `chorus run` child process (killed when dropped).
+pub struct Process {
+    pub child: Child,
+    pub api: String,
+    pub peer_id: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `chorus run --config <path>` and waits for its ready line.
+pub fn spawn_daemon(config_path: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["run", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn chorus run");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the ready line");
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(ready["event"], "ready");
+    Process {
+        child,
+        api: format!("http://{}", ready["api"].as_str().expect("api")),
+        peer_id: ready["peer_id"].as_str().expect("peer id").to_string(),
+    }
+}
+
+/// Two in-process replicas `a` and `b` (b dials a) under `root`.
+#[allow(dead_code)] // not every test file uses it
+pub async fn two_replicas(root: &Path) -> (Running, Running) {
+    let a = daemon::start(local_config("a", &root.join("a"), Vec::new()))
+        .await
+        .expect("replica a");
+    let b = daemon::start(local_config(
+        "b",
+        &root.join("b"),
+        vec![a.dial_addr().expect("a listens")],
+    ))
+    .await
+    .expect("replica b");
+    (a, b)
+}
