@@ -139,6 +139,15 @@ async fn order(
     rate_per_s: Option<u32>,
     active: bool,
 ) -> Result<Response, ApiError> {
+    // A typo must not spread an order for a node nobody knows.
+    let known = ask(state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
+    if !known.nodes.iter().any(|n| n.node == node) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!("node {node} is not known to this replica (see GET /v1/nodes)"),
+        ));
+    }
     ask(state, |reply| {
         // Answered once the order is in the replica (it spreads from there).
         let _ = reply.send(());

@@ -246,6 +246,7 @@ async fn drains_go_through_the_api_and_bad_requests_are_refused() {
     )
     .await;
     expect_status(&ca, "/v1/nodes/bad%20id/drain", b"", 400).await;
+    expect_status(&ca, "/v1/nodes/12D3KooWNobodyKnowsThisNode/drain", b"", 404).await;
     expect_status(&ca, "/v1/health/app", br#"{"load": -1}"#, 400).await;
     // A media node reports overload: its peers grade it Degraded.
     expect_status(&cb, "/v1/health/app", br#"{"load": 1.5}"#, 204).await;
