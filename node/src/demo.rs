@@ -104,7 +104,7 @@ fn join_body(session: &str, user: &str, media_node: &str) -> Value {
 pub async fn run() -> anyhow::Result<bool> {
     let started = Instant::now();
     let root = tempfile::tempdir().context("temp dir")?;
-    let nodes = start_cluster(3, root.path()).await?;
+    let mut nodes = start_cluster(3, root.path()).await?;
     let clients = nodes
         .iter()
         .map(client_of)
@@ -231,12 +231,93 @@ pub async fn run() -> anyhow::Result<bool> {
         .unwrap_or_default();
     println!("all-hands sessions after the merge: {sessions:?}");
     println!(
-        "heal to convergence: {:?}; whole demo: {:?}",
+        "heal to convergence: {:?}; demo so far: {:?}",
         t1.elapsed(),
         started.elapsed()
     );
+
+    // 4. Failover: C hosts calls, then dies; A and B take them over.
+    let rehomed = failover(&mut nodes, &clients).await;
+    match &rehomed {
+        Ok(t) => println!("failover: C's calls owned by A and B {t:?} after C stopped"),
+        Err(err) => println!("FAILOVER DID NOT COMPLETE: {err:#}"),
+    }
     for node in nodes {
         node.stop().await?;
     }
-    Ok(converged.is_ok())
+    Ok(converged.is_ok() && rehomed.is_ok())
+}
+
+/// Replica C admits three calls onto itself and stops; returns how long
+/// until A and B both show every one of them owned by a survivor.
+async fn failover(nodes: &mut Vec<Running>, clients: &[Client]) -> anyhow::Result<Duration> {
+    let c = nodes.pop().context("three replicas")?;
+    let victim = c.peer_id.to_base58();
+    for i in 0..3 {
+        let body = join_body(&format!("c-{i}"), &format!("guest-{i}"), &victim);
+        let _: Value = clients[2]
+            .send(
+                reqwest::Method::POST,
+                "/v1/rooms/standup/participants",
+                &body,
+            )
+            .await?;
+    }
+    let owners = |client: &Client| {
+        let client = client.clone();
+        async move {
+            let room: Value = client.get("/v1/rooms/standup").await?;
+            let owners: Vec<String> = (0..3)
+                .filter_map(|i| room["sessions"][format!("c-{i}")]["owner"]["node"].as_str())
+                .map(String::from)
+                .collect();
+            anyhow::Ok(owners)
+        }
+    };
+    wait_for("C's calls replicated", || async {
+        for client in &clients[..2] {
+            if owners(client).await?.len() < 3 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    println!("replica C hosts calls c-0, c-1, c-2; stopping C");
+    c.stop().await?;
+    let took = wait_for("C's calls re-homed on A and B", || async {
+        for client in &clients[..2] {
+            if owners(client).await?.iter().any(|o| o == &victim) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    let new_owners = owners(&clients[0]).await?;
+    let name = |id: &str| {
+        if id == nodes[0].peer_id.to_base58() {
+            "A"
+        } else {
+            "B"
+        }
+    };
+    let named: Vec<&str> = new_owners.iter().map(|o| name(o)).collect();
+    println!(
+        "new owners of c-0, c-1, c-2: {named:?} (the same answer on every replica, no coordinator)"
+    );
+    let journal: Vec<Value> = clients[0].get("/v1/incidents").await?;
+    for e in journal.iter().filter(|e| {
+        matches!(
+            e["kind"].as_str(),
+            Some("suspected" | "convicted" | "rehomed")
+        ) && e["detail"].as_str().is_some_and(|d| d.contains(&victim))
+    }) {
+        println!(
+            "  A's journal: {:<10} {}",
+            e["kind"].as_str().unwrap_or(""),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
+    Ok(took)
 }

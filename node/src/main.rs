@@ -80,7 +80,7 @@ enum Command {
         #[arg(long)]
         cancel: bool,
     },
-    /// Three replicas on loopback: replication, a partition drill, the merge.
+    /// Three replicas on loopback: replication, a partition drill, the merge, a failover.
     Demo,
     /// Benchmarks against real daemons on loopback.
     Bench {
