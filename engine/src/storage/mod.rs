@@ -100,14 +100,80 @@ pub(crate) fn merge_overlay<'a>(
     overlay: impl IntoIterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
     limit: usize,
 ) -> Vec<Entry> {
-    let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
-        base.into_iter().map(|(k, v)| (k, Some(v))).collect();
-    for (k, v) in overlay {
-        merged.insert(k.clone(), v.clone());
+    // Both inputs are in key order: merge them as streams and stop at
+    // `limit`, so a small page of a large range (the oldest journal entry,
+    // a page of the change log) costs the page, not the range.
+    let mut base = base.into_iter().peekable();
+    let mut overlay = overlay.into_iter().peekable();
+    let mut merged = Vec::new();
+    while merged.len() < limit {
+        use std::cmp::Ordering;
+        let order = match (base.peek(), overlay.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((bk, _)), Some((ok, _))) => bk.as_slice().cmp(ok.as_slice()),
+        };
+        if order == Ordering::Less {
+            if let Some(entry) = base.next() {
+                merged.push(entry);
+            }
+            continue;
+        }
+        if order == Ordering::Equal {
+            // The overlay shadows the base entry with the same key.
+            base.next();
+        }
+        if let Some((k, Some(v))) = overlay.next() {
+            merged.push((k.clone(), v.clone()));
+        }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_overlay;
+
+    fn kv(k: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
+        (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_overlay_shadows_deletes_and_inserts_in_key_order_up_to_the_limit() {
+        let base = vec![kv("a", "1"), kv("b", "1"), kv("c", "1"), kv("d", "1")];
+        let overlay: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = [
+            (b"b".to_vec(), None),
+            (b"c".to_vec(), Some(b"2".to_vec())),
+            (b"bb".to_vec(), Some(b"2".to_vec())),
+            (b"e".to_vec(), Some(b"2".to_vec())),
+        ]
         .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .take(limit)
-        .collect()
+        .collect();
+        let all = merge_overlay(base.clone(), &overlay, usize::MAX);
+        assert_eq!(
+            all,
+            vec![
+                kv("a", "1"),
+                kv("bb", "2"),
+                kv("c", "2"),
+                kv("d", "1"),
+                kv("e", "2")
+            ]
+        );
+        let page = merge_overlay(base, &overlay, 2);
+        assert_eq!(page, vec![kv("a", "1"), kv("bb", "2")]);
+    }
+
+    #[test]
+    fn a_small_page_of_a_huge_base_reads_only_the_page() {
+        let mut pulled = 0usize;
+        let base = (0..1_000_000u32).map(|i| {
+            pulled += 1;
+            (i.to_be_bytes().to_vec(), Vec::new())
+        });
+        let none: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+        assert_eq!(merge_overlay(base, &none, 3).len(), 3);
+        assert!(pulled <= 4, "pulled {pulled} entries for a page of 3");
+    }
 }
