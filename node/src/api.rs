@@ -167,6 +167,22 @@ fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
 
+/// Hands the daemon a command that needs no answer (it is applied in
+/// order, before any command sent after it).
+pub(crate) async fn tell(state: &ApiState, command: Command) -> Result<(), ApiError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, state.commands.send(command))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the replica is shutting down or overloaded",
+            )
+        })
+}
+
 pub(crate) async fn ask<T>(
     state: &ApiState,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,

@@ -829,16 +829,7 @@ impl Driver {
             NodesCommand::List { reply } => {
                 let _ = reply.send(NodesView::of(&self.replica, unix_ms()));
             }
-            NodesCommand::Health { app } => self.input(Input::Health { app }),
-            NodesCommand::Drain {
-                node,
-                rate_per_s,
-                active,
-            } => self.input(Input::Drain {
-                node,
-                rate_per_s,
-                active,
-            }),
+            NodesCommand::Apply(input) => self.input(input),
             NodesCommand::Place {
                 room,
                 session,

@@ -9,25 +9,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use chorus_engine::membership::{AppHealth, DrainOrder, NodeView};
-use chorus_engine::replica::{MoveKind, Replica};
+use chorus_engine::replica::{Input, MoveKind, Replica};
 use chorus_engine::{NodeId, RegionId, RoomId, SessionId};
 
-use crate::api::{ask, ApiError, ApiState, Body, Json};
+use crate::api::{ask, tell, ApiError, ApiState, Body, Json};
 use crate::daemon::Command;
 
 pub enum NodesCommand {
     List {
         reply: oneshot::Sender<NodesView>,
     },
-    /// This node's application health.
-    Health {
-        app: AppHealth,
-    },
-    Drain {
-        node: NodeId,
-        rate_per_s: Option<u32>,
-        active: bool,
-    },
+    /// A replica input from the API (`Input::Health`, `Input::Drain`).
+    Apply(Input),
     Place {
         room: RoomId,
         session: SessionId,
@@ -148,16 +141,13 @@ async fn order(
             format!("node {node} is not known to this replica (see GET /v1/nodes)"),
         ));
     }
-    ask(state, |reply| {
-        // Answered once the order is in the replica (it spreads from there).
-        let _ = reply.send(());
-        Command::Nodes(NodesCommand::Drain {
-            node: node.clone(),
-            rate_per_s,
-            active,
-        })
-    })
-    .await?;
+    let input = Input::Drain {
+        node: node.clone(),
+        rate_per_s,
+        active,
+    };
+    tell(state, Command::Nodes(NodesCommand::Apply(input))).await?;
+    // Commands run in order: this view includes the order just given.
     let view = ask(state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
     let order = view.drains.into_iter().find(|o| o.node == node);
     Ok((StatusCode::ACCEPTED, axum::Json(order)).into_response())
@@ -184,11 +174,8 @@ async fn report_health(
         ));
     }
     let app = AppHealth::from_ratios(body.load, body.setup_failure_rate);
-    ask(&state, |reply| {
-        let _ = reply.send(());
-        Command::Nodes(NodesCommand::Health { app })
-    })
-    .await?;
+    let input = Input::Health { app };
+    tell(&state, Command::Nodes(NodesCommand::Apply(input))).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -675,13 +675,6 @@ impl Cluster {
             .collect()
     }
 
-    /// Where replica `i` would place a new call (its own view of health).
-    pub fn place(&self, i: usize, room: &RoomId, session: &SessionId) -> Option<NodeId> {
-        let replica = self.nodes[i].replica.as_ref()?;
-        let region = chorus_engine::RegionId::parse("region-a").ok()?;
-        replica.place(room, session, &region)
-    }
-
     /// A fault or lifecycle change: hashed into the trace and noted.
     fn fault(&mut self, what: &str, node: Option<usize>, detail: &str) {
         self.trace.update(b"fault");

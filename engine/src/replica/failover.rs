@@ -254,7 +254,7 @@ impl Replica {
                 let total = self.calls_owned_by(&node).len();
                 self.moves.insert(
                     node,
-                    super::failover::Move {
+                    Move {
                         kind: MoveKind::Drain,
                         started_ms: self.now_ms,
                         total,
