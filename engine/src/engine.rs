@@ -365,25 +365,7 @@ impl Engine {
 
     /// Live calls in active rooms whose current owner is `node`, from the index.
     pub fn calls_owned_by(&self, node: &NodeId) -> Result<Vec<OwnedCall>> {
-        let prefix = keys::owned_by(node);
-        let entries = self.kv.scan_prefix(&prefix)?;
-        let mut calls = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
-            let malformed = || {
-                Error::Storage(StorageError::Malformed {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "owner index entry".into(),
-                })
-            };
-            let (room, session) = keys::owner_tail(&key[prefix.len()..]).ok_or_else(malformed)?;
-            let epoch: [u8; 8] = value.as_slice().try_into().map_err(|_| malformed())?;
-            calls.push(OwnedCall {
-                room,
-                session,
-                epoch: u64::from_be_bytes(epoch),
-            });
-        }
-        Ok(calls)
+        crate::rooms::owned_calls(self.kv.as_ref(), node)
     }
 
     /// Durability flushes run so far (group commit shares them).

@@ -15,7 +15,7 @@ use lru::LruCache;
 use crate::error::Error;
 use crate::events::{self, ChangeKind};
 use crate::hlc::Timestamp;
-use crate::ids::{RoomId, SessionId};
+use crate::ids::{NodeId, RoomId, SessionId};
 use crate::limits::COMPACTION_MIN_CHUNK_BYTES;
 use crate::model::{Head, Owner, RemoteOutcome, RoomSnapshot, RoomSummary, SessionState};
 use crate::replica::digest::{purged_item, room_item, DigestTree};
@@ -651,4 +651,31 @@ fn prefix(hash: &ChangeHash) -> [u8; 8] {
     let mut out = [0; 8];
     out.copy_from_slice(&hash.0[..8]);
     out
+}
+
+/// Live calls in active rooms whose current owner is `node`, from the owner
+/// index (shared by `Engine` and the replica's failover).
+pub fn owned_calls(
+    store: &dyn KvRead,
+    node: &NodeId,
+) -> Result<Vec<crate::model::OwnedCall>, Error> {
+    let prefix = keys::owned_by(node);
+    let entries = store.scan_prefix(&prefix)?;
+    let mut calls = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let malformed = || {
+            Error::Storage(StorageError::Malformed {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "owner index entry".into(),
+            })
+        };
+        let (room, session) = keys::owner_tail(&key[prefix.len()..]).ok_or_else(malformed)?;
+        let epoch: [u8; 8] = value.as_slice().try_into().map_err(|_| malformed())?;
+        calls.push(crate::model::OwnedCall {
+            room,
+            session,
+            epoch: u64::from_be_bytes(epoch),
+        });
+    }
+    Ok(calls)
 }

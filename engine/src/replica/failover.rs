@@ -18,10 +18,9 @@ use crate::ids::{NodeId, RoomId, SessionId};
 use crate::membership::{
     candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
 };
-use crate::model::Owner;
+use crate::model::{OwnedCall, Owner};
 use crate::placement::{self, Candidate};
 use crate::room::RoomOp;
-use crate::storage::keys;
 
 /// Takeovers one replica writes per move tick: bounds the work of a tick;
 /// the schedule's rate is the real limit.
@@ -105,24 +104,14 @@ impl Replica {
         placement::rehome(room, session, region, &candidates).map(|c| c.node.clone())
     }
 
-    /// Live calls (room, session, epoch) that the owner index gives `node`.
-    pub fn calls_owned_by(&self, node: &NodeId) -> Vec<(RoomId, SessionId, u64)> {
-        let prefix = keys::owned_by(node);
+    /// Live calls that the owner index (through staged writes) gives
+    /// `node`. A storage error reads as none, and is counted.
+    pub fn calls_owned_by(&self, node: &NodeId) -> Vec<OwnedCall> {
         let view = super::overlay::Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        let Ok(entries) = crate::storage::KvRead::scan_prefix(&view, &prefix) else {
-            return Vec::new();
-        };
-        entries
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let (room, session) = keys::owner_tail(&key[prefix.len()..])?;
-                let epoch: [u8; 8] = value.as_slice().try_into().ok()?;
-                Some((room, session, u64::from_be_bytes(epoch)))
-            })
-            .collect()
+        crate::rooms::owned_calls(&view, node).unwrap_or_default()
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -442,7 +431,7 @@ impl Replica {
             }
             let elapsed_ms = self.now_ms.saturating_sub(m.started_ms) as f64;
             let duration_ms = m.total.max(1) as f64 * 1000.0 / f64::from(m.rate_per_s);
-            for (room, session, _) in calls {
+            for OwnedCall { room, session, .. } in calls {
                 if budget == 0 {
                     break;
                 }
