@@ -237,6 +237,7 @@ impl Membership {
             self.refused += 1;
         }
         self.absorb(now_ms);
+        self.regrade(now_ms);
     }
 
     /// Anything at all arrived from `from`: evidence it is alive.
@@ -262,6 +263,7 @@ impl Membership {
             self.refused += 1;
         }
         self.absorb(now_ms);
+        self.regrade(now_ms);
     }
 
     /// A node's periodic self-report.
@@ -364,6 +366,7 @@ impl Membership {
     }
 
     /// Takes what foca asked for: datagrams out, timers in, notifications.
+    /// Callers regrade once afterwards.
     fn absorb(&mut self, now_ms: u64) {
         self.out.append(&mut self.sink.sends);
         for (after, timer) in self.sink.timers.drain(..) {
@@ -386,7 +389,6 @@ impl Membership {
                 _ => {}
             }
         }
-        self.regrade(now_ms);
     }
 
     /// SWIM's verdict on `node`: the state of its newest identity.
