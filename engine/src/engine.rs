@@ -14,12 +14,10 @@ use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, ChangeKind, Origin};
 use crate::hlc::Hlc;
 use crate::ids::{NodeId, RoomId, SessionId, TenantId, TrackId, UserId};
-use crate::limits::{
-    EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, IMPORT_BYTES_MAX, WRITE_SHARDS_DEFAULT,
-};
+use crate::limits::{EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, WRITE_SHARDS_DEFAULT};
 use crate::model::*;
 use crate::resume::Resumed;
-use crate::room::{RoomOp, WriteCtx};
+use crate::room::{Intake, RoomOp, WriteCtx};
 use crate::rooms::RoomSet;
 use crate::storage::{keys, Batch, Kv, MemKv, SledKv, StorageError};
 use crate::subscription::Subscription;
@@ -388,16 +386,27 @@ impl Engine {
 
     /// Merges a room exported by any automerge implementation into this
     /// replica (creating it if new). Returns the room id it names.
+    ///
+    /// The bytes are bounded (`IMPORT_BYTES_MAX`, and what they decompress
+    /// to), the document must hold the genesis change of the room it names,
+    /// and its changes are validated like a peer's, all or nothing: an
+    /// invalid change refuses the import (`Error::Refused`, naming the path
+    /// and the rule) and changes nothing.
     pub fn import_room(&self, bytes: &[u8]) -> Result<RoomId> {
-        if bytes.len() > IMPORT_BYTES_MAX {
-            return Err(Error::ImportTooLarge {
-                len: bytes.len(),
-                max: IMPORT_BYTES_MAX,
-            });
-        }
-        let (room, changes) = decode_room(bytes)?;
-        self.apply_changes(&room, changes)?;
+        let (room, changes) = crate::room::import::decode(bytes, None)?;
+        self.apply_changes(&room, changes, Intake::Whole)?;
         Ok(room)
+    }
+
+    /// Like `import_room`, for a caller that names the room: a document of
+    /// any other room is refused.
+    pub fn import_room_as(&self, room: &RoomId, bytes: &[u8]) -> Result<WriteAck> {
+        let (room, changes) = crate::room::import::decode(bytes, Some(room))?;
+        self.apply_changes(&room, changes, Intake::Whole)?;
+        Ok(WriteAck {
+            heads: self.heads(&room)?,
+            room,
+        })
     }
 
     /// The room's current heads (empty if unknown).
@@ -417,20 +426,26 @@ impl Engine {
     }
 
     /// Applies raw changes from a peer, durably. Malformed bytes refuse the
-    /// whole batch before anything is applied.
+    /// whole batch before anything is applied; changes that break the
+    /// room's schema are refused one by one (`RemoteOutcome::refused`).
     pub fn apply_remote(&self, room: &RoomId, changes: Vec<Vec<u8>>) -> Result<RemoteOutcome> {
         let parsed = changes
             .into_iter()
-            .map(|bytes| Change::from_bytes(bytes).map_err(|e| Error::Automerge(e.to_string())))
+            .map(crate::room::import::parse_change)
             .collect::<Result<Vec<_>>>()?;
-        self.apply_changes(room, parsed)
+        self.apply_changes(room, parsed, Intake::EachChange)
     }
 
-    fn apply_changes(&self, room: &RoomId, changes: Vec<Change>) -> Result<RemoteOutcome> {
+    fn apply_changes(
+        &self,
+        room: &RoomId,
+        changes: Vec<Change>,
+        intake: Intake,
+    ) -> Result<RemoteOutcome> {
         let (ticket, remote) = {
             let stamp = self.tick(self.clock.now_ms());
             let mut rooms = self.shard(room);
-            let mut remote = rooms.remote_apply(self.kv.as_ref(), room, changes, stamp)?;
+            let mut remote = rooms.remote_apply(self.kv.as_ref(), room, changes, stamp, intake)?;
             if remote.batch.is_empty() {
                 return Ok(remote.outcome);
             }
@@ -527,21 +542,4 @@ pub fn hlc_actor(node: &NodeId) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_bytes()[..8]);
     u64::from_be_bytes(first)
-}
-
-/// The room a standard automerge document names, and its changes. Refuses
-/// documents that are not rooms of this schema.
-fn decode_room(bytes: &[u8]) -> Result<(RoomId, Vec<Change>)> {
-    use automerge::ReadDoc;
-    let doc = automerge::Automerge::load(bytes)?;
-    let value = doc.get(automerge::ROOT, crate::room::schema::ROOM_ID)?;
-    let text = value
-        .and_then(|(v, _)| v.into_string().ok())
-        .ok_or_else(|| Error::Invalid {
-            field: "room_id",
-            reason: "document names no room".into(),
-        })?;
-    let room = RoomId::parse(text)?;
-    crate::room::read::snapshot(&doc, &room)?;
-    Ok((room, doc.get_changes(&[])))
 }

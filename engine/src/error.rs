@@ -45,6 +45,15 @@ pub enum Error {
     },
     #[error("automerge bytes rejected: {0}")]
     Automerge(String),
+    #[error("automerge bytes refused: they decompress to more than {max} bytes")]
+    DecompressedTooLarge { max: u64 },
+    #[error("change {change} to room {room} refused at {path}: {reason}")]
+    Refused {
+        room: RoomId,
+        change: crate::model::Head,
+        path: String,
+        reason: String,
+    },
     #[error("import of {len} bytes refused: the limit is {max}")]
     ImportTooLarge { len: usize, max: usize },
     #[error(transparent)]

@@ -30,9 +30,32 @@ pub const SIMULCAST_LAYERS_MAX: u8 = 8;
 /// is a few MiB; 64 MiB stops a hostile blob before automerge parses it.
 pub const IMPORT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Most bytes automerge bytes from outside (an import, a push, a catch-up
+/// response, a snapshot) may decode to once their compressed chunks and
+/// columns are inflated. Checked before automerge inflates anything: a
+/// 1 MB body could otherwise claim gigabytes. A room with 10k sessions
+/// decodes to a few MiB, so this is the import limit again.
+pub const DECOMPRESSED_BYTES_MAX: u64 = IMPORT_BYTES_MAX as u64;
+
 /// Most remote changes held per room while waiting for their dependencies.
-/// Past this the oldest are dropped; anti-entropy fetches them again.
+/// Past this new ones are dropped; anti-entropy fetches them again.
 pub const PENDING_CHANGES_PER_ROOM_MAX: usize = 1024;
+
+/// Most bytes of remote changes held per room while waiting for their
+/// dependencies: the count bound alone would let 1024 large changes pin
+/// memory. 8 MiB is one full snapshot frame.
+pub const PENDING_BYTES_PER_ROOM_MAX: usize = 8 * 1024 * 1024;
+
+/// Refused change hashes remembered per hot room, so that a peer resending
+/// a refused change (or one that depends on it) costs a hash lookup, not a
+/// decode. Past this the oldest are forgotten and would be checked again.
+pub const REFUSED_CHANGES_PER_ROOM_MAX: usize = 1024;
+
+/// Highest call ownership epoch a write may carry. Epochs count moves of
+/// one call (one per failover or drain), so 2^53 - 1 is never reached
+/// honestly; it keeps `epoch + 1` from overflowing and stays exact in
+/// JavaScript numbers.
+pub const EPOCH_MAX: u64 = (1 << 53) - 1;
 
 /// Compaction does not bother below this many bytes of incremental chunks:
 /// rewriting a tiny snapshot on every write would cost more than it saves.
@@ -54,3 +77,6 @@ pub const HLC_MAX_DRIFT_MS: u64 = 60_000;
 /// shards than cores buys little; 8 covers typical media-node hosts while
 /// keeping the per-shard hot-room caches large.
 pub const WRITE_SHARDS_DEFAULT: usize = 8;
+
+const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
+const _: () = assert!(EPOCH_MAX < u64::MAX);

@@ -247,4 +247,6 @@ pub struct RemoteOutcome {
     pub applied: usize,
     pub pending: usize,
     pub dropped: usize,
+    /// Changes refused by validation (see `docs/data-model.md`).
+    pub refused: usize,
 }

@@ -20,7 +20,7 @@ use crate::limits::COMPACTION_MIN_CHUNK_BYTES;
 use crate::model::{Head, Owner, RemoteOutcome, RoomSnapshot, RoomSummary, SessionState};
 use crate::replica::digest::{purged_item, room_item, DigestTree};
 use crate::replica::wire::{Digest, WireHead};
-use crate::room::{RoomDoc, RoomOp, WriteCtx};
+use crate::room::{Intake, Refusal, RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
 
 /// Rooms by id, with their storage bookkeeping, the digest tree over all of
@@ -64,6 +64,8 @@ pub struct LocalWrite {
 pub struct RemoteWrite {
     pub outcome: RemoteOutcome,
     pub applied: Vec<Change>,
+    /// Changes refused by validation, and why (see `room::validate`).
+    pub refused: Vec<(Head, Refusal)>,
     pub kinds: Vec<ChangeKind>,
     pub batch: Batch,
 }
@@ -426,6 +428,9 @@ impl RoomSet {
     }
 
     /// Applies a local operation. The room must exist unless `op` creates it.
+    ///
+    /// Atomic: on error the in-memory room is exactly what storage holds
+    /// (reloaded if the failed write had moved it).
     pub fn local_write(
         &mut self,
         store: &dyn KvRead,
@@ -443,6 +448,14 @@ impl RoomSet {
             let doc = RoomDoc::empty(room.clone(), self.actor.clone());
             self.hot.push(room.clone(), HotRoom::new(doc));
         }
+        let heads = self.hot_heads(room);
+        let result = self.local_write_hot(ctx, op);
+        self.evict_if_moved(room, heads, result.is_err());
+        result
+    }
+
+    fn local_write_hot(&mut self, ctx: &WriteCtx<'_>, op: &RoomOp) -> Result<LocalWrite, Error> {
+        let room = ctx.room;
         let hot = self
             .hot
             .get_mut(room)
@@ -464,13 +477,20 @@ impl RoomSet {
         })
     }
 
-    /// Applies changes received from a peer; `stamp` keys the log entry.
+    /// Applies changes from outside (a peer, or an import when `intake` is
+    /// `Whole`); `stamp` keys the log entry. Invalid changes are refused
+    /// (`room::validate`): with `Whole`, any refusal refuses the batch as
+    /// `Error::Refused` and nothing changes.
+    ///
+    /// Atomic like `local_write`: on error the in-memory room is what
+    /// storage holds.
     pub fn remote_apply(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
         changes: Vec<Change>,
         stamp: Timestamp,
+        intake: Intake,
     ) -> Result<RemoteWrite, Error> {
         if self.purged.contains(room) {
             return Err(Error::RoomPurged(room.clone()));
@@ -479,18 +499,48 @@ impl RoomSet {
             let doc = RoomDoc::empty(room.clone(), self.actor.clone());
             self.hot.push(room.clone(), HotRoom::new(doc));
         }
+        let heads = self.hot_heads(room);
+        let result = self.remote_apply_hot(room, changes, stamp, intake);
+        self.evict_if_moved(room, heads, result.is_err());
+        result
+    }
+
+    fn remote_apply_hot(
+        &mut self,
+        room: &RoomId,
+        changes: Vec<Change>,
+        stamp: Timestamp,
+        intake: Intake,
+    ) -> Result<RemoteWrite, Error> {
         let hot = self
             .hot
             .get_mut(room)
             .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
         let before = readable(&mut hot.doc)?;
-        let applied = hot.doc.apply_remote(changes)?;
+        let applied = hot.doc.apply_remote(changes, intake)?;
+        let refused: Vec<(Head, Refusal)> = applied
+            .refused
+            .into_iter()
+            .map(|(hash, why)| (head(&hash), why))
+            .collect();
+        if intake == Intake::Whole {
+            if let Some((change, why)) = refused.first().cloned() {
+                return Err(Error::Refused {
+                    room: room.clone(),
+                    change,
+                    path: why.path,
+                    reason: why.reason,
+                });
+            }
+        }
         let mut write = RemoteWrite {
             outcome: RemoteOutcome {
                 applied: applied.applied.len(),
                 pending: applied.pending,
                 dropped: applied.dropped,
+                refused: refused.len(),
             },
+            refused,
             ..RemoteWrite::default()
         };
         if applied.applied.is_empty() {
@@ -511,6 +561,27 @@ impl RoomSet {
         self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
         write.applied = applied.applied;
         Ok(write)
+    }
+
+    fn hot_heads(&mut self, room: &RoomId) -> Vec<ChangeHash> {
+        self.hot
+            .peek(room)
+            .map(|h| h.doc.heads())
+            .unwrap_or_default()
+    }
+
+    /// After a failed write: if the in-memory room moved past what storage
+    /// holds (or is no longer fully known), forget it so the next use
+    /// reloads it from storage. A write refused before it changed anything
+    /// keeps the room hot.
+    fn evict_if_moved(&mut self, room: &RoomId, heads: Vec<ChangeHash>, failed: bool) {
+        if !failed {
+            return;
+        }
+        let moved = self.hot.peek(room).is_none_or(|h| h.doc.heads() != heads);
+        if moved {
+            self.hot.pop(room);
+        }
     }
 
     /// Updates the room's digest item and appends a change-log entry.

@@ -105,7 +105,10 @@ fn engine_error(err: EngineError) -> ApiError {
         E::InvalidId(_) | E::Invalid { .. } | E::Automerge(_) => {
             (StatusCode::BAD_REQUEST, "invalid")
         }
-        E::ImportTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        E::ImportTooLarge { .. } | E::DecompressedTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        }
+        E::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
         E::UnknownRoom(_) | E::UnknownSession { .. } | E::UnknownTrack { .. } => {
             (StatusCode::NOT_FOUND, "not_found")
         }

@@ -34,8 +34,14 @@ pub fn render(s: &StatsView) -> String {
     counter(
         &mut out,
         "chorus_changes_rejected",
-        "Remote changes refused.",
+        "Remote changes refused: malformed, or for a room that refuses them.",
         r.changes_rejected,
+    );
+    counter(
+        &mut out,
+        "chorus_changes_refused_invalid",
+        "Peers' changes refused by schema validation (they would break the room).",
+        r.changes_refused,
     );
     counter(
         &mut out,

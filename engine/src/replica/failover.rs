@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
 use crate::ids::{NodeId, RoomId, SessionId};
+use crate::limits::EPOCH_MAX;
 use crate::membership::{
     candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
 };
@@ -451,8 +452,13 @@ impl Replica {
                 if target.node != me {
                     continue;
                 }
+                // Epochs past EPOCH_MAX are refused on every write path, so
+                // this only fails for a store written before that rule.
+                let Some(epoch) = owner.epoch.checked_add(1).filter(|e| *e <= EPOCH_MAX) else {
+                    self.stats.rehome_no_candidate += 1;
+                    continue;
+                };
                 budget -= 1;
-                let epoch = owner.epoch + 1;
                 let op = RoomOp::SetOwner {
                     session: session.clone(),
                     owner: Owner {

@@ -71,7 +71,7 @@ use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{NodeId, RoomId};
 use crate::membership::{AppHealth, GradeChange, Membership};
 use crate::model::WriteAck;
-use crate::room::{RoomOp, WriteCtx};
+use crate::room::{Intake, RoomOp, WriteCtx};
 use crate::rooms::{RemoteWrite, RoomSet};
 use crate::storage::{keys, Batch, KvRead};
 use overlay::{Overlay, Staged};
@@ -576,51 +576,39 @@ impl Replica {
         }
     }
 
+    /// An import (the daemon's HTTP route): the same decoding and
+    /// validation as `Engine::import_room_as`, all or nothing.
     fn on_import(&mut self, id: u64, room: &RoomId, bytes: &[u8]) {
-        let changes = match automerge::Automerge::load(bytes) {
-            Ok(doc) => doc.get_changes(&[]),
-            Err(err) => {
-                self.stats.local_write_errors += 1;
-                let result = Err(Error::Invalid {
-                    field: "automerge",
-                    reason: format!("not automerge bytes: {err}"),
-                });
-                self.emit(Event::WriteDone { id, result });
-                return;
-            }
-        };
-        let me = self.config.node.clone();
-        let Some(write) = self.apply_remote(&me, room, changes) else {
-            // Refused (a purged room, or changes the room rejects); the
-            // reason was emitted as `Event::Rejected`.
+        let result = self.import(room, bytes);
+        if result.is_err() {
             self.stats.local_write_errors += 1;
-            let result = Err(Error::Invalid {
-                field: "automerge",
-                reason: format!("room {room}: the changes were refused"),
-            });
-            self.emit(Event::WriteDone { id, result });
-            return;
-        };
-        match self.heads(room) {
-            Ok(heads) => {
-                let ack = WriteAck {
-                    room: room.clone(),
-                    heads,
-                };
-                self.emit(Event::WriteDone {
-                    id,
-                    result: Ok(ack),
-                });
-            }
-            Err(err) => self.emit(Event::WriteDone {
-                id,
-                result: Err(err),
-            }),
         }
-        self.outbox.add(room, &write.applied, self.now_ms);
+        self.emit(Event::WriteDone { id, result });
+    }
+
+    fn import(&mut self, room: &RoomId, bytes: &[u8]) -> Result<WriteAck, Error> {
+        let (room, changes) = crate::room::import::decode(bytes, Some(room))?;
+        if self.rooms.is_purged(&room) {
+            return Err(Error::RoomPurged(room));
+        }
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let mut write = self
+            .rooms
+            .remote_apply(&view, &room, changes, stamp, Intake::Whole)?;
+        self.stats.changes_applied += write.applied.len() as u64;
+        self.staged.add(std::mem::take(&mut write.batch), true);
+        let kinds = std::mem::take(&mut write.kinds);
+        self.after_change(&room, Origin::Local, kinds);
+        self.outbox.add(&room, &write.applied, self.now_ms);
         if self.outbox.full() {
             self.flush_push();
         }
+        let heads = self.heads(&room)?;
+        Ok(WriteAck { room, heads })
     }
 
     /// Applies changes from a peer to one room; returns the outcome or
@@ -640,10 +628,20 @@ impl Replica {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match self.rooms.remote_apply(&view, room, changes, stamp) {
+        match self
+            .rooms
+            .remote_apply(&view, room, changes, stamp, Intake::EachChange)
+        {
             Ok(mut write) => {
                 self.stats.changes_applied += write.applied.len() as u64;
                 self.stats.pending_dropped += write.outcome.dropped as u64;
+                self.stats.changes_refused += write.refused.len() as u64;
+                for (change, why) in std::mem::take(&mut write.refused) {
+                    self.emit(Event::Rejected {
+                        peer: from.clone(),
+                        reason: format!("room {room}: change {change} refused at {why}"),
+                    });
+                }
                 self.staged.add(std::mem::take(&mut write.batch), true);
                 let kinds = std::mem::take(&mut write.kinds);
                 self.after_change(room, Origin::Remote, kinds);

@@ -12,8 +12,6 @@
 //! Each round pulls; the peer pulls in its own rounds (and a `ChangesReq`
 //! showing heads it lacks makes it pull back at once).
 
-use serde_bytes::ByteBuf;
-
 use super::digest::{purged_item, DEPTH, FANOUT};
 use super::serve::parse_changes;
 use super::wire::{
@@ -492,18 +490,18 @@ impl Replica {
         let big = big.clone();
         let mut applied = 0;
         for RoomDocument { room, doc } in rooms {
-            let changes = match automerge::Automerge::load(&doc) {
+            // Bounded like an import; what the changes do is validated
+            // when they are applied, like any peer's.
+            let changes = match crate::room::import::load_document(&doc) {
                 Ok(doc) => doc.get_changes(&[]),
                 Err(_) => {
                     self.stats.changes_rejected += 1;
                     continue;
                 }
             };
-            let raw = changes
-                .iter()
-                .map(|c| ByteBuf::from(c.raw_bytes().to_vec()))
-                .collect();
-            applied += self.apply_room_changes(peer, vec![RoomChanges { room, changes: raw }]);
+            if let Some(write) = self.apply_remote(peer, &room, changes) {
+                applied += write.applied.len() as u64;
+            }
         }
         if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
             round.changes += applied;

@@ -23,11 +23,12 @@ const LOG_PAGE_ENTRIES: usize = 1024;
 /// Rooms read per page while answering a snapshot request.
 const SNAPSHOT_PAGE_ROOMS: usize = 256;
 
-/// Parses raw changes; `None` (and a counted rejection) if any is malformed,
-/// so a room's batch is applied whole or not at all.
+/// Parses raw changes (bounded: `room::import::parse_change`); `None` (and
+/// a counted rejection) if any is malformed, so a room's batch is applied
+/// whole or not at all.
 pub(super) fn parse_changes(raw: Vec<ByteBuf>) -> Option<Vec<Change>> {
     raw.into_iter()
-        .map(|bytes| Change::from_bytes(bytes.into_vec()).ok())
+        .map(|bytes| crate::room::import::parse_change(bytes.into_vec()).ok())
         .collect()
 }
 

@@ -21,6 +21,8 @@ pub struct ReplicaStats {
     pub local_write_errors: u64,
     pub changes_applied: u64,
     pub changes_rejected: u64,
+    /// Changes refused by schema validation (`room::validate`), from peers.
+    pub changes_refused: u64,
     pub pending_dropped: u64,
     pub push_skipped_oversize: u64,
     pub rounds_started: u64,

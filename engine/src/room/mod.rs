@@ -3,24 +3,32 @@
 //!
 //! This module is pure: no storage, no clock, no randomness.
 
+pub mod import;
+pub mod inflate;
 mod op;
 pub mod read;
 pub mod schema;
 mod session_write;
 mod touched;
+pub mod validate;
 mod write;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use lru::LruCache;
 
 pub use op::RoomOp;
+pub use validate::Refusal;
 pub use write::WriteCtx;
 
 use crate::error::Error;
 use crate::events::ChangeKind;
 use crate::ids::{RoomId, SessionId};
-use crate::limits::PENDING_CHANGES_PER_ROOM_MAX;
+use crate::limits::{
+    PENDING_BYTES_PER_ROOM_MAX, PENDING_CHANGES_PER_ROOM_MAX, REFUSED_CHANGES_PER_ROOM_MAX,
+};
 use crate::model::{Lifecycle, Owner, RoomSnapshot, RoomSummary, SessionState};
 
 /// A room document plus the remote changes still waiting for their deps.
@@ -29,6 +37,13 @@ pub struct RoomDoc {
     id: RoomId,
     doc: Automerge,
     pending: BTreeMap<ChangeHash, Change>,
+    /// Bytes of the changes in `pending`.
+    pending_bytes: usize,
+    /// Changes refused by validation (and what depends on them), so a
+    /// resent one costs a lookup. Every replica refuses the same ones.
+    refused: LruCache<ChangeHash, ()>,
+    /// The hash of this room's genesis change, computed on first need.
+    genesis: Option<ChangeHash>,
     /// The room as last read, kept in step with every change by re-reading
     /// only the parts a change touched (`touched`). `None` until first read.
     cache: Option<RoomSnapshot>,
@@ -46,6 +61,20 @@ pub struct RemoteApply {
     pub pending: usize,
     /// Changes refused because the pending buffer was full.
     pub dropped: usize,
+    /// Changes refused by validation, with the reason (none applied when
+    /// the intake is `Whole`).
+    pub refused: Vec<(ChangeHash, Refusal)>,
+}
+
+/// How a batch of changes from outside is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// A peer's changes: each valid change applies; each invalid one (and
+    /// each that depends on one) is refused and remembered. Every replica
+    /// decides alike, so honest replicas never diverge.
+    EachChange,
+    /// An import: all or nothing.
+    Whole,
 }
 
 impl RoomDoc {
@@ -55,6 +84,9 @@ impl RoomDoc {
             id,
             doc: Automerge::new().with_actor(actor),
             pending: BTreeMap::new(),
+            pending_bytes: 0,
+            refused: refused_cache(),
+            genesis: None,
             cache: None,
             parts: None,
             objs: None,
@@ -80,6 +112,9 @@ impl RoomDoc {
             id,
             doc,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
+            refused: refused_cache(),
+            genesis: None,
             cache: None,
             parts: None,
             objs: None,
@@ -247,32 +282,104 @@ impl RoomDoc {
         Ok((changes, kinds))
     }
 
-    /// Applies remote changes idempotently. Changes whose dependencies are
-    /// missing wait in a bounded buffer until the dependencies arrive.
-    pub fn apply_remote(&mut self, changes: Vec<Change>) -> Result<RemoteApply, Error> {
+    /// Applies changes from outside (a peer or an import) idempotently,
+    /// after validation (`validate`). Changes whose dependencies are missing
+    /// wait in a bounded buffer until the dependencies arrive.
+    ///
+    /// On `Err` the document may be ahead of what the caller persisted: the
+    /// caller must reload the room (`RoomSet` evicts it).
+    pub fn apply_remote(
+        &mut self,
+        changes: Vec<Change>,
+        intake: Intake,
+    ) -> Result<RemoteApply, Error> {
         let mut outcome = RemoteApply::default();
         for change in changes {
             let hash = change.hash();
             if self.has_change(&hash) || self.pending.contains_key(&hash) {
                 continue;
             }
-            if self.pending.len() >= PENDING_CHANGES_PER_ROOM_MAX {
+            if self.refused.contains(&hash) || self.depends_on_refused(&change, &HashSet::new()) {
+                outcome.refused.push((hash, refused_dependency()));
+                continue;
+            }
+            let len = change.raw_bytes().len();
+            if self.pending.len() >= PENDING_CHANGES_PER_ROOM_MAX
+                || self.pending_bytes.saturating_add(len) > PENDING_BYTES_PER_ROOM_MAX
+            {
                 outcome.dropped += 1;
                 continue;
             }
+            self.pending_bytes += len;
             self.pending.insert(hash, change);
         }
         let ready = self.take_ready();
-        if !ready.is_empty() {
-            self.doc.apply_changes(ready.iter().cloned())?;
+        let good = self.validate(ready, &mut outcome)?;
+        if intake == Intake::Whole && !outcome.refused.is_empty() {
+            outcome.pending = self.pending.len();
+            return Ok(outcome);
+        }
+        for (hash, _) in &outcome.refused {
+            self.refused.put(*hash, ());
+        }
+        if !good.is_empty() {
+            self.doc.apply_changes(good.iter().cloned())?;
             if self.cache.is_some() {
-                let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &ready);
+                let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
                 self.refresh(&touched)?;
             }
         }
-        outcome.applied = ready;
+        outcome.applied = good;
         outcome.pending = self.pending.len();
         Ok(outcome)
+    }
+
+    /// Splits `ready` (in dependency order) into the changes that pass
+    /// validation, returned, and the refused, added to `outcome`.
+    fn validate(
+        &mut self,
+        ready: Vec<Change>,
+        outcome: &mut RemoteApply,
+    ) -> Result<Vec<Change>, Error> {
+        if ready.is_empty() {
+            return Ok(ready);
+        }
+        let genesis = self.genesis_hash()?;
+        let mut validator = validate::Validator::new(&self.doc, &self.id, genesis);
+        let mut refused_now = HashSet::new();
+        let mut good = Vec::with_capacity(ready.len());
+        for change in ready {
+            let hash = change.hash();
+            let verdict = if self.depends_on_refused(&change, &refused_now) {
+                Err(refused_dependency())
+            } else {
+                validator.check(&change)
+            };
+            match verdict {
+                Ok(()) => good.push(change),
+                Err(refusal) => {
+                    refused_now.insert(hash);
+                    outcome.refused.push((hash, refusal));
+                }
+            }
+        }
+        Ok(good)
+    }
+
+    fn depends_on_refused(&self, change: &Change, also: &HashSet<ChangeHash>) -> bool {
+        change
+            .deps()
+            .iter()
+            .any(|dep| also.contains(dep) || self.refused.contains(dep))
+    }
+
+    fn genesis_hash(&mut self) -> Result<ChangeHash, Error> {
+        if let Some(hash) = self.genesis {
+            return Ok(hash);
+        }
+        let hash = genesis_change(&self.id)?.hash();
+        self.genesis = Some(hash);
+        Ok(hash)
     }
 
     /// Removes from `pending` every change whose dependencies are all in the
@@ -296,6 +403,8 @@ impl RoomDoc {
             }
             for hash in next {
                 if let Some(change) = self.pending.remove(&hash) {
+                    self.pending_bytes =
+                        self.pending_bytes.saturating_sub(change.raw_bytes().len());
                     ready_hashes.insert(hash);
                     ready.push(change);
                 }
@@ -344,6 +453,22 @@ impl RoomDoc {
             None => snap.sessions.iter().filter_map(live).collect(),
         }
     }
+}
+
+fn refused_cache() -> LruCache<ChangeHash, ()> {
+    LruCache::new(NonZeroUsize::new(REFUSED_CHANGES_PER_ROOM_MAX).unwrap_or(NonZeroUsize::MIN))
+}
+
+fn refused_dependency() -> Refusal {
+    Refusal {
+        path: String::new(),
+        reason: "depends on a refused change".into(),
+    }
+}
+
+/// The hash of `room`'s genesis change (the same on every replica).
+pub fn genesis_hash(room: &RoomId) -> Result<ChangeHash, Error> {
+    Ok(genesis_change(room)?.hash())
 }
 
 /// The first change of every room, identical on every replica.

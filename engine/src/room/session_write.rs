@@ -9,6 +9,7 @@ use super::write::{invalid, live_session, WriteCtx};
 use crate::error::Error;
 use crate::events::ChangeKind;
 use crate::ids::{SessionId, TrackId};
+use crate::limits::EPOCH_MAX;
 use crate::model::{resume_token_hash, JoinRequest, Owner, Role, SessionState, Track};
 
 pub fn join(
@@ -154,6 +155,12 @@ pub fn set_owner(
     session: &SessionId,
     owner: &Owner,
 ) -> Result<Vec<ChangeKind>, Error> {
+    if owner.epoch == 0 || owner.epoch > EPOCH_MAX {
+        return Err(invalid(
+            "epoch",
+            format!("must be 1..={EPOCH_MAX} (one more than the current owner's)"),
+        ));
+    }
     let obj = live_session(tx, objs, ctx.room, session)?;
     if let Some(current) = read::owner(tx, &obj) {
         if *owner <= current {

@@ -1,0 +1,383 @@
+//! Validation of changes written outside this replica's own code: a peer's
+//! push, a catch-up response, a snapshot, or an automerge document imported
+//! from a client in any language.
+//!
+//! automerge accepts any well-formed change, and reads of a room skip what
+//! they cannot parse. A change that replaces a genesis map, deletes a
+//! session, bumps `schema` or writes text objects where the schema has
+//! scalars would therefore apply, hide acknowledged writes, or make the room
+//! unreadable. Every such change is refused *before* it is applied.
+//!
+//! The verdict must be the same on every replica, or honest replicas would
+//! diverge. It is a pure function of the change and of where the objects it
+//! writes to were created (each object's creating op is in the change's
+//! causal past, so every replica that can apply it knows that place). It
+//! never depends on the current values, which concurrent changes may differ
+//! on.
+
+use std::collections::HashMap;
+
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, Prop, ReadDoc, ScalarValue};
+use serde::de::DeserializeOwned;
+
+use super::schema as s;
+use crate::ids::{validate_id, RegionId, RoomId, SessionId, TenantId, TrackId, UserId};
+use crate::limits::{ATTR_VALUE_BYTES_MAX, EPOCH_MAX, PARTICIPANTS_PER_ROOM_MAX};
+use crate::model::{Permission, Role, SessionState, Track};
+
+/// Why a change was refused: the schema path it wrote to and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+fn refuse(path: impl Into<String>, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Where an object sits in the room's layout (`docs/data-model.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    Root,
+    Meta,
+    Config,
+    Attrs,
+    Permissions,
+    Sessions,
+    Session(String),
+    Tracks(String),
+    Counters,
+}
+
+impl Place {
+    fn path(&self) -> String {
+        match self {
+            Place::Root => String::new(),
+            Place::Meta => s::META.into(),
+            Place::Config => s::CONFIG.into(),
+            Place::Attrs => format!("{}/{}", s::CONFIG, s::ATTRS),
+            Place::Permissions => s::PERMISSIONS.into(),
+            Place::Sessions => s::SESSIONS.into(),
+            Place::Session(id) => format!("{}/{id}", s::SESSIONS),
+            Place::Tracks(id) => format!("{}/{id}/{}", s::SESSIONS, s::TRACKS),
+            Place::Counters => s::COUNTERS.into(),
+        }
+    }
+
+    /// The map at `key` inside this one, if the layout has one there.
+    fn child(&self, key: &str) -> Option<Place> {
+        Some(match (self, key) {
+            (Place::Root, s::META) => Place::Meta,
+            (Place::Root, s::CONFIG) => Place::Config,
+            (Place::Config, s::ATTRS) => Place::Attrs,
+            (Place::Root, s::PERMISSIONS) => Place::Permissions,
+            (Place::Root, s::SESSIONS) => Place::Sessions,
+            (Place::Root, s::COUNTERS) => Place::Counters,
+            (Place::Sessions, id) => Place::Session(id.to_owned()),
+            (Place::Session(id), s::TRACKS) => Place::Tracks(id.clone()),
+            _ => return None,
+        })
+    }
+
+    fn of_path(path: &[String]) -> Option<Place> {
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        Some(match parts.as_slice() {
+            [] => Place::Root,
+            [s::META] => Place::Meta,
+            [s::CONFIG] => Place::Config,
+            [s::CONFIG, s::ATTRS] => Place::Attrs,
+            [s::PERMISSIONS] => Place::Permissions,
+            [s::SESSIONS] => Place::Sessions,
+            [s::COUNTERS] => Place::Counters,
+            [s::SESSIONS, id] => Place::Session((*id).to_owned()),
+            [s::SESSIONS, id, s::TRACKS] => Place::Tracks((*id).to_owned()),
+            _ => return None,
+        })
+    }
+}
+
+/// Checks a batch of changes, in dependency order, against one room.
+/// Objects created by changes earlier in the batch (not yet applied to the
+/// document) are remembered, so a batch is checked as a whole before any
+/// of it is applied.
+pub struct Validator<'a> {
+    doc: &'a Automerge,
+    room: &'a RoomId,
+    genesis: ChangeHash,
+    genesis_actor: ActorId,
+    places: HashMap<OpId, Option<Place>>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(doc: &'a Automerge, room: &'a RoomId, genesis: ChangeHash) -> Self {
+        Self {
+            doc,
+            room,
+            genesis,
+            genesis_actor: s::genesis_actor(room),
+            places: HashMap::new(),
+        }
+    }
+
+    /// Accepts `change` or says why not. An accepted change's new objects
+    /// are remembered for the changes after it.
+    pub fn check(&mut self, change: &Change) -> Result<(), Refusal> {
+        if change.actor_id() == &self.genesis_actor || change.hash() == self.genesis {
+            // The genesis actor writes exactly one change, identical on
+            // every replica; anything else under its name is a forgery.
+            return if change.hash() == self.genesis {
+                self.record_genesis(change);
+                Ok(())
+            } else {
+                Err(refuse("", format!("not the genesis of room {}", self.room)))
+            };
+        }
+        // automerge's own decoder validated the change's columns; its
+        // expansion still has internal assertions, and a library must not
+        // take the media node down with it: a panic here is a refusal.
+        let expanded = std::panic::catch_unwind(|| change.decode())
+            .map_err(|_| refuse("", "the change cannot be decoded"))?;
+        let mut created = Vec::new();
+        let verdict = self.check_ops(&expanded, &mut created);
+        if verdict.is_err() {
+            // What a refused change created does not exist for the changes
+            // after it (they are refused as its dependants anyway).
+            for id in created {
+                self.places.remove(&id);
+            }
+        }
+        verdict
+    }
+
+    fn check_ops(
+        &mut self,
+        change: &automerge::ExpandedChange,
+        created: &mut Vec<OpId>,
+    ) -> Result<(), Refusal> {
+        for (index, op) in change.operations.iter().enumerate() {
+            let counter = change
+                .start_op
+                .get()
+                .checked_add(index as u64)
+                .ok_or_else(|| refuse("", "op counter overflows"))?;
+            let place = self.place_of(&op.obj)?;
+            let key = match &op.key {
+                Key::Map(key) if !op.insert => key.to_string(),
+                _ => {
+                    return Err(refuse(
+                        place.path(),
+                        "list and text positions are not part of a room",
+                    ))
+                }
+            };
+            if let Some(new) = check_op(&place, &key, &op.action, op.pred.is_empty())? {
+                // Later ops of this change may write into the new map.
+                let id = OpId::new(counter, &change.actor_id);
+                self.places.insert(id.clone(), Some(new));
+                created.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes the maps the genesis change creates, for the changes after it
+    /// in the same batch (the genesis is not in the document yet).
+    fn record_genesis(&mut self, change: &Change) {
+        let Ok(expanded) = std::panic::catch_unwind(|| change.decode()) else {
+            return;
+        };
+        for (index, op) in expanded.operations.iter().enumerate() {
+            let (OpType::Make(ObjType::Map), Key::Map(key)) = (&op.action, &op.key) else {
+                continue;
+            };
+            let Ok(parent) = self.place_of(&op.obj) else {
+                continue;
+            };
+            let Some(counter) = expanded.start_op.get().checked_add(index as u64) else {
+                continue;
+            };
+            let id = OpId::new(counter, &expanded.actor_id);
+            self.places.insert(id, parent.child(key));
+        }
+    }
+
+    /// The place of an object: from this batch, else from the document.
+    fn place_of(&mut self, obj: &ObjectId) -> Result<Place, Refusal> {
+        let id = match obj {
+            ObjectId::Root => return Ok(Place::Root),
+            ObjectId::Id(id) => id,
+        };
+        if let Some(place) = self.places.get(id) {
+            return place
+                .clone()
+                .ok_or_else(|| refuse("", "writes to an object outside the room's layout"));
+        }
+        let place = self.find_in_doc(id);
+        self.places.insert(id.clone(), place.clone());
+        place.ok_or_else(|| refuse("", "writes to an object outside the room's layout"))
+    }
+
+    fn find_in_doc(&self, id: &OpId) -> Option<Place> {
+        let text = format!("{}@{}", id.counter(), id.actor());
+        let (exid, typ) = self.doc.import(&text).ok()?;
+        if typ != ObjType::Map {
+            return None;
+        }
+        let mut path = Vec::new();
+        for parent in self.doc.parents(&exid).ok()? {
+            match parent.prop {
+                Prop::Map(key) => path.push(key),
+                Prop::Seq(_) => return None,
+            }
+        }
+        path.reverse();
+        Place::of_path(&path)
+    }
+}
+
+/// One op's verdict. `Some(place)` when it creates a map at `place`.
+fn check_op(
+    place: &Place,
+    key: &str,
+    action: &OpType,
+    overwrites_nothing: bool,
+) -> Result<Option<Place>, Refusal> {
+    let path = format!("{}/{key}", place.path());
+    let path = path.trim_start_matches('/').to_owned();
+    let put = |check: fn(&str) -> bool, what: &str| match action {
+        OpType::Put(ScalarValue::Str(text)) if check(text) => Ok(None),
+        OpType::Put(ScalarValue::Str(_)) => Err(refuse(&path, format!("not {what}"))),
+        OpType::Make(ObjType::Text) => Err(refuse(
+            &path,
+            "a text object where the schema has a scalar string \
+             (JavaScript: write an ImmutableString)",
+        )),
+        OpType::Delete => Err(refuse(&path, "may not be deleted")),
+        _ => Err(refuse(&path, format!("must be a string: {what}"))),
+    };
+    let removable = |check: fn(&str) -> bool, what: &str| match action {
+        OpType::Delete => Ok(None),
+        _ => put(check, what),
+    };
+    match place {
+        Place::Root => Err(refuse(
+            path,
+            "the root and its maps are written only by the room's genesis change",
+        )),
+        Place::Meta => match key {
+            s::TENANT => put(stamped::<TenantId>, "a stamped tenant id"),
+            s::CREATED_AT | s::ENDED => put(stamped::<u64>, "a stamped time"),
+            _ => Err(refuse(path, "not a field of meta")),
+        },
+        Place::Config => match key {
+            s::MAX_PARTICIPANTS => put(participants, "a stamped participant limit"),
+            s::PREFERRED_REGION => put(stamped::<Option<RegionId>>, "a stamped region"),
+            s::RECORDING => put(stamped::<bool>, "a stamped boolean"),
+            _ => Err(refuse(path, "not a field of config")),
+        },
+        Place::Attrs => {
+            if validate_id("attribute", key).is_err() {
+                return Err(refuse(path, "not a valid attribute name"));
+            }
+            removable(attribute, "a stamped attribute value")
+        }
+        Place::Permissions => {
+            if UserId::parse(key).is_err() {
+                return Err(refuse(path, "not a valid user id"));
+            }
+            removable(stamped::<Permission>, "a stamped permission")
+        }
+        Place::Sessions => {
+            if SessionId::parse(key).is_err() {
+                return Err(refuse(path, "not a valid session id"));
+            }
+            new_map(
+                action,
+                overwrites_nothing,
+                &path,
+                Place::Session(key.into()),
+            )
+        }
+        Place::Session(id) => match key {
+            s::USER => put(parses::<UserId>, "a user id"),
+            s::ROLE => put(role, "a role"),
+            s::REGION => put(parses::<RegionId>, "a region"),
+            s::RESUME_HASH => put(token_hash, "a resume token hash (64 hex digits)"),
+            s::OWNER => put(owner, "an owner \"epoch:node\" within the epoch limit"),
+            s::STATE => put(stamped::<SessionState>, "a stamped session state"),
+            s::JOINED_AT => match action {
+                OpType::Put(ScalarValue::Uint(_)) => Ok(None),
+                OpType::Put(ScalarValue::Int(ms)) if *ms >= 0 => Ok(None),
+                _ => Err(refuse(path, "must be a non-negative integer (ms)")),
+            },
+            s::TRACKS => new_map(action, overwrites_nothing, &path, Place::Tracks(id.clone())),
+            _ => Err(refuse(path, "not a field of a session")),
+        },
+        Place::Tracks(_) => {
+            if TrackId::parse(key).is_err() {
+                return Err(refuse(path, "not a valid track id"));
+            }
+            removable(stamped::<Track>, "a stamped track")
+        }
+        Place::Counters => match (s::COUNTER_KEYS.contains(&key), action) {
+            (true, OpType::Increment(1)) => Ok(None),
+            _ => Err(refuse(path, "counters only count up, by one")),
+        },
+    }
+}
+
+/// A map created where the layout has one, overwriting nothing: a session
+/// or a tracks map exists once (replacing it would hide what it holds).
+fn new_map(
+    action: &OpType,
+    overwrites_nothing: bool,
+    path: &str,
+    place: Place,
+) -> Result<Option<Place>, Refusal> {
+    match action {
+        OpType::Make(ObjType::Map) if overwrites_nothing => Ok(Some(place)),
+        OpType::Make(ObjType::Map) => Err(refuse(path, "may not be replaced")),
+        OpType::Delete => Err(refuse(path, "may not be deleted")),
+        _ => Err(refuse(path, "must be a map")),
+    }
+}
+
+fn stamped<T: DeserializeOwned>(text: &str) -> bool {
+    s::decode_stamped::<T>(text).is_some()
+}
+
+fn parses<T: std::str::FromStr>(text: &str) -> bool {
+    text.parse::<T>().is_ok()
+}
+
+fn participants(text: &str) -> bool {
+    s::decode_stamped::<u32>(text)
+        .is_some_and(|(_, n)| (1..=PARTICIPANTS_PER_ROOM_MAX).contains(&n))
+}
+
+fn attribute(text: &str) -> bool {
+    s::decode_stamped::<String>(text).is_some_and(|(_, v)| v.len() <= ATTR_VALUE_BYTES_MAX)
+}
+
+fn role(text: &str) -> bool {
+    serde_json::from_value::<Role>(serde_json::Value::String(text.to_owned())).is_ok()
+}
+
+fn token_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn owner(text: &str) -> bool {
+    s::decode_owner(text).is_some_and(|o| o.epoch >= 1 && o.epoch <= EPOCH_MAX)
+}
