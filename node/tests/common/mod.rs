@@ -24,10 +24,18 @@ impl Drop for Process {
 }
 
 /// Starts `chorus run --config <path>` and waits for its ready line.
+#[allow(dead_code)] // not every test file uses it
 pub fn spawn_daemon(config_path: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(["run", "--config"])
-        .arg(config_path)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
+    command.args(["run", "--config"]).arg(config_path);
+    spawn_ready(command)
+}
+
+/// Starts `command`, a `chorus run` possibly behind a wrapper such as
+/// `ip netns exec` that execs it (so killing the child kills the daemon),
+/// and waits for its ready line.
+pub fn spawn_ready(mut command: Command) -> Process {
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
