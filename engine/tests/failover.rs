@@ -185,3 +185,78 @@ fn an_overloaded_node_is_degraded_and_gets_no_new_calls() {
     let moved: u64 = (0..3).map(|i| net.members[i].replica.stats().rehomed).sum();
     assert_eq!(moved, 0);
 }
+
+#[test]
+fn peers_cannot_drain_unknown_nodes_or_stamp_orders_ahead_of_time() {
+    use chorus_engine::hlc::Timestamp;
+    use chorus_engine::membership::DrainOrder;
+    use chorus_engine::replica::wire::{self, Body, Envelope};
+    let mut net = formed();
+    let now = net.now_ms;
+    let stamp = |wall_ms| Timestamp {
+        wall_ms,
+        logical: 0,
+        actor: 7,
+    };
+    let orders = [
+        (NodeId::parse("ghost").expect("valid"), now),
+        (node(2), now + 3_600_000),
+    ];
+    for (target, at) in orders {
+        let order = DrainOrder {
+            node: target,
+            at: stamp(at),
+            rate_per_s: 5,
+            active: true,
+        };
+        let bytes = wire::encode(&Envelope {
+            cluster: common::pair::CLUSTER,
+            sent_at: stamp(now),
+            body: Body::Drain { order },
+        });
+        net.input(
+            0,
+            Input::Message {
+                from: node(1),
+                bytes,
+            },
+        );
+    }
+    net.run_for(1_000);
+    assert_eq!(net.members[0].replica.stats().drains_refused, 2);
+    let view = net.members[0].replica.membership().view(&node(2)).cloned();
+    assert!(
+        view.is_some_and(|v| !v.draining),
+        "the future order was refused"
+    );
+    assert!(net.members[0]
+        .replica
+        .membership()
+        .view(&NodeId::parse("ghost").expect("valid"))
+        .is_none());
+}
+
+#[test]
+fn a_node_back_from_the_minority_side_takes_no_call_from_a_live_node() {
+    let mut net = formed();
+    host_calls(&mut net, 0, 6);
+    net.run_for(500);
+    // Node 2 alone: it convicts 0 and 1 while it has no majority.
+    net.disconnect(2, 0);
+    net.disconnect(2, 1);
+    net.run_for(3_000);
+    assert_eq!(grade(&net, 2, 0), Some(Grade::Down));
+    // Node 1 comes back first, node 0 a moment later: for that moment node 2
+    // counts a majority while 0, alive, is still Down in its view.
+    net.reconnect(2, 1);
+    net.run_for(200);
+    net.reconnect(2, 0);
+    net.run_for(4_000);
+    assert_eq!(
+        net.members[2].replica.stats().rehomed,
+        0,
+        "node 2 took calls from node 0, which never died"
+    );
+    assert_eq!(net.members[2].replica.calls_owned_by(&node(0)).len(), 6);
+    assert!(net.converged());
+}

@@ -223,10 +223,13 @@ impl Config {
             c.region = region;
         }
         self.replica.apply(&mut c);
+        // One allow-list is naturally shared by every replica: its own id
+        // in it is not a peer.
         c.peers = self
             .allowed_peers
             .iter()
             .filter_map(|p| chorus_engine::NodeId::parse(p.to_base58()).ok())
+            .filter(|p| *p != c.node)
             .collect();
         c
     }

@@ -69,6 +69,12 @@ pub fn render(s: &StatsView) -> String {
     );
     counter(
         &mut out,
+        "chorus_drains_refused",
+        "Peers' drain orders refused: unknown node, or stamped too far ahead.",
+        r.drains_refused,
+    );
+    counter(
+        &mut out,
         "chorus_swim_refused",
         "Failure-detection datagrams refused (malformed or spoofed).",
         r.swim_refused,

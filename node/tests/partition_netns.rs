@@ -201,20 +201,16 @@ async fn after_heal(a: &Node, b: &Node, c: &Node) {
     let a_calls = owners(&c.api, "a-calls").await.expect("read c's room");
     assert!(a_calls.contains_key("a-late"), "{a_calls:?}");
 
-    // KNOWN ISSUE, reported with this test: c should never take a call
-    // over, since a and b were alive throughout. But c keeps its minority-
-    // time convictions through the heal; when b comes back Healthy first,
-    // c counts a majority again and fails over the calls of a — still Down
-    // in its view, though alive — including a's own calls. The state still
-    // converges, so until the engine is fixed this is reported, not failed.
-    // Once fixed: assert that `stolen` is empty.
+    // c was alone during the cut and convicted a and b there. It must never
+    // take a call over: a and b were alive throughout. (When b came back
+    // Healthy first, c used to count a majority again and fail over a's
+    // calls while a, alive, was still Down in its view; failovers now wait
+    // `silence_ms` after a majority returns.)
     let stolen = takeovers(c).await.expect("c's journal");
-    if !stolen.is_empty() {
-        eprintln!("KNOWN ISSUE: after the heal the cut-off node took over calls of live nodes:");
-        for entry in &stolen {
-            eprintln!("  {entry}");
-        }
-    }
+    assert!(
+        stolen.is_empty(),
+        "after the heal the cut-off node took over calls of live nodes: {stolen:#?}"
+    );
 }
 
 /// The takeovers `node` wrote itself, from its incident journal.

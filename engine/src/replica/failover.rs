@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
 use crate::ids::{NodeId, RoomId, SessionId};
-use crate::limits::EPOCH_MAX;
+use crate::limits::{EPOCH_MAX, HLC_MAX_DRIFT_MS};
 use crate::membership::{
     candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
 };
@@ -166,7 +166,7 @@ impl Replica {
 
     pub(super) fn on_health_report(&mut self, from: &NodeId, report: HealthReport) {
         for order in &report.drains {
-            self.merge_drain(order.clone());
+            self.on_peer_drain(from, order.clone());
         }
         self.members.on_report(self.now_ms, from, report);
         self.after_membership();
@@ -198,6 +198,64 @@ impl Replica {
                 },
             );
         }
+    }
+
+    /// A drain order relayed by a peer. Refused when it names a node this
+    /// replica does not know (it would pin an order for a fake id), or is
+    /// stamped further ahead than the HLC drift bound (last-writer-wins
+    /// would let it override every later operator order).
+    pub(super) fn on_peer_drain(&mut self, from: &NodeId, order: DrainOrder) {
+        let known = order.node == self.config.node
+            || self.config.peers.contains(&order.node)
+            || self.members.view(&order.node).is_some();
+        let ahead = order.at.wall_ms.saturating_sub(self.now_ms);
+        let reason = if !known {
+            format!("drain order for unknown node {}", order.node)
+        } else if ahead > HLC_MAX_DRIFT_MS {
+            format!("drain order for {} stamped {ahead} ms ahead", order.node)
+        } else {
+            return self.merge_drain(order);
+        };
+        self.stats.drains_refused += 1;
+        self.emit(Event::Rejected {
+            peer: from.clone(),
+            reason,
+        });
+    }
+
+    /// Whether this replica may fail calls over: it sees a majority of the
+    /// configured cluster (its allow-list and itself), or of the nodes it
+    /// knows when no cluster is configured, and has seen it for at least
+    /// `silence_ms` (a replica back from the minority side first hears
+    /// the nodes it convicted as renewed identities; until then they are
+    /// alive but still Down here).
+    fn may_fail_over(&mut self) -> bool {
+        if !self.config.failover_needs_majority {
+            return true;
+        }
+        self.track_majority()
+            .is_some_and(|since| self.now_ms.saturating_sub(since) >= self.config.silence_ms)
+    }
+
+    /// Notes whether this replica sees a majority now, and since when.
+    /// Run on every membership change, so the moment is exact.
+    fn track_majority(&mut self) -> Option<u64> {
+        let majority = if self.config.peers.is_empty() {
+            2 * self.members.reachable() > self.members.known()
+        } else {
+            let up = self
+                .config
+                .peers
+                .iter()
+                .filter(|p| self.members.grade(p).is_some_and(|g| g < Grade::Suspect))
+                .count();
+            2 * (up + 1) > self.config.peers.len() + 1
+        };
+        if !majority {
+            self.majority_since_ms = None;
+            return None;
+        }
+        Some(*self.majority_since_ms.get_or_insert(self.now_ms))
     }
 
     /// Keeps the newest order per node; starts or stops its drain.
@@ -284,6 +342,7 @@ impl Replica {
     /// Carries out what the membership layer produced: datagrams, grade
     /// changes (events, journal, failovers, rollbacks), SWIM notes.
     pub(super) fn after_membership(&mut self) {
+        self.track_majority();
         if std::mem::take(&mut self.members.rejoined) {
             // After a partition both sides hold each other Down, and SWIM
             // ignores a Down identity: the renewed identity must introduce
@@ -406,8 +465,7 @@ impl Replica {
         if self.moves.is_empty() {
             return;
         }
-        let majority = !self.config.failover_needs_majority
-            || 2 * self.members.reachable() > self.members.known();
+        let majority = self.may_fail_over();
         let candidates = self.candidates();
         let me = self.config.node.clone();
         let mut budget = TAKEOVERS_PER_TICK_MAX;

@@ -279,6 +279,9 @@ pub struct Replica {
     drains: BTreeMap<NodeId, crate::membership::DrainOrder>,
     next_health_ms: u64,
     next_move_ms: u64,
+    /// Since when this replica has seen a majority of the cluster (`None`
+    /// while it does not): failovers wait a grace after it returns.
+    majority_since_ms: Option<u64>,
 }
 
 impl Replica {
@@ -332,6 +335,7 @@ impl Replica {
             drains: BTreeMap::new(),
             next_health_ms: now_ms,
             next_move_ms: now_ms,
+            majority_since_ms: None,
             config,
         };
         replica.restore(incarnation)?;
@@ -760,7 +764,7 @@ impl Replica {
             Body::EndAck { rooms } => self.on_end_ack(from, rooms),
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),
-            Body::Drain { order } => self.merge_drain(order),
+            Body::Drain { order } => self.on_peer_drain(from, order),
         }
     }
 

@@ -23,6 +23,8 @@ pub struct ReplicaStats {
     pub changes_rejected: u64,
     /// Changes refused by schema validation (`room::validate`), from peers.
     pub changes_refused: u64,
+    /// Drain orders from peers refused (unknown node, stamped too far ahead).
+    pub drains_refused: u64,
     pub pending_dropped: u64,
     pub push_skipped_oversize: u64,
     pub rounds_started: u64,
