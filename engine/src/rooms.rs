@@ -306,20 +306,30 @@ impl RoomSet {
 
     /// Removes a room from storage, keeping a marker so that stale replicas'
     /// changes for it are refused, and dropping its owner-index entries.
+    ///
+    /// The marker keeps the room's end change (`end`, else the one found in
+    /// the room here): the proof a replica that never saw the end is given
+    /// before it follows the purge.
     pub fn purge(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
         now_ms: u64,
+        end: Option<Vec<u8>>,
     ) -> Result<Batch, Error> {
         let mut batch = Batch::default();
         if self.purged.contains(room) {
             return Ok(batch);
         }
-        let before = match self.load(store, room)? {
-            Some(hot) => IndexView::of(readable(&mut hot.doc)?.as_ref()),
-            None => IndexView::default(),
+        let (before, found) = match self.load(store, room)? {
+            Some(hot) => {
+                let view = IndexView::of(readable(&mut hot.doc)?.as_ref());
+                let found = hot.doc.end_change().map(|c| c.raw_bytes().to_vec());
+                (view, found)
+            }
+            None => (IndexView::default(), None),
         };
+        let end = end.or(found).unwrap_or_default();
         index_updates(room, &before, &IndexView::default(), &mut batch);
         batch.delete(keys::snapshot(room));
         for (key, _) in store.scan_prefix(&keys::chunks(room))? {
@@ -327,11 +337,19 @@ impl RoomSet {
         }
         batch.delete(keys::index(room));
         batch.delete(keys::digest(room));
-        batch.put(keys::purged(room), now_ms.to_be_bytes().to_vec());
+        let mut marker = now_ms.to_be_bytes().to_vec();
+        marker.extend(end);
+        batch.put(keys::purged(room), marker);
         self.hot.pop(room);
         self.tree.set(room, purged_item(room));
         self.purged.insert(room.clone());
         Ok(batch)
+    }
+
+    /// The end change kept in a purged room's marker (empty if none).
+    pub fn purge_proof(&self, store: &dyn KvRead, room: &RoomId) -> Result<Vec<u8>, Error> {
+        let marker = store.get(&keys::purged(room))?.unwrap_or_default();
+        Ok(marker.get(8..).map(<[u8]>::to_vec).unwrap_or_default())
     }
 
     pub fn hot_len(&self) -> usize {

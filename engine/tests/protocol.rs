@@ -338,7 +338,7 @@ fn garbage_and_foreign_clusters_are_counted_never_applied() {
     let foreign = wire::encode(&Envelope {
         cluster: CLUSTER + 1,
         sent_at: Default::default(),
-        body: Body::Purged {
+        body: Body::EndAck {
             rooms: vec![room("room-x")],
         },
     });
@@ -353,4 +353,52 @@ fn garbage_and_foreign_clusters_are_counted_never_applied() {
     assert_eq!(s.decode_errors.values().sum::<u64>(), 4);
     assert_eq!(s.foreign_cluster, 1);
     assert!(!net.members[1].replica.is_purged(&room("room-x")));
+}
+
+#[test]
+fn a_peer_cannot_purge_a_live_room_without_its_end_change() {
+    use chorus_engine::replica::wire::PurgeProof;
+    let mut net = Net::new(2, purge_fast);
+    net.connect_all();
+    let rooms = create(&mut net, 0, 1);
+    settle(&mut net);
+    let live = rooms[0].clone();
+    // A change of the room that is not its end (the join), and no proof.
+    let export = net.members[0]
+        .replica
+        .export_room(&live)
+        .expect("export")
+        .expect("the room");
+    let doc = automerge::Automerge::load(&export).expect("automerge");
+    let join = doc
+        .get_changes(&[])
+        .last()
+        .expect("the join change")
+        .raw_bytes()
+        .to_vec();
+    for end in [Vec::new(), join] {
+        let bytes = wire::encode(&Envelope {
+            cluster: CLUSTER,
+            sent_at: Default::default(),
+            body: Body::Purged {
+                rooms: vec![PurgeProof {
+                    room: live.clone(),
+                    end: serde_bytes::ByteBuf::from(end),
+                }],
+            },
+        });
+        net.input(
+            1,
+            Input::Message {
+                from: node("r0"),
+                bytes,
+            },
+        );
+    }
+    settle(&mut net);
+    assert_eq!(stats(&net, 1).purges_refused, 2);
+    for m in &mut net.members {
+        assert!(!m.replica.is_purged(&live), "{} purged a live room", m.id);
+        assert!(m.replica.room(&live).expect("read").is_some());
+    }
 }

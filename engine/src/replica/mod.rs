@@ -760,7 +760,7 @@ impl Replica {
                 log_head,
             } => self.on_snapshot(from, round, rooms, too_large, next, log_head),
             Body::Unavailable { round } => self.on_unavailable(from, round),
-            Body::Purged { rooms } => self.on_purged(rooms),
+            Body::Purged { rooms } => self.on_purged(from, rooms),
             Body::EndAck { rooms } => self.on_end_ack(from, rooms),
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),

@@ -5,8 +5,10 @@
 
 use std::collections::BTreeSet;
 
+use serde_bytes::ByteBuf;
+
 use super::overlay::Overlay;
-use super::wire::{Body, ROOMS_PER_MESSAGE_MAX};
+use super::wire::{Body, PurgeProof, PUSH_BYTES_MAX, ROOMS_PER_MESSAGE_MAX};
 use super::{Event, Replica};
 use crate::error::Error;
 use crate::ids::{NodeId, RoomId};
@@ -80,26 +82,67 @@ impl Replica {
             .map(|(room, _)| room.clone())
             .collect();
         for room in &due {
-            self.purge_room(room);
+            self.purge_room(room, None);
         }
         // The last ack that made us purge may be the one our peers still
         // miss from us (we stop announcing a purged room): tell them, so
         // they purge too instead of waiting for the horizon. A lost
         // broadcast is repaired by anti-entropy's leaf comparison.
-        for rooms in due.chunks(ROOMS_PER_MESSAGE_MAX) {
-            self.broadcast(Body::Purged {
-                rooms: rooms.to_vec(),
-            });
+        for proofs in self.purge_proofs(due) {
+            self.broadcast(Body::Purged { rooms: proofs });
         }
     }
 
-    pub(super) fn purge_room(&mut self, room: &RoomId) {
+    /// `Purged` messages for `rooms`, each room with its end change, cut to
+    /// fit a push (they are broadcast as one).
+    pub(super) fn purge_proofs(&mut self, rooms: Vec<RoomId>) -> Vec<Vec<PurgeProof>> {
+        /// Envelope and framing room left in a push for the proofs.
+        const SLACK: usize = 1024;
+        let mut out: Vec<Vec<PurgeProof>> = Vec::new();
+        let mut current = Vec::new();
+        let mut bytes = 0;
+        for room in rooms {
+            let view = Overlay {
+                base: self.store.as_ref(),
+                staged: &self.staged,
+            };
+            let Ok(end) = self.rooms.purge_proof(&view, &room) else {
+                self.stats.storage_errors += 1;
+                continue;
+            };
+            let len = end.len() + room.as_str().len() + 8;
+            if !current.is_empty()
+                && (bytes + len > PUSH_BYTES_MAX - SLACK || current.len() == ROOMS_PER_MESSAGE_MAX)
+            {
+                out.push(std::mem::take(&mut current));
+                bytes = 0;
+            }
+            bytes += len;
+            current.push(PurgeProof {
+                room,
+                end: ByteBuf::from(end),
+            });
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+        out
+    }
+
+    /// Tells `to` that `rooms` were purged here, with the proofs.
+    pub(super) fn send_purged(&mut self, to: &NodeId, rooms: Vec<RoomId>) {
+        for proofs in self.purge_proofs(rooms) {
+            self.send(to, Body::Purged { rooms: proofs });
+        }
+    }
+
+    pub(super) fn purge_room(&mut self, room: &RoomId, end: Option<Vec<u8>>) {
         self.ended.remove(room);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match self.rooms.purge(&view, room, self.now_ms) {
+        match self.rooms.purge(&view, room, self.now_ms, end) {
             Ok(batch) => {
                 self.staged.add(batch, true);
                 self.stats.purged += 1;
@@ -109,13 +152,37 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_purged(&mut self, rooms: Vec<RoomId>) {
-        for room in rooms {
-            // Only a room that ended is ever purged, so following a peer's
-            // purge cannot drop a live room.
-            if !self.rooms.is_purged(&room) {
-                self.purge_room(&room);
+    /// A peer purged these rooms. A room that ended here is purged at once.
+    /// Otherwise the peer's proof must be an end change of that room: it is
+    /// applied like any change (the room then ends here), and if its
+    /// dependencies are missing (this replica was away while the room ended
+    /// and was purged everywhere) the proof alone is followed. Without a
+    /// valid proof nothing is purged: a peer cannot erase a live room.
+    pub(super) fn on_purged(&mut self, from: &NodeId, proofs: Vec<PurgeProof>) {
+        for PurgeProof { room, end } in proofs {
+            if self.rooms.is_purged(&room) {
+                continue;
             }
+            if self.ended.contains_key(&room) {
+                self.purge_room(&room, None);
+                continue;
+            }
+            let proof = crate::room::import::parse_change(end.into_vec())
+                .ok()
+                .filter(|change| crate::room::is_end_change(&room, change));
+            let Some(change) = proof else {
+                self.stats.purges_refused += 1;
+                self.emit(Event::Rejected {
+                    peer: from.clone(),
+                    reason: format!("purge of room {room} without proof that it ended"),
+                });
+                continue;
+            };
+            let raw = change.raw_bytes().to_vec();
+            // Ends the room here when its dependencies are present (which
+            // notes it ended); its changes are validated like any peer's.
+            self.apply_remote(from, &room, vec![change]);
+            self.purge_room(&room, Some(raw));
         }
     }
 }

@@ -337,8 +337,9 @@ impl Replica {
             if ours == Some(theirs) {
                 continue;
             }
-            if theirs == short(&purged_item(&room)) {
-                self.purge_room(&room);
+            if theirs == short(&purged_item(&room)) && self.ended.contains_key(&room) {
+                // Ended here too: the peer's purge is the last ack.
+                self.purge_room(&room, None);
             } else if self.rooms.is_purged(&room) {
                 purged_here.push(room);
             } else {
@@ -349,10 +350,7 @@ impl Replica {
             // Rounds pull, but the peer may reach us only through the since
             // path, which never compares leaves: tell it now, or a purge
             // spreads only as fast as the peer's rare incremental rounds.
-            for rooms in purged_here.chunks(ROOMS_PER_MESSAGE_MAX) {
-                let rooms = rooms.to_vec();
-                self.send(peer, Body::Purged { rooms });
-            }
+            self.send_purged(peer, purged_here);
         }
         self.fetch_rooms(peer, id, SyncPath::Incremental, wanted);
     }

@@ -58,12 +58,7 @@ impl Replica {
             self.send(from, Body::ChangesReq { round: 0, rooms });
         }
         if !purged.is_empty() {
-            self.send(
-                from,
-                Body::Purged {
-                    rooms: unique(purged),
-                },
-            );
+            self.send_purged(from, unique(purged));
         }
     }
 
@@ -240,12 +235,7 @@ impl Replica {
             self.send(from, Body::ChangesReq { round: 0, rooms });
         }
         if !purged.is_empty() {
-            self.send(
-                from,
-                Body::Purged {
-                    rooms: unique(purged),
-                },
-            );
+            self.send_purged(from, unique(purged));
         }
     }
 

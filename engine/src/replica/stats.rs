@@ -25,6 +25,8 @@ pub struct ReplicaStats {
     pub changes_refused: u64,
     /// Drain orders from peers refused (unknown node, stamped too far ahead).
     pub drains_refused: u64,
+    /// Peers' purges refused for want of an end change of the room.
+    pub purges_refused: u64,
     pub pending_dropped: u64,
     pub push_skipped_oversize: u64,
     pub rounds_started: u64,

@@ -29,6 +29,11 @@ pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Most rooms named in one message (requests for changes, leaves, pushes).
 pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
 
+/// Largest end-of-room change a `Purged` message carries as proof. An end
+/// change holds one op and the room's heads as dependencies (at most
+/// `HEADS_MAX`, 8 KiB of hashes).
+pub const PURGE_PROOF_BYTES_MAX: usize = 16 * 1024;
+
 /// Most change-hash prefixes a `SinceReq` lists as already held (72 KiB).
 /// Past it the since path still converges; it just resends more.
 pub const KNOWN_HASHES_MAX: usize = 8192;
@@ -99,6 +104,15 @@ pub struct RoomChanges {
 pub struct RoomDocument {
     pub room: RoomId,
     pub doc: serde_bytes::ByteBuf,
+}
+
+/// A room purged by the sender, with the proof that it ended: the change
+/// that wrote its end marker (`meta.ended`). A replica never purges a room
+/// on a peer's word alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeProof {
+    pub room: RoomId,
+    pub end: serde_bytes::ByteBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,8 +195,9 @@ pub enum Body {
     /// "I cannot serve that request (e.g. your cursor is past my log's
     /// horizon); choose another path."
     Unavailable { round: u64 },
-    /// These rooms were purged here; purge yours and refuse their changes.
-    Purged { rooms: Vec<RoomId> },
+    /// These rooms ended and were purged here (each with its end change as
+    /// proof); purge yours and refuse their changes.
+    Purged { rooms: Vec<PurgeProof> },
     /// I hold these rooms as ended (towards purging them everywhere).
     EndAck { rooms: Vec<RoomId> },
     /// A SWIM datagram (foca's encoding; see `membership`).
@@ -289,9 +304,12 @@ impl Body {
                 rooms.len() + too_large.len(),
                 ROOMS_PER_MESSAGE_MAX,
             ),
-            Body::Purged { rooms } | Body::EndAck { rooms } => {
-                check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)
+            Body::Purged { rooms } => {
+                check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX)?;
+                let longest = rooms.iter().map(|p| p.end.len()).max().unwrap_or(0);
+                check("purge proof bytes", longest, PURGE_PROOF_BYTES_MAX)
             }
+            Body::EndAck { rooms } => check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX),
             Body::SinceReq { known, .. } => check("known", known.len(), KNOWN_HASHES_MAX),
             Body::Swim { data } => check("swim bytes", data.len(), SWIM_PACKET_MAX),
             Body::Health { report } => check("drains", report.drains.len(), DRAIN_ORDERS_MAX),
@@ -379,7 +397,7 @@ mod tests {
     #[test]
     fn invalid_room_ids_are_refused() {
         let env = Envelope {
-            body: Body::Purged {
+            body: Body::EndAck {
                 rooms: vec![RoomId::parse("ok").expect("valid")],
             },
             ..sample()

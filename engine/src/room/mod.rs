@@ -222,6 +222,25 @@ impl RoomDoc {
         out
     }
 
+    /// A change that wrote the room's end marker, if the room has ended:
+    /// the proof of its end that a purge carries.
+    pub fn end_change(&mut self) -> Option<Change> {
+        let meta = self.root_objs().ok()?.meta;
+        let (_, op) = self
+            .doc
+            .get_all(&meta, schema::ENDED)
+            .ok()?
+            .into_iter()
+            .next()?;
+        let automerge::ObjId::Id(counter, actor, _) = op else {
+            return None;
+        };
+        self.doc.get_changes(&[]).into_iter().find(|c| {
+            c.actor_id() == &actor
+                && (c.start_op().get()..c.start_op().get() + c.len() as u64).contains(&counter)
+        })
+    }
+
     /// Changes a peer whose heads are `have` lacks.
     pub fn changes_since(&self, have: &[ChangeHash]) -> Vec<Change> {
         self.doc.get_changes(have)
@@ -471,8 +490,13 @@ pub fn genesis_hash(room: &RoomId) -> Result<ChangeHash, Error> {
     Ok(genesis_change(room)?.hash())
 }
 
+/// Whether `change` ends `room` (see `validate::is_end_change`).
+pub fn is_end_change(room: &RoomId, change: &Change) -> bool {
+    genesis_change(room).is_ok_and(|genesis| validate::is_end_change(room, &genesis, change))
+}
+
 /// The first change of every room, identical on every replica.
-fn genesis_change(room: &RoomId) -> Result<Change, Error> {
+pub fn genesis_change(room: &RoomId) -> Result<Change, Error> {
     let mut doc = Automerge::new().with_actor(schema::genesis_actor(room));
     let success = doc
         .transact(|tx| write::genesis(tx, room))

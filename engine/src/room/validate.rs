@@ -381,3 +381,35 @@ fn token_hash(text: &str) -> bool {
 fn owner(text: &str) -> bool {
     s::decode_owner(text).is_some_and(|o| o.epoch >= 1 && o.epoch <= EPOCH_MAX)
 }
+
+/// Whether `change` ends `room`: one of its ops writes a stamped time to
+/// `meta.ended` of this room's genesis `meta` map. The proof a peer gives
+/// with a purge (`replica::wire::PurgeProof`).
+pub fn is_end_change(room: &RoomId, genesis: &Change, change: &Change) -> bool {
+    let Some(meta) = genesis_map(genesis, s::META) else {
+        return false;
+    };
+    let Ok(expanded) = std::panic::catch_unwind(|| change.decode()) else {
+        return false;
+    };
+    if expanded.actor_id == s::genesis_actor(room) {
+        return false;
+    }
+    expanded.operations.iter().any(|op| {
+        op.obj == ObjectId::Id(meta.clone())
+            && matches!(&op.key, Key::Map(key) if key == s::ENDED)
+            && matches!(&op.action, OpType::Put(ScalarValue::Str(text)) if stamped::<u64>(text))
+    })
+}
+
+/// The id of the map the genesis change creates at root `key`.
+fn genesis_map(genesis: &Change, key: &str) -> Option<OpId> {
+    let expanded = std::panic::catch_unwind(|| genesis.decode()).ok()?;
+    let index = expanded.operations.iter().position(|op| {
+        op.obj == ObjectId::Root
+            && op.action == OpType::Make(ObjType::Map)
+            && matches!(&op.key, Key::Map(k) if k == key)
+    })?;
+    let counter = expanded.start_op.get().checked_add(index as u64)?;
+    Some(OpId::new(counter, &expanded.actor_id))
+}
