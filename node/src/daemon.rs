@@ -142,6 +142,8 @@ pub struct StatsView {
     pub refused_connections: u64,
     pub failed_requests: u64,
     pub gossip_received: u64,
+    /// Gossip messages dropped: their (signed) author is not allowed.
+    pub gossip_refused: u64,
     pub pushes_by_request: u64,
     /// Failure-detection datagrams dropped because the peer was not
     /// connected (expected while it is down).
@@ -317,6 +319,11 @@ struct Driver {
     refused_connections: u64,
     failed_requests: u64,
     gossip_received: u64,
+    gossip_refused: u64,
+    /// The allow-list: gossip relayed from anyone else is dropped (an
+    /// allowed peer may relay another's message; the connection check
+    /// alone does not cover the author).
+    allowed: Vec<PeerId>,
     pushes_by_request: u64,
     datagrams_dropped: u64,
     storage_failed: bool,
@@ -370,6 +377,8 @@ impl Driver {
             refused_connections: 0,
             failed_requests: 0,
             gossip_received: 0,
+            gossip_refused: 0,
+            allowed: config.allowed_peers.clone(),
             pushes_by_request: 0,
             datagrams_dropped: 0,
             storage_failed: false,
@@ -644,7 +653,10 @@ impl Driver {
             })) => {
                 self.gossip_received += 1;
                 let author = message.source.unwrap_or(propagation_source);
-                if let Some(from) = Self::node_of(&author) {
+                if !self.allowed.is_empty() && !self.allowed.contains(&author) {
+                    self.gossip_refused += 1;
+                    tracing::warn!(%author, via = %propagation_source, "gossip from a peer not on the allow-list dropped");
+                } else if let Some(from) = Self::node_of(&author) {
                     self.input(Input::Message {
                         from,
                         bytes: message.data,
@@ -768,6 +780,7 @@ impl Driver {
                     refused_connections: self.refused_connections,
                     failed_requests: self.failed_requests,
                     gossip_received: self.gossip_received,
+                    gossip_refused: self.gossip_refused,
                     pushes_by_request: self.pushes_by_request,
                     datagrams_dropped: self.datagrams_dropped,
                     unsent_pushes: self.unsent.len(),

@@ -69,12 +69,6 @@ pub fn render(s: &StatsView) -> String {
     );
     counter(
         &mut out,
-        "chorus_drains_refused",
-        "Peers' drain orders refused: unknown node, or stamped too far ahead.",
-        r.drains_refused,
-    );
-    counter(
-        &mut out,
         "chorus_swim_refused",
         "Failure-detection datagrams refused (malformed or spoofed).",
         r.swim_refused,
@@ -205,6 +199,24 @@ pub fn render(s: &StatsView) -> String {
         "chorus_gossip_received",
         "Pushes received by gossip.",
         s.gossip_received,
+    );
+    counter(
+        &mut out,
+        "chorus_gossip_refused",
+        "Gossip messages dropped: their author is not on the allow-list.",
+        s.gossip_refused,
+    );
+    counter(
+        &mut out,
+        "chorus_drains_refused",
+        "Peers' drain orders refused: unknown node, or stamped too far ahead.",
+        s.replica.drains_refused,
+    );
+    counter(
+        &mut out,
+        "chorus_purges_refused",
+        "Peers' purges refused: no end change of the room as proof.",
+        s.replica.purges_refused,
     );
     counter(
         &mut out,

@@ -25,8 +25,10 @@ pub const SYNC_PROTOCOL: &str = "/chorus/sync/1";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Concurrent request streams per connection: a round has one request in
-/// flight, pull-backs a few more.
-const STREAMS_MAX: usize = 64;
+/// flight, pull-backs a few more. Each may carry a frame of up to
+/// `MESSAGE_BYTES_MAX` (8 MiB), so this bounds what one peer can make this
+/// node buffer at once to 64 MiB.
+const STREAMS_MAX: usize = 8;
 
 /// A connection with no open stream is closed after this long; redials
 /// bring it back, and ping keeps live ones busy.

@@ -484,7 +484,11 @@ impl Replica {
         // The peer's log head when the snapshot began: everything after it
         // reaches us through the next rounds.
         let head = *first_head.get_or_insert(log_head);
-        big.extend(too_large);
+        // Bounded over the whole round, not just per message: a peer could
+        // otherwise list rooms without end. What does not fit is caught
+        // by a later incremental round.
+        let room_left = ROOMS_PER_MESSAGE_MAX.saturating_sub(big.len());
+        big.extend(too_large.into_iter().take(room_left));
         let big = big.clone();
         let mut applied = 0;
         for RoomDocument { room, doc } in rooms {
