@@ -4,7 +4,6 @@
 //! own), not with a clock: the time is printed, never asserted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
@@ -33,35 +32,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// A compressed change chunk whose payload inflates to `len` zero bytes.
-fn bomb(len: usize) -> Vec<u8> {
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..len / zeros.len() {
-        enc.write_all(&zeros).expect("deflate");
-    }
-    let body = enc.finish().expect("deflate");
-    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut n = body.len() as u64;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend(body);
-    out
-}
-
 #[test]
 fn a_512_mib_bomb_is_refused_within_a_small_memory_budget() {
     use chorus_engine::{Engine, EngineConfig, Error, NodeId};
     let engine =
         Engine::in_memory(EngineConfig::new(NodeId::parse("a").expect("id"))).expect("engine");
-    let bytes = bomb(512 << 20);
+    let bytes = chorus_engine::room::inflate::bomb(512 << 20);
     assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);

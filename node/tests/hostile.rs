@@ -2,8 +2,6 @@
 //! a 4xx that names the path and the reason, changing nothing, and every
 //! acknowledged write still there after a restart.
 
-use std::io::Write;
-
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
 use serde_json::{json, Value};
@@ -167,29 +165,6 @@ async fn hostile_imports_are_refused_and_acknowledged_writes_survive_a_restart()
     node.stop().await.expect("stop");
 }
 
-/// A compressed change chunk of about 1 MB that inflates to `len` bytes.
-fn bomb(len: usize) -> Vec<u8> {
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..len / zeros.len() {
-        enc.write_all(&zeros).expect("deflate");
-    }
-    let body = enc.finish().expect("deflate");
-    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut n = body.len() as u64;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend(body);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_refused_before_it_inflates() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -198,7 +173,7 @@ async fn a_decompression_bomb_is_refused_before_it_inflates() {
         .expect("daemon");
     let c = client_of(&node).expect("client");
     create(&c, "b", "acme").await;
-    let bytes = bomb(512 << 20);
+    let bytes = chorus_engine::room::inflate::bomb(512 << 20);
     assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
     let started = std::time::Instant::now();
     let (status, body) = import(&c, "b", bytes).await;

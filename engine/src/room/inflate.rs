@@ -155,42 +155,46 @@ fn malformed(reason: &str) -> Error {
     Error::Automerge(format!("not automerge bytes: {reason}"))
 }
 
+/// A decompression bomb, for tests and benches: one compressed change chunk,
+/// about 1 KB per MiB it claims, that inflates to `len` zero bytes (rounded
+/// down to whole MiB). Not a valid change once inflated.
+#[doc(hidden)]
+pub fn bomb(len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..len / zeros.len() {
+        // Writing to a Vec cannot fail.
+        let _ = enc.write_all(&zeros);
+    }
+    let body = enc.finish().unwrap_or_default();
+    let mut out = MAGIC.to_vec();
+    out.extend([0; 4]);
+    out.push(COMPRESSED_CHANGE);
+    let mut n = body.len() as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend(body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use automerge::transaction::Transactable;
-    use std::io::Write;
 
     fn doc_bytes(text_len: usize) -> Vec<u8> {
         let mut doc = automerge::AutoCommit::new();
         doc.put(automerge::ROOT, "k", "x".repeat(text_len))
             .expect("put");
         doc.save()
-    }
-
-    /// A compressed-change chunk whose payload inflates to `len` zeros.
-    fn bomb(len: usize) -> Vec<u8> {
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..len / zeros.len() {
-            enc.write_all(&zeros).expect("deflate");
-        }
-        let body = enc.finish().expect("deflate");
-        let mut out = MAGIC.to_vec();
-        out.extend([0; 4]);
-        out.push(COMPRESSED_CHANGE);
-        let mut len = body.len() as u64;
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-        out.extend(body);
-        out
     }
 
     #[test]
