@@ -596,7 +596,10 @@ impl RoomSet {
         if !failed {
             return;
         }
-        let moved = self.hot.peek(room).is_none_or(|h| h.doc.heads() != heads);
+        let moved = self
+            .hot
+            .peek(room)
+            .is_none_or(|h| h.doc.is_poisoned() || h.doc.heads() != heads);
         if moved {
             self.hot.pop(room);
         }

@@ -15,13 +15,24 @@ use crate::limits::{DECOMPRESSED_BYTES_MAX, IMPORT_BYTES_MAX};
 /// Decodes a room document from outside: bounded, then loaded.
 pub fn load_document(bytes: &[u8]) -> Result<Automerge, Error> {
     inflate::check(bytes, DECOMPRESSED_BYTES_MAX)?;
-    Ok(Automerge::load(bytes)?)
+    Ok(unless_panic("load", || Automerge::load(bytes))??)
 }
 
 /// Decodes one change from outside: bounded, then parsed.
 pub fn parse_change(bytes: Vec<u8>) -> Result<Change, Error> {
     inflate::check(&bytes, DECOMPRESSED_BYTES_MAX)?;
-    Change::from_bytes(bytes).map_err(|e| Error::Automerge(e.to_string()))
+    unless_panic("parse", || Change::from_bytes(bytes))?
+        .map_err(|e| Error::Automerge(e.to_string()))
+}
+
+/// Runs automerge on bytes from outside, turning a panic into an error.
+/// automerge 0.12 panics on some malformed inputs instead of returning an
+/// error (found by fuzzing: a truncated column in `load`; see
+/// `engine/tests/fuzz_regressions.rs`), and a library must not take the
+/// media node down with it.
+pub fn unless_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| Error::Automerge(format!("automerge could not {what} these bytes")))
 }
 
 /// An imported document's room and its changes, all of them (the ones this

@@ -44,6 +44,9 @@ pub struct RoomDoc {
     refused: LruCache<ChangeHash, ()>,
     /// The hash of this room's genesis change, computed on first need.
     genesis: Option<ChangeHash>,
+    /// automerge panicked inside this document: it must be reloaded from
+    /// storage before any further use.
+    poisoned: bool,
     /// The room as last read, kept in step with every change by re-reading
     /// only the parts a change touched (`touched`). `None` until first read.
     cache: Option<RoomSnapshot>,
@@ -87,6 +90,7 @@ impl RoomDoc {
             pending_bytes: 0,
             refused: refused_cache(),
             genesis: None,
+            poisoned: false,
             cache: None,
             parts: None,
             objs: None,
@@ -115,6 +119,7 @@ impl RoomDoc {
             pending_bytes: 0,
             refused: refused_cache(),
             genesis: None,
+            poisoned: false,
             cache: None,
             parts: None,
             objs: None,
@@ -132,6 +137,11 @@ impl RoomDoc {
 
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.doc.get_heads()
+    }
+
+    /// Whether automerge panicked inside this document (reload it).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     pub fn pending_len(&self) -> usize {
@@ -342,7 +352,15 @@ impl RoomDoc {
             self.refused.put(*hash, ());
         }
         if !good.is_empty() {
-            self.doc.apply_changes(good.iter().cloned())?;
+            // Validation decoded every op already; this guards against
+            // automerge panicking on what it accepted anyway.
+            let doc = &mut self.doc;
+            let applied = import::unless_panic("apply", || doc.apply_changes(good.iter().cloned()));
+            let Ok(applied) = applied else {
+                self.poisoned = true;
+                return Err(Error::Automerge("automerge could not apply these changes".into()));
+            };
+            applied?;
             if self.cache.is_some() {
                 let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
                 self.refresh(&touched)?;

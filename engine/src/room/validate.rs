@@ -223,7 +223,11 @@ impl<'a> Validator<'a> {
                 .clone()
                 .ok_or_else(|| refuse("", "writes to an object outside the room's layout"));
         }
-        let place = self.find_in_doc(id);
+        // `parents` unwraps inside automerge; an object that passed
+        // `import` exists, but a panic here must still be a refusal.
+        let place = super::import::unless_panic("walk", || self.find_in_doc(id))
+            .ok()
+            .flatten();
         self.places.insert(id.clone(), place.clone());
         place.ok_or_else(|| refuse("", "writes to an object outside the room's layout"))
     }
