@@ -358,7 +358,9 @@ impl RoomDoc {
             let applied = import::unless_panic("apply", || doc.apply_changes(good.iter().cloned()));
             let Ok(applied) = applied else {
                 self.poisoned = true;
-                return Err(Error::Automerge("automerge could not apply these changes".into()));
+                return Err(Error::Automerge(
+                    "automerge could not apply these changes".into(),
+                ));
             };
             applied?;
             if self.cache.is_some() {
