@@ -16,6 +16,7 @@
 //! on.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, Prop, ReadDoc, ScalarValue};
@@ -55,8 +56,8 @@ enum Place {
     Attrs,
     Permissions,
     Sessions,
-    Session(String),
-    Tracks(String),
+    Session(Rc<str>),
+    Tracks(Rc<str>),
     Counters,
 }
 
@@ -84,7 +85,7 @@ impl Place {
             (Place::Root, s::PERMISSIONS) => Place::Permissions,
             (Place::Root, s::SESSIONS) => Place::Sessions,
             (Place::Root, s::COUNTERS) => Place::Counters,
-            (Place::Sessions, id) => Place::Session(id.to_owned()),
+            (Place::Sessions, id) => Place::Session(Rc::from(id)),
             (Place::Session(id), s::TRACKS) => Place::Tracks(id.clone()),
             _ => return None,
         })
@@ -100,8 +101,8 @@ impl Place {
             [s::PERMISSIONS] => Place::Permissions,
             [s::SESSIONS] => Place::Sessions,
             [s::COUNTERS] => Place::Counters,
-            [s::SESSIONS, id] => Place::Session((*id).to_owned()),
-            [s::SESSIONS, id, s::TRACKS] => Place::Tracks((*id).to_owned()),
+            [s::SESSIONS, id] => Place::Session(Rc::from(*id)),
+            [s::SESSIONS, id, s::TRACKS] => Place::Tracks(Rc::from(*id)),
             _ => return None,
         })
     }
@@ -173,7 +174,7 @@ impl<'a> Validator<'a> {
                 .ok_or_else(|| refuse("", "op counter overflows"))?;
             let place = self.place_of(&op.obj)?;
             let key = match &op.key {
-                Key::Map(key) if !op.insert => key.to_string(),
+                Key::Map(key) if !op.insert => key.as_str(),
                 _ => {
                     return Err(refuse(
                         place.path(),
@@ -181,7 +182,14 @@ impl<'a> Validator<'a> {
                     ))
                 }
             };
-            if let Some(new) = check_op(&place, &key, &op.action, op.pred.is_empty())? {
+            let verdict = check_op(&place, key, &op.action, op.pred.is_empty());
+            // The path is spelled out only for a refusal: this runs per op.
+            let path = || {
+                format!("{}/{key}", place.path())
+                    .trim_start_matches('/')
+                    .to_owned()
+            };
+            if let Some(new) = verdict.map_err(|reason| refuse(path(), reason))? {
                 // Later ops of this change may write into the new map.
                 let id = OpId::new(counter, &change.actor_id);
                 self.places.insert(id.clone(), Some(new));
@@ -256,62 +264,53 @@ fn check_op(
     key: &str,
     action: &OpType,
     overwrites_nothing: bool,
-) -> Result<Option<Place>, Refusal> {
-    let path = format!("{}/{key}", place.path());
-    let path = path.trim_start_matches('/').to_owned();
+) -> Result<Option<Place>, String> {
     let put = |check: fn(&str) -> bool, what: &str| match action {
         OpType::Put(ScalarValue::Str(text)) if check(text) => Ok(None),
-        OpType::Put(ScalarValue::Str(_)) => Err(refuse(&path, format!("not {what}"))),
-        OpType::Make(ObjType::Text) => Err(refuse(
-            &path,
-            "a text object where the schema has a scalar string \
-             (JavaScript: write an ImmutableString)",
-        )),
-        OpType::Delete => Err(refuse(&path, "may not be deleted")),
-        _ => Err(refuse(&path, format!("must be a string: {what}"))),
+        OpType::Put(ScalarValue::Str(_)) => Err(why(format!("not {what}"))),
+        OpType::Make(ObjType::Text) => {
+            Err(why("a text object where the schema has a scalar string \
+             (JavaScript: write an ImmutableString)"))
+        }
+        OpType::Delete => Err(why("may not be deleted")),
+        _ => Err(why(format!("must be a string: {what}"))),
     };
     let removable = |check: fn(&str) -> bool, what: &str| match action {
         OpType::Delete => Ok(None),
         _ => put(check, what),
     };
     match place {
-        Place::Root => Err(refuse(
-            path,
+        Place::Root => Err(why(
             "the root and its maps are written only by the room's genesis change",
         )),
         Place::Meta => match key {
             s::TENANT => put(stamped::<TenantId>, "a stamped tenant id"),
             s::CREATED_AT | s::ENDED => put(stamped::<u64>, "a stamped time"),
-            _ => Err(refuse(path, "not a field of meta")),
+            _ => Err(why("not a field of meta")),
         },
         Place::Config => match key {
             s::MAX_PARTICIPANTS => put(participants, "a stamped participant limit"),
             s::PREFERRED_REGION => put(stamped::<Option<RegionId>>, "a stamped region"),
             s::RECORDING => put(stamped::<bool>, "a stamped boolean"),
-            _ => Err(refuse(path, "not a field of config")),
+            _ => Err(why("not a field of config")),
         },
         Place::Attrs => {
             if validate_id("attribute", key).is_err() {
-                return Err(refuse(path, "not a valid attribute name"));
+                return Err(why("not a valid attribute name"));
             }
             removable(attribute, "a stamped attribute value")
         }
         Place::Permissions => {
             if UserId::parse(key).is_err() {
-                return Err(refuse(path, "not a valid user id"));
+                return Err(why("not a valid user id"));
             }
             removable(stamped::<Permission>, "a stamped permission")
         }
         Place::Sessions => {
             if SessionId::parse(key).is_err() {
-                return Err(refuse(path, "not a valid session id"));
+                return Err(why("not a valid session id"));
             }
-            new_map(
-                action,
-                overwrites_nothing,
-                &path,
-                Place::Session(key.into()),
-            )
+            new_map(action, overwrites_nothing, Place::Session(Rc::from(key)))
         }
         Place::Session(id) => match key {
             s::USER => put(parses::<UserId>, "a user id"),
@@ -323,20 +322,20 @@ fn check_op(
             s::JOINED_AT => match action {
                 OpType::Put(ScalarValue::Uint(_)) => Ok(None),
                 OpType::Put(ScalarValue::Int(ms)) if *ms >= 0 => Ok(None),
-                _ => Err(refuse(path, "must be a non-negative integer (ms)")),
+                _ => Err(why("must be a non-negative integer (ms)")),
             },
-            s::TRACKS => new_map(action, overwrites_nothing, &path, Place::Tracks(id.clone())),
-            _ => Err(refuse(path, "not a field of a session")),
+            s::TRACKS => new_map(action, overwrites_nothing, Place::Tracks(id.clone())),
+            _ => Err(why("not a field of a session")),
         },
         Place::Tracks(_) => {
             if TrackId::parse(key).is_err() {
-                return Err(refuse(path, "not a valid track id"));
+                return Err(why("not a valid track id"));
             }
             removable(stamped::<Track>, "a stamped track")
         }
         Place::Counters => match (s::COUNTER_KEYS.contains(&key), action) {
             (true, OpType::Increment(1)) => Ok(None),
-            _ => Err(refuse(path, "counters only count up, by one")),
+            _ => Err(why("counters only count up, by one")),
         },
     }
 }
@@ -346,15 +345,18 @@ fn check_op(
 fn new_map(
     action: &OpType,
     overwrites_nothing: bool,
-    path: &str,
     place: Place,
-) -> Result<Option<Place>, Refusal> {
+) -> Result<Option<Place>, String> {
     match action {
         OpType::Make(ObjType::Map) if overwrites_nothing => Ok(Some(place)),
-        OpType::Make(ObjType::Map) => Err(refuse(path, "may not be replaced")),
-        OpType::Delete => Err(refuse(path, "may not be deleted")),
-        _ => Err(refuse(path, "must be a map")),
+        OpType::Make(ObjType::Map) => Err(why("may not be replaced")),
+        OpType::Delete => Err(why("may not be deleted")),
+        _ => Err(why("must be a map")),
     }
+}
+
+fn why(reason: impl Into<String>) -> String {
+    reason.into()
 }
 
 fn stamped<T: DeserializeOwned>(text: &str) -> bool {
