@@ -429,10 +429,7 @@ impl Engine {
     /// whole batch before anything is applied; changes that break the
     /// room's schema are refused one by one (`RemoteOutcome::refused`).
     pub fn apply_remote(&self, room: &RoomId, changes: Vec<Vec<u8>>) -> Result<RemoteOutcome> {
-        let parsed = changes
-            .into_iter()
-            .map(crate::room::import::parse_change)
-            .collect::<Result<Vec<_>>>()?;
+        let parsed = crate::room::import::parse_changes(changes)?;
         self.apply_changes(room, parsed, Intake::EachChange)
     }
 

@@ -57,6 +57,11 @@ pub const REFUSED_CHANGES_PER_ROOM_MAX: usize = 1024;
 /// JavaScript numbers.
 pub const EPOCH_MAX: u64 = (1 << 53) - 1;
 
+/// Furthest a local write may move a call's epoch past the current one.
+/// Takeovers move it by one; a client that could jump to `EPOCH_MAX` would
+/// pin the call (no takeover could follow).
+pub const EPOCH_STEP_MAX: u64 = 1024;
+
 /// Compaction does not bother below this many bytes of incremental chunks:
 /// rewriting a tiny snapshot on every write would cost more than it saves.
 pub const COMPACTION_MIN_CHUNK_BYTES: u64 = 4 * 1024;
@@ -80,3 +85,4 @@ pub const WRITE_SHARDS_DEFAULT: usize = 8;
 
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
 const _: () = assert!(EPOCH_MAX < u64::MAX);
+const _: () = assert!(EPOCH_STEP_MAX >= 1 && EPOCH_STEP_MAX < EPOCH_MAX);

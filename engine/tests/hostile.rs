@@ -260,3 +260,82 @@ fn a_create_refused_half_way_leaves_no_room_behind() {
         .create_room(&id, &tenant("acme"), RoomConfig::default())
         .expect("the room was never created, so this creates it");
 }
+
+/// Rebuilds `change` with edits to its header (a forger's tool).
+fn forge(change: &automerge::Change, edit: impl FnOnce(&mut automerge::ExpandedChange)) -> Vec<u8> {
+    let mut expanded = change.decode();
+    edit(&mut expanded);
+    let mut forged = automerge::Change::from(expanded);
+    forged.bytes().to_vec()
+}
+
+/// A's next change to the room, as B (synced before it) would receive it.
+fn next_change(a: &Engine, b: &Engine, id: &RoomId) -> (Vec<Vec<u8>>, automerge::Change) {
+    sync_room(a, b, id);
+    let base = b.heads(id).expect("heads");
+    a.set_state(id, &session("s1"), SessionState::Active)
+        .expect("state");
+    let raw = a.changes_since(id, &base).expect("changes");
+    let change = automerge::Change::from_bytes(raw[0].clone()).expect("change");
+    (raw, change)
+}
+
+#[test]
+fn op_counters_past_automerges_limit_are_refused() {
+    let (_dir, a, id) = sled_room();
+    let dir = tempfile::tempdir().expect("dir");
+    let b = Engine::open(dir.path(), EngineConfig::new(node("b"))).expect("open");
+    let (_, change) = next_change(&a, &b, &id);
+    let forged = forge(&change, |c| {
+        c.actor_id = ActorId::from(b"eeeeeeeeeeeeeeee".as_slice());
+        c.seq = 1;
+        c.start_op = std::num::NonZeroU64::new(u64::from(u32::MAX)).expect("non-zero");
+    });
+    let outcome = b.apply_remote(&id, vec![forged]).expect("not an error");
+    assert_eq!((outcome.applied, outcome.refused), (0, 1), "{outcome:?}");
+    // Local writes go on (they used to start past 32 bits and panic).
+    b.join(&id, join_request("s2", "bob", "sfu-1"))
+        .expect("a later join");
+}
+
+#[test]
+fn orphans_filling_the_buffer_do_not_hold_back_ready_changes() {
+    let (_dir, a, id) = sled_room();
+    let b = replica("b", 1_000_000);
+    let (honest, w) = next_change(&a, &b.engine, &id);
+    let orphans: Vec<Vec<u8>> = (0..1_100u32)
+        .map(|i| {
+            forge(&w, |c| {
+                c.actor_id = ActorId::from(format!("orphan-{i:08}").as_bytes());
+                let mut fake = [0u8; 32];
+                fake[..4].copy_from_slice(&i.to_be_bytes());
+                c.deps = vec![automerge::ChangeHash(fake)];
+            })
+        })
+        .collect();
+    for chunk in orphans.chunks(100) {
+        b.engine.apply_remote(&id, chunk.to_vec()).expect("orphans");
+    }
+    let outcome = b.engine.apply_remote(&id, honest).expect("honest");
+    assert_eq!(outcome.applied, 1, "{outcome:?}");
+}
+
+#[test]
+fn an_api_client_cannot_jump_a_call_to_the_last_epoch() {
+    let (_dir, engine, id) = sled_room();
+    let err = engine
+        .set_owner(&id, &session("s1"), &node("ghost"), limits::EPOCH_MAX)
+        .expect_err("a jump to EPOCH_MAX would pin the call");
+    assert!(
+        matches!(err, Error::Invalid { field: "epoch", .. }),
+        "{err}"
+    );
+    engine
+        .set_owner(
+            &id,
+            &session("s1"),
+            &node("sfu-2"),
+            1 + limits::EPOCH_STEP_MAX,
+        )
+        .expect("within the step");
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde_bytes::ByteBuf;
 
 use super::overlay::Overlay;
-use super::wire::{Body, PurgeProof, PUSH_BYTES_MAX, ROOMS_PER_MESSAGE_MAX};
+use super::wire::{Body, PurgeProof, PURGE_PROOF_BYTES_MAX, PUSH_BYTES_MAX, ROOMS_PER_MESSAGE_MAX};
 use super::{Event, Replica};
 use crate::error::Error;
 use crate::ids::{NodeId, RoomId};
@@ -110,6 +110,11 @@ impl Replica {
                 self.stats.storage_errors += 1;
                 continue;
             };
+            // A receiver refuses a whole message over the bound: such a
+            // room purges at each replica's own horizon instead.
+            if end.len() > PURGE_PROOF_BYTES_MAX {
+                continue;
+            }
             let len = end.len() + room.as_str().len() + 8;
             if !current.is_empty()
                 && (bytes + len > PUSH_BYTES_MAX - SLACK || current.len() == ROOMS_PER_MESSAGE_MAX)
@@ -167,15 +172,25 @@ impl Replica {
                 self.purge_room(&room, None);
                 continue;
             }
+            // A room this replica never held: nothing to erase, and a
+            // marker would refuse the room id forever on a peer's word.
+            if self.heads(&room).map_or(true, |heads| heads.is_empty()) {
+                continue;
+            }
+            let legacy = end.is_empty();
             let proof = crate::room::import::parse_change(end.into_vec())
                 .ok()
                 .filter(|change| crate::room::is_end_change(&room, change));
             let Some(change) = proof else {
                 self.stats.purges_refused += 1;
-                self.emit(Event::Rejected {
-                    peer: from.clone(),
-                    reason: format!("purge of room {room} without proof that it ended"),
-                });
+                // Markers written before proofs existed carry none; their
+                // rooms purge here at the horizon. Journalled otherwise.
+                if !legacy {
+                    self.emit(Event::Rejected {
+                        peer: from.clone(),
+                        reason: format!("purge of room {room} without proof that it ended"),
+                    });
+                }
                 continue;
             };
             let raw = change.raw_bytes().to_vec();

@@ -27,9 +27,7 @@ const SNAPSHOT_PAGE_ROOMS: usize = 256;
 /// a counted rejection) if any is malformed, so a room's batch is applied
 /// whole or not at all.
 pub(super) fn parse_changes(raw: Vec<ByteBuf>) -> Option<Vec<Change>> {
-    raw.into_iter()
-        .map(|bytes| crate::room::import::parse_change(bytes.into_vec()).ok())
-        .collect()
+    crate::room::import::parse_changes(raw.into_iter().map(ByteBuf::into_vec)).ok()
 }
 
 impl Replica {

@@ -25,6 +25,23 @@ pub fn parse_change(bytes: Vec<u8>) -> Result<Change, Error> {
         .map_err(|e| Error::Automerge(e.to_string()))
 }
 
+/// Decodes the changes of one message from outside. The bound is on all of
+/// them together: each parsed change keeps its inflated bytes, so a bound
+/// per change would let one 8 MiB frame of small compressed changes hold
+/// gigabytes.
+pub fn parse_changes(raw: impl IntoIterator<Item = Vec<u8>>) -> Result<Vec<Change>, Error> {
+    let mut left = DECOMPRESSED_BYTES_MAX;
+    let mut out = Vec::new();
+    for bytes in raw {
+        let size = inflate::check(&bytes, left)?;
+        left -= size.min(left);
+        let change = unless_panic("parse", || Change::from_bytes(bytes))?
+            .map_err(|e| Error::Automerge(e.to_string()))?;
+        out.push(change);
+    }
+    Ok(out)
+}
+
 /// Runs automerge on bytes from outside, turning a panic into an error.
 /// automerge 0.12 panics on some malformed inputs instead of returning an
 /// error (found by fuzzing: a truncated column in `load`; see

@@ -23,8 +23,9 @@ const DEFLATE_BIT: u64 = 0b1000;
 const HASH_BYTES: u64 = 32;
 
 /// Refuses `bytes` unless every chunk in it decodes to at most `max` bytes
-/// in total. Malformed framing is refused too (automerge would refuse it).
-pub fn check(bytes: &[u8], max: u64) -> Result<(), Error> {
+/// in total; returns that total. Malformed framing is refused too
+/// (automerge would refuse it).
+pub fn check(bytes: &[u8], max: u64) -> Result<u64, Error> {
     let mut total: u64 = 0;
     let mut input = Cursor { bytes, at: 0 };
     while !input.done() {
@@ -47,7 +48,7 @@ pub fn check(bytes: &[u8], max: u64) -> Result<(), Error> {
             return Err(Error::DecompressedTooLarge { max });
         }
     }
-    Ok(())
+    Ok(total)
 }
 
 /// The decoded size of a document chunk: its uncompressed bytes plus every

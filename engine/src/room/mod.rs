@@ -7,13 +7,14 @@ pub mod import;
 pub mod inflate;
 mod op;
 pub mod read;
+mod remote;
 pub mod schema;
 mod session_write;
 mod touched;
 pub mod validate;
 mod write;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
@@ -26,9 +27,7 @@ pub use write::WriteCtx;
 use crate::error::Error;
 use crate::events::ChangeKind;
 use crate::ids::{RoomId, SessionId};
-use crate::limits::{
-    PENDING_BYTES_PER_ROOM_MAX, PENDING_CHANGES_PER_ROOM_MAX, REFUSED_CHANGES_PER_ROOM_MAX,
-};
+use crate::limits::REFUSED_CHANGES_PER_ROOM_MAX;
 use crate::model::{Lifecycle, Owner, RoomSnapshot, RoomSummary, SessionState};
 
 /// A room document plus the remote changes still waiting for their deps.
@@ -294,10 +293,20 @@ impl RoomDoc {
             _ => 0,
         };
         let commit_secs = i64::try_from(ctx.now_ms / 1000).unwrap_or(i64::MAX);
-        let outcome = self.doc.transact_with(
-            |_| automerge::transaction::CommitOptions::default().with_time(commit_secs),
-            |tx| write::apply(tx, &objs, ctx, op, live),
-        );
+        let doc = &mut self.doc;
+        let outcome = import::unless_panic("write", || {
+            doc.transact_with(
+                |_| automerge::transaction::CommitOptions::default().with_time(commit_secs),
+                |tx| write::apply(tx, &objs, ctx, op, live),
+            )
+        });
+        // A panic inside automerge leaves the document unknown: reload it.
+        let Ok(outcome) = outcome else {
+            self.poisoned = true;
+            return Err(Error::Automerge(
+                "automerge could not apply this write".into(),
+            ));
+        };
         let success = outcome.map_err(|failure| failure.error)?;
         let kinds = success.result;
         if let Some(change) = success.hash.and_then(|h| self.doc.get_change_by_hash(&h)) {
@@ -309,146 +318,6 @@ impl RoomDoc {
         };
         self.refresh(&touched)?;
         Ok((changes, kinds))
-    }
-
-    /// Applies changes from outside (a peer or an import) idempotently,
-    /// after validation (`validate`). Changes whose dependencies are missing
-    /// wait in a bounded buffer until the dependencies arrive.
-    ///
-    /// On `Err` the document may be ahead of what the caller persisted: the
-    /// caller must reload the room (`RoomSet` evicts it).
-    pub fn apply_remote(
-        &mut self,
-        changes: Vec<Change>,
-        intake: Intake,
-    ) -> Result<RemoteApply, Error> {
-        let mut outcome = RemoteApply::default();
-        for change in changes {
-            let hash = change.hash();
-            if self.has_change(&hash) || self.pending.contains_key(&hash) {
-                continue;
-            }
-            if self.refused.contains(&hash) || self.depends_on_refused(&change, &HashSet::new()) {
-                outcome.refused.push((hash, refused_dependency()));
-                continue;
-            }
-            let len = change.raw_bytes().len();
-            if self.pending.len() >= PENDING_CHANGES_PER_ROOM_MAX
-                || self.pending_bytes.saturating_add(len) > PENDING_BYTES_PER_ROOM_MAX
-            {
-                outcome.dropped += 1;
-                continue;
-            }
-            self.pending_bytes += len;
-            self.pending.insert(hash, change);
-        }
-        let ready = self.take_ready();
-        let good = self.validate(ready, &mut outcome)?;
-        if intake == Intake::Whole && !outcome.refused.is_empty() {
-            outcome.pending = self.pending.len();
-            return Ok(outcome);
-        }
-        for (hash, _) in &outcome.refused {
-            self.refused.put(*hash, ());
-        }
-        if !good.is_empty() {
-            // Validation decoded every op already; this guards against
-            // automerge panicking on what it accepted anyway.
-            let doc = &mut self.doc;
-            let applied = import::unless_panic("apply", || doc.apply_changes(good.iter().cloned()));
-            let Ok(applied) = applied else {
-                self.poisoned = true;
-                return Err(Error::Automerge(
-                    "automerge could not apply these changes".into(),
-                ));
-            };
-            applied?;
-            if self.cache.is_some() {
-                let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
-                self.refresh(&touched)?;
-            }
-        }
-        outcome.applied = good;
-        outcome.pending = self.pending.len();
-        Ok(outcome)
-    }
-
-    /// Splits `ready` (in dependency order) into the changes that pass
-    /// validation, returned, and the refused, added to `outcome`.
-    fn validate(
-        &mut self,
-        ready: Vec<Change>,
-        outcome: &mut RemoteApply,
-    ) -> Result<Vec<Change>, Error> {
-        if ready.is_empty() {
-            return Ok(ready);
-        }
-        let genesis = self.genesis_hash()?;
-        let mut validator = validate::Validator::new(&self.doc, &self.id, genesis);
-        let mut refused_now = HashSet::new();
-        let mut good = Vec::with_capacity(ready.len());
-        for change in ready {
-            let hash = change.hash();
-            let verdict = if self.depends_on_refused(&change, &refused_now) {
-                Err(refused_dependency())
-            } else {
-                validator.check(&change)
-            };
-            match verdict {
-                Ok(()) => good.push(change),
-                Err(refusal) => {
-                    refused_now.insert(hash);
-                    outcome.refused.push((hash, refusal));
-                }
-            }
-        }
-        Ok(good)
-    }
-
-    fn depends_on_refused(&self, change: &Change, also: &HashSet<ChangeHash>) -> bool {
-        change
-            .deps()
-            .iter()
-            .any(|dep| also.contains(dep) || self.refused.contains(dep))
-    }
-
-    fn genesis_hash(&mut self) -> Result<ChangeHash, Error> {
-        if let Some(hash) = self.genesis {
-            return Ok(hash);
-        }
-        let hash = genesis_change(&self.id)?.hash();
-        self.genesis = Some(hash);
-        Ok(hash)
-    }
-
-    /// Removes from `pending` every change whose dependencies are all in the
-    /// document or themselves ready, in dependency order.
-    fn take_ready(&mut self) -> Vec<Change> {
-        let mut ready: Vec<Change> = Vec::new();
-        let mut ready_hashes = BTreeSet::new();
-        loop {
-            let next: Vec<ChangeHash> = self
-                .pending
-                .values()
-                .filter(|c| {
-                    c.deps()
-                        .iter()
-                        .all(|d| ready_hashes.contains(d) || self.has_change(d))
-                })
-                .map(|c| c.hash())
-                .collect();
-            if next.is_empty() {
-                return ready;
-            }
-            for hash in next {
-                if let Some(change) = self.pending.remove(&hash) {
-                    self.pending_bytes =
-                        self.pending_bytes.saturating_sub(change.raw_bytes().len());
-                    ready_hashes.insert(hash);
-                    ready.push(change);
-                }
-            }
-        }
     }
 
     /// The cached reading, computed on first use; `None` before genesis

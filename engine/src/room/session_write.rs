@@ -9,7 +9,7 @@ use super::write::{invalid, live_session, WriteCtx};
 use crate::error::Error;
 use crate::events::ChangeKind;
 use crate::ids::{SessionId, TrackId};
-use crate::limits::EPOCH_MAX;
+use crate::limits::{EPOCH_MAX, EPOCH_STEP_MAX};
 use crate::model::{resume_token_hash, JoinRequest, Owner, Role, SessionState, Track};
 
 pub fn join(
@@ -168,6 +168,15 @@ pub fn set_owner(
                 current,
                 given: owner.clone(),
             });
+        }
+        if owner.epoch > current.epoch.saturating_add(EPOCH_STEP_MAX) {
+            return Err(invalid(
+                "epoch",
+                format!(
+                    "at most {EPOCH_STEP_MAX} past the current epoch {}",
+                    current.epoch
+                ),
+            ));
         }
     }
     tx.put(&obj, s::OWNER, s::encode_owner(owner))?;

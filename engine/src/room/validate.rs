@@ -118,6 +118,9 @@ pub struct Validator<'a> {
     genesis: ChangeHash,
     genesis_actor: ActorId,
     places: HashMap<OpId, Option<Place>>,
+    /// `max_op` of the changes accepted so far in this batch (their
+    /// dependants' Lamport check needs it before they are applied).
+    max_ops: HashMap<ChangeHash, u64>,
 }
 
 impl<'a> Validator<'a> {
@@ -128,6 +131,7 @@ impl<'a> Validator<'a> {
             genesis,
             genesis_actor: s::genesis_actor(room),
             places: HashMap::new(),
+            max_ops: HashMap::new(),
         }
     }
 
@@ -139,11 +143,13 @@ impl<'a> Validator<'a> {
             // every replica; anything else under its name is a forgery.
             return if change.hash() == self.genesis {
                 self.record_genesis(change);
+                self.max_ops.insert(change.hash(), change.max_op());
                 Ok(())
             } else {
                 Err(refuse("", format!("not the genesis of room {}", self.room)))
             };
         }
+        self.check_counters(change)?;
         // automerge's own decoder validated the change's columns; its
         // expansion still has internal assertions, and a library must not
         // take the media node down with it: a panic here is a refusal.
@@ -151,6 +157,9 @@ impl<'a> Validator<'a> {
             .map_err(|_| refuse("", "the change cannot be decoded"))?;
         let mut created = Vec::new();
         let verdict = self.check_ops(&expanded, &mut created);
+        if verdict.is_ok() {
+            self.max_ops.insert(change.hash(), change.max_op());
+        }
         if verdict.is_err() {
             // What a refused change created does not exist for the changes
             // after it (they are refused as its dependants anyway).
@@ -195,6 +204,36 @@ impl<'a> Validator<'a> {
                 self.places.insert(id.clone(), Some(new));
                 created.push(id);
             }
+        }
+        Ok(())
+    }
+
+    /// automerge's Lamport rule: a change's first op counter is one more
+    /// than the highest of its dependencies (every automerge writes so),
+    /// and its ops fit automerge's 32-bit counters. A change past either
+    /// would apply, then make every later local write panic or collide.
+    fn check_counters(&self, change: &Change) -> Result<(), Refusal> {
+        let mut highest = 0;
+        for dep in change.deps() {
+            let max_op = match self.max_ops.get(dep) {
+                Some(max_op) => *max_op,
+                None => match self.doc.get_change_meta_by_hash(dep) {
+                    Some(meta) => meta.max_op,
+                    // Not here: the change waits for it (never reached).
+                    None => return Err(refuse("", "a dependency is missing")),
+                },
+            };
+            highest = highest.max(max_op);
+        }
+        let start = change.start_op().get();
+        if highest.checked_add(1) != Some(start) {
+            return Err(refuse(
+                "",
+                format!("its first op is {start}, not one past its dependencies' {highest}"),
+            ));
+        }
+        if change.max_op() > u64::from(u32::MAX) {
+            return Err(refuse("", "its op counters overflow 32 bits"));
         }
         Ok(())
     }

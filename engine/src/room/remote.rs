@@ -1,0 +1,211 @@
+//! Changes from outside applied to a room: buffered until their
+//! dependencies arrive, validated (`validate`), applied as one batch, and
+//! refused one by one when they must be.
+
+use std::collections::{BTreeSet, HashSet};
+
+use automerge::{Change, ChangeHash};
+
+use super::{
+    genesis_change, import, refused_dependency, touched, validate, Intake, Refusal, RemoteApply,
+    RoomDoc,
+};
+use crate::error::Error;
+use crate::limits::{PENDING_BYTES_PER_ROOM_MAX, PENDING_CHANGES_PER_ROOM_MAX};
+
+impl RoomDoc {
+    /// Applies changes from outside (a peer or an import) idempotently,
+    /// after validation (`validate`). Changes whose dependencies are missing
+    /// wait in a bounded buffer until the dependencies arrive.
+    ///
+    /// On `Err` the document may be ahead of what the caller persisted: the
+    /// caller must reload the room (`RoomSet` evicts it).
+    pub fn apply_remote(
+        &mut self,
+        changes: Vec<Change>,
+        intake: Intake,
+    ) -> Result<RemoteApply, Error> {
+        let mut outcome = RemoteApply::default();
+        let batch: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+        for change in changes {
+            let hash = change.hash();
+            if self.has_change(&hash) || self.pending.contains_key(&hash) {
+                continue;
+            }
+            if self.refused.contains(&hash) || self.depends_on_refused(&change, &HashSet::new()) {
+                outcome.refused.push((hash, refused_dependency()));
+                continue;
+            }
+            // The bound is for changes that wait: one whose dependencies
+            // are here (or in this batch) applies now, even when orphans
+            // fill the buffer.
+            let waits = !change
+                .deps()
+                .iter()
+                .all(|d| batch.contains(d) || self.has_change(d));
+            let len = change.raw_bytes().len();
+            if waits
+                && (self.pending.len() >= PENDING_CHANGES_PER_ROOM_MAX
+                    || self.pending_bytes.saturating_add(len) > PENDING_BYTES_PER_ROOM_MAX)
+            {
+                outcome.dropped += 1;
+                continue;
+            }
+            self.pending_bytes += len;
+            self.pending.insert(hash, change);
+        }
+        let ready = self.take_ready();
+        let mut good = self.validate(ready, &mut outcome)?;
+        if intake == Intake::Whole && !outcome.refused.is_empty() {
+            outcome.pending = self.pending.len();
+            return Ok(outcome);
+        }
+        if !good.is_empty() {
+            good = self.apply_validated(good, intake, &mut outcome)?;
+        }
+        for (hash, _) in &outcome.refused {
+            self.refused.put(*hash, ());
+        }
+        if !good.is_empty() && self.cache.is_some() {
+            let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
+            self.refresh(&touched)?;
+        }
+        outcome.applied = good;
+        outcome.pending = self.pending.len();
+        Ok(outcome)
+    }
+
+    /// Applies validated changes in one call. Should automerge refuse the
+    /// batch (it checks a batch whole: one change reusing another's actor
+    /// and sequence number fails them all), they are applied one by one
+    /// and only the ones it refuses are refused, so one bad change cannot
+    /// stop every other writer's changes from arriving. Returns the applied.
+    /// An import (`Whole`) stays all or nothing: automerge's refusal is
+    /// the import's.
+    fn apply_validated(
+        &mut self,
+        good: Vec<Change>,
+        intake: Intake,
+        outcome: &mut RemoteApply,
+    ) -> Result<Vec<Change>, Error> {
+        let doc = &mut self.doc;
+        match import::unless_panic("apply", || doc.apply_changes(good.iter().cloned())) {
+            Ok(Ok(())) => return Ok(good),
+            Ok(Err(err)) if intake == Intake::Whole => return Err(err.into()),
+            Ok(Err(_)) => {}
+            Err(panic) => {
+                self.poisoned = true;
+                return Err(panic);
+            }
+        }
+        let mut kept = Vec::with_capacity(good.len());
+        let mut refused_now = HashSet::new();
+        for change in good {
+            let hash = change.hash();
+            if self.depends_on_refused(&change, &refused_now) {
+                refused_now.insert(hash);
+                outcome.refused.push((hash, refused_dependency()));
+                continue;
+            }
+            let doc = &mut self.doc;
+            let one = change.clone();
+            match import::unless_panic("apply", || doc.apply_changes([one])) {
+                Ok(Ok(())) => kept.push(change),
+                Ok(Err(err)) => {
+                    refused_now.insert(hash);
+                    let reason = format!("automerge refuses it: {err}");
+                    outcome.refused.push((
+                        hash,
+                        Refusal {
+                            path: String::new(),
+                            reason,
+                        },
+                    ));
+                }
+                Err(panic) => {
+                    self.poisoned = true;
+                    return Err(panic);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Splits `ready` (in dependency order) into the changes that pass
+    /// validation, returned, and the refused, added to `outcome`.
+    fn validate(
+        &mut self,
+        ready: Vec<Change>,
+        outcome: &mut RemoteApply,
+    ) -> Result<Vec<Change>, Error> {
+        if ready.is_empty() {
+            return Ok(ready);
+        }
+        let genesis = self.genesis_hash()?;
+        let mut validator = validate::Validator::new(&self.doc, &self.id, genesis);
+        let mut refused_now = HashSet::new();
+        let mut good = Vec::with_capacity(ready.len());
+        for change in ready {
+            let hash = change.hash();
+            let verdict = if self.depends_on_refused(&change, &refused_now) {
+                Err(refused_dependency())
+            } else {
+                validator.check(&change)
+            };
+            match verdict {
+                Ok(()) => good.push(change),
+                Err(refusal) => {
+                    refused_now.insert(hash);
+                    outcome.refused.push((hash, refusal));
+                }
+            }
+        }
+        Ok(good)
+    }
+
+    fn depends_on_refused(&self, change: &Change, also: &HashSet<ChangeHash>) -> bool {
+        change
+            .deps()
+            .iter()
+            .any(|dep| also.contains(dep) || self.refused.contains(dep))
+    }
+
+    fn genesis_hash(&mut self) -> Result<ChangeHash, Error> {
+        if let Some(hash) = self.genesis {
+            return Ok(hash);
+        }
+        let hash = genesis_change(&self.id)?.hash();
+        self.genesis = Some(hash);
+        Ok(hash)
+    }
+
+    /// Removes from `pending` every change whose dependencies are all in the
+    /// document or themselves ready, in dependency order.
+    fn take_ready(&mut self) -> Vec<Change> {
+        let mut ready: Vec<Change> = Vec::new();
+        let mut ready_hashes = BTreeSet::new();
+        loop {
+            let next: Vec<ChangeHash> = self
+                .pending
+                .values()
+                .filter(|c| {
+                    c.deps()
+                        .iter()
+                        .all(|d| ready_hashes.contains(d) || self.has_change(d))
+                })
+                .map(|c| c.hash())
+                .collect();
+            if next.is_empty() {
+                return ready;
+            }
+            for hash in next {
+                if let Some(change) = self.pending.remove(&hash) {
+                    self.pending_bytes =
+                        self.pending_bytes.saturating_sub(change.raw_bytes().len());
+                    ready_hashes.insert(hash);
+                    ready.push(change);
+                }
+            }
+        }
+    }
+}
