@@ -172,11 +172,6 @@ impl Replica {
                 self.purge_room(&room, None);
                 continue;
             }
-            // A room this replica never held: nothing to erase, and a
-            // marker would refuse the room id forever on a peer's word.
-            if self.heads(&room).map_or(true, |heads| heads.is_empty()) {
-                continue;
-            }
             let legacy = end.is_empty();
             let proof = crate::room::import::parse_change(end.into_vec())
                 .ok()
