@@ -223,10 +223,13 @@ impl Config {
             c.region = region;
         }
         self.replica.apply(&mut c);
+        // One allow-list is usually shared by the whole cluster, so it names
+        // this replica too; a replica is not its own peer.
         c.peers = self
             .allowed_peers
             .iter()
             .filter_map(|p| chorus_engine::NodeId::parse(p.to_base58()).ok())
+            .filter(|p| p != &c.node)
             .collect();
         c
     }
@@ -279,6 +282,24 @@ mod tests {
         config.replica.anti_entropy_interval_ms = Some(0);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("anti_entropy_interval_ms"), "{err}");
+    }
+
+    /// Found by the `config` fuzz target: a config that validates must
+    /// start the replica, also when the shared allow-list names this node.
+    #[test]
+    fn an_allow_list_naming_this_node_still_starts_the_replica() {
+        let me = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let other = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N";
+        let config =
+            Config::parse(&format!("allowed_peers = [\"{me}\", \"{other}\"]")).expect("parses");
+        config.validate().expect("valid");
+        let node = chorus_engine::NodeId::parse(me).expect("a node id");
+        let replica = config.replica_config(node);
+        replica.validate().expect("the replica's config is valid");
+        assert_eq!(
+            replica.peers,
+            [chorus_engine::NodeId::parse(other).expect("id")]
+        );
     }
 
     #[test]
