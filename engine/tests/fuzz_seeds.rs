@@ -170,17 +170,10 @@ fn conversation_seeds() {
 
     // Connections come up; `a` hears of them as the target's op 13.
     for i in 0..3 {
-        for j in 0..3 {
+        for (j, peer) in ids.iter().enumerate() {
             if i != j {
-                step(
-                    &mut members,
-                    i,
-                    Input::PeerUp {
-                        peer: ids[j].clone(),
-                    },
-                    now,
-                    &mut queue,
-                );
+                let peer = peer.clone();
+                step(&mut members, i, Input::PeerUp { peer }, now, &mut queue);
             }
         }
     }
