@@ -49,10 +49,10 @@ impl EngineConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.hot_rooms == 0 {
+        if self.hot_rooms == 0 || self.hot_rooms > crate::limits::HOT_ROOMS_MAX {
             return Err(Error::Invalid {
                 field: "hot_rooms",
-                reason: "must be at least 1".into(),
+                reason: format!("must be 1..={}", crate::limits::HOT_ROOMS_MAX),
             });
         }
         if self.event_queue == 0 {

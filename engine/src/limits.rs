@@ -70,6 +70,12 @@ pub const COMPACTION_MIN_CHUNK_BYTES: u64 = 4 * 1024;
 /// small rooms, so ~75 MB). Configurable: `EngineConfig::hot_rooms`.
 pub const HOT_ROOMS_DEFAULT: usize = 4096;
 
+/// Most rooms a hot-room cache may be configured for. The cache is sized
+/// up front, so an absurd setting would abort at start (found by fuzzing
+/// the config: `usize::MAX` overflows the hash table). 2^20 rooms at about
+/// 18 KB each is already 18 GiB.
+pub const HOT_ROOMS_MAX: usize = 1 << 20;
+
 /// Default capacity of the change-event stream per subscriber. A subscriber
 /// more than this many events behind gets `Lagged`; writers never wait.
 pub const EVENT_QUEUE_DEFAULT: usize = 4096;
@@ -86,3 +92,4 @@ pub const WRITE_SHARDS_DEFAULT: usize = 8;
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
 const _: () = assert!(EPOCH_MAX < u64::MAX);
 const _: () = assert!(EPOCH_STEP_MAX >= 1 && EPOCH_STEP_MAX < EPOCH_MAX);
+const _: () = assert!(HOT_ROOMS_DEFAULT <= HOT_ROOMS_MAX);

@@ -284,6 +284,24 @@ mod tests {
         assert!(err.contains("anti_entropy_interval_ms"), "{err}");
     }
 
+    /// Found by the `config` fuzz target: a config that validates must
+    /// start the replica, also when the shared allow-list names this node.
+    #[test]
+    fn an_allow_list_naming_this_node_still_starts_the_replica() {
+        let me = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let other = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N";
+        let config =
+            Config::parse(&format!("allowed_peers = [\"{me}\", \"{other}\"]")).expect("parses");
+        config.validate().expect("valid");
+        let node = chorus_engine::NodeId::parse(me).expect("a node id");
+        let replica = config.replica_config(node);
+        replica.validate().expect("the replica's config is valid");
+        assert_eq!(
+            replica.peers,
+            [chorus_engine::NodeId::parse(other).expect("id")]
+        );
+    }
+
     #[test]
     fn the_environment_overrides_the_file() {
         let mut config = Config::parse("name = \"a\"\ncluster_id = 3").expect("parses");
@@ -298,5 +316,17 @@ mod tests {
         let bad = |key: &str| (key == "CHORUS_CLUSTER_ID").then(|| "nine".to_string());
         let err = config.apply_env(bad).unwrap_err().to_string();
         assert!(err.contains("CHORUS_CLUSTER_ID"), "{err}");
+    }
+
+    #[test]
+    fn a_hot_room_cache_past_the_limit_is_refused_at_validation() {
+        // Found by fuzzing: it passed `validate`, then the cache's up-front
+        // allocation aborted the daemon.
+        let text = include_str!(
+            "../../engine/tests/fuzz_regressions/config-hot-rooms-capacity-overflow.toml"
+        );
+        let config = Config::parse(text).expect("parses");
+        let err = config.validate().expect_err("refused");
+        assert!(err.to_string().contains("hot_rooms"), "{err}");
     }
 }

@@ -149,6 +149,12 @@ impl ReplicaConfig {
                 });
             }
         }
+        if self.hot_rooms > crate::limits::HOT_ROOMS_MAX {
+            return Err(Error::Invalid {
+                field: "hot_rooms",
+                reason: format!("at most {}", crate::limits::HOT_ROOMS_MAX),
+            });
+        }
         if self.probe_rtt_ms >= self.probe_period_ms {
             return Err(Error::Invalid {
                 field: "probe_rtt_ms",
