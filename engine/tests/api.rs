@@ -360,3 +360,30 @@ fn invalid_config_is_refused() {
         })
     ));
 }
+
+#[test]
+fn a_long_history_imports_whole() {
+    // More changes than the pending buffer holds: an import used to apply
+    // the first 1 024 new changes, drop the rest and answer success.
+    let (a, id) = setup();
+    for i in 0..800 {
+        let s = format!("s{i}");
+        a.engine
+            .join(&id, join_request(&s, "u", "sfu-1"))
+            .expect("join");
+        a.engine.leave(&id, &session(&s)).expect("leave");
+    }
+    let bytes = a.engine.export_room(&id).expect("export");
+    let b = replica("b", 5_000);
+    assert_eq!(b.engine.import_room(&bytes).expect("import"), id);
+    let (theirs, ours) = (
+        b.engine.room(&id).expect("read").expect("imported"),
+        a.engine.room(&id).expect("read").expect("exists"),
+    );
+    assert_eq!(
+        theirs.sessions.len(),
+        ours.sessions.len(),
+        "sessions imported"
+    );
+    assert!(theirs == ours, "the imported room differs");
+}

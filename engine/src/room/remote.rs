@@ -2,7 +2,7 @@
 //! dependencies arrive, validated (`validate`), applied as one batch, and
 //! refused one by one when they must be.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::{Change, ChangeHash};
 
@@ -182,30 +182,48 @@ impl RoomDoc {
     /// Removes from `pending` every change whose dependencies are all in the
     /// document or themselves ready, in dependency order.
     fn take_ready(&mut self) -> Vec<Change> {
-        let mut ready: Vec<Change> = Vec::new();
-        let mut ready_hashes = BTreeSet::new();
-        loop {
-            let next: Vec<ChangeHash> = self
-                .pending
-                .values()
-                .filter(|c| {
-                    c.deps()
-                        .iter()
-                        .all(|d| ready_hashes.contains(d) || self.has_change(d))
-                })
-                .map(|c| c.hash())
-                .collect();
-            if next.is_empty() {
-                return ready;
+        // Kahn's algorithm over the pending changes: one pass to count each
+        // change's dependencies still pending (or missing), then release in
+        // dependency order. Linear: an import of a long history (thousands
+        // of changes in one chain) would otherwise take one pass per change.
+        let mut waiting: HashMap<ChangeHash, usize> = HashMap::new();
+        let mut children: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+        let mut queue = VecDeque::new();
+        for (hash, change) in &self.pending {
+            let mut count = 0;
+            for dep in change.deps() {
+                if self.pending.contains_key(dep) {
+                    count += 1;
+                    children.entry(*dep).or_default().push(*hash);
+                } else if !self.has_change(dep) {
+                    // Missing everywhere: never released by this call.
+                    count = usize::MAX;
+                    break;
+                }
             }
-            for hash in next {
-                if let Some(change) = self.pending.remove(&hash) {
-                    self.pending_bytes =
-                        self.pending_bytes.saturating_sub(change.raw_bytes().len());
-                    ready_hashes.insert(hash);
-                    ready.push(change);
+            if count == 0 {
+                queue.push_back(*hash);
+            } else {
+                waiting.insert(*hash, count);
+            }
+        }
+        let mut ready = Vec::new();
+        while let Some(hash) = queue.pop_front() {
+            let Some(change) = self.pending.remove(&hash) else {
+                continue;
+            };
+            self.pending_bytes = self.pending_bytes.saturating_sub(change.raw_bytes().len());
+            ready.push(change);
+            for child in children.remove(&hash).unwrap_or_default() {
+                if let Some(count) = waiting.get_mut(&child) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        waiting.remove(&child);
+                        queue.push_back(child);
+                    }
                 }
             }
         }
+        ready
     }
 }
