@@ -22,12 +22,18 @@ pub enum IdError {
     },
     #[error("{kind} id {value:?} has a character outside [A-Za-z0-9._-]")]
     BadChar { kind: &'static str, value: String },
+    #[error("{kind} id {value:?} is made only of dots; ids need another character")]
+    OnlyDots { kind: &'static str, value: String },
 }
 
-/// Checks the shared id rules: 1..=ID_BYTES_MAX bytes of `[A-Za-z0-9._-]`.
+/// Checks the shared id rules: 1..=ID_BYTES_MAX bytes of `[A-Za-z0-9._-]`,
+/// not all of them dots.
 ///
 /// The character set keeps ids safe as storage-key segments (no `/`), in the
-/// `epoch:node` owner string (no `:`) and in URLs without escaping.
+/// `epoch:node` owner string (no `:`) and in URLs without escaping. Ids made
+/// only of dots (`.`, `..`) are refused because URL and path normalisation
+/// treats them as "this" and "parent" segments: `/v1/rooms/..` would name a
+/// different route.
 pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty { kind });
@@ -46,6 +52,12 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
         return Err(IdError::BadChar {
             kind,
             value: value.chars().take(ID_BYTES_MAX).collect(),
+        });
+    }
+    if value.bytes().all(|b| b == b'.') {
+        return Err(IdError::OnlyDots {
+            kind,
+            value: value.to_string(),
         });
     }
     Ok(())
@@ -152,6 +164,27 @@ mod tests {
             SessionId::parse(long),
             Err(IdError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn rejects_ids_made_only_of_dots() {
+        for dots in [".", "..", "..."] {
+            let err = RoomId::parse(dots).expect_err("dots only");
+            assert_eq!(
+                err,
+                IdError::OnlyDots {
+                    kind: "room",
+                    value: dots.into()
+                }
+            );
+            assert!(err.to_string().contains("only of dots"), "{err}");
+            assert!(SessionId::parse(dots).is_err());
+            assert!(UserId::parse(dots).is_err());
+            assert!(NodeId::parse(dots).is_err());
+            assert!(TrackId::parse(dots).is_err());
+        }
+        assert!(RoomId::parse("..a").is_ok(), "a dot among others is fine");
+        assert!(serde_json::from_str::<RoomId>("\"..\"").is_err());
     }
 
     #[test]

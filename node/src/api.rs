@@ -1,30 +1,35 @@
 //! The HTTP API (JSON). Handlers parse and check input, then hand one
 //! command to the daemon task and wait for its answer. Bad input is a 4xx
 //! with `{code, message}`; only a failing store is a 5xx.
+//!
+//! Submodules: `errors` (the error shape and the extractors that answer in
+//! it), `sse` (the change feed), `server` (the HTTP server and its
+//! timeouts).
 
-use std::convert::Infallible;
+mod errors;
+pub mod server;
+pub mod sse;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use chorus_engine::model::{JoinRequest, Owner, RoomConfig};
-use chorus_engine::{ConfigUpdate, Error as EngineError, RoomId, RoomOp, SessionId, TenantId};
+use chorus_engine::{ConfigUpdate, RoomId, RoomOp, SessionId, TenantId};
 
 use crate::config::Config;
-use crate::daemon::{Command, Refusal};
+use crate::daemon::Command;
 use crate::metrics;
+use errors::engine_error;
+pub use errors::{ApiError, Body, Json, Path, Query};
 
 /// How long a handler waits for the daemon task before answering 503.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,124 +53,6 @@ impl ApiState {
     }
 }
 
-/// An API error: a status, a stable code and a message.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code,
-            message: &self.message,
-        };
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Engine(err) => engine_error(err),
-            Refusal::NotFound(message) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            Refusal::Unavailable(message) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            }
-        }
-    }
-}
-
-fn engine_error(err: EngineError) -> ApiError {
-    use EngineError as E;
-    let message = err.to_string();
-    let (status, code) = match err {
-        E::InvalidId(_) | E::Invalid { .. } | E::Automerge(_) => {
-            (StatusCode::BAD_REQUEST, "invalid")
-        }
-        E::ImportTooLarge { .. } | E::DecompressedTooLarge { .. } => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-        }
-        E::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
-        E::UnknownRoom(_) | E::UnknownSession { .. } | E::UnknownTrack { .. } => {
-            (StatusCode::NOT_FOUND, "not_found")
-        }
-        E::RoomExists(_) => (StatusCode::CONFLICT, "exists"),
-        E::RoomEnded(_) | E::RoomPurged(_) => (StatusCode::CONFLICT, "ended"),
-        E::DuplicateSession { .. } | E::SessionLeft { .. } => (StatusCode::CONFLICT, "session"),
-        E::StaleOwner { .. } => (StatusCode::CONFLICT, "stale_owner"),
-        E::OverCapacity { .. } => (StatusCode::CONFLICT, "over_capacity"),
-        E::NotPermitted { .. } => (StatusCode::FORBIDDEN, "not_permitted"),
-        E::ResumeRefused { .. } => (StatusCode::FORBIDDEN, "resume_refused"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    };
-    ApiError::new(status, code, message)
-}
-
-/// An extractor's rejection as a JSON error.
-fn rejected(status: StatusCode, message: String) -> ApiError {
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "too_large"
-    } else {
-        "invalid"
-    };
-    ApiError::new(status, code, message)
-}
-
-/// JSON bodies whose rejections are `{code, message}` 4xx errors.
-pub struct Json<T>(pub T);
-
-impl<S, T> FromRequest<S> for Json<T>
-where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
-        }
-    }
-}
-
-/// A raw body whose rejections (too large, unreadable) are JSON errors.
-pub struct Body(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for Body {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(Body(bytes)),
-            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
-        }
-    }
-}
-
 fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
@@ -177,13 +64,7 @@ pub(crate) async fn tell(state: &ApiState, command: Command) -> Result<(), ApiEr
         .await
         .ok()
         .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the replica is shutting down or overloaded",
-            )
-        })
+        .ok_or_else(ApiError::unavailable)
 }
 
 pub(crate) async fn ask<T>(
@@ -191,13 +72,7 @@ pub(crate) async fn ask<T>(
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the replica is shutting down or overloaded",
-        )
-    };
+    let unavailable = ApiError::unavailable;
     tokio::time::timeout(COMMAND_TIMEOUT, state.commands.send(make(tx)))
         .await
         .map_err(|_| unavailable())?
@@ -235,7 +110,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/cluster", get(cluster))
         .route("/v1/incidents", get(incidents))
-        .route("/v1/changes", get(changes))
+        .route("/v1/changes", get(sse::changes))
         .route("/v1/drill/partition", post(drill_partition))
         .route("/v1/drill/heal", post(drill_heal))
         .merge(crate::nodes::routes())
@@ -502,9 +377,8 @@ struct IncidentQuery {
 /// The incident journal, oldest first; page with `after`.
 async fn incidents(
     State(state): State<ApiState>,
-    query: Result<axum::extract::Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<IncidentQuery>,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let after = match query.after.as_deref() {
         Some(text) => Some(
             chorus_engine::hlc::Timestamp::parse(text)
@@ -528,51 +402,6 @@ async fn incidents(
 async fn cluster(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let view = ask(&state, |reply| Command::Cluster { reply }).await?;
     Ok(axum::Json(view).into_response())
-}
-
-/// Server-Sent Events of room changes; reconnecting with `Last-Event-ID`
-/// replays what was missed (a `reset` event says when too much was).
-async fn changes(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let after = match headers.get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad("Last-Event-ID: expected a number"))?,
-        ),
-        None => None,
-    };
-    let sub = ask(&state, |reply| Command::Subscribe { after, reply }).await?;
-    let head = futures::stream::iter(
-        sub.gap
-            .then(|| {
-                SseEvent::default()
-                    .event("reset")
-                    .data("events were missed; re-read the rooms")
-            })
-            .into_iter()
-            .chain(
-                sub.backlog
-                    .into_iter()
-                    .map(|(id, json)| SseEvent::default().id(id.to_string()).data(json)),
-            ),
-    );
-    let live = futures::stream::unfold(sub.live, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok((id, json)) => SseEvent::default().id(id.to_string()).data(json),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => SseEvent::default()
-                .event("reset")
-                .data("this subscriber fell behind; re-read the rooms"),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((event, rx))
-    });
-    let stream = futures::StreamExt::map(futures::StreamExt::chain(head, live), Ok);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[derive(Deserialize)]

@@ -56,22 +56,19 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     for node in &cluster[1..] {
         let (tx, rx) = oneshot::channel();
         node.commands()
-            .send(Command::Subscribe {
-                after: None,
-                reply: tx,
-            })
+            .send(Command::Subscribe { reply: tx })
             .await
             .context("subscribe")?;
-        let mut live = rx.await.context("subscription")?.live;
+        let mut live = rx.await.context("subscription")?;
         collectors.push(tokio::spawn(async move {
             let mut seen: HashMap<String, Instant> = HashMap::new();
             let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
             while seen.len() < writes {
                 match tokio::time::timeout_at(deadline, live.recv()).await {
-                    Ok(Ok((_, json))) => {
+                    Ok(Ok(change)) => {
                         let at = Instant::now();
                         let event: serde_json::Value =
-                            serde_json::from_str(&json).unwrap_or_default();
+                            serde_json::from_str(&change.json).unwrap_or_default();
                         if let Some(room) = event["room"].as_str() {
                             seen.entry(room.to_string()).or_insert(at);
                         }

@@ -14,6 +14,17 @@ use serde::Deserialize;
 /// the big case); larger bodies get 413.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 
+/// How long a client may take to send a request's headers before its
+/// connection is closed (on a new connection, and between requests on a
+/// kept-alive one), so that slow clients (slowloris) cannot hold
+/// connections and tasks open. Headers are a few hundred bytes: ten seconds
+/// is generous on any real link, and a third of hyper's default.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// The shortest `api.header_read_timeout_ms` accepted: below it, ordinary
+/// clients on a congested link would be cut off.
+pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 100;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -55,6 +66,8 @@ pub struct ApiConfig {
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
     pub body_bytes_max: usize,
+    /// See [`HEADER_READ_TIMEOUT_MS_DEFAULT`].
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -83,6 +96,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             token: None,
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            header_read_timeout_ms: HEADER_READ_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -201,11 +215,38 @@ impl Config {
                 self.api.body_bytes_max
             );
         }
+        if self.api.header_read_timeout_ms < HEADER_READ_TIMEOUT_MS_MIN {
+            bail!(
+                "api.header_read_timeout_ms = {}: at least {HEADER_READ_TIMEOUT_MS_MIN}",
+                self.api.header_read_timeout_ms
+            );
+        }
         let probe = self.replica_config(chorus_engine::NodeId::parse("probe")?);
         probe
             .validate()
             .map_err(|e| anyhow::anyhow!("replica: {e}"))?;
         Ok(())
+    }
+
+    /// Settings that run but are unsafe outside a lab, one sentence each
+    /// (the daemon logs them as warnings at start-up).
+    pub fn startup_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.api.listen.ip().is_loopback() && self.api.token.is_none() {
+            warnings.push(format!(
+                "the API listens on {} without a token: anyone who can reach it can \
+                 read and write every room (set api.token)",
+                self.api.listen
+            ));
+        }
+        if self.allowed_peers.is_empty() {
+            warnings.push(
+                "allowed_peers is empty: any peer that completes the handshake may \
+                 replicate with this one (list the replicas' peer ids)"
+                    .to_string(),
+            );
+        }
+        warnings
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -300,6 +341,39 @@ mod tests {
             replica.peers,
             [chorus_engine::NodeId::parse(other).expect("id")]
         );
+    }
+
+    #[test]
+    fn warns_about_an_open_api_and_any_peer() {
+        let mut config = Config::default();
+        let warnings = config.startup_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("allowed_peers"), "{warnings:?}");
+        config.allowed_peers = vec![libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()];
+        assert!(
+            config.startup_warnings().is_empty(),
+            "loopback, peers listed"
+        );
+        config.api.listen = "0.0.0.0:7070".parse().expect("an address");
+        let warnings = config.startup_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("without a token"), "{warnings:?}");
+        config.api.token = Some("secret".into());
+        assert!(config.startup_warnings().is_empty(), "a token guards it");
+        config.api.listen = "[::1]:7070".parse().expect("an address");
+        config.api.token = None;
+        assert!(config.startup_warnings().is_empty(), "IPv6 loopback");
+    }
+
+    #[test]
+    fn the_header_timeout_has_a_floor() {
+        let mut config = Config::parse("[api]\nheader_read_timeout_ms = 50").expect("parses");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("header_read_timeout_ms"), "{err}");
+        config.api.header_read_timeout_ms = HEADER_READ_TIMEOUT_MS_MIN;
+        config.validate().expect("the floor is valid");
     }
 
     #[test]

@@ -15,9 +15,11 @@ use libp2p::{gossipsub, request_response, Multiaddr, PeerId, Swarm};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use chorus_engine::hlc::Timestamp;
 use chorus_engine::model::{RoomConfig, RoomSnapshot, RoomSummary, WriteAck};
 use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaStats, SyncPath};
 use chorus_engine::room::RoomOp;
+use chorus_engine::rooms::LogEntry;
 use chorus_engine::storage::{Kv, SledKv};
 use chorus_engine::{ConfigUpdate, NodeId, RoomId, TenantId};
 
@@ -26,9 +28,8 @@ use crate::net::{self, Ack, Behaviour, BehaviourEvent, Frame};
 
 /// API commands waiting for the daemon task; senders wait when it is full.
 pub const COMMAND_QUEUE_MAX: usize = 1024;
-/// Change events kept for `Last-Event-ID` resumption.
-pub const CHANGE_LOG_MAX: usize = 4096;
-/// Change events buffered per live subscriber before it is told it lagged.
+/// Change events buffered per live subscriber before it is told it lagged
+/// (it then catches up from the stored change log).
 pub const SUBSCRIBER_BUFFER_MAX: usize = 1024;
 /// Broadcasts held while no peer is subscribed to the push topic yet (they
 /// are sent by request instead once that overflows).
@@ -85,10 +86,15 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<StatsView>,
     },
-    /// Change events after `after`, and a receiver for the ones to come.
+    /// A receiver for the change events to come.
     Subscribe {
-        after: Option<u64>,
-        reply: oneshot::Sender<Subscription>,
+        reply: oneshot::Sender<broadcast::Receiver<LiveChange>>,
+    },
+    /// Stored change-log entries after `after` (from the oldest if `None`).
+    ChangeLog {
+        after: Option<Timestamp>,
+        limit: usize,
+        reply: Reply<LogPage>,
     },
     Incidents {
         after: Option<chorus_engine::hlc::Timestamp>,
@@ -104,12 +110,20 @@ pub enum Command {
     },
 }
 
-pub struct Subscription {
-    pub backlog: Vec<(u64, String)>,
-    /// The requested id is older than the kept events: the client must
-    /// re-read the state it cares about.
-    pub gap: bool,
-    pub live: broadcast::Receiver<(u64, String)>,
+/// A change event for live subscribers, as JSON, with the stamp of the
+/// change-log entry that holds its changes (`None` if it stored nothing).
+#[derive(Debug, Clone)]
+pub struct LiveChange {
+    pub stamp: Option<Timestamp>,
+    pub json: Arc<str>,
+}
+
+/// A page of the stored change log.
+#[derive(Debug)]
+pub struct LogPage {
+    pub entries: Vec<(Timestamp, LogEntry)>,
+    /// The newest stamp trimmed from the log (`None`: nothing trimmed).
+    pub horizon: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,6 +210,9 @@ impl Running {
 /// Opens the store and the key, binds the network and the API, and starts
 /// the daemon task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    for warning in config.startup_warnings() {
+        tracing::warn!("{warning}");
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let key = crate::keys::load_or_generate(&config.key_path())?;
@@ -230,14 +247,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let router = crate::api::router(crate::api::ApiState::new(&config, commands.clone()));
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (api_stop_tx, api_stop_rx) = oneshot::channel::<()>();
-    let api_task = tokio::spawn(async move {
-        let serve = axum::serve(api_listener, router).with_graceful_shutdown(async move {
-            let _ = api_stop_rx.await;
-        });
-        if let Err(err) = serve.await {
-            tracing::error!(%err, "the API server stopped");
-        }
-    });
+    let header_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
+    let api_task = tokio::spawn(crate::api::server::serve(
+        api_listener,
+        router,
+        header_timeout,
+        api_stop_rx,
+    ));
     let mut driver = Driver::new(&config, replica, kv, swarm, listen.clone(), peer_id);
     driver.dial_all();
     let task = tokio::spawn(async move {
@@ -313,9 +329,7 @@ struct Driver {
     next_write: u64,
     waiting: HashMap<u64, Reply<WriteAck>>,
     unsent: VecDeque<Vec<u8>>,
-    changes: VecDeque<(u64, String)>,
-    next_change: u64,
-    live: broadcast::Sender<(u64, String)>,
+    live: broadcast::Sender<LiveChange>,
     refused_connections: u64,
     failed_requests: u64,
     gossip_received: u64,
@@ -371,8 +385,6 @@ impl Driver {
             next_write: 1,
             waiting: HashMap::new(),
             unsent: VecDeque::new(),
-            changes: VecDeque::new(),
-            next_change: 1,
             live,
             refused_connections: 0,
             failed_requests: 0,
@@ -540,17 +552,12 @@ impl Driver {
                     let _ = reply.send(result.map_err(Refusal::Engine));
                 }
             }
-            Event::Changed(change) => {
+            Event::Changed { change, stamp } => {
                 let Ok(json) = serde_json::to_string(&change) else {
                     return;
                 };
-                let id = self.next_change;
-                self.next_change += 1;
-                self.changes.push_back((id, json.clone()));
-                if self.changes.len() > CHANGE_LOG_MAX {
-                    self.changes.pop_front();
-                }
-                let _ = self.live.send((id, json));
+                let json = Arc::from(json);
+                let _ = self.live.send(LiveChange { stamp, json });
             }
             Event::SyncStarted { peer, path } => {
                 tracing::debug!(%peer, ?path, "sync started");
@@ -788,24 +795,15 @@ impl Driver {
                     rooms: self.replica.room_count(),
                 });
             }
-            Command::Subscribe { after, reply } => {
-                let oldest = self.changes.front().map_or(self.next_change, |(id, _)| *id);
-                let (backlog, gap) = match after {
-                    Some(after) => (
-                        self.changes
-                            .iter()
-                            .filter(|(id, _)| *id > after)
-                            .cloned()
-                            .collect(),
-                        after + 1 < oldest,
-                    ),
-                    None => (Vec::new(), false),
-                };
-                let _ = reply.send(Subscription {
-                    backlog,
-                    gap,
-                    live: self.live.subscribe(),
-                });
+            Command::Subscribe { reply } => {
+                let _ = reply.send(self.live.subscribe());
+            }
+            Command::ChangeLog {
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.change_log(after, limit));
             }
             Command::Nodes(command) => self.on_nodes(command),
             Command::Drill { partition, reply } => {
@@ -852,6 +850,19 @@ impl Driver {
                 let _ = reply.send(self.replica.place(&room, &session, &region));
             }
         }
+    }
+
+    /// A page of the stored change log, with the trim horizon read at the
+    /// same moment.
+    fn change_log(&self, after: Option<Timestamp>, limit: usize) -> Result<LogPage, Refusal> {
+        let entries = self
+            .replica
+            .change_log(after.as_ref(), limit)
+            .map_err(Refusal::Engine)?;
+        Ok(LogPage {
+            entries,
+            horizon: self.replica.log_horizon(),
+        })
     }
 
     fn write(&mut self, room: RoomId, op: RoomOp, reply: Reply<WriteAck>) {

@@ -2,7 +2,7 @@
 //! application health, placement. Handlers ask the daemon task, which owns
 //! the replica, through [`NodesCommand`].
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use chorus_engine::membership::{AppHealth, DrainOrder, NodeView};
 use chorus_engine::replica::{Input, MoveKind, Replica};
 use chorus_engine::{NodeId, RegionId, RoomId, SessionId};
 
-use crate::api::{ask, tell, ApiError, ApiState, Body, Json};
+use crate::api::{ask, tell, ApiError, ApiState, Body, Json, Path, Query};
 use crate::daemon::Command;
 
 pub enum NodesCommand {
@@ -194,9 +194,8 @@ struct Placement {
 
 async fn place(
     State(state): State<ApiState>,
-    query: Result<Query<PlaceQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<PlaceQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let room = RoomId::parse(q.room).map_err(|e| ApiError::bad(format!("room: {e}")))?;
     let session =
         SessionId::parse(q.session).map_err(|e| ApiError::bad(format!("session: {e}")))?;

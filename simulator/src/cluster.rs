@@ -561,7 +561,7 @@ impl Cluster {
                 self.counters.rejected += 1;
                 self.note(Some(i), || format!("rejected peer={peer}: {reason}"));
             }
-            Event::Changed(_) => {}
+            Event::Changed { .. } => {}
             Event::Grade(change) => {
                 let line = format!(
                     "grade {}: {:?} -> {:?} ({})",

@@ -166,7 +166,13 @@ pub enum Event {
         id: u64,
         result: Result<WriteAck, Error>,
     },
-    Changed(ChangeEvent),
+    /// A room changed. `stamp` keys the change-log entry that holds the
+    /// changes (see [`Replica::change_log`]); `None` when the write changed
+    /// nothing stored (no log entry).
+    Changed {
+        change: ChangeEvent,
+        stamp: Option<Timestamp>,
+    },
     SyncStarted {
         peer: NodeId,
         path: SyncPath,
@@ -443,6 +449,26 @@ impl Replica {
         self.rooms.export(&view, room)
     }
 
+    /// Change-log entries after `after` (from the oldest held if `None`),
+    /// oldest first, at most `limit`.
+    pub fn change_log(
+        &self,
+        after: Option<&Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, crate::rooms::LogEntry)>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        RoomSet::log_after(&view, after, limit)
+    }
+
+    /// The newest change-log stamp trimmed away (`None`: nothing trimmed
+    /// yet): entries after it are all held.
+    pub fn log_horizon(&self) -> Option<Timestamp> {
+        self.log_horizon
+    }
+
     /// Rooms with a digest item (live or purged).
     pub fn room_count(&self) -> usize {
         self.rooms.tree().len()
@@ -566,7 +592,8 @@ impl Replica {
                     room: room.clone(),
                     heads: write.heads,
                 };
-                self.after_change(room, Origin::Local, write.kinds);
+                let logged = (!write.changes.is_empty()).then_some(stamp);
+                self.after_change(room, Origin::Local, write.kinds, logged);
                 self.outbox.add(room, &write.changes, self.now_ms);
                 if self.outbox.full() {
                     self.flush_push();
@@ -606,7 +633,9 @@ impl Replica {
         self.stats.changes_applied += write.applied.len() as u64;
         self.staged.add(std::mem::take(&mut write.batch), true);
         let kinds = std::mem::take(&mut write.kinds);
-        self.after_change(&room, Origin::Local, kinds);
+        // `remote_apply` logs under `stamp` whenever it applied any.
+        let logged = (!write.applied.is_empty()).then_some(stamp);
+        self.after_change(&room, Origin::Local, kinds, logged);
         self.outbox.add(&room, &write.applied, self.now_ms);
         if self.outbox.full() {
             self.flush_push();
@@ -648,7 +677,9 @@ impl Replica {
                 }
                 self.staged.add(std::mem::take(&mut write.batch), true);
                 let kinds = std::mem::take(&mut write.kinds);
-                self.after_change(room, Origin::Remote, kinds);
+                // `remote_apply` logs under `stamp` whenever it applied any.
+                let logged = (!write.applied.is_empty()).then_some(stamp);
+                self.after_change(room, Origin::Remote, kinds, logged);
                 Some(write)
             }
             Err(err) => {
@@ -662,18 +693,25 @@ impl Replica {
         }
     }
 
-    fn after_change(&mut self, room: &RoomId, origin: Origin, kinds: Vec<ChangeKind>) {
+    fn after_change(
+        &mut self,
+        room: &RoomId,
+        origin: Origin,
+        kinds: Vec<ChangeKind>,
+        stamp: Option<Timestamp>,
+    ) {
         if kinds.is_empty() {
             return;
         }
         if kinds.contains(&ChangeKind::RoomEnded) {
             self.note_ended(room);
         }
-        self.emit(Event::Changed(ChangeEvent {
+        let change = ChangeEvent {
             room: room.clone(),
             origin,
             changes: kinds,
-        }));
+        };
+        self.emit(Event::Changed { change, stamp });
     }
 
     fn on_message(&mut self, from: NodeId, bytes: &[u8]) {

@@ -1,0 +1,269 @@
+//! The HTTP API's hardening on a real daemon: slow clients are cut off,
+//! every rejection answers in the JSON error shape, and the change feed
+//! resumes from the persisted change log across a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use chorus_node::config::Config;
+use chorus_node::daemon::{self, Running};
+use chorus_node::demo::{client_of, local_config};
+
+/// How long a test waits for an event before failing.
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+fn config(dir: &Path) -> Config {
+    local_config("api", dir, Vec::new())
+}
+
+async fn create(node: &Running, room: &str) {
+    let client = client_of(node).expect("client");
+    let _: Value = client
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/rooms/{room}"),
+            &json!({}),
+        )
+        .await
+        .expect("create a room");
+}
+
+/// One Server-Sent Event as the test sees it.
+#[derive(Debug, Clone, Default)]
+struct Sse {
+    id: Option<String>,
+    kind: Option<String>,
+    data: String,
+}
+
+impl Sse {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    fn room(&self) -> String {
+        self.json()["room"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// An open `GET /v1/changes`, parsed event by event.
+struct Feed {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Feed {
+    async fn open(node: &Running, last_event_id: Option<&str>) -> Feed {
+        let mut request = reqwest::Client::new().get(format!("http://{}/v1/changes", node.api));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("subscribe");
+        assert_eq!(response.status(), 200);
+        Feed {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Sse::default();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.kind = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        event.data.push_str(v.trim_start());
+                    }
+                }
+                if event.id.is_none() && event.kind.is_none() && event.data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return event;
+            }
+            let chunk = tokio::time::timeout(EVENT_WAIT, self.response.chunk())
+                .await
+                .expect("an event arrives")
+                .expect("the stream stays up")
+                .expect("the stream is not closed");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events until one for `room` (inclusive).
+    async fn until_room(&mut self, room: &str) -> Vec<Sse> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next().await;
+            let done = event.room() == room;
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_headers_slowly_is_cut_off() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut config = config(root.path());
+    config.api.header_read_timeout_ms = 500;
+    let node = daemon::start(config).await.expect("daemon");
+    // A change feed opened before stays open past the timeout: the timer
+    // covers reading headers, not streaming a response.
+    let mut feed = Feed::open(&node, None).await;
+
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(node.api)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /v1/hea").await.expect("half a line");
+    let mut buf = [0u8; 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+            .await
+            .expect("the server closes the connection within 5 s");
+        match read {
+            Ok(0) | Err(_) => break, // closed (or reset)
+            Ok(_) => continue,       // an error response before closing
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed after {took:?}, before the timeout"
+    );
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    create(&node, "after-timeout").await;
+    let event = feed.next().await;
+    assert_eq!(event.room(), "after-timeout", "{event:?}");
+    drop(feed);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_answers_in_the_json_error_shape() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = daemon::start(config(root.path())).await.expect("daemon");
+    let client = client_of(&node).expect("client");
+    let json = "application/json";
+    let cases: Vec<(reqwest::Method, &str, u16)> = vec![
+        // Path segments that are not UTF-8 once decoded.
+        (reqwest::Method::GET, "/v1/rooms/%FF", 400),
+        (reqwest::Method::PUT, "/v1/rooms/%C3%28", 400),
+        (
+            reqwest::Method::DELETE,
+            "/v1/rooms/ok/participants/%FF",
+            400,
+        ),
+        (reqwest::Method::POST, "/v1/nodes/%FF/drain", 400),
+        // Ids made only of dots.
+        (reqwest::Method::PUT, "/v1/rooms/...", 400),
+        // Query strings that do not fit.
+        (reqwest::Method::GET, "/v1/incidents?limit=many", 400),
+        (reqwest::Method::GET, "/v1/incidents?colour=red", 400),
+        (reqwest::Method::GET, "/v1/placement?room=a", 400),
+        // A method the route does not take.
+        (reqwest::Method::PATCH, "/v1/rooms/ok", 405),
+    ];
+    for (method, path, expected) in cases {
+        let (status, text) = client
+            .raw(method.clone(), path, json, Vec::new())
+            .await
+            .expect("request");
+        assert_eq!(status, expected, "{method} {path}: {text}");
+        let error: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        assert!(
+            error["code"].is_string() && error["message"].is_string(),
+            "{method} {path}: {text}"
+        );
+    }
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/v1/changes", node.api))
+        .header("Last-Event-ID", "7")
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.expect("a JSON error");
+    assert_eq!(error["code"], "invalid");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = daemon::start(config(root.path())).await.expect("daemon");
+    let mut feed = Feed::open(&node, None).await;
+    create(&node, "r1").await;
+    create(&node, "r2").await;
+    let seen = feed.until_room("r2").await;
+    let id = |room: &str, events: &[Sse]| {
+        events
+            .iter()
+            .find(|e| e.room() == room)
+            .and_then(|e| e.id.clone())
+            .unwrap_or_else(|| panic!("no id for {room} in {events:?}"))
+    };
+    let (r1, r2) = (id("r1", &seen), id("r2", &seen));
+    assert!(r1 < r2, "ids are stamps in order: {r1} {r2}");
+    drop(feed);
+    node.stop().await.expect("stop");
+
+    let node = daemon::start(config(root.path())).await.expect("restart");
+    create(&node, "r3").await;
+    create(&node, "r4").await;
+    let mut feed = Feed::open(&node, Some(&r1)).await;
+    create(&node, "r5").await; // live, possibly also in the first page
+    let events = feed.until_room("r5").await;
+    let rooms: Vec<String> = events.iter().map(Sse::room).collect();
+    assert_eq!(rooms, ["r2", "r3", "r4", "r5"], "{events:?}");
+    assert_eq!(events[0].id.as_deref(), Some(r2.as_str()), "the same id");
+    assert_eq!(events[0].json()["origin"], "replayed");
+    assert!(events[0].json()["hashes"][0].is_string(), "{events:?}");
+    let ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    assert_eq!(ids.len(), events.len(), "every event has an id");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // Nothing further is sent twice: the next event is the next write.
+    create(&node, "r6").await;
+    assert_eq!(feed.next().await.room(), "r6");
+    drop(feed);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut config = config(root.path());
+    config.replica.log_retention_ms = Some(500);
+    config.replica.log_trim_interval_ms = Some(50);
+    let node = daemon::start(config).await.expect("daemon");
+    let mut feed = Feed::open(&node, None).await;
+    create(&node, "old-1").await;
+    create(&node, "old-2").await;
+    let seen = feed.until_room("old-2").await;
+    let first = seen[0].id.clone().expect("an id");
+    drop(feed);
+    // Both entries age out of the log (retention 500 ms, trimmed every 50).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    create(&node, "new").await;
+
+    let mut feed = Feed::open(&node, Some(&first)).await;
+    let reset = feed.next().await;
+    assert_eq!(reset.kind.as_deref(), Some("reset"), "{reset:?}");
+    let next = feed.next().await;
+    assert_eq!(next.room(), "new", "from the oldest entry held: {next:?}");
+    drop(feed);
+    node.stop().await.expect("stop");
+}
