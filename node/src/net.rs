@@ -24,11 +24,14 @@ pub const SYNC_PROTOCOL: &str = "/chorus/sync/1";
 /// have their own, longer timeout in the replica.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Concurrent request streams per connection: a round has one request in
-/// flight, pull-backs a few more. Each may carry a frame of up to
-/// `MESSAGE_BYTES_MAX` (8 MiB), so this bounds what one peer can make this
-/// node buffer at once to 64 MiB.
-const STREAMS_MAX: usize = 8;
+/// Concurrent request streams per connection. Rounds have one request in
+/// flight and pull-backs a few more, but failure-detection datagrams ride
+/// the same protocol: 8 was tried and dropped them after a heal, so that
+/// membership never re-formed. Each stream may carry a frame of up to
+/// `MESSAGE_BYTES_MAX` (8 MiB), so one peer can make this node buffer up
+/// to 512 MiB; a smaller frame limit for datagram-sized messages would
+/// lower that.
+const STREAMS_MAX: usize = 64;
 
 /// A connection with no open stream is closed after this long; redials
 /// bring it back, and ping keeps live ones busy.
