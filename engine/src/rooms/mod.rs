@@ -6,7 +6,7 @@
 //! If the driver fails to apply a batch it must call [`RoomSet::evict`] so
 //! the in-memory room, now ahead of storage, is reloaded from what is stored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Change, ChangeHash};
@@ -15,13 +15,21 @@ use lru::LruCache;
 use crate::error::Error;
 use crate::events::{self, ChangeKind};
 use crate::hlc::Timestamp;
-use crate::ids::{NodeId, RoomId, SessionId};
-use crate::limits::COMPACTION_MIN_CHUNK_BYTES;
-use crate::model::{Head, Owner, RemoteOutcome, RoomSnapshot, RoomSummary, SessionState};
+use crate::ids::RoomId;
+use crate::model::{Head, RemoteOutcome, RoomSnapshot};
 use crate::replica::digest::{purged_item, room_item, DigestTree};
 use crate::replica::wire::{Digest, WireHead};
 use crate::room::{Intake, Refusal, RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
+
+mod hot;
+mod index;
+mod log;
+
+use hot::HotRoom;
+pub use index::owned_calls;
+use index::{index_scope, index_updates, IndexView};
+pub use log::LogEntry;
 
 /// Rooms by id, with their storage bookkeeping, the digest tree over all of
 /// them and the set of purged rooms.
@@ -30,24 +38,6 @@ pub struct RoomSet {
     hot: LruCache<RoomId, HotRoom>,
     tree: DigestTree,
     purged: BTreeSet<RoomId>,
-}
-
-/// One entry of the change log: the changes one write or merge added to a
-/// room, under the HLC stamp of that moment (the key). The since-a-timestamp
-/// catch-up path replays these.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogEntry {
-    pub room: RoomId,
-    pub hashes: Vec<WireHead>,
-}
-
-struct HotRoom {
-    doc: RoomDoc,
-    /// Sequence numbers of this room's stored chunks: `first..next`.
-    chunk_first: u64,
-    chunk_next: u64,
-    chunk_bytes: u64,
-    snapshot_bytes: u64,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -68,36 +58,6 @@ pub struct RemoteWrite {
     pub refused: Vec<(Head, Refusal)>,
     pub kinds: Vec<ChangeKind>,
     pub batch: Batch,
-}
-
-/// What the indexes hold for a room: its listing entry and who owns which
-/// live call. Compared before and after a write to produce index updates.
-#[derive(Debug, Default, PartialEq)]
-struct IndexView {
-    summary: Option<RoomSummary>,
-    owners: BTreeMap<SessionId, Owner>,
-}
-
-impl IndexView {
-    fn of(snapshot: Option<&RoomSnapshot>) -> Self {
-        let Some(snap) = snapshot else {
-            return Self::default();
-        };
-        let active = snap.lifecycle == crate::model::Lifecycle::Active;
-        Self {
-            summary: Some(RoomSummary {
-                id: snap.id.clone(),
-                tenant: snap.tenant.clone(),
-                lifecycle: snap.lifecycle,
-            }),
-            owners: snap
-                .sessions
-                .iter()
-                .filter(|(_, s)| active && s.state != SessionState::Left)
-                .map(|(id, s)| (id.clone(), s.owner.clone()))
-                .collect(),
-        }
-    }
 }
 
 pub fn head(hash: &ChangeHash) -> Head {
@@ -261,47 +221,6 @@ impl RoomSet {
     ) -> Result<Option<Change>, Error> {
         let hash = ChangeHash(hash.0);
         Ok(self.load(store, room)?.and_then(|h| h.doc.change(&hash)))
-    }
-
-    /// Log entries after `after` (from the start if `None`), up to `limit`.
-    pub fn log_after(
-        store: &dyn KvRead,
-        after: Option<&Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<(Timestamp, LogEntry)>, Error> {
-        let after_key = after.map(keys::log);
-        let entries = store.scan_after(keys::LOG, after_key.as_deref(), limit)?;
-        entries
-            .into_iter()
-            .map(|(key, value)| {
-                let stamp = keys::log_stamp(&key).ok_or_else(|| malformed(&key, "log key"))?;
-                let entry =
-                    postcard::from_bytes(&value).map_err(|_| malformed(&key, "log entry"))?;
-                Ok((stamp, entry))
-            })
-            .collect()
-    }
-
-    /// Deletes up to `max` log entries stamped before `before_wall_ms`.
-    /// Returns the batch and the newest stamp removed (the new horizon).
-    pub fn trim_log(
-        store: &dyn KvRead,
-        before_wall_ms: u64,
-        max: usize,
-    ) -> Result<(Batch, Option<Timestamp>), Error> {
-        let mut batch = Batch::default();
-        let mut horizon = None;
-        for (key, _) in store.scan_after(keys::LOG, None, max)? {
-            let Some(stamp) = keys::log_stamp(&key) else {
-                continue;
-            };
-            if stamp.wall_ms >= before_wall_ms {
-                break;
-            }
-            batch.delete(key);
-            horizon = Some(stamp);
-        }
-        Ok((batch, horizon))
     }
 
     /// Removes a room from storage, keeping a marker so that stale replicas'
@@ -638,136 +557,9 @@ fn readable(doc: &mut RoomDoc) -> Result<Option<RoomSnapshot>, Error> {
     doc.snapshot().map(Some)
 }
 
-/// Which part of the indexes an op can change.
-enum IndexScope {
-    Nothing,
-    Session(SessionId),
-    Room,
-}
-
-fn index_scope(op: &RoomOp) -> IndexScope {
-    match op {
-        RoomOp::Create { .. } | RoomOp::End => IndexScope::Room,
-        RoomOp::Join { request } => IndexScope::Session(request.session.clone()),
-        RoomOp::SetState { session, .. }
-        | RoomOp::Leave { session }
-        | RoomOp::SetOwner { session, .. } => IndexScope::Session(session.clone()),
-        RoomOp::UpdateConfig { .. }
-        | RoomOp::SetPermission { .. }
-        | RoomOp::RemovePermission { .. }
-        | RoomOp::Publish { .. }
-        | RoomOp::Unpublish { .. } => IndexScope::Nothing,
-    }
-}
-
-impl HotRoom {
-    fn new(doc: RoomDoc) -> Self {
-        Self {
-            doc,
-            chunk_first: 0,
-            chunk_next: 0,
-            chunk_bytes: 0,
-            snapshot_bytes: 0,
-        }
-    }
-
-    fn index_view(&mut self, scope: &IndexScope) -> Result<IndexView, Error> {
-        Ok(match scope {
-            IndexScope::Nothing => IndexView::default(),
-            IndexScope::Session(session) => IndexView {
-                summary: None,
-                owners: self.doc.live_owners(Some(session)),
-            },
-            IndexScope::Room => IndexView::of(readable(&mut self.doc)?.as_ref()),
-        })
-    }
-
-    /// Appends `changes` as one chunk, compacting into a fresh snapshot when
-    /// the chunks have outgrown it (automerge-repo's rule), so a room's
-    /// stored size stays within about twice its snapshot.
-    fn persist(&mut self, changes: &[Change], batch: &mut Batch) {
-        if changes.is_empty() {
-            return;
-        }
-        let room = self.doc.id().clone();
-        let bytes: Vec<u8> = changes
-            .iter()
-            .flat_map(|c| c.raw_bytes().iter().copied())
-            .collect();
-        self.chunk_bytes += bytes.len() as u64;
-        if self.chunk_bytes > self.snapshot_bytes.max(COMPACTION_MIN_CHUNK_BYTES) {
-            let snapshot = self.doc.save();
-            self.snapshot_bytes = snapshot.len() as u64;
-            batch.put(keys::snapshot(&room), snapshot);
-            for seq in self.chunk_first..self.chunk_next {
-                batch.delete(keys::chunk(&room, seq));
-            }
-            self.chunk_first = self.chunk_next;
-            self.chunk_bytes = 0;
-            return;
-        }
-        batch.put(keys::chunk(&room, self.chunk_next), bytes);
-        self.chunk_next += 1;
-    }
-}
-
-fn index_updates(room: &RoomId, before: &IndexView, after: &IndexView, batch: &mut Batch) {
-    if let Some(summary) = &after.summary {
-        if before.summary.as_ref() != Some(summary) {
-            // RoomSummary is plain data; JSON encoding cannot fail.
-            let json = serde_json::to_vec(summary).expect("summary serializes");
-            batch.put(keys::index(room), json);
-        }
-    }
-    let sessions = before.owners.keys().chain(after.owners.keys());
-    for session in sessions.collect::<std::collections::BTreeSet<_>>() {
-        let was = before.owners.get(session);
-        let now = after.owners.get(session);
-        if was == now {
-            continue;
-        }
-        if let Some(owner) = was {
-            batch.delete(keys::owner(&owner.node, room, session));
-        }
-        if let Some(owner) = now {
-            batch.put(
-                keys::owner(&owner.node, room, session),
-                owner.epoch.to_be_bytes().to_vec(),
-            );
-        }
-    }
-}
-
 /// The first 8 bytes of a change hash, as ancestry hints carry them.
 fn prefix(hash: &ChangeHash) -> [u8; 8] {
     let mut out = [0; 8];
     out.copy_from_slice(&hash.0[..8]);
     out
-}
-
-/// Live calls in active rooms whose current owner is `node`, from the owner
-/// index (shared by `Engine` and the replica's failover).
-pub fn owned_calls(
-    store: &dyn KvRead,
-    node: &NodeId,
-) -> Result<Vec<crate::model::OwnedCall>, Error> {
-    let prefix = keys::owned_by(node);
-    let entries = store.scan_prefix(&prefix)?;
-    let mut calls = Vec::with_capacity(entries.len());
-    for (key, value) in entries {
-        let malformed = || {
-            Error::Storage(StorageError::Malformed {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: "owner index entry".into(),
-            })
-        };
-        let (room, session) = keys::owner_tail(&key[prefix.len()..]).ok_or_else(malformed)?;
-        let epoch: [u8; 8] = value.as_slice().try_into().map_err(|_| malformed())?;
-        calls.push(crate::model::OwnedCall {
-            room,
-            session,
-            epoch: u64::from_be_bytes(epoch),
-        });
-    }
-    Ok(calls)
 }

@@ -1,0 +1,122 @@
+//! The room set's indexes: the listing entry of each room and the owner
+//! index (calls by media node), kept in step with every write by comparing
+//! what a write could change before and after it.
+
+use std::collections::BTreeMap;
+
+use crate::error::Error;
+use crate::ids::{NodeId, RoomId, SessionId};
+use crate::model::{Owner, RoomSnapshot, RoomSummary, SessionState};
+use crate::room::RoomOp;
+use crate::storage::{keys, Batch, KvRead, StorageError};
+
+/// What the indexes hold for a room: its listing entry and who owns which
+/// live call. Compared before and after a write to produce index updates.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct IndexView {
+    pub(super) summary: Option<RoomSummary>,
+    pub(super) owners: BTreeMap<SessionId, Owner>,
+}
+
+impl IndexView {
+    pub(super) fn of(snapshot: Option<&RoomSnapshot>) -> Self {
+        let Some(snap) = snapshot else {
+            return Self::default();
+        };
+        let active = snap.lifecycle == crate::model::Lifecycle::Active;
+        Self {
+            summary: Some(RoomSummary {
+                id: snap.id.clone(),
+                tenant: snap.tenant.clone(),
+                lifecycle: snap.lifecycle,
+            }),
+            owners: snap
+                .sessions
+                .iter()
+                .filter(|(_, s)| active && s.state != SessionState::Left)
+                .map(|(id, s)| (id.clone(), s.owner.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Which part of the indexes an op can change.
+pub(super) enum IndexScope {
+    Nothing,
+    Session(SessionId),
+    Room,
+}
+
+pub(super) fn index_scope(op: &RoomOp) -> IndexScope {
+    match op {
+        RoomOp::Create { .. } | RoomOp::End => IndexScope::Room,
+        RoomOp::Join { request } => IndexScope::Session(request.session.clone()),
+        RoomOp::SetState { session, .. }
+        | RoomOp::Leave { session }
+        | RoomOp::SetOwner { session, .. } => IndexScope::Session(session.clone()),
+        RoomOp::UpdateConfig { .. }
+        | RoomOp::SetPermission { .. }
+        | RoomOp::RemovePermission { .. }
+        | RoomOp::Publish { .. }
+        | RoomOp::Unpublish { .. } => IndexScope::Nothing,
+    }
+}
+
+pub(super) fn index_updates(
+    room: &RoomId,
+    before: &IndexView,
+    after: &IndexView,
+    batch: &mut Batch,
+) {
+    if let Some(summary) = &after.summary {
+        if before.summary.as_ref() != Some(summary) {
+            // RoomSummary is plain data; JSON encoding cannot fail.
+            let json = serde_json::to_vec(summary).expect("summary serializes");
+            batch.put(keys::index(room), json);
+        }
+    }
+    let sessions = before.owners.keys().chain(after.owners.keys());
+    for session in sessions.collect::<std::collections::BTreeSet<_>>() {
+        let was = before.owners.get(session);
+        let now = after.owners.get(session);
+        if was == now {
+            continue;
+        }
+        if let Some(owner) = was {
+            batch.delete(keys::owner(&owner.node, room, session));
+        }
+        if let Some(owner) = now {
+            batch.put(
+                keys::owner(&owner.node, room, session),
+                owner.epoch.to_be_bytes().to_vec(),
+            );
+        }
+    }
+}
+
+/// Live calls in active rooms whose current owner is `node`, from the owner
+/// index (shared by `Engine` and the replica's failover).
+pub fn owned_calls(
+    store: &dyn KvRead,
+    node: &NodeId,
+) -> Result<Vec<crate::model::OwnedCall>, Error> {
+    let prefix = keys::owned_by(node);
+    let entries = store.scan_prefix(&prefix)?;
+    let mut calls = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let malformed = || {
+            Error::Storage(StorageError::Malformed {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "owner index entry".into(),
+            })
+        };
+        let (room, session) = keys::owner_tail(&key[prefix.len()..]).ok_or_else(malformed)?;
+        let epoch: [u8; 8] = value.as_slice().try_into().map_err(|_| malformed())?;
+        calls.push(crate::model::OwnedCall {
+            room,
+            session,
+            epoch: u64::from_be_bytes(epoch),
+        });
+    }
+    Ok(calls)
+}

@@ -1,0 +1,62 @@
+//! The change log: what each write or merge added to a room, keyed by the
+//! HLC stamp of that moment. The since-a-timestamp catch-up path and the
+//! change feed replay it.
+
+use super::{malformed, RoomSet};
+use crate::error::Error;
+use crate::hlc::Timestamp;
+use crate::ids::RoomId;
+use crate::replica::wire::WireHead;
+use crate::storage::{keys, Batch, KvRead};
+
+/// One entry of the change log: the changes one write or merge added to a
+/// room, under the HLC stamp of that moment (the key). The since-a-timestamp
+/// catch-up path replays these.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogEntry {
+    pub room: RoomId,
+    pub hashes: Vec<WireHead>,
+}
+
+impl RoomSet {
+    /// Log entries after `after` (from the start if `None`), up to `limit`.
+    pub fn log_after(
+        store: &dyn KvRead,
+        after: Option<&Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, LogEntry)>, Error> {
+        let after_key = after.map(keys::log);
+        let entries = store.scan_after(keys::LOG, after_key.as_deref(), limit)?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let stamp = keys::log_stamp(&key).ok_or_else(|| malformed(&key, "log key"))?;
+                let entry =
+                    postcard::from_bytes(&value).map_err(|_| malformed(&key, "log entry"))?;
+                Ok((stamp, entry))
+            })
+            .collect()
+    }
+
+    /// Deletes up to `max` log entries stamped before `before_wall_ms`.
+    /// Returns the batch and the newest stamp removed (the new horizon).
+    pub fn trim_log(
+        store: &dyn KvRead,
+        before_wall_ms: u64,
+        max: usize,
+    ) -> Result<(Batch, Option<Timestamp>), Error> {
+        let mut batch = Batch::default();
+        let mut horizon = None;
+        for (key, _) in store.scan_after(keys::LOG, None, max)? {
+            let Some(stamp) = keys::log_stamp(&key) else {
+                continue;
+            };
+            if stamp.wall_ms >= before_wall_ms {
+                break;
+            }
+            batch.delete(key);
+            horizon = Some(stamp);
+        }
+        Ok((batch, horizon))
+    }
+}
