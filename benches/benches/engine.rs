@@ -464,7 +464,7 @@ fn hot_room_bytes(sizes: Sizes) {
     let mut config = EngineConfig::new(node());
     // The cache is split evenly across write shards and rooms hash unevenly:
     // headroom keeps every one of the k rooms hot.
-    config.hot_rooms = 2 * k;
+    config.replica.hot_rooms = 2 * k;
 
     // In memory: the store's bytes are allocated before the measurement, so
     // the difference is the hot rooms alone.

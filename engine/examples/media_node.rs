@@ -1,106 +1,304 @@
-//! A media node (an SFU) embedding the Chorus engine: it creates a room,
-//! admits participants, records which node hosts each call, reacts to
-//! changes, moves a call to another node and reads everything back — all
-//! locally, durably, without waiting on any network.
+//! Three media nodes (SFUs), each a separate process embedding a full
+//! Chorus replica on loopback. Each creates a room and hosts its calls;
+//! the rooms replicate. Then one node is SIGKILLed: the survivors take its
+//! calls over and print one line per event:
 //!
-//! Run: `cargo run --release -p chorus-engine --example media_node [DATA_DIR]`
-//! (without DATA_DIR it uses a fresh temporary directory).
+//! ```text
+//! node-1: acquired room-0/call-2 epoch 2 from <node-0's id> (failover)
+//! ```
+//!
+//! The run exits 0 when every orphaned call ends owned by exactly one
+//! survivor, the survivors agree, and for each call their "acquired" minus
+//! "released" events add up to 1.
+//!
+//! Run: `cargo run --release -p chorus-engine --features network --example media_node`
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use chorus_engine::net::{Keypair, Multiaddr, Network, PeerId};
+use chorus_engine::storage::SledKv;
 use chorus_engine::*;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let temp = tempfile::tempdir()?;
-    let dir = std::env::args()
-        .nth(1)
-        .map_or_else(|| temp.path().to_path_buf(), Into::into);
-    let me = NodeId::parse("sfu-eu-1")?;
-    let started = Instant::now();
-    let engine = Engine::open(&dir, EngineConfig::new(me.clone()))?;
-    println!(
-        "opened store at {} in {:?}",
-        dir.display(),
-        started.elapsed()
-    );
+type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-    // React to changes the way a media node would (forwarding tables etc.).
-    let mut changes = engine.subscribe();
-    let watcher = std::thread::spawn(move || {
-        let mut seen = 0;
-        while let Ok(event) = changes.blocking_recv() {
-            for change in &event.changes {
-                println!(
-                    "  event: room {} {:?} ({:?})",
-                    event.room, change, event.origin
-                );
-            }
-            seen += 1;
-            if event.changes.contains(&ChangeKind::RoomEnded) {
-                break;
+const NODES: usize = 3;
+const CALLS: usize = 4;
+/// The failover budget: "now yours" must reach the survivors within it.
+const FAILOVER_BUDGET: Duration = Duration::from_millis(2500);
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--node") {
+        return node(&args[2..]);
+    }
+    let ok = orchestrate()?;
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+// ---- one media node ------------------------------------------------------
+
+/// Args: INDEX DIR PORT0 PORT1 PORT2. Keys are DIR/key-N.
+fn node(args: &[String]) -> Res<()> {
+    let me: usize = args[0].parse()?;
+    let dir = std::path::PathBuf::from(&args[1]);
+    let ports: Vec<u16> = args[2..]
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<Keypair> = (0..NODES).map(|i| key(&dir, i)).collect::<Res<_>>()?;
+    let ids: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let mut network = Network::new(keys[me].clone(), vec![addr(ports[me], None)?]);
+    network.peers = (0..NODES)
+        .filter(|&i| i != me)
+        .map(|i| addr(ports[i], Some(ids[i])))
+        .collect::<Res<_>>()?;
+    network.allowed_peers = ids.clone();
+    network.name = format!("node-{me}");
+    let this = network.node_id();
+    let kv = Arc::new(SledKv::open(&dir.join(format!("store-{me}")))?);
+    let engine = Engine::start_networked(
+        kv,
+        EngineConfig::new(this.clone()),
+        network,
+        Arc::new(SystemClock),
+    )?;
+
+    // Announce events as they come.
+    let mut events = engine.node_events();
+    std::thread::spawn(move || {
+        while let Ok(event) = events.blocking_recv() {
+            match event {
+                NodeEvent::Acquired {
+                    room,
+                    session,
+                    epoch,
+                    from,
+                    reason,
+                } => {
+                    let from = from.map_or("nobody".into(), |n| n.to_string());
+                    println!("acquired {room}/{session} epoch {epoch} from {from} ({reason:?})");
+                }
+                NodeEvent::Released {
+                    room,
+                    session,
+                    epoch,
+                    to,
+                } => {
+                    println!("released {room}/{session} epoch {epoch} to {to}");
+                }
+                _ => {}
             }
         }
-        seen
     });
 
-    let room = RoomId::parse("standup")?;
-    let config = RoomConfig {
-        max_participants: 8,
-        ..RoomConfig::default()
-    };
-    engine.create_room(&room, &TenantId::parse("acme")?, config)?;
-
-    let t = Instant::now();
-    for (session, user, role) in [
-        ("s-alice", "alice", Role::Host),
-        ("s-bob", "bob", Role::Speaker),
-    ] {
+    // Host a room and its calls.
+    let room = RoomId::parse(format!("room-{me}"))?;
+    engine.create_room(&room, &TenantId::parse("acme")?, RoomConfig::default())?;
+    for c in 0..CALLS {
         engine.join(
             &room,
             JoinRequest {
-                session: SessionId::parse(session)?,
-                user: UserId::parse(user)?,
-                role,
-                owner: me.clone(),
-                region: RegionId::parse("eu-west")?,
-                resume_token: Some(format!("secret-{session}")),
+                session: SessionId::parse(format!("call-{c}"))?,
+                user: UserId::parse(format!("user-{me}-{c}"))?,
+                role: Role::Speaker,
+                owner: this.clone(),
+                region: RegionId::parse("default")?,
+                resume_token: None,
             },
         )?;
-        let s = SessionId::parse(session)?;
-        engine.set_state(&room, &s, SessionState::Active)?;
-        let cam = Track {
-            kind: TrackKind::Video,
-            simulcast_layers: 3,
-        };
-        engine.publish(&room, &s, &TrackId::parse("cam")?, cam)?;
     }
-    println!(
-        "2 participants admitted with 6 durable writes in {:?}",
-        t.elapsed()
-    );
-
-    // This node is draining: hand bob's call to a peer at a higher epoch.
-    let peer = NodeId::parse("sfu-eu-2")?;
-    engine.set_owner(&room, &SessionId::parse("s-bob")?, &peer, 2)?;
-    println!("calls hosted here: {:?}", engine.calls_owned_by(&me)?);
-    println!(
-        "calls hosted by {peer}: {:?}",
-        engine.calls_owned_by(&peer)?
-    );
-
-    let snapshot = engine.room(&room)?.ok_or("room vanished")?;
-    println!(
-        "room as JSON:\n{}",
-        serde_json::to_string_pretty(&snapshot)?
-    );
-    let bytes = engine.export_room(&room)?;
-    println!("exported {} bytes of standard automerge", bytes.len());
-
-    engine.end_room(&room)?;
-    let events = watcher.join().map_err(|_| "watcher thread panicked")?;
-    println!(
-        "watcher saw {events} events; {} durability flushes ran",
-        engine.flush_count()
-    );
+    // Ready once every node's room is here.
+    while engine.list_rooms()?.len() < NODES {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("ready {this}");
+    // Commands on stdin: `report` prints who owns every call.
+    for line in std::io::stdin().lines() {
+        if line? == "report" {
+            for summary in engine.list_rooms()? {
+                let Some(snapshot) = engine.room(&summary.id)? else {
+                    continue;
+                };
+                for (session, s) in &snapshot.sessions {
+                    println!("owner {}/{session} {}", summary.id, s.owner.node);
+                }
+            }
+            println!("end");
+        }
+    }
     Ok(())
+}
+
+fn key(dir: &std::path::Path, i: usize) -> Res<Keypair> {
+    let bytes = std::fs::read(dir.join(format!("key-{i}")))?;
+    Ok(Keypair::from_protobuf_encoding(&bytes)?)
+}
+
+fn addr(port: u16, peer: Option<PeerId>) -> Res<Multiaddr> {
+    let text = match peer {
+        Some(peer) => format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"),
+        None => format!("/ip4/127.0.0.1/tcp/{port}"),
+    };
+    Ok(text.parse()?)
+}
+
+// ---- the orchestrator ----------------------------------------------------
+
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    id: String,
+}
+
+fn orchestrate() -> Res<bool> {
+    let dir = tempfile::tempdir()?;
+    let mut ports = Vec::new();
+    for i in 0..NODES {
+        let key = Keypair::generate_ed25519();
+        std::fs::write(
+            dir.path().join(format!("key-{i}")),
+            key.to_protobuf_encoding()?,
+        )?;
+        // A free port, released for the node to bind.
+        ports.push(
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+        );
+    }
+    let mut procs = Vec::new();
+    for i in 0..NODES {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--node")
+            .arg(i.to_string())
+            .arg(dir.path())
+            .args(ports.iter().map(u16::to_string))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        procs.push(Proc {
+            child,
+            stdin,
+            lines,
+            id: String::new(),
+        });
+    }
+    for (i, p) in procs.iter_mut().enumerate() {
+        let line = next_line(p, Duration::from_secs(30), |l| l.starts_with("ready "))?;
+        p.id = line["ready ".len()..].to_string();
+        println!(
+            "node-{i} ({}) hosts room-{i} and its {CALLS} calls; all rooms replicated",
+            p.id
+        );
+    }
+    // Let failure detection see everyone alive before the kill.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut victim = procs.remove(0);
+    victim.child.kill()?; // SIGKILL
+    let killed = Instant::now();
+    println!("SIGKILLed node-0 ({})", victim.id);
+    let _ = victim.child.wait();
+
+    // Collect events until every orphaned call was acquired (or a deadline).
+    let mut net: BTreeMap<String, i64> = BTreeMap::new();
+    let mut last_acquired = Duration::ZERO;
+    let deadline = killed + Duration::from_secs(15);
+    while net.values().filter(|v| **v > 0).count() < CALLS && Instant::now() < deadline {
+        for (i, p) in procs.iter().enumerate() {
+            while let Ok(line) = p.lines.try_recv() {
+                println!("node-{}: {line}", i + 1);
+                let mut words = line.split_whitespace();
+                let (Some(what), Some(call)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let delta = match what {
+                    "acquired" => 1,
+                    "released" => -1,
+                    _ => continue,
+                };
+                *net.entry(call.to_string()).or_default() += delta;
+                if what == "acquired" {
+                    last_acquired = killed.elapsed();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Settle, then read every survivor's view.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut views = Vec::new();
+    for p in procs.iter_mut() {
+        writeln!(p.stdin, "report")?;
+        let mut owners = BTreeMap::new();
+        loop {
+            let line = next_line(p, Duration::from_secs(10), |_| true)?;
+            if line == "end" {
+                break;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["owner", call, owner] => {
+                    owners.insert(call.to_string(), owner.to_string());
+                }
+                ["acquired", call, ..] => *net.entry(call.to_string()).or_default() += 1,
+                ["released", call, ..] => *net.entry(call.to_string()).or_default() -= 1,
+                _ => {}
+            }
+        }
+        views.push(owners);
+    }
+    for p in procs.iter_mut() {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+    let survivors: Vec<&str> = procs.iter().map(|p| p.id.as_str()).collect();
+    let mut ok = views.windows(2).all(|w| w[0] == w[1]);
+    if !ok {
+        println!("FAIL: the survivors disagree on ownership");
+    }
+    for c in 0..CALLS {
+        let call = format!("room-0/call-{c}");
+        let owner = views[0].get(&call).map_or("none", String::as_str);
+        let sum = net.get(&call).copied().unwrap_or(0);
+        let good = survivors.contains(&owner) && sum == 1;
+        println!(
+            "{call}: owner {owner}, acquired - released = {sum} {}",
+            if good { "ok" } else { "FAIL" }
+        );
+        ok &= good;
+    }
+    println!("last acquisition {last_acquired:?} after the kill (budget {FAILOVER_BUDGET:?})");
+    ok &= last_acquired <= FAILOVER_BUDGET;
+    println!("{}", if ok { "PASS" } else { "FAIL" });
+    Ok(ok)
+}
+
+fn next_line(p: &Proc, wait: Duration, want: impl Fn(&str) -> bool) -> Res<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = p
+            .lines
+            .recv_timeout(left)
+            .map_err(|_| "a node went quiet")?;
+        if want(&line) {
+            return Ok(line);
+        }
+    }
 }

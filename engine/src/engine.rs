@@ -1,60 +1,59 @@
-//! [`Engine`]: the in-process face of Chorus for media nodes. Reads and
-//! writes are local; a write returns once it is durable. It is a driver of
-//! the pure [`RoomSet`]: it owns the store, the wall clock and the locks.
+//! [`Engine`]: the in-process face of Chorus for media nodes. It holds a
+//! full replica: a driver task owns the sans-IO [`Replica`] and the store,
+//! and, given a [`Transport`], replicates with peers, detects failures and
+//! re-homes calls. Without one it is a single-node store. Reads and writes
+//! are local; a write returns once it is durable.
+//!
+//! The methods block the calling thread until the driver answers. Call
+//! them from threads of your own, or from `spawn_blocking` in async code.
 
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use automerge::{ActorId, Change};
-use tokio::sync::broadcast;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::commit::GroupCommit;
+use crate::driver::{
+    Command, Done, Driver, Feeds, NodeEvent, QueryCtx, StampedChange, Standalone, Transport, Write,
+};
 use crate::error::{Error, Result};
-use crate::events::{ChangeEvent, ChangeKind, Origin};
-use crate::hlc::Hlc;
+use crate::events::ChangeEvent;
+use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId, SessionId, TenantId, TrackId, UserId};
-use crate::limits::{EVENT_QUEUE_DEFAULT, HOT_ROOMS_DEFAULT, WRITE_SHARDS_DEFAULT};
+use crate::limits::{COMMAND_QUEUE_MAX, EVENT_QUEUE_DEFAULT};
+use crate::membership::AppHealth;
 use crate::model::*;
+use crate::replica::{Incident, Input, Replica, ReplicaConfig, ReplicaStats};
 use crate::resume::Resumed;
-use crate::room::{Intake, RoomOp, WriteCtx};
-use crate::rooms::RoomSet;
-use crate::storage::{keys, Batch, Kv, MemKv, SledKv, StorageError};
+use crate::room::RoomOp;
+use crate::rooms::LogEntry;
+use crate::storage::{Kv, MemKv, SledKv};
 use crate::subscription::Subscription;
 
-/// Engine settings. Defaults come from `limits`.
+/// A page of the stored change log, and the newest stamp trimmed away.
+pub type LogPage = (Vec<(Timestamp, LogEntry)>, Option<Timestamp>);
+
+/// Engine settings: the replica's, and the event queues'.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// This replica's id; must be unique in the cluster.
-    pub node: NodeId,
-    /// Rooms kept loaded in memory; others stay on disk until used. Split
-    /// evenly across `write_shards`; each shard evicts its least recently
-    /// used room when its share is full.
-    pub hot_rooms: usize,
+    /// The replica: its id (unique in the cluster), cluster, peers, timers
+    /// and limits (see [`ReplicaConfig`]).
+    pub replica: ReplicaConfig,
     /// Events a subscriber may fall behind before it gets `Lagged`.
     pub event_queue: usize,
-    /// Independently locked shards of rooms: writes to rooms in different
-    /// shards run in parallel.
-    pub write_shards: usize,
 }
 
 impl EngineConfig {
+    /// A single replica `node` in cluster 0, with every default.
     pub fn new(node: NodeId) -> Self {
         Self {
-            node,
-            hot_rooms: HOT_ROOMS_DEFAULT,
+            replica: ReplicaConfig::new(node, 0),
             event_queue: EVENT_QUEUE_DEFAULT,
-            write_shards: WRITE_SHARDS_DEFAULT,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.hot_rooms == 0 || self.hot_rooms > crate::limits::HOT_ROOMS_MAX {
-            return Err(Error::Invalid {
-                field: "hot_rooms",
-                reason: format!("must be 1..={}", crate::limits::HOT_ROOMS_MAX),
-            });
-        }
+        self.replica.validate()?;
         if self.event_queue == 0 {
             return Err(Error::Invalid {
                 field: "event_queue",
@@ -108,19 +107,14 @@ impl Clock for ManualClock {
 
 /// The local replica of every room, embedded in a media node.
 pub struct Engine {
-    /// Rooms split by hash into independently locked shards, so writes to
-    /// different rooms run in parallel (and share group-commit flushes).
-    shards: Vec<Mutex<RoomSet>>,
-    hlc: Mutex<Hlc>,
-    kv: Arc<dyn Kv>,
-    commit: GroupCommit,
-    events: broadcast::Sender<ChangeEvent>,
-    clock: Arc<dyn Clock>,
-    config: EngineConfig,
+    /// `None` once dropping: closing it stops the driver.
+    commands: Option<mpsc::Sender<Command>>,
+    feeds: Feeds,
+    node: NodeId,
+    /// The driver's own thread, when it has one (joined on drop, so the
+    /// store is closed when the engine is gone).
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
 }
-
-/// Name of the metadata key counting how often this store was opened.
-const INCARNATION: &str = "incarnation";
 
 impl Engine {
     /// Opens (or creates) a store on disk with sled. Rooms load on demand.
@@ -134,79 +128,187 @@ impl Engine {
         Self::with_storage(Arc::new(MemKv::new()), config, Arc::new(SystemClock))
     }
 
-    /// An engine over any store and clock.
-    ///
-    /// Each open bumps a stored incarnation number and derives this run's
-    /// automerge actor from (node, incarnation). A change made in memory but
-    /// lost in a crash can then never collide with a different change of the
-    /// same actor and sequence number made after the restart.
+    /// A single-node engine over any store and clock.
     pub fn with_storage(
         kv: Arc<dyn Kv>,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        Self::start(kv, config, clock, || async { Ok(Standalone) })
+    }
+
+    /// An engine whose driver runs on a thread of its own, with a network
+    /// made there by `transport` (so it can bind sockets on that thread's
+    /// runtime). Returns once the replica is open.
+    ///
+    /// Each open bumps the store's incarnation, from which this run's
+    /// automerge actor is derived: a change made in memory but lost in a
+    /// crash never collides with one made after the restart.
+    pub fn start<T, F, Fut>(
+        kv: Arc<dyn Kv>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        transport: F,
+    ) -> Result<Self>
+    where
+        T: Transport,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         config.validate()?;
-        let incarnation = next_incarnation(kv.as_ref())?;
-        let actor = actor_for(&config.node, incarnation);
-        // Never more shards than hot rooms, so the shards' caches together
-        // hold at most `hot_rooms`.
-        let shard_count = config.write_shards.min(config.hot_rooms).max(1);
-        let per_shard =
-            NonZeroUsize::new(config.hot_rooms / shard_count).ok_or(Error::Invalid {
-                field: "hot_rooms",
-                reason: "must be at least 1".into(),
-            })?;
-        let mut shards = Vec::with_capacity(shard_count);
-        for _ in 0..shard_count {
-            // The facade does not run anti-entropy: no digest tree to load.
-            let rooms = RoomSet::open_without_digests(kv.as_ref(), actor.clone(), per_shard)?;
-            shards.push(Mutex::new(rooms));
+        let feeds = Feeds::new(config.event_queue);
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let node = config.replica.node.clone();
+        let driver_feeds = feeds.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("chorus-{node}"))
+            .spawn(move || -> Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Stopped(format!("cannot start a runtime: {e}")))?;
+                let opened = runtime.block_on(async {
+                    let transport = transport().await?;
+                    let replica = Replica::new(config.replica, kv.clone(), clock.now_ms())?;
+                    Ok::<_, Error>(Driver::new(replica, kv, clock, transport, driver_feeds))
+                });
+                match opened {
+                    Ok(driver) => {
+                        let _ = ready_tx.send(Ok(()));
+                        runtime.block_on(driver.run(receiver))
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        Ok(())
+                    }
+                }
+            })
+            .map_err(|e| Error::Stopped(format!("cannot start the driver thread: {e}")))?;
+        let ready = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Stopped("the driver thread died".into())));
+        if let Err(err) = ready {
+            let _ = thread.join();
+            return Err(err);
         }
-        let (events, _) = broadcast::channel(config.event_queue);
         Ok(Self {
-            shards,
-            hlc: Mutex::new(Hlc::new(hlc_actor(&config.node))),
-            kv,
-            commit: GroupCommit::new(),
-            events,
-            clock,
-            config,
+            commands: Some(commands),
+            feeds,
+            node,
+            thread: Some(thread),
         })
     }
 
+    /// An engine whose driver is a task on the current tokio runtime. Its
+    /// blocking methods must then not run on that runtime's threads (use
+    /// `spawn_blocking`): they would wait for a task they keep from running.
+    pub fn spawn<T: Transport>(
+        kv: Arc<dyn Kv>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        transport: T,
+    ) -> Result<Self> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Stopped("Engine::spawn needs a tokio runtime".into()))?;
+        let feeds = Feeds::new(config.event_queue);
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let node = config.replica.node.clone();
+        let replica = Replica::new(config.replica, kv.clone(), clock.now_ms())?;
+        let driver = Driver::new(replica, kv, clock, transport, feeds.clone());
+        runtime.spawn(async move {
+            if let Err(err) = driver.run(receiver).await {
+                tracing::error!(%err, "the replica stopped");
+            }
+        });
+        Ok(Self {
+            commands: Some(commands),
+            feeds,
+            node,
+            thread: None,
+        })
+    }
+
+    /// Stops the driver after the commands already sent, flushes, and
+    /// returns how it ended (a store failure, for one).
+    pub fn stop(mut self) -> Result<()> {
+        self.commands = None;
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(Error::Stopped("the driver panicked".into()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Like `stop`, for a shared handle: the driver finishes the commands
+    /// sent before, flushes and closes the store; later calls get
+    /// `Error::Stopped`.
+    pub fn shutdown(&self) -> Result<()> {
+        self.send(Command::Stop)?;
+        self.wait_stopped();
+        Ok(())
+    }
+
+    /// Blocks until the driver has stopped (asked to, or on a store failure
+    /// it could not recover from) and closed the store.
+    pub fn wait_stopped(&self) {
+        if let Some(commands) = &self.commands {
+            futures::executor::block_on(commands.closed());
+        }
+    }
+
     pub fn node(&self) -> &NodeId {
-        &self.config.node
+        &self.node
+    }
+
+    /// Commands waiting for the driver.
+    pub fn commands_queued(&self) -> usize {
+        self.commands
+            .as_ref()
+            .map_or(0, |c| c.max_capacity() - c.capacity())
     }
 
     /// Subscribes to change events from now on.
-    pub fn subscribe(&self) -> Subscription {
-        Subscription::new(self.events.subscribe())
+    pub fn subscribe(&self) -> Subscription<ChangeEvent> {
+        Subscription::new(self.feeds.changes.subscribe())
+    }
+
+    /// Change events with the stamp of the change-log entry holding them,
+    /// for feeds that resume from [`Engine::change_log`].
+    pub fn subscribe_stamped(&self) -> Subscription<StampedChange> {
+        Subscription::new(self.feeds.stamped.subscribe())
+    }
+
+    /// Events a media node acts on: calls acquired and released, grades,
+    /// drain orders for this node.
+    pub fn node_events(&self) -> Subscription<NodeEvent> {
+        Subscription::new(self.feeds.node.subscribe())
     }
 
     // ---- writes ---------------------------------------------------------
 
     /// Applies one operation durably. Every typed write below calls this.
     pub fn write(&self, room: &RoomId, op: RoomOp) -> Result<WriteAck> {
-        let (ticket, local) = {
-            let now_ms = self.clock.now_ms();
-            let stamp = self.tick(now_ms);
-            let mut rooms = self.shard(room);
-            let ctx = WriteCtx {
-                room,
-                stamp,
-                now_ms,
-            };
-            let mut local = rooms.local_write(self.kv.as_ref(), &ctx, &op)?;
-            let batch = std::mem::take(&mut local.batch);
-            self.apply_or_evict(&mut rooms, room, batch)?;
-            (self.commit.issue(), local)
-        };
-        self.wait_durable(ticket)?;
-        self.announce(room, Origin::Local, local.kinds);
-        Ok(WriteAck {
+        let room = room.clone();
+        ack(self.submit(Write::Local { room, op })?)
+    }
+
+    /// Creates the room, or updates its config if it exists, in one step.
+    pub fn upsert_room(
+        &self,
+        room: &RoomId,
+        tenant: &TenantId,
+        config: RoomConfig,
+        update: ConfigUpdate,
+    ) -> Result<WriteAck> {
+        ack(self.submit(Write::Upsert {
             room: room.clone(),
-            heads: local.heads,
-        })
+            tenant: tenant.clone(),
+            config,
+            update,
+        })?)
     }
 
     pub fn create_room(
@@ -335,7 +437,8 @@ impl Engine {
 
     /// The room after every conflict rule, or `None` if unknown.
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomSnapshot>> {
-        self.shard(room).snapshot(self.kv.as_ref(), room)
+        let room = room.clone();
+        self.query(move |ctx| ctx.replica.room(&room))
     }
 
     /// Client resume: checks `token` against the session's stored hash and
@@ -347,41 +450,87 @@ impl Engine {
 
     /// Every room, from the index (no room is loaded).
     pub fn list_rooms(&self) -> Result<Vec<RoomSummary>> {
-        let entries = self.kv.scan_prefix(keys::INDEX)?;
-        entries
-            .into_iter()
-            .map(|(key, value)| {
-                serde_json::from_slice(&value).map_err(|e| {
-                    Error::Storage(StorageError::Malformed {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        reason: e.to_string(),
-                    })
-                })
-            })
-            .collect()
+        self.query(|ctx| ctx.replica.list_rooms())
     }
 
     /// Live calls in active rooms whose current owner is `node`, from the index.
     pub fn calls_owned_by(&self, node: &NodeId) -> Result<Vec<OwnedCall>> {
-        crate::rooms::owned_calls(self.kv.as_ref(), node)
+        let node = node.clone();
+        self.query(move |ctx| Ok(ctx.replica.calls_owned_by(&node)))
     }
 
-    /// Durability flushes run so far (group commit shares them).
+    /// Durability flushes run so far (a turn of the driver shares one).
     pub fn flush_count(&self) -> u64 {
-        self.commit.flushes()
+        self.feeds.flushes.load(Ordering::Relaxed)
     }
 
     /// Rooms currently loaded in memory.
     pub fn hot_rooms(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).hot_len()).sum()
+        self.query(|ctx| Ok(ctx.replica.hot_rooms())).unwrap_or(0)
+    }
+
+    /// The replica's counters.
+    pub fn stats(&self) -> Result<ReplicaStats> {
+        self.query(|ctx| Ok(ctx.replica.stats().clone()))
+    }
+
+    /// Incident-journal entries after `after`, oldest first.
+    pub fn incidents(&self, after: Option<Timestamp>, limit: usize) -> Result<Vec<Incident>> {
+        self.query(move |ctx| ctx.replica.incidents(after.as_ref(), limit))
+    }
+
+    /// Stored change-log entries after `after` (from the oldest held if
+    /// `None`), and the newest stamp trimmed away, read together.
+    pub fn change_log(
+        &self,
+        after: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<LogPage> {
+        self.query(move |ctx| {
+            let entries = ctx.replica.change_log(after.as_ref(), limit)?;
+            Ok((entries, ctx.replica.log_horizon()))
+        })
+    }
+
+    // ---- failure handling ------------------------------------------------
+
+    /// Reports this media node's load and call-setup failures; over the
+    /// configured thresholds the cluster grades it Degraded.
+    pub fn report_health(&self, app: AppHealth) -> Result<()> {
+        self.send(Command::Input(Input::Health { app }))
+    }
+
+    /// Drains `node` (`active: false` cancels): its calls move away at
+    /// `rate_per_s` (the configured default if `None`).
+    pub fn drain(&self, node: &NodeId, rate_per_s: Option<u32>, active: bool) -> Result<()> {
+        self.send(Command::Input(Input::Drain {
+            node: node.clone(),
+            rate_per_s,
+            active,
+        }))
+    }
+
+    /// Runs `f` on the driver with the replica (and the transport, for a
+    /// network's own views), after any pending flush. For the daemon's
+    /// views; keep `f` short: the replica waits for it.
+    pub fn inspect<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Replica, &mut dyn std::any::Any) -> R + Send + 'static,
+    {
+        self.query(move |ctx| Ok(f(ctx.replica, ctx.transport)))
     }
 
     // ---- automerge interchange and replication ---------------------------
 
     /// The room as standard automerge bytes (see `docs/data-model.md`).
     pub fn export_room(&self, room: &RoomId) -> Result<Vec<u8>> {
-        let bytes = self.shard(room).export(self.kv.as_ref(), room)?;
-        bytes.ok_or_else(|| Error::UnknownRoom(room.clone()))
+        let room = room.clone();
+        self.query(move |ctx| {
+            ctx.replica
+                .export_room(&room)?
+                .ok_or(Error::UnknownRoom(room))
+        })
     }
 
     /// Merges a room exported by any automerge implementation into this
@@ -393,150 +542,89 @@ impl Engine {
     /// invalid change refuses the import (`Error::Refused`, naming the path
     /// and the rule) and changes nothing.
     pub fn import_room(&self, bytes: &[u8]) -> Result<RoomId> {
-        let (room, changes) = crate::room::import::decode(bytes, None)?;
-        self.apply_changes(&room, changes, Intake::Whole)?;
-        Ok(room)
+        let bytes = bytes.to_vec();
+        Ok(ack(self.submit(Write::Import { room: None, bytes })?)?.room)
     }
 
     /// Like `import_room`, for a caller that names the room: a document of
     /// any other room is refused.
     pub fn import_room_as(&self, room: &RoomId, bytes: &[u8]) -> Result<WriteAck> {
-        let (room, changes) = crate::room::import::decode(bytes, Some(room))?;
-        self.apply_changes(&room, changes, Intake::Whole)?;
-        Ok(WriteAck {
-            heads: self.heads(&room)?,
+        let room = Some(room.clone());
+        ack(self.submit(Write::Import {
             room,
-        })
+            bytes: bytes.to_vec(),
+        })?)
     }
 
     /// The room's current heads (empty if unknown).
     pub fn heads(&self, room: &RoomId) -> Result<Vec<Head>> {
-        self.shard(room).heads(self.kv.as_ref(), room)
+        let room = room.clone();
+        self.query(move |ctx| ctx.replica.heads(&room))
     }
 
     /// Raw bytes of the changes a replica with heads `have` lacks.
     pub fn changes_since(&self, room: &RoomId, have: &[Head]) -> Result<Vec<Vec<u8>>> {
-        let changes = self
-            .shard(room)
-            .changes_since(self.kv.as_ref(), room, have)?;
-        Ok(changes
-            .into_iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect())
+        let room = room.clone();
+        let have = have.to_vec();
+        self.query(move |ctx| ctx.replica.changes_since(&room, &have))
     }
 
-    /// Applies raw changes from a peer, durably. Malformed bytes refuse the
-    /// whole batch before anything is applied; changes that break the
+    /// Applies raw changes from elsewhere, durably. Malformed bytes refuse
+    /// the whole batch before anything is applied; changes that break the
     /// room's schema are refused one by one (`RemoteOutcome::refused`).
+    /// What applies is pushed to this replica's peers.
     pub fn apply_remote(&self, room: &RoomId, changes: Vec<Vec<u8>>) -> Result<RemoteOutcome> {
-        let parsed = crate::room::import::parse_changes(changes)?;
-        self.apply_changes(room, parsed, Intake::EachChange)
-    }
-
-    fn apply_changes(
-        &self,
-        room: &RoomId,
-        changes: Vec<Change>,
-        intake: Intake,
-    ) -> Result<RemoteOutcome> {
-        let (ticket, remote) = {
-            let stamp = self.tick(self.clock.now_ms());
-            let mut rooms = self.shard(room);
-            let mut remote = rooms.remote_apply(self.kv.as_ref(), room, changes, stamp, intake)?;
-            if remote.batch.is_empty() {
-                return Ok(remote.outcome);
-            }
-            let batch = std::mem::take(&mut remote.batch);
-            self.apply_or_evict(&mut rooms, room, batch)?;
-            (self.commit.issue(), remote)
-        };
-        self.wait_durable(ticket)?;
-        self.announce(room, Origin::Remote, remote.kinds);
-        Ok(remote.outcome)
+        let room = room.clone();
+        match self.submit(Write::Apply { room, changes })? {
+            Done::Applied(outcome) => Ok(outcome),
+            Done::Ack(_) => Err(Error::Stopped("a write answered an apply".into())),
+        }
     }
 
     // ---- plumbing -------------------------------------------------------
 
-    fn shard(&self, room: &RoomId) -> MutexGuard<'_, RoomSet> {
-        let hash = blake3::hash(room.as_str().as_bytes());
-        let index = hash.as_bytes()[0] as usize % self.shards.len();
-        lock(&self.shards[index])
+    fn submit(&self, write: Write) -> Result<Done> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Write { write, reply })?;
+        futures::executor::block_on(answer).unwrap_or_else(|_| Err(stopped()))
     }
 
-    fn tick(&self, now_ms: u64) -> crate::hlc::Timestamp {
-        lock(&self.hlc).tick(now_ms)
+    fn query<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut QueryCtx<'_>) -> Result<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Query(Box::new(move |ctx| {
+            let _ = reply.send(f(ctx));
+        })))?;
+        futures::executor::block_on(answer).unwrap_or_else(|_| Err(stopped()))
     }
-    fn apply_or_evict(&self, rooms: &mut RoomSet, room: &RoomId, batch: Batch) -> Result<()> {
-        if let Err(err) = self.kv.apply(batch) {
-            rooms.evict(room);
-            return Err(err.into());
+
+    fn send(&self, command: Command) -> Result<()> {
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        futures::executor::block_on(commands.send(command)).map_err(|_| stopped())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            if let Ok(Err(err)) = thread.join() {
+                tracing::error!(%err, "the replica stopped with an error");
+            }
         }
-        Ok(())
-    }
-
-    fn wait_durable(&self, ticket: crate::commit::Ticket) -> Result<()> {
-        self.commit
-            .wait(ticket, || self.kv.flush())
-            .map_err(Error::from)
-    }
-
-    fn announce(&self, room: &RoomId, origin: Origin, changes: Vec<ChangeKind>) {
-        if changes.is_empty() {
-            return;
-        }
-        // No subscriber is not an error: events are best-effort notifications.
-        let _ = self.events.send(ChangeEvent {
-            room: room.clone(),
-            origin,
-            changes,
-        });
     }
 }
 
-/// Locks a mutex, carrying on after a panic elsewhere: a panic inside the
-/// lock is a bug, but the room set is still a valid cache of durable state
-/// (writes reach it only through `write`, which evicts on failure).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+fn stopped() -> Error {
+    Error::Stopped("the replica's driver is not running".into())
 }
 
-fn next_incarnation(kv: &dyn Kv) -> Result<u64> {
-    let key = keys::meta(INCARNATION);
-    let current = match kv.get(&key)? {
-        Some(bytes) => {
-            let raw: [u8; 8] =
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| StorageError::Malformed {
-                        key: INCARNATION.into(),
-                        reason: "not 8 bytes".into(),
-                    })?;
-            u64::from_be_bytes(raw)
-        }
-        None => 0,
-    };
-    let next = current + 1;
-    let mut batch = Batch::default();
-    batch.put(key, next.to_be_bytes().to_vec());
-    kv.apply(batch)?;
-    kv.flush()?;
-    Ok(next)
-}
-
-/// The automerge actor of (node, incarnation).
-pub fn actor_for(node: &NodeId, incarnation: u64) -> ActorId {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"chorus-actor-v1\0");
-    hasher.update(node.as_str().as_bytes());
-    hasher.update(&incarnation.to_be_bytes());
-    ActorId::from(&hasher.finalize().as_bytes()[..16])
-}
-
-/// The HLC tie-breaker of a node: stable across restarts.
-pub fn hlc_actor(node: &NodeId) -> u64 {
-    let digest = blake3::hash(node.as_str().as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest.as_bytes()[..8]);
-    u64::from_be_bytes(first)
+fn ack(done: Done) -> Result<WriteAck> {
+    match done {
+        Done::Ack(ack) => Ok(ack),
+        Done::Applied(_) => Err(Error::Stopped("an apply answered a write".into())),
+    }
 }

@@ -56,6 +56,10 @@ pub enum Error {
     },
     #[error("import of {len} bytes refused: the limit is {max}")]
     ImportTooLarge { len: usize, max: usize },
+    #[error("network: {0}")]
+    Network(String),
+    #[error("the replica stopped: {0}")]
+    Stopped(String),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
 }

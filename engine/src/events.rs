@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{RoomId, SessionId, TrackId, UserId};
+use crate::ids::{NodeId, RoomId, SessionId, TrackId, UserId};
 use crate::model::{Lifecycle, Owner, RoomSnapshot, SessionState};
 
 /// Where a change came from.
@@ -46,6 +46,8 @@ pub enum ChangeKind {
     OwnerChanged {
         session: SessionId,
         owner: Owner,
+        /// The owner this replica saw before the change (`None`: none).
+        previous: Option<NodeId>,
     },
     RoomEnded,
 }
@@ -130,6 +132,7 @@ fn diff_sessions(before: &RoomSnapshot, after: &RoomSnapshot, out: &mut Vec<Chan
             out.push(ChangeKind::OwnerChanged {
                 session: session.clone(),
                 owner: now.owner.clone(),
+                previous: Some(was.owner.node.clone()),
             });
         }
         for track in now.tracks.keys().filter(|t| !was.tracks.contains_key(*t)) {

@@ -145,6 +145,25 @@ id_type!(
     RegionId, "region"
 );
 
+/// The automerge actor of (node, incarnation): a change made in memory but
+/// lost in a crash can never collide with a different change of the same
+/// actor and sequence number made after the restart.
+pub fn actor_for(node: &NodeId, incarnation: u64) -> automerge::ActorId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"chorus-actor-v1\0");
+    hasher.update(node.as_str().as_bytes());
+    hasher.update(&incarnation.to_be_bytes());
+    automerge::ActorId::from(&hasher.finalize().as_bytes()[..16])
+}
+
+/// The HLC tie-breaker of a node: stable across restarts.
+pub fn hlc_actor(node: &NodeId) -> u64 {
+    let digest = blake3::hash(node.as_str().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    u64::from_be_bytes(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! Chorus engine: leaderless replication of real-time audio/video session
 //! state. Rooms are automerge documents; see `docs/architecture.md`.
 
-mod commit;
+mod driver;
 mod engine;
 pub mod error;
 pub mod events;
@@ -12,6 +12,8 @@ pub mod membership;
 pub mod model;
 #[cfg(feature = "mutations")]
 pub mod mutation;
+#[cfg(feature = "network")]
+pub mod net;
 pub mod placement;
 pub mod replica;
 pub mod resume;
@@ -20,6 +22,7 @@ pub mod rooms;
 pub mod storage;
 mod subscription;
 
+pub use driver::{AcquireReason, NodeEvent, StampedChange, Standalone, Transport};
 pub use engine::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use events::{ChangeEvent, ChangeKind, Origin};

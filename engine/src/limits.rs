@@ -67,7 +67,7 @@ pub const EPOCH_STEP_MAX: u64 = 1024;
 pub const COMPACTION_MIN_CHUNK_BYTES: u64 = 4 * 1024;
 
 /// Default number of rooms kept loaded in memory (~18 KB each measured for
-/// small rooms, so ~75 MB). Configurable: `EngineConfig::hot_rooms`.
+/// small rooms, so ~75 MB). Configurable: `ReplicaConfig::hot_rooms`.
 pub const HOT_ROOMS_DEFAULT: usize = 4096;
 
 /// Most rooms a hot-room cache may be configured for. The cache is sized
@@ -84,12 +84,29 @@ pub const EVENT_QUEUE_DEFAULT: usize = 4096;
 /// peer with a wrong clock cannot drag every replica's clock into the future.
 pub const HLC_MAX_DRIFT_MS: u64 = 60_000;
 
-/// Default number of independently locked room shards in `Engine`. More
-/// shards than cores buys little; 8 covers typical media-node hosts while
-/// keeping the per-shard hot-room caches large.
-pub const WRITE_SHARDS_DEFAULT: usize = 8;
+/// Commands waiting for the driver; callers wait when it is full, so a
+/// burst of writers cannot grow memory without bound.
+pub const COMMAND_QUEUE_MAX: usize = 1024;
+
+/// Commands the driver takes in one turn (sharing one flush) before it
+/// serves the network and timers again. 256 writes of ~40 µs each keep a
+/// turn near 10 ms, well under the failure detector's 500 ms probe period.
+pub const COMMANDS_PER_TURN_MAX: usize = 256;
+
+/// Pushes held while no peer is subscribed to the push topic yet (past it
+/// they are sent by request instead).
+pub const UNSENT_PUSHES_MAX: usize = 256;
+
+/// First redial delay after a lost or failed connection; it doubles up to
+/// the max, so a dead peer costs a dial every 10 s.
+pub const REDIAL_MIN_MS: u64 = 250;
+pub const REDIAL_MAX_MS: u64 = 10_000;
+
+/// How long a networked engine waits for its listeners to bind.
+pub const LISTEN_TIMEOUT_MS: u64 = 10_000;
 
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
 const _: () = assert!(EPOCH_MAX < u64::MAX);
 const _: () = assert!(EPOCH_STEP_MAX >= 1 && EPOCH_STEP_MAX < EPOCH_MAX);
 const _: () = assert!(HOT_ROOMS_DEFAULT <= HOT_ROOMS_MAX);
+const _: () = assert!(COMMANDS_PER_TURN_MAX >= 1 && COMMANDS_PER_TURN_MAX <= COMMAND_QUEUE_MAX);

@@ -5,8 +5,6 @@
 
 use tokio::sync::broadcast;
 
-use crate::events::ChangeEvent;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
     #[error("subscriber fell behind and missed {missed} events")]
@@ -17,19 +15,19 @@ pub enum RecvError {
     Empty,
 }
 
-/// One subscriber's view of the change stream.
+/// One subscriber's view of an event stream (change events by default).
 #[derive(Debug)]
-pub struct Subscription {
-    rx: broadcast::Receiver<ChangeEvent>,
+pub struct Subscription<T = crate::events::ChangeEvent> {
+    rx: broadcast::Receiver<T>,
 }
 
-impl Subscription {
-    pub(crate) fn new(rx: broadcast::Receiver<ChangeEvent>) -> Self {
+impl<T: Clone> Subscription<T> {
+    pub(crate) fn new(rx: broadcast::Receiver<T>) -> Self {
         Self { rx }
     }
 
     /// Waits for the next event (async; any runtime).
-    pub async fn recv(&mut self) -> Result<ChangeEvent, RecvError> {
+    pub async fn recv(&mut self) -> Result<T, RecvError> {
         self.rx.recv().await.map_err(|e| match e {
             broadcast::error::RecvError::Lagged(missed) => RecvError::Lagged { missed },
             broadcast::error::RecvError::Closed => RecvError::Closed,
@@ -37,7 +35,7 @@ impl Subscription {
     }
 
     /// The next event if one is ready.
-    pub fn try_recv(&mut self) -> Result<ChangeEvent, RecvError> {
+    pub fn try_recv(&mut self) -> Result<T, RecvError> {
         self.rx.try_recv().map_err(|e| match e {
             broadcast::error::TryRecvError::Lagged(missed) => RecvError::Lagged { missed },
             broadcast::error::TryRecvError::Closed => RecvError::Closed,
@@ -46,7 +44,7 @@ impl Subscription {
     }
 
     /// Blocks the thread for the next event. Not for use inside an async runtime.
-    pub fn blocking_recv(&mut self) -> Result<ChangeEvent, RecvError> {
+    pub fn blocking_recv(&mut self) -> Result<T, RecvError> {
         self.rx.blocking_recv().map_err(|e| match e {
             broadcast::error::RecvError::Lagged(missed) => RecvError::Lagged { missed },
             broadcast::error::RecvError::Closed => RecvError::Closed,

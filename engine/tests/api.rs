@@ -316,7 +316,7 @@ fn sled_store_reopens_with_everything_and_loads_rooms_lazily() {
 #[test]
 fn hot_room_cache_is_bounded() {
     let mut config = EngineConfig::new(node("a"));
-    config.hot_rooms = 3;
+    config.replica.hot_rooms = 3;
     let e = Engine::in_memory(config).expect("engine");
     for i in 0..10 {
         e.create_room(&room(&format!("r{i}")), &tenant("t"), RoomConfig::default())
@@ -351,7 +351,7 @@ fn storage_failure_is_an_error_and_loses_nothing_acknowledged() {
 #[test]
 fn invalid_config_is_refused() {
     let mut config = EngineConfig::new(node("a"));
-    config.hot_rooms = 0;
+    config.replica.hot_rooms = 0;
     assert!(matches!(
         Engine::in_memory(config),
         Err(Error::Invalid {

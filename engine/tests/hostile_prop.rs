@@ -226,7 +226,7 @@ fn run(steps: Vec<Step>) {
                         at,
                         Input::Import {
                             id: write_id,
-                            room: id.clone(),
+                            room: Some(id.clone()),
                             bytes,
                         },
                     );

@@ -1,5 +1,5 @@
-//! The HTTP API (JSON). Handlers parse and check input, then hand one
-//! command to the daemon task and wait for its answer. Bad input is a 4xx
+//! The HTTP API (JSON). Handlers parse and check input, then call the
+//! engine (off the async threads) and wait for its answer. Bad input is a 4xx
 //! with `{code, message}`; only a failing store is a 5xx.
 //!
 //! Submodules: `errors` (the error shape and the extractors that answer in
@@ -20,32 +20,30 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 use chorus_engine::model::{JoinRequest, Owner, RoomConfig};
-use chorus_engine::{ConfigUpdate, RoomId, RoomOp, SessionId, TenantId};
+use chorus_engine::{ConfigUpdate, Engine, RoomId, RoomOp, SessionId, TenantId};
 
 use crate::config::Config;
-use crate::daemon::Command;
 use crate::metrics;
 use errors::engine_error;
 pub use errors::{ApiError, Body, Json, Path, Query};
 
-/// How long a handler waits for the daemon task before answering 503.
+/// How long a handler waits for the engine before answering 503.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct ApiState {
-    commands: mpsc::Sender<Command>,
+    pub(crate) engine: Arc<Engine>,
     token: Option<Arc<str>>,
     drills: bool,
     body_bytes_max: usize,
 }
 
 impl ApiState {
-    pub fn new(config: &Config, commands: mpsc::Sender<Command>) -> Self {
+    pub fn new(config: &Config, engine: Arc<Engine>) -> Self {
         Self {
-            commands,
+            engine,
             token: config.api.token.as_deref().map(Arc::from),
             drills: config.drills,
             body_bytes_max: config.api.body_bytes_max,
@@ -57,30 +55,23 @@ fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
 
-/// Hands the daemon a command that needs no answer (it is applied in
-/// order, before any command sent after it).
-pub(crate) async fn tell(state: &ApiState, command: Command) -> Result<(), ApiError> {
-    tokio::time::timeout(COMMAND_TIMEOUT, state.commands.send(command))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(ApiError::unavailable)
+/// Runs `f` with the engine on a blocking thread (the engine's calls wait
+/// for its driver), answering 503 if it takes longer than the bound.
+pub(crate) async fn call<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Engine) -> chorus_engine::Result<T> + Send + 'static,
+{
+    let engine = state.engine.clone();
+    let task = tokio::task::spawn_blocking(move || f(&engine));
+    match tokio::time::timeout(COMMAND_TIMEOUT, task).await {
+        Ok(Ok(result)) => result.map_err(engine_error),
+        _ => Err(ApiError::unavailable()),
+    }
 }
 
-pub(crate) async fn ask<T>(
-    state: &ApiState,
-    make: impl FnOnce(oneshot::Sender<T>) -> Command,
-) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    let unavailable = ApiError::unavailable;
-    tokio::time::timeout(COMMAND_TIMEOUT, state.commands.send(make(tx)))
-        .await
-        .map_err(|_| unavailable())?
-        .map_err(|_| unavailable())?;
-    tokio::time::timeout(COMMAND_TIMEOUT, rx)
-        .await
-        .map_err(|_| unavailable())?
-        .map_err(|_| unavailable())
+fn no_network() -> chorus_engine::Error {
+    chorus_engine::Error::Network("the daemon runs without a network".into())
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -172,7 +163,7 @@ struct Health {
 }
 
 async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
-    let view = ask(&state, |reply| Command::Cluster { reply }).await?;
+    let view = call(&state, |e| e.cluster_view()?.ok_or_else(no_network)).await?;
     Ok(axum::Json(Health {
         status: "ok",
         connected_peers: view.peers.iter().filter(|p| p.connected).count(),
@@ -183,7 +174,7 @@ async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, Api
 }
 
 async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let stats = ask(&state, |reply| Command::Stats { reply }).await?;
+    let stats = call(&state, |e| e.net_stats()?.ok_or_else(no_network)).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -195,7 +186,7 @@ async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiErro
 }
 
 async fn list_rooms(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let rooms = ask(&state, |reply| Command::Rooms { reply }).await??;
+    let rooms = call(&state, |e| e.list_rooms()).await?;
     Ok(axum::Json(rooms).into_response())
 }
 
@@ -246,14 +237,10 @@ async fn upsert_room(
         set_attributes: body.attributes,
         remove_attributes: Vec::new(),
     };
-    let ack = ask(&state, |reply| Command::Upsert {
-        room,
-        tenant,
-        config,
-        update,
-        reply,
+    let ack = call(&state, move |e| {
+        e.upsert_room(&room, &tenant, config, update)
     })
-    .await??;
+    .await?;
     Ok(axum::Json(ack).into_response())
 }
 
@@ -262,7 +249,7 @@ async fn get_room(
     Path(room): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = room_id(&room)?;
-    let snapshot = ask(&state, |reply| Command::Room { room: id, reply }).await??;
+    let snapshot = call(&state, move |e| e.room(&id)).await?;
     match snapshot {
         Some(snapshot) => Ok(axum::Json(snapshot).into_response()),
         None => Err(ApiError::new(
@@ -274,7 +261,7 @@ async fn get_room(
 }
 
 async fn write(state: &ApiState, room: RoomId, op: RoomOp) -> Result<Response, ApiError> {
-    let ack = ask(state, |reply| Command::Write { room, op, reply }).await??;
+    let ack = call(state, move |e| e.write(&room, op)).await?;
     Ok(axum::Json(ack).into_response())
 }
 
@@ -326,7 +313,7 @@ async fn resume(
     let room = room_id(&room)?;
     let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
     let id = room.clone();
-    let snapshot = ask(&state, |reply| Command::Room { room: id, reply }).await??;
+    let snapshot = call(&state, move |e| e.room(&id)).await?;
     let resumed = chorus_engine::resume::resume(&room, snapshot.as_ref(), &session, &body.token)
         .map_err(engine_error)?;
     Ok(axum::Json(resumed).into_response())
@@ -337,7 +324,11 @@ async fn export_room(
     Path(room): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = room_id(&room)?;
-    match ask(&state, |reply| Command::Export { room: id, reply }).await?? {
+    match call(&state, move |e| {
+        e.inspect(move |r, _| r.export_room(&id))?
+    })
+    .await?
+    {
         Some(bytes) => {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
         }
@@ -359,7 +350,7 @@ async fn import_room(
         return Err(ApiError::bad("the body must hold automerge bytes"));
     }
     let bytes = bytes.to_vec();
-    let ack = ask(&state, |reply| Command::Import { room, bytes, reply }).await??;
+    let ack = call(&state, move |e| e.import_room_as(&room, &bytes)).await?;
     Ok(axum::Json(ack).into_response())
 }
 
@@ -390,17 +381,12 @@ async fn incidents(
         .limit
         .unwrap_or(INCIDENTS_PER_PAGE_MAX)
         .min(INCIDENTS_PER_PAGE_MAX);
-    let entries = ask(&state, |reply| Command::Incidents {
-        after,
-        limit,
-        reply,
-    })
-    .await??;
+    let entries = call(&state, move |e| e.incidents(after, limit)).await?;
     Ok(axum::Json(entries).into_response())
 }
 
 async fn cluster(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let view = ask(&state, |reply| Command::Cluster { reply }).await?;
+    let view = call(&state, |e| e.cluster_view()?.ok_or_else(no_network)).await?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -440,11 +426,7 @@ async fn drill_partition(
                 .map_err(|e| ApiError::bad(format!("peers: {p:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let cut = ask(&state, |reply| Command::Drill {
-        partition: Some(peers),
-        reply,
-    })
-    .await?;
+    let cut = call(&state, move |e| e.drill(Some(peers))).await?;
     Ok(axum::Json(DrillResult {
         cut: cut.iter().map(|p| p.to_base58()).collect(),
     })
@@ -453,11 +435,7 @@ async fn drill_partition(
 
 async fn drill_heal(State(state): State<ApiState>) -> Result<Response, ApiError> {
     drills_enabled(&state)?;
-    let cut = ask(&state, |reply| Command::Drill {
-        partition: None,
-        reply,
-    })
-    .await?;
+    let cut = call(&state, |e| e.drill(None)).await?;
     Ok(axum::Json(DrillResult {
         cut: cut.iter().map(|p| p.to_base58()).collect(),
     })

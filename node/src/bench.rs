@@ -1,17 +1,15 @@
 //! `chorus bench propagation`: real daemons on loopback (libp2p, sled,
-//! the daemon task); writes go into one replica, and every other replica's
+//! the engine's driver); writes go into one replica, and every other replica's
 //! change stream timestamps their arrival.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tokio::sync::oneshot;
 
 use chorus_engine::model::RoomConfig;
 use chorus_engine::{RoomId, RoomOp, TenantId};
 
-use crate::daemon::Command;
 use crate::demo::{start_cluster, wait_for};
 
 /// How long the bench waits for the last write to reach every replica.
@@ -54,12 +52,7 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
 
     let mut collectors = Vec::new();
     for node in &cluster[1..] {
-        let (tx, rx) = oneshot::channel();
-        node.commands()
-            .send(Command::Subscribe { reply: tx })
-            .await
-            .context("subscribe")?;
-        let mut live = rx.await.context("subscription")?;
+        let mut live = node.engine().subscribe();
         collectors.push(tokio::spawn(async move {
             let mut seen: HashMap<String, Instant> = HashMap::new();
             let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
@@ -67,13 +60,9 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
                 match tokio::time::timeout_at(deadline, live.recv()).await {
                     Ok(Ok(change)) => {
                         let at = Instant::now();
-                        let event: serde_json::Value =
-                            serde_json::from_str(&change.json).unwrap_or_default();
-                        if let Some(room) = event["room"].as_str() {
-                            seen.entry(room.to_string()).or_insert(at);
-                        }
+                        seen.entry(change.room.to_string()).or_insert(at);
                     }
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Err(chorus_engine::RecvError::Lagged { .. })) => continue,
                     _ => break,
                 }
             }
@@ -81,7 +70,7 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
         }));
     }
 
-    let writer = cluster[0].commands();
+    let writer = cluster[0].engine().clone();
     let tenant = TenantId::parse("bench").context("tenant")?;
     let mut sent: Vec<(String, Instant)> = Vec::with_capacity(writes);
     let start = Instant::now();
@@ -91,20 +80,17 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
             tokio::time::sleep_until(due.into()).await;
         }
         let room = format!("p-{i}");
-        let (tx, rx) = oneshot::channel();
         let at = Instant::now();
-        writer
-            .send(Command::Write {
-                room: RoomId::parse(room.clone()).context("room id")?,
-                op: RoomOp::Create {
-                    tenant: tenant.clone(),
-                    config: RoomConfig::default(),
-                },
-                reply: tx,
-            })
+        let id = RoomId::parse(room.clone()).context("room id")?;
+        let op = RoomOp::Create {
+            tenant: tenant.clone(),
+            config: RoomConfig::default(),
+        };
+        let engine = writer.clone();
+        let result = tokio::task::spawn_blocking(move || engine.write(&id, op))
             .await
             .context("write")?;
-        match rx.await.context("write reply")? {
+        match result {
             Ok(_) => sent.push((room, at)),
             Err(_) => bail!("write {i} was refused"),
         }

@@ -9,5 +9,4 @@ pub mod daemon;
 pub mod demo;
 pub mod keys;
 pub mod metrics;
-pub mod net;
 pub mod nodes;

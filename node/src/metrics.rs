@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::daemon::StatsView;
+use chorus_engine::net::NetStats as StatsView;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");

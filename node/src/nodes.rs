@@ -1,33 +1,16 @@
 //! The failover part of the API: node grades, drains, this node's
-//! application health, placement. Handlers ask the daemon task, which owns
-//! the replica, through [`NodesCommand`].
+//! application health, placement, read from and given to the engine.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 use chorus_engine::membership::{AppHealth, DrainOrder, NodeView};
-use chorus_engine::replica::{Input, MoveKind, Replica};
+use chorus_engine::replica::{MoveKind, Replica};
 use chorus_engine::{NodeId, RegionId, RoomId, SessionId};
 
-use crate::api::{ask, tell, ApiError, ApiState, Body, Json, Path, Query};
-use crate::daemon::Command;
-
-pub enum NodesCommand {
-    List {
-        reply: oneshot::Sender<NodesView>,
-    },
-    /// A replica input from the API (`Input::Health`, `Input::Drain`).
-    Apply(Input),
-    Place {
-        room: RoomId,
-        session: SessionId,
-        region: RegionId,
-        reply: oneshot::Sender<Option<NodeId>>,
-    },
-}
+use crate::api::{call, ApiError, ApiState, Body, Json, Path, Query};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MoveView {
@@ -77,7 +60,10 @@ impl NodesView {
 }
 
 async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let view = ask(&state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
+    let view = call(&state, |e| {
+        e.inspect(|r, _| NodesView::of(r, crate::daemon::unix_ms()))
+    })
+    .await?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -133,7 +119,10 @@ async fn order(
     active: bool,
 ) -> Result<Response, ApiError> {
     // A typo must not spread an order for a node nobody knows.
-    let known = ask(state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
+    let known = call(state, |e| {
+        e.inspect(|r, _| NodesView::of(r, crate::daemon::unix_ms()))
+    })
+    .await?;
     if !known.nodes.iter().any(|n| n.node == node) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -141,14 +130,13 @@ async fn order(
             format!("node {node} is not known to this replica (see GET /v1/nodes)"),
         ));
     }
-    let input = Input::Drain {
-        node: node.clone(),
-        rate_per_s,
-        active,
-    };
-    tell(state, Command::Nodes(NodesCommand::Apply(input))).await?;
+    let target = node.clone();
+    call(state, move |e| e.drain(&target, rate_per_s, active)).await?;
     // Commands run in order: this view includes the order just given.
-    let view = ask(state, |reply| Command::Nodes(NodesCommand::List { reply })).await?;
+    let view = call(state, |e| {
+        e.inspect(|r, _| NodesView::of(r, crate::daemon::unix_ms()))
+    })
+    .await?;
     let order = view.drains.into_iter().find(|o| o.node == node);
     Ok((StatusCode::ACCEPTED, axum::Json(order)).into_response())
 }
@@ -174,8 +162,7 @@ async fn report_health(
         ));
     }
     let app = AppHealth::from_ratios(body.load, body.setup_failure_rate);
-    let input = Input::Health { app };
-    tell(&state, Command::Nodes(NodesCommand::Apply(input))).await?;
+    call(&state, move |e| e.report_health(app)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -200,13 +187,8 @@ async fn place(
     let session =
         SessionId::parse(q.session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
     let region = RegionId::parse(q.region).map_err(|e| ApiError::bad(format!("region: {e}")))?;
-    let node = ask(&state, |reply| {
-        Command::Nodes(NodesCommand::Place {
-            room,
-            session,
-            region,
-            reply,
-        })
+    let node = call(&state, move |e| {
+        e.inspect(move |r, _| r.place(&room, &session, &region))
     })
     .await?;
     Ok(axum::Json(Placement { node }).into_response())

@@ -507,6 +507,8 @@ impl Cluster {
     fn on_event(&mut self, i: usize, event: Event) {
         self.counters.events += 1;
         match event {
+            // The simulator sends no `Input::Apply`.
+            Event::Applied { .. } => {}
             Event::WriteDone { id, result } => {
                 let Some(pending) = self.pending_writes.remove(&id) else {
                     return;

@@ -107,8 +107,18 @@ pub enum Input {
     /// `Event::WriteDone { id }`; the changes are pushed to peers.
     Import {
         id: u64,
-        room: RoomId,
+        /// The room the caller names (`None`: the one the document names).
+        room: Option<RoomId>,
         bytes: Vec<u8>,
+    },
+    /// Raw automerge changes of one room from outside the protocol (the
+    /// library's `Engine::apply_remote`), validated one by one like a
+    /// peer's. Answered by `Event::Applied { id }`; what applies is pushed
+    /// to peers.
+    Apply {
+        id: u64,
+        room: RoomId,
+        changes: Vec<Vec<u8>>,
     },
     /// This media node's application health (load, call-setup failures),
     /// from the library or the API. Over a threshold it grades Degraded.
@@ -165,6 +175,11 @@ pub enum Event {
     WriteDone {
         id: u64,
         result: Result<WriteAck, Error>,
+    },
+    /// The answer to `Input::Apply { id }`.
+    Applied {
+        id: u64,
+        result: Result<crate::model::RemoteOutcome, Error>,
     },
     /// A room changed. `stamp` keys the change-log entry that holds the
     /// changes (see [`Replica::change_log`]); `None` when the write changed
@@ -300,7 +315,7 @@ impl Replica {
             reason: "must be at least 1".into(),
         })?;
         let incarnation = incarnation(store.as_ref())?;
-        let actor = crate::engine::actor_for(&config.node, incarnation);
+        let actor = crate::ids::actor_for(&config.node, incarnation);
         let rooms = RoomSet::open(store.as_ref(), actor, hot)?;
         let members = Membership::new(
             config.node.clone(),
@@ -317,7 +332,7 @@ impl Replica {
             config.seed,
         );
         let mut replica = Self {
-            hlc: Hlc::new(crate::engine::hlc_actor(&config.node)),
+            hlc: Hlc::new(crate::ids::hlc_actor(&config.node)),
             rooms,
             store,
             now_ms,
@@ -380,6 +395,10 @@ impl Replica {
 
     pub fn node(&self) -> &NodeId {
         &self.config.node
+    }
+
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> &ReplicaStats {
@@ -469,6 +488,28 @@ impl Replica {
         self.log_horizon
     }
 
+    /// Rooms loaded in memory.
+    pub fn hot_rooms(&self) -> usize {
+        self.rooms.hot_len()
+    }
+
+    /// Raw bytes of the changes of `room` a replica with heads `have` lacks.
+    pub fn changes_since(
+        &mut self,
+        room: &RoomId,
+        have: &[crate::model::Head],
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let changes = self.rooms.changes_since(&view, room, have)?;
+        Ok(changes
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect())
+    }
+
     /// Rooms with a digest item (live or purged).
     pub fn room_count(&self) -> usize {
         self.rooms.tree().len()
@@ -517,7 +558,8 @@ impl Replica {
             Input::PeerDown { peer } => self.on_peer_down(&peer),
             Input::Tick => self.on_tick(),
             Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
-            Input::Import { id, room, bytes } => self.on_import(id, &room, &bytes),
+            Input::Import { id, room, bytes } => self.on_import(id, room.as_ref(), &bytes),
+            Input::Apply { id, room, changes } => self.on_apply(id, &room, changes),
             Input::Health { app } => self.on_local_health(app),
             Input::Drain {
                 node,
@@ -609,7 +651,7 @@ impl Replica {
 
     /// An import (the daemon's HTTP route): the same decoding and
     /// validation as `Engine::import_room_as`, all or nothing.
-    fn on_import(&mut self, id: u64, room: &RoomId, bytes: &[u8]) {
+    fn on_import(&mut self, id: u64, room: Option<&RoomId>, bytes: &[u8]) {
         let result = self.import(room, bytes);
         if result.is_err() {
             self.stats.local_write_errors += 1;
@@ -617,8 +659,8 @@ impl Replica {
         self.emit(Event::WriteDone { id, result });
     }
 
-    fn import(&mut self, room: &RoomId, bytes: &[u8]) -> Result<WriteAck, Error> {
-        let (room, changes) = crate::room::import::decode(bytes, Some(room))?;
+    fn import(&mut self, room: Option<&RoomId>, bytes: &[u8]) -> Result<WriteAck, Error> {
+        let (room, changes) = crate::room::import::decode(bytes, room)?;
         if self.rooms.is_purged(&room) {
             return Err(Error::RoomPurged(room));
         }
@@ -642,6 +684,44 @@ impl Replica {
         }
         let heads = self.heads(&room)?;
         Ok(WriteAck { room, heads })
+    }
+
+    fn on_apply(&mut self, id: u64, room: &RoomId, changes: Vec<Vec<u8>>) {
+        let result = self.apply_outside(room, changes);
+        if result.is_err() {
+            self.stats.changes_rejected += 1;
+        }
+        self.emit(Event::Applied { id, result });
+    }
+
+    fn apply_outside(
+        &mut self,
+        room: &RoomId,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<crate::model::RemoteOutcome, Error> {
+        let changes = crate::room::import::parse_changes(changes)?;
+        if self.rooms.is_purged(room) {
+            return Err(Error::RoomPurged(room.clone()));
+        }
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let mut write = self
+            .rooms
+            .remote_apply(&view, room, changes, stamp, Intake::EachChange)?;
+        self.stats.changes_applied += write.applied.len() as u64;
+        self.stats.changes_refused += write.refused.len() as u64;
+        self.staged.add(std::mem::take(&mut write.batch), true);
+        let kinds = std::mem::take(&mut write.kinds);
+        let logged = (!write.applied.is_empty()).then_some(stamp);
+        self.after_change(room, Origin::Remote, kinds, logged);
+        self.outbox.add(room, &write.applied, self.now_ms);
+        if self.outbox.full() {
+            self.flush_push();
+        }
+        Ok(write.outcome)
     }
 
     /// Applies changes from a peer to one room; returns the outcome or

@@ -67,7 +67,10 @@ impl Replica {
         self.purge_due();
     }
 
-    /// Purges ended rooms acknowledged by every known replica, or past the horizon.
+    /// Purges ended rooms acknowledged by every known replica, or past the
+    /// horizon. A replica that knows of no other (a single-node store) has
+    /// no acknowledgement to wait for and keeps them until the horizon, so
+    /// an ended room stays readable there as long as on a cluster.
     pub(super) fn purge_due(&mut self) {
         let known: BTreeSet<&NodeId> = self.peers.keys().chain(self.config.peers.iter()).collect();
         let horizon = self.config.purge_horizon_ms;
@@ -76,7 +79,7 @@ impl Replica {
             .ended
             .iter()
             .filter(|(_, e)| {
-                known.iter().all(|p| e.acks.contains(*p))
+                (!known.is_empty() && known.iter().all(|p| e.acks.contains(*p)))
                     || now.saturating_sub(e.seen_ms) >= horizon
             })
             .map(|(room, _)| room.clone())

@@ -162,7 +162,9 @@ pub fn set_owner(
         ));
     }
     let obj = live_session(tx, objs, ctx.room, session)?;
-    if let Some(current) = read::owner(tx, &obj) {
+    let current = read::owner(tx, &obj);
+    let previous = current.as_ref().map(|c| c.node.clone());
+    if let Some(current) = current {
         if *owner <= current {
             return Err(Error::StaleOwner {
                 current,
@@ -184,6 +186,7 @@ pub fn set_owner(
     Ok(vec![ChangeKind::OwnerChanged {
         session: session.clone(),
         owner: owner.clone(),
+        previous,
     }])
 }
 

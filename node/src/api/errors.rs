@@ -13,8 +13,6 @@ use serde::Serialize;
 
 use chorus_engine::Error as EngineError;
 
-use crate::daemon::Refusal;
-
 /// An API error: a status, a stable code and a message.
 #[derive(Debug)]
 pub struct ApiError {
@@ -61,18 +59,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Engine(err) => engine_error(err),
-            Refusal::NotFound(message) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            Refusal::Unavailable(message) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            }
-        }
-    }
-}
-
 pub(crate) fn engine_error(err: EngineError) -> ApiError {
     use EngineError as E;
     let message = err.to_string();
@@ -94,6 +80,7 @@ pub(crate) fn engine_error(err: EngineError) -> ApiError {
         E::OverCapacity { .. } => (StatusCode::CONFLICT, "over_capacity"),
         E::NotPermitted { .. } => (StatusCode::FORBIDDEN, "not_permitted"),
         E::ResumeRefused { .. } => (StatusCode::FORBIDDEN, "resume_refused"),
+        E::Stopped(_) | E::Network(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     ApiError::new(status, code, message)

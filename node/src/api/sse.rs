@@ -20,14 +20,13 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde::Serialize;
-use tokio::sync::broadcast::{self, error::RecvError};
 
 use chorus_engine::hlc::Timestamp;
 use chorus_engine::rooms::LogEntry;
 use chorus_engine::RoomId;
 
-use super::{ask, ApiError, ApiState};
-use crate::daemon::{Command, LiveChange};
+use super::{call, ApiError, ApiState};
+use chorus_engine::{RecvError, StampedChange, Subscription};
 
 /// Change-log entries read per daemon command while replaying: small enough
 /// that one page holds the daemon task (which also serves writes) for well
@@ -54,7 +53,7 @@ pub(super) async fn changes(
     };
     // Subscribe before reading the log: an event between the two is then in
     // both, and the live copy is skipped by its stamp.
-    let live = ask(&state, |reply| Command::Subscribe { reply }).await?;
+    let live = state.engine.subscribe_stamped();
     let feed = Feed {
         state,
         live,
@@ -78,7 +77,7 @@ pub fn resume_missed(cursor: Option<Timestamp>, horizon: Option<Timestamp>) -> b
 /// One consumer's position in the feed.
 struct Feed {
     state: ApiState,
-    live: broadcast::Receiver<LiveChange>,
+    live: Subscription<StampedChange>,
     /// The stamp of the newest entry sent (or the consumer's
     /// `Last-Event-ID`): the log is replayed after it, live events at or
     /// before it are duplicates.
@@ -107,18 +106,19 @@ impl Feed {
                     }
                 }
                 // Every stamped live event is in the log: catch up there.
-                Err(RecvError::Lagged(_)) if self.cursor.is_some() => self.replaying = true,
-                Err(RecvError::Lagged(_)) => {
+                Err(RecvError::Lagged { .. }) if self.cursor.is_some() => self.replaying = true,
+                Err(RecvError::Lagged { .. }) => {
                     return Some(reset("this subscriber fell behind; re-read the rooms"));
                 }
-                Err(RecvError::Closed) => return None,
+                Err(RecvError::Closed | RecvError::Empty) => return None,
             }
         }
     }
 
     /// A live event, unless it was already sent from the log.
-    fn accept(&mut self, change: LiveChange) -> Option<SseEvent> {
-        let event = SseEvent::default().data(change.json.as_ref());
+    fn accept(&mut self, change: StampedChange) -> Option<SseEvent> {
+        let json = serde_json::to_string(&change.change).ok()?;
+        let event = SseEvent::default().data(json);
         match change.stamp {
             Some(stamp) if self.cursor.is_some_and(|c| stamp <= c) => None,
             Some(stamp) => {
@@ -134,25 +134,22 @@ impl Feed {
     /// and the oldest page, if the log was trimmed past it).
     async fn replay_page(&mut self) -> Option<()> {
         let after = self.cursor;
-        let page = ask(&self.state, |reply| Command::ChangeLog {
-            after,
-            limit: REPLAY_PAGE_ENTRIES,
-            reply,
+        let (entries, horizon) = call(&self.state, move |e| {
+            e.change_log(after, REPLAY_PAGE_ENTRIES)
         })
         .await
-        .ok()?
         .ok()?;
-        if resume_missed(after, page.horizon) {
+        if resume_missed(after, horizon) {
             self.ready.push_back(reset(
                 "the change log no longer holds events after that id; re-read the rooms",
             ));
             self.cursor = None;
             return Some(());
         }
-        if page.entries.len() < REPLAY_PAGE_ENTRIES {
+        if entries.len() < REPLAY_PAGE_ENTRIES {
             self.replaying = false;
         }
-        for (stamp, entry) in page.entries {
+        for (stamp, entry) in entries {
             self.cursor = Some(stamp);
             self.ready.push_back(replayed(stamp, &entry));
         }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use either::Either;
 use libp2p::core::upgrade::Version;
 use libp2p::core::Transport;
@@ -15,7 +14,8 @@ use libp2p::{allow_block_list, gossipsub, identity, noise, ping, tcp, yamux};
 use libp2p::{PeerId, StreamProtocol, Swarm};
 use serde::{Deserialize, Serialize};
 
-use chorus_engine::replica::wire::{MESSAGE_BYTES_MAX, PUSH_BYTES_MAX};
+use crate::error::Error;
+use crate::replica::wire::{MESSAGE_BYTES_MAX, PUSH_BYTES_MAX};
 
 /// The request-response protocol: one replica message per request.
 pub const SYNC_PROTOCOL: &str = "/chorus/sync/1";
@@ -62,7 +62,7 @@ pub fn push_topic(cluster: u64) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("/chorus/{cluster}/push"))
 }
 
-fn gossipsub_config() -> anyhow::Result<gossipsub::Config> {
+fn gossipsub_config() -> Result<gossipsub::Config, Error> {
     gossipsub::ConfigBuilder::default()
         // The defaults (6/5/12) never form a mesh in a 3-replica cluster.
         .mesh_n(3)
@@ -78,7 +78,7 @@ fn gossipsub_config() -> anyhow::Result<gossipsub::Config> {
             gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes()[..16].to_vec())
         })
         .build()
-        .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))
+        .map_err(|e| Error::Network(format!("gossipsub config: {e}")))
 }
 
 /// Builds the swarm for `key`, with the allow-list (if any) and the
@@ -87,7 +87,7 @@ pub fn build_swarm(
     key: identity::Keypair,
     allowed: &[PeerId],
     psk: Option<[u8; 32]>,
-) -> anyhow::Result<Swarm<Behaviour>> {
+) -> Result<Swarm<Behaviour>, Error> {
     let gossip = gossipsub_config()?;
     let allowed = allowed.to_vec();
     let builder = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -108,13 +108,13 @@ pub fn build_swarm(
                 .multiplex(yamux::Config::default())
                 .timeout(Duration::from_secs(20)))
         })
-        .context("transport")?;
+        .map_err(|e| Error::Network(format!("transport: {e}")))?;
     #[cfg(feature = "quic")]
     let builder = builder
         .with_other_transport(|key| {
             libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
         })
-        .context("quic transport")?;
+        .map_err(|e| Error::Network(format!("quic transport: {e}")))?;
     let swarm = builder
         .with_behaviour(move |key| {
             let allow = if allowed.is_empty() {
@@ -149,7 +149,7 @@ pub fn build_swarm(
                 ping: ping::Behaviour::new(ping::Config::new()),
             })
         })
-        .map_err(|e| anyhow::anyhow!("behaviour: {e}"))?
+        .map_err(|e| Error::Network(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)

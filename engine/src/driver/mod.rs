@@ -1,0 +1,378 @@
+//! The in-process driver: one task owns the sans-IO [`Replica`] and feeds
+//! it commands from the [`Engine`](crate::Engine) handle, inputs from the
+//! network and ticks from the clock; it persists, flushes, sends and
+//! answers what the replica asks. The library and the daemon both run it.
+//!
+//! Durability is grouped: a turn takes every command already queued, then
+//! flushes once, and only then releases what depended on the writes (acks,
+//! messages, events). Nothing leaves before the write it depends on is on
+//! disk.
+
+mod calls;
+mod command;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+
+pub use calls::{AcquireReason, NodeEvent};
+pub(crate) use command::{Command, Done, QueryCtx, Reply, Write};
+pub use transport::{Standalone, Transport};
+
+use crate::engine::Clock;
+use crate::error::Error;
+use crate::events::ChangeEvent;
+use crate::hlc::Timestamp;
+use crate::limits::COMMANDS_PER_TURN_MAX;
+use crate::replica::{Event, Input, Output, Replica};
+use crate::room::RoomOp;
+use crate::storage::{Kv, StorageError};
+use calls::CallEvents;
+
+/// A change event with the stamp of the change-log entry that holds its
+/// changes (`None`: it stored none), for feeds that resume from the log.
+#[derive(Debug, Clone)]
+pub struct StampedChange {
+    pub stamp: Option<Timestamp>,
+    pub change: ChangeEvent,
+}
+
+/// The channels the driver publishes on; the handle subscribes to them.
+#[derive(Clone)]
+pub(crate) struct Feeds {
+    pub changes: broadcast::Sender<ChangeEvent>,
+    pub stamped: broadcast::Sender<StampedChange>,
+    pub node: broadcast::Sender<NodeEvent>,
+    pub flushes: Arc<AtomicU64>,
+}
+
+impl Feeds {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            changes: broadcast::channel(capacity).0,
+            stamped: broadcast::channel(capacity).0,
+            node: broadcast::channel(capacity).0,
+            flushes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+pub(crate) struct Driver<T> {
+    replica: Replica,
+    kv: Arc<dyn Kv>,
+    clock: Arc<dyn Clock>,
+    transport: T,
+    feeds: Feeds,
+    next_id: u64,
+    waiting: HashMap<u64, Reply<Done>>,
+    /// Outputs that wait for the turn's flush.
+    held: Vec<Output>,
+    /// A durable write was applied but not yet flushed.
+    dirty: bool,
+    calls: CallEvents,
+    node_events: Vec<NodeEvent>,
+    /// Set when the store failed and the replica could not reopen: the
+    /// driver stops rather than acknowledge writes it may lose.
+    failed: Option<String>,
+    stopping: bool,
+}
+
+impl<T: Transport> Driver<T> {
+    pub fn new(
+        replica: Replica,
+        kv: Arc<dyn Kv>,
+        clock: Arc<dyn Clock>,
+        transport: T,
+        feeds: Feeds,
+    ) -> Self {
+        let calls = CallEvents::new(replica.node().clone());
+        let mut driver = Self {
+            replica,
+            kv,
+            clock,
+            transport,
+            feeds,
+            next_id: 1,
+            waiting: HashMap::new(),
+            held: Vec::new(),
+            dirty: false,
+            calls,
+            node_events: Vec::new(),
+            failed: None,
+            stopping: false,
+        };
+        // Opening the replica staged its incarnation bump.
+        driver.pump();
+        driver.settle();
+        driver
+    }
+
+    /// Runs until every handle is gone or asks it to stop (or the store
+    /// fails), then flushes. The store is closed before the command queue:
+    /// a handle that sees the queue closed may reopen it.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), Error> {
+        let result = self.serve(&mut commands).await;
+        drop(self);
+        drop(commands);
+        result
+    }
+
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<(), Error> {
+        while self.failed.is_none() && !self.stopping {
+            let wait = self
+                .replica
+                .poll_timeout()
+                .map(|(at, _)| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
+            let sleep = async move {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        self.command(command);
+                        // Everything already queued joins this turn (and
+                        // its flush), up to a bound that keeps the network
+                        // and timers served.
+                        for _ in 1..COMMANDS_PER_TURN_MAX {
+                            match commands.try_recv() {
+                                Ok(command) => self.command(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                input = self.transport.next() => {
+                    if let Some(input) = input {
+                        self.input(input);
+                    }
+                }
+                () = sleep => self.input(Input::Tick),
+            }
+            self.settle();
+        }
+        if let Some(why) = self.failed.take() {
+            return Err(Error::Stopped(why));
+        }
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    fn input(&mut self, input: Input) {
+        self.replica.handle_input(self.clock.now_ms(), input);
+        self.pump();
+    }
+
+    fn command(&mut self, command: Command) {
+        if let Some(why) = &self.failed {
+            if let Command::Write { reply, .. } = command {
+                let _ = reply.send(Err(Error::Stopped(why.clone())));
+            }
+            return;
+        }
+        match command {
+            Command::Write { write, reply } => self.write(write, reply),
+            Command::Query(query) => {
+                // A read must not reveal a write that a crash could still
+                // take back.
+                self.settle();
+                let mut ctx = QueryCtx {
+                    replica: &mut self.replica,
+                    transport: self.transport.as_any(),
+                };
+                query(&mut ctx);
+            }
+            Command::Input(input) => self.input(input),
+            Command::Stop => self.stopping = true,
+        }
+    }
+
+    fn write(&mut self, write: Write, reply: Reply<Done>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let input = match write {
+            Write::Local { room, op } => Input::LocalWrite { id, room, op },
+            Write::Upsert {
+                room,
+                tenant,
+                config,
+                update,
+            } => {
+                let op = match self.replica.room(&room) {
+                    Ok(Some(_)) => RoomOp::UpdateConfig { update },
+                    Ok(None) => RoomOp::Create { tenant, config },
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                };
+                Input::LocalWrite { id, room, op }
+            }
+            Write::Import { room, bytes } => Input::Import { id, room, bytes },
+            Write::Apply { room, changes } => Input::Apply { id, room, changes },
+        };
+        self.waiting.insert(id, reply);
+        self.input(input);
+    }
+
+    /// Persists what the replica staged and routes the rest: straight
+    /// away, or after the turn's flush if a durable write came first.
+    fn pump(&mut self) {
+        while let Some(output) = self.replica.poll_output() {
+            match output {
+                Output::Persist { batch, durable } => {
+                    if self.failed.is_some() {
+                        continue;
+                    }
+                    match self.kv.apply(batch) {
+                        Ok(()) => self.dirty |= durable,
+                        Err(err) => self.recover(err),
+                    }
+                }
+                output if self.dirty => self.held.push(output),
+                output => self.act(output),
+            }
+        }
+    }
+
+    /// The end of a turn: one flush, then everything that waited for it.
+    fn settle(&mut self) {
+        if self.dirty && self.failed.is_none() {
+            match self.kv.flush() {
+                Ok(()) => {
+                    self.feeds.flushes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => self.recover(err),
+            }
+        }
+        self.dirty = false;
+        for output in std::mem::take(&mut self.held) {
+            self.act(output);
+        }
+        self.calls.finish(&mut self.node_events);
+        for event in self.node_events.drain(..) {
+            let _ = self.feeds.node.send(event);
+        }
+    }
+
+    /// The store failed: writes in flight get the error, what waited for
+    /// the flush never leaves, and the replica reopens from what the store
+    /// holds (with a new incarnation, so changes lost from memory cannot
+    /// collide with new ones). If it cannot reopen, the driver stops.
+    fn recover(&mut self, err: StorageError) {
+        tracing::error!(%err, "store failed; reopening the replica from the store");
+        self.held.clear();
+        self.dirty = false;
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(Error::Storage(err.clone())));
+        }
+        let config = self.replica.config().clone();
+        match Replica::new(config, self.kv.clone(), self.clock.now_ms()) {
+            Ok(replica) => {
+                self.replica = replica;
+                for peer in self.transport.connected() {
+                    self.replica
+                        .handle_input(self.clock.now_ms(), Input::PeerUp { peer });
+                }
+            }
+            Err(err) => {
+                let why = format!("the store failed and the replica cannot reopen: {err}");
+                tracing::error!(%why, "stopping the replica");
+                self.failed = Some(why);
+            }
+        }
+    }
+
+    fn act(&mut self, output: Output) {
+        match output {
+            Output::Send { to, bytes } => self.transport.send(&to, bytes),
+            Output::Broadcast { bytes } => self.transport.broadcast(bytes),
+            Output::Datagram { to, bytes } => self.transport.datagram(&to, bytes),
+            Output::Event(event) => self.on_event(event),
+            Output::Persist { .. } => {}
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        self.transport.observe(&event);
+        match event {
+            Event::WriteDone { id, result } => {
+                if let Some(reply) = self.waiting.remove(&id) {
+                    let _ = reply.send(result.map(Done::Ack));
+                }
+            }
+            Event::Applied { id, result } => {
+                if let Some(reply) = self.waiting.remove(&id) {
+                    let _ = reply.send(result.map(Done::Applied));
+                }
+            }
+            Event::Changed { change, stamp } => {
+                self.calls.on_change(&change, &mut self.node_events);
+                // No subscriber is not an error: events are notifications.
+                if self.feeds.stamped.receiver_count() > 0 {
+                    let stamped = StampedChange {
+                        stamp,
+                        change: change.clone(),
+                    };
+                    let _ = self.feeds.stamped.send(stamped);
+                }
+                let _ = self.feeds.changes.send(change);
+            }
+            Event::Rehomed(moved) => {
+                tracing::info!(
+                    room = %moved.room,
+                    session = %moved.session,
+                    from = %moved.from,
+                    epoch = moved.epoch,
+                    kind = ?moved.kind,
+                    "took over a call"
+                );
+                self.calls
+                    .on_rehomed(&moved.room, &moved.session, moved.kind);
+            }
+            Event::Grade(change) => {
+                tracing::info!(
+                    node = %change.node,
+                    from = ?change.from,
+                    to = ?change.to,
+                    reason = %change.reason,
+                    "grade changed"
+                );
+                self.node_events.push(NodeEvent::Grade(change));
+            }
+            Event::Drain {
+                node,
+                active,
+                rate_per_s,
+            } => {
+                tracing::info!(%node, active, rate_per_s, "drain order");
+                if &node == self.replica.node() {
+                    self.node_events
+                        .push(NodeEvent::Drain { active, rate_per_s });
+                }
+            }
+            Event::SyncStarted { peer, path } => tracing::debug!(%peer, ?path, "sync started"),
+            Event::SyncFinished {
+                peer,
+                path,
+                changes,
+            } => tracing::debug!(%peer, ?path, changes, "sync finished"),
+            Event::Purged { room } => tracing::info!(%room, "room purged"),
+            Event::Rejected { peer, reason } => {
+                tracing::warn!(%peer, %reason, "refused a peer's message");
+            }
+            Event::MoveStopped {
+                node,
+                kind,
+                calls_left,
+            } => tracing::info!(%node, ?kind, calls_left, "move stopped (rollback)"),
+        }
+    }
+}

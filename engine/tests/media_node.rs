@@ -1,0 +1,25 @@
+//! The three-process media-node example, run as it ships: three processes
+//! embed the engine on loopback, one is SIGKILLed, and the survivors must
+//! take its calls over (see `examples/media_node.rs` for the checks).
+
+use std::process::Command;
+
+#[test]
+fn three_media_nodes_survive_a_sigkill() {
+    // Integration tests live in target/<profile>/deps; examples beside it.
+    let exe = std::env::current_exe().expect("test path");
+    let profile = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+    let example = profile.join("examples").join("media_node");
+    let out = Command::new(&example)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", example.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "the example failed:\n{stdout}");
+    let acquired = stdout
+        .lines()
+        .filter(|l| l.contains(": acquired room-0/"))
+        .count();
+    assert!(acquired >= 4, "every orphaned call is acquired:\n{stdout}");
+    assert!(stdout.contains("PASS"));
+}
