@@ -481,11 +481,7 @@ impl Engine {
 
     /// Stored change-log entries after `after` (from the oldest held if
     /// `None`), and the newest stamp trimmed away, read together.
-    pub fn change_log(
-        &self,
-        after: Option<Timestamp>,
-        limit: usize,
-    ) -> Result<LogPage> {
+    pub fn change_log(&self, after: Option<Timestamp>, limit: usize) -> Result<LogPage> {
         self.query(move |ctx| {
             let entries = ctx.replica.change_log(after.as_ref(), limit)?;
             Ok((entries, ctx.replica.log_horizon()))

@@ -10,7 +10,7 @@
 //! # use chorus_engine::net::Network;
 //! # use chorus_engine::storage::MemKv;
 //! let key = chorus_engine::net::Keypair::generate_ed25519();
-//! let network = Network::new(key, vec!["/ip4/127.0.0.1/tcp/0".parse()?]);
+//! let network = Network::loopback(key);
 //! let node = network.node_id();
 //! let engine = Engine::start_networked(
 //!     Arc::new(MemKv::new()),
@@ -69,6 +69,16 @@ impl Network {
             psk: None,
             name,
         }
+    }
+
+    /// A network on a free loopback port (tests, examples).
+    pub fn loopback(key: Keypair) -> Self {
+        let any_port = Multiaddr::empty()
+            .with(libp2p::multiaddr::Protocol::Ip4(
+                std::net::Ipv4Addr::LOCALHOST,
+            ))
+            .with(libp2p::multiaddr::Protocol::Tcp(0));
+        Self::new(key, vec![any_port])
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -168,6 +178,15 @@ impl Engine {
     /// network).
     pub fn listen_addrs(&self) -> Result<Option<(PeerId, Vec<Multiaddr>)>> {
         self.with_network(|net, _| (net.peer_id(), net.listen().to_vec()))
+    }
+
+    /// The address peers dial to reach this replica
+    /// (`<first listen address>/p2p/<peer id>`).
+    pub fn dial_addr(&self) -> Result<Option<Multiaddr>> {
+        Ok(self.listen_addrs()?.and_then(|(peer, listen)| {
+            let first = listen.into_iter().next()?;
+            Some(first.with(libp2p::multiaddr::Protocol::P2p(peer)))
+        }))
     }
 
     /// Peers, their connections and last syncs.
