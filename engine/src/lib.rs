@@ -1,6 +1,7 @@
 //! Chorus engine: leaderless replication of real-time audio/video session
 //! state. Rooms are automerge documents; see `docs/architecture.md`.
 
+mod clock;
 mod driver;
 mod engine;
 pub mod error;

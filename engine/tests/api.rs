@@ -387,3 +387,40 @@ fn a_long_history_imports_whole() {
     );
     assert!(theirs == ours, "the imported room differs");
 }
+
+/// The driver as a task on the caller's runtime (`Engine::spawn`): blocking
+/// calls from `spawn_blocking` are answered while the runtime drives it.
+#[test]
+fn an_engine_runs_on_the_callers_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let kv = std::sync::Arc::new(chorus_engine::storage::MemKv::new());
+        let config = EngineConfig::new(node("a"));
+        let clock = std::sync::Arc::new(SystemClock);
+        let engine = Engine::spawn(kv, config, clock, Standalone).expect("spawn");
+        let engine = std::sync::Arc::new(engine);
+        let e = engine.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let id = room("on-caller");
+            e.create_room(&id, &tenant("acme"), RoomConfig::default())?;
+            e.room(&id)
+        })
+        .await
+        .expect("blocking task")
+        .expect("read");
+        assert!(snapshot.is_some(), "the write was applied and read back");
+    });
+    assert!(
+        Engine::spawn(
+            std::sync::Arc::new(chorus_engine::storage::MemKv::new()),
+            EngineConfig::new(node("b")),
+            std::sync::Arc::new(SystemClock),
+            Standalone,
+        )
+        .is_err(),
+        "outside a runtime, spawn is an error, not a panic"
+    );
+}

@@ -35,7 +35,7 @@ pub use transport::Libp2p;
 
 use crate::engine::{Clock, Engine, EngineConfig};
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, RegionId};
+use crate::ids::NodeId;
 use crate::replica::{ReplicaStats, SyncPath};
 use crate::storage::Kv;
 
@@ -221,9 +221,4 @@ impl Engine {
                 .map(|net| f(net, replica))
         })
     }
-}
-
-/// Region names become `RegionId`s where valid (for views only).
-pub(crate) fn region_name(region: &RegionId) -> String {
-    region.as_str().to_string()
 }

@@ -347,7 +347,7 @@ impl Libp2p {
         ClusterView {
             name: self.name.clone(),
             peer_id: self.peer_id.to_base58(),
-            region: super::region_name(&self.region),
+            region: self.region.as_str().to_string(),
             cluster_id: self.cluster_id,
             listen: self.listen.iter().map(ToString::to_string).collect(),
             root: replica.root().iter().map(|b| format!("{b:02x}")).collect(),

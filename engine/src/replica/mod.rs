@@ -43,13 +43,17 @@
 pub mod config;
 pub mod digest;
 mod failover;
+mod io;
 mod journal;
+mod outside;
 mod overlay;
 mod purge;
 mod push;
+mod reads;
 mod round;
 mod serve;
 pub mod stats;
+mod timers;
 mod tuning;
 pub mod wire;
 
@@ -61,6 +65,7 @@ use automerge::Change;
 
 pub use config::ReplicaConfig;
 pub use failover::{MoveKind, Rehomed};
+pub use io::{Event, Input, Output, SyncPath, Timer};
 pub use journal::{Incident, IncidentKind};
 pub use stats::ReplicaStats;
 pub use tuning::ReplicaTuning;
@@ -69,7 +74,7 @@ use crate::error::Error;
 use crate::events::{ChangeEvent, ChangeKind, Origin};
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{NodeId, RoomId};
-use crate::membership::{AppHealth, GradeChange, Membership};
+use crate::membership::Membership;
 use crate::model::WriteAck;
 use crate::room::{Intake, RoomOp, WriteCtx};
 use crate::rooms::{RemoteWrite, RoomSet};
@@ -77,166 +82,6 @@ use crate::storage::{keys, Batch, KvRead};
 use overlay::{Overlay, Staged};
 use round::Round;
 use wire::{Body, Envelope};
-
-/// Everything that can happen to a replica.
-#[derive(Debug)]
-pub enum Input {
-    /// Bytes a peer sent (push or sync message).
-    Message {
-        from: NodeId,
-        bytes: Vec<u8>,
-    },
-    /// A connection to `peer` is up; a sync round with it starts at once.
-    PeerUp {
-        peer: NodeId,
-    },
-    PeerDown {
-        peer: NodeId,
-    },
-    /// Time passed; due timers fire.
-    Tick,
-    /// A write from the local API. Its result comes back as
-    /// `Event::WriteDone { id }` after the `Persist` that makes it durable.
-    LocalWrite {
-        id: u64,
-        room: RoomId,
-        op: RoomOp,
-    },
-    /// Standard automerge bytes of a room (a whole document or saved
-    /// changes) to merge in, from the local API. Answered like a write, by
-    /// `Event::WriteDone { id }`; the changes are pushed to peers.
-    Import {
-        id: u64,
-        /// The room the caller names (`None`: the one the document names).
-        room: Option<RoomId>,
-        bytes: Vec<u8>,
-    },
-    /// Raw automerge changes of one room from outside the protocol (the
-    /// library's `Engine::apply_remote`), validated one by one like a
-    /// peer's. Answered by `Event::Applied { id }`; what applies is pushed
-    /// to peers.
-    Apply {
-        id: u64,
-        room: RoomId,
-        changes: Vec<Vec<u8>>,
-    },
-    /// This media node's application health (load, call-setup failures),
-    /// from the library or the API. Over a threshold it grades Degraded.
-    Health {
-        app: AppHealth,
-    },
-    /// An operator drains `node` (`active: false` cancels): its calls move
-    /// away at `rate_per_s` (the configured default if `None`).
-    Drain {
-        node: NodeId,
-        rate_per_s: Option<u32>,
-        active: bool,
-    },
-}
-
-/// Everything a replica asks its driver to do.
-#[derive(Debug)]
-pub enum Output {
-    Send {
-        to: NodeId,
-        bytes: Vec<u8>,
-    },
-    Broadcast {
-        bytes: Vec<u8>,
-    },
-    /// A small, droppable message to one peer (failure detection, health):
-    /// best effort, no retries, order irrelevant. Losing it is expected.
-    Datagram {
-        to: NodeId,
-        bytes: Vec<u8>,
-    },
-    /// Apply atomically; if `durable`, flush before acting on later outputs.
-    Persist {
-        batch: Batch,
-        durable: bool,
-    },
-    Event(Event),
-}
-
-/// How a sync round brought this replica level with a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncPath {
-    /// Digest-tree walk, then changes since our heads, room by room.
-    Incremental,
-    /// Every change in the peer's log after our cursor.
-    Since,
-    /// Whole documents of every room.
-    Full,
-}
-
-#[derive(Debug)]
-pub enum Event {
-    WriteDone {
-        id: u64,
-        result: Result<WriteAck, Error>,
-    },
-    /// The answer to `Input::Apply { id }`.
-    Applied {
-        id: u64,
-        result: Result<crate::model::RemoteOutcome, Error>,
-    },
-    /// A room changed. `stamp` keys the change-log entry that holds the
-    /// changes (see [`Replica::change_log`]); `None` when the write changed
-    /// nothing stored (no log entry).
-    Changed {
-        change: ChangeEvent,
-        stamp: Option<Timestamp>,
-    },
-    SyncStarted {
-        peer: NodeId,
-        path: SyncPath,
-    },
-    SyncFinished {
-        peer: NodeId,
-        path: SyncPath,
-        changes: u64,
-    },
-    Purged {
-        room: RoomId,
-    },
-    Rejected {
-        peer: NodeId,
-        reason: String,
-    },
-    /// This replica's grade of a node changed.
-    Grade(GradeChange),
-    /// This replica took over a call.
-    Rehomed(Rehomed),
-    /// A drain order took effect here (or was cancelled).
-    Drain {
-        node: NodeId,
-        active: bool,
-        rate_per_s: u32,
-    },
-    /// A failover or drain stopped before moving every call (rollback).
-    MoveStopped {
-        node: NodeId,
-        kind: MoveKind,
-        calls_left: usize,
-    },
-}
-
-/// The replica's timers; `poll_timeout` names the one due next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    AntiEntropy,
-    PushFlush,
-    RoundTimeout,
-    EndAck,
-    LogTrim,
-    /// A SWIM timer (probe, indirect probe, suspicion).
-    Membership,
-    /// This replica's health report is due.
-    Health,
-    /// Due calls of a failover or drain move.
-    Rehome,
-}
 
 #[derive(Debug, Default)]
 struct Peer {
@@ -393,160 +238,8 @@ impl Replica {
         Ok(())
     }
 
-    pub fn node(&self) -> &NodeId {
-        &self.config.node
-    }
-
-    pub fn config(&self) -> &ReplicaConfig {
-        &self.config
-    }
-
-    pub fn stats(&self) -> &ReplicaStats {
-        &self.stats
-    }
-
-    /// The root of the digest tree: equal roots mean equal replicas.
-    pub fn root(&self) -> wire::Digest {
-        self.rooms.tree().root()
-    }
-
-    /// Reads a room (through writes not yet handed to the driver).
-    pub fn room(&mut self, room: &RoomId) -> Result<Option<crate::model::RoomSnapshot>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        self.rooms.snapshot(&view, room)
-    }
-
-    pub fn heads(&mut self, room: &RoomId) -> Result<Vec<crate::model::Head>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        self.rooms.heads(&view, room)
-    }
-
-    /// Whether this replica holds the change `head` of `room`.
-    pub fn has_change(&mut self, room: &RoomId, head: &crate::model::Head) -> bool {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        matches!(
-            self.rooms.has_change(&view, room, &wire::WireHead(head.0)),
-            Ok(true)
-        )
-    }
-
-    pub fn is_purged(&self, room: &RoomId) -> bool {
-        self.rooms.is_purged(room)
-    }
-
-    /// Every room in the index (live and ended, not purged), without
-    /// loading any room.
-    pub fn list_rooms(&self) -> Result<Vec<crate::model::RoomSummary>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        let mut rooms = Vec::new();
-        for (_, value) in view.scan_prefix(keys::INDEX)? {
-            if let Ok(summary) = serde_json::from_slice(&value) {
-                rooms.push(summary);
-            }
-        }
-        Ok(rooms)
-    }
-
-    /// A room as standard automerge bytes (`None`: no such room).
-    pub fn export_room(&mut self, room: &RoomId) -> Result<Option<Vec<u8>>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        self.rooms.export(&view, room)
-    }
-
-    /// Change-log entries after `after` (from the oldest held if `None`),
-    /// oldest first, at most `limit`.
-    pub fn change_log(
-        &self,
-        after: Option<&Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<(Timestamp, crate::rooms::LogEntry)>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        RoomSet::log_after(&view, after, limit)
-    }
-
-    /// The newest change-log stamp trimmed away (`None`: nothing trimmed
-    /// yet): entries after it are all held.
-    pub fn log_horizon(&self) -> Option<Timestamp> {
-        self.log_horizon
-    }
-
-    /// Rooms loaded in memory.
-    pub fn hot_rooms(&self) -> usize {
-        self.rooms.hot_len()
-    }
-
-    /// Raw bytes of the changes of `room` a replica with heads `have` lacks.
-    pub fn changes_since(
-        &mut self,
-        room: &RoomId,
-        have: &[crate::model::Head],
-    ) -> Result<Vec<Vec<u8>>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        let changes = self.rooms.changes_since(&view, room, have)?;
-        Ok(changes
-            .into_iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect())
-    }
-
-    /// Rooms with a digest item (live or purged).
-    pub fn room_count(&self) -> usize {
-        self.rooms.tree().len()
-    }
-
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
-    }
-
-    /// The next deadline and the timer it belongs to.
-    pub fn poll_timeout(&self) -> Option<(u64, Timer)> {
-        let mut next = vec![
-            (self.next_anti_entropy_ms, Timer::AntiEntropy),
-            (self.next_log_trim_ms, Timer::LogTrim),
-        ];
-        if let Some(at) = self.outbox.due_ms(self.config.push_delay_ms) {
-            next.push((at, Timer::PushFlush));
-        }
-        if !self.ended.is_empty() {
-            next.push((self.next_end_ack_ms, Timer::EndAck));
-        }
-        if self.config.failure_detection {
-            next.push((self.next_health_ms, Timer::Health));
-            if let Some(at) = self.members.next_timer_ms() {
-                next.push((at, Timer::Membership));
-            }
-            if self.moving() {
-                next.push((self.next_move_ms, Timer::Rehome));
-            }
-        }
-        next.extend(
-            self.peers
-                .values()
-                .filter_map(|p| p.round.as_ref())
-                .map(|r| (r.deadline_ms, Timer::RoundTimeout)),
-        );
-        next.into_iter().min_by_key(|(at, _)| *at)
     }
 
     pub fn handle_input(&mut self, now_ms: u64, input: Input) {
@@ -647,81 +340,6 @@ impl Replica {
                 Err(err)
             }
         }
-    }
-
-    /// An import (the daemon's HTTP route): the same decoding and
-    /// validation as `Engine::import_room_as`, all or nothing.
-    fn on_import(&mut self, id: u64, room: Option<&RoomId>, bytes: &[u8]) {
-        let result = self.import(room, bytes);
-        if result.is_err() {
-            self.stats.local_write_errors += 1;
-        }
-        self.emit(Event::WriteDone { id, result });
-    }
-
-    fn import(&mut self, room: Option<&RoomId>, bytes: &[u8]) -> Result<WriteAck, Error> {
-        let (room, changes) = crate::room::import::decode(bytes, room)?;
-        if self.rooms.is_purged(&room) {
-            return Err(Error::RoomPurged(room));
-        }
-        let stamp = self.hlc.tick(self.now_ms);
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        let mut write = self
-            .rooms
-            .remote_apply(&view, &room, changes, stamp, Intake::Whole)?;
-        self.stats.changes_applied += write.applied.len() as u64;
-        self.staged.add(std::mem::take(&mut write.batch), true);
-        let kinds = std::mem::take(&mut write.kinds);
-        // `remote_apply` logs under `stamp` whenever it applied any.
-        let logged = (!write.applied.is_empty()).then_some(stamp);
-        self.after_change(&room, Origin::Local, kinds, logged);
-        self.outbox.add(&room, &write.applied, self.now_ms);
-        if self.outbox.full() {
-            self.flush_push();
-        }
-        let heads = self.heads(&room)?;
-        Ok(WriteAck { room, heads })
-    }
-
-    fn on_apply(&mut self, id: u64, room: &RoomId, changes: Vec<Vec<u8>>) {
-        let result = self.apply_outside(room, changes);
-        if result.is_err() {
-            self.stats.changes_rejected += 1;
-        }
-        self.emit(Event::Applied { id, result });
-    }
-
-    fn apply_outside(
-        &mut self,
-        room: &RoomId,
-        changes: Vec<Vec<u8>>,
-    ) -> Result<crate::model::RemoteOutcome, Error> {
-        let changes = crate::room::import::parse_changes(changes)?;
-        if self.rooms.is_purged(room) {
-            return Err(Error::RoomPurged(room.clone()));
-        }
-        let stamp = self.hlc.tick(self.now_ms);
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        let mut write = self
-            .rooms
-            .remote_apply(&view, room, changes, stamp, Intake::EachChange)?;
-        self.stats.changes_applied += write.applied.len() as u64;
-        self.stats.changes_refused += write.refused.len() as u64;
-        self.staged.add(std::mem::take(&mut write.batch), true);
-        let kinds = std::mem::take(&mut write.kinds);
-        let logged = (!write.applied.is_empty()).then_some(stamp);
-        self.after_change(room, Origin::Remote, kinds, logged);
-        self.outbox.add(room, &write.applied, self.now_ms);
-        if self.outbox.full() {
-            self.flush_push();
-        }
-        Ok(write.outcome)
     }
 
     /// Applies changes from a peer to one room; returns the outcome or
@@ -912,84 +530,6 @@ impl Replica {
             if was_up {
                 self.journal(journal::IncidentKind::PeerDown, format!("{peer}"));
             }
-        }
-    }
-
-    fn on_tick(&mut self) {
-        let now = self.now_ms;
-        if self
-            .outbox
-            .due_ms(self.config.push_delay_ms)
-            .is_some_and(|at| at <= now)
-        {
-            self.flush_push();
-        }
-        self.expire_rounds();
-        if now >= self.next_anti_entropy_ms {
-            self.anti_entropy_turn();
-            let interval = self.config.anti_entropy_interval_ms;
-            // ±10 % jitter so replicas started together do not sync in lockstep.
-            let jitter = self.rng.next() % (interval / 5 + 1);
-            self.next_anti_entropy_ms = now + interval - interval / 10 + jitter;
-        }
-        if now >= self.next_end_ack_ms {
-            self.announce_ended();
-            self.next_end_ack_ms = now + self.config.end_ack_interval_ms;
-        }
-        if now >= self.next_log_trim_ms {
-            self.trim_log();
-            self.next_log_trim_ms = now + self.config.log_trim_interval_ms;
-        }
-        self.purge_due();
-        if self.config.failure_detection {
-            self.members.tick(now);
-            self.after_membership();
-            if now >= self.next_health_ms {
-                self.health_tick();
-                self.next_health_ms = now + self.config.health_interval_ms;
-            }
-            if self.moving() && now >= self.next_move_ms {
-                self.move_tick();
-                self.next_move_ms = now + failover::MOVE_INTERVAL_MS;
-            }
-        }
-    }
-
-    /// Starts a round with the next up peer (in turn) that has none running.
-    fn anti_entropy_turn(&mut self) {
-        let candidates: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.up && p.round.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        if candidates.is_empty() {
-            return;
-        }
-        let peer = candidates[self.turn % candidates.len()].clone();
-        self.turn = self.turn.wrapping_add(1);
-        self.start_round(&peer);
-    }
-
-    fn trim_log(&mut self) {
-        // Bounded work per tick; the next tick continues.
-        const TRIM_PER_TICK: usize = 4096;
-        let before = self.now_ms.saturating_sub(self.config.log_retention_ms);
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        match RoomSet::trim_log(&view, before, TRIM_PER_TICK) {
-            Ok((batch, Some(horizon))) => {
-                self.staged.add(batch, false);
-                self.log_horizon = Some(horizon);
-                let mut meta = Batch::default();
-                let value = postcard::to_stdvec(&horizon).expect("timestamps serialize");
-                meta.put(keys::meta(LOG_HORIZON), value);
-                self.staged.add(meta, false);
-            }
-            Ok((_, None)) => {}
-            Err(_) => self.stats.storage_errors += 1,
         }
     }
 

@@ -108,28 +108,6 @@ impl RoomSet {
         })
     }
 
-    /// Like `open`, without the digest tree (for drivers that run no
-    /// anti-entropy, like the in-process `Engine`): opening reads only the
-    /// purge markers.
-    pub fn open_without_digests(
-        store: &dyn KvRead,
-        actor: ActorId,
-        hot_rooms: NonZeroUsize,
-    ) -> Result<Self, Error> {
-        let mut purged = BTreeSet::new();
-        for (key, _) in store.scan_prefix(keys::PURGED)? {
-            let room =
-                keys::room_of(keys::PURGED, &key).ok_or_else(|| malformed(&key, "purge key"))?;
-            purged.insert(room);
-        }
-        Ok(Self {
-            actor,
-            hot: LruCache::new(hot_rooms),
-            tree: DigestTree::new(),
-            purged,
-        })
-    }
-
     pub fn tree(&self) -> &DigestTree {
         &self.tree
     }

@@ -1,0 +1,173 @@
+//! The driver contract: what goes into a replica ([`Input`]), what comes
+//! out ([`Output`], [`Event`]) and its timers.
+
+use crate::error::Error;
+use crate::events::ChangeEvent;
+use crate::hlc::Timestamp;
+use crate::ids::{NodeId, RoomId};
+use crate::membership::{AppHealth, GradeChange};
+use crate::model::WriteAck;
+use crate::room::RoomOp;
+use crate::storage::Batch;
+
+use super::{MoveKind, Rehomed};
+
+/// Everything that can happen to a replica.
+#[derive(Debug)]
+pub enum Input {
+    /// Bytes a peer sent (push or sync message).
+    Message {
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
+    /// A connection to `peer` is up; a sync round with it starts at once.
+    PeerUp {
+        peer: NodeId,
+    },
+    PeerDown {
+        peer: NodeId,
+    },
+    /// Time passed; due timers fire.
+    Tick,
+    /// A write from the local API. Its result comes back as
+    /// `Event::WriteDone { id }` after the `Persist` that makes it durable.
+    LocalWrite {
+        id: u64,
+        room: RoomId,
+        op: RoomOp,
+    },
+    /// Standard automerge bytes of a room (a whole document or saved
+    /// changes) to merge in, from the local API. Answered like a write, by
+    /// `Event::WriteDone { id }`; the changes are pushed to peers.
+    Import {
+        id: u64,
+        /// The room the caller names (`None`: the one the document names).
+        room: Option<RoomId>,
+        bytes: Vec<u8>,
+    },
+    /// Raw automerge changes of one room from outside the protocol (the
+    /// library's `Engine::apply_remote`), validated one by one like a
+    /// peer's. Answered by `Event::Applied { id }`; what applies is pushed
+    /// to peers.
+    Apply {
+        id: u64,
+        room: RoomId,
+        changes: Vec<Vec<u8>>,
+    },
+    /// This media node's application health (load, call-setup failures),
+    /// from the library or the API. Over a threshold it grades Degraded.
+    Health {
+        app: AppHealth,
+    },
+    /// An operator drains `node` (`active: false` cancels): its calls move
+    /// away at `rate_per_s` (the configured default if `None`).
+    Drain {
+        node: NodeId,
+        rate_per_s: Option<u32>,
+        active: bool,
+    },
+}
+
+/// Everything a replica asks its driver to do.
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    Broadcast {
+        bytes: Vec<u8>,
+    },
+    /// A small, droppable message to one peer (failure detection, health):
+    /// best effort, no retries, order irrelevant. Losing it is expected.
+    Datagram {
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
+    /// Apply atomically; if `durable`, flush before acting on later outputs.
+    Persist {
+        batch: Batch,
+        durable: bool,
+    },
+    Event(Event),
+}
+
+/// How a sync round brought this replica level with a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPath {
+    /// Digest-tree walk, then changes since our heads, room by room.
+    Incremental,
+    /// Every change in the peer's log after our cursor.
+    Since,
+    /// Whole documents of every room.
+    Full,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    WriteDone {
+        id: u64,
+        result: Result<WriteAck, Error>,
+    },
+    /// The answer to `Input::Apply { id }`.
+    Applied {
+        id: u64,
+        result: Result<crate::model::RemoteOutcome, Error>,
+    },
+    /// A room changed. `stamp` keys the change-log entry that holds the
+    /// changes (see [`Replica::change_log`]); `None` when the write changed
+    /// nothing stored (no log entry).
+    Changed {
+        change: ChangeEvent,
+        stamp: Option<Timestamp>,
+    },
+    SyncStarted {
+        peer: NodeId,
+        path: SyncPath,
+    },
+    SyncFinished {
+        peer: NodeId,
+        path: SyncPath,
+        changes: u64,
+    },
+    Purged {
+        room: RoomId,
+    },
+    Rejected {
+        peer: NodeId,
+        reason: String,
+    },
+    /// This replica's grade of a node changed.
+    Grade(GradeChange),
+    /// This replica took over a call.
+    Rehomed(Rehomed),
+    /// A drain order took effect here (or was cancelled).
+    Drain {
+        node: NodeId,
+        active: bool,
+        rate_per_s: u32,
+    },
+    /// A failover or drain stopped before moving every call (rollback).
+    MoveStopped {
+        node: NodeId,
+        kind: MoveKind,
+        calls_left: usize,
+    },
+}
+
+/// The replica's timers; `poll_timeout` names the one due next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    AntiEntropy,
+    PushFlush,
+    RoundTimeout,
+    EndAck,
+    LogTrim,
+    /// A SWIM timer (probe, indirect probe, suspicion).
+    Membership,
+    /// This replica's health report is due.
+    Health,
+    /// Due calls of a failover or drain move.
+    Rehome,
+}

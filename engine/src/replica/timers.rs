@@ -1,0 +1,119 @@
+//! The replica's timers: when the next one is due, and what each does when
+//! it fires (anti-entropy turns, push flushes, round timeouts, end acks,
+//! log trimming, failure detection, moves).
+
+use super::overlay::Overlay;
+use super::{failover, Replica, Timer, LOG_HORIZON};
+use crate::ids::NodeId;
+use crate::rooms::RoomSet;
+use crate::storage::{keys, Batch};
+
+impl Replica {
+    /// The next deadline and the timer it belongs to.
+    pub fn poll_timeout(&self) -> Option<(u64, Timer)> {
+        let mut next = vec![
+            (self.next_anti_entropy_ms, Timer::AntiEntropy),
+            (self.next_log_trim_ms, Timer::LogTrim),
+        ];
+        if let Some(at) = self.outbox.due_ms(self.config.push_delay_ms) {
+            next.push((at, Timer::PushFlush));
+        }
+        if !self.ended.is_empty() {
+            next.push((self.next_end_ack_ms, Timer::EndAck));
+        }
+        if self.config.failure_detection {
+            next.push((self.next_health_ms, Timer::Health));
+            if let Some(at) = self.members.next_timer_ms() {
+                next.push((at, Timer::Membership));
+            }
+            if self.moving() {
+                next.push((self.next_move_ms, Timer::Rehome));
+            }
+        }
+        next.extend(
+            self.peers
+                .values()
+                .filter_map(|p| p.round.as_ref())
+                .map(|r| (r.deadline_ms, Timer::RoundTimeout)),
+        );
+        next.into_iter().min_by_key(|(at, _)| *at)
+    }
+
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now_ms;
+        if self
+            .outbox
+            .due_ms(self.config.push_delay_ms)
+            .is_some_and(|at| at <= now)
+        {
+            self.flush_push();
+        }
+        self.expire_rounds();
+        if now >= self.next_anti_entropy_ms {
+            self.anti_entropy_turn();
+            let interval = self.config.anti_entropy_interval_ms;
+            // ±10 % jitter so replicas started together do not sync in lockstep.
+            let jitter = self.rng.next() % (interval / 5 + 1);
+            self.next_anti_entropy_ms = now + interval - interval / 10 + jitter;
+        }
+        if now >= self.next_end_ack_ms {
+            self.announce_ended();
+            self.next_end_ack_ms = now + self.config.end_ack_interval_ms;
+        }
+        if now >= self.next_log_trim_ms {
+            self.trim_log();
+            self.next_log_trim_ms = now + self.config.log_trim_interval_ms;
+        }
+        self.purge_due();
+        if self.config.failure_detection {
+            self.members.tick(now);
+            self.after_membership();
+            if now >= self.next_health_ms {
+                self.health_tick();
+                self.next_health_ms = now + self.config.health_interval_ms;
+            }
+            if self.moving() && now >= self.next_move_ms {
+                self.move_tick();
+                self.next_move_ms = now + failover::MOVE_INTERVAL_MS;
+            }
+        }
+    }
+
+    /// Starts a round with the next up peer (in turn) that has none running.
+    fn anti_entropy_turn(&mut self) {
+        let candidates: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up && p.round.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let peer = candidates[self.turn % candidates.len()].clone();
+        self.turn = self.turn.wrapping_add(1);
+        self.start_round(&peer);
+    }
+
+    fn trim_log(&mut self) {
+        // Bounded work per tick; the next tick continues.
+        const TRIM_PER_TICK: usize = 4096;
+        let before = self.now_ms.saturating_sub(self.config.log_retention_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match RoomSet::trim_log(&view, before, TRIM_PER_TICK) {
+            Ok((batch, Some(horizon))) => {
+                self.staged.add(batch, false);
+                self.log_horizon = Some(horizon);
+                let mut meta = Batch::default();
+                let value = postcard::to_stdvec(&horizon).expect("timestamps serialize");
+                meta.put(keys::meta(LOG_HORIZON), value);
+                self.staged.add(meta, false);
+            }
+            Ok((_, None)) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+    }
+}
