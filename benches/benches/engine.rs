@@ -462,9 +462,8 @@ fn load_all(engine: &Engine, ids: &[RoomId]) -> i64 {
 fn hot_room_bytes(sizes: Sizes) {
     let k = sizes.hot_rooms;
     let mut config = EngineConfig::new(node());
-    // The cache is split evenly across write shards and rooms hash unevenly:
-    // headroom keeps every one of the k rooms hot.
-    config.replica.hot_rooms = 2 * k;
+    // One cache of k rooms keeps every one of them hot.
+    config.replica.hot_rooms = k;
 
     // In memory: the store's bytes are allocated before the measurement, so
     // the difference is the hot rooms alone.

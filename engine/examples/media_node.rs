@@ -216,34 +216,26 @@ fn orchestrate() -> Res<bool> {
     let _ = victim.child.wait();
 
     // Collect events until every orphaned call was acquired (or a deadline).
-    let mut net: BTreeMap<String, i64> = BTreeMap::new();
-    let mut last_acquired = Duration::ZERO;
+    let mut tally = Tally {
+        killed: Some(killed),
+        victim: victim.id.clone(),
+        ..Tally::default()
+    };
     let deadline = killed + Duration::from_secs(15);
-    while net.values().filter(|v| **v > 0).count() < CALLS && Instant::now() < deadline {
+    while tally.net.values().filter(|v| **v > 0).count() < CALLS && Instant::now() < deadline {
         for (i, p) in procs.iter().enumerate() {
             while let Ok(line) = p.lines.try_recv() {
                 println!("node-{}: {line}", i + 1);
-                let mut words = line.split_whitespace();
-                let (Some(what), Some(call)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let delta = match what {
-                    "acquired" => 1,
-                    "released" => -1,
-                    _ => continue,
-                };
-                *net.entry(call.to_string()).or_default() += delta;
-                if what == "acquired" {
-                    last_acquired = killed.elapsed();
-                }
+                tally.event(&line);
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Settle, then read every survivor's view.
+    // Settle, then read every survivor's view (events still arriving count,
+    // and are timed, too).
     std::thread::sleep(Duration::from_secs(2));
     let mut views = Vec::new();
-    for p in procs.iter_mut() {
+    for (i, p) in procs.iter_mut().enumerate() {
         writeln!(p.stdin, "report")?;
         let mut owners = BTreeMap::new();
         loop {
@@ -252,13 +244,11 @@ fn orchestrate() -> Res<bool> {
                 break;
             }
             let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["owner", call, owner] => {
-                    owners.insert(call.to_string(), owner.to_string());
-                }
-                ["acquired", call, ..] => *net.entry(call.to_string()).or_default() += 1,
-                ["released", call, ..] => *net.entry(call.to_string()).or_default() -= 1,
-                _ => {}
+            if let ["owner", call, owner] = words.as_slice() {
+                owners.insert(call.to_string(), owner.to_string());
+            } else {
+                println!("node-{}: {line}", i + 1);
+                tally.event(&line);
             }
         }
         views.push(owners);
@@ -268,9 +258,17 @@ fn orchestrate() -> Res<bool> {
         let _ = p.child.wait();
     }
     let survivors: Vec<&str> = procs.iter().map(|p| p.id.as_str()).collect();
+    let (net, last_acquired) = (&tally.net, tally.last_acquired);
     let mut ok = views.windows(2).all(|w| w[0] == w[1]);
     if !ok {
         println!("FAIL: the survivors disagree on ownership");
+    }
+    if tally.odd > 0 {
+        println!(
+            "FAIL: {} acquisitions of the dead node's calls were not failovers from it",
+            tally.odd
+        );
+        ok = false;
     }
     for c in 0..CALLS {
         let call = format!("room-0/call-{c}");
@@ -287,6 +285,40 @@ fn orchestrate() -> Res<bool> {
     ok &= last_acquired <= FAILOVER_BUDGET;
     println!("{}", if ok { "PASS" } else { "FAIL" });
     Ok(ok)
+}
+
+/// The survivors' events: acquired minus released per call, when the last
+/// acquisition came, and acquisitions of the dead node's calls that do not
+/// say "from it, by failover".
+#[derive(Default)]
+struct Tally {
+    net: BTreeMap<String, i64>,
+    killed: Option<Instant>,
+    victim: String,
+    last_acquired: Duration,
+    odd: usize,
+}
+
+impl Tally {
+    /// `acquired ROOM/CALL epoch E from NODE (REASON)` or
+    /// `released ROOM/CALL epoch E to NODE`.
+    fn event(&mut self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["acquired", call, "epoch", _, "from", from, reason] => {
+                *self.net.entry(call.to_string()).or_default() += 1;
+                if let Some(killed) = self.killed {
+                    self.last_acquired = killed.elapsed();
+                }
+                let orphan = call.starts_with("room-0/");
+                if orphan && (*from != self.victim || *reason != "(Failover)") {
+                    self.odd += 1;
+                }
+            }
+            ["released", call, ..] => *self.net.entry(call.to_string()).or_default() -= 1,
+            _ => {}
+        }
+    }
 }
 
 fn next_line(p: &Proc, wait: Duration, want: impl Fn(&str) -> bool) -> Res<String> {

@@ -15,13 +15,14 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::driver::{
-    Command, Done, Driver, Feeds, NodeEvent, QueryCtx, StampedChange, Standalone, Transport, Write,
+    Command, Done, Driver, Feeds, NodeEvent, QueryCtx, StampedChange, Standalone, Transport,
+    WeakFeeds, Write,
 };
 use crate::error::{Error, Result};
 use crate::events::ChangeEvent;
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId, SessionId, TenantId, TrackId, UserId};
-use crate::limits::{COMMAND_QUEUE_MAX, EVENT_QUEUE_DEFAULT};
+use crate::limits::{COMMAND_QUEUE_MAX, DRAIN_RATE_MAX, EVENT_QUEUE_DEFAULT};
 use crate::membership::AppHealth;
 use crate::model::*;
 use crate::replica::{Incident, Input, Replica, ReplicaConfig, ReplicaStats};
@@ -69,7 +70,7 @@ impl EngineConfig {
 pub struct Engine {
     /// `None` once dropping: closing it stops the driver.
     commands: Option<mpsc::Sender<Command>>,
-    feeds: Feeds,
+    feeds: WeakFeeds,
     node: NodeId,
     /// The driver's own thread, when it has one (joined on drop, so the
     /// store is closed when the engine is gone).
@@ -120,7 +121,8 @@ impl Engine {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let node = config.replica.node.clone();
-        let driver_feeds = feeds.clone();
+        let driver_feeds = feeds;
+        let feeds = driver_feeds.downgrade();
         let thread = std::thread::Builder::new()
             .name(format!("chorus-{node}"))
             .spawn(move || -> Result<()> {
@@ -131,7 +133,7 @@ impl Engine {
                 let opened = runtime.block_on(async {
                     let transport = transport().await?;
                     let replica = Replica::new(config.replica, kv.clone(), clock.now_ms())?;
-                    Ok::<_, Error>(Driver::new(replica, kv, clock, transport, driver_feeds))
+                    Driver::new(replica, kv, clock, transport, driver_feeds)
                 });
                 match opened {
                     Ok(driver) => {
@@ -176,7 +178,8 @@ impl Engine {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
         let node = config.replica.node.clone();
         let replica = Replica::new(config.replica, kv.clone(), clock.now_ms())?;
-        let driver = Driver::new(replica, kv, clock, transport, feeds.clone());
+        let weak = feeds.downgrade();
+        let driver = Driver::new(replica, kv, clock, transport, feeds)?;
         runtime.spawn(async move {
             if let Err(err) = driver.run(receiver).await {
                 tracing::error!(%err, "the replica stopped");
@@ -184,7 +187,7 @@ impl Engine {
         });
         Ok(Self {
             commands: Some(commands),
-            feeds,
+            feeds: weak,
             node,
             thread: None,
         })
@@ -208,7 +211,10 @@ impl Engine {
     pub fn shutdown(&self) -> Result<()> {
         self.send(Command::Stop)?;
         self.wait_stopped();
-        Ok(())
+        match crate::driver::lock(&self.feeds.outcome).take() {
+            Some(why) => Err(Error::Stopped(why)),
+            None => Ok(()),
+        }
     }
 
     /// Blocks until the driver has stopped (asked to, or on a store failure
@@ -232,19 +238,19 @@ impl Engine {
 
     /// Subscribes to change events from now on.
     pub fn subscribe(&self) -> Subscription<ChangeEvent> {
-        Subscription::new(self.feeds.changes.subscribe())
+        Subscription::new(self.feeds.changes())
     }
 
     /// Change events with the stamp of the change-log entry holding them,
     /// for feeds that resume from [`Engine::change_log`].
     pub fn subscribe_stamped(&self) -> Subscription<StampedChange> {
-        Subscription::new(self.feeds.stamped.subscribe())
+        Subscription::new(self.feeds.stamped())
     }
 
     /// Events a media node acts on: calls acquired and released, grades,
     /// drain orders for this node.
     pub fn node_events(&self) -> Subscription<NodeEvent> {
-        Subscription::new(self.feeds.node.subscribe())
+        Subscription::new(self.feeds.node())
     }
 
     // ---- writes ---------------------------------------------------------
@@ -450,6 +456,12 @@ impl Engine {
 
     // ---- failure handling ------------------------------------------------
 
+    /// Grades, moves, drain orders, and whether this replica sees a
+    /// majority (failovers run only then).
+    pub fn nodes_view(&self) -> Result<crate::replica::NodesView> {
+        self.query(|ctx| Ok(ctx.replica.nodes_view()))
+    }
+
     /// Reports this media node's load and call-setup failures; over the
     /// configured thresholds the cluster grades it Degraded.
     pub fn report_health(&self, app: AppHealth) -> Result<()> {
@@ -459,6 +471,12 @@ impl Engine {
     /// Drains `node` (`active: false` cancels): its calls move away at
     /// `rate_per_s` (the configured default if `None`).
     pub fn drain(&self, node: &NodeId, rate_per_s: Option<u32>, active: bool) -> Result<()> {
+        if let Some(rate) = rate_per_s.filter(|r| *r == 0 || *r > DRAIN_RATE_MAX) {
+            return Err(Error::Invalid {
+                field: "rate_per_s",
+                reason: format!("{rate}: must be between 1 and {DRAIN_RATE_MAX}"),
+            });
+        }
         self.send(Command::Input(Input::Drain {
             node: node.clone(),
             rate_per_s,
@@ -552,7 +570,7 @@ impl Engine {
     {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Query(Box::new(move |ctx| {
-            let _ = reply.send(f(ctx));
+            let _ = reply.send(ctx.and_then(f));
         })))?;
         futures::executor::block_on(answer).unwrap_or_else(|_| Err(stopped()))
     }

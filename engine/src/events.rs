@@ -27,6 +27,8 @@ pub enum ChangeKind {
     },
     Joined {
         session: SessionId,
+        /// Who hosts the call when this replica first saw it.
+        owner: Owner,
     },
     StateChanged {
         session: SessionId,
@@ -110,6 +112,7 @@ fn diff_sessions(before: &RoomSnapshot, after: &RoomSnapshot, out: &mut Vec<Chan
         let Some(was) = before.sessions.get(id) else {
             out.push(ChangeKind::Joined {
                 session: session.clone(),
+                owner: now.owner.clone(),
             });
             if now.state == SessionState::Left {
                 out.push(ChangeKind::Left { session });

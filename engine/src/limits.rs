@@ -105,6 +105,14 @@ pub const REDIAL_MAX_MS: u64 = 10_000;
 /// How long a networked engine waits for its listeners to bind.
 pub const LISTEN_TIMEOUT_MS: u64 = 10_000;
 
+/// How often a driver whose store failed retries reopening the replica
+/// when no command comes (each command retries too).
+pub const REOPEN_RETRY_MS: u64 = 1_000;
+
+/// The largest drain rate accepted (calls per second): more is a failover,
+/// not a drain.
+pub const DRAIN_RATE_MAX: u32 = 100_000;
+
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
 const _: () = assert!(EPOCH_MAX < u64::MAX);
 const _: () = assert!(EPOCH_STEP_MAX >= 1 && EPOCH_STEP_MAX < EPOCH_MAX);

@@ -265,7 +265,11 @@ fn subscribers_see_local_and_remote_changes_and_lag_without_blocking() {
     assert_eq!(event.origin, Origin::Remote);
     assert!(event.changes.contains(&ChangeKind::RoomCreated));
     assert!(event.changes.contains(&ChangeKind::Joined {
-        session: session("s1")
+        session: session("s1"),
+        owner: Owner {
+            epoch: 1,
+            node: node("n")
+        },
     }));
 
     let mut config = EngineConfig::new(node("c"));
@@ -340,6 +344,18 @@ fn storage_failure_is_an_error_and_loses_nothing_acknowledged() {
         r.engine.join(&id, join_request("s2", "u", "n")),
         Err(Error::Storage(_))
     ));
+    // While the store keeps failing, every call answers at once with the
+    // store's error (the replica retries reopening per call, not in a loop),
+    // and nothing leaves.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert!(matches!(r.engine.room(&id), Err(Error::Storage(_))));
+        assert!(matches!(
+            r.engine.join(&id, join_request("s9", "u", "n")),
+            Err(Error::Storage(_))
+        ));
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     r.kv.set_fail_writes(false);
     let snap = r.engine.room(&id).expect("read").expect("room");
     assert!(snap.sessions.contains_key(&session("s1")));
@@ -423,4 +439,18 @@ fn an_engine_runs_on_the_callers_runtime() {
         .is_err(),
         "outside a runtime, spawn is an error, not a panic"
     );
+}
+
+/// Once the driver is gone, subscribers are told so (`Closed`), even while
+/// a handle lives on; later calls are errors, not hangs.
+#[test]
+fn shutdown_closes_subscriptions_and_refuses_later_calls() {
+    let r = replica("a", 0);
+    let mut changes = r.engine.subscribe();
+    let mut calls = r.engine.node_events();
+    r.engine.shutdown().expect("clean shutdown");
+    assert_eq!(changes.blocking_recv(), Err(RecvError::Closed));
+    assert_eq!(calls.blocking_recv(), Err(RecvError::Closed));
+    assert!(matches!(r.engine.room(&room("r")), Err(Error::Stopped(_))));
+    assert_eq!(r.engine.subscribe().try_recv(), Err(RecvError::Closed));
 }

@@ -6,6 +6,15 @@ use std::process::Command;
 
 #[test]
 fn three_media_nodes_survive_a_sigkill() {
+    // `cargo test --test media_node` alone does not rebuild examples: build
+    // it, so the test never runs a stale binary (a no-op when up to date).
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "-p", "chorus-engine", "--features", "network"])
+        .args(["--example", "media_node"])
+        .status()
+        .expect("cargo build");
+    assert!(built.success(), "the example does not build");
     // Integration tests live in target/<profile>/deps; examples beside it.
     let exe = std::env::current_exe().expect("test path");
     let profile = exe.parent().and_then(|d| d.parent()).expect("profile dir");
@@ -22,4 +31,8 @@ fn three_media_nodes_survive_a_sigkill() {
         .count();
     assert!(acquired >= 4, "every orphaned call is acquired:\n{stdout}");
     assert!(stdout.contains("PASS"));
+    assert!(
+        stdout.contains("(Failover)"),
+        "acquisitions say why:\n{stdout}"
+    );
 }

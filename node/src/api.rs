@@ -35,6 +35,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct ApiState {
     pub(crate) engine: Arc<Engine>,
+    /// Engine calls in flight: a bound on the blocking threads (and the
+    /// request bodies they hold) while the replica is slow.
+    in_flight: Arc<tokio::sync::Semaphore>,
     token: Option<Arc<str>>,
     drills: bool,
     body_bytes_max: usize,
@@ -44,6 +47,7 @@ impl ApiState {
     pub fn new(config: &Config, engine: Arc<Engine>) -> Self {
         Self {
             engine,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT_MAX)),
             token: config.api.token.as_deref().map(Arc::from),
             drills: config.drills,
             body_bytes_max: config.api.body_bytes_max,
@@ -55,16 +59,32 @@ fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
 
+/// Engine calls the API runs at once; more wait for a slot (up to
+/// `COMMAND_TIMEOUT`, then 503). The engine's own command queue holds 1024.
+const CALLS_IN_FLIGHT_MAX: usize = 1024;
+
 /// Runs `f` with the engine on a blocking thread (the engine's calls wait
-/// for its driver), answering 503 if it takes longer than the bound.
+/// for its driver), answering 503 if no slot frees up or the answer takes
+/// longer than `COMMAND_TIMEOUT`. A call that already reached the engine
+/// cannot be taken back: after a 503 a write's outcome is unknown (read the
+/// room, or retry: writes carry their own ids and epochs).
 pub(crate) async fn call<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Engine) -> chorus_engine::Result<T> + Send + 'static,
 {
+    let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+    let slot = tokio::time::timeout_at(deadline, state.in_flight.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(ApiError::unavailable)?;
     let engine = state.engine.clone();
-    let task = tokio::task::spawn_blocking(move || f(&engine));
-    match tokio::time::timeout(COMMAND_TIMEOUT, task).await {
+    let task = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f(&engine)
+    });
+    match tokio::time::timeout_at(deadline, task).await {
         Ok(Ok(result)) => result.map_err(engine_error),
         _ => Err(ApiError::unavailable()),
     }

@@ -276,13 +276,7 @@ impl Config {
     }
 }
 
-/// The peer id at the end of a multiaddr (`/p2p/<id>`).
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
+pub use chorus_engine::net::peer_of;
 
 pub fn parse_psk(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();

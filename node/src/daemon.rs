@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
@@ -120,10 +120,4 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_stop: Some(api_stop),
         api_task,
     })
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

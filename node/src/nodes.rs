@@ -6,64 +6,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use chorus_engine::membership::{AppHealth, DrainOrder, NodeView};
-use chorus_engine::replica::{MoveKind, Replica};
+use chorus_engine::membership::AppHealth;
 use chorus_engine::{NodeId, RegionId, RoomId, SessionId};
 
 use crate::api::{call, ApiError, ApiState, Body, Json, Path, Query};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct MoveView {
-    pub node: NodeId,
-    pub kind: MoveKind,
-    pub started_ago_ms: u64,
-    pub calls_at_start: usize,
-    pub rate_per_s: u32,
-    pub calls_left: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodesView {
-    pub this_node: NodeId,
-    /// Every node this replica knows, with its grade and the reason.
-    pub nodes: Vec<NodeView>,
-    /// Failovers and drains in progress.
-    pub moves: Vec<MoveView>,
-    pub drains: Vec<DrainOrder>,
-    /// Whether this replica sees a majority (failovers run only then).
-    pub majority: bool,
-}
-
-impl NodesView {
-    pub fn of(replica: &Replica, now_ms: u64) -> Self {
-        let members = replica.membership();
-        let moves = replica
-            .moves()
-            .into_iter()
-            .map(|(node, kind, started, total, rate)| MoveView {
-                calls_left: replica.calls_owned_by(&node).len(),
-                node,
-                kind,
-                started_ago_ms: now_ms.saturating_sub(started),
-                calls_at_start: total,
-                rate_per_s: rate,
-            })
-            .collect();
-        Self {
-            this_node: replica.node().clone(),
-            nodes: members.views().cloned().collect(),
-            moves,
-            drains: replica.drains().cloned().collect(),
-            majority: 2 * members.reachable() > members.known(),
-        }
-    }
-}
-
 async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let view = call(&state, |e| {
-        e.inspect(|r, _| NodesView::of(r, crate::daemon::unix_ms()))
-    })
-    .await?;
+    let view = call(&state, |e| e.nodes_view()).await?;
     Ok(axum::Json(view).into_response())
 }
 
@@ -79,9 +28,6 @@ pub struct DrainBody {
     pub rate_per_s: Option<u32>,
 }
 
-/// The largest drain rate accepted: more is a failover, not a drain.
-pub const DRAIN_RATE_MAX: u32 = 100_000;
-
 async fn drain(
     State(state): State<ApiState>,
     Path(node): Path<String>,
@@ -95,13 +41,6 @@ async fn drain(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("body: {e}")))?
     };
     let rate_per_s = body.rate_per_s;
-    if let Some(rate) = rate_per_s {
-        if rate == 0 || rate > DRAIN_RATE_MAX {
-            return Err(ApiError::bad(format!(
-                "rate_per_s = {rate}: must be between 1 and {DRAIN_RATE_MAX}"
-            )));
-        }
-    }
     order(&state, node, rate_per_s, true).await
 }
 
@@ -119,10 +58,7 @@ async fn order(
     active: bool,
 ) -> Result<Response, ApiError> {
     // A typo must not spread an order for a node nobody knows.
-    let known = call(state, |e| {
-        e.inspect(|r, _| NodesView::of(r, crate::daemon::unix_ms()))
-    })
-    .await?;
+    let known = call(state, |e| e.nodes_view()).await?;
     if !known.nodes.iter().any(|n| n.node == node) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -133,10 +69,7 @@ async fn order(
     let target = node.clone();
     call(state, move |e| e.drain(&target, rate_per_s, active)).await?;
     // Commands run in order: this view includes the order just given.
-    let view = call(state, |e| {
-        e.inspect(|r, _| NodesView::of(r, crate::daemon::unix_ms()))
-    })
-    .await?;
+    let view = call(state, |e| e.nodes_view()).await?;
     let order = view.drains.into_iter().find(|o| o.node == node);
     Ok((StatusCode::ACCEPTED, axum::Json(order)).into_response())
 }

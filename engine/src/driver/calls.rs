@@ -47,13 +47,13 @@ pub enum NodeEvent {
     Drain { active: bool, rate_per_s: u32 },
 }
 
-/// Turns the replica's events of one driver turn into [`NodeEvent`]s.
-/// Acquisitions wait for the end of the turn, because the replica reports
-/// a take-over (`Rehomed`, which says why) after the change it made.
+/// Turns the replica's events of one driver turn into [`NodeEvent`]s, in
+/// the order the changes happened. The reason of an acquisition is filled
+/// in at the end of the turn, because the replica reports a take-over
+/// (`Rehomed`, which says why) after the change it made.
 #[derive(Debug)]
 pub(crate) struct CallEvents {
     me: NodeId,
-    acquired: Vec<NodeEvent>,
     /// Why calls moved here this turn (cleared every turn).
     reasons: HashMap<(RoomId, SessionId), AcquireReason>,
 }
@@ -62,40 +62,45 @@ impl CallEvents {
     pub fn new(me: NodeId) -> Self {
         Self {
             me,
-            acquired: Vec::new(),
             reasons: HashMap::new(),
         }
     }
 
-    /// A room changed: ownership moves to or from this node are noted;
-    /// releases are returned at once.
+    /// A room changed: calls placed on, moved to or moved away from this
+    /// node become events (in `out`, in order).
     pub fn on_change(&mut self, change: &ChangeEvent, out: &mut Vec<NodeEvent>) {
         for kind in &change.changes {
-            let ChangeKind::OwnerChanged {
-                session,
-                owner,
-                previous,
-            } = kind
-            else {
-                continue;
-            };
-            let was_mine = previous.as_ref() == Some(&self.me);
-            let is_mine = owner.node == self.me;
-            if is_mine && !was_mine {
-                self.acquired.push(NodeEvent::Acquired {
-                    room: change.room.clone(),
-                    session: session.clone(),
-                    epoch: owner.epoch,
-                    from: previous.clone(),
-                    reason: AcquireReason::Assigned,
-                });
-            } else if was_mine && !is_mine {
-                out.push(NodeEvent::Released {
-                    room: change.room.clone(),
-                    session: session.clone(),
-                    epoch: owner.epoch,
-                    to: owner.node.clone(),
-                });
+            match kind {
+                // A call placed here at join, unless it has already left.
+                ChangeKind::Joined { session, owner } if owner.node == self.me => {
+                    let left = change
+                        .changes
+                        .iter()
+                        .any(|k| matches!(k, ChangeKind::Left { session: s } if s == session));
+                    if !left {
+                        out.push(acquired(&change.room, session, owner.epoch, None));
+                    }
+                }
+                ChangeKind::OwnerChanged {
+                    session,
+                    owner,
+                    previous,
+                } => {
+                    let was_mine = previous.as_ref() == Some(&self.me);
+                    let is_mine = owner.node == self.me;
+                    if is_mine && !was_mine {
+                        let from = previous.clone();
+                        out.push(acquired(&change.room, session, owner.epoch, from));
+                    } else if was_mine && !is_mine {
+                        out.push(NodeEvent::Released {
+                            room: change.room.clone(),
+                            session: session.clone(),
+                            epoch: owner.epoch,
+                            to: owner.node.clone(),
+                        });
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -109,22 +114,162 @@ impl CallEvents {
         self.reasons.insert((room.clone(), session.clone()), reason);
     }
 
-    /// The end of a turn: acquisitions, each with its reason.
-    pub fn finish(&mut self, out: &mut Vec<NodeEvent>) {
-        for mut event in self.acquired.drain(..) {
+    /// The end of a turn: every acquisition of the turn gets its reason.
+    pub fn finish(&mut self, events: &mut [NodeEvent]) {
+        if self.reasons.is_empty() {
+            return;
+        }
+        for event in events.iter_mut() {
             if let NodeEvent::Acquired {
                 room,
                 session,
                 reason,
                 ..
-            } = &mut event
+            } = event
             {
                 if let Some(why) = self.reasons.get(&(room.clone(), session.clone())) {
                     *reason = *why;
                 }
             }
-            out.push(event);
         }
         self.reasons.clear();
+    }
+}
+
+fn acquired(room: &RoomId, session: &SessionId, epoch: u64, from: Option<NodeId>) -> NodeEvent {
+    NodeEvent::Acquired {
+        room: room.clone(),
+        session: session.clone(),
+        epoch,
+        from,
+        reason: AcquireReason::Assigned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Origin;
+    use crate::model::Owner;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::parse(s).expect("id")
+    }
+
+    fn change(kinds: Vec<ChangeKind>) -> ChangeEvent {
+        ChangeEvent {
+            room: RoomId::parse("r").expect("room"),
+            origin: Origin::Remote,
+            changes: kinds,
+        }
+    }
+
+    fn owner_changed(session: &str, to: &str, epoch: u64, from: Option<&str>) -> ChangeKind {
+        ChangeKind::OwnerChanged {
+            session: SessionId::parse(session).expect("session"),
+            owner: Owner {
+                epoch,
+                node: id(to),
+            },
+            previous: from.map(id),
+        }
+    }
+
+    #[test]
+    fn a_call_placed_here_at_join_is_acquired_unless_it_left() {
+        let mut calls = CallEvents::new(id("me"));
+        let joined = |s: &str, owner: &str| ChangeKind::Joined {
+            session: SessionId::parse(s).expect("session"),
+            owner: Owner {
+                epoch: 1,
+                node: id(owner),
+            },
+        };
+        let left = ChangeKind::Left {
+            session: SessionId::parse("gone").expect("session"),
+        };
+        let mut out = Vec::new();
+        calls.on_change(
+            &change(vec![
+                joined("here", "me"),
+                joined("there", "other"),
+                joined("gone", "me"),
+                left,
+            ]),
+            &mut out,
+        );
+        calls.finish(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(
+            &out[0],
+            NodeEvent::Acquired { session, epoch: 1, from: None, reason: AcquireReason::Assigned, .. }
+                if session.as_str() == "here"
+        ));
+    }
+
+    #[test]
+    fn moves_in_one_turn_keep_their_order_and_reasons() {
+        let mut calls = CallEvents::new(id("me"));
+        let mut out = Vec::new();
+        // Here and away again in one turn: acquired, then released.
+        calls.on_change(
+            &change(vec![owner_changed("c1", "me", 2, Some("dead"))]),
+            &mut out,
+        );
+        calls.on_change(
+            &change(vec![owner_changed("c1", "other", 3, Some("me"))]),
+            &mut out,
+        );
+        // Taken over by failover, reported after the change.
+        calls.on_change(
+            &change(vec![owner_changed("c2", "me", 2, Some("dead"))]),
+            &mut out,
+        );
+        calls.on_rehomed(
+            &RoomId::parse("r").expect("room"),
+            &SessionId::parse("c2").expect("session"),
+            MoveKind::Failover,
+        );
+        // Someone else's move: nothing for us.
+        calls.on_change(
+            &change(vec![owner_changed("c3", "other", 2, Some("dead"))]),
+            &mut out,
+        );
+        calls.finish(&mut out);
+        let summary: Vec<String> = out
+            .iter()
+            .map(|e| match e {
+                NodeEvent::Acquired {
+                    session,
+                    reason,
+                    from,
+                    ..
+                } => format!("+{session} {reason:?} from {from:?}"),
+                NodeEvent::Released { session, to, .. } => format!("-{session} to {to}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "+c1 Assigned from Some(NodeId(\"dead\"))",
+                "-c1 to other",
+                "+c2 Failover from Some(NodeId(\"dead\"))",
+            ]
+        );
+        // Reasons do not leak into the next turn.
+        let mut next = Vec::new();
+        calls.on_change(
+            &change(vec![owner_changed("c2", "me", 9, Some("x"))]),
+            &mut next,
+        );
+        calls.finish(&mut next);
+        assert!(matches!(
+            next[0],
+            NodeEvent::Acquired {
+                reason: AcquireReason::Assigned,
+                ..
+            }
+        ));
     }
 }

@@ -24,8 +24,9 @@ pub(crate) enum Command {
     Stop,
 }
 
-/// A read of the replica (and, with a network, of the transport).
-pub(crate) type Query = Box<dyn FnOnce(&mut QueryCtx<'_>) + Send>;
+/// A read of the replica (and, with a network, of the transport); given
+/// the store's error instead while the store is broken.
+pub(crate) type Query = Box<dyn FnOnce(Result<&mut QueryCtx<'_>>) + Send>;
 
 /// What a query sees.
 pub(crate) struct QueryCtx<'a> {

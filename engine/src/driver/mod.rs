@@ -14,7 +14,7 @@ mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
@@ -27,7 +27,7 @@ use crate::engine::Clock;
 use crate::error::Error;
 use crate::events::ChangeEvent;
 use crate::hlc::Timestamp;
-use crate::limits::COMMANDS_PER_TURN_MAX;
+use crate::limits::{COMMANDS_PER_TURN_MAX, REOPEN_RETRY_MS};
 use crate::replica::{Event, Input, Output, Replica};
 use crate::room::RoomOp;
 use crate::storage::{Kv, StorageError};
@@ -48,15 +48,58 @@ pub(crate) struct Feeds {
     pub stamped: broadcast::Sender<StampedChange>,
     pub node: broadcast::Sender<NodeEvent>,
     pub flushes: Arc<AtomicU64>,
+    /// Why the driver's last flush failed, for `Engine::shutdown`.
+    pub outcome: Arc<Mutex<Option<String>>>,
+}
+
+/// The handle's side of the feeds: weak, so that subscribers see `Closed`
+/// once the driver is gone, even while handles live on.
+pub(crate) struct WeakFeeds {
+    changes: broadcast::WeakSender<ChangeEvent>,
+    stamped: broadcast::WeakSender<StampedChange>,
+    node: broadcast::WeakSender<NodeEvent>,
+    pub flushes: Arc<AtomicU64>,
+    pub outcome: Arc<Mutex<Option<String>>>,
+}
+
+fn subscribe<T: Clone>(sender: &broadcast::WeakSender<T>) -> broadcast::Receiver<T> {
+    match sender.upgrade() {
+        Some(sender) => sender.subscribe(),
+        // The driver is gone: a receiver that reports `Closed`.
+        None => broadcast::channel(1).1,
+    }
+}
+
+impl WeakFeeds {
+    pub fn changes(&self) -> broadcast::Receiver<ChangeEvent> {
+        subscribe(&self.changes)
+    }
+    pub fn stamped(&self) -> broadcast::Receiver<StampedChange> {
+        subscribe(&self.stamped)
+    }
+    pub fn node(&self) -> broadcast::Receiver<NodeEvent> {
+        subscribe(&self.node)
+    }
 }
 
 impl Feeds {
+    pub fn downgrade(&self) -> WeakFeeds {
+        WeakFeeds {
+            changes: self.changes.downgrade(),
+            stamped: self.stamped.downgrade(),
+            node: self.node.downgrade(),
+            flushes: self.flushes.clone(),
+            outcome: self.outcome.clone(),
+        }
+    }
+
     pub fn new(capacity: usize) -> Self {
         Self {
             changes: broadcast::channel(capacity).0,
             stamped: broadcast::channel(capacity).0,
             node: broadcast::channel(capacity).0,
             flushes: Arc::new(AtomicU64::new(0)),
+            outcome: Arc::new(Mutex::new(None)),
         }
     }
 }
@@ -75,9 +118,10 @@ pub(crate) struct Driver<T> {
     dirty: bool,
     calls: CallEvents,
     node_events: Vec<NodeEvent>,
-    /// Set when the store failed and the replica could not reopen: the
-    /// driver stops rather than acknowledge writes it may lose.
-    failed: Option<String>,
+    /// Set when the store failed: the replica is reopened from the store
+    /// before it takes anything else, and until that works every write and
+    /// read gets this error.
+    broken: Option<StorageError>,
     stopping: bool,
 }
 
@@ -88,7 +132,7 @@ impl<T: Transport> Driver<T> {
         clock: Arc<dyn Clock>,
         transport: T,
         feeds: Feeds,
-    ) -> Self {
+    ) -> Result<Self, Error> {
         let calls = CallEvents::new(replica.node().clone());
         let mut driver = Self {
             replica,
@@ -102,31 +146,42 @@ impl<T: Transport> Driver<T> {
             dirty: false,
             calls,
             node_events: Vec::new(),
-            failed: None,
+            broken: None,
             stopping: false,
         };
         // Opening the replica staged its incarnation bump.
         driver.pump();
         driver.settle();
-        driver
+        match driver.broken.take() {
+            Some(err) => Err(Error::Storage(err)),
+            None => Ok(driver),
+        }
     }
 
     /// Runs until every handle is gone or asks it to stop (or the store
     /// fails), then flushes. The store is closed before the command queue:
     /// a handle that sees the queue closed may reopen it.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), Error> {
-        let result = self.serve(&mut commands).await;
+        self.serve(&mut commands).await;
+        let result = self.kv.flush().map_err(Error::from);
+        if let Err(err) = &result {
+            tracing::error!(%err, "the final flush failed");
+            *lock(&self.feeds.outcome) = Some(err.to_string());
+        }
         drop(self);
         drop(commands);
         result
     }
 
-    async fn serve(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<(), Error> {
-        while self.failed.is_none() && !self.stopping {
-            let wait = self
-                .replica
-                .poll_timeout()
-                .map(|(at, _)| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<Command>) {
+        while !self.stopping {
+            let wait = if self.broken.is_some() {
+                Some(Duration::from_millis(REOPEN_RETRY_MS))
+            } else {
+                self.replica
+                    .poll_timeout()
+                    .map(|(at, _)| Duration::from_millis(at.saturating_sub(self.clock.now_ms())))
+            };
             let sleep = async move {
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,
@@ -141,6 +196,9 @@ impl<T: Transport> Driver<T> {
                         // its flush), up to a bound that keeps the network
                         // and timers served.
                         for _ in 1..COMMANDS_PER_TURN_MAX {
+                            if self.stopping {
+                                break;
+                            }
                             match commands.try_recv() {
                                 Ok(command) => self.command(command),
                                 Err(_) => break,
@@ -149,20 +207,21 @@ impl<T: Transport> Driver<T> {
                     }
                     None => break,
                 },
+                // While the store is broken the network's input is
+                // dropped: peers repeat it (anti-entropy).
                 input = self.transport.next() => {
-                    if let Some(input) = input {
+                    if let (Some(input), None) = (input, &self.broken) {
                         self.input(input);
                     }
                 }
-                () = sleep => self.input(Input::Tick),
+                () = sleep => {
+                    if self.reopen() {
+                        self.input(Input::Tick);
+                    }
+                }
             }
             self.settle();
         }
-        if let Some(why) = self.failed.take() {
-            return Err(Error::Stopped(why));
-        }
-        self.kv.flush()?;
-        Ok(())
     }
 
     fn input(&mut self, input: Input) {
@@ -171,9 +230,16 @@ impl<T: Transport> Driver<T> {
     }
 
     fn command(&mut self, command: Command) {
-        if let Some(why) = &self.failed {
-            if let Command::Write { reply, .. } = command {
-                let _ = reply.send(Err(Error::Stopped(why.clone())));
+        if !self.reopen() {
+            let err = self.broken.clone().map(Error::Storage);
+            let err = err.unwrap_or_else(|| Error::Stopped("the store is broken".into()));
+            match command {
+                Command::Write { reply, .. } => {
+                    let _ = reply.send(Err(err));
+                }
+                Command::Query(query) => query(Err(err)),
+                Command::Input(input) => tracing::warn!(?input, "dropped: the store is broken"),
+                Command::Stop => self.stopping = true,
             }
             return;
         }
@@ -183,11 +249,13 @@ impl<T: Transport> Driver<T> {
                 // A read must not reveal a write that a crash could still
                 // take back.
                 self.settle();
-                let mut ctx = QueryCtx {
-                    replica: &mut self.replica,
-                    transport: self.transport.as_any(),
-                };
-                query(&mut ctx);
+                match &self.broken {
+                    Some(err) => query(Err(Error::Storage(err.clone()))),
+                    None => query(Ok(&mut QueryCtx {
+                        replica: &mut self.replica,
+                        transport: self.transport.as_any(),
+                    })),
+                }
             }
             Command::Input(input) => self.input(input),
             Command::Stop => self.stopping = true,
@@ -226,16 +294,16 @@ impl<T: Transport> Driver<T> {
     /// away, or after the turn's flush if a durable write came first.
     fn pump(&mut self) {
         while let Some(output) = self.replica.poll_output() {
+            if self.broken.is_some() {
+                // The replica is ahead of the store: nothing it says
+                // leaves; it is reopened from the store.
+                continue;
+            }
             match output {
-                Output::Persist { batch, durable } => {
-                    if self.failed.is_some() {
-                        continue;
-                    }
-                    match self.kv.apply(batch) {
-                        Ok(()) => self.dirty |= durable,
-                        Err(err) => self.recover(err),
-                    }
-                }
+                Output::Persist { batch, durable } => match self.kv.apply(batch) {
+                    Ok(()) => self.dirty |= durable,
+                    Err(err) => self.recover(err),
+                },
                 output if self.dirty => self.held.push(output),
                 output => self.act(output),
             }
@@ -244,7 +312,7 @@ impl<T: Transport> Driver<T> {
 
     /// The end of a turn: one flush, then everything that waited for it.
     fn settle(&mut self) {
-        if self.dirty && self.failed.is_none() {
+        if self.dirty && self.broken.is_none() {
             match self.kv.flush() {
                 Ok(()) => {
                     self.feeds.flushes.fetch_add(1, Ordering::Relaxed);
@@ -262,30 +330,49 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    /// The store failed: writes in flight get the error, what waited for
-    /// the flush never leaves, and the replica reopens from what the store
-    /// holds (with a new incarnation, so changes lost from memory cannot
-    /// collide with new ones). If it cannot reopen, the driver stops.
+    /// The store failed: writes in flight get the error (their outcome is
+    /// unknown: some may be stored), and what waited for the flush never
+    /// leaves. The replica is reopened from the store before it takes
+    /// anything else (see `reopen`).
     fn recover(&mut self, err: StorageError) {
-        tracing::error!(%err, "store failed; reopening the replica from the store");
+        tracing::error!(%err, "store failed; the replica reopens from the store");
         self.held.clear();
+        self.node_events.clear();
         self.dirty = false;
         for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(Error::Storage(err.clone())));
+        }
+        self.broken = Some(err);
+    }
+
+    /// Reopens a broken replica from what the store holds, with a new
+    /// incarnation (so changes lost from memory cannot collide with new
+    /// ones). Returns whether the replica works; a store that still fails
+    /// stays broken until the next command or retry, never in a loop.
+    fn reopen(&mut self) -> bool {
+        if self.broken.is_none() {
+            return true;
         }
         let config = self.replica.config().clone();
         match Replica::new(config, self.kv.clone(), self.clock.now_ms()) {
             Ok(replica) => {
                 self.replica = replica;
+                self.broken = None;
+                self.pump();
+                self.settle();
                 for peer in self.transport.connected() {
-                    self.replica
-                        .handle_input(self.clock.now_ms(), Input::PeerUp { peer });
+                    if self.broken.is_none() {
+                        self.input(Input::PeerUp { peer });
+                    }
                 }
+                if self.broken.is_none() {
+                    tracing::info!("the replica reopened from the store");
+                }
+                self.broken.is_none()
             }
             Err(err) => {
-                let why = format!("the store failed and the replica cannot reopen: {err}");
-                tracing::error!(%why, "stopping the replica");
-                self.failed = Some(why);
+                tracing::warn!(%err, "the replica cannot reopen yet");
+                false
             }
         }
     }
@@ -375,4 +462,10 @@ impl<T: Transport> Driver<T> {
             } => tracing::info!(%node, ?kind, calls_left, "move stopped (rollback)"),
         }
     }
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere (the value is a plain
+/// message).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -240,18 +240,7 @@ impl Replica {
     /// Notes whether this replica sees a majority now, and since when.
     /// Run on every membership change, so the moment is exact.
     fn track_majority(&mut self) -> Option<u64> {
-        let majority = if self.config.peers.is_empty() {
-            2 * self.members.reachable() > self.members.known()
-        } else {
-            let up = self
-                .config
-                .peers
-                .iter()
-                .filter(|p| self.members.grade(p).is_some_and(|g| g < Grade::Suspect))
-                .count();
-            2 * (up + 1) > self.config.peers.len() + 1
-        };
-        if !majority {
+        if !self.sees_majority() {
             self.majority_since_ms = None;
             return None;
         }

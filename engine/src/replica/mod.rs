@@ -45,6 +45,7 @@ pub mod digest;
 mod failover;
 mod io;
 mod journal;
+mod nodes;
 mod outside;
 mod overlay;
 mod purge;
@@ -67,6 +68,7 @@ pub use config::ReplicaConfig;
 pub use failover::{MoveKind, Rehomed};
 pub use io::{Event, Input, Output, SyncPath, Timer};
 pub use journal::{Incident, IncidentKind};
+pub use nodes::{MoveView, NodesView};
 pub use stats::ReplicaStats;
 pub use tuning::ReplicaTuning;
 

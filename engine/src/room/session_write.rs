@@ -61,6 +61,7 @@ pub fn join(
     tx.increment(&objs.counters, s::JOINS, 1)?;
     Ok(vec![ChangeKind::Joined {
         session: req.session.clone(),
+        owner,
     }])
 }
 

@@ -1,0 +1,72 @@
+//! What a replica knows of the cluster's nodes, as operators and media
+//! nodes read it: grades, moves in progress, drain orders, and whether this
+//! replica sees a majority (by the same rule failovers follow).
+
+use serde::Serialize;
+
+use super::{MoveKind, Replica};
+use crate::ids::NodeId;
+use crate::membership::{DrainOrder, Grade, NodeView};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveView {
+    pub node: NodeId,
+    pub kind: MoveKind,
+    pub started_ago_ms: u64,
+    pub calls_at_start: usize,
+    pub rate_per_s: u32,
+    pub calls_left: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodesView {
+    pub this_node: NodeId,
+    /// Every node this replica knows, with its grade and the reason.
+    pub nodes: Vec<NodeView>,
+    /// Failovers and drains in progress.
+    pub moves: Vec<MoveView>,
+    pub drains: Vec<DrainOrder>,
+    /// Whether this replica sees a majority (failovers run only then).
+    pub majority: bool,
+}
+
+impl Replica {
+    /// The nodes as this replica sees them, at its latest input's time.
+    pub fn nodes_view(&self) -> NodesView {
+        let moves = self
+            .moves()
+            .into_iter()
+            .map(|(node, kind, started, total, rate)| MoveView {
+                calls_left: self.calls_owned_by(&node).len(),
+                node,
+                kind,
+                started_ago_ms: self.now_ms.saturating_sub(started),
+                calls_at_start: total,
+                rate_per_s: rate,
+            })
+            .collect();
+        NodesView {
+            this_node: self.node().clone(),
+            nodes: self.members.views().cloned().collect(),
+            moves,
+            drains: self.drains().cloned().collect(),
+            majority: self.sees_majority(),
+        }
+    }
+
+    /// Whether this replica (with itself) sees more than half of the
+    /// configured cluster as alive, or, with no cluster configured, more
+    /// than half of the members it knows.
+    pub fn sees_majority(&self) -> bool {
+        if self.config.peers.is_empty() {
+            return 2 * self.members.reachable() > self.members.known();
+        }
+        let up = self
+            .config
+            .peers
+            .iter()
+            .filter(|p| self.members.grade(p).is_some_and(|g| g < Grade::Suspect))
+            .count();
+        2 * (up + 1) > self.config.peers.len() + 1
+    }
+}
