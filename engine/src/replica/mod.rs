@@ -41,7 +41,6 @@
 //! ```
 
 pub mod config;
-pub mod digest;
 mod failover;
 mod io;
 mod journal;
@@ -64,6 +63,8 @@ use std::sync::Arc;
 
 use automerge::Change;
 
+/// The digest tree lives with the room set it summarises.
+pub use crate::rooms::digest;
 pub use config::ReplicaConfig;
 pub use failover::{MoveKind, Rehomed};
 pub use io::{Event, Input, Output, SyncPath, Timer};

@@ -51,10 +51,7 @@ impl Replica {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        matches!(
-            self.rooms.has_change(&view, room, &wire::WireHead(head.0)),
-            Ok(true)
-        )
+        matches!(self.rooms.has_change(&view, room, head), Ok(true))
     }
 
     pub fn is_purged(&self, room: &RoomId) -> bool {

@@ -187,7 +187,12 @@ impl Replica {
             };
             let known: Vec<Head> = their_heads
                 .iter()
-                .filter(|h| matches!(self.rooms.has_change(&view, &room, h), Ok(true)))
+                .filter(|h| {
+                    matches!(
+                        self.rooms.has_change(&view, &room, &Head::from(**h)),
+                        Ok(true)
+                    )
+                })
                 .map(|h| Head::from(*h))
                 .collect();
             if known.len() < their_heads.len() {

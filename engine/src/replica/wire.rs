@@ -48,9 +48,7 @@ pub const HEADS_MAX: usize = 256;
 /// Most digest-tree nodes asked for in one request: a whole tree level.
 pub const NODES_PER_REQUEST_MAX: usize = 4096;
 
-/// A digest: blake3 truncated to 128 bits. Collisions need 2^64 work, and
-/// peers are authenticated, so 16 bytes are plenty and halve the tree's bytes.
-pub type Digest = [u8; 16];
+pub use crate::rooms::digest::Digest;
 
 /// A digest below the root as a round's walk carries it: its first 8 bytes.
 /// A false match needs a 2^-64 coincidence between two authenticated

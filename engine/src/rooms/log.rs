@@ -6,7 +6,7 @@ use super::{malformed, RoomSet};
 use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
-use crate::replica::wire::WireHead;
+use crate::model::Head;
 use crate::storage::{keys, Batch, KvRead};
 
 /// One entry of the change log: the changes one write or merge added to a
@@ -15,7 +15,26 @@ use crate::storage::{keys, Batch, KvRead};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
     pub room: RoomId,
-    pub hashes: Vec<WireHead>,
+    /// Stored as 32 raw bytes each (not the API's hex).
+    #[serde(with = "raw_heads")]
+    pub hashes: Vec<Head>,
+}
+
+/// Heads as raw 32-byte arrays: the stored log's encoding.
+mod raw_heads {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::model::Head;
+
+    pub fn serialize<S: Serializer>(heads: &[Head], s: S) -> Result<S::Ok, S::Error> {
+        let raw: Vec<[u8; 32]> = heads.iter().map(|h| h.0).collect();
+        raw.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Head>, D::Error> {
+        let raw = Vec::<[u8; 32]>::deserialize(d)?;
+        Ok(raw.into_iter().map(Head).collect())
+    }
 }
 
 impl RoomSet {

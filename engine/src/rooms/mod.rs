@@ -17,11 +17,11 @@ use crate::events::{self, ChangeKind};
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
 use crate::model::{Head, RemoteOutcome, RoomSnapshot};
-use crate::replica::digest::{purged_item, room_item, DigestTree};
-use crate::replica::wire::{Digest, WireHead};
 use crate::room::{Intake, Refusal, RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
+use digest::{purged_item, room_item, Digest, DigestTree};
 
+pub mod digest;
 mod hot;
 mod index;
 mod log;
@@ -121,7 +121,7 @@ impl RoomSet {
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
-        hash: &WireHead,
+        hash: &Head,
     ) -> Result<bool, Error> {
         let hash = ChangeHash(hash.0);
         Ok(self
@@ -195,7 +195,7 @@ impl RoomSet {
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
-        hash: &WireHead,
+        hash: &Head,
     ) -> Result<Option<Change>, Error> {
         let hash = ChangeHash(hash.0);
         Ok(self.load(store, room)?.and_then(|h| h.doc.change(&hash)))
@@ -519,7 +519,7 @@ impl RoomSet {
         batch.put(keys::digest(room), item.to_vec());
         let entry = LogEntry {
             room: room.clone(),
-            hashes: changes.iter().map(|c| WireHead(c.hash().0)).collect(),
+            hashes: changes.iter().map(|c| Head(c.hash().0)).collect(),
         };
         // LogEntry holds only ids and fixed arrays: postcard cannot fail on it.
         let value = postcard::to_stdvec(&entry).expect("log entry serializes");

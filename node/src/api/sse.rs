@@ -175,15 +175,11 @@ fn replayed(stamp: Timestamp, entry: &LogEntry) -> SseEvent {
         room: &entry.room,
         origin: "replayed",
         changes: [],
-        hashes: entry.hashes.iter().map(|h| hex(&h.0)).collect(),
+        hashes: entry.hashes.iter().map(ToString::to_string).collect(),
     };
     // Ids and hex strings only: JSON encoding cannot fail.
     let json = serde_json::to_string(&data).unwrap_or_default();
     SseEvent::default().id(stamp.to_string()).data(json)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -218,13 +214,13 @@ mod tests {
     fn replayed_events_name_the_room_and_changes() {
         let entry = LogEntry {
             room: RoomId::parse("r1").expect("valid"),
-            hashes: vec![chorus_engine::replica::wire::WireHead([0xab; 32])],
+            hashes: vec![chorus_engine::Head([0xab; 32])],
         };
         let data = Replayed {
             room: &entry.room,
             origin: "replayed",
             changes: [],
-            hashes: entry.hashes.iter().map(|h| hex(&h.0)).collect(),
+            hashes: entry.hashes.iter().map(ToString::to_string).collect(),
         };
         let json: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&data).expect("json")).expect("parses");
