@@ -1,6 +1,6 @@
 //! `/metrics` in the OpenMetrics text format. The counters live in the
-//! sans-IO replica (`ReplicaStats`) and the daemon task and are copied at
-//! scrape time, so they are rendered directly rather than mirrored into a
+//! sans-IO replica (`ReplicaStats`) and the engine's network and are copied
+//! at scrape time, so they are rendered directly rather than mirrored into a
 //! second registry that could drift from them.
 
 use std::fmt::Write;
@@ -23,76 +23,91 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 pub fn render(s: &StatsView) -> String {
-    let r = &s.replica;
     let mut out = String::new();
+    replica_counters(&mut out, s);
+    traffic(&mut out, s);
+    protocol_counters(&mut out, s);
+    node_gauges(&mut out, s);
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Writes, takeovers and refusals of the replica.
+fn replica_counters(out: &mut String, s: &StatsView) {
+    let r = &s.replica;
     counter(
-        &mut out,
+        out,
         "chorus_changes_applied",
         "Remote changes applied.",
         r.changes_applied,
     );
     counter(
-        &mut out,
+        out,
         "chorus_changes_rejected",
         "Remote changes refused: malformed, or for a room that refuses them.",
         r.changes_rejected,
     );
     counter(
-        &mut out,
+        out,
         "chorus_changes_refused_invalid",
         "Peers' changes refused by schema validation (they would break the room).",
         r.changes_refused,
     );
     counter(
-        &mut out,
+        out,
         "chorus_calls_rehomed",
         "Calls this replica took over (failover or drain).",
         r.rehomed,
     );
     counter(
-        &mut out,
+        out,
         "chorus_rehome_refused",
         "Takeovers refused because another replica moved the call first.",
         r.rehome_refused,
     );
     counter(
-        &mut out,
+        out,
         "chorus_rehome_no_candidate",
         "Orphaned calls found with no healthy node to take them.",
         r.rehome_no_candidate,
     );
     counter(
-        &mut out,
+        out,
         "chorus_failover_held_minority",
         "Move ticks that held a failover back: no majority in sight.",
         r.failover_held_minority,
     );
     counter(
-        &mut out,
+        out,
         "chorus_swim_refused",
         "Failure-detection datagrams refused (malformed or spoofed).",
         r.swim_refused,
     );
     counter(
-        &mut out,
+        out,
         "chorus_datagrams_dropped",
         "Failure-detection datagrams not sent: no connection to the peer.",
         s.datagrams_dropped,
     );
     counter(
-        &mut out,
+        out,
         "chorus_local_writes",
         "Local writes acknowledged.",
         r.local_writes,
     );
     counter(
-        &mut out,
+        out,
         "chorus_local_write_errors",
         "Local writes refused.",
         r.local_write_errors,
     );
+}
+
+/// Bytes by message kind, catch-ups by path, and what followed them.
+fn traffic(out: &mut String, s: &StatsView) {
+    let r = &s.replica;
     family(
-        &mut out,
+        out,
         "chorus_sent_bytes",
         "counter",
         "Bytes sent, by message kind.",
@@ -105,7 +120,7 @@ pub fn render(s: &StatsView) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "chorus_received_bytes",
         "counter",
         "Bytes received, by message kind.",
@@ -118,7 +133,7 @@ pub fn render(s: &StatsView) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "chorus_sync",
         "counter",
         "Completed catch-ups, by path.",
@@ -131,31 +146,36 @@ pub fn render(s: &StatsView) -> String {
         let _ = writeln!(out, "chorus_sync_total{{path=\"{path}\"}} {n}");
     }
     counter(
-        &mut out,
+        out,
         "chorus_rounds_started",
         "Anti-entropy rounds started.",
         r.rounds_started,
     );
     counter(
-        &mut out,
+        out,
         "chorus_rounds_idle",
         "Rounds that found the replicas equal.",
         r.rounds_idle,
     );
     counter(
-        &mut out,
+        out,
         "chorus_rounds_mismatched",
         "Rounds that found a difference.",
         r.rounds_started.saturating_sub(r.rounds_idle),
     );
     counter(
-        &mut out,
+        out,
         "chorus_rounds_timed_out",
         "Rounds abandoned.",
         r.rounds_timed_out,
     );
+}
+
+/// Decoding errors and the protocol's other counters.
+fn protocol_counters(out: &mut String, s: &StatsView) {
+    let r = &s.replica;
     family(
-        &mut out,
+        out,
         "chorus_decode_errors",
         "counter",
         "Frames that failed to decode, by reason.",
@@ -164,90 +184,92 @@ pub fn render(s: &StatsView) -> String {
         let _ = writeln!(out, "chorus_decode_errors_total{{reason=\"{reason}\"}} {n}");
     }
     counter(
-        &mut out,
+        out,
         "chorus_foreign_cluster",
         "Messages from another cluster.",
         r.foreign_cluster,
     );
     counter(
-        &mut out,
+        out,
         "chorus_pending_dropped",
         "Out-of-order changes dropped (buffer full).",
         r.pending_dropped,
     );
-    counter(&mut out, "chorus_purged", "Rooms purged.", r.purged);
+    counter(out, "chorus_purged", "Rooms purged.", r.purged);
     counter(
-        &mut out,
+        out,
         "chorus_storage_errors",
         "Store reads that failed.",
         r.storage_errors,
     );
     counter(
-        &mut out,
+        out,
         "chorus_refused_connections",
         "Connections refused (not allowed, or cut by a drill).",
         s.refused_connections,
     );
     counter(
-        &mut out,
+        out,
         "chorus_failed_requests",
         "Requests to peers that failed.",
         s.failed_requests,
     );
     counter(
-        &mut out,
+        out,
         "chorus_gossip_received",
         "Pushes received by gossip.",
         s.gossip_received,
     );
     counter(
-        &mut out,
+        out,
         "chorus_gossip_refused",
         "Gossip messages dropped: their author is not on the allow-list.",
         s.gossip_refused,
     );
     counter(
-        &mut out,
+        out,
         "chorus_drains_refused",
         "Peers' drain orders refused: unknown node, or stamped too far ahead.",
         s.replica.drains_refused,
     );
     counter(
-        &mut out,
+        out,
         "chorus_purges_refused",
         "Peers' purges refused: no end change of the room as proof.",
         s.replica.purges_refused,
     );
     counter(
-        &mut out,
+        out,
         "chorus_pushes_by_request",
         "Pushes sent by request while gossip had no subscribers.",
         s.pushes_by_request,
     );
+}
+
+/// The node's network counters and gauges.
+fn node_gauges(out: &mut String, s: &StatsView) {
     gauge(
-        &mut out,
+        out,
         "chorus_connected_peers",
         "Peers connected now.",
         s.connected_peers as u64,
     );
     gauge(
-        &mut out,
+        out,
         "chorus_unsent_pushes",
         "Pushes held for gossip subscribers.",
         s.unsent_pushes as u64,
     );
     gauge(
-        &mut out,
+        out,
         "chorus_command_queue_depth",
         "API commands waiting for the replica.",
         s.commands_queued as u64,
     );
     gauge(
-        &mut out,
+        out,
         "chorus_rooms",
         "Rooms held (live and purged markers).",
         s.rooms as u64,
     );
-    out.push_str("# EOF\n");
-    out
 }

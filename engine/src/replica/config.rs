@@ -49,7 +49,7 @@ pub struct ReplicaConfig {
     /// Run membership, failure detection and failover. Off only for
     /// measurements of the replication protocol alone.
     pub failure_detection: bool,
-    /// SWIM probes one member per period. 500 ms (memberlist's LAN default
+    /// SWIM probes one member per period. 400 ms (memberlist's LAN default
     /// is 1 s) keeps detection inside the 2.5 s failover budget.
     pub probe_period_ms: u64,
     /// A direct probe unanswered after this long triggers indirect probes.
@@ -86,8 +86,10 @@ pub struct ReplicaConfig {
     /// its failover: the calls not yet moved stay on it.
     pub rollback_grace_ms: u64,
     /// Fail calls over only while this replica sees a strict majority of
-    /// the nodes it knows: the minority side of a partition leaves calls
-    /// where they are instead of fighting over them.
+    /// the configured cluster (`peers` and itself; of the nodes it knows if
+    /// none are configured), for `silence_ms` at least: the minority side
+    /// of a partition leaves calls where they are instead of fighting over
+    /// them.
     pub failover_needs_majority: bool,
 }
 

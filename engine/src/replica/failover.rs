@@ -456,7 +456,6 @@ impl Replica {
         }
         let majority = self.may_fail_over();
         let candidates = self.candidates();
-        let me = self.config.node.clone();
         let mut budget = TAKEOVERS_PER_TICK_MAX;
         let mut finished = Vec::new();
         let moves: BTreeMap<NodeId, Move> = self.moves.clone();
@@ -486,59 +485,8 @@ impl Replica {
                 if slot(&room, &session) * duration_ms > elapsed_ms {
                     continue;
                 }
-                let Some((region, owner)) = self.call_of(&room, &session) else {
-                    continue;
-                };
-                if owner.node != node {
-                    continue;
-                }
-                let Some(target) = placement::rehome(&room, &session, &region, &candidates) else {
-                    self.stats.rehome_no_candidate += 1;
-                    continue;
-                };
-                if target.node != me {
-                    continue;
-                }
-                // Epochs past EPOCH_MAX are refused on every write path, so
-                // this only fails for a store written before that rule.
-                let Some(epoch) = owner.epoch.checked_add(1).filter(|e| *e <= EPOCH_MAX) else {
-                    self.stats.rehome_no_candidate += 1;
-                    continue;
-                };
-                budget -= 1;
-                let op = RoomOp::SetOwner {
-                    session: session.clone(),
-                    owner: Owner {
-                        epoch,
-                        node: me.clone(),
-                    },
-                };
-                match self.write_local(&room, &op) {
-                    Ok(_) => {
-                        self.stats.rehomed += 1;
-                        if let Some(live) = self.moves.get_mut(&node) {
-                            live.moved_here += 1;
-                        }
-                        let moved = Rehomed {
-                            room,
-                            session,
-                            from: node.clone(),
-                            to: me.clone(),
-                            epoch,
-                            kind: m.kind,
-                        };
-                        self.journal(
-                            IncidentKind::Rehomed,
-                            format!(
-                                "{}/{}: {} -> {} (epoch {}, {:?})",
-                                moved.room, moved.session, moved.from, moved.to, epoch, m.kind
-                            ),
-                        );
-                        self.pending_outputs
-                            .push(Output::Event(Event::Rehomed(moved)));
-                    }
-                    // Someone moved it first (a stale epoch): fine.
-                    Err(_) => self.stats.rehome_refused += 1,
+                if self.rehome_call(&node, m.kind, room, session, &candidates) {
+                    budget -= 1;
                 }
             }
         }
@@ -561,6 +509,74 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Moves one call of `from` here if placement names this replica.
+    /// Returns whether it tried a write (each counts against the tick's
+    /// budget, whether or not the write won).
+    fn rehome_call(
+        &mut self,
+        from: &NodeId,
+        kind: MoveKind,
+        room: RoomId,
+        session: SessionId,
+        candidates: &[Candidate],
+    ) -> bool {
+        let Some((region, owner)) = self.call_of(&room, &session) else {
+            return false;
+        };
+        if owner.node != *from {
+            return false;
+        }
+        let Some(target) = placement::rehome(&room, &session, &region, candidates) else {
+            self.stats.rehome_no_candidate += 1;
+            return false;
+        };
+        let me = self.config.node.clone();
+        if target.node != me {
+            return false;
+        }
+        // Epochs past EPOCH_MAX are refused on every write path, so this
+        // only fails for a store written before that rule.
+        let Some(epoch) = owner.epoch.checked_add(1).filter(|e| *e <= EPOCH_MAX) else {
+            self.stats.rehome_no_candidate += 1;
+            return false;
+        };
+        let op = RoomOp::SetOwner {
+            session: session.clone(),
+            owner: Owner {
+                epoch,
+                node: me.clone(),
+            },
+        };
+        match self.write_local(&room, &op) {
+            Ok(_) => {
+                self.stats.rehomed += 1;
+                if let Some(live) = self.moves.get_mut(from) {
+                    live.moved_here += 1;
+                }
+                let moved = Rehomed {
+                    room,
+                    session,
+                    from: from.clone(),
+                    to: me,
+                    epoch,
+                    kind,
+                };
+                self.journal(
+                    IncidentKind::Rehomed,
+                    format!(
+                        "{}/{}: {} -> {} (epoch {}, {:?})",
+                        moved.room, moved.session, moved.from, moved.to, epoch, kind
+                    ),
+                );
+                self.pending_outputs
+                    .push(Output::Event(Event::Rehomed(moved)));
+            }
+            // Someone moved it first (a stale epoch): fine.
+            Err(_) => self.stats.rehome_refused += 1,
+        }
+        true
     }
 
     /// A live call's region and current owner, from the room itself.

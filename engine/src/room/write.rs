@@ -59,41 +59,13 @@ pub fn apply(
         return Err(Error::RoomEnded(ctx.room.clone()));
     }
     match op {
-        RoomOp::Create { tenant, config } => {
-            tx.put(&objs.meta, s::TENANT, s::encode_stamped(ctx.stamp, tenant))?;
-            tx.put(
-                &objs.meta,
-                s::CREATED_AT,
-                s::encode_stamped(ctx.stamp, &ctx.now_ms),
-            )?;
-            let update = ConfigUpdate {
-                max_participants: Some(config.max_participants),
-                preferred_region: Some(config.preferred_region.clone()),
-                recording: Some(config.recording),
-                set_attributes: config.attributes.clone(),
-                remove_attributes: Vec::new(),
-            };
-            update_config(tx, objs, ctx, &update)?;
-            Ok(vec![ChangeKind::RoomCreated])
-        }
+        RoomOp::Create { tenant, config } => create(tx, objs, ctx, tenant, config),
         RoomOp::UpdateConfig { update } => {
             update_config(tx, objs, ctx, update)?;
             Ok(vec![ChangeKind::ConfigUpdated])
         }
         RoomOp::SetPermission { user, permission } => {
-            let exists = tx.get(&objs.permissions, user.as_str())?.is_some();
-            if !exists && tx.length(&objs.permissions) >= PERMISSIONS_PER_ROOM_MAX {
-                return Err(invalid(
-                    "permissions",
-                    format!("at most {PERMISSIONS_PER_ROOM_MAX} per room"),
-                ));
-            }
-            tx.put(
-                &objs.permissions,
-                user.as_str(),
-                s::encode_stamped(ctx.stamp, permission),
-            )?;
-            Ok(vec![ChangeKind::PermissionSet { user: user.clone() }])
+            set_permission(tx, objs, ctx, user, permission)
         }
         RoomOp::RemovePermission { user } => {
             tx.delete(&objs.permissions, user.as_str())?;
@@ -144,6 +116,52 @@ pub fn apply(
             Ok(vec![ChangeKind::RoomEnded])
         }
     }
+}
+
+fn create(
+    tx: &mut Transaction<'_>,
+    objs: &RootObjs,
+    ctx: &WriteCtx<'_>,
+    tenant: &crate::ids::TenantId,
+    config: &crate::model::RoomConfig,
+) -> Result<Vec<ChangeKind>, Error> {
+    tx.put(&objs.meta, s::TENANT, s::encode_stamped(ctx.stamp, tenant))?;
+    tx.put(
+        &objs.meta,
+        s::CREATED_AT,
+        s::encode_stamped(ctx.stamp, &ctx.now_ms),
+    )?;
+    let update = ConfigUpdate {
+        max_participants: Some(config.max_participants),
+        preferred_region: Some(config.preferred_region.clone()),
+        recording: Some(config.recording),
+        set_attributes: config.attributes.clone(),
+        remove_attributes: Vec::new(),
+    };
+    update_config(tx, objs, ctx, &update)?;
+    Ok(vec![ChangeKind::RoomCreated])
+}
+
+fn set_permission(
+    tx: &mut Transaction<'_>,
+    objs: &RootObjs,
+    ctx: &WriteCtx<'_>,
+    user: &crate::ids::UserId,
+    permission: &crate::model::Permission,
+) -> Result<Vec<ChangeKind>, Error> {
+    let exists = tx.get(&objs.permissions, user.as_str())?.is_some();
+    if !exists && tx.length(&objs.permissions) >= PERMISSIONS_PER_ROOM_MAX {
+        return Err(invalid(
+            "permissions",
+            format!("at most {PERMISSIONS_PER_ROOM_MAX} per room"),
+        ));
+    }
+    tx.put(
+        &objs.permissions,
+        user.as_str(),
+        s::encode_stamped(ctx.stamp, permission),
+    )?;
+    Ok(vec![ChangeKind::PermissionSet { user: user.clone() }])
 }
 
 fn update_config(
