@@ -332,10 +332,7 @@ impl Replica {
                 };
                 let logged = (!write.changes.is_empty()).then_some(stamp);
                 self.after_change(room, Origin::Local, write.kinds, logged);
-                self.outbox.add(room, &write.changes, self.now_ms);
-                if self.outbox.full() {
-                    self.flush_push();
-                }
+                self.queue_push(room, &write.changes);
                 Ok(ack)
             }
             Err(err) => {

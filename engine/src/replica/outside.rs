@@ -68,10 +68,7 @@ impl Replica {
         // `remote_apply` logs under `stamp` whenever it applied any.
         let logged = (!write.applied.is_empty()).then_some(stamp);
         self.after_change(room, origin, kinds, logged);
-        self.outbox.add(room, &write.applied, self.now_ms);
-        if self.outbox.full() {
-            self.flush_push();
-        }
+        self.queue_push(room, &write.applied);
         Ok(write)
     }
 }

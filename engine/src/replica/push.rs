@@ -52,6 +52,20 @@ impl Outbox {
 }
 
 impl Replica {
+    /// Queues new changes for the next push (flushed at once if the push is
+    /// full). A replica that knows of no other (a single-node store) keeps
+    /// no push: there is nobody to send it to, and a peer that appears
+    /// later catches up by anti-entropy when it connects.
+    pub(super) fn queue_push(&mut self, room: &RoomId, changes: &[Change]) {
+        if self.peers.is_empty() && self.config.peers.is_empty() {
+            return;
+        }
+        self.outbox.add(room, changes, self.now_ms);
+        if self.outbox.full() {
+            self.flush_push();
+        }
+    }
+
     /// Broadcasts everything in the outbox, in frames under the push limit.
     pub(super) fn flush_push(&mut self) {
         let budget = PUSH_BYTES_MAX - PUSH_FRAMING_BYTES;
