@@ -165,6 +165,8 @@ impl Engine {
     /// An engine whose driver is a task on the current tokio runtime. Its
     /// blocking methods must then not run on that runtime's threads (use
     /// `spawn_blocking`): they would wait for a task they keep from running.
+    /// Dropping it does not wait for the final flush: call `shutdown`
+    /// (from a blocking thread) first.
     pub fn spawn<T: Transport>(
         kv: Arc<dyn Kv>,
         config: EngineConfig,
@@ -584,7 +586,13 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.commands = None;
-        if let Some(thread) = self.thread.take() {
+        // Never join from the driver's own thread (a handle dropped inside
+        // an `inspect` closure): that would wait for itself.
+        let own = self
+            .thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id());
+        if let Some(thread) = self.thread.take().filter(|_| !own) {
             if let Ok(Err(err)) = thread.join() {
                 tracing::error!(%err, "the replica stopped with an error");
             }
