@@ -22,6 +22,7 @@ pub mod room;
 pub mod rooms;
 pub mod storage;
 mod subscription;
+mod typed;
 
 pub use driver::{AcquireReason, NodeEvent, StampedChange, Standalone, Transport};
 pub use engine::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
