@@ -117,6 +117,19 @@ impl Hlc {
 
     fn advance(&mut self, physical_ms: u64, remote_wall: u64, remote_logical: u32) {
         let last = self.last;
+        self.advance_from(last, physical_ms, remote_wall, remote_logical);
+        // Invariant: every stamp this clock gives or observes orders after
+        // the last one (only a wall clock at u64::MAX could stop it).
+        debug_assert!(self.last > last || last.wall_ms == u64::MAX);
+    }
+
+    fn advance_from(
+        &mut self,
+        last: Timestamp,
+        physical_ms: u64,
+        remote_wall: u64,
+        remote_logical: u32,
+    ) {
         let wall = physical_ms.max(last.wall_ms).max(remote_wall);
         let logical = if wall == last.wall_ms && wall == remote_wall {
             last.logical.max(remote_logical).checked_add(1)

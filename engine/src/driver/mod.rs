@@ -324,6 +324,8 @@ impl<T: Transport> Driver<T> {
         for output in std::mem::take(&mut self.held) {
             self.act(output);
         }
+        // Invariant: nothing that waits for a flush outlives the turn.
+        debug_assert!(self.held.is_empty() && !self.dirty);
         self.calls.finish(&mut self.node_events);
         for event in self.node_events.drain(..) {
             let _ = self.feeds.node.send(event);

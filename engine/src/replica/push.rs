@@ -40,6 +40,10 @@ impl Outbox {
         self.since_ms.map(|since| since + delay_ms)
     }
 
+    fn is_idle(&self) -> bool {
+        self.rooms.is_empty() && self.bytes == 0 && self.since_ms.is_none()
+    }
+
     pub fn full(&self) -> bool {
         self.bytes + PUSH_FRAMING_BYTES >= PUSH_BYTES_MAX
     }
@@ -95,6 +99,7 @@ impl Replica {
                 frame_bytes += size;
             }
         }
+        debug_assert!(self.outbox.is_idle(), "a flushed outbox holds nothing");
         if !frame.is_empty() {
             self.broadcast(Body::Push { rooms: frame });
         }

@@ -135,6 +135,26 @@ impl DigestTree {
             let node = (bucket >> shift) as usize;
             xor(&mut self.levels[usize::from(level)][node], item);
         }
+        debug_assert!(
+            self.path_consistent(bucket),
+            "digest tree: a parent is not the XOR of its children"
+        );
+    }
+
+    /// Invariant (checked in debug builds, so in every simulator run): on
+    /// the path from `bucket` to the root, each node is the XOR of its
+    /// FANOUT children. 4 levels of 16: cheap enough for every update.
+    fn path_consistent(&self, bucket: u32) -> bool {
+        (0..DEPTH).all(|level| {
+            let shift = 4 * u32::from(DEPTH - level);
+            let node = (bucket >> shift) as usize;
+            let mut children = [0u8; 16];
+            let below = &self.levels[usize::from(level) + 1];
+            for child in &below[node * FANOUT..(node + 1) * FANOUT] {
+                xor(&mut children, child);
+            }
+            children == self.levels[usize::from(level)][node]
+        })
     }
 
     /// The FANOUT children of `node` at `level` (< DEPTH); `None` if out of range.
