@@ -34,8 +34,41 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
         .iter()
         .map(crate::demo::client_of)
         .collect::<anyhow::Result<_>>()?;
+    wait_connected(&clients, nodes).await?;
+    // Gossip meshes form on heartbeats: let one pass before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let collectors: Vec<_> = cluster[1..]
+        .iter()
+        .map(|node| tokio::spawn(arrivals(node.engine().subscribe(), writes)))
+        .collect();
+    let (sent, write_time) = write_rooms(cluster[0].engine().clone(), writes, rate).await?;
+    let mut seen_by = Vec::new();
+    for collector in collectors {
+        seen_by.push(collector.await.context("collector")?);
+    }
+    let delays = Delays::measure(&sent, &seen_by);
+
+    let acked = writes as f64 / write_time.as_secs_f64();
+    let offered = if rate > 0.0 {
+        format!("offered at {rate:.0}/s")
+    } else {
+        "offered as fast as acknowledged".to_string()
+    };
+    println!(
+        "propagation: {nodes} daemons on loopback, {writes} writes into one replica, {offered}"
+    );
+    println!("  writes acknowledged: {acked:.0}/s (durable: each flushed to sled before its ack)");
+    delays.print(nodes);
+    for node in cluster {
+        node.stop().await?;
+    }
+    Ok(delays.missing == 0)
+}
+
+async fn wait_connected(clients: &[crate::client::Client], nodes: usize) -> anyhow::Result<()> {
     wait_for("every replica connected to every other", || async {
-        for c in &clients {
+        for c in clients {
             let view: serde_json::Value = c.get("/v1/cluster").await?;
             let up = view["peers"]
                 .as_array()
@@ -47,32 +80,39 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
         Ok(true)
     })
     .await?;
-    // Gossip meshes form on heartbeats: let one pass before measuring.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
 
-    let mut collectors = Vec::new();
-    for node in &cluster[1..] {
-        let mut live = node.engine().subscribe();
-        collectors.push(tokio::spawn(async move {
-            let mut seen: HashMap<String, Instant> = HashMap::new();
-            let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-            while seen.len() < writes {
-                match tokio::time::timeout_at(deadline, live.recv()).await {
-                    Ok(Ok(change)) => {
-                        let at = Instant::now();
-                        seen.entry(change.room.to_string()).or_insert(at);
-                    }
-                    Ok(Err(chorus_engine::RecvError::Lagged { .. })) => continue,
-                    _ => break,
-                }
+/// When each room first showed up in `live`, until `writes` rooms did or
+/// the drain timeout passed.
+async fn arrivals(
+    mut live: chorus_engine::Subscription,
+    writes: usize,
+) -> HashMap<String, Instant> {
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while seen.len() < writes {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(change)) => {
+                let at = Instant::now();
+                seen.entry(change.room.to_string()).or_insert(at);
             }
-            seen
-        }));
+            Ok(Err(chorus_engine::RecvError::Lagged { .. })) => continue,
+            _ => break,
+        }
     }
+    seen
+}
 
-    let writer = cluster[0].engine().clone();
+/// Creates `writes` rooms on `writer`, paced at `rate` per second (0: as
+/// fast as acknowledged); returns each room's write time and the total.
+async fn write_rooms(
+    writer: std::sync::Arc<chorus_engine::Engine>,
+    writes: usize,
+    rate: f64,
+) -> anyhow::Result<(Vec<(String, Instant)>, Duration)> {
     let tenant = TenantId::parse("bench").context("tenant")?;
-    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(writes);
+    let mut sent = Vec::with_capacity(writes);
     let start = Instant::now();
     for i in 0..writes {
         if rate > 0.0 {
@@ -95,65 +135,70 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
             Err(_) => bail!("write {i} was refused"),
         }
     }
-    let write_time = start.elapsed();
+    Ok((sent, start.elapsed()))
+}
 
-    let mut latencies = Vec::new();
-    let mut all_replicas = Vec::new();
-    let mut missing = 0;
-    let mut seen_by: Vec<HashMap<String, Instant>> = Vec::new();
-    for collector in collectors {
-        seen_by.push(collector.await.context("collector")?);
-    }
-    for (room, at) in &sent {
-        let mut worst = Duration::ZERO;
-        let mut complete = true;
-        for seen in &seen_by {
-            match seen.get(room) {
-                Some(arrived) => {
-                    let latency = arrived.saturating_duration_since(*at);
-                    latencies.push(latency);
-                    worst = worst.max(latency);
-                }
-                None => {
-                    missing += 1;
-                    complete = false;
+/// Write-to-arrival delays, sorted.
+struct Delays {
+    /// Every delivery to every replica.
+    each: Vec<Duration>,
+    /// Per write, until the last replica had it (complete writes only).
+    all: Vec<Duration>,
+    /// Deliveries that never came.
+    missing: usize,
+}
+
+impl Delays {
+    fn measure(sent: &[(String, Instant)], seen_by: &[HashMap<String, Instant>]) -> Self {
+        let mut d = Delays {
+            each: Vec::new(),
+            all: Vec::new(),
+            missing: 0,
+        };
+        for (room, at) in sent {
+            let mut worst = Duration::ZERO;
+            let mut complete = true;
+            for seen in seen_by {
+                match seen.get(room) {
+                    Some(arrived) => {
+                        let delay = arrived.saturating_duration_since(*at);
+                        d.each.push(delay);
+                        worst = worst.max(delay);
+                    }
+                    None => {
+                        d.missing += 1;
+                        complete = false;
+                    }
                 }
             }
+            if complete {
+                d.all.push(worst);
+            }
         }
-        if complete {
-            all_replicas.push(worst);
+        d.each.sort();
+        d.all.sort();
+        d
+    }
+
+    fn print(&self, nodes: usize) {
+        println!(
+            "  write -> applied on a replica:      p50 {:?}  p99 {:?}  max {:?}  ({} deliveries)",
+            percentile(&self.each, 50.0),
+            percentile(&self.each, 99.0),
+            self.each.last().copied().unwrap_or_default(),
+            self.each.len()
+        );
+        println!(
+            "  write -> applied on all {} others:  p50 {:?}  p99 {:?}",
+            nodes - 1,
+            percentile(&self.all, 50.0),
+            percentile(&self.all, 99.0)
+        );
+        if self.missing > 0 {
+            println!(
+                "  MISSING: {} deliveries never arrived within {DRAIN_TIMEOUT:?}",
+                self.missing
+            );
         }
     }
-    latencies.sort();
-    all_replicas.sort();
-    let rate = writes as f64 / write_time.as_secs_f64();
-    let offered = if rate > 0.0 {
-        format!("offered at {rate:.0}/s")
-    } else {
-        "offered as fast as acknowledged".to_string()
-    };
-    println!(
-        "propagation: {nodes} daemons on loopback, {writes} writes into one replica, {offered}"
-    );
-    println!("  writes acknowledged: {rate:.0}/s (durable: each flushed to sled before its ack)");
-    println!(
-        "  write -> applied on a replica:      p50 {:?}  p99 {:?}  max {:?}  ({} deliveries)",
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0),
-        latencies.last().copied().unwrap_or_default(),
-        latencies.len()
-    );
-    println!(
-        "  write -> applied on all {} others:  p50 {:?}  p99 {:?}",
-        nodes - 1,
-        percentile(&all_replicas, 50.0),
-        percentile(&all_replicas, 99.0)
-    );
-    if missing > 0 {
-        println!("  MISSING: {missing} deliveries never arrived within {DRAIN_TIMEOUT:?}");
-    }
-    for node in cluster {
-        node.stop().await?;
-    }
-    Ok(missing == 0)
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use chorus_engine::replica::{ReplicaConfig, ReplicaTuning};
+use chorus_engine::replica::ReplicaConfig;
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
@@ -53,8 +53,10 @@ pub struct Config {
     pub drills: bool,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
-    /// Replica timers and limits; unset ones keep the engine's defaults.
-    pub replica: ReplicaTuning,
+    /// Replica timers and limits (`[replica]`, and failure detection in
+    /// `[replica.detector]`); unset ones keep the engine's defaults. Its
+    /// identity fields come from this file's top level.
+    pub replica: ReplicaConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +87,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             drills: false,
             log_json: false,
-            replica: ReplicaTuning::default(),
+            replica: ReplicaConfig::default(),
         }
     }
 }
@@ -258,12 +260,11 @@ impl Config {
     /// The replica's settings, for the replica whose id is `node`.
     pub fn replica_config(&self, node: chorus_engine::NodeId) -> ReplicaConfig {
         let mut c = ReplicaConfig::new(node, self.cluster_id);
-        // The daemon's region names the media node's region for re-homing
-        // (a `[replica] region` overrides it).
+        // The daemon's region names the media node's region for re-homing.
         if let Ok(region) = chorus_engine::RegionId::parse(self.region.as_str()) {
             c.region = region;
         }
-        self.replica.apply(&mut c);
+        c.set_settings(&self.replica);
         // One allow-list is naturally shared by every replica: its own id
         // in it is not a peer.
         c.peers = self
@@ -314,9 +315,33 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("psk"), "{err}");
         config.psk = None;
-        config.replica.anti_entropy_interval_ms = Some(0);
+        config.replica.anti_entropy_interval_ms = 0;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("anti_entropy_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn replica_settings_are_the_engine_config_and_keep_the_identity() {
+        let config = Config::parse(
+            "region = \"eu\"\ncluster_id = 9\n[replica]\ndrain_rate_per_s = 3\n\
+             [replica.detector]\nsilence_ms = 1500\n",
+        )
+        .expect("parses");
+        let node = chorus_engine::NodeId::parse("n1").expect("id");
+        let replica = config.replica_config(node.clone());
+        assert_eq!(replica.node, node);
+        assert_eq!(replica.cluster, 9);
+        assert_eq!(replica.region.as_str(), "eu");
+        assert_eq!(replica.drain_rate_per_s, 3);
+        assert_eq!(replica.detector.silence_ms, 1500);
+        assert_eq!(replica.detector.probe_period_ms, 400, "a default");
+        let err = format!(
+            "{:#}",
+            Config::parse("[replica.detector]\nsilence = 1").unwrap_err()
+        );
+        assert!(err.contains("silence"), "{err}");
+        // The identity is the top level's, not a file's `[replica]`.
+        assert!(Config::parse("[replica]\nnode = \"x\"").is_err());
     }
 
     /// Found by the `config` fuzz target: a config that validates must

@@ -28,7 +28,7 @@ pub fn local_config(name: &str, dir: &Path, peers: Vec<libp2p::Multiaddr>) -> Co
         ..Config::default()
     };
     config.api.listen = "127.0.0.1:0".parse().expect("a valid address");
-    config.replica.anti_entropy_interval_ms = Some(200);
+    config.replica.anti_entropy_interval_ms = 200;
     config
 }
 
@@ -100,6 +100,9 @@ fn join_body(session: &str, user: &str, media_node: &str) -> Value {
     })
 }
 
+const NAMES: [&str; 3] = ["A", "B", "C"];
+const ROOMS: [&str; 3] = ["standup", "design-review", "all-hands"];
+
 /// Runs the demo; `Ok(false)` when the replicas did not converge.
 pub async fn run() -> anyhow::Result<bool> {
     let started = Instant::now();
@@ -109,15 +112,33 @@ pub async fn run() -> anyhow::Result<bool> {
         .iter()
         .map(client_of)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let names = ["A", "B", "C"];
-    for (name, node) in names.iter().zip(&nodes) {
+    connect(&nodes, &clients).await?;
+    write_rooms(&clients).await?;
+    diverge(&nodes, &clients).await?;
+    let converged = heal(&clients, started).await?;
+
+    // 4. Failover: C hosts calls, then dies; A and B take them over.
+    let rehomed = failover(&mut nodes, &clients).await;
+    match &rehomed {
+        Ok(t) => println!("failover: C's calls owned by A and B {t:?} after C stopped"),
+        Err(err) => println!("FAILOVER DID NOT COMPLETE: {err:#}"),
+    }
+    for node in nodes {
+        node.stop().await?;
+    }
+    Ok(converged && rehomed.is_ok())
+}
+
+/// Prints where each replica listens and waits until all three connect.
+async fn connect(nodes: &[Running], clients: &[Client]) -> anyhow::Result<()> {
+    for (name, node) in NAMES.iter().zip(nodes) {
         println!(
             "replica {name}: peer {} api http://{}",
             node.peer_id, node.api
         );
     }
     let t = wait_for("three replicas connected", || async {
-        for c in &clients {
+        for c in clients {
             if connected(c).await? < 2 {
                 return Ok(false);
             }
@@ -126,11 +147,13 @@ pub async fn run() -> anyhow::Result<bool> {
     })
     .await?;
     println!("connected in {t:?}");
+    Ok(())
+}
 
-    // 1. Rooms written on different replicas show up everywhere.
-    let rooms = ["standup", "design-review", "all-hands"];
+/// Step 1: rooms written on different replicas show up everywhere.
+async fn write_rooms(clients: &[Client]) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    for (i, room) in rooms.iter().enumerate() {
+    for (i, room) in ROOMS.iter().enumerate() {
         let c = &clients[i];
         let _: Value = c
             .send(
@@ -147,15 +170,18 @@ pub async fn run() -> anyhow::Result<bool> {
                 &body,
             )
             .await?;
-        println!("wrote room {room} on replica {}", names[i]);
+        println!("wrote room {room} on replica {}", NAMES[i]);
     }
-    wait_for("rooms replicated", || all_equal(&clients, &rooms)).await?;
+    wait_for("rooms replicated", || all_equal(clients, &ROOMS)).await?;
     println!(
         "all three rooms on all three replicas {:?} after the writes",
         t0.elapsed()
     );
+    Ok(())
+}
 
-    // 2. Cut C off, write on both sides.
+/// Step 2: cuts C off and writes conflicting changes on both sides.
+async fn diverge(nodes: &[Running], clients: &[Client]) -> anyhow::Result<()> {
     let peers: Vec<String> = nodes[..2].iter().map(|n| n.peer_id.to_base58()).collect();
     let _: Value = clients[2]
         .send(
@@ -170,51 +196,55 @@ pub async fn run() -> anyhow::Result<bool> {
     .await?;
     println!("drill: replica C cut off from A and B");
     let move_to = |node: &str| json!({ "epoch": 2, "node": node });
-    let _: Value = clients[0]
-        .send(
+    let writes = [
+        (
+            0,
             reqwest::Method::PUT,
             "/v1/rooms/standup/participants/s-0/owner",
-            &move_to("media-2"),
-        )
-        .await?;
-    let _: Value = clients[2]
-        .send(
+            move_to("media-2"),
+        ),
+        (
+            2,
             reqwest::Method::PUT,
             "/v1/rooms/standup/participants/s-0/owner",
-            &move_to("media-3"),
-        )
-        .await?;
-    let _: Value = clients[0]
-        .send(
+            move_to("media-3"),
+        ),
+        (
+            0,
             reqwest::Method::POST,
             "/v1/rooms/all-hands/participants",
-            &join_body("s-10", "alice", "media-2"),
-        )
-        .await?;
-    let _: Value = clients[2]
-        .send(
+            join_body("s-10", "alice", "media-2"),
+        ),
+        (
+            2,
             reqwest::Method::POST,
             "/v1/rooms/all-hands/participants",
-            &join_body("s-11", "carol", "media-3"),
-        )
-        .await?;
-    let _: Value = clients[2]
-        .send(
+            join_body("s-11", "carol", "media-3"),
+        ),
+        (
+            2,
             reqwest::Method::PUT,
             "/v1/rooms/design-review",
-            &json!({"recording": true}),
-        )
-        .await?;
+            json!({"recording": true}),
+        ),
+    ];
+    for (replica, method, path, body) in writes {
+        let _: Value = clients[replica].send(method, path, &body).await?;
+    }
     println!("wrote on both sides: the same call moved to media-2 on A and to media-3 on C; alice joined on A, carol on C");
-    let diverged = !all_equal(&clients, &rooms).await?;
+    let diverged = !all_equal(clients, &ROOMS).await?;
     println!("replicas differ while cut off: {diverged}");
+    Ok(())
+}
 
-    // 3. Heal and converge.
+/// Step 3: heals the cut and waits for convergence (`Ok(false)` if it
+/// does not come).
+async fn heal(clients: &[Client], started: Instant) -> anyhow::Result<bool> {
     let t1 = Instant::now();
     let _: Value = clients[2]
         .send(reqwest::Method::POST, "/v1/drill/heal", &json!({}))
         .await?;
-    let converged = wait_for("convergence after the heal", || all_equal(&clients, &rooms)).await;
+    let converged = wait_for("convergence after the heal", || all_equal(clients, &ROOMS)).await;
     match &converged {
         Ok(t) => println!("healed: identical rooms on all three replicas {t:?} after the heal"),
         Err(err) => println!("NOT CONVERGED: {err:#}"),
@@ -235,17 +265,7 @@ pub async fn run() -> anyhow::Result<bool> {
         t1.elapsed(),
         started.elapsed()
     );
-
-    // 4. Failover: C hosts calls, then dies; A and B take them over.
-    let rehomed = failover(&mut nodes, &clients).await;
-    match &rehomed {
-        Ok(t) => println!("failover: C's calls owned by A and B {t:?} after C stopped"),
-        Err(err) => println!("FAILOVER DID NOT COMPLETE: {err:#}"),
-    }
-    for node in nodes {
-        node.stop().await?;
-    }
-    Ok(converged.is_ok() && rehomed.is_ok())
+    Ok(converged.is_ok())
 }
 
 /// Replica C admits three calls onto itself and stops; returns how long

@@ -157,126 +157,139 @@ fn init_logs(json: bool, default: &str) {
 
 async fn dispatch(command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Run { config } => run(config).await.map(|()| true),
+        Command::Run { config } => run(config).await?,
         Command::Keygen { out } => {
             let key = keys::generate(&out)?;
             println!("{}", key.public().to_peer_id());
-            Ok(true)
         }
-        Command::Status { api } => {
-            let client = Client::new(api.api, api.token)?;
-            let health: Value = client.get("/v1/health").await?;
-            println!("{}", serde_json::to_string_pretty(&health)?);
-            Ok(true)
-        }
-        Command::Cluster { api } => {
-            let client = Client::new(api.api, api.token)?;
-            let view: Value = client.get("/v1/cluster").await?;
-            println!("{}", serde_json::to_string_pretty(&view)?);
-            Ok(true)
-        }
-        Command::Rooms { api, action } => {
-            let client = Client::new(api.api, api.token)?;
-            let out: Value = match action {
-                RoomsAction::List => client.get("/v1/rooms").await?,
-                RoomsAction::Get { room } => client.get(&format!("/v1/rooms/{room}")).await?,
-                RoomsAction::Create {
-                    room,
-                    max_participants,
-                } => {
-                    let mut body = json!({});
-                    if let Some(max) = max_participants {
-                        body["max_participants"] = json!(max);
-                    }
-                    client
-                        .send(reqwest::Method::PUT, &format!("/v1/rooms/{room}"), &body)
-                        .await?
-                }
-                RoomsAction::End { room } => client.delete(&format!("/v1/rooms/{room}")).await?,
-            };
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(true)
-        }
-        Command::Incidents { api } => {
-            let client = Client::new(api.api, api.token)?;
-            let entries: Vec<Value> = client.get("/v1/incidents").await?;
-            for e in entries {
-                let wall = e["at"]
-                    .as_str()
-                    .and_then(chorus_engine::hlc::Timestamp::parse);
-                let when = wall.map_or_else(|| "?".to_string(), |t| format!("{} ms", t.wall_ms));
-                println!(
-                    "{when:>16}  {:<10} {}",
-                    e["kind"].as_str().unwrap_or("?"),
-                    e["detail"].as_str().unwrap_or("")
-                );
-            }
-            Ok(true)
-        }
-        Command::Nodes { api } => {
-            let client = Client::new(api.api, api.token)?;
-            let view: Value = client.get("/v1/nodes").await?;
-            let empty = Vec::new();
-            for n in view["nodes"].as_array().unwrap_or(&empty) {
-                println!(
-                    "{:<54} {:<9} {:<9} {}",
-                    n["node"].as_str().unwrap_or("?"),
-                    n["grade"].as_str().unwrap_or("?"),
-                    if n["draining"] == true {
-                        "draining"
-                    } else {
-                        ""
-                    },
-                    n["reason"].as_str().unwrap_or("")
-                );
-            }
-            for m in view["moves"].as_array().unwrap_or(&empty) {
-                println!(
-                    "moving: {} {} of {}, {} calls left at {}/s",
-                    m["kind"].as_str().unwrap_or("?"),
-                    m["calls_at_start"],
-                    m["node"].as_str().unwrap_or("?"),
-                    m["calls_left"],
-                    m["rate_per_s"]
-                );
-            }
-            Ok(true)
-        }
+        Command::Status { api } => print_get(&api, "/v1/health").await?,
+        Command::Cluster { api } => print_get(&api, "/v1/cluster").await?,
+        Command::Rooms { api, action } => rooms(&api, action).await?,
+        Command::Incidents { api } => incidents(&api).await?,
+        Command::Nodes { api } => nodes(&api).await?,
         Command::Drain {
             api,
             node,
             rate,
             cancel,
-        } => {
-            let client = Client::new(api.api, api.token)?;
-            let path = format!("/v1/nodes/{node}/drain");
-            let order: Value = if cancel {
-                client.delete(&path).await?
-            } else {
-                let body = match rate {
-                    Some(rate) => json!({ "rate_per_s": rate }),
-                    None => json!({}),
-                };
-                client.send(reqwest::Method::POST, &path, &body).await?
-            };
-            println!("{}", serde_json::to_string_pretty(&order)?);
-            Ok(true)
-        }
+        } => drain(&api, &node, rate, cancel).await?,
         Command::Demo => {
             init_logs(false, "warn");
-            demo::run().await
+            return demo::run().await;
         }
-        Command::Bench { what } => match what {
-            BenchWhat::Propagation {
-                nodes,
-                writes,
-                rate,
-            } => {
-                init_logs(false, "warn");
-                bench::propagation(nodes, writes, rate).await
-            }
-        },
+        Command::Bench {
+            what:
+                BenchWhat::Propagation {
+                    nodes,
+                    writes,
+                    rate,
+                },
+        } => {
+            init_logs(false, "warn");
+            return bench::propagation(nodes, writes, rate).await;
+        }
     }
+    Ok(true)
+}
+
+impl Api {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(self.api.clone(), self.token.clone())
+    }
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn print_get(api: &Api, path: &str) -> anyhow::Result<()> {
+    let value: Value = api.client()?.get(path).await?;
+    print_json(&value)
+}
+
+async fn rooms(api: &Api, action: RoomsAction) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let out: Value = match action {
+        RoomsAction::List => client.get("/v1/rooms").await?,
+        RoomsAction::Get { room } => client.get(&format!("/v1/rooms/{room}")).await?,
+        RoomsAction::Create {
+            room,
+            max_participants,
+        } => {
+            let mut body = json!({});
+            if let Some(max) = max_participants {
+                body["max_participants"] = json!(max);
+            }
+            client
+                .send(reqwest::Method::PUT, &format!("/v1/rooms/{room}"), &body)
+                .await?
+        }
+        RoomsAction::End { room } => client.delete(&format!("/v1/rooms/{room}")).await?,
+    };
+    print_json(&out)
+}
+
+/// The incident journal, one line an entry.
+async fn incidents(api: &Api) -> anyhow::Result<()> {
+    let entries: Vec<Value> = api.client()?.get("/v1/incidents").await?;
+    for e in entries {
+        let wall = e["at"]
+            .as_str()
+            .and_then(chorus_engine::hlc::Timestamp::parse);
+        let when = wall.map_or_else(|| "?".to_string(), |t| format!("{} ms", t.wall_ms));
+        println!(
+            "{when:>16}  {:<10} {}",
+            e["kind"].as_str().unwrap_or("?"),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Every known node, one line each, then the moves in progress.
+async fn nodes(api: &Api) -> anyhow::Result<()> {
+    let view: Value = api.client()?.get("/v1/nodes").await?;
+    let empty = Vec::new();
+    for n in view["nodes"].as_array().unwrap_or(&empty) {
+        println!(
+            "{:<54} {:<9} {:<9} {}",
+            n["node"].as_str().unwrap_or("?"),
+            n["grade"].as_str().unwrap_or("?"),
+            if n["draining"] == true {
+                "draining"
+            } else {
+                ""
+            },
+            n["reason"].as_str().unwrap_or("")
+        );
+    }
+    for m in view["moves"].as_array().unwrap_or(&empty) {
+        println!(
+            "moving: {} {} of {}, {} calls left at {}/s",
+            m["kind"].as_str().unwrap_or("?"),
+            m["calls_at_start"],
+            m["node"].as_str().unwrap_or("?"),
+            m["calls_left"],
+            m["rate_per_s"]
+        );
+    }
+    Ok(())
+}
+
+async fn drain(api: &Api, node: &str, rate: Option<u32>, cancel: bool) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let path = format!("/v1/nodes/{node}/drain");
+    let order: Value = if cancel {
+        client.delete(&path).await?
+    } else {
+        let body = match rate {
+            Some(rate) => json!({ "rate_per_s": rate }),
+            None => json!({}),
+        };
+        client.send(reqwest::Method::POST, &path, &body).await?
+    };
+    print_json(&order)
 }
 
 async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {

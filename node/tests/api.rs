@@ -246,8 +246,8 @@ async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
 async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut config = config(root.path());
-    config.replica.log_retention_ms = Some(500);
-    config.replica.log_trim_interval_ms = Some(50);
+    config.replica.log_retention_ms = 500;
+    config.replica.log_trim_interval_ms = 50;
     let node = daemon::start(config).await.expect("daemon");
     let mut feed = Feed::open(&node, None).await;
     create(&node, "old-1").await;

@@ -126,7 +126,7 @@ impl Runner<'_> {
                 if let Some(region) = node_index(&config.node).and_then(|i| regions.get(i)) {
                     config.region = region.clone();
                 }
-                tuning.apply(config);
+                config.set_settings(&tuning);
             },
             &s.late_joiners(),
         );

@@ -12,7 +12,7 @@ use crate::report::Report;
 use crate::rng::Rng;
 use crate::run::{run, RunOptions, RunResult};
 use crate::scenario::{
-    ClockSkew, EventSpec, Flap, NetUpdate, OneWay, ReplicaTuning, Scenario, WorkloadConfig,
+    ClockSkew, EventSpec, Flap, NetUpdate, OneWay, ReplicaConfig, Scenario, WorkloadConfig,
 };
 
 /// Keeps the drawing generator apart from the run's (same seed).
@@ -60,25 +60,25 @@ pub fn draw(seed: u64) -> Scenario {
             r.range(0, 50) as f64 / 1_000.0
         },
     };
-    let mut replica = ReplicaTuning {
-        anti_entropy_interval_ms: Some(r.range(50, 250)),
-        round_timeout_ms: Some(r.range(300, 1_000)),
-        push_delay_ms: Some(r.range(1, 5)),
-        end_ack_interval_ms: Some(r.range(100, 500)),
-        ..ReplicaTuning::default()
+    let mut replica = ReplicaConfig {
+        anti_entropy_interval_ms: r.range(50, 250),
+        round_timeout_ms: r.range(300, 1_000),
+        push_delay_ms: r.range(1, 5),
+        end_ack_interval_ms: r.range(100, 500),
+        ..ReplicaConfig::default()
     };
     if r.chance(0.25) {
         // A short log: restarts and partitions fall back to full snapshots.
-        replica.log_retention_ms = Some(r.range(300, 1_500));
-        replica.log_trim_interval_ms = Some(100);
+        replica.log_retention_ms = r.range(300, 1_500);
+        replica.log_trim_interval_ms = 100;
     }
     if r.chance(0.2) {
         // Purge by horizon while replicas may still hold the room.
-        replica.purge_horizon_ms = Some(r.range(500, 3_000));
+        replica.purge_horizon_ms = r.range(500, 3_000);
     }
     if r.chance(0.2) {
         // Rooms evicted and reloaded all the time.
-        replica.hot_rooms = Some(r.range(1, 4) as usize);
+        replica.hot_rooms = r.range(1, 4) as usize;
     }
     let late = (nodes >= 3 && r.chance(0.15)).then_some(nodes - 1);
     let steady = if late.is_some() { nodes - 1 } else { nodes };
@@ -195,15 +195,19 @@ pub fn describe(s: &Scenario) -> String {
         n.duplicate,
         if n.reorder { " reorder" } else { "" },
         n.stream_reset,
-        s.replica.anti_entropy_interval_ms.unwrap_or(1_000),
+        s.replica.anti_entropy_interval_ms,
     );
-    if let Some(ms) = s.replica.log_retention_ms {
+    let defaults = ReplicaConfig::default();
+    if s.replica.log_retention_ms != defaults.log_retention_ms {
+        let ms = s.replica.log_retention_ms;
         line += &format!(" log {ms}ms");
     }
-    if let Some(ms) = s.replica.purge_horizon_ms {
+    if s.replica.purge_horizon_ms != defaults.purge_horizon_ms {
+        let ms = s.replica.purge_horizon_ms;
         line += &format!(" purge {ms}ms");
     }
-    if let Some(hot) = s.replica.hot_rooms {
+    if s.replica.hot_rooms != defaults.hot_rooms {
+        let hot = s.replica.hot_rooms;
         line += &format!(" hot {hot}");
     }
     let events: Vec<String> = s.events.iter().map(describe_event).collect();

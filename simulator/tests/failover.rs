@@ -63,7 +63,7 @@ fn evidence_of_life_holds_back_convictions_that_swim_alone_makes() {
     harsh.network.loss = 0.4;
     harsh.network.latency_ms = [1, 301];
     let guarded = run_seed(&harsh, "lossy-no-crash", 5);
-    harsh.replica.silence_ms = Some(0);
+    harsh.replica.detector.silence_ms = 0;
     let unguarded = run_seed(&harsh, "lossy-no-crash", 5);
     assert!(unguarded.false_failovers > 0, "{}", unguarded.to_text());
     assert!(!unguarded.passed, "the failover check must catch it");

@@ -91,16 +91,46 @@ pub struct GradeChange {
     pub reason: String,
 }
 
-/// Timers and thresholds of the detector (from `ReplicaConfig`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Timers and thresholds of failure detection (`[replica.detector]` in a
+/// configuration file; see docs/failover.md). Each default says where it
+/// comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
+    /// SWIM probes one member per period. 400 ms (memberlist's LAN default
+    /// is 1 s) keeps detection inside the 2.5 s failover budget.
     pub probe_period_ms: u64,
+    /// A direct probe unanswered after this long triggers indirect probes.
     pub probe_rtt_ms: u64,
+    /// Members asked to probe on our behalf (memberlist: 3).
     pub indirect_probes: usize,
+    /// A suspicion not refuted within this long becomes a conviction.
     pub suspect_to_down_ms: u64,
+    /// A conviction waits until the node has been silent this long: any
+    /// message from it within the window proves it alive.
     pub silence_ms: u64,
+    /// Each replica broadcasts its health report this often; it doubles as
+    /// the evidence of life that `silence_ms` looks for.
+    pub health_interval_ms: u64,
+    /// Load (per-mille of capacity) above which a node is Degraded.
     pub degraded_load_permille: u32,
+    /// Call-setup failure rate (per-mille) above which a node is Degraded.
     pub degraded_setup_failure_permille: u32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            probe_period_ms: 400,
+            probe_rtt_ms: 200,
+            indirect_probes: 3,
+            suspect_to_down_ms: 800,
+            silence_ms: 1_000,
+            health_interval_ms: 500,
+            degraded_load_permille: 1_000,
+            degraded_setup_failure_permille: 200,
+        }
+    }
 }
 
 /// What this replica knows of one node.
@@ -514,15 +544,7 @@ mod tests {
     use super::*;
 
     fn config() -> DetectorConfig {
-        DetectorConfig {
-            probe_period_ms: 400,
-            probe_rtt_ms: 200,
-            indirect_probes: 3,
-            suspect_to_down_ms: 800,
-            silence_ms: 1_000,
-            degraded_load_permille: 1_000,
-            degraded_setup_failure_permille: 200,
-        }
+        DetectorConfig::default()
     }
 
     fn id(name: &str) -> NodeId {

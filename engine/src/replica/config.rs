@@ -1,17 +1,31 @@
-//! Replica settings. Each default says where it comes from.
+//! Replica settings: one struct for the library, the daemon (its
+//! `[replica]` TOML section) and the simulator (a scenario's `[replica]`).
+//! Each default says where it comes from.
+//!
+//! The identity fields (node, cluster, peers, region, seed, failure
+//! detection on or off) are the program's to set, not a file's: they are
+//! skipped by serde, and [`ReplicaConfig::set_settings`] copies a file's
+//! settings onto a config without touching them.
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::ids::{NodeId, RegionId};
 use crate::limits::HOT_ROOMS_DEFAULT;
+use crate::membership::DetectorConfig;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReplicaConfig {
     /// This replica's id; unique in the cluster.
+    #[serde(skip)]
     pub node: NodeId,
     /// Every message carries it; messages from another cluster are refused.
+    #[serde(skip)]
     pub cluster: u64,
     /// The replicas this one knows of. A room is purged early once all of
     /// them have acknowledged its end.
+    #[serde(skip)]
     pub peers: Vec<NodeId>,
     /// Rooms kept in memory.
     pub hot_rooms: usize,
@@ -43,35 +57,21 @@ pub struct ReplicaConfig {
     pub journal_entries_max: usize,
     /// Seeds the replica's only randomness (anti-entropy jitter, probe
     /// order).
+    #[serde(skip)]
     pub seed: u64,
 
     // ---- failure detection (see docs/failover.md) -------------------------
     /// Run membership, failure detection and failover. Off only for
     /// measurements of the replication protocol alone.
+    #[serde(skip)]
     pub failure_detection: bool,
-    /// SWIM probes one member per period. 400 ms (memberlist's LAN default
-    /// is 1 s) keeps detection inside the 2.5 s failover budget.
-    pub probe_period_ms: u64,
-    /// A direct probe unanswered after this long triggers indirect probes.
-    pub probe_rtt_ms: u64,
-    /// Members asked to probe on our behalf (memberlist: 3).
-    pub indirect_probes: usize,
-    /// A suspicion not refuted within this long becomes a conviction.
-    pub suspect_to_down_ms: u64,
-    /// A conviction waits until the node has been silent this long: any
-    /// message from it within the window proves it alive.
-    pub silence_ms: u64,
-    /// Each replica broadcasts its health report this often; it doubles as
-    /// the evidence of life that `silence_ms` looks for.
-    pub health_interval_ms: u64,
-    /// Load (per-mille of capacity) above which a node is Degraded.
-    pub degraded_load_permille: u32,
-    /// Call-setup failure rate (per-mille) above which a node is Degraded.
-    pub degraded_setup_failure_permille: u32,
+    /// Failure detection's timers and thresholds.
+    pub detector: DetectorConfig,
 
     // ---- re-homing and drains ---------------------------------------------
     /// This media node's region: re-homed calls stay in their region when a
     /// healthy node there can take them.
+    #[serde(skip)]
     pub region: RegionId,
     /// This media node's declared capacity (calls): its rendezvous weight.
     pub capacity: u32,
@@ -111,14 +111,7 @@ impl ReplicaConfig {
             journal_entries_max: 10_000,
             seed: 0,
             failure_detection: true,
-            probe_period_ms: 400,
-            probe_rtt_ms: 200,
-            indirect_probes: 3,
-            suspect_to_down_ms: 800,
-            silence_ms: 1_000,
-            health_interval_ms: 500,
-            degraded_load_permille: 1_000,
-            degraded_setup_failure_permille: 200,
+            detector: DetectorConfig::default(),
             region: RegionId::parse("default").expect("a valid region id"),
             capacity: 100,
             failover_rate_per_s: 1_000,
@@ -126,6 +119,20 @@ impl ReplicaConfig {
             rollback_grace_ms: 10_000,
             failover_needs_majority: true,
         }
+    }
+
+    /// `from`'s settings (everything a file may set) on this config, whose
+    /// identity fields stay as they are.
+    pub fn set_settings(&mut self, from: &ReplicaConfig) {
+        *self = ReplicaConfig {
+            node: self.node.clone(),
+            cluster: self.cluster,
+            peers: std::mem::take(&mut self.peers),
+            region: self.region.clone(),
+            seed: self.seed,
+            failure_detection: self.failure_detection,
+            ..from.clone()
+        };
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -136,10 +143,16 @@ impl ReplicaConfig {
             ("log_retention_ms", self.log_retention_ms),
             ("log_trim_interval_ms", self.log_trim_interval_ms),
             ("end_ack_interval_ms", self.end_ack_interval_ms),
-            ("probe_period_ms", self.probe_period_ms),
-            ("probe_rtt_ms", self.probe_rtt_ms),
-            ("suspect_to_down_ms", self.suspect_to_down_ms),
-            ("health_interval_ms", self.health_interval_ms),
+            ("detector.probe_period_ms", self.detector.probe_period_ms),
+            ("detector.probe_rtt_ms", self.detector.probe_rtt_ms),
+            (
+                "detector.suspect_to_down_ms",
+                self.detector.suspect_to_down_ms,
+            ),
+            (
+                "detector.health_interval_ms",
+                self.detector.health_interval_ms,
+            ),
             ("failover_rate_per_s", u64::from(self.failover_rate_per_s)),
             ("drain_rate_per_s", u64::from(self.drain_rate_per_s)),
         ];
@@ -157,9 +170,9 @@ impl ReplicaConfig {
                 reason: format!("at most {}", crate::limits::HOT_ROOMS_MAX),
             });
         }
-        if self.probe_rtt_ms >= self.probe_period_ms {
+        if self.detector.probe_rtt_ms >= self.detector.probe_period_ms {
             return Err(Error::Invalid {
-                field: "probe_rtt_ms",
+                field: "detector.probe_rtt_ms",
                 reason: "must be shorter than probe_period_ms (indirect probes need the rest of the period)".into(),
             });
         }
@@ -170,5 +183,13 @@ impl ReplicaConfig {
             });
         }
         Ok(())
+    }
+}
+
+/// The defaults, for a configuration file's `[replica]` section: its
+/// identity fields are placeholders the program replaces.
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self::new(NodeId::parse("replica").expect("a valid node id"), 0)
     }
 }

@@ -233,8 +233,9 @@ impl Replica {
         if !self.config.failover_needs_majority {
             return true;
         }
-        self.track_majority()
-            .is_some_and(|since| self.now_ms.saturating_sub(since) >= self.config.silence_ms)
+        self.track_majority().is_some_and(|since| {
+            self.now_ms.saturating_sub(since) >= self.config.detector.silence_ms
+        })
     }
 
     /// Notes whether this replica sees a majority now, and since when.

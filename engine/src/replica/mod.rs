@@ -54,7 +54,6 @@ mod round;
 mod serve;
 pub mod stats;
 mod timers;
-mod tuning;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -71,7 +70,6 @@ pub use io::{Event, Input, Output, SyncPath, Timer};
 pub use journal::{Incident, IncidentKind};
 pub use nodes::{MoveView, NodesView};
 pub use stats::ReplicaStats;
-pub use tuning::ReplicaTuning;
 
 use crate::error::Error;
 use crate::events::{ChangeEvent, ChangeKind, Origin};
@@ -168,15 +166,7 @@ impl Replica {
         let members = Membership::new(
             config.node.clone(),
             incarnation,
-            crate::membership::DetectorConfig {
-                probe_period_ms: config.probe_period_ms,
-                probe_rtt_ms: config.probe_rtt_ms,
-                indirect_probes: config.indirect_probes,
-                suspect_to_down_ms: config.suspect_to_down_ms,
-                silence_ms: config.silence_ms,
-                degraded_load_permille: config.degraded_load_permille,
-                degraded_setup_failure_permille: config.degraded_setup_failure_permille,
-            },
+            config.detector.clone(),
             config.seed,
         );
         let mut replica = Self {

@@ -70,7 +70,7 @@ impl Replica {
             self.after_membership();
             if now >= self.next_health_ms {
                 self.health_tick();
-                self.next_health_ms = now + self.config.health_interval_ms;
+                self.next_health_ms = now + self.config.detector.health_interval_ms;
             }
             if self.moving() && now >= self.next_move_ms {
                 self.move_tick();

@@ -8,8 +8,7 @@ mod validate;
 use std::path::Path;
 
 use anyhow::Context;
-use chorus_engine::replica::ReplicaConfig;
-pub use chorus_engine::replica::ReplicaTuning;
+pub use chorus_engine::replica::ReplicaConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::DRIFT_PPM_MAX;
@@ -41,7 +40,7 @@ pub struct Scenario {
     #[serde(default)]
     pub workload: WorkloadConfig,
     #[serde(default)]
-    pub replica: ReplicaTuning,
+    pub replica: ReplicaConfig,
     #[serde(default)]
     pub checks: CheckConfig,
     #[serde(default)]

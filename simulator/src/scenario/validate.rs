@@ -43,12 +43,9 @@ impl Scenario {
                 "workload.ops_per_sec = {ops}: must be between 0 and 100000"
             ));
         }
-        let mut probe = ReplicaConfig::new(
-            chorus_engine::NodeId::parse("probe").map_err(|e| e.to_string())?,
-            0,
-        );
-        self.replica.apply(&mut probe);
-        probe.validate().map_err(|e| format!("replica: {e}"))?;
+        self.replica
+            .validate()
+            .map_err(|e| format!("replica: {e}"))?;
         let c = &self.checks;
         for (key, value) in [("interval_ms", c.interval_ms), ("sample_ms", c.sample_ms)] {
             if value == 0 {
