@@ -109,6 +109,13 @@ pub const LISTEN_TIMEOUT_MS: u64 = 10_000;
 /// when no command comes (each command retries too).
 pub const REOPEN_RETRY_MS: u64 = 1_000;
 
+/// How long opening a sled store waits for its file lock. sled 0.34 drops
+/// a `Db` before its background threads let go of the lock, so reopening a
+/// store just closed in the same process (an engine restarted in place, a
+/// test) can find it still held for a moment. Another process holding the
+/// store still gets the error, after this wait.
+pub const STORE_LOCK_WAIT_MS: u64 = 2_000;
+
 /// The largest drain rate accepted (calls per second): more is a failover,
 /// not a drain.
 pub const DRAIN_RATE_MAX: u32 = 100_000;

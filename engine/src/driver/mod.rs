@@ -461,7 +461,9 @@ impl<T: Transport> Driver<T> {
                 node,
                 kind,
                 calls_left,
-            } => tracing::info!(%node, ?kind, calls_left, "move stopped (rollback)"),
+                why,
+                ..
+            } => tracing::info!(%node, ?kind, calls_left, why, "move stopped (rollback)"),
         }
     }
 }

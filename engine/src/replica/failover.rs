@@ -51,6 +51,34 @@ pub(super) struct Move {
     pub moved_here: u64,
 }
 
+/// The failover and drain component's state.
+#[derive(Debug)]
+pub(super) struct State {
+    /// Failovers and drains in progress, by the node whose calls move.
+    pub moves: BTreeMap<NodeId, Move>,
+    /// The newest drain order per node.
+    pub drains: BTreeMap<NodeId, DrainOrder>,
+    /// When this replica's next health report is due.
+    pub next_health_ms: u64,
+    /// When the mover next looks for due calls.
+    pub next_move_ms: u64,
+    /// Since when this replica has seen a majority of the cluster (`None`
+    /// while it does not): failovers wait a grace after it returns.
+    pub majority_since_ms: Option<u64>,
+}
+
+impl State {
+    pub fn new(now_ms: u64) -> Self {
+        Self {
+            moves: BTreeMap::new(),
+            drains: BTreeMap::new(),
+            next_health_ms: now_ms,
+            next_move_ms: now_ms,
+            majority_since_ms: None,
+        }
+    }
+}
+
 /// A call that moved, as the replica reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rehomed {
@@ -82,7 +110,8 @@ impl Replica {
 
     /// Moves in progress: (node, kind, started, calls at start, rate).
     pub fn moves(&self) -> Vec<(NodeId, MoveKind, u64, usize, u32)> {
-        self.moves
+        self.failover
+            .moves
             .iter()
             .map(|(n, m)| (n.clone(), m.kind, m.started_ms, m.total, m.rate_per_s))
             .collect()
@@ -90,7 +119,7 @@ impl Replica {
 
     /// Drain orders known here (active and cancelled).
     pub fn drains(&self) -> impl Iterator<Item = &DrainOrder> {
-        self.drains.values()
+        self.failover.drains.values()
     }
 
     /// Where a new call should go: the same rendezvous rule re-homing
@@ -176,7 +205,7 @@ impl Replica {
         self.members.set_own_health(self.now_ms, app);
         self.after_membership();
         // Tell the cluster now rather than at the next interval.
-        self.next_health_ms = self.now_ms;
+        self.failover.next_health_ms = self.now_ms;
     }
 
     /// An operator's drain (or cancel) of `node`, from the local API.
@@ -242,15 +271,16 @@ impl Replica {
     /// Run on every membership change, so the moment is exact.
     fn track_majority(&mut self) -> Option<u64> {
         if !self.sees_majority() {
-            self.majority_since_ms = None;
+            self.failover.majority_since_ms = None;
             return None;
         }
-        Some(*self.majority_since_ms.get_or_insert(self.now_ms))
+        Some(*self.failover.majority_since_ms.get_or_insert(self.now_ms))
     }
 
     /// Keeps the newest order per node; starts or stops its drain.
     pub(super) fn merge_drain(&mut self, order: DrainOrder) {
         if self
+            .failover
             .drains
             .get(&order.node)
             .is_some_and(|o| o.at >= order.at)
@@ -260,37 +290,32 @@ impl Replica {
         let node = order.node.clone();
         let active = order.active;
         let rate = order.rate_per_s.max(1);
-        self.drains.insert(node.clone(), order);
+        self.failover.drains.insert(node.clone(), order);
         // Bounded: forget the oldest cancelled orders first.
-        while self.drains.len() > DRAIN_ORDERS_MAX {
+        while self.failover.drains.len() > DRAIN_ORDERS_MAX {
             let oldest = self
+                .failover
                 .drains
                 .values()
                 .filter(|o| !o.active)
                 .min_by_key(|o| o.at)
-                .or_else(|| self.drains.values().min_by_key(|o| o.at))
+                .or_else(|| self.failover.drains.values().min_by_key(|o| o.at))
                 .map(|o| o.node.clone());
             match oldest {
-                Some(n) => self.drains.remove(&n),
+                Some(n) => self.failover.drains.remove(&n),
                 None => break,
             };
         }
         self.members.set_draining(&node, active);
-        let detail = if active {
-            format!("{node}: drain started, {rate} calls/s")
-        } else {
-            format!("{node}: drain cancelled")
-        };
-        self.journal(IncidentKind::Drain, detail);
-        self.pending_outputs.push(Output::Event(Event::Drain {
+        self.emit(Event::Drain {
             node: node.clone(),
             active,
             rate_per_s: rate,
-        }));
+        });
         if active {
-            if !self.moves.contains_key(&node) {
+            if !self.failover.moves.contains_key(&node) {
                 let total = self.calls_owned_by(&node).len();
-                self.moves.insert(
+                self.failover.moves.insert(
                     node,
                     Move {
                         kind: MoveKind::Drain,
@@ -302,6 +327,7 @@ impl Replica {
                 );
             }
         } else if self
+            .failover
             .moves
             .get(&node)
             .is_some_and(|m| m.kind == MoveKind::Drain)
@@ -310,22 +336,16 @@ impl Replica {
         }
     }
 
-    fn stop_move(&mut self, node: &NodeId, why: &str) {
-        if let Some(m) = self.moves.remove(node) {
-            let left = self.calls_owned_by(node).len();
-            self.journal(
-                IncidentKind::Rollback,
-                format!(
-                    "{node}: {kind:?} stopped ({why}); {moved} calls moved here, {left} stay",
-                    kind = m.kind,
-                    moved = m.moved_here
-                ),
-            );
-            self.pending_outputs.push(Output::Event(Event::MoveStopped {
+    fn stop_move(&mut self, node: &NodeId, why: &'static str) {
+        if let Some(m) = self.failover.moves.remove(node) {
+            let calls_left = self.calls_owned_by(node).len();
+            self.emit(Event::MoveStopped {
                 node: node.clone(),
                 kind: m.kind,
-                calls_left: left,
-            }));
+                calls_left,
+                moved_here: m.moved_here,
+                why,
+            });
         }
     }
 
@@ -365,29 +385,19 @@ impl Replica {
     }
 
     fn on_grade_change(&mut self, change: GradeChange) {
-        let kind = match (change.from, change.to) {
-            (_, Grade::Down) => IncidentKind::Convicted,
-            (_, Grade::Suspect) => IncidentKind::Suspected,
-            (Grade::Suspect, _) => IncidentKind::Refuted,
-            _ => IncidentKind::Graded,
-        };
-        self.journal(
-            kind,
-            format!(
-                "{}: {:?} -> {:?}: {}",
-                change.node, change.from, change.to, change.reason
-            ),
-        );
+        // The grade first: what it sets off (a rollback) comes after it.
+        self.emit(Event::Grade(change.clone()));
         let node = change.node.clone();
         if change.to == Grade::Down && node != self.config.node {
             let total = self.calls_owned_by(&node).len();
             // A failover supersedes a drain: the calls must go now.
             let replace = self
+                .failover
                 .moves
                 .get(&node)
                 .is_none_or(|m| m.kind == MoveKind::Drain);
             if replace {
-                self.moves.insert(
+                self.failover.moves.insert(
                     node.clone(),
                     Move {
                         kind: MoveKind::Failover,
@@ -397,21 +407,21 @@ impl Replica {
                         moved_here: 0,
                     },
                 );
-                self.next_move_ms = self.now_ms;
+                self.failover.next_move_ms = self.now_ms;
             }
         }
         if change.from == Grade::Down && change.to < Grade::Suspect {
-            let within_grace = self.moves.get(&node).is_some_and(|m| {
+            let within_grace = self.failover.moves.get(&node).is_some_and(|m| {
                 m.kind == MoveKind::Failover
                     && self.now_ms.saturating_sub(m.started_ms) <= self.config.rollback_grace_ms
             });
             if within_grace {
                 self.stop_move(&node, "back healthy within the grace period");
                 // A drain ordered before the failover resumes its course.
-                if self.drains.get(&node).is_some_and(|o| o.active) {
-                    let rate = self.drains[&node].rate_per_s.max(1);
+                if self.failover.drains.get(&node).is_some_and(|o| o.active) {
+                    let rate = self.failover.drains[&node].rate_per_s.max(1);
                     let total = self.calls_owned_by(&node).len();
-                    self.moves.insert(
+                    self.failover.moves.insert(
                         node.clone(),
                         Move {
                             kind: MoveKind::Drain,
@@ -424,13 +434,11 @@ impl Replica {
                 }
             }
         }
-        self.pending_outputs
-            .push(Output::Event(Event::Grade(change)));
     }
 
     /// Sends this replica's report to every node it knows.
     pub(super) fn health_tick(&mut self) {
-        let mut drains: Vec<DrainOrder> = self.drains.values().cloned().collect();
+        let mut drains: Vec<DrainOrder> = self.failover.drains.values().cloned().collect();
         drains.sort_by_key(|o| std::cmp::Reverse(o.at));
         drains.truncate(DRAIN_ORDERS_MAX);
         let report = HealthReport {
@@ -452,14 +460,14 @@ impl Replica {
 
     /// Moves the calls whose slot is due and whose new owner is this replica.
     pub(super) fn move_tick(&mut self) {
-        if self.moves.is_empty() {
+        if self.failover.moves.is_empty() {
             return;
         }
         let majority = self.may_fail_over();
         let candidates = self.candidates();
         let mut budget = TAKEOVERS_PER_TICK_MAX;
         let mut finished = Vec::new();
-        let moves: BTreeMap<NodeId, Move> = self.moves.clone();
+        let moves: BTreeMap<NodeId, Move> = self.failover.moves.clone();
         for (node, m) in moves {
             if m.kind == MoveKind::Failover {
                 // Paused while the node is not Down here (evidence of life
@@ -495,11 +503,12 @@ impl Replica {
             // Failovers end when the node has no calls left; drains stay
             // (the node gets no new calls) until cancelled.
             if self
+                .failover
                 .moves
                 .get(&node)
                 .is_some_and(|m| m.kind == MoveKind::Failover)
             {
-                if let Some(m) = self.moves.remove(&node) {
+                if let Some(m) = self.failover.moves.remove(&node) {
                     self.journal(
                         IncidentKind::Rehomed,
                         format!(
@@ -553,7 +562,7 @@ impl Replica {
         match self.write_local(&room, &op) {
             Ok(_) => {
                 self.stats.rehomed += 1;
-                if let Some(live) = self.moves.get_mut(from) {
+                if let Some(live) = self.failover.moves.get_mut(from) {
                     live.moved_here += 1;
                 }
                 let moved = Rehomed {
@@ -564,15 +573,7 @@ impl Replica {
                     epoch,
                     kind,
                 };
-                self.journal(
-                    IncidentKind::Rehomed,
-                    format!(
-                        "{}/{}: {} -> {} (epoch {}, {:?})",
-                        moved.room, moved.session, moved.from, moved.to, epoch, kind
-                    ),
-                );
-                self.pending_outputs
-                    .push(Output::Event(Event::Rehomed(moved)));
+                self.emit(Event::Rehomed(moved));
             }
             // Someone moved it first (a stale epoch): fine.
             Err(_) => self.stats.rehome_refused += 1,
@@ -589,6 +590,6 @@ impl Replica {
 
     /// Whether any move still has work (for the mover's timer).
     pub(super) fn moving(&self) -> bool {
-        !self.moves.is_empty()
+        !self.failover.moves.is_empty()
     }
 }

@@ -153,6 +153,10 @@ pub enum Event {
         node: NodeId,
         kind: MoveKind,
         calls_left: usize,
+        /// Calls this replica had moved before it stopped.
+        moved_here: u64,
+        /// Why it stopped (for the journal).
+        why: &'static str,
     },
 }
 

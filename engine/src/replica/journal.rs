@@ -10,6 +10,7 @@ use super::overlay::Overlay;
 use super::{Event, Replica};
 use crate::error::Error;
 use crate::hlc::Timestamp;
+use crate::membership::Grade;
 use crate::storage::{keys, Batch, KvRead};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +68,50 @@ impl Replica {
             Event::Rejected { peer, reason } => {
                 (IncidentKind::Rejected, format!("from {peer}: {reason}"))
             }
+            Event::Grade(change) => (
+                match (change.from, change.to) {
+                    (_, Grade::Down) => IncidentKind::Convicted,
+                    (_, Grade::Suspect) => IncidentKind::Suspected,
+                    (Grade::Suspect, _) => IncidentKind::Refuted,
+                    _ => IncidentKind::Graded,
+                },
+                format!(
+                    "{}: {:?} -> {:?}: {}",
+                    change.node, change.from, change.to, change.reason
+                ),
+            ),
+            Event::Rehomed(moved) => (
+                IncidentKind::Rehomed,
+                format!(
+                    "{}/{}: {} -> {} (epoch {}, {:?})",
+                    moved.room, moved.session, moved.from, moved.to, moved.epoch, moved.kind
+                ),
+            ),
+            Event::Drain {
+                node,
+                active: true,
+                rate_per_s,
+            } => (
+                IncidentKind::Drain,
+                format!("{node}: drain started, {rate_per_s} calls/s"),
+            ),
+            Event::Drain {
+                node,
+                active: false,
+                ..
+            } => (IncidentKind::Drain, format!("{node}: drain cancelled")),
+            Event::MoveStopped {
+                node,
+                kind,
+                calls_left,
+                moved_here,
+                why,
+            } => (
+                IncidentKind::Rollback,
+                format!(
+                    "{node}: {kind:?} stopped ({why}); {moved_here} calls moved here, {calls_left} stay"
+                ),
+            ),
             _ => return,
         };
         self.journal(kind, detail);

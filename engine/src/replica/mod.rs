@@ -127,28 +127,17 @@ pub struct Replica {
     staged: Staged,
     pending_outputs: Vec<Output>,
     outputs: VecDeque<Output>,
+    /// Components, each with its own state: push, purge, anti-entropy,
+    /// failover and drains.
     outbox: push::Outbox,
-    ended: BTreeMap<RoomId, purge::Ended>,
-    log_horizon: Option<Timestamp>,
+    purge: purge::State,
+    anti_entropy: round::State,
+    failover: failover::State,
     /// Entries in the incident journal (to keep it bounded).
     journal_len: usize,
-    next_round: u64,
-    next_anti_entropy_ms: u64,
-    next_end_ack_ms: u64,
-    next_log_trim_ms: u64,
-    turn: usize,
     rng: Rng,
     stats: ReplicaStats,
     members: Membership,
-    /// Failovers and drains in progress, by the node whose calls move.
-    moves: BTreeMap<NodeId, failover::Move>,
-    /// The newest drain order per node.
-    drains: BTreeMap<NodeId, crate::membership::DrainOrder>,
-    next_health_ms: u64,
-    next_move_ms: u64,
-    /// Since when this replica has seen a majority of the cluster (`None`
-    /// while it does not): failovers wait a grace after it returns.
-    majority_since_ms: Option<u64>,
 }
 
 impl Replica {
@@ -179,22 +168,13 @@ impl Replica {
             pending_outputs: Vec::new(),
             outputs: VecDeque::new(),
             outbox: push::Outbox::default(),
-            ended: BTreeMap::new(),
-            log_horizon: None,
+            purge: purge::State::new(now_ms, &config),
+            anti_entropy: round::State::new(now_ms),
+            failover: failover::State::new(now_ms),
             journal_len: 0,
-            next_round: 1,
-            next_anti_entropy_ms: now_ms,
-            next_end_ack_ms: now_ms + config.end_ack_interval_ms,
-            next_log_trim_ms: now_ms + config.log_trim_interval_ms,
-            turn: 0,
             rng: Rng(config.seed | 1),
             stats: ReplicaStats::default(),
             members,
-            moves: BTreeMap::new(),
-            drains: BTreeMap::new(),
-            next_health_ms: now_ms,
-            next_move_ms: now_ms,
-            majority_since_ms: None,
             config,
         };
         replica.restore(incarnation)?;
@@ -223,7 +203,7 @@ impl Replica {
             );
         }
         if let Some(bytes) = self.store.get(&keys::meta(LOG_HORIZON))? {
-            self.log_horizon = postcard::from_bytes(&bytes).ok();
+            self.purge.log_horizon = postcard::from_bytes(&bytes).ok();
         }
         self.restore_ended()?;
         self.restore_journal()?;

@@ -3,17 +3,40 @@
 //! room is purged, leaving a marker that refuses stale replicas' changes and
 //! that anti-entropy spreads to replicas that have not purged yet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_bytes::ByteBuf;
 
 use super::overlay::Overlay;
 use super::wire::{Body, PurgeProof, PURGE_PROOF_BYTES_MAX, PUSH_BYTES_MAX, ROOMS_PER_MESSAGE_MAX};
-use super::{Event, Replica};
+use super::{Event, Replica, ReplicaConfig};
 use crate::error::Error;
+use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
 use crate::model::{Lifecycle, RoomSummary};
 use crate::storage::keys;
+
+/// The purge component's state: ended rooms and the change log's horizon.
+#[derive(Debug)]
+pub(super) struct State {
+    pub ended: BTreeMap<RoomId, Ended>,
+    /// The newest log stamp trimmed away: a peer whose cursor is older
+    /// cannot catch up from the log.
+    pub log_horizon: Option<Timestamp>,
+    pub next_end_ack_ms: u64,
+    pub next_log_trim_ms: u64,
+}
+
+impl State {
+    pub fn new(now_ms: u64, config: &ReplicaConfig) -> Self {
+        Self {
+            ended: BTreeMap::new(),
+            log_horizon: None,
+            next_end_ack_ms: now_ms + config.end_ack_interval_ms,
+            next_log_trim_ms: now_ms + config.log_trim_interval_ms,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Ended {
@@ -39,15 +62,19 @@ impl Replica {
 
     pub(super) fn note_ended(&mut self, room: &RoomId) {
         let now = self.now_ms;
-        self.ended.entry(room.clone()).or_insert_with(|| Ended {
-            seen_ms: now,
-            acks: BTreeSet::new(),
-        });
+        self.purge
+            .ended
+            .entry(room.clone())
+            .or_insert_with(|| Ended {
+                seen_ms: now,
+                acks: BTreeSet::new(),
+            });
     }
 
     /// Tells every peer which rooms we hold as ended (lost acks are resent).
     pub(super) fn announce_ended(&mut self) {
         let rooms: Vec<RoomId> = self
+            .purge
             .ended
             .keys()
             .take(ROOMS_PER_MESSAGE_MAX)
@@ -60,7 +87,7 @@ impl Replica {
 
     pub(super) fn on_end_ack(&mut self, from: &NodeId, rooms: Vec<RoomId>) {
         for room in rooms {
-            if let Some(ended) = self.ended.get_mut(&room) {
+            if let Some(ended) = self.purge.ended.get_mut(&room) {
                 ended.acks.insert(from.clone());
             }
         }
@@ -76,6 +103,7 @@ impl Replica {
         let horizon = self.config.purge_horizon_ms;
         let now = self.now_ms;
         let due: Vec<RoomId> = self
+            .purge
             .ended
             .iter()
             .filter(|(_, e)| {
@@ -145,7 +173,7 @@ impl Replica {
     }
 
     pub(super) fn purge_room(&mut self, room: &RoomId, end: Option<Vec<u8>>) {
-        self.ended.remove(room);
+        self.purge.ended.remove(room);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
@@ -171,7 +199,7 @@ impl Replica {
             if self.rooms.is_purged(&room) {
                 continue;
             }
-            if self.ended.contains_key(&room) {
+            if self.purge.ended.contains_key(&room) {
                 self.purge_room(&room, None);
                 continue;
             }

@@ -100,7 +100,7 @@ impl Replica {
     /// The newest change-log stamp trimmed away (`None`: nothing trimmed
     /// yet): entries after it are all held.
     pub fn log_horizon(&self) -> Option<Timestamp> {
-        self.log_horizon
+        self.purge.log_horizon
     }
 
     /// Rooms loaded in memory.

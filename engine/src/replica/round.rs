@@ -26,6 +26,27 @@ use crate::ids::{NodeId, RoomId};
 /// peer that keeps answering "truncated" can cause.
 const ROUND_REQUESTS_MAX: u32 = 10_000;
 
+/// The anti-entropy component's state (each peer's open round lives with
+/// the peer).
+#[derive(Debug)]
+pub(super) struct State {
+    /// The id of the next round this replica opens.
+    pub next_round: u64,
+    pub next_anti_entropy_ms: u64,
+    /// Whose turn is next among the up peers.
+    pub turn: usize,
+}
+
+impl State {
+    pub fn new(now_ms: u64) -> Self {
+        Self {
+            next_round: 1,
+            next_anti_entropy_ms: now_ms,
+            turn: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Round {
     pub id: u64,
@@ -65,8 +86,8 @@ pub enum Phase {
 
 impl Replica {
     pub(super) fn start_round(&mut self, peer: &NodeId) {
-        let id = self.next_round;
-        self.next_round += 1;
+        let id = self.anti_entropy.next_round;
+        self.anti_entropy.next_round += 1;
         let deadline_ms = self.now_ms + self.config.round_timeout_ms;
         let cursor = self.peers.get(peer).and_then(|p| p.cursor);
         let Some(state) = self.peers.get_mut(peer) else {
@@ -337,7 +358,7 @@ impl Replica {
             if ours == Some(theirs) {
                 continue;
             }
-            if theirs == short(&purged_item(&room)) && self.ended.contains_key(&room) {
+            if theirs == short(&purged_item(&room)) && self.purge.ended.contains_key(&room) {
                 // Ended here too: the peer's purge is the last ack.
                 self.purge_room(&room, None);
             } else if self.rooms.is_purged(&room) {

@@ -121,7 +121,9 @@ impl Replica {
 
     /// Whether our change log still reaches back to `cursor`.
     pub(super) fn log_covers(&self, cursor: &Timestamp) -> bool {
-        self.log_horizon.is_none_or(|horizon| *cursor >= horizon)
+        self.purge
+            .log_horizon
+            .is_none_or(|horizon| *cursor >= horizon)
     }
 
     pub(super) fn serve_tree(&mut self, from: &NodeId, round: u64, level: u8, nodes: &[u32]) {

@@ -12,22 +12,22 @@ impl Replica {
     /// The next deadline and the timer it belongs to.
     pub fn poll_timeout(&self) -> Option<(u64, Timer)> {
         let mut next = vec![
-            (self.next_anti_entropy_ms, Timer::AntiEntropy),
-            (self.next_log_trim_ms, Timer::LogTrim),
+            (self.anti_entropy.next_anti_entropy_ms, Timer::AntiEntropy),
+            (self.purge.next_log_trim_ms, Timer::LogTrim),
         ];
         if let Some(at) = self.outbox.due_ms(self.config.push_delay_ms) {
             next.push((at, Timer::PushFlush));
         }
-        if !self.ended.is_empty() {
-            next.push((self.next_end_ack_ms, Timer::EndAck));
+        if !self.purge.ended.is_empty() {
+            next.push((self.purge.next_end_ack_ms, Timer::EndAck));
         }
         if self.config.failure_detection {
-            next.push((self.next_health_ms, Timer::Health));
+            next.push((self.failover.next_health_ms, Timer::Health));
             if let Some(at) = self.members.next_timer_ms() {
                 next.push((at, Timer::Membership));
             }
             if self.moving() {
-                next.push((self.next_move_ms, Timer::Rehome));
+                next.push((self.failover.next_move_ms, Timer::Rehome));
             }
         }
         next.extend(
@@ -49,32 +49,32 @@ impl Replica {
             self.flush_push();
         }
         self.expire_rounds();
-        if now >= self.next_anti_entropy_ms {
+        if now >= self.anti_entropy.next_anti_entropy_ms {
             self.anti_entropy_turn();
             let interval = self.config.anti_entropy_interval_ms;
             // ±10 % jitter so replicas started together do not sync in lockstep.
             let jitter = self.rng.next() % (interval / 5 + 1);
-            self.next_anti_entropy_ms = now + interval - interval / 10 + jitter;
+            self.anti_entropy.next_anti_entropy_ms = now + interval - interval / 10 + jitter;
         }
-        if now >= self.next_end_ack_ms {
+        if now >= self.purge.next_end_ack_ms {
             self.announce_ended();
-            self.next_end_ack_ms = now + self.config.end_ack_interval_ms;
+            self.purge.next_end_ack_ms = now + self.config.end_ack_interval_ms;
         }
-        if now >= self.next_log_trim_ms {
+        if now >= self.purge.next_log_trim_ms {
             self.trim_log();
-            self.next_log_trim_ms = now + self.config.log_trim_interval_ms;
+            self.purge.next_log_trim_ms = now + self.config.log_trim_interval_ms;
         }
         self.purge_due();
         if self.config.failure_detection {
             self.members.tick(now);
             self.after_membership();
-            if now >= self.next_health_ms {
+            if now >= self.failover.next_health_ms {
                 self.health_tick();
-                self.next_health_ms = now + self.config.detector.health_interval_ms;
+                self.failover.next_health_ms = now + self.config.detector.health_interval_ms;
             }
-            if self.moving() && now >= self.next_move_ms {
+            if self.moving() && now >= self.failover.next_move_ms {
                 self.move_tick();
-                self.next_move_ms = now + failover::MOVE_INTERVAL_MS;
+                self.failover.next_move_ms = now + failover::MOVE_INTERVAL_MS;
             }
         }
     }
@@ -90,8 +90,8 @@ impl Replica {
         if candidates.is_empty() {
             return;
         }
-        let peer = candidates[self.turn % candidates.len()].clone();
-        self.turn = self.turn.wrapping_add(1);
+        let peer = candidates[self.anti_entropy.turn % candidates.len()].clone();
+        self.anti_entropy.turn = self.anti_entropy.turn.wrapping_add(1);
         self.start_round(&peer);
     }
 
@@ -106,7 +106,7 @@ impl Replica {
         match RoomSet::trim_log(&view, before, TRIM_PER_TICK) {
             Ok((batch, Some(horizon))) => {
                 self.staged.add(batch, false);
-                self.log_horizon = Some(horizon);
+                self.purge.log_horizon = Some(horizon);
                 let mut meta = Batch::default();
                 let value = postcard::to_stdvec(&horizon).expect("timestamps serialize");
                 meta.put(keys::meta(LOG_HORIZON), value);

@@ -109,6 +109,7 @@ impl Cluster {
                 node,
                 kind,
                 calls_left,
+                ..
             } => {
                 self.failover.moves_stopped += 1;
                 let line =
