@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod catchup;
 pub mod config;
 mod failover;
 mod io;

@@ -15,8 +15,7 @@
 use super::digest::{purged_item, DEPTH, FANOUT};
 use super::serve::parse_changes;
 use super::wire::{
-    short, Body, Digest, RoomChanges, RoomDocument, ShortDigest, KNOWN_HASHES_MAX,
-    ROOMS_PER_MESSAGE_MAX,
+    short, Body, Digest, RoomChanges, ShortDigest, KNOWN_HASHES_MAX, ROOMS_PER_MESSAGE_MAX,
 };
 use super::{Event, Replica, SyncPath};
 use crate::hlc::Timestamp;
@@ -114,7 +113,7 @@ impl Replica {
     }
 
     /// The round with `peer` if `id` is its id; counts stale responses.
-    fn round_mut(&mut self, peer: &NodeId, id: u64) -> Option<&mut Round> {
+    pub(super) fn round_mut(&mut self, peer: &NodeId, id: u64) -> Option<&mut Round> {
         let now = self.now_ms;
         let timeout = self.config.round_timeout_ms;
         let round = self
@@ -135,7 +134,7 @@ impl Replica {
     }
 
     /// Sends the next request of the round, within the request budget.
-    fn request(&mut self, peer: &NodeId, phase: Phase, body: Body) {
+    pub(super) fn request(&mut self, peer: &NodeId, phase: Phase, body: Body) {
         let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) else {
             return;
         };
@@ -149,7 +148,7 @@ impl Replica {
         self.send(peer, body);
     }
 
-    fn finish_round(&mut self, peer: &NodeId, path: Option<SyncPath>) {
+    pub(super) fn finish_round(&mut self, peer: &NodeId, path: Option<SyncPath>) {
         let round = self.peers.get_mut(peer).and_then(|p| p.round.take());
         let Some(path) = path else {
             self.stats.rounds_idle += 1;
@@ -159,7 +158,7 @@ impl Replica {
         self.count_finished(peer, path, changes);
     }
 
-    fn count_finished(&mut self, peer: &NodeId, path: SyncPath, changes: u64) {
+    pub(super) fn count_finished(&mut self, peer: &NodeId, path: SyncPath, changes: u64) {
         match path {
             SyncPath::Incremental => self.stats.sync_incremental += 1,
             SyncPath::Since => self.stats.sync_since += 1,
@@ -234,7 +233,7 @@ impl Replica {
         })
     }
 
-    fn begin_path(
+    pub(super) fn begin_path(
         &mut self,
         peer: &NodeId,
         id: u64,
@@ -377,7 +376,13 @@ impl Replica {
     }
 
     /// Asks for the changes of `rooms` in batches; finishes when none remain.
-    fn fetch_rooms(&mut self, peer: &NodeId, id: u64, path: SyncPath, mut queued: Vec<RoomId>) {
+    pub(super) fn fetch_rooms(
+        &mut self,
+        peer: &NodeId,
+        id: u64,
+        path: SyncPath,
+        mut queued: Vec<RoomId>,
+    ) {
         if queued.is_empty() {
             self.finish_round(peer, Some(path));
             return;
@@ -426,7 +431,7 @@ impl Replica {
     }
 
     /// Applies each room's changes; returns how many were applied.
-    fn apply_room_changes(&mut self, peer: &NodeId, rooms: Vec<RoomChanges>) -> u64 {
+    pub(super) fn apply_room_changes(&mut self, peer: &NodeId, rooms: Vec<RoomChanges>) -> u64 {
         let mut applied = 0;
         for RoomChanges { room, changes } in rooms {
             let Some(changes) = parse_changes(changes) else {
@@ -438,120 +443,6 @@ impl Replica {
             }
         }
         applied
-    }
-
-    pub(super) fn on_since(
-        &mut self,
-        peer: &NodeId,
-        id: u64,
-        rooms: Vec<RoomChanges>,
-        next_cursor: Timestamp,
-        complete: bool,
-    ) {
-        let (known, peer_root) = match self.round_mut(peer, id).map(|r| &mut r.phase) {
-            Some(Phase::Since { known, peer_root }) => (std::mem::take(known), *peer_root),
-            _ => return,
-        };
-        let applied = self.apply_room_changes(peer, rooms);
-        if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
-            round.changes += applied;
-        }
-        // Everything up to next_cursor is now staged, ahead of the cursor write.
-        self.set_cursor(peer, next_cursor);
-        let changes = self
-            .peers
-            .get(peer)
-            .and_then(|p| p.round.as_ref())
-            .map_or(0, |r| r.changes);
-        if complete && changes == 0 && self.rooms.tree().root() != peer_root {
-            // The peer's log held nothing we lacked, yet the roots differ:
-            // the difference is one a log cannot show (a purge, a change
-            // the peer lacks, a trimmed log). Walk the tree in this round
-            // rather than leave it to the peer's next incremental turn.
-            self.count_finished(peer, SyncPath::Since, 0);
-            self.begin_path(peer, id, SyncPath::Incremental, None, peer_root);
-        } else if complete {
-            self.finish_round(peer, Some(SyncPath::Since));
-        } else {
-            let body = Body::SinceReq {
-                round: id,
-                cursor: next_cursor,
-                known: known.clone(),
-            };
-            self.request(peer, Phase::Since { known, peer_root }, body);
-        }
-    }
-
-    pub(super) fn on_snapshot(
-        &mut self,
-        peer: &NodeId,
-        id: u64,
-        rooms: Vec<RoomDocument>,
-        too_large: Vec<RoomId>,
-        next: Option<RoomId>,
-        log_head: Timestamp,
-    ) {
-        let Some(round) = self.round_mut(peer, id) else {
-            return;
-        };
-        let Phase::Snapshot {
-            log_head: first_head,
-            too_large: big,
-        } = &mut round.phase
-        else {
-            self.stats.stale_responses += 1;
-            return;
-        };
-        // The peer's log head when the snapshot began: everything after it
-        // reaches us through the next rounds.
-        let head = *first_head.get_or_insert(log_head);
-        // Bounded over the whole round, not just per message: a peer could
-        // otherwise list rooms without end. What does not fit is caught
-        // by a later incremental round.
-        let room_left = ROOMS_PER_MESSAGE_MAX.saturating_sub(big.len());
-        big.extend(too_large.into_iter().take(room_left));
-        let big = big.clone();
-        let mut applied = 0;
-        for RoomDocument { room, doc } in rooms {
-            // Bounded like an import; what the changes do is validated
-            // when they are applied, like any peer's.
-            let changes = match crate::room::import::load_document(&doc) {
-                Ok(doc) => doc.get_changes(&[]),
-                Err(_) => {
-                    self.stats.changes_rejected += 1;
-                    continue;
-                }
-            };
-            if let Some(write) = self.apply_remote(peer, &room, changes) {
-                applied += write.applied.len() as u64;
-            }
-        }
-        if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
-            round.changes += applied;
-        }
-        if let Some(state) = self.peers.get_mut(peer) {
-            state.snapshot_resume = next.clone();
-        }
-        match next {
-            Some(after) => {
-                let phase = Phase::Snapshot {
-                    log_head: Some(head),
-                    too_large: big,
-                };
-                self.request(
-                    peer,
-                    phase,
-                    Body::SnapshotReq {
-                        round: id,
-                        after: Some(after),
-                    },
-                );
-            }
-            None => {
-                self.set_cursor(peer, head);
-                self.fetch_rooms(peer, id, SyncPath::Full, big);
-            }
-        }
     }
 }
 
@@ -565,7 +456,7 @@ impl Replica {
     /// the ones the peer's since-answer would otherwise resend (we got them
     /// by push or from a third replica). Purely an optimisation: a change
     /// left off is resent and applied idempotently.
-    fn known_since(&mut self, cursor: &Timestamp) -> Vec<[u8; 8]> {
+    pub(super) fn known_since(&mut self, cursor: &Timestamp) -> Vec<[u8; 8]> {
         let from = Timestamp {
             wall_ms: cursor.wall_ms.saturating_sub(KNOWN_LOOKBACK_MS),
             logical: 0,
