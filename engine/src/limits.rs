@@ -120,8 +120,123 @@ pub const STORE_LOCK_WAIT_MS: u64 = 2_000;
 /// not a drain.
 pub const DRAIN_RATE_MAX: u32 = 100_000;
 
+// ---- The wire protocol (replica/wire.rs) -----------------------------------
+
+/// Largest frame accepted on a request-response stream. A snapshot chunk or a
+/// since-batch is cut well below it (`SYNC_BATCH_BYTES_MAX`).
+pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Largest push frame: gossipsub refuses messages above 64 KiB, and the
+/// envelope needs some room of its own.
+pub const PUSH_BYTES_MAX: usize = 60 * 1024;
+
+/// Budget of changes or documents in one sync response; the rest follows in
+/// the next request. 1 MiB keeps one response well under a second on slow links.
+pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most rooms named in one message (requests for changes, leaves, pushes).
+pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
+
+/// Largest end-of-room change a `Purged` message carries as proof. An end
+/// change holds one op and the room's heads as dependencies (at most
+/// `HEADS_MAX`, 8 KiB of hashes).
+pub const PURGE_PROOF_BYTES_MAX: usize = 16 * 1024;
+
+/// Most change-hash prefixes a `SinceReq` lists as already held (72 KiB).
+/// Past it the since path still converges; it just resends more.
+pub const KNOWN_HASHES_MAX: usize = 8192;
+
+/// Most ancestry hints per room in a `ChangesReq` (see
+/// [`RoomHeads`](crate::replica::wire::RoomHeads)).
+pub const ANCESTRY_MAX: usize = 16;
+
+/// Most heads per room in a `ChangesReq`: a room with more concurrent
+/// branches than this is not a session record.
+pub const HEADS_MAX: usize = 256;
+
+/// Most digest-tree nodes asked for in one request: a whole tree level.
+pub const NODES_PER_REQUEST_MAX: usize = 4096;
+
+// ---- Failure detection (membership/) ---------------------------------------
+
+/// Drain orders a health broadcast carries (the newest first). A cluster
+/// drains a handful of nodes at a time; 64 bounds the message at ~5 KB.
+pub const DRAIN_ORDERS_MAX: usize = 64;
+
+/// Nodes one replica tracks. Beyond it, unknown senders are ignored: a
+/// media cluster is tens of nodes, so this only bounds a misbehaving one.
+pub const MEMBERS_MAX: usize = 1024;
+
+/// Largest SWIM datagram (foca's packet bound). 1400 B fits one UDP
+/// packet on any path, should a driver ever send them that way.
+pub const SWIM_PACKET_MAX: usize = 1400;
+
+// ---- The libp2p transport (net/) -------------------------------------------
+
+/// A request waits this long for its (empty) acknowledgement. Sync rounds
+/// have their own, longer timeout in the replica.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Concurrent request streams per connection. Rounds have one request in
+/// flight and pull-backs a few more, but failure-detection datagrams ride
+/// the same protocol: 8 was tried and dropped them after a heal, so that
+/// membership never re-formed. Each stream may carry a frame of up to
+/// `MESSAGE_BYTES_MAX` (8 MiB), so one peer can make this node buffer up
+/// to 512 MiB; a smaller frame limit for datagram-sized messages would
+/// lower that.
+pub const STREAMS_MAX: usize = 64;
+
+/// A connection with no open stream is closed after this long; redials
+/// bring it back, and ping keeps live ones busy.
+pub const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+// ---- Anti-entropy, catch-up, failover and push work (replica/) -------------
+
+/// Requests one round may make before it is cut short: bounds the work a
+/// peer that keeps answering "truncated" can cause.
+pub const ROUND_REQUESTS_MAX: u32 = 10_000;
+
+/// How far before the peer's cursor our own log is searched for changes we
+/// hold: the two logs are stamped by different clocks (HLCs stay close, but
+/// a change may reach us a little before it reaches the peer).
+pub const KNOWN_LOOKBACK_MS: u64 = 5_000;
+
+/// Log entries read per page while answering a since request.
+pub const LOG_PAGE_ENTRIES: usize = 1024;
+
+/// Rooms read per page while answering a snapshot request.
+pub const SNAPSHOT_PAGE_ROOMS: usize = 256;
+
+/// Takeovers one replica writes per move tick: bounds the work of a tick;
+/// the schedule's rate is the real limit.
+pub const TAKEOVERS_PER_TICK_MAX: usize = 256;
+
+/// How often the mover looks for due calls while a move is in progress.
+pub const MOVE_INTERVAL_MS: u64 = 50;
+
+/// Bytes of envelope and per-room framing a push frame must leave free.
+pub const PUSH_FRAMING_BYTES: usize = 512;
+
+/// Change-log entries trimmed per tick; the next tick continues, so one
+/// tick's work stays bounded after a long time without trimming.
+pub const LOG_TRIM_PER_TICK_MAX: usize = 4096;
+
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
 const _: () = assert!(EPOCH_MAX < u64::MAX);
 const _: () = assert!(EPOCH_STEP_MAX >= 1 && EPOCH_STEP_MAX < EPOCH_MAX);
 const _: () = assert!(HOT_ROOMS_DEFAULT <= HOT_ROOMS_MAX);
 const _: () = assert!(COMMANDS_PER_TURN_MAX >= 1 && COMMANDS_PER_TURN_MAX <= COMMAND_QUEUE_MAX);
+const _: () = assert!(REDIAL_MIN_MS <= REDIAL_MAX_MS);
+// gossipsub's largest message is 64 KiB.
+const _: () = assert!(PUSH_BYTES_MAX < 64 * 1024);
+const _: () = assert!(PUSH_FRAMING_BYTES < PUSH_BYTES_MAX);
+// A purge proof (its room's heads as dependencies) fits a push.
+const _: () = assert!(HEADS_MAX * 32 <= PURGE_PROOF_BYTES_MAX);
+const _: () = assert!(PURGE_PROOF_BYTES_MAX + PUSH_FRAMING_BYTES < PUSH_BYTES_MAX);
+// A sync batch and a full list of known hashes fit one frame.
+const _: () = assert!(SYNC_BATCH_BYTES_MAX < MESSAGE_BYTES_MAX);
+const _: () = assert!(KNOWN_HASHES_MAX * 8 < MESSAGE_BYTES_MAX);
+// One request can ask for a whole level of the digest tree.
+const _: () = assert!(NODES_PER_REQUEST_MAX >= crate::rooms::digest::LEAVES);
+const _: () = assert!(SNAPSHOT_PAGE_ROOMS <= ROOMS_PER_MESSAGE_MAX);
+const _: () = assert!(MOVE_INTERVAL_MS > 0 && ROUND_REQUESTS_MAX > 0);

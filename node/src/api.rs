@@ -11,7 +11,6 @@ pub mod server;
 pub mod sse;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,12 +24,12 @@ use chorus_engine::model::{JoinRequest, Owner, RoomConfig};
 use chorus_engine::{ConfigUpdate, Engine, RoomId, RoomOp, SessionId, TenantId};
 
 use crate::config::Config;
+use crate::limits::CALLS_IN_FLIGHT_MAX;
+use crate::limits::COMMAND_TIMEOUT;
+use crate::limits::INCIDENTS_PER_PAGE_MAX;
 use crate::metrics;
 use errors::engine_error;
 pub use errors::{ApiError, Body, Json, Path, Query};
-
-/// How long a handler waits for the engine before answering 503.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -58,10 +57,6 @@ impl ApiState {
 fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
-
-/// Engine calls the API runs at once; more wait for a slot (up to
-/// `COMMAND_TIMEOUT`, then 503). The engine's own command queue holds 1024.
-const CALLS_IN_FLIGHT_MAX: usize = 1024;
 
 /// Runs `f` with the engine on a blocking thread (the engine's calls wait
 /// for its driver), answering 503 if no slot frees up or the answer takes
@@ -373,9 +368,6 @@ async fn import_room(
     let ack = call(&state, move |e| e.import_room_as(&room, &bytes)).await?;
     Ok(axum::Json(ack).into_response())
 }
-
-/// Journal entries returned by one `GET /v1/incidents` at most.
-const INCIDENTS_PER_PAGE_MAX: usize = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,13 +1,9 @@
 //! A small client of the HTTP API, for the CLI, the demo and the tests.
 
-use std::time::Duration;
-
+use crate::limits::REQUEST_TIMEOUT;
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-/// One request may take this long before the client gives up.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 pub struct Client {

@@ -10,21 +10,6 @@ use chorus_engine::replica::ReplicaConfig;
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
-/// Largest HTTP request body the API reads (an automerge document upload is
-/// the big case); larger bodies get 413.
-pub const BODY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
-
-/// How long a client may take to send a request's headers before its
-/// connection is closed (on a new connection, and between requests on a
-/// kept-alive one), so that slow clients (slowloris) cannot hold
-/// connections and tasks open. Headers are a few hundred bytes: ten seconds
-/// is generous on any real link, and a third of hyper's default.
-pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-
-/// The shortest `api.header_read_timeout_ms` accepted: below it, ordinary
-/// clients on a congested link would be cut off.
-pub const HEADER_READ_TIMEOUT_MS_MIN: u64 = 100;
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -277,6 +262,9 @@ impl Config {
     }
 }
 
+pub use crate::limits::BODY_BYTES_MAX_DEFAULT;
+pub use crate::limits::HEADER_READ_TIMEOUT_MS_DEFAULT;
+pub use crate::limits::HEADER_READ_TIMEOUT_MS_MIN;
 pub use chorus_engine::net::peer_of;
 
 pub fn parse_psk(text: &str) -> Option<[u8; 32]> {

@@ -8,5 +8,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod nodes;

@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RegionId};
-
-/// Drain orders a health broadcast carries (the newest first). A cluster
-/// drains a handful of nodes at a time; 64 bounds the message at ~5 KB.
-pub const DRAIN_ORDERS_MAX: usize = 64;
+pub use crate::limits::DRAIN_ORDERS_MAX;
 
 /// Application health, reported by the media node through the library
 /// (`Input::Health`) or the daemon's API. Ratios are in per-mille so the

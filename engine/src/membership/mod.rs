@@ -30,15 +30,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, RegionId};
+pub use crate::limits::MEMBERS_MAX;
+pub use crate::limits::SWIM_PACKET_MAX;
 pub use health::{AppHealth, DrainOrder, HealthReport, DRAIN_ORDERS_MAX};
-
-/// Nodes one replica tracks. Beyond it, unknown senders are ignored: a
-/// media cluster is tens of nodes, so this only bounds a misbehaving one.
-pub const MEMBERS_MAX: usize = 1024;
-
-/// Largest SWIM datagram (foca's packet bound). 1400 B fits one UDP
-/// packet on any path, should a driver ever send them that way.
-pub const SWIM_PACKET_MAX: usize = 1400;
 
 /// A member's SWIM identity. The incarnation grows on every restart (high
 /// bits, from the store) and on every rejoin after a false conviction (low

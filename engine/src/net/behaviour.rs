@@ -15,27 +15,13 @@ use libp2p::{PeerId, StreamProtocol, Swarm};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::limits::IDLE_CONNECTION_TIMEOUT;
+use crate::limits::REQUEST_TIMEOUT;
+use crate::limits::STREAMS_MAX;
 use crate::replica::wire::{MESSAGE_BYTES_MAX, PUSH_BYTES_MAX};
 
 /// The request-response protocol: one replica message per request.
 pub const SYNC_PROTOCOL: &str = "/chorus/sync/1";
-
-/// A request waits this long for its (empty) acknowledgement. Sync rounds
-/// have their own, longer timeout in the replica.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Concurrent request streams per connection. Rounds have one request in
-/// flight and pull-backs a few more, but failure-detection datagrams ride
-/// the same protocol: 8 was tried and dropped them after a heal, so that
-/// membership never re-formed. Each stream may carry a frame of up to
-/// `MESSAGE_BYTES_MAX` (8 MiB), so one peer can make this node buffer up
-/// to 512 MiB; a smaller frame limit for datagram-sized messages would
-/// lower that.
-const STREAMS_MAX: usize = 64;
-
-/// A connection with no open stream is closed after this long; redials
-/// bring it back, and ping keeps live ones busy.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One replica message, carried as CBOR bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,6 +15,8 @@ use serde::Serialize;
 
 use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
 use crate::ids::{NodeId, RoomId, SessionId};
+pub(super) use crate::limits::MOVE_INTERVAL_MS;
+use crate::limits::TAKEOVERS_PER_TICK_MAX;
 use crate::limits::{EPOCH_MAX, HLC_MAX_DRIFT_MS};
 use crate::membership::{
     candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
@@ -22,13 +24,6 @@ use crate::membership::{
 use crate::model::{OwnedCall, Owner};
 use crate::placement::{self, Candidate};
 use crate::room::RoomOp;
-
-/// Takeovers one replica writes per move tick: bounds the work of a tick;
-/// the schedule's rate is the real limit.
-const TAKEOVERS_PER_TICK_MAX: usize = 256;
-
-/// How often the mover looks for due calls while a move is in progress.
-pub(super) const MOVE_INTERVAL_MS: u64 = 50;
 
 /// Why calls move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,9 +10,7 @@ use serde_bytes::ByteBuf;
 use super::wire::{Body, RoomChanges, PUSH_BYTES_MAX};
 use super::Replica;
 use crate::ids::RoomId;
-
-/// Bytes of envelope and per-room framing a push frame must leave free.
-const PUSH_FRAMING_BYTES: usize = 512;
+use crate::limits::PUSH_FRAMING_BYTES;
 
 /// Local changes waiting to be pushed.
 #[derive(Debug, Default)]

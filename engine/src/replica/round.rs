@@ -20,10 +20,8 @@ use super::wire::{
 use super::{Event, Replica, SyncPath};
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
-
-/// Requests one round may make before it is cut short: bounds the work a
-/// peer that keeps answering "truncated" can cause.
-const ROUND_REQUESTS_MAX: u32 = 10_000;
+use crate::limits::KNOWN_LOOKBACK_MS;
+use crate::limits::ROUND_REQUESTS_MAX;
 
 /// The anti-entropy component's state (each peer's open round lives with
 /// the peer).
@@ -445,11 +443,6 @@ impl Replica {
         applied
     }
 }
-
-/// How far before the peer's cursor our own log is searched for changes we
-/// hold: the two logs are stamped by different clocks (HLCs stay close, but
-/// a change may reach us a little before it reaches the peer).
-const KNOWN_LOOKBACK_MS: u64 = 5_000;
 
 impl Replica {
     /// Hash prefixes of changes in our log from shortly before `cursor`:

@@ -13,15 +13,11 @@ use super::wire::{
 use super::{unique, Replica};
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
+use crate::limits::LOG_PAGE_ENTRIES;
+use crate::limits::SNAPSHOT_PAGE_ROOMS;
 use crate::model::Head;
 use crate::rooms::RoomSet;
 use crate::storage::keys;
-
-/// Log entries read per page while answering a since request.
-const LOG_PAGE_ENTRIES: usize = 1024;
-
-/// Rooms read per page while answering a snapshot request.
-const SNAPSHOT_PAGE_ROOMS: usize = 256;
 
 /// Parses raw changes (bounded: `room::import::parse_change`); `None` (and
 /// a counted rejection) if any is malformed, so a room's batch is applied

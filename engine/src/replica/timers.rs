@@ -96,14 +96,12 @@ impl Replica {
     }
 
     fn trim_log(&mut self) {
-        // Bounded work per tick; the next tick continues.
-        const TRIM_PER_TICK: usize = 4096;
         let before = self.now_ms.saturating_sub(self.config.log_retention_ms);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match RoomSet::trim_log(&view, before, TRIM_PER_TICK) {
+        match RoomSet::trim_log(&view, before, crate::limits::LOG_TRIM_PER_TICK_MAX) {
             Ok((batch, Some(horizon))) => {
                 self.staged.add(batch, false);
                 self.purge.log_horizon = Some(horizon);

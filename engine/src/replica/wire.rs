@@ -14,40 +14,15 @@ use crate::model::Head;
 
 pub const PROTOCOL_VERSION: u8 = 1;
 
-/// Largest frame accepted on a request-response stream. A snapshot chunk or a
-/// since-batch is cut well below it (`SYNC_BATCH_BYTES_MAX`).
-pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
-
-/// Largest push frame: gossipsub refuses messages above 64 KiB, and the
-/// envelope needs some room of its own.
-pub const PUSH_BYTES_MAX: usize = 60 * 1024;
-
-/// Budget of changes or documents in one sync response; the rest follows in
-/// the next request. 1 MiB keeps one response well under a second on slow links.
-pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
-
-/// Most rooms named in one message (requests for changes, leaves, pushes).
-pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
-
-/// Largest end-of-room change a `Purged` message carries as proof. An end
-/// change holds one op and the room's heads as dependencies (at most
-/// `HEADS_MAX`, 8 KiB of hashes).
-pub const PURGE_PROOF_BYTES_MAX: usize = 16 * 1024;
-
-/// Most change-hash prefixes a `SinceReq` lists as already held (72 KiB).
-/// Past it the since path still converges; it just resends more.
-pub const KNOWN_HASHES_MAX: usize = 8192;
-
-/// Most ancestry hints per room in a `ChangesReq` (see [`RoomHeads`]).
-pub const ANCESTRY_MAX: usize = 16;
-
-/// Most heads per room in a `ChangesReq`: a room with more concurrent
-/// branches than this is not a session record.
-pub const HEADS_MAX: usize = 256;
-
-/// Most digest-tree nodes asked for in one request: a whole tree level.
-pub const NODES_PER_REQUEST_MAX: usize = 4096;
-
+pub use crate::limits::ANCESTRY_MAX;
+pub use crate::limits::HEADS_MAX;
+pub use crate::limits::KNOWN_HASHES_MAX;
+pub use crate::limits::MESSAGE_BYTES_MAX;
+pub use crate::limits::NODES_PER_REQUEST_MAX;
+pub use crate::limits::PURGE_PROOF_BYTES_MAX;
+pub use crate::limits::PUSH_BYTES_MAX;
+pub use crate::limits::ROOMS_PER_MESSAGE_MAX;
+pub use crate::limits::SYNC_BATCH_BYTES_MAX;
 pub use crate::rooms::digest::Digest;
 
 /// A digest below the root as a round's walk carries it: its first 8 bytes.

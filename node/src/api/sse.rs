@@ -26,13 +26,8 @@ use chorus_engine::rooms::LogEntry;
 use chorus_engine::RoomId;
 
 use super::{call, ApiError, ApiState};
+pub use crate::limits::REPLAY_PAGE_ENTRIES;
 use chorus_engine::{RecvError, StampedChange, Subscription};
-
-/// Change-log entries read per daemon command while replaying: small enough
-/// that one page holds the daemon task (which also serves writes) for well
-/// under a millisecond, large enough that replaying the default hour of log
-/// takes few round trips.
-pub const REPLAY_PAGE_ENTRIES: usize = 256;
 
 /// Server-Sent Events of room changes; see the module docs.
 pub(super) async fn changes(
