@@ -104,6 +104,21 @@ impl Hlc {
         self.last
     }
 
+    /// Continues after a stamp this replica issued before a restart (its
+    /// newest stored log or journal key), whatever the wall clock says now:
+    /// stamps stay increasing across restarts, so a cursor or a
+    /// `Last-Event-ID` taken before a restart never hides a later change.
+    /// No drift bound applies: these are our own stamps, from our store.
+    pub fn restore(&mut self, issued: Timestamp) {
+        let issued = Timestamp {
+            actor: self.last.actor,
+            ..issued
+        };
+        if issued > self.last {
+            self.last = issued;
+        }
+    }
+
     /// Merges a timestamp seen on a message, so that whatever this replica
     /// stamps next orders after it. Refuses timestamps implausibly far ahead.
     pub fn observe(&mut self, remote: Timestamp, physical_ms: u64) -> Result<(), ClockDriftError> {

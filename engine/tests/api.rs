@@ -454,3 +454,35 @@ fn shutdown_closes_subscriptions_and_refuses_later_calls() {
     assert!(matches!(r.engine.room(&room("r")), Err(Error::Stopped(_))));
     assert_eq!(r.engine.subscribe().try_recv(), Err(RecvError::Closed));
 }
+
+/// A restart with the wall clock behind the stored stamps (a clock stepped
+/// back, a store moved to another machine) continues the change log after
+/// its newest stamp: a consumer resuming from that stamp (SSE's
+/// `Last-Event-ID`, a peer's since-cursor) sees every later change.
+#[test]
+fn stamps_continue_after_a_restart_with_the_clock_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |now_ms: u64| {
+        let kv = std::sync::Arc::new(storage::SledKv::open(dir.path()).expect("sled"));
+        let clock = std::sync::Arc::new(ManualClock::new(now_ms));
+        Engine::with_storage(kv, EngineConfig::new(node("a")), clock).expect("open")
+    };
+    let id = room("r");
+    let before = {
+        let e = open(10_000_000);
+        e.create_room(&id, &tenant("t"), RoomConfig::default())
+            .expect("create");
+        e.join(&id, join_request("s1", "u", "sfu-1")).expect("join");
+        let (entries, _) = e.change_log(None, 100).expect("log");
+        entries.last().expect("logged").0
+    };
+    let e = open(1_000);
+    e.join(&id, join_request("s2", "u", "sfu-1")).expect("join");
+    let (after, _) = e.change_log(Some(before), 100).expect("log");
+    assert_eq!(
+        after.len(),
+        1,
+        "the write after the restart follows {before}"
+    );
+    assert!(after[0].0 > before);
+}

@@ -206,6 +206,17 @@ impl Replica {
         if let Some(bytes) = self.store.get(&keys::meta(LOG_HORIZON))? {
             self.purge.log_horizon = postcard::from_bytes(&bytes).ok();
         }
+        // Stamps continue after the newest this store holds, even if the
+        // wall clock is now behind them (see `Hlc::restore`).
+        for prefix in [keys::LOG, keys::JOURNAL] {
+            let key = self.store.last_key(prefix)?;
+            if let Some(stamp) = key.and_then(|key| keys::stamp_of(prefix, &key)) {
+                self.hlc.restore(stamp);
+            }
+        }
+        if let Some(horizon) = self.purge.log_horizon {
+            self.hlc.restore(horizon);
+        }
         self.restore_ended()?;
         self.restore_journal()?;
         self.finish_input();

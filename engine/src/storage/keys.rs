@@ -59,7 +59,12 @@ fn stamped(prefix: &[u8], stamp: &crate::hlc::Timestamp) -> Vec<u8> {
 }
 
 pub fn log_stamp(key: &[u8]) -> Option<crate::hlc::Timestamp> {
-    let tail = key.strip_prefix(LOG)?;
+    stamp_of(LOG, key)
+}
+
+/// The timestamp of a `prefix`-stamped key (change log, journal).
+pub fn stamp_of(prefix: &[u8], key: &[u8]) -> Option<crate::hlc::Timestamp> {
+    let tail = key.strip_prefix(prefix)?;
     if tail.len() != 20 {
         return None;
     }

@@ -40,6 +40,11 @@ pub trait KvRead: Send + Sync {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError>;
+    /// The last key under `prefix`, in key order. The default reads the
+    /// whole prefix; stores that can seek from the end do.
+    fn last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.scan_prefix(prefix)?.pop().map(|(key, _)| key))
+    }
 }
 
 /// Reads plus atomic batched writes and an explicit durability point.

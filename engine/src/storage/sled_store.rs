@@ -60,6 +60,13 @@ impl KvRead for SledKv {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
+    fn last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.db.scan_prefix(prefix).next_back() {
+            Some(entry) => Ok(Some(entry.map_err(backend)?.0.to_vec())),
+            None => Ok(None),
+        }
+    }
+
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         self.db
             .scan_prefix(prefix)
