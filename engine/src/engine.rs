@@ -79,6 +79,9 @@ pub struct Engine {
 
 impl Engine {
     /// Opens (or creates) a store on disk with sled. Rooms load on demand.
+    /// Blocks: if the store's lock is still held (a previous engine on the
+    /// same path just closed), it waits up to `STORE_LOCK_WAIT_MS` (2 s);
+    /// from async code call it through `spawn_blocking`.
     pub fn open(path: &Path, config: EngineConfig) -> Result<Self> {
         let kv = SledKv::open(path)?;
         Self::with_storage(Arc::new(kv), config, Arc::new(SystemClock))

@@ -116,6 +116,10 @@ pub const REOPEN_RETRY_MS: u64 = 1_000;
 /// store still gets the error, after this wait.
 pub const STORE_LOCK_WAIT_MS: u64 = 2_000;
 
+/// The most incident-journal entries a replica may be configured to keep
+/// (`journal_entries_max`): about 200 MB of store at ~200 bytes an entry.
+pub const JOURNAL_ENTRIES_MAX: usize = 1_000_000;
+
 /// The largest drain rate accepted (calls per second): more is a failover,
 /// not a drain.
 pub const DRAIN_RATE_MAX: u32 = 100_000;
@@ -186,6 +190,15 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// lower that.
 pub const STREAMS_MAX: usize = 64;
 
+/// A new connection's security and multiplexing handshake must finish
+/// within this; a peer that stalls it is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// gossipsub's heartbeat: meshes repair, and pushes missed by a peer are
+/// gossiped, once per beat. 500 ms (the default is 1 s) lets a 3-replica
+/// mesh form within the first second.
+pub const GOSSIP_HEARTBEAT_MS: u64 = 500;
+
 /// A connection with no open stream is closed after this long; redials
 /// bring it back, and ping keeps live ones busy.
 pub const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -240,3 +253,4 @@ const _: () = assert!(KNOWN_HASHES_MAX * 8 < MESSAGE_BYTES_MAX);
 const _: () = assert!(NODES_PER_REQUEST_MAX >= crate::rooms::digest::LEAVES);
 const _: () = assert!(SNAPSHOT_PAGE_ROOMS <= ROOMS_PER_MESSAGE_MAX);
 const _: () = assert!(MOVE_INTERVAL_MS > 0 && ROUND_REQUESTS_MAX > 0);
+const _: () = assert!(crate::limits::JOURNAL_ENTRIES_MAX >= 10_000);

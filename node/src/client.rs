@@ -1,6 +1,6 @@
 //! A small client of the HTTP API, for the CLI, the demo and the tests.
 
-use crate::limits::REQUEST_TIMEOUT;
+use crate::limits::CLIENT_REQUEST_TIMEOUT;
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +16,7 @@ impl Client {
     /// `base` like `http://127.0.0.1:7070`.
     pub fn new(base: impl Into<String>, token: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(CLIENT_REQUEST_TIMEOUT)
             .build()
             .context("HTTP client")?;
         Ok(Self {

@@ -40,7 +40,8 @@ pub struct Config {
     pub log_json: bool,
     /// Replica timers and limits (`[replica]`, and failure detection in
     /// `[replica.detector]`); unset ones keep the engine's defaults. Its
-    /// identity fields come from this file's top level.
+    /// identity comes from elsewhere: the node id from the key, cluster and
+    /// region from this file's top level, peers from `allowed_peers`.
     pub replica: ReplicaConfig,
 }
 
@@ -106,7 +107,10 @@ impl Config {
 
     /// Parses TOML; an unknown key or a bad value names the key.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|err| match moved_key(text) {
+            Some(hint) => anyhow::anyhow!("{err}\n{hint}"),
+            None => err.into(),
+        })
     }
 
     /// `CHORUS_<KEY>` overrides the file: NAME, DATA_DIR, LISTEN and PEERS
@@ -208,6 +212,12 @@ impl Config {
                 self.api.header_read_timeout_ms
             );
         }
+        if chorus_engine::RegionId::parse(self.region.as_str()).is_err() {
+            bail!(
+                "region = {:?}: use 1-64 characters of [A-Za-z0-9._-]",
+                self.region
+            );
+        }
         let probe = self.replica_config(chorus_engine::NodeId::parse("probe")?);
         probe
             .validate()
@@ -266,6 +276,34 @@ pub use crate::limits::BODY_BYTES_MAX_DEFAULT;
 pub use crate::limits::HEADER_READ_TIMEOUT_MS_DEFAULT;
 pub use crate::limits::HEADER_READ_TIMEOUT_MS_MIN;
 pub use chorus_engine::net::peer_of;
+
+/// Failure-detection keys that `[replica]` held before they moved to
+/// `[replica.detector]`.
+const DETECTOR_KEYS: [&str; 8] = [
+    "probe_period_ms",
+    "probe_rtt_ms",
+    "indirect_probes",
+    "suspect_to_down_ms",
+    "silence_ms",
+    "health_interval_ms",
+    "degraded_load_permille",
+    "degraded_setup_failure_permille",
+];
+
+/// For a config written for an earlier release: where a key it puts in
+/// `[replica]` lives now.
+fn moved_key(text: &str) -> Option<String> {
+    let value: toml::Table = toml::from_str(text).ok()?;
+    let replica = value.get("replica")?.as_table()?;
+    if let Some(key) = DETECTOR_KEYS.iter().find(|k| replica.contains_key(**k)) {
+        return Some(format!(
+            "`{key}` is a failure-detection setting: it moved from [replica] to [replica.detector]"
+        ));
+    }
+    replica.contains_key("region").then(|| {
+        "`region` moved out of [replica]: the top-level `region` names the node's region".into()
+    })
+}
 
 pub fn parse_psk(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
@@ -330,6 +368,29 @@ mod tests {
         assert!(err.contains("silence"), "{err}");
         // The identity is the top level's, not a file's `[replica]`.
         assert!(Config::parse("[replica]\nnode = \"x\"").is_err());
+        // A key of an earlier release's layout says where it went.
+        let err = format!(
+            "{:#}",
+            Config::parse("[replica]\nsilence_ms = 1").unwrap_err()
+        );
+        assert!(
+            err.contains("moved from [replica] to [replica.detector]"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse("[replica]\nregion = \"eu\"").unwrap_err()
+        );
+        assert!(err.contains("top-level `region`"), "{err}");
+        let config = Config {
+            region: "not a region!".into(),
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("region"));
     }
 
     /// Found by the `config` fuzz target: a config that validates must

@@ -35,8 +35,8 @@ pub const INCIDENTS_PER_PAGE_MAX: usize = 1000;
 /// takes few round trips.
 pub const REPLAY_PAGE_ENTRIES: usize = 256;
 
-/// One request may take this long before the client gives up.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// One request of the CLI's client may take this long before it gives up.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 const _: () = assert!(HEADER_READ_TIMEOUT_MS_MIN <= HEADER_READ_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(CALLS_IN_FLIGHT_MAX >= 1 && INCIDENTS_PER_PAGE_MAX >= 1);

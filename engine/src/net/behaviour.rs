@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::limits::IDLE_CONNECTION_TIMEOUT;
 use crate::limits::REQUEST_TIMEOUT;
 use crate::limits::STREAMS_MAX;
+use crate::limits::{GOSSIP_HEARTBEAT_MS, HANDSHAKE_TIMEOUT};
 use crate::replica::wire::{MESSAGE_BYTES_MAX, PUSH_BYTES_MAX};
 
 /// The request-response protocol: one replica message per request.
@@ -56,7 +57,7 @@ fn gossipsub_config() -> Result<gossipsub::Config, Error> {
         .mesh_n_high(8)
         .mesh_outbound_min(1)
         .flood_publish(true)
-        .heartbeat_interval(Duration::from_millis(500))
+        .heartbeat_interval(Duration::from_millis(GOSSIP_HEARTBEAT_MS))
         .max_transmit_size(PUSH_BYTES_MAX + 4 * 1024)
         .validation_mode(gossipsub::ValidationMode::Strict)
         // Content-hash ids: the same push relayed twice is one message.
@@ -92,7 +93,7 @@ pub fn build_swarm(
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default())
-                .timeout(Duration::from_secs(20)))
+                .timeout(HANDSHAKE_TIMEOUT))
         })
         .map_err(|e| Error::Network(format!("transport: {e}")))?;
     #[cfg(feature = "quic")]

@@ -164,6 +164,12 @@ impl ReplicaConfig {
                 });
             }
         }
+        if !(1..=crate::limits::JOURNAL_ENTRIES_MAX).contains(&self.journal_entries_max) {
+            return Err(Error::Invalid {
+                field: "journal_entries_max",
+                reason: format!("between 1 and {}", crate::limits::JOURNAL_ENTRIES_MAX),
+            });
+        }
         if self.hot_rooms > crate::limits::HOT_ROOMS_MAX {
             return Err(Error::Invalid {
                 field: "hot_rooms",
@@ -187,7 +193,8 @@ impl ReplicaConfig {
 }
 
 /// The defaults, for a configuration file's `[replica]` section: its
-/// identity fields are placeholders the program replaces.
+/// identity fields (node `replica`, cluster 0) are placeholders the program
+/// replaces; a replica should be built with [`ReplicaConfig::new`].
 impl Default for ReplicaConfig {
     fn default() -> Self {
         Self::new(NodeId::parse("replica").expect("a valid node id"), 0)
