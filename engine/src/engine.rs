@@ -398,19 +398,38 @@ impl Engine {
     /// and its changes are validated like a peer's, all or nothing: an
     /// invalid change refuses the import (`Error::Refused`, naming the path
     /// and the rule) and changes nothing.
+    ///
+    /// The decoding, validation and merge run on the calling thread, on a
+    /// copy of the room: the replica only copies the room and swaps the
+    /// result in, so it keeps answering peers (failure-detection probes
+    /// included) during a large import.
     pub fn import_room(&self, bytes: &[u8]) -> Result<RoomId> {
-        let bytes = bytes.to_vec();
-        Ok(ack(self.submit(Write::Import { room: None, bytes })?)?.room)
+        Ok(self.import(None, bytes)?.room)
     }
 
     /// Like `import_room`, for a caller that names the room: a document of
     /// any other room is refused.
     pub fn import_room_as(&self, room: &RoomId, bytes: &[u8]) -> Result<WriteAck> {
-        let room = Some(room.clone());
-        ack(self.submit(Write::Import {
-            room,
-            bytes: bytes.to_vec(),
-        })?)
+        self.import(Some(room), bytes)
+    }
+
+    fn import(&self, room: Option<&RoomId>, bytes: &[u8]) -> Result<WriteAck> {
+        let prepared = crate::room::import::decode(bytes, room).and_then(|(room, changes)| {
+            let fork = self.query(move |ctx| ctx.replica.fork_room(&room))?;
+            fork.prepare(changes)
+        });
+        match prepared {
+            Ok(prepared) => ack(self.submit(Write::ImportPrepared(Box::new(prepared)))?),
+            Err(err) => {
+                if !matches!(err, Error::Stopped(_)) {
+                    let _ = self.query(|ctx| {
+                        ctx.replica.note_refused_import();
+                        Ok(())
+                    });
+                }
+                Err(err)
+            }
+        }
     }
 
     /// The room's current heads (empty if unknown).

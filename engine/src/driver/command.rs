@@ -48,10 +48,8 @@ pub(crate) enum Write {
         config: RoomConfig,
         update: ConfigUpdate,
     },
-    Import {
-        room: Option<RoomId>,
-        bytes: Vec<u8>,
-    },
+    /// An import merged on the caller's thread (see `rooms::prepare`).
+    ImportPrepared(Box<crate::rooms::PreparedImport>),
     Apply {
         room: RoomId,
         changes: Vec<Vec<u8>>,

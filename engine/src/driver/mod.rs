@@ -283,7 +283,7 @@ impl<T: Transport> Driver<T> {
                 };
                 Input::LocalWrite { id, room, op }
             }
-            Write::Import { room, bytes } => Input::Import { id, room, bytes },
+            Write::ImportPrepared(prepared) => Input::ImportPrepared { id, prepared },
             Write::Apply { room, changes } => Input::Apply { id, room, changes },
         };
         self.waiting.insert(id, reply);

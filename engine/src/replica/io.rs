@@ -45,6 +45,14 @@ pub enum Input {
         room: Option<RoomId>,
         bytes: Vec<u8>,
     },
+    /// An import already decoded, validated and merged on a fork of its
+    /// room (`Replica::fork_room`, then `Fork::prepare`, off this task):
+    /// swapped in if the room has not changed since the fork, merged in
+    /// line otherwise. Answered like `Import`.
+    ImportPrepared {
+        id: u64,
+        prepared: Box<crate::rooms::PreparedImport>,
+    },
     /// Raw automerge changes of one room from outside the protocol (the
     /// library's `Engine::apply_remote`), validated one by one like a
     /// peer's. Answered by `Event::Applied { id }`; what applies is pushed

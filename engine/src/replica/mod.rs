@@ -237,6 +237,7 @@ impl Replica {
             Input::Tick => self.on_tick(),
             Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
             Input::Import { id, room, bytes } => self.on_import(id, room.as_ref(), &bytes),
+            Input::ImportPrepared { id, prepared } => self.on_import_prepared(id, *prepared),
             Input::Apply { id, room, changes } => self.on_apply(id, &room, changes),
             Input::Health { app } => self.on_local_health(app),
             Input::Drain {

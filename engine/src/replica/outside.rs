@@ -1,7 +1,10 @@
 //! Room bytes from the local API rather than a peer: whole documents
-//! (`Input::Import`, all or nothing) and raw changes (`Input::Apply`, change
-//! by change). Both are validated like a peer's, then persisted, announced
-//! and pushed to peers like a local write.
+//! (`Input::Import` / `Input::ImportPrepared`, all or nothing) and raw
+//! changes (`Input::Apply`, change by change). Both are validated like a
+//! peer's, then persisted, announced and pushed to peers like a local
+//! write. An import is merged on a fork of the room (`rooms::prepare`):
+//! the library prepares it on the caller's thread, so the replica's task
+//! only forks and installs.
 
 use automerge::Change;
 
@@ -9,25 +12,70 @@ use super::overlay::Overlay;
 use super::{Event, Replica};
 use crate::error::Error;
 use crate::events::Origin;
+use crate::hlc::Timestamp;
 use crate::ids::RoomId;
 use crate::model::WriteAck;
 use crate::room::Intake;
-use crate::rooms::RemoteWrite;
+use crate::rooms::{Fork, Installed, PreparedImport, RemoteWrite};
 
 impl Replica {
-    /// An import (the daemon's HTTP route, `Engine::import_room`): the one
-    /// decoding and validation path, all or nothing.
+    /// An import merged here, in line (the simulator's and tests' route;
+    /// the library prepares it off this task and sends `ImportPrepared`).
     pub(super) fn on_import(&mut self, id: u64, room: Option<&RoomId>, bytes: &[u8]) {
-        let result = self.import(room, bytes);
+        let result = crate::room::import::decode(bytes, room).and_then(|(room, changes)| {
+            let prepared = self.fork_room(&room)?.prepare(changes)?;
+            self.install_import(prepared)
+        });
+        self.on_import_done(id, result);
+    }
+
+    pub(super) fn on_import_prepared(&mut self, id: u64, prepared: PreparedImport) {
+        let result = self.install_import(prepared);
+        self.on_import_done(id, result);
+    }
+
+    fn on_import_done(&mut self, id: u64, result: Result<WriteAck, Error>) {
         if result.is_err() {
-            self.stats.local_write_errors += 1;
+            self.note_refused_import();
         }
         self.emit(Event::WriteDone { id, result });
     }
 
-    fn import(&mut self, room: Option<&RoomId>, bytes: &[u8]) -> Result<WriteAck, Error> {
-        let (room, changes) = crate::room::import::decode(bytes, room)?;
-        self.merge_outside(&room, changes, Intake::Whole, Origin::Local)?;
+    /// Counts an import refused before it reached the replica (prepared
+    /// elsewhere) or here.
+    pub fn note_refused_import(&mut self) {
+        self.stats.local_write_errors += 1;
+    }
+
+    /// A copy of `room` to merge an import on (see `rooms::prepare`).
+    pub fn fork_room(&mut self, room: &RoomId) -> Result<Fork, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        self.rooms.fork(&view, room)
+    }
+
+    /// Swaps a prepared import in, or merges its changes in line if the
+    /// room changed since its fork.
+    fn install_import(&mut self, prepared: PreparedImport) -> Result<WriteAck, Error> {
+        let room = prepared.room().clone();
+        if self.rooms.is_purged(&room) {
+            return Err(Error::RoomPurged(room));
+        }
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.install(&view, prepared, stamp)? {
+            Installed::Done(write) => {
+                self.after_outside(&room, write, stamp, Origin::Local);
+            }
+            Installed::Moved(room, changes) => {
+                self.merge_outside(&room, changes, Intake::Whole, Origin::Local)?;
+            }
+        }
         let heads = self.heads(&room)?;
         Ok(WriteAck { room, heads })
     }
@@ -58,17 +106,28 @@ impl Replica {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        let mut write = self
+        let write = self
             .rooms
             .remote_apply(&view, room, changes, stamp, intake)?;
+        Ok(self.after_outside(room, write, stamp, origin))
+    }
+
+    /// Stages, announces and queues for push what a merge applied.
+    fn after_outside(
+        &mut self,
+        room: &RoomId,
+        mut write: RemoteWrite,
+        stamp: Timestamp,
+        origin: Origin,
+    ) -> RemoteWrite {
         self.stats.changes_applied += write.applied.len() as u64;
         self.stats.changes_refused += write.refused.len() as u64;
         self.staged.add(std::mem::take(&mut write.batch), true);
         let kinds = std::mem::take(&mut write.kinds);
-        // `remote_apply` logs under `stamp` whenever it applied any.
+        // The merge logs under `stamp` whenever it applied any.
         let logged = (!write.applied.is_empty()).then_some(stamp);
         self.after_change(room, origin, kinds, logged);
         self.queue_push(room, &write.applied);
-        Ok(write)
+        write
     }
 }

@@ -130,6 +130,24 @@ impl RoomDoc {
     }
 
     /// True until the genesis change has been applied.
+    /// A copy to prepare changes on away from this one (an import's merge,
+    /// off the replica's task). Same actor: the copy makes no changes of its
+    /// own, it only takes others'.
+    pub fn fork(&self) -> RoomDoc {
+        RoomDoc {
+            id: self.id.clone(),
+            doc: self.doc.clone(),
+            pending: self.pending.clone(),
+            pending_bytes: self.pending_bytes,
+            refused: self.refused.clone(),
+            genesis: self.genesis,
+            poisoned: self.poisoned,
+            cache: self.cache.clone(),
+            parts: self.parts.clone(),
+            objs: self.objs.clone(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.doc.get_heads().is_empty()
     }

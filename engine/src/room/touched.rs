@@ -70,7 +70,7 @@ enum Part {
 
 /// Object id (as `counter@actor`) → part. Rebuilt when an unknown object
 /// shows up (a session created by the changes just applied).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ObjParts {
     parts: BTreeMap<String, Part>,
 }

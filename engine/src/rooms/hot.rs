@@ -16,6 +16,9 @@ pub(super) struct HotRoom {
     pub(super) chunk_next: u64,
     pub(super) chunk_bytes: u64,
     pub(super) snapshot_bytes: u64,
+    /// Changes with every change to `doc` (the set's counter): an import
+    /// prepared on a fork installs only over the version it forked.
+    pub(super) version: u64,
 }
 
 impl HotRoom {
@@ -26,6 +29,7 @@ impl HotRoom {
             chunk_next: 0,
             chunk_bytes: 0,
             snapshot_bytes: 0,
+            version: 0,
         }
     }
 
@@ -44,6 +48,17 @@ impl HotRoom {
     /// the chunks have outgrown it (automerge-repo's rule), so a room's
     /// stored size stays within about twice its snapshot.
     pub(super) fn persist(&mut self, changes: &[Change], batch: &mut Batch) {
+        self.persist_saved(changes, batch, None);
+    }
+
+    /// `persist`, with the document's `save()` already made (elsewhere) in
+    /// case this write compacts.
+    pub(super) fn persist_saved(
+        &mut self,
+        changes: &[Change],
+        batch: &mut Batch,
+        saved: Option<Vec<u8>>,
+    ) {
         if changes.is_empty() {
             return;
         }
@@ -54,7 +69,7 @@ impl HotRoom {
             .collect();
         self.chunk_bytes += bytes.len() as u64;
         if self.chunk_bytes > self.snapshot_bytes.max(COMPACTION_MIN_CHUNK_BYTES) {
-            let snapshot = self.doc.save();
+            let snapshot = saved.unwrap_or_else(|| self.doc.save());
             self.snapshot_bytes = snapshot.len() as u64;
             batch.put(keys::snapshot(&room), snapshot);
             for seq in self.chunk_first..self.chunk_next {

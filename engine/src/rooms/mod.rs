@@ -25,11 +25,13 @@ pub mod digest;
 mod hot;
 mod index;
 mod log;
+mod prepare;
 
 use hot::HotRoom;
 pub use index::owned_calls;
 use index::{index_scope, index_updates, IndexView};
 pub use log::LogEntry;
+pub use prepare::{Fork, Installed, PreparedImport};
 
 /// Rooms by id, with their storage bookkeeping, the digest tree over all of
 /// them and the set of purged rooms.
@@ -38,6 +40,8 @@ pub struct RoomSet {
     hot: LruCache<RoomId, HotRoom>,
     tree: DigestTree,
     purged: BTreeSet<RoomId>,
+    /// The last version given to a hot room (see `HotRoom::version`).
+    versions: u64,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -105,6 +109,7 @@ impl RoomSet {
             hot: LruCache::new(hot_rooms),
             tree,
             purged,
+            versions: 0,
         })
     }
 
@@ -266,6 +271,7 @@ impl RoomSet {
                 return Ok(None);
             };
             self.hot.push(room.clone(), hot);
+            self.new_version(room);
         }
         Ok(self.hot.get_mut(room))
     }
@@ -298,6 +304,7 @@ impl RoomSet {
             chunk_next: seqs.last().map_or(0, |s| s + 1),
             chunk_bytes: chunks.iter().map(|c| c.len() as u64).sum(),
             snapshot_bytes: snapshot.map_or(0, |s| s.len() as u64),
+            version: 0,
         }))
     }
 
@@ -371,6 +378,7 @@ impl RoomSet {
 
     fn local_write_hot(&mut self, ctx: &WriteCtx<'_>, op: &RoomOp) -> Result<LocalWrite, Error> {
         let room = ctx.room;
+        self.new_version(room);
         let hot = self
             .hot
             .get_mut(room)
@@ -427,6 +435,7 @@ impl RoomSet {
         stamp: Timestamp,
         intake: Intake,
     ) -> Result<RemoteWrite, Error> {
+        self.new_version(room);
         let hot = self
             .hot
             .get_mut(room)
@@ -476,6 +485,15 @@ impl RoomSet {
         self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
         write.applied = applied.applied;
         Ok(write)
+    }
+
+    /// Gives `room`'s hot copy a new version: it was loaded, created or
+    /// is about to change.
+    fn new_version(&mut self, room: &RoomId) {
+        self.versions += 1;
+        if let Some(hot) = self.hot.peek_mut(room) {
+            hot.version = self.versions;
+        }
     }
 
     fn hot_heads(&mut self, room: &RoomId) -> Vec<ChangeHash> {

@@ -1,0 +1,178 @@
+//! Imports prepared away from the replica's task. Merging a large document
+//! (decode, validate, apply, read back) takes long enough that a replica
+//! doing it in line stops answering failure-detection probes and is graded
+//! Suspect. So the replica only forks the room ([`RoomSet::fork`]); the
+//! caller merges on the fork ([`Fork::prepare`]); the replica then swaps
+//! the result in ([`RoomSet::install`]) if the room has not changed since
+//! the fork, and otherwise merges the same changes in line, as before.
+//! Either way the import is validated once, all or nothing, by the same
+//! code (`RoomDoc::apply_remote` with `Intake::Whole`).
+
+use automerge::Change;
+
+use super::{head, index_updates, readable, HotRoom, IndexView, RemoteWrite, RoomSet};
+use crate::error::Error;
+use crate::events;
+use crate::hlc::Timestamp;
+use crate::ids::RoomId;
+use crate::model::{Head, RemoteOutcome, RoomSnapshot};
+use crate::room::{Intake, RoomDoc};
+use crate::storage::KvRead;
+
+/// A copy of a room to merge an import on.
+pub struct Fork {
+    room: RoomId,
+    doc: RoomDoc,
+    /// The hot room's version when forked; `None`: the room did not exist.
+    base: Option<u64>,
+}
+
+/// An import merged on a fork, ready to install.
+pub struct PreparedImport {
+    room: RoomId,
+    base: Option<u64>,
+    doc: RoomDoc,
+    /// The import's changes as given (merged again in line if the room
+    /// moved since the fork).
+    changes: Vec<Change>,
+    outcome: RemoteOutcome,
+    applied: Vec<Change>,
+    before: Option<RoomSnapshot>,
+    after: Option<RoomSnapshot>,
+    /// The merged document saved, in case installing it compacts.
+    saved: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PreparedImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedImport")
+            .field("room", &self.room)
+            .field("base", &self.base)
+            .field("applied", &self.applied.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What installing a prepared import did.
+pub enum Installed {
+    Done(RemoteWrite),
+    /// The room changed since the fork: these changes are to be merged in
+    /// line instead.
+    Moved(RoomId, Vec<Change>),
+}
+
+impl PreparedImport {
+    pub fn room(&self) -> &RoomId {
+        &self.room
+    }
+}
+
+impl Fork {
+    pub fn room(&self) -> &RoomId {
+        &self.room
+    }
+
+    /// Merges `changes` on the copy, all or nothing, validated like a
+    /// peer's: the costly part of an import, on the caller's thread.
+    pub fn prepare(mut self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
+        let before = readable(&mut self.doc)?;
+        let applied = self.doc.apply_remote(changes.clone(), Intake::Whole)?;
+        if let Some((change, why)) = applied.refused.first() {
+            return Err(Error::Refused {
+                room: self.room,
+                change: head(change),
+                path: why.path.clone(),
+                reason: why.reason.clone(),
+            });
+        }
+        let (after, saved) = if applied.applied.is_empty() {
+            (before.clone(), None)
+        } else {
+            (readable(&mut self.doc)?, Some(self.doc.save()))
+        };
+        Ok(PreparedImport {
+            outcome: RemoteOutcome {
+                applied: applied.applied.len(),
+                pending: applied.pending,
+                dropped: applied.dropped,
+                refused: 0,
+            },
+            room: self.room,
+            base: self.base,
+            doc: self.doc,
+            changes,
+            applied: applied.applied,
+            before,
+            after,
+            saved,
+        })
+    }
+}
+
+impl RoomSet {
+    /// A copy of `room` to prepare an import on: the hot room's document,
+    /// or an empty one if the room is new.
+    pub fn fork(&mut self, store: &dyn KvRead, room: &RoomId) -> Result<Fork, Error> {
+        if self.purged.contains(room) {
+            return Err(Error::RoomPurged(room.clone()));
+        }
+        let (doc, base) = match self.load(store, room)? {
+            Some(hot) => (hot.doc.fork(), Some(hot.version)),
+            None => (RoomDoc::empty(room.clone(), self.actor.clone()), None),
+        };
+        Ok(Fork {
+            room: room.clone(),
+            doc,
+            base,
+        })
+    }
+
+    /// Swaps a prepared import in if the room is as it was forked; `stamp`
+    /// keys the log entry. Persists, indexes and logs like `remote_apply`.
+    pub fn install(
+        &mut self,
+        store: &dyn KvRead,
+        prepared: PreparedImport,
+        stamp: Timestamp,
+    ) -> Result<Installed, Error> {
+        let room = prepared.room.clone();
+        if self.purged.contains(&room) {
+            return Err(Error::RoomPurged(room));
+        }
+        let current = self.load(store, &room)?.map(|hot| hot.version);
+        if current != prepared.base {
+            return Ok(Installed::Moved(room, prepared.changes));
+        }
+        if current.is_none() {
+            let empty = RoomDoc::empty(room.clone(), self.actor.clone());
+            self.hot.push(room.clone(), HotRoom::new(empty));
+        }
+        self.new_version(&room);
+        let hot = self
+            .hot
+            .get_mut(&room)
+            .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+        hot.doc = prepared.doc;
+        let mut write = RemoteWrite {
+            outcome: prepared.outcome,
+            ..RemoteWrite::default()
+        };
+        if prepared.applied.is_empty() {
+            return Ok(Installed::Done(write));
+        }
+        if let Some(after) = &prepared.after {
+            write.kinds = events::diff(prepared.before.as_ref(), after);
+        }
+        hot.persist_saved(&prepared.applied, &mut write.batch, prepared.saved);
+        index_updates(
+            &room,
+            &IndexView::of(prepared.before.as_ref()),
+            &IndexView::of(prepared.after.as_ref()),
+            &mut write.batch,
+        );
+        let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
+        self.record(&room, &heads, &prepared.applied, stamp, &mut write.batch);
+        write.applied = prepared.applied;
+        Ok(Installed::Done(write))
+    }
+}

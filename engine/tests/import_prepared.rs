@@ -1,0 +1,144 @@
+//! Imports merged off the replica's task (`Replica::fork_room`,
+//! `Fork::prepare`, `Input::ImportPrepared`): swapped in when the room is
+//! as it was forked, merged in line when it changed meanwhile; either way
+//! nothing is lost and the store holds what the replica acknowledged.
+
+mod common;
+
+use std::sync::Arc;
+
+use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
+use chorus_engine::storage::{Kv, MemKv};
+use chorus_engine::*;
+use common::*;
+
+/// Feeds `input` and applies every persist; the write's result, if any.
+fn run(replica: &mut Replica, kv: &MemKv, input: Input) -> Option<Result<WriteAck>> {
+    replica.handle_input(0, input);
+    let mut done = None;
+    while let Some(output) = replica.poll_output() {
+        match output {
+            Output::Persist { batch, durable } => {
+                kv.apply(batch).expect("apply");
+                if durable {
+                    kv.flush().expect("flush");
+                }
+            }
+            Output::Event(Event::WriteDone { result, .. }) => done = Some(result),
+            _ => {}
+        }
+    }
+    done
+}
+
+fn open(kv: &Arc<MemKv>) -> Replica {
+    let config = ReplicaConfig::new(node("b"), 1);
+    let mut replica = Replica::new(config, kv.clone(), 0).expect("replica");
+    while let Some(output) = replica.poll_output() {
+        if let Output::Persist { batch, .. } = output {
+            kv.apply(batch).expect("apply");
+        }
+    }
+    replica
+}
+
+fn join(replica: &mut Replica, kv: &MemKv, id: &RoomId, name: &str) {
+    let op = RoomOp::Join {
+        request: join_request(name, "u", "sfu-1"),
+    };
+    let input = Input::LocalWrite {
+        id: 1,
+        room: id.clone(),
+        op,
+    };
+    run(replica, kv, input).expect("answered").expect("join");
+}
+
+fn sessions(replica: &mut Replica, id: &RoomId) -> Vec<String> {
+    let room = replica.room(id).expect("read").expect("exists");
+    room.sessions.keys().map(|s| s.to_string()).collect()
+}
+
+/// Room `r` exported from another engine, with sessions `names`.
+fn export(names: &[&str]) -> Vec<u8> {
+    let a = replica("a", 0);
+    let id = room("r");
+    a.engine
+        .create_room(&id, &tenant("t"), RoomConfig::default())
+        .expect("create");
+    for name in names {
+        a.engine
+            .join(&id, join_request(name, "u", "sfu-1"))
+            .expect("join");
+    }
+    a.engine.export_room(&id).expect("export")
+}
+
+fn prepare(replica: &mut Replica, bytes: &[u8]) -> Input {
+    let (id, changes) = room::import::decode(bytes, None).expect("decode");
+    let fork = replica.fork_room(&id).expect("fork");
+    let prepared = fork.prepare(changes).expect("prepare");
+    Input::ImportPrepared {
+        id: 2,
+        prepared: Box::new(prepared),
+    }
+}
+
+#[test]
+fn a_prepared_import_installs_and_survives_a_restart() {
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let input = prepare(&mut b, &export(&["s1", "s2"]));
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    let id = room("r");
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2"]);
+    drop(b);
+    let mut b = open(&kv);
+    assert_eq!(
+        sessions(&mut b, &id),
+        ["s1", "s2"],
+        "stored as acknowledged"
+    );
+}
+
+#[test]
+fn a_room_that_changed_since_the_fork_merges_the_import_in_line() {
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let input = prepare(&mut b, &export(&["s1"]));
+    run(&mut b, &kv, input)
+        .expect("answered")
+        .expect("first import");
+    let id = room("r");
+    // Forked here; then the room takes a local join before the install.
+    let input = prepare(&mut b, &export(&["s1", "s2"]));
+    join(&mut b, &kv, &id, "s3");
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3"]);
+    drop(b);
+    let mut b = open(&kv);
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3"], "nothing lost");
+}
+
+#[test]
+fn a_refused_import_leaves_the_room_as_it_was() {
+    use automerge::{transaction::Transactable, AutoCommit, ScalarValue, ROOT};
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let base = export(&["s1"]);
+    let input = prepare(&mut b, &base);
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    let id = room("r");
+    // A schema bump: refused while preparing, on the fork.
+    let mut doc = AutoCommit::load(&base).expect("load");
+    doc.put(ROOT, "schema", ScalarValue::Uint(99))
+        .expect("bump");
+    let (_, changes) = room::import::decode(&doc.save(), Some(&id)).expect("decode");
+    let fork = b.fork_room(&id).expect("fork");
+    let err = fork.prepare(changes).expect_err("refused");
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+    join(&mut b, &kv, &id, "s2");
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2"]);
+    let schema = b.room(&id).expect("read").expect("exists").schema_version;
+    assert_eq!(schema, SCHEMA_VERSION);
+}
