@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::events::ChangeEvent;
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId, SessionId, TenantId};
-use crate::limits::{COMMAND_QUEUE_MAX, DRAIN_RATE_MAX, EVENT_QUEUE_DEFAULT};
+use crate::limits::{COMMAND_QUEUE_MAX, DRAIN_RATE_MAX, EVENT_QUEUE_DEFAULT, IMPORTS_MERGING_MAX};
 use crate::membership::AppHealth;
 use crate::model::*;
 use crate::replica::{Incident, Input, Replica, ReplicaConfig, ReplicaStats};
@@ -75,6 +75,8 @@ pub struct Engine {
     /// The driver's own thread, when it has one (joined on drop, so the
     /// store is closed when the engine is gone).
     thread: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Imports merging on callers' threads (`IMPORTS_MERGING_MAX`).
+    merging: tokio::sync::Semaphore,
 }
 
 impl Engine {
@@ -162,6 +164,7 @@ impl Engine {
             feeds,
             node,
             thread: Some(thread),
+            merging: tokio::sync::Semaphore::new(IMPORTS_MERGING_MAX),
         })
     }
 
@@ -195,6 +198,7 @@ impl Engine {
             feeds: weak,
             node,
             thread: None,
+            merging: tokio::sync::Semaphore::new(IMPORTS_MERGING_MAX),
         })
     }
 
@@ -414,6 +418,7 @@ impl Engine {
     }
 
     fn import(&self, room: Option<&RoomId>, bytes: &[u8]) -> Result<WriteAck> {
+        let _turn = futures::executor::block_on(self.merging.acquire()).map_err(|_| stopped())?;
         let prepared = crate::room::import::decode(bytes, room).and_then(|(room, changes)| {
             let fork = self.query(move |ctx| ctx.replica.fork_room(&room))?;
             fork.prepare(changes)

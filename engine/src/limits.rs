@@ -120,6 +120,13 @@ pub const STORE_LOCK_WAIT_MS: u64 = 2_000;
 /// (`journal_entries_max`): about 200 MB of store at ~200 bytes an entry.
 pub const JOURNAL_ENTRIES_MAX: usize = 1_000_000;
 
+/// Imports one engine merges at once on its callers' threads; more wait.
+/// Each holds its decoded changes (up to `DECOMPRESSED_BYTES_MAX`), a copy
+/// of the room and the merged result until it is installed: one at a time
+/// keeps that to one import's worth, as when imports ran on the replica's
+/// task, and leaves the second core to the replica.
+pub const IMPORTS_MERGING_MAX: usize = 1;
+
 /// The largest drain rate accepted (calls per second): more is a failover,
 /// not a drain.
 pub const DRAIN_RATE_MAX: u32 = 100_000;

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
-use chorus_engine::storage::{Kv, MemKv};
+use chorus_engine::storage::{Kv, KvRead, MemKv};
 use chorus_engine::*;
 use common::*;
 
@@ -88,17 +88,23 @@ fn prepare(replica: &mut Replica, bytes: &[u8]) -> Input {
 fn a_prepared_import_installs_and_survives_a_restart() {
     let kv = Arc::new(MemKv::new());
     let mut b = open(&kv);
-    let input = prepare(&mut b, &export(&["s1", "s2"]));
+    // Enough sessions that storing the import compacts the room (with the
+    // document saved on the fork).
+    let names: Vec<String> = (0..60).map(|i| format!("s{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let input = prepare(&mut b, &export(&names));
     run(&mut b, &kv, input).expect("answered").expect("import");
+    assert_eq!(b.stats().imports_in_line, 0, "swapped in, not merged again");
     let id = room("r");
-    assert_eq!(sessions(&mut b, &id), ["s1", "s2"]);
+    let compacted = kv.get(&storage::keys::snapshot(&id)).expect("read");
+    assert!(
+        compacted.is_some(),
+        "stored as a snapshot saved on the fork"
+    );
+    assert_eq!(sessions(&mut b, &id), names);
     drop(b);
     let mut b = open(&kv);
-    assert_eq!(
-        sessions(&mut b, &id),
-        ["s1", "s2"],
-        "stored as acknowledged"
-    );
+    assert_eq!(sessions(&mut b, &id), names, "stored as acknowledged");
 }
 
 #[test]
@@ -114,10 +120,34 @@ fn a_room_that_changed_since_the_fork_merges_the_import_in_line() {
     let input = prepare(&mut b, &export(&["s1", "s2"]));
     join(&mut b, &kv, &id, "s3");
     run(&mut b, &kv, input).expect("answered").expect("import");
+    assert_eq!(b.stats().imports_in_line, 1);
     assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3"]);
     drop(b);
     let mut b = open(&kv);
     assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3"], "nothing lost");
+}
+
+/// A fork is tied to the replica instance that made it: after a reopen
+/// (a new incarnation, so a new actor) its import merges in line, and the
+/// room keeps writing under the new actor.
+#[test]
+fn an_import_forked_before_a_reopen_merges_in_line_after_it() {
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let input = prepare(&mut b, &export(&["s1"]));
+    run(&mut b, &kv, input)
+        .expect("answered")
+        .expect("first import");
+    let id = room("r");
+    let input = prepare(&mut b, &export(&["s1", "s2"]));
+    drop(b);
+    let mut b = open(&kv);
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    assert_eq!(b.stats().imports_in_line, 1);
+    join(&mut b, &kv, &id, "s3");
+    drop(b);
+    let mut b = open(&kv);
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3"]);
 }
 
 #[test]

@@ -37,7 +37,9 @@ pub enum Input {
         op: RoomOp,
     },
     /// Standard automerge bytes of a room (a whole document or saved
-    /// changes) to merge in, from the local API. Answered like a write, by
+    /// changes) to merge in, all on the replica's task (a driver without
+    /// threads, the simulator, tests; `Engine` prepares imports off its
+    /// task and sends `ImportPrepared`). Answered like a write, by
     /// `Event::WriteDone { id }`; the changes are pushed to peers.
     Import {
         id: u64,

@@ -60,9 +60,6 @@ impl Replica {
     /// room changed since its fork.
     fn install_import(&mut self, prepared: PreparedImport) -> Result<WriteAck, Error> {
         let room = prepared.room().clone();
-        if self.rooms.is_purged(&room) {
-            return Err(Error::RoomPurged(room));
-        }
         let stamp = self.hlc.tick(self.now_ms);
         let view = Overlay {
             base: self.store.as_ref(),
@@ -73,7 +70,8 @@ impl Replica {
                 self.after_outside(&room, write, stamp, Origin::Local);
             }
             Installed::Moved(room, changes) => {
-                self.merge_outside(&room, changes, Intake::Whole, Origin::Local)?;
+                self.stats.imports_in_line += 1;
+                self.merge_outside_at(&room, changes, Intake::Whole, Origin::Local, stamp)?;
             }
         }
         let heads = self.heads(&room)?;
@@ -98,10 +96,22 @@ impl Replica {
         intake: Intake,
         origin: Origin,
     ) -> Result<RemoteWrite, Error> {
+        let stamp = self.hlc.tick(self.now_ms);
+        self.merge_outside_at(room, changes, intake, origin, stamp)
+    }
+
+    /// `merge_outside` under a stamp already taken.
+    fn merge_outside_at(
+        &mut self,
+        room: &RoomId,
+        changes: Vec<Change>,
+        intake: Intake,
+        origin: Origin,
+        stamp: Timestamp,
+    ) -> Result<RemoteWrite, Error> {
         if self.rooms.is_purged(room) {
             return Err(Error::RoomPurged(room.clone()));
         }
-        let stamp = self.hlc.tick(self.now_ms);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,

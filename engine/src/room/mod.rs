@@ -129,7 +129,6 @@ impl RoomDoc {
         &self.id
     }
 
-    /// True until the genesis change has been applied.
     /// A copy to prepare changes on away from this one (an import's merge,
     /// off the replica's task). Same actor: the copy makes no changes of its
     /// own, it only takes others'.
@@ -148,6 +147,7 @@ impl RoomDoc {
         }
     }
 
+    /// True until the genesis change has been applied.
     pub fn is_empty(&self) -> bool {
         self.doc.get_heads().is_empty()
     }

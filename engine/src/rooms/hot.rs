@@ -16,9 +16,6 @@ pub(super) struct HotRoom {
     pub(super) chunk_next: u64,
     pub(super) chunk_bytes: u64,
     pub(super) snapshot_bytes: u64,
-    /// Changes with every change to `doc` (the set's counter): an import
-    /// prepared on a fork installs only over the version it forked.
-    pub(super) version: u64,
 }
 
 impl HotRoom {
@@ -29,7 +26,6 @@ impl HotRoom {
             chunk_next: 0,
             chunk_bytes: 0,
             snapshot_bytes: 0,
-            version: 0,
         }
     }
 

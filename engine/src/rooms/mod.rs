@@ -40,8 +40,6 @@ pub struct RoomSet {
     hot: LruCache<RoomId, HotRoom>,
     tree: DigestTree,
     purged: BTreeSet<RoomId>,
-    /// The last version given to a hot room (see `HotRoom::version`).
-    versions: u64,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -109,7 +107,6 @@ impl RoomSet {
             hot: LruCache::new(hot_rooms),
             tree,
             purged,
-            versions: 0,
         })
     }
 
@@ -271,7 +268,6 @@ impl RoomSet {
                 return Ok(None);
             };
             self.hot.push(room.clone(), hot);
-            self.new_version(room);
         }
         Ok(self.hot.get_mut(room))
     }
@@ -304,7 +300,6 @@ impl RoomSet {
             chunk_next: seqs.last().map_or(0, |s| s + 1),
             chunk_bytes: chunks.iter().map(|c| c.len() as u64).sum(),
             snapshot_bytes: snapshot.map_or(0, |s| s.len() as u64),
-            version: 0,
         }))
     }
 
@@ -378,7 +373,6 @@ impl RoomSet {
 
     fn local_write_hot(&mut self, ctx: &WriteCtx<'_>, op: &RoomOp) -> Result<LocalWrite, Error> {
         let room = ctx.room;
-        self.new_version(room);
         let hot = self
             .hot
             .get_mut(room)
@@ -435,7 +429,6 @@ impl RoomSet {
         stamp: Timestamp,
         intake: Intake,
     ) -> Result<RemoteWrite, Error> {
-        self.new_version(room);
         let hot = self
             .hot
             .get_mut(room)
@@ -485,15 +478,6 @@ impl RoomSet {
         self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
         write.applied = applied.applied;
         Ok(write)
-    }
-
-    /// Gives `room`'s hot copy a new version: it was loaded, created or
-    /// is about to change.
-    fn new_version(&mut self, room: &RoomId) {
-        self.versions += 1;
-        if let Some(hot) = self.hot.peek_mut(room) {
-            hot.version = self.versions;
-        }
     }
 
     fn hot_heads(&mut self, room: &RoomId) -> Vec<ChangeHash> {

@@ -3,12 +3,18 @@
 //! doing it in line stops answering failure-detection probes and is graded
 //! Suspect. So the replica only forks the room ([`RoomSet::fork`]); the
 //! caller merges on the fork ([`Fork::prepare`]); the replica then swaps
-//! the result in ([`RoomSet::install`]) if the room has not changed since
-//! the fork, and otherwise merges the same changes in line, as before.
-//! Either way the import is validated once, all or nothing, by the same
-//! code (`RoomDoc::apply_remote` with `Intake::Whole`).
+//! the result in ([`RoomSet::install`]) if the room still has the heads it
+//! was forked at, in the same replica instance (same actor), and otherwise
+//! merges the same changes in line, as before. Either way the import is
+//! validated by the same code (`RoomDoc::apply_remote` with
+//! `Intake::Whole`), all or nothing.
+//!
+//! Equal heads mean equal applied history, so the swap loses nothing that
+//! is stored or acknowledged. What it may drop are the live copy's caches:
+//! peers' changes still waiting for a dependency (they come again by
+//! anti-entropy) and remembered refusals (refused again when resent).
 
-use automerge::Change;
+use automerge::{ActorId, Change, ChangeHash};
 
 use super::{head, index_updates, readable, HotRoom, IndexView, RemoteWrite, RoomSet};
 use crate::error::Error;
@@ -23,14 +29,22 @@ use crate::storage::KvRead;
 pub struct Fork {
     room: RoomId,
     doc: RoomDoc,
-    /// The hot room's version when forked; `None`: the room did not exist.
-    base: Option<u64>,
+    base: Base,
+}
+
+/// What the room was when forked: the set's actor (one per replica
+/// instance: a reopened replica has another) and the room's heads (`None`:
+/// no such room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Base {
+    actor: ActorId,
+    heads: Option<Vec<ChangeHash>>,
 }
 
 /// An import merged on a fork, ready to install.
 pub struct PreparedImport {
     room: RoomId,
-    base: Option<u64>,
+    base: Base,
     doc: RoomDoc,
     /// The import's changes as given (merged again in line if the room
     /// moved since the fork).
@@ -47,7 +61,7 @@ impl std::fmt::Debug for PreparedImport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PreparedImport")
             .field("room", &self.room)
-            .field("base", &self.base)
+            .field("base", &self.base.heads)
             .field("applied", &self.applied.len())
             .finish_non_exhaustive()
     }
@@ -116,14 +130,17 @@ impl RoomSet {
         if self.purged.contains(room) {
             return Err(Error::RoomPurged(room.clone()));
         }
-        let (doc, base) = match self.load(store, room)? {
-            Some(hot) => (hot.doc.fork(), Some(hot.version)),
+        let (doc, heads) = match self.load(store, room)? {
+            Some(hot) => (hot.doc.fork(), Some(hot.doc.heads())),
             None => (RoomDoc::empty(room.clone(), self.actor.clone()), None),
         };
         Ok(Fork {
             room: room.clone(),
             doc,
-            base,
+            base: Base {
+                actor: self.actor.clone(),
+                heads,
+            },
         })
     }
 
@@ -139,15 +156,17 @@ impl RoomSet {
         if self.purged.contains(&room) {
             return Err(Error::RoomPurged(room));
         }
-        let current = self.load(store, &room)?.map(|hot| hot.version);
+        let current = Base {
+            actor: self.actor.clone(),
+            heads: self.load(store, &room)?.map(|hot| hot.doc.heads()),
+        };
         if current != prepared.base {
             return Ok(Installed::Moved(room, prepared.changes));
         }
-        if current.is_none() {
+        if current.heads.is_none() {
             let empty = RoomDoc::empty(room.clone(), self.actor.clone());
             self.hot.push(room.clone(), HotRoom::new(empty));
         }
-        self.new_version(&room);
         let hot = self
             .hot
             .get_mut(&room)
