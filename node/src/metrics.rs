@@ -98,8 +98,14 @@ fn replica_counters(out: &mut String, s: &StatsView) {
     counter(
         out,
         "chorus_local_write_errors",
-        "Local writes refused.",
+        "Local writes and imports refused.",
         r.local_write_errors,
+    );
+    counter(
+        out,
+        "chorus_imports_in_line",
+        "Imports whose room changed while they merged off the replica's task, merged again on it.",
+        r.imports_in_line,
     );
 }
 
