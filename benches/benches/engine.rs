@@ -3,7 +3,8 @@
 //! (a) raw automerge commits/s (one doc per room, a join-sized map per
 //!     commit): the baseline of (b);
 //! (b) durable local writes/s (`join`) through the engine on sled, with 1
-//!     and 32 writer threads: group commit shares fsyncs between threads;
+//!     and 32 writer threads, and from 1 writer keeping 32 writes in flight
+//!     (`begin_write`): group commit shares fsyncs between them;
 //! (c) bytes of RAM per hot room, from a counting global allocator, against
 //!     a raw automerge doc with the same content;
 //! (d) opening a 100k-room sled store (`Engine::open`, `list_rooms`) against
@@ -303,6 +304,43 @@ fn durable_writes(engine: &Engine, threads: usize, total: u64) -> Duration {
     start.elapsed()
 }
 
+/// Writes a pipelining writer keeps in flight (`Engine::begin_write`).
+const PIPELINE_DEPTH: usize = 32;
+
+/// Time of `total` durable joins from one writer that keeps `depth` in
+/// flight: it begins a join, and once `depth` are unanswered waits for the
+/// oldest. Rooms are created first, untimed; the clock stops when the last
+/// join is durable.
+fn pipelined_writes(engine: &Engine, total: u64, depth: usize) -> Duration {
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let rooms: Vec<RoomId> = (0..total.div_ceil(JOINS_PER_ROOM))
+        .map(|k| room_id(&format!("pipe{run}-r{k}")))
+        .collect();
+    for id in &rooms {
+        engine
+            .create_room(id, &tenant(), RoomConfig::default())
+            .expect("create room");
+    }
+    let start = Instant::now();
+    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
+    for i in 0..total {
+        let id = &rooms[(i / JOINS_PER_ROOM) as usize];
+        let op = chorus_engine::RoomOp::Join {
+            request: join_request(&format!("s{i}")),
+        };
+        in_flight.push_back(engine.begin_write(id, op).expect("begun"));
+        if in_flight.len() == depth {
+            if let Some(oldest) = in_flight.pop_front() {
+                oldest.wait().expect("durable join");
+            }
+        }
+    }
+    for pending in in_flight {
+        pending.wait().expect("durable join");
+    }
+    start.elapsed()
+}
+
 /// Joins `thread` of `threads` makes out of `total`.
 fn writes_of(thread: u64, threads: u64, total: u64) -> u64 {
     total / threads + u64::from(thread < total % threads)
@@ -379,6 +417,31 @@ fn write_ratios(sizes: Sizes) {
             writes as f64 / flushes.max(1) as f64,
         );
     }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open_engine(dir.path());
+    // As many joins as the 32 writers make between them.
+    let total = sizes.writes_per_thread_32 * 32;
+    let mut rates = Vec::new();
+    let mut flushes = 0;
+    for _ in 0..sizes.repeats {
+        let before = engine.flush_count();
+        let elapsed = pipelined_writes(&engine, total, PIPELINE_DEPTH);
+        flushes += engine.flush_count() - before;
+        rates.push(per_sec(total, elapsed));
+    }
+    let pipelined = median(rates);
+    let writes = (total + total.div_ceil(JOINS_PER_ROOM)) * sizes.repeats as u64;
+    println!(
+        "RATIO durable_writes_per_sec[1 writer pipelining, depth {PIPELINE_DEPTH}] / \
+         raw_automerge_commits_per_sec = {:.4} (durable {pipelined:.0}/s, raw {raw:.0}/s; \
+         {total} joins per run, median of {}; {flushes} flushes for {writes} writes incl. \
+         untimed room creation = {:.1} writes/flush)",
+        pipelined / raw,
+        sizes.repeats,
+        writes as f64 / flushes.max(1) as f64,
+    );
+    drop(engine);
 
     // Where the time goes: the engine's own work without fsync (in-memory
     // store), and one sled apply + flush on its own.

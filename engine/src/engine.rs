@@ -482,7 +482,7 @@ impl Engine {
         futures::executor::block_on(answer).unwrap_or_else(|_| Err(stopped()))
     }
 
-    fn send(&self, command: Command) -> Result<()> {
+    pub(crate) fn send(&self, command: Command) -> Result<()> {
         let commands = self.commands.as_ref().ok_or_else(stopped)?;
         futures::executor::block_on(commands.send(command)).map_err(|_| stopped())
     }
@@ -505,11 +505,11 @@ impl Drop for Engine {
     }
 }
 
-fn stopped() -> Error {
+pub(crate) fn stopped() -> Error {
     Error::Stopped("the replica's driver is not running".into())
 }
 
-fn ack(done: Done) -> Result<WriteAck> {
+pub(crate) fn ack(done: Done) -> Result<WriteAck> {
     match done {
         Done::Ack(ack) => Ok(ack),
         Done::Applied(_) => Err(Error::Stopped("an apply answered a write".into())),

@@ -15,6 +15,7 @@ pub mod model;
 pub mod mutation;
 #[cfg(feature = "network")]
 pub mod net;
+mod pending;
 pub mod placement;
 pub mod replica;
 pub mod resume;
@@ -30,6 +31,7 @@ pub use error::{Error, Result};
 pub use events::{ChangeEvent, ChangeKind, Origin};
 pub use ids::{IdError, NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId};
 pub use model::*;
+pub use pending::PendingWrite;
 pub use resume::Resumed;
 pub use room::RoomOp;
 pub use subscription::{RecvError, Subscription};

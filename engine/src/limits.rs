@@ -19,6 +19,10 @@ pub const PERMISSIONS_PER_ROOM_MAX: usize = 10_000;
 /// bounds the work of reading a room.
 pub const PARTICIPANTS_PER_ROOM_MAX: u32 = 10_000;
 
+/// Most operations in one `RoomOp::Batch` (one signalling event's writes:
+/// a join, its tracks and its permission fit many times over).
+pub const BATCH_OPS_MAX: usize = 64;
+
 /// Most tracks one session may publish (audio, video, screen share and data
 /// with simulcast fit easily).
 pub const TRACKS_PER_SESSION_MAX: usize = 32;
@@ -93,6 +97,12 @@ pub const COMMAND_QUEUE_MAX: usize = 1024;
 /// turn near 10 ms, well under the failure detector's 500 ms probe period.
 pub const COMMANDS_PER_TURN_MAX: usize = 256;
 
+/// Network inputs the driver takes, when a timer fires, before it runs the
+/// timer: what arrived while the driver was busy is older than the deadline
+/// that just passed (a probe's answer waiting in a socket must not make
+/// its sender look silent). Bounded so a flood cannot hold timers back.
+pub const NETWORK_CATCH_UP_MAX: usize = 256;
+
 /// Pushes held while no peer is subscribed to the push topic yet (past it
 /// they are sent by request instead).
 pub const UNSENT_PUSHES_MAX: usize = 256;
@@ -144,6 +154,18 @@ pub const PUSH_BYTES_MAX: usize = 60 * 1024;
 /// Budget of changes or documents in one sync response; the rest follows in
 /// the next request. 1 MiB keeps one response well under a second on slow links.
 pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most change bytes one change-log entry names. A merge that adds more
+/// (a large import, a whole room from a snapshot) is logged as several
+/// entries under successive stamps: a since-response carries at least one
+/// whole entry, and an entry of any size would outgrow the frame.
+pub const LOG_ENTRY_BYTES_MAX: usize = SYNC_BATCH_BYTES_MAX;
+
+/// Bytes of recently applied changes kept in memory to answer peers'
+/// since-requests without rebuilding them from automerge (`rooms::recent`):
+/// at 1 000 join-sized writes a second, about the last 13 s, and a whole
+/// import of the largest room.
+pub const RECENT_CHANGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Most rooms named in one message (requests for changes, leaves, pushes).
 pub const ROOMS_PER_MESSAGE_MAX: usize = 4096;
@@ -255,6 +277,7 @@ const _: () = assert!(HEADS_MAX * 32 <= PURGE_PROOF_BYTES_MAX);
 const _: () = assert!(PURGE_PROOF_BYTES_MAX + PUSH_FRAMING_BYTES < PUSH_BYTES_MAX);
 // A sync batch and a full list of known hashes fit one frame.
 const _: () = assert!(SYNC_BATCH_BYTES_MAX < MESSAGE_BYTES_MAX);
+const _: () = assert!(LOG_ENTRY_BYTES_MAX <= SYNC_BATCH_BYTES_MAX);
 const _: () = assert!(KNOWN_HASHES_MAX * 8 < MESSAGE_BYTES_MAX);
 // One request can ask for a whole level of the digest tree.
 const _: () = assert!(NODES_PER_REQUEST_MAX >= crate::rooms::digest::LEAVES);

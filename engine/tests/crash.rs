@@ -54,6 +54,8 @@ fn crash_child() {
             let round = &round;
             scope.spawn(move || write_until_killed(engine, round, thread, started));
         }
+        let (engine, round) = (&engine, &round);
+        scope.spawn(move || pipeline_until_killed(engine, round, started));
     });
 }
 
@@ -85,6 +87,65 @@ fn write_until_killed(engine: &Engine, round: &str, thread: usize, started: Inst
             }
         }
     }
+}
+
+/// Sessions one pipelining writer keeps in flight before it waits.
+const PIPELINE_DEPTH: usize = 32;
+
+/// Like `write_until_killed`, but through the writes that do not block:
+/// each room gets `PIPELINE_DEPTH` joins begun at once (every other one a
+/// batch that joins and sets the session live), and an `ACK` is printed as
+/// each one resolves.
+fn pipeline_until_killed(engine: &Engine, round: &str, started: Instant) {
+    let ack = |room: &RoomId, session: &SessionId| -> bool {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ACK {room} {session}").is_ok() && out.flush().is_ok()
+    };
+    for counter in 0u64.. {
+        if started.elapsed() > CHILD_DEADLINE {
+            return;
+        }
+        let id = room(&format!("r{round}-pipe-{counter}"));
+        let config = RoomConfig {
+            max_participants: PIPELINE_DEPTH as u32,
+            ..RoomConfig::default()
+        };
+        engine
+            .create_room(&id, &tenant("crash"), config)
+            .expect("create is acknowledged");
+        if !ack_room(&id) {
+            return;
+        }
+        let mut in_flight = Vec::new();
+        for j in 0..PIPELINE_DEPTH {
+            let request = join_request(&format!("p{j}"), &format!("u{j}"), "sfu-1");
+            let session = request.session.clone();
+            let join = RoomOp::Join { request };
+            let op = if j % 2 == 0 {
+                join
+            } else {
+                let live = RoomOp::SetState {
+                    session: session.clone(),
+                    state: SessionState::Active,
+                };
+                RoomOp::Batch {
+                    ops: vec![join, live],
+                }
+            };
+            in_flight.push((session, engine.begin_write(&id, op).expect("begun")));
+        }
+        for (session, pending) in in_flight {
+            pending.wait().expect("a pipelined join is acknowledged");
+            if !ack(&id, &session) {
+                return;
+            }
+        }
+    }
+}
+
+fn ack_room(room: &RoomId) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ACK {room} -").is_ok() && out.flush().is_ok()
 }
 
 /// Acknowledged writes: each room, with the sessions acknowledged in it.
@@ -233,4 +294,10 @@ fn sigkill_loses_no_acknowledged_write() {
     );
     assert!(total_acks > 0, "no write was ever acknowledged");
     assert!(kills >= 20, "only {kills} kills");
+    let pipelined: usize = cumulative
+        .iter()
+        .filter(|(id, _)| id.as_str().contains("-pipe-"))
+        .map(|(_, sessions)| sessions.len())
+        .sum();
+    assert!(pipelined > 0, "no pipelined write was ever acknowledged");
 }

@@ -402,3 +402,78 @@ fn a_peer_cannot_purge_a_live_room_without_its_end_change() {
         assert!(m.replica.room(&live).expect("read").is_some());
     }
 }
+
+/// A room whose history holds about 9.6 MB of change bytes (150 config
+/// updates of 64 attributes of 1000 bytes), exported: more than one frame.
+fn heavy_room(id: &RoomId) -> Vec<u8> {
+    let engine = Engine::in_memory(EngineConfig::new(node("builder"))).expect("engine");
+    engine
+        .create_room(id, &tenant("t"), RoomConfig::default())
+        .expect("create");
+    for round in 0..150u32 {
+        let set_attributes = (0..64u32)
+            .map(|k| {
+                let value: String = (0..1000u32)
+                    .map(|i| char::from(b'a' + ((i * 7 + k * 13 + round * 31) % 26) as u8))
+                    .collect();
+                (format!("attr-{k}"), value)
+            })
+            .collect();
+        let update = ConfigUpdate {
+            set_attributes,
+            ..ConfigUpdate::default()
+        };
+        engine
+            .write(id, RoomOp::UpdateConfig { update })
+            .expect("update");
+    }
+    engine.export_room(id).expect("export")
+}
+
+/// An import logs one entry per `LOG_ENTRY_BYTES_MAX` of changes, under
+/// successive stamps: a since-response carries at least one whole entry,
+/// and one entry for the whole import would outgrow the frame (the peer
+/// would refuse it, and the since path would never get past it).
+#[test]
+fn an_import_larger_than_a_frame_catches_up_since_the_cursor() {
+    let mut net = Net::new(2, quick);
+    net.connect_all();
+    create(&mut net, 0, 1);
+    settle(&mut net);
+    net.disconnect(0, 1);
+    let big = room("heavy");
+    let bytes = heavy_room(&big);
+    net.input(
+        0,
+        Input::Import {
+            id: 7,
+            room: Some(big.clone()),
+            bytes,
+        },
+    );
+    net.run_for(500);
+    let log = net.members[0].replica.change_log(None, 1_000).expect("log");
+    let pieces = log.iter().filter(|(_, e)| e.room == big).count();
+    assert!(pieces >= 10, "the import is logged in {pieces} entries");
+    let before = stats(&net, 1);
+    net.reset_bytes();
+    net.reconnect(1, 0);
+    settle(&mut net);
+    let after = stats(&net, 1);
+    let refused: u64 = net
+        .bytes
+        .iter()
+        .filter(|((_, _, kind), _)| *kind == "garbage")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused, 0, "every frame decodes (none over the limit)");
+    assert!(
+        after.sync_since > before.sync_since,
+        "the since path carried it"
+    );
+    assert_eq!(after.sync_full, before.sync_full);
+    assert_eq!(
+        net.members[1].replica.heads(&big).expect("heads"),
+        net.members[0].replica.heads(&big).expect("heads"),
+    );
+}

@@ -98,6 +98,7 @@ pub fn router(state: ApiState) -> Router {
             put(upsert_room).get(get_room).delete(end_room),
         )
         .route("/v1/rooms/{room}/participants", post(join))
+        .route("/v1/rooms/{room}/batch", post(batch))
         .route(
             "/v1/rooms/{room}/participants/{session}",
             axum::routing::delete(leave),
@@ -293,6 +294,23 @@ async fn join(
     Json(request): Json<JoinRequest>,
 ) -> Result<Response, ApiError> {
     write(&state, room_id(&room)?, RoomOp::Join { request }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    ops: Vec<RoomOp>,
+}
+
+/// Several operations as one transaction (`RoomOp::Batch`): every room
+/// operation but `create`, including the ones with no route of their own
+/// (session state, tracks, permissions, config).
+async fn batch(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    Json(body): Json<BatchBody>,
+) -> Result<Response, ApiError> {
+    write(&state, room_id(&room)?, RoomOp::Batch { ops: body.ops }).await
 }
 
 async fn leave(

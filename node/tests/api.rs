@@ -267,3 +267,55 @@ async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
     drop(feed);
     node.stop().await.expect("stop");
 }
+
+/// `POST /v1/rooms/{room}/batch`: several operations, including those with
+/// no route of their own, as one transaction; one refused operation
+/// refuses them all with a JSON error and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_writes_several_operations_as_one() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = daemon::start(config(root.path())).await.expect("daemon");
+    create(&node, "b").await;
+    let client = client_of(&node).expect("client");
+    let join = json!({"op": "join", "request": {
+        "session": "s1", "user": "u1", "role": "speaker", "owner": "sfu-1", "region": "eu"
+    }});
+    let publish = json!({"op": "publish", "session": "s1", "track_id": "cam",
+        "track": {"kind": "video", "simulcast_layers": 2}});
+    let active = json!({"op": "set_state", "session": "s1", "state": "active"});
+    let ack: Value = client
+        .send(
+            reqwest::Method::POST,
+            "/v1/rooms/b/batch",
+            &json!({"ops": [join, publish, active]}),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(ack["heads"].as_array().map(Vec::len), Some(1), "{ack}");
+    let room: Value = client.get("/v1/rooms/b").await.expect("room");
+    assert_eq!(room["sessions"]["s1"]["state"], "active", "{room}");
+    assert_eq!(room["sessions"]["s1"]["tracks"]["cam"]["kind"], "video");
+
+    let leave_nobody = json!({"op": "leave", "session": "nobody"});
+    let join2 = json!({"op": "join", "request": {
+        "session": "s2", "user": "u2", "role": "speaker", "owner": "sfu-1", "region": "eu"
+    }});
+    let (status, text) = client
+        .raw(
+            reqwest::Method::POST,
+            "/v1/rooms/b/batch",
+            "application/json",
+            serde_json::to_vec(&json!({"ops": [join2, leave_nobody]})).expect("json"),
+        )
+        .await
+        .expect("request");
+    assert!((400..500).contains(&status), "{status} {text}");
+    let error: Value = serde_json::from_str(&text).expect("a JSON error");
+    assert_eq!(error["code"], "not_found", "{text}");
+    let room: Value = client.get("/v1/rooms/b").await.expect("room");
+    assert!(
+        room["sessions"].get("s2").is_none(),
+        "nothing applied: {room}"
+    );
+    node.stop().await.expect("stop");
+}

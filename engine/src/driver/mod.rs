@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
 
 pub use calls::{AcquireReason, NodeEvent};
@@ -27,7 +28,7 @@ use crate::engine::Clock;
 use crate::error::Error;
 use crate::events::ChangeEvent;
 use crate::hlc::Timestamp;
-use crate::limits::{COMMANDS_PER_TURN_MAX, REOPEN_RETRY_MS};
+use crate::limits::{COMMANDS_PER_TURN_MAX, NETWORK_CATCH_UP_MAX, REOPEN_RETRY_MS};
 use crate::replica::{Event, Input, Output, Replica};
 use crate::room::RoomOp;
 use crate::storage::{Kv, StorageError};
@@ -216,11 +217,34 @@ impl<T: Transport> Driver<T> {
                 }
                 () = sleep => {
                     if self.reopen() {
+                        self.catch_up_network().await;
                         self.input(Input::Tick);
                     }
                 }
             }
             self.settle();
+        }
+    }
+
+    /// Before a timer runs: lets the network's tasks (they share this
+    /// thread) move what reached the sockets while the driver was busy, and
+    /// takes every input that is ready. Otherwise a probe whose answer
+    /// arrived in time, but was not yet read, would time out.
+    async fn catch_up_network(&mut self) {
+        let mut idle = 0;
+        for _ in 0..NETWORK_CATCH_UP_MAX {
+            tokio::task::yield_now().await;
+            match self.transport.next().now_or_never() {
+                Some(Some(input)) => {
+                    idle = 0;
+                    self.input(input);
+                }
+                Some(None) => idle = 0,
+                // Nothing ready: give the connection tasks one more turn
+                // (an answer passes through one on its way) before the timer.
+                None if idle == 0 => idle = 1,
+                None => break,
+            }
         }
     }
 

@@ -79,7 +79,7 @@ use crate::ids::{NodeId, RoomId};
 use crate::membership::Membership;
 use crate::model::WriteAck;
 use crate::room::{Intake, RoomOp, WriteCtx};
-use crate::rooms::{RemoteWrite, RoomSet};
+use crate::rooms::{LogEntry, RemoteWrite, RoomSet};
 use crate::storage::{keys, Batch, KvRead};
 use overlay::{Overlay, Staged};
 use round::Round;
@@ -313,7 +313,8 @@ impl Replica {
                     room: room.clone(),
                     heads: write.heads,
                 };
-                let logged = (!write.changes.is_empty()).then_some(stamp);
+                let logged =
+                    (!write.changes.is_empty()).then(|| self.log_rest(stamp, write.log_rest));
                 self.after_change(room, Origin::Local, write.kinds, logged);
                 self.queue_push(room, &write.changes);
                 Ok(ack)
@@ -359,7 +360,8 @@ impl Replica {
                 self.staged.add(std::mem::take(&mut write.batch), true);
                 let kinds = std::mem::take(&mut write.kinds);
                 // `remote_apply` logs under `stamp` whenever it applied any.
-                let logged = (!write.applied.is_empty()).then_some(stamp);
+                let rest = std::mem::take(&mut write.log_rest);
+                let logged = (!write.applied.is_empty()).then(|| self.log_rest(stamp, rest));
                 self.after_change(room, Origin::Remote, kinds, logged);
                 Some(write)
             }
@@ -372,6 +374,22 @@ impl Replica {
                 None
             }
         }
+    }
+
+    /// Stamps and stages the log entries a large write left over
+    /// (`RoomSet::record`); returns the stamp of the write's last entry.
+    fn log_rest(&mut self, stamp: Timestamp, rest: Vec<LogEntry>) -> Timestamp {
+        if rest.is_empty() {
+            return stamp;
+        }
+        let mut batch = Batch::default();
+        let mut last = stamp;
+        for entry in rest {
+            last = self.hlc.tick(self.now_ms);
+            entry.put(&last, &mut batch);
+        }
+        self.staged.add(batch, true);
+        last
     }
 
     fn after_change(

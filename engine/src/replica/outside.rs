@@ -135,7 +135,8 @@ impl Replica {
         self.staged.add(std::mem::take(&mut write.batch), true);
         let kinds = std::mem::take(&mut write.kinds);
         // The merge logs under `stamp` whenever it applied any.
-        let logged = (!write.applied.is_empty()).then_some(stamp);
+        let rest = std::mem::take(&mut write.log_rest);
+        let logged = (!write.applied.is_empty()).then(|| self.log_rest(stamp, rest));
         self.after_change(room, origin, kinds, logged);
         self.queue_push(room, &write.applied);
         write

@@ -271,19 +271,25 @@ impl Replica {
                     next_cursor = stamp;
                     continue;
                 }
-                let mut list = Vec::new();
-                for hash in &entry.hashes {
-                    if known.contains(&super::round::hash_prefix(&hash.0)) {
-                        continue; // the asker holds it: skip the costly re-encoding too
-                    }
-                    let view = Overlay {
-                        base: self.store.as_ref(),
-                        staged: &self.staged,
-                    };
-                    if let Ok(Some(change)) = self.rooms.change(&view, &entry.room, hash) {
-                        list.push(ByteBuf::from(change.raw_bytes().to_vec()));
-                    }
-                }
+                // What the asker holds is skipped, the costly rebuilding
+                // of the change included.
+                let wanted: Vec<Head> = entry
+                    .hashes
+                    .iter()
+                    .filter(|h| !known.contains(&super::round::hash_prefix(&h.0)))
+                    .copied()
+                    .collect();
+                let view = Overlay {
+                    base: self.store.as_ref(),
+                    staged: &self.staged,
+                };
+                let list: Vec<ByteBuf> = self
+                    .rooms
+                    .changes_by_hash(&view, &entry.room, &wanted)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|change| ByteBuf::from(change.raw_bytes().to_vec()))
+                    .collect();
                 if list.is_empty() {
                     next_cursor = stamp;
                     continue;

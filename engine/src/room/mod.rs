@@ -273,8 +273,23 @@ impl RoomDoc {
         self.doc.get_changes(have)
     }
 
-    pub fn change(&self, hash: &ChangeHash) -> Option<Change> {
-        self.doc.get_change_by_hash(hash)
+    /// The changes among `hashes` that the document holds. automerge
+    /// rebuilds a change from its op columns: one by one costs about 6x
+    /// what rebuilding every change of the document costs per change
+    /// (28 µs against 5 µs, release build, 15 000 changes). So a few are
+    /// rebuilt one by one, and many in one pass over the whole document.
+    pub fn changes_by_hash(&self, hashes: &[ChangeHash]) -> Vec<Change> {
+        let total = usize::try_from(self.doc.stats().num_changes).unwrap_or(usize::MAX);
+        if hashes.len().saturating_mul(6) <= total {
+            return hashes
+                .iter()
+                .filter_map(|h| self.doc.get_change_by_hash(h))
+                .collect();
+        }
+        let wanted: std::collections::HashSet<&ChangeHash> = hashes.iter().collect();
+        let mut changes = self.doc.get_changes(&[]);
+        changes.retain(|c| wanted.contains(&c.hash()));
+        changes
     }
 
     /// Whether the document holds `hash`. Cheap: asks the change graph
@@ -306,9 +321,11 @@ impl RoomDoc {
         let objs = self.root_objs()?;
         // Capacity is checked against the cached reading: no other write can
         // touch this document while this one runs.
-        let live = match op {
-            RoomOp::Join { .. } => self.warm().map_or(0, |s| s.live_sessions().count()),
-            _ => 0,
+        let joins = op.parts().iter().any(|o| matches!(o, RoomOp::Join { .. }));
+        let live = if joins {
+            self.warm().map_or(0, |s| s.live_sessions().count())
+        } else {
+            0
         };
         let commit_secs = i64::try_from(ctx.now_ms / 1000).unwrap_or(i64::MAX);
         let doc = &mut self.doc;

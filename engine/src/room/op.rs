@@ -50,4 +50,21 @@ pub enum RoomOp {
         owner: Owner,
     },
     End,
+    /// Several operations as one transaction: one change, one flush, one
+    /// acknowledgement, all applied or none. Later operations see earlier
+    /// ones (a join, then its tracks). At most `BATCH_OPS_MAX`; neither
+    /// `Create` nor another batch may be inside.
+    Batch {
+        ops: Vec<RoomOp>,
+    },
+}
+
+impl RoomOp {
+    /// The operations this one applies, in order (a batch's, or itself).
+    pub fn parts(&self) -> &[RoomOp] {
+        match self {
+            RoomOp::Batch { ops } => ops,
+            one => std::slice::from_ref(one),
+        }
+    }
 }

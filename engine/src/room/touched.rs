@@ -34,6 +34,23 @@ impl Touched {
         }
     }
 
+    /// What a batch's operations touch together.
+    fn of_batch(ops: &[RoomOp]) -> Self {
+        let mut t = Self::default();
+        for op in ops {
+            let one = Self::by_op(op);
+            if one.everything {
+                return one;
+            }
+            t.meta |= one.meta;
+            t.config |= one.config;
+            t.permissions |= one.permissions;
+            t.counters |= one.counters;
+            t.sessions.extend(one.sessions);
+        }
+        t
+    }
+
     /// What a local operation touches (it knows what it did).
     pub fn by_op(op: &RoomOp) -> Self {
         let mut t = Self::default();
@@ -51,6 +68,7 @@ impl Touched {
             | RoomOp::Unpublish { session: id, .. }
             | RoomOp::SetOwner { session: id, .. } => session(id),
             RoomOp::End => t.meta = true,
+            RoomOp::Batch { ops } => return Self::of_batch(ops),
         }
         t.counters = true; // joins, leaves and moves bump counters
         t
@@ -100,6 +118,37 @@ impl ObjParts {
     }
 }
 
+impl ObjParts {
+    /// Notes the object `op` (the `index`th of its change) creates, if it
+    /// is a session's map or its tracks map. Without this every change that
+    /// creates a session would rebuild the whole map, one automerge lookup
+    /// per session of the room. Validated changes write map keys only, so
+    /// an op's id is its change's first op counter plus its index; a wrong
+    /// guess is only a missed entry, and the lookup falls back to a rebuild.
+    fn learn(
+        &mut self,
+        change: &automerge::ExpandedChange,
+        index: usize,
+        op: &automerge::legacy::Op,
+        parent: &Part,
+    ) {
+        use automerge::legacy::{Key, OpId, OpType};
+        let (OpType::Make(automerge::ObjType::Map), Key::Map(key)) = (&op.action, &op.key) else {
+            return;
+        };
+        let part = match parent {
+            Part::Sessions => Part::Session(key.to_string()),
+            Part::Session(id) if key.as_str() == s::TRACKS => Part::Session(id.clone()),
+            _ => return,
+        };
+        let Some(counter) = change.start_op.get().checked_add(index as u64) else {
+            return;
+        };
+        let id = OpId::new(counter, &change.actor_id).to_string();
+        self.parts.insert(id, part);
+    }
+}
+
 /// What `changes` (already applied to `doc`) touched.
 pub fn by_changes(
     doc: &Automerge,
@@ -110,7 +159,8 @@ pub fn by_changes(
     let mut out = Touched::default();
     let mut rebuilt = false;
     for change in changes {
-        for op in change.decode().operations {
+        let expanded = change.decode();
+        for (index, op) in expanded.operations.iter().enumerate() {
             let obj = op.obj.to_string();
             if obj == "_root" {
                 return Touched::everything();
@@ -130,6 +180,7 @@ pub fn by_changes(
                 }
                 None => return Touched::everything(),
             };
+            parts.learn(&expanded, index, op, &part);
             match part {
                 Part::Meta => out.meta = true,
                 Part::Config => out.config = true,

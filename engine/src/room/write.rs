@@ -13,8 +13,8 @@ use crate::events::ChangeKind;
 use crate::hlc::Timestamp;
 use crate::ids::{validate_id, RoomId, SessionId};
 use crate::limits::{
-    ATTRS_PER_ROOM_MAX, ATTR_VALUE_BYTES_MAX, PARTICIPANTS_PER_ROOM_MAX, PERMISSIONS_PER_ROOM_MAX,
-    SIMULCAST_LAYERS_MAX, TRACKS_PER_SESSION_MAX,
+    ATTRS_PER_ROOM_MAX, ATTR_VALUE_BYTES_MAX, BATCH_OPS_MAX, PARTICIPANTS_PER_ROOM_MAX,
+    PERMISSIONS_PER_ROOM_MAX, SIMULCAST_LAYERS_MAX, TRACKS_PER_SESSION_MAX,
 };
 use crate::model::{ConfigUpdate, Lifecycle, SessionState};
 
@@ -59,6 +59,7 @@ pub fn apply(
         return Err(Error::RoomEnded(ctx.room.clone()));
     }
     match op {
+        RoomOp::Batch { ops } => batch(tx, objs, ctx, ops, live_sessions),
         RoomOp::Create { tenant, config } => create(tx, objs, ctx, tenant, config),
         RoomOp::UpdateConfig { update } => {
             update_config(tx, objs, ctx, update)?;
@@ -221,6 +222,37 @@ fn update_config(
         ));
     }
     Ok(())
+}
+
+/// A batch's operations in one transaction: the first refused refuses the
+/// batch, and the transaction rolls back.
+fn batch(
+    tx: &mut Transaction<'_>,
+    objs: &RootObjs,
+    ctx: &WriteCtx<'_>,
+    ops: &[RoomOp],
+    mut live_sessions: usize,
+) -> Result<Vec<ChangeKind>, Error> {
+    if ops.is_empty() || ops.len() > BATCH_OPS_MAX {
+        return Err(invalid(
+            "ops",
+            format!("a batch holds 1..={BATCH_OPS_MAX} operations"),
+        ));
+    }
+    let mut kinds = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if matches!(op, RoomOp::Create { .. } | RoomOp::Batch { .. }) {
+            return Err(invalid(
+                "ops",
+                format!("operation {i}: a batch cannot create a room or hold a batch"),
+            ));
+        }
+        kinds.extend(apply(tx, objs, ctx, op, live_sessions)?);
+        if matches!(op, RoomOp::Join { .. }) {
+            live_sessions += 1;
+        }
+    }
+    Ok(kinds)
 }
 
 pub fn invalid(field: &'static str, reason: String) -> Error {

@@ -49,6 +49,20 @@ pub(super) enum IndexScope {
 
 pub(super) fn index_scope(op: &RoomOp) -> IndexScope {
     match op {
+        // One session's scope if the batch touches only that one; the
+        // whole room's otherwise.
+        RoomOp::Batch { ops } => {
+            ops.iter()
+                .map(index_scope)
+                .fold(IndexScope::Nothing, |a, b| match (a, b) {
+                    (IndexScope::Nothing, b) => b,
+                    (a, IndexScope::Nothing) => a,
+                    (IndexScope::Session(x), IndexScope::Session(y)) if x == y => {
+                        IndexScope::Session(x)
+                    }
+                    _ => IndexScope::Room,
+                })
+        }
         RoomOp::Create { .. } | RoomOp::End => IndexScope::Room,
         RoomOp::Join { request } => IndexScope::Session(request.session.clone()),
         RoomOp::SetState { session, .. }

@@ -2,10 +2,13 @@
 //! HLC stamp of that moment. The since-a-timestamp catch-up path and the
 //! change feed replay it.
 
+use automerge::Change;
+
 use super::{malformed, RoomSet};
 use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
+use crate::limits::LOG_ENTRY_BYTES_MAX;
 use crate::model::Head;
 use crate::storage::{keys, Batch, KvRead};
 
@@ -34,6 +37,40 @@ mod raw_heads {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Head>, D::Error> {
         let raw = Vec::<[u8; 32]>::deserialize(d)?;
         Ok(raw.into_iter().map(Head).collect())
+    }
+}
+
+impl LogEntry {
+    /// The entries that log `changes`, in order: as few as possible with
+    /// at most `LOG_ENTRY_BYTES_MAX` of change bytes each (a larger change
+    /// gets an entry of its own).
+    pub fn pieces(room: &RoomId, changes: &[Change]) -> Vec<LogEntry> {
+        let mut pieces: Vec<LogEntry> = Vec::new();
+        let mut bytes = 0;
+        for change in changes {
+            let len = change.raw_bytes().len();
+            match pieces.last_mut() {
+                Some(last) if bytes + len <= LOG_ENTRY_BYTES_MAX => {
+                    bytes += len;
+                    last.hashes.push(Head(change.hash().0));
+                }
+                _ => {
+                    bytes = len;
+                    pieces.push(LogEntry {
+                        room: room.clone(),
+                        hashes: vec![Head(change.hash().0)],
+                    });
+                }
+            }
+        }
+        pieces
+    }
+
+    /// Writes this entry under `stamp`.
+    pub fn put(&self, stamp: &Timestamp, batch: &mut Batch) {
+        // LogEntry holds only ids and fixed arrays: postcard cannot fail on it.
+        let value = postcard::to_stdvec(self).expect("log entry serializes");
+        batch.put(keys::log(stamp), value);
     }
 }
 

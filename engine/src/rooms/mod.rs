@@ -26,6 +26,7 @@ mod hot;
 mod index;
 mod log;
 mod prepare;
+mod recent;
 
 use hot::HotRoom;
 pub use index::owned_calls;
@@ -40,6 +41,7 @@ pub struct RoomSet {
     hot: LruCache<RoomId, HotRoom>,
     tree: DigestTree,
     purged: BTreeSet<RoomId>,
+    recent: recent::RecentChanges,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -49,6 +51,8 @@ pub struct LocalWrite {
     pub kinds: Vec<ChangeKind>,
     pub heads: Vec<Head>,
     pub batch: Batch,
+    /// Log entries still to stamp and write (see `RoomSet::record`).
+    pub log_rest: Vec<LogEntry>,
 }
 
 /// The result of applying remote changes.
@@ -60,6 +64,8 @@ pub struct RemoteWrite {
     pub refused: Vec<(Head, Refusal)>,
     pub kinds: Vec<ChangeKind>,
     pub batch: Batch,
+    /// Log entries still to stamp and write (see `RoomSet::record`).
+    pub log_rest: Vec<LogEntry>,
 }
 
 pub fn head(hash: &ChangeHash) -> Head {
@@ -107,6 +113,7 @@ impl RoomSet {
             hot: LruCache::new(hot_rooms),
             tree,
             purged,
+            recent: recent::RecentChanges::default(),
         })
     }
 
@@ -192,15 +199,28 @@ impl RoomSet {
         Ok(hot.doc.changes_since(&have))
     }
 
-    /// One change of a room by hash (for serving the change log).
-    pub fn change(
+    /// The changes of a room among `hashes` (for serving the change log):
+    /// recent ones from memory, the rest rebuilt by automerge.
+    pub fn changes_by_hash(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
-        hash: &Head,
-    ) -> Result<Option<Change>, Error> {
-        let hash = ChangeHash(hash.0);
-        Ok(self.load(store, room)?.and_then(|h| h.doc.change(&hash)))
+        hashes: &[Head],
+    ) -> Result<Vec<Change>, Error> {
+        let mut found = Vec::with_capacity(hashes.len());
+        let mut missing = Vec::new();
+        for hash in hashes.iter().map(|h| ChangeHash(h.0)) {
+            match self.recent.get(&hash) {
+                Some(change) => found.push(change.clone()),
+                None => missing.push(hash),
+            }
+        }
+        if !missing.is_empty() {
+            if let Some(hot) = self.load(store, room)? {
+                found.extend(hot.doc.changes_by_hash(&missing));
+            }
+        }
+        Ok(found)
     }
 
     /// Removes a room from storage, keeping a marker so that stale replicas'
@@ -385,12 +405,13 @@ impl RoomSet {
         hot.persist(&changes, &mut batch);
         index_updates(room, &before, &after, &mut batch);
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
-        self.record(room, &heads, &changes, ctx.stamp, &mut batch);
+        let log_rest = self.record(room, &heads, &changes, ctx.stamp, &mut batch);
         Ok(LocalWrite {
             changes,
             kinds,
             heads,
             batch,
+            log_rest,
         })
     }
 
@@ -475,7 +496,7 @@ impl RoomSet {
             &mut write.batch,
         );
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
-        self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
+        write.log_rest = self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
         write.applied = applied.applied;
         Ok(write)
     }
@@ -504,7 +525,9 @@ impl RoomSet {
         }
     }
 
-    /// Updates the room's digest item and appends a change-log entry.
+    /// Updates the room's digest item and appends a change-log entry
+    /// under `stamp`. Returns the entries still to log when the changes
+    /// are too many for one (`LogEntry::pieces`): the caller stamps them.
     fn record(
         &mut self,
         room: &RoomId,
@@ -512,20 +535,19 @@ impl RoomSet {
         changes: &[Change],
         stamp: Timestamp,
         batch: &mut Batch,
-    ) {
+    ) -> Vec<LogEntry> {
         if changes.is_empty() {
-            return;
+            return Vec::new();
         }
+        self.recent.add(changes);
         let item = room_item(room, heads);
         self.tree.set(room, item);
         batch.put(keys::digest(room), item.to_vec());
-        let entry = LogEntry {
-            room: room.clone(),
-            hashes: changes.iter().map(|c| Head(c.hash().0)).collect(),
-        };
-        // LogEntry holds only ids and fixed arrays: postcard cannot fail on it.
-        let value = postcard::to_stdvec(&entry).expect("log entry serializes");
-        batch.put(keys::log(&stamp), value);
+        let mut pieces = LogEntry::pieces(room, changes).into_iter();
+        if let Some(first) = pieces.next() {
+            first.put(&stamp, batch);
+        }
+        pieces.collect()
     }
 }
 

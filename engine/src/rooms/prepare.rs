@@ -190,7 +190,7 @@ impl RoomSet {
             &mut write.batch,
         );
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
-        self.record(&room, &heads, &prepared.applied, stamp, &mut write.batch);
+        write.log_rest = self.record(&room, &heads, &prepared.applied, stamp, &mut write.batch);
         write.applied = prepared.applied;
         Ok(Installed::Done(write))
     }
