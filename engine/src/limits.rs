@@ -103,6 +103,9 @@ pub const COMMANDS_PER_TURN_MAX: usize = 256;
 /// its sender look silent). Bounded so a flood cannot hold timers back.
 pub const NETWORK_CATCH_UP_MAX: usize = 256;
 
+/// Longest the driver spends on that catch-up before it runs the timer.
+pub const NETWORK_CATCH_UP_MS: u64 = 50;
+
 /// Pushes held while no peer is subscribed to the push topic yet (past it
 /// they are sent by request instead).
 pub const UNSENT_PUSHES_MAX: usize = 256;
@@ -167,7 +170,8 @@ pub const LOG_ENTRY_BYTES_MAX: usize = SYNC_BATCH_BYTES_MAX;
 /// Bytes of recently applied changes kept in memory to answer peers'
 /// since-requests without rebuilding them from automerge (`rooms::recent`):
 /// at 1 000 join-sized writes a second, about the last 13 s, and a whole
-/// import of the largest room.
+/// import of the largest room. Counted in change bytes: each entry's
+/// decoded header and the maps add roughly as much again.
 pub const RECENT_CHANGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Most rooms named in one message (requests for changes, leaves, pushes).

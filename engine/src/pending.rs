@@ -53,7 +53,9 @@ impl Engine {
     /// Hands `op` to the replica and returns without waiting for it. Writes
     /// begun from one thread apply in the order begun; each succeeds or
     /// fails on its own (a refused write does not stop the next). Blocks
-    /// only while the driver's queue is full (`COMMAND_QUEUE_MAX`).
+    /// only while the driver's queue is full (`COMMAND_QUEUE_MAX`): like
+    /// every call of [`Engine`], call it from a thread that may block (in
+    /// async code, `spawn_blocking`), then `.await` the answer anywhere.
     pub fn begin_write(&self, room: &RoomId, op: RoomOp) -> Result<PendingWrite> {
         let (reply, answer) = oneshot::channel();
         let write = Write::Local {

@@ -197,6 +197,15 @@ fn verify(dir: &Path, acks: &Acks) {
                 snapshot.sessions.contains_key(s),
                 "acknowledged session {s} is missing from room {id}"
             );
+            // A pipelined batch (odd sessions) landed whole: joined and active.
+            let odd = s.as_str()[1..].parse::<usize>().is_ok_and(|n| n % 2 == 1);
+            if id.as_str().contains("-pipe-") && odd {
+                assert_eq!(
+                    snapshot.sessions[s].state,
+                    SessionState::Active,
+                    "batch for {s} in room {id} landed in part"
+                );
+            }
         }
     }
 }

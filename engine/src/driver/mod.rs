@@ -28,7 +28,9 @@ use crate::engine::Clock;
 use crate::error::Error;
 use crate::events::ChangeEvent;
 use crate::hlc::Timestamp;
-use crate::limits::{COMMANDS_PER_TURN_MAX, NETWORK_CATCH_UP_MAX, REOPEN_RETRY_MS};
+use crate::limits::{
+    COMMANDS_PER_TURN_MAX, NETWORK_CATCH_UP_MAX, NETWORK_CATCH_UP_MS, REOPEN_RETRY_MS,
+};
 use crate::replica::{Event, Input, Output, Replica};
 use crate::room::RoomOp;
 use crate::storage::{Kv, StorageError};
@@ -218,7 +220,9 @@ impl<T: Transport> Driver<T> {
                 () = sleep => {
                     if self.reopen() {
                         self.catch_up_network().await;
-                        self.input(Input::Tick);
+                        if self.broken.is_none() {
+                            self.input(Input::Tick);
+                        }
                     }
                 }
             }
@@ -230,9 +234,17 @@ impl<T: Transport> Driver<T> {
     /// thread) move what reached the sockets while the driver was busy, and
     /// takes every input that is ready. Otherwise a probe whose answer
     /// arrived in time, but was not yet read, would time out.
+    /// Bounded in count and in time, and settled before the timer runs,
+    /// so what these inputs answer (a probe's ack) leaves first.
     async fn catch_up_network(&mut self) {
+        let started = self.clock.now_ms();
         let mut idle = 0;
         for _ in 0..NETWORK_CATCH_UP_MAX {
+            if self.broken.is_some()
+                || self.clock.now_ms().saturating_sub(started) > NETWORK_CATCH_UP_MS
+            {
+                break;
+            }
             tokio::task::yield_now().await;
             match self.transport.next().now_or_never() {
                 Some(Some(input)) => {
@@ -246,6 +258,7 @@ impl<T: Transport> Driver<T> {
                 None => break,
             }
         }
+        self.settle();
     }
 
     fn input(&mut self, input: Input) {

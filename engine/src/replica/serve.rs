@@ -283,10 +283,13 @@ impl Replica {
                     base: self.store.as_ref(),
                     staged: &self.staged,
                 };
-                let list: Vec<ByteBuf> = self
-                    .rooms
-                    .changes_by_hash(&view, &entry.room, &wanted)
-                    .unwrap_or_default()
+                let Ok(changes) = self.rooms.changes_by_hash(&view, &entry.room, &wanted) else {
+                    // The room did not load: answer what we have, and let
+                    // the asker come back for this entry.
+                    self.stats.storage_errors += 1;
+                    break 'pages;
+                };
+                let list: Vec<ByteBuf> = changes
                     .iter()
                     .map(|change| ByteBuf::from(change.raw_bytes().to_vec()))
                     .collect();

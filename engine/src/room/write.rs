@@ -248,8 +248,16 @@ fn batch(
             ));
         }
         kinds.extend(apply(tx, objs, ctx, op, live_sessions)?);
-        if matches!(op, RoomOp::Join { .. }) {
-            live_sessions += 1;
+        // What the capacity check of a later join counts, as the cached
+        // reading would after each op (a refused op refused the batch).
+        match op {
+            RoomOp::Join { .. } => live_sessions += 1,
+            RoomOp::Leave { .. }
+            | RoomOp::SetState {
+                state: SessionState::Left,
+                ..
+            } => live_sessions = live_sessions.saturating_sub(1),
+            _ => {}
         }
     }
     Ok(kinds)

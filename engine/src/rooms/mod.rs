@@ -207,20 +207,24 @@ impl RoomSet {
         room: &RoomId,
         hashes: &[Head],
     ) -> Result<Vec<Change>, Error> {
-        let mut found = Vec::with_capacity(hashes.len());
-        let mut missing = Vec::new();
-        for hash in hashes.iter().map(|h| ChangeHash(h.0)) {
-            match self.recent.get(&hash) {
-                Some(change) => found.push(change.clone()),
-                None => missing.push(hash),
-            }
-        }
+        let hashes: Vec<ChangeHash> = hashes.iter().map(|h| ChangeHash(h.0)).collect();
+        let missing: Vec<ChangeHash> = hashes
+            .iter()
+            .filter(|h| self.recent.get(h).is_none())
+            .copied()
+            .collect();
+        let mut rebuilt: std::collections::HashMap<ChangeHash, Change> = Default::default();
         if !missing.is_empty() {
             if let Some(hot) = self.load(store, room)? {
-                found.extend(hot.doc.changes_by_hash(&missing));
+                let changes = hot.doc.changes_by_hash(&missing);
+                rebuilt.extend(changes.into_iter().map(|c| (c.hash(), c)));
             }
         }
-        Ok(found)
+        // In the order asked (the log's: dependencies first).
+        Ok(hashes
+            .iter()
+            .filter_map(|h| rebuilt.remove(h).or_else(|| self.recent.get(h).cloned()))
+            .collect())
     }
 
     /// Removes a room from storage, keeping a marker so that stale replicas'
