@@ -62,11 +62,6 @@ fn crash_child() {
 /// Creates rooms and joins sessions into them, printing an `ACK` line after
 /// each acknowledged write. Stops only at the deadline or when stdout is gone.
 fn write_until_killed(engine: &Engine, round: &str, thread: usize, started: Instant) {
-    let ack = |room: &RoomId, session: Option<&SessionId>| -> bool {
-        let session = session.map_or("-", SessionId::as_str);
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ACK {room} {session}").is_ok() && out.flush().is_ok()
-    };
     for counter in 0u64.. {
         if started.elapsed() > CHILD_DEADLINE {
             return;
@@ -97,10 +92,6 @@ const PIPELINE_DEPTH: usize = 32;
 /// batch that joins and sets the session live), and an `ACK` is printed as
 /// each one resolves.
 fn pipeline_until_killed(engine: &Engine, round: &str, started: Instant) {
-    let ack = |room: &RoomId, session: &SessionId| -> bool {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ACK {room} {session}").is_ok() && out.flush().is_ok()
-    };
     for counter in 0u64.. {
         if started.elapsed() > CHILD_DEADLINE {
             return;
@@ -113,7 +104,7 @@ fn pipeline_until_killed(engine: &Engine, round: &str, started: Instant) {
         engine
             .create_room(&id, &tenant("crash"), config)
             .expect("create is acknowledged");
-        if !ack_room(&id) {
+        if !ack(&id, None) {
             return;
         }
         let mut in_flight = Vec::new();
@@ -136,16 +127,19 @@ fn pipeline_until_killed(engine: &Engine, round: &str, started: Instant) {
         }
         for (session, pending) in in_flight {
             pending.wait().expect("a pipelined join is acknowledged");
-            if !ack(&id, &session) {
+            if !ack(&id, Some(&session)) {
                 return;
             }
         }
     }
 }
 
-fn ack_room(room: &RoomId) -> bool {
+/// Prints the `ACK` line of one acknowledged write (`-`: the room's
+/// creation); false once stdout is gone.
+fn ack(room: &RoomId, session: Option<&SessionId>) -> bool {
+    let session = session.map_or("-", SessionId::as_str);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "ACK {room} -").is_ok() && out.flush().is_ok()
+    writeln!(out, "ACK {room} {session}").is_ok() && out.flush().is_ok()
 }
 
 /// Acknowledged writes: each room, with the sessions acknowledged in it.
