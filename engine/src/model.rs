@@ -25,6 +25,29 @@ pub struct RoomSnapshot {
 }
 
 impl RoomSnapshot {
+    /// A copy without the sessions that left at or before `left_before_ms`
+    /// (wall time of their leave's HLC stamp): what a reader sees once the
+    /// retention period (`session_retention_ms`) has passed since a leave.
+    /// Copies only what it keeps.
+    pub fn pruned(&self, left_before_ms: u64) -> RoomSnapshot {
+        RoomSnapshot {
+            id: self.id.clone(),
+            schema_version: self.schema_version,
+            tenant: self.tenant.clone(),
+            created_at_ms: self.created_at_ms,
+            lifecycle: self.lifecycle,
+            config: self.config.clone(),
+            permissions: self.permissions.clone(),
+            sessions: self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.departed_by(left_before_ms))
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect(),
+            counters: self.counters,
+        }
+    }
+
     /// Sessions that have not left.
     pub fn live_sessions(&self) -> impl Iterator<Item = (&SessionId, &CallSession)> {
         self.sessions
@@ -115,6 +138,17 @@ pub struct CallSession {
     /// blake3 of the client's resume token, hex. The token itself is never stored.
     pub resume_token_hash: Option<String>,
     pub state: SessionState,
+    /// When the session left: the wall time (ms) of its leave's HLC stamp
+    /// (the newest, if several replicas wrote one). Absent while live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_at_ms: Option<u64>,
+}
+
+impl CallSession {
+    /// Whether the session left at or before `left_before_ms`.
+    pub fn departed_by(&self, left_before_ms: u64) -> bool {
+        self.state == SessionState::Left && self.left_at_ms.is_some_and(|at| at <= left_before_ms)
+    }
 }
 
 /// Which media node hosts a call. Conflicts resolve to the max of

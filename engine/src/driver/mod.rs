@@ -286,6 +286,7 @@ impl<T: Transport> Driver<T> {
                 // A read must not reveal a write that a crash could still
                 // take back.
                 self.settle();
+                self.replica.observe_time(self.clock.now_ms());
                 match &self.broken {
                     Some(err) => query(Err(Error::Storage(err.clone()))),
                     None => query(Ok(&mut QueryCtx {

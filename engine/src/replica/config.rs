@@ -50,6 +50,12 @@ pub struct ReplicaConfig {
     /// An ended room is purged after this long even if some replica never
     /// acknowledged the end (it is down, or gone).
     pub purge_horizon_ms: u64,
+    /// A session that left stays in readings of its room this long after
+    /// its leave's HLC stamp, then leaves the room JSON (its counters stay).
+    /// 10 minutes: long enough for a client's late resume or a late write
+    /// to get "has left" rather than silence, short enough that a room with
+    /// thousands of joins a day lists only who is there.
+    pub session_retention_ms: u64,
     /// How often ended-but-not-purged rooms are announced (`EndAck`).
     pub end_ack_interval_ms: u64,
     /// Incident-journal entries kept (the oldest are dropped). 10 000 keeps
@@ -107,6 +113,7 @@ impl ReplicaConfig {
             log_retention_ms: 3_600_000,
             log_trim_interval_ms: 10_000,
             purge_horizon_ms: 24 * 3_600_000,
+            session_retention_ms: 600_000,
             end_ack_interval_ms: 5_000,
             journal_entries_max: 10_000,
             seed: 0,

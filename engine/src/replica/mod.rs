@@ -227,6 +227,13 @@ impl Replica {
         self.outputs.pop_front()
     }
 
+    /// Moves this replica's clock to `now_ms` (never backwards) without an
+    /// input: reads between inputs (which session left long enough ago to
+    /// leave the room JSON) then go by the driver's clock.
+    pub fn observe_time(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
     pub fn handle_input(&mut self, now_ms: u64, input: Input) {
         // Time never goes backwards, whatever the driver's clock does.
         self.now_ms = self.now_ms.max(now_ms);

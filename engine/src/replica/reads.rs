@@ -28,13 +28,29 @@ impl Replica {
         self.rooms.tree().root()
     }
 
-    /// Reads a room (through writes not yet handed to the driver).
+    /// Reads a room (through writes not yet handed to the driver), without
+    /// the sessions that left more than `session_retention_ms` ago by this
+    /// replica's clock.
     pub fn room(&mut self, room: &RoomId) -> Result<Option<crate::model::RoomSnapshot>, Error> {
+        let left_before = self.now_ms.saturating_sub(self.config.session_retention_ms);
+        self.room_as_of(room, Some(left_before))
+    }
+
+    /// Reads a room without the sessions that left at or before
+    /// `left_before_ms` (`None`: every session the document still holds).
+    /// Checks that must tell a departed session from an unknown one (a
+    /// resume) read with `None`; a simulator compares replicas whose
+    /// clocks differ with one common bound.
+    pub fn room_as_of(
+        &mut self,
+        room: &RoomId,
+        left_before_ms: Option<u64>,
+    ) -> Result<Option<crate::model::RoomSnapshot>, Error> {
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        self.rooms.snapshot(&view, room)
+        self.rooms.snapshot(&view, room, left_before_ms)
     }
 
     pub fn heads(&mut self, room: &RoomId) -> Result<Vec<crate::model::Head>, Error> {

@@ -3,6 +3,7 @@
 //!
 //! This module is pure: no storage, no clock, no randomness.
 
+pub mod compact;
 pub mod import;
 pub mod inflate;
 mod op;
@@ -173,6 +174,21 @@ impl RoomDoc {
         let snap = read::snapshot(&self.doc, &self.id)?;
         self.cache = Some(snap.clone());
         Ok(snap)
+    }
+
+    /// The room after every conflict rule, without the sessions that left
+    /// at or before `left_before_ms`. Copies only what it returns.
+    pub fn reading(&mut self, left_before_ms: Option<u64>) -> Result<RoomSnapshot, Error> {
+        let Some(before) = left_before_ms else {
+            return self.snapshot();
+        };
+        if self.cache.is_none() {
+            self.cache = Some(read::snapshot(&self.doc, &self.id)?);
+        }
+        match &self.cache {
+            Some(snap) => Ok(snap.pruned(before)),
+            None => self.snapshot(),
+        }
     }
 
     /// The ids of the genesis maps; they never change, so they are cached.

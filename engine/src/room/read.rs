@@ -124,7 +124,7 @@ pub fn map_obj<R: ReadDoc>(doc: &R, parent: &ObjId, key: &str) -> Option<ObjId> 
 }
 
 /// Every concurrent string value at `key`.
-fn all_strings<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Vec<String> {
+pub(super) fn all_strings<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Vec<String> {
     let values = doc.get_all(obj, key).unwrap_or_default();
     values
         .into_iter()
@@ -178,6 +178,16 @@ pub fn session_state<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<SessionStat
         .into_iter()
         .max_by_key(|(stamp, _)| *stamp)
         .map(|(_, v)| v)
+}
+
+/// The wall time of the newest `left` value's stamp: when the session left.
+fn left_at<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<u64> {
+    all_strings(doc, session, s::STATE)
+        .iter()
+        .filter_map(|text| s::decode_stamped::<SessionState>(text))
+        .filter(|(_, state)| *state == SessionState::Left)
+        .map(|(stamp, _)| stamp.wall_ms)
+        .max()
 }
 
 /// Ended if any replica wrote an end marker (ending is terminal).
@@ -246,6 +256,7 @@ pub fn session<R: ReadDoc>(doc: &R, obj: &ObjId) -> Option<CallSession> {
         tracks: tracks(doc, obj),
         resume_token_hash: all_strings(doc, obj, s::RESUME_HASH).into_iter().max(),
         state: session_state(doc, obj)?,
+        left_at_ms: left_at(doc, obj),
     })
 }
 

@@ -18,6 +18,8 @@ pub const ATTRS: &str = "attrs";
 pub const PERMISSIONS: &str = "permissions";
 pub const SESSIONS: &str = "sessions";
 pub const COUNTERS: &str = "counters";
+/// Written only by a compacted generation's base change: its number.
+pub const GENERATION: &str = "generation";
 
 // meta.*
 pub const TENANT: &str = "tenant";
@@ -58,6 +60,24 @@ pub fn genesis_actor(room: &RoomId) -> ActorId {
     hasher.update(room.as_str().as_bytes());
     let digest = hasher.finalize();
     ActorId::from(&digest.as_bytes()[..16])
+}
+
+/// The actor of the base change that starts a compacted generation of
+/// `room`, derived from the room and the compaction's request alone so that
+/// every replica compacting at that request writes the very same change.
+pub fn base_actor(room: &RoomId, request: &automerge::ChangeHash) -> ActorId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"chorus-base-v1\0");
+    hasher.update(room.as_str().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(&request.0);
+    let digest = hasher.finalize();
+    ActorId::from(&digest.as_bytes()[..16])
+}
+
+/// The HLC stamp of a stamped value, without parsing its JSON.
+pub fn stamp_of(text: &str) -> Option<Timestamp> {
+    Timestamp::parse(text.get(..TIMESTAMP_TEXT_LEN)?)
 }
 
 /// `"<hlc>|<json>"`: a value that merges last-writer-wins by its HLC stamp.

@@ -329,13 +329,15 @@ impl RoomSet {
 
     /// Reads a room; `Ok(None)` if unknown (or known only by changes whose
     /// genesis has not arrived yet).
+    /// Sessions that left at or before `left_before_ms` are left out.
     pub fn snapshot(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
+        left_before_ms: Option<u64>,
     ) -> Result<Option<RoomSnapshot>, Error> {
         match self.load(store, room)? {
-            Some(hot) if !hot.doc.is_empty() => hot.doc.snapshot().map(Some),
+            Some(hot) if !hot.doc.is_empty() => hot.doc.reading(left_before_ms).map(Some),
             _ => Ok(None),
         }
     }

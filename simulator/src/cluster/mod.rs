@@ -522,9 +522,16 @@ impl Cluster {
         }
     }
 
-    /// A room as node `i` sees it.
+    /// A room as node `i` sees it, with every session its document holds:
+    /// replicas whose clocks differ would otherwise hide a departed session
+    /// at different moments, and the invariants compare readings.
     pub fn room(&mut self, i: usize, room: &RoomId) -> Option<RoomSnapshot> {
-        self.nodes[i].replica.as_mut()?.room(room).ok().flatten()
+        self.nodes[i]
+            .replica
+            .as_mut()?
+            .room_as_of(room, None)
+            .ok()
+            .flatten()
     }
 
     /// Node `i`'s heads of a room (`None` if the node is down or the read fails).
