@@ -364,6 +364,69 @@ fn writes_concurrent_with_the_cut_keep_their_meaning() {
     );
 }
 
+/// A replica that has not compacted yet receives a peer's compacted room
+/// (its base, then its carried tail and new writes): it compacts at the same
+/// cut itself, checks the base, and ends with the same history.
+#[test]
+fn a_peers_base_makes_a_replica_compact_first() {
+    use Action::*;
+    let mut world = World::new();
+    for a in [
+        Join(0),
+        Join(1),
+        Sync(1, 0),
+        Leave(0, 0),
+        Sync(0, 1),
+        Sync(0, 2),
+    ] {
+        world.run(&a);
+    }
+    let request = world
+        .write(
+            0,
+            RoomOp::RequestCompaction {
+                request: chorus_engine::room::compact::Request {
+                    generation: 1,
+                    prune_before_ms: START_MS + world.step * 10,
+                },
+            },
+        )
+        .expect("the request is written");
+    world.sync(0, 1);
+    world.sync(0, 2);
+    world.run(&Join(2)); // replica 2's tail, not seen by the others yet
+    world.docs[0]
+        .compact_at(request)
+        .expect("replica 0 compacts");
+    world.run(&Join(0)); // a write in the new generation
+                         // Replica 1 has not compacted: replica 0's history reaches it.
+    let theirs = world.docs[0].changes_since(&[]);
+    let outcome = world.docs[1]
+        .apply_remote(theirs, Intake::EachChange)
+        .expect("applies");
+    assert!(outcome.compacted.is_some(), "replica 1 compacted first");
+    assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+    assert_eq!(world.docs[1].heads(), world.docs[0].heads());
+    assert_eq!(world.docs[1].generation(), 1);
+    // Replica 2 hands its tail to replica 0, which lacks it: replica 2
+    // compacts on receiving replica 0's history, then its carried change
+    // reaches replica 0 as a new-generation change.
+    let theirs = world.docs[0].changes_since(&[]);
+    let outcome = world.docs[2]
+        .apply_remote(theirs, Intake::EachChange)
+        .expect("applies");
+    assert!(outcome.compacted.is_some());
+    world.sync(2, 0);
+    world.sync(0, 1);
+    let read = |i: usize, world: &mut World| world.docs[i].snapshot().expect("reads");
+    let zero = read(0, &mut world);
+    assert_eq!(read(1, &mut world), zero);
+    assert_eq!(read(2, &mut world), zero);
+    assert_eq!(zero.counters.joins, 4);
+    // The session that left before the cut is gone; replica 2's join is not.
+    assert_eq!(zero.sessions.len(), 3, "{:?}", zero.sessions.keys());
+}
+
 #[test]
 fn a_long_churn_compacts_to_the_live_sessions() {
     let mut world = World::new();

@@ -91,3 +91,71 @@ fn a_departed_session_leaves_the_reading_after_the_retention_and_stays_left() {
     let snap = engine.room(&r).expect("read").expect("room");
     assert!(!snap.sessions.contains_key(&session("gone")));
 }
+
+/// A single replica (no peers to wait for) compacts a churning room on its
+/// own; its export, a compacted document, imports into a fresh replica and
+/// reads the same there.
+#[test]
+fn a_lone_replica_compacts_and_its_export_imports_elsewhere() {
+    let mut config = EngineConfig::new(node("alone"));
+    config.replica.history_changes_max = 100;
+    config.replica.end_ack_interval_ms = 20;
+    config.replica.session_retention_ms = 0;
+    let engine = Engine::in_memory(config).expect("engine opens");
+    let r = room("lobby");
+    engine
+        .write(
+            &r,
+            RoomOp::Create {
+                tenant: tenant("t"),
+                config: RoomConfig::default(),
+            },
+        )
+        .expect("create");
+    for i in 0..300 {
+        let id = format!("s{i}");
+        engine
+            .write(
+                &r,
+                RoomOp::Join {
+                    request: join_request(&id, "u", "sfu-1"),
+                },
+            )
+            .expect("join");
+        if i % 10 != 0 {
+            engine
+                .write(
+                    &r,
+                    RoomOp::Leave {
+                        session: session(&id),
+                    },
+                )
+                .expect("leave");
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while engine.stats().expect("stats").compactions == 0 {
+        assert!(std::time::Instant::now() < deadline, "no compaction");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let bytes = engine.export_room(&r).expect("export");
+    let exported = automerge::Automerge::load(&bytes).expect("loads");
+    let changes = exported.get_changes(&[]).len();
+    assert!(changes < 300, "{changes} changes after compacting 571");
+    let snap = engine.room(&r).expect("read").expect("room");
+    assert_eq!(snap.counters.joins, 300);
+    assert_eq!(snap.live_sessions().count(), 30);
+
+    let other = Engine::in_memory(EngineConfig::new(node("other"))).expect("engine opens");
+    other
+        .import_room_as(&r, &bytes)
+        .expect("a compacted export imports");
+    let theirs = other.room(&r).expect("read").expect("room");
+    let live = |s: &RoomSnapshot| -> Vec<SessionId> {
+        s.live_sessions().map(|(id, _)| id.clone()).collect()
+    };
+    assert_eq!(live(&theirs), live(&snap));
+    assert_eq!(theirs.counters, snap.counters);
+    let heads: Vec<Head> = exported.get_heads().iter().map(|h| Head(h.0)).collect();
+    assert_eq!(other.heads(&r).expect("heads"), heads);
+}

@@ -13,8 +13,11 @@ use common::{spawn_daemon, two_replicas};
 /// A room with `sessions` joins (half of them left), as automerge bytes.
 fn big_room(sessions: usize) -> Vec<u8> {
     use chorus_engine::*;
-    let engine = Engine::in_memory(EngineConfig::new(NodeId::parse("builder").expect("id")))
-        .expect("engine");
+    // The whole history, as a client holding the document since the room
+    // began would have it: the builder never compacts.
+    let mut config = EngineConfig::new(NodeId::parse("builder").expect("id"));
+    config.replica.history_changes_max = u64::MAX;
+    let engine = Engine::in_memory(config).expect("engine");
     let id = RoomId::parse("big").expect("id");
     let config = RoomConfig {
         max_participants: 10_000,

@@ -56,6 +56,10 @@ pub struct ReplicaConfig {
     /// to get "has left" rather than silence, short enough that a room with
     /// thousands of joins a day lists only who is there.
     pub session_retention_ms: u64,
+    /// A room whose history holds this many changes since its base is
+    /// compacted (`docs/protocol.md`). Writes cost more as the history
+    /// grows; a compaction costs about one pass over it.
+    pub history_changes_max: u64,
     /// How often ended-but-not-purged rooms are announced (`EndAck`).
     pub end_ack_interval_ms: u64,
     /// Incident-journal entries kept (the oldest are dropped). 10 000 keeps
@@ -73,6 +77,12 @@ pub struct ReplicaConfig {
     pub failure_detection: bool,
     /// Failure detection's timers and thresholds.
     pub detector: DetectorConfig,
+    /// Take part in history compaction (`docs/protocol.md`). Off only to
+    /// stand for an older build in a mixed-version test: such a replica
+    /// never says it can compact, so no room is compacted while it is a
+    /// member.
+    #[serde(skip)]
+    pub compaction: bool,
 
     // ---- re-homing and drains ---------------------------------------------
     /// This media node's region: re-homed calls stay in their region when a
@@ -114,10 +124,12 @@ impl ReplicaConfig {
             log_trim_interval_ms: 10_000,
             purge_horizon_ms: 24 * 3_600_000,
             session_retention_ms: 600_000,
+            history_changes_max: crate::limits::HISTORY_CHANGES_DEFAULT,
             end_ack_interval_ms: 5_000,
             journal_entries_max: 10_000,
             seed: 0,
             failure_detection: true,
+            compaction: true,
             detector: DetectorConfig::default(),
             region: RegionId::parse("default").expect("a valid region id"),
             capacity: 100,
@@ -138,6 +150,7 @@ impl ReplicaConfig {
             region: self.region.clone(),
             seed: self.seed,
             failure_detection: self.failure_detection,
+            compaction: self.compaction,
             ..from.clone()
         };
     }
@@ -150,6 +163,7 @@ impl ReplicaConfig {
             ("log_retention_ms", self.log_retention_ms),
             ("log_trim_interval_ms", self.log_trim_interval_ms),
             ("end_ack_interval_ms", self.end_ack_interval_ms),
+            ("history_changes_max", self.history_changes_max),
             ("detector.probe_period_ms", self.detector.probe_period_ms),
             ("detector.probe_rtt_ms", self.detector.probe_rtt_ms),
             (

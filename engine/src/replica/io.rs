@@ -177,6 +177,8 @@ pub enum Timer {
     PushFlush,
     RoundTimeout,
     EndAck,
+    /// History compaction's requests and acknowledgements.
+    Compaction,
     LogTrim,
     /// A SWIM timer (probe, indirect probe, suspicion).
     Membership,

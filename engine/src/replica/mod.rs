@@ -41,6 +41,7 @@
 //! ```
 
 mod catchup;
+mod compaction;
 pub mod config;
 mod failover;
 mod io;
@@ -132,6 +133,7 @@ pub struct Replica {
     /// failover and drains.
     outbox: push::Outbox,
     purge: purge::State,
+    compaction: compaction::State,
     anti_entropy: round::State,
     failover: failover::State,
     /// Entries in the incident journal (to keep it bounded).
@@ -170,6 +172,7 @@ impl Replica {
             outputs: VecDeque::new(),
             outbox: push::Outbox::default(),
             purge: purge::State::new(now_ms, &config),
+            compaction: compaction::State::new(now_ms, &config),
             anti_entropy: round::State::new(now_ms),
             failover: failover::State::new(now_ms),
             journal_len: 0,
@@ -295,7 +298,15 @@ impl Replica {
     }
 
     fn on_local_write(&mut self, id: u64, room: &RoomId, op: &RoomOp) {
-        let result = self.write_local(room, op);
+        let result = if matches!(op, RoomOp::RequestCompaction { .. }) {
+            // The replica decides when to compact (`compaction.rs`).
+            Err(Error::Invalid {
+                field: "op",
+                reason: "compaction requests are written by the replica itself".into(),
+            })
+        } else {
+            self.write_local(room, op)
+        };
         self.emit(Event::WriteDone { id, result });
     }
 
@@ -324,6 +335,7 @@ impl Replica {
                     (!write.changes.is_empty()).then(|| self.log_rest(stamp, write.log_rest));
                 self.after_change(room, Origin::Local, write.kinds, logged);
                 self.queue_push(room, &write.changes);
+                self.note_history(room);
                 Ok(ack)
             }
             Err(err) => {
@@ -368,8 +380,13 @@ impl Replica {
                 let kinds = std::mem::take(&mut write.kinds);
                 // `remote_apply` logs under `stamp` whenever it applied any.
                 let rest = std::mem::take(&mut write.log_rest);
-                let logged = (!write.applied.is_empty()).then(|| self.log_rest(stamp, rest));
+                let logged = (!write.applied.is_empty() || write.compacted)
+                    .then(|| self.log_rest(stamp, rest));
                 self.after_change(room, Origin::Remote, kinds, logged);
+                if write.compacted {
+                    self.compacted_by_peer(room);
+                }
+                self.note_history(room);
                 Some(write)
             }
             Err(err) => {
@@ -506,6 +523,7 @@ impl Replica {
             Body::Unavailable { round } => self.on_unavailable(from, round),
             Body::Purged { rooms } => self.on_purged(from, rooms),
             Body::EndAck { rooms } => self.on_end_ack(from, rooms),
+            Body::Compaction { ask, requests } => self.on_compaction(from, ask, requests),
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),
             Body::Drain { order } => self.on_peer_drain(from, order),

@@ -18,6 +18,8 @@ pub struct ReplicaStats {
     pub foreign_cluster: u64,
     pub clock_drift_refused: u64,
     pub local_writes: u64,
+    /// Rooms whose history this replica compacted (`room::compact`).
+    pub compactions: u64,
     /// Imports prepared off the replica's task that found their room
     /// changed meanwhile, and were merged in line instead.
     pub imports_in_line: u64,

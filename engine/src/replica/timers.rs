@@ -21,6 +21,9 @@ impl Replica {
         if !self.purge.ended.is_empty() {
             next.push((self.purge.next_end_ack_ms, Timer::EndAck));
         }
+        if self.compaction.busy() {
+            next.push((self.compaction.next_ms, Timer::Compaction));
+        }
         if self.config.failure_detection {
             next.push((self.failover.next_health_ms, Timer::Health));
             if let Some(at) = self.members.next_timer_ms() {
@@ -59,6 +62,10 @@ impl Replica {
         if now >= self.purge.next_end_ack_ms {
             self.announce_ended();
             self.purge.next_end_ack_ms = now + self.config.end_ack_interval_ms;
+        }
+        if self.compaction.busy() && now >= self.compaction.next_ms {
+            self.compaction_tick();
+            self.compaction.next_ms = now + self.config.end_ack_interval_ms;
         }
         if now >= self.purge.next_log_trim_ms {
             self.trim_log();

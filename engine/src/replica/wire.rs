@@ -179,6 +179,14 @@ pub enum Body {
     Health { report: HealthReport },
     /// An operator's drain order, spread at once (reports repeat it).
     Drain { order: DrainOrder },
+    /// History compaction (`docs/protocol.md`): "I can compact rooms" (the
+    /// version gate: an older build never sends this), and the request each
+    /// of these rooms will be compacted at, as far as I know. `ask`: answer
+    /// with yours (I have not heard from you yet).
+    Compaction {
+        ask: bool,
+        requests: Vec<(RoomId, WireHead)>,
+    },
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -283,6 +291,9 @@ impl Body {
                 check("purge proof bytes", longest, PURGE_PROOF_BYTES_MAX)
             }
             Body::EndAck { rooms } => check("rooms", rooms.len(), ROOMS_PER_MESSAGE_MAX),
+            Body::Compaction { requests, .. } => {
+                check("rooms", requests.len(), ROOMS_PER_MESSAGE_MAX)
+            }
             Body::SinceReq { known, .. } => check("known", known.len(), KNOWN_HASHES_MAX),
             Body::Swim { data } => check("swim bytes", data.len(), SWIM_PACKET_MAX),
             Body::Health { report } => check("drains", report.drains.len(), DRAIN_ORDERS_MAX),
@@ -313,6 +324,7 @@ impl Body {
             Body::Unavailable { .. } => "unavailable",
             Body::Purged { .. } => "purged",
             Body::EndAck { .. } => "end_ack",
+            Body::Compaction { .. } => "compaction",
             Body::Swim { .. } => "swim",
             Body::Health { .. } => "health",
             Body::Drain { .. } => "drain",

@@ -27,6 +27,7 @@ use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, ROOT};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::read::{self, map_obj, RootObjs};
 use super::schema as s;
@@ -34,6 +35,17 @@ use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::{RegionId, RoomId, SessionId, TenantId};
 use crate::model::{Permission, SessionState, Track, SCHEMA_VERSION};
+
+/// What a compaction request (`meta.compact`, stamped) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The generation the compaction starts.
+    pub generation: u64,
+    /// Sessions that left at or before this wall time (ms) are pruned: the
+    /// requester's clock minus its `session_retention_ms`, so every
+    /// replica prunes alike whatever its own settings.
+    pub prune_before_ms: u64,
+}
 
 /// Where a room's history is cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +104,35 @@ pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut) -> Result<Compacted, E
         base,
         carried,
     })
+}
+
+/// The generation and cut of `change` if it is a base of `room`.
+pub fn base_of(room: &RoomId, change: &Change) -> Option<(u64, ChangeHash)> {
+    if !change.deps().is_empty() {
+        return None;
+    }
+    let expanded = std::panic::catch_unwind(|| change.decode()).ok()?;
+    if !super::validate::is_base(room, change, &expanded) {
+        return None;
+    }
+    let mut generation = None;
+    let mut cut = None;
+    for op in &expanded.operations {
+        match (&op.obj, &op.key, &op.action) {
+            (ObjectId::Root, Key::Map(key), OpType::Put(ScalarValue::Uint(g)))
+                if key == s::GENERATION =>
+            {
+                generation = Some(*g)
+            }
+            (ObjectId::Root, Key::Map(key), OpType::Put(ScalarValue::Str(text)))
+                if key == s::CUT =>
+            {
+                cut = text.parse::<ChangeHash>().ok()
+            }
+            _ => {}
+        }
+    }
+    Some((generation?, cut?))
 }
 
 /// `head` and every change it depends on, from change metadata alone.
@@ -164,6 +205,7 @@ fn write_base(
     tx.put(ROOT, s::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION))?;
     tx.put(ROOT, s::ROOM_ID, room.as_str())?;
     tx.put(ROOT, s::GENERATION, ScalarValue::Uint(cut.generation))?;
+    tx.put(ROOT, s::CUT, cut.request.to_string())?;
     let meta = tx.put_object(ROOT, s::META, ObjType::Map)?;
     copy::<TenantId>(tx, at, (&objs.meta, &meta), s::TENANT)?;
     copy::<u64>(tx, at, (&objs.meta, &meta), s::CREATED_AT)?;

@@ -56,7 +56,7 @@ pub fn unless_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
 /// replica already holds are skipped when applied).
 ///
 /// The document must hold the genesis change of the room it is imported
-/// as: `expected` when the caller names the room (the HTTP route does),
+/// as, or a compacted base of it (`room::compact`): `expected` when the caller names the room (the HTTP route does),
 /// else the one room its `room_id` names. Its changes are then validated
 /// like a peer's, all or nothing, when applied.
 pub fn decode(bytes: &[u8], expected: Option<&RoomId>) -> Result<(RoomId, Vec<Change>), Error> {
@@ -115,9 +115,31 @@ pub fn decode(bytes: &[u8], expected: Option<&RoomId>) -> Result<(RoomId, Vec<Ch
     Ok((room, doc.get_changes(&[])))
 }
 
+/// Whether `doc` starts where a history of `room` starts: at its genesis,
+/// or at a compacted base of it (its `cut` written by the base actor that
+/// room and cut derive; the validator checks the base itself).
 fn holds_genesis(doc: &Automerge, room: &RoomId) -> Result<bool, Error> {
     let hash = genesis_hash(room)?;
-    Ok(doc.get_change_meta_by_hash(&hash).is_some())
+    if doc.get_change_meta_by_hash(&hash).is_some() {
+        return Ok(true);
+    }
+    let based = doc
+        .get_all(ROOT, schema::CUT)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|(value, op)| {
+            let cut = match value {
+                Value::Scalar(s) => s
+                    .as_str()
+                    .and_then(|t| t.parse::<automerge::ChangeHash>().ok()),
+                Value::Object(_) => None,
+            };
+            let automerge::ObjId::Id(_, actor, _) = op else {
+                return false;
+            };
+            cut.is_some_and(|cut| actor == schema::base_actor(room, &cut))
+        });
+    Ok(based)
 }
 
 /// Every `room_id` string at the root, conflicts included.

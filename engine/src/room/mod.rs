@@ -4,6 +4,7 @@
 //! This module is pure: no storage, no clock, no randomness.
 
 pub mod compact;
+mod generation;
 pub mod import;
 pub mod inflate;
 mod op;
@@ -21,6 +22,7 @@ use std::num::NonZeroUsize;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use lru::LruCache;
 
+pub use generation::Switch;
 pub use op::RoomOp;
 pub use validate::Refusal;
 pub use write::WriteCtx;
@@ -67,6 +69,8 @@ pub struct RemoteApply {
     /// Changes refused by validation, with the reason (none applied when
     /// the intake is `Whole`).
     pub refused: Vec<(ChangeHash, Refusal)>,
+    /// A peer's base made this replica compact the room first.
+    pub compacted: Option<Switch>,
 }
 
 /// How a batch of changes from outside is taken.

@@ -57,6 +57,12 @@ pub enum RoomOp {
     Batch {
         ops: Vec<RoomOp>,
     },
+    /// Asks every replica to compact the room's history (written by the
+    /// replica itself, never by a caller: see `room::compact`).
+    #[serde(skip)]
+    RequestCompaction {
+        request: super::compact::Request,
+    },
 }
 
 impl RoomOp {

@@ -26,6 +26,7 @@ impl RoomDoc {
         intake: Intake,
     ) -> Result<RemoteApply, Error> {
         let mut outcome = RemoteApply::default();
+        let changes = self.adopt_newer_base(changes, &mut outcome)?;
         let batch: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
         for change in changes {
             let hash = change.hash();
@@ -129,6 +130,48 @@ impl RoomDoc {
             }
         }
         Ok(kept)
+    }
+
+    /// A peer's base of the next generation: this replica compacts at the
+    /// same cut itself (every replica holds it: each acknowledged the
+    /// request before anyone compacted) and checks that it computed the
+    /// very same base. A base for a cut not held here yet waits for the
+    /// next round (it is neither applied nor remembered as refused).
+    fn adopt_newer_base(
+        &mut self,
+        mut changes: Vec<Change>,
+        outcome: &mut RemoteApply,
+    ) -> Result<Vec<Change>, Error> {
+        if self.is_empty() {
+            return Ok(changes);
+        }
+        let generation = self.generation();
+        let Some(index) = changes.iter().position(|c| {
+            c.deps().is_empty()
+                && super::compact::base_of(&self.id, c).is_some_and(|(g, _)| g > generation)
+        }) else {
+            return Ok(changes);
+        };
+        let base = changes.remove(index);
+        let Some((_, cut)) = super::compact::base_of(&self.id, &base) else {
+            return Ok(changes);
+        };
+        if !self.has_change(&cut) {
+            outcome.dropped += 1;
+            return Ok(changes);
+        }
+        let switch = self.compact_at(cut)?;
+        if switch.base.hash() != base.hash() {
+            outcome.refused.push((
+                base.hash(),
+                Refusal {
+                    path: String::new(),
+                    reason: "a base that differs from the one computed here at its cut".into(),
+                },
+            ));
+        }
+        outcome.compacted = Some(switch);
+        Ok(changes)
     }
 
     /// Splits `ready` (in dependency order) into the changes that pass

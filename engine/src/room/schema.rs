@@ -18,13 +18,17 @@ pub const ATTRS: &str = "attrs";
 pub const PERMISSIONS: &str = "permissions";
 pub const SESSIONS: &str = "sessions";
 pub const COUNTERS: &str = "counters";
-/// Written only by a compacted generation's base change: its number.
+/// Written only by a compacted generation's base change: its number, and
+/// the hash (hex) of the request it was cut at.
 pub const GENERATION: &str = "generation";
+pub const CUT: &str = "cut";
 
 // meta.*
 pub const TENANT: &str = "tenant";
 pub const CREATED_AT: &str = "created_at";
 pub const ENDED: &str = "ended";
+/// A stamped compaction request (`room::compact::Request`).
+pub const COMPACT: &str = "compact";
 
 // config.*
 pub const MAX_PARTICIPANTS: &str = "max_participants";

@@ -68,6 +68,7 @@ impl Touched {
             | RoomOp::Unpublish { session: id, .. }
             | RoomOp::SetOwner { session: id, .. } => session(id),
             RoomOp::End => t.meta = true,
+            RoomOp::RequestCompaction { .. } => return t,
             RoomOp::Batch { ops } => return Self::of_batch(ops),
         }
         t.counters = true; // joins, leaves and moves bump counters

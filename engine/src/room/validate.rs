@@ -141,7 +141,12 @@ impl<'a> Validator<'a> {
         if change.actor_id() == &self.genesis_actor || change.hash() == self.genesis {
             // The genesis actor writes exactly one change, identical on
             // every replica; anything else under its name is a forgery.
-            return if change.hash() == self.genesis {
+            return if change.hash() == self.genesis && !self.doc.get_heads().is_empty() {
+                // The document holds no genesis yet is not empty: it starts
+                // at a compacted base, and the genesis belongs to a history
+                // it replaced.
+                Err(refuse("", "the genesis of a history compacted away"))
+            } else if change.hash() == self.genesis {
                 self.record_genesis(change);
                 self.max_ops.insert(change.hash(), change.max_op());
                 Ok(())
@@ -155,8 +160,15 @@ impl<'a> Validator<'a> {
         // take the media node down with it: a panic here is a refusal.
         let expanded = std::panic::catch_unwind(|| change.decode())
             .map_err(|_| refuse("", "the change cannot be decoded"))?;
+        let base = is_base(self.room, change, &expanded);
+        if base && !self.doc.get_heads().is_empty() {
+            // A replica holding the room compacts it itself (and checks the
+            // base it computes against this one): a base only starts an
+            // empty document.
+            return Err(refuse("", "a compacted base for a room already held"));
+        }
         let mut created = Vec::new();
-        let verdict = self.check_ops(&expanded, &mut created);
+        let verdict = self.check_ops(&expanded, &mut created, base);
         if verdict.is_ok() {
             self.max_ops.insert(change.hash(), change.max_op());
         }
@@ -174,6 +186,7 @@ impl<'a> Validator<'a> {
         &mut self,
         change: &automerge::ExpandedChange,
         created: &mut Vec<OpId>,
+        base: bool,
     ) -> Result<(), Refusal> {
         for (index, op) in change.operations.iter().enumerate() {
             let counter = change
@@ -191,7 +204,11 @@ impl<'a> Validator<'a> {
                     ))
                 }
             };
-            let verdict = check_op(&place, key, &op.action, op.pred.is_empty());
+            let verdict = if base {
+                check_base_op(self.room, &place, key, &op.action, op.pred.is_empty())
+            } else {
+                check_op(&place, key, &op.action, op.pred.is_empty())
+            };
             // The path is spelled out only for a refusal: this runs per op.
             let path = || {
                 format!("{}/{key}", place.path())
@@ -297,6 +314,66 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// Whether `change` is the base of a compacted generation of `room`: no
+/// dependencies, and written by the actor derived from the room and the
+/// request hash it names at the root (`room::compact`).
+pub fn is_base(room: &RoomId, change: &Change, expanded: &automerge::ExpandedChange) -> bool {
+    if !change.deps().is_empty() || change.seq() != 1 {
+        return false;
+    }
+    let cut = expanded
+        .operations
+        .iter()
+        .find_map(|op| match (&op.obj, &op.key, &op.action) {
+            (ObjectId::Root, Key::Map(key), OpType::Put(ScalarValue::Str(text)))
+                if key == s::CUT =>
+            {
+                text.parse::<ChangeHash>().ok()
+            }
+            _ => None,
+        });
+    cut.is_some_and(|cut| change.actor_id() == &s::base_actor(room, &cut))
+}
+
+/// One op of a base: the skeleton a genesis writes, with the room's values
+/// and counter totals in it; everything inside the maps obeys the usual
+/// rules.
+fn check_base_op(
+    room: &RoomId,
+    place: &Place,
+    key: &str,
+    action: &OpType,
+    overwrites_nothing: bool,
+) -> Result<Option<Place>, String> {
+    match (place, key, action) {
+        (Place::Root, s::SCHEMA, OpType::Put(ScalarValue::Uint(crate::model::SCHEMA_VERSION)))
+        | (Place::Root, s::GENERATION, OpType::Put(ScalarValue::Uint(_))) => Ok(None),
+        (Place::Root, s::ROOM_ID, OpType::Put(ScalarValue::Str(text)))
+            if text.as_str() == room.as_str() =>
+        {
+            Ok(None)
+        }
+        (Place::Root, s::CUT, OpType::Put(ScalarValue::Str(_))) => Ok(None),
+        (
+            Place::Root,
+            s::META | s::CONFIG | s::PERMISSIONS | s::SESSIONS | s::COUNTERS,
+            OpType::Make(ObjType::Map),
+        )
+        | (Place::Config, s::ATTRS, OpType::Make(ObjType::Map))
+            if overwrites_nothing =>
+        {
+            Ok(place.child(key))
+        }
+        (Place::Root, _, _) => Err(why("not part of a base's skeleton")),
+        (Place::Counters, _, OpType::Put(ScalarValue::Counter(c)))
+            if s::COUNTER_KEYS.contains(&key) && i64::from(c) >= 0 =>
+        {
+            Ok(None)
+        }
+        _ => check_op(place, key, action, overwrites_nothing),
+    }
+}
+
 /// One op's verdict. `Some(place)` when it creates a map at `place`.
 fn check_op(
     place: &Place,
@@ -325,6 +402,10 @@ fn check_op(
         Place::Meta => match key {
             s::TENANT => put(stamped::<TenantId>, "a stamped tenant id"),
             s::CREATED_AT | s::ENDED => put(stamped::<u64>, "a stamped time"),
+            s::COMPACT => put(
+                stamped::<crate::room::compact::Request>,
+                "a stamped compaction request",
+            ),
             _ => Err(why("not a field of meta")),
         },
         Place::Config => match key {

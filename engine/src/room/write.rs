@@ -108,6 +108,14 @@ pub fn apply(
         RoomOp::SetOwner { session, owner } => {
             super::session_write::set_owner(tx, objs, ctx, session, owner)
         }
+        RoomOp::RequestCompaction { request } => {
+            tx.put(
+                &objs.meta,
+                s::COMPACT,
+                s::encode_stamped(ctx.stamp, request),
+            )?;
+            Ok(Vec::new())
+        }
         RoomOp::End => {
             tx.put(
                 &objs.meta,
@@ -241,7 +249,10 @@ fn batch(
     }
     let mut kinds = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        if matches!(op, RoomOp::Create { .. } | RoomOp::Batch { .. }) {
+        if matches!(
+            op,
+            RoomOp::Create { .. } | RoomOp::Batch { .. } | RoomOp::RequestCompaction { .. }
+        ) {
             return Err(invalid(
                 "ops",
                 format!("operation {i}: a batch cannot create a room or hold a batch"),

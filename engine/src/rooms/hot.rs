@@ -40,6 +40,20 @@ impl HotRoom {
         })
     }
 
+    /// Stores the whole document anew (after a compaction replaced its
+    /// history): one snapshot, no chunks.
+    pub(super) fn rewrite(&mut self, batch: &mut Batch) {
+        let room = self.doc.id().clone();
+        let snapshot = self.doc.save();
+        self.snapshot_bytes = snapshot.len() as u64;
+        batch.put(keys::snapshot(&room), snapshot);
+        for seq in self.chunk_first..self.chunk_next {
+            batch.delete(keys::chunk(&room, seq));
+        }
+        self.chunk_first = self.chunk_next;
+        self.chunk_bytes = 0;
+    }
+
     /// Appends `changes` as one chunk, compacting into a fresh snapshot when
     /// the chunks have outgrown it (automerge-repo's rule), so a room's
     /// stored size stays within about twice its snapshot.

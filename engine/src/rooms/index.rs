@@ -72,7 +72,8 @@ pub(super) fn index_scope(op: &RoomOp) -> IndexScope {
         | RoomOp::SetPermission { .. }
         | RoomOp::RemovePermission { .. }
         | RoomOp::Publish { .. }
-        | RoomOp::Unpublish { .. } => IndexScope::Nothing,
+        | RoomOp::Unpublish { .. }
+        | RoomOp::RequestCompaction { .. } => IndexScope::Nothing,
     }
 }
 

@@ -55,6 +55,17 @@ pub struct LocalWrite {
     pub log_rest: Vec<LogEntry>,
 }
 
+/// The result of a compaction: the new history, what to persist and log.
+#[derive(Debug)]
+pub struct Compaction {
+    pub generation: u64,
+    /// The base, then the carried tail.
+    pub changes: Vec<Change>,
+    pub batch: Batch,
+    /// Log entries still to stamp and write (see `RoomSet::record`).
+    pub log_rest: Vec<LogEntry>,
+}
+
 /// The result of applying remote changes.
 #[derive(Debug, Default)]
 pub struct RemoteWrite {
@@ -66,6 +77,19 @@ pub struct RemoteWrite {
     pub batch: Batch,
     /// Log entries still to stamp and write (see `RoomSet::record`).
     pub log_rest: Vec<LogEntry>,
+    /// A peer's base made this replica compact the room first.
+    pub compacted: bool,
+}
+
+/// Where a room stands towards its next compaction.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionStatus {
+    pub history: u64,
+    pub generation: u64,
+    /// The request the next compaction cuts at, once one is written.
+    pub request: Option<ChangeHash>,
+    /// Not ended: an ended room is purged, not compacted.
+    pub active: bool,
 }
 
 pub fn head(hash: &ChangeHash) -> Head {
@@ -487,14 +511,30 @@ impl RoomSet {
             refused,
             ..RemoteWrite::default()
         };
-        if applied.applied.is_empty() {
+        if applied.applied.is_empty() && applied.compacted.is_none() {
             return Ok(write);
         }
+        let mut logged = applied.applied.clone();
+        write.compacted = applied.compacted.is_some();
+        let before = match &applied.compacted {
+            // Pruned sessions are gone from the history, not events.
+            Some(switch) => {
+                hot.rewrite(&mut write.batch);
+                logged.splice(
+                    0..0,
+                    std::iter::once(switch.base.clone()).chain(switch.carried.iter().cloned()),
+                );
+                before.map(|b| b.pruned(switch.prune_before_ms))
+            }
+            None => {
+                hot.persist(&applied.applied, &mut write.batch);
+                before
+            }
+        };
         let after = readable(&mut hot.doc)?;
         if let Some(after_snap) = &after {
             write.kinds = events::diff(before.as_ref(), after_snap);
         }
-        hot.persist(&applied.applied, &mut write.batch);
         index_updates(
             room,
             &IndexView::of(before.as_ref()),
@@ -502,9 +542,93 @@ impl RoomSet {
             &mut write.batch,
         );
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
-        write.log_rest = self.record(room, &heads, &applied.applied, stamp, &mut write.batch);
+        write.log_rest = self.record(room, &heads, &logged, stamp, &mut write.batch);
         write.applied = applied.applied;
         Ok(write)
+    }
+
+    /// Changes in a hot room's history (`None`: the room is not hot).
+    pub fn history_len(&self, room: &RoomId) -> Option<u64> {
+        self.hot.peek(room).map(|h| h.doc.history_len())
+    }
+
+    pub fn compaction_status(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+    ) -> Result<Option<CompactionStatus>, Error> {
+        let Some(hot) = self.load(store, room)? else {
+            return Ok(None);
+        };
+        if hot.doc.is_empty() {
+            return Ok(None);
+        }
+        let active = hot
+            .doc
+            .summary()
+            .is_some_and(|s| s.lifecycle == crate::model::Lifecycle::Active);
+        Ok(Some(CompactionStatus {
+            history: hot.doc.history_len(),
+            generation: hot.doc.generation(),
+            request: hot.doc.compaction_request().map(|(hash, _)| hash),
+            active,
+        }))
+    }
+
+    /// Compacts `room` at its pending request (`room::compact`), if it has
+    /// one: the stored history becomes the base and the carried tail, and
+    /// they are logged under `stamp` so that peers catching up since a
+    /// cursor receive them. `Ok(None)`: nothing to compact.
+    ///
+    /// Atomic like `local_write`.
+    pub fn compact(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        stamp: Timestamp,
+    ) -> Result<Option<Compaction>, Error> {
+        if self.purged.contains(room) || self.load(store, room)?.is_none() {
+            return Ok(None);
+        }
+        let heads = self.hot_heads(room);
+        let result = self.compact_hot(room, stamp);
+        self.evict_if_moved(room, heads, result.is_err());
+        result
+    }
+
+    fn compact_hot(
+        &mut self,
+        room: &RoomId,
+        stamp: Timestamp,
+    ) -> Result<Option<Compaction>, Error> {
+        let Some(hot) = self.hot.get_mut(room) else {
+            return Ok(None);
+        };
+        let Some((request, _)) = hot.doc.compaction_request() else {
+            return Ok(None);
+        };
+        let before = readable(&mut hot.doc)?;
+        let switch = hot.doc.compact_at(request)?;
+        let after = readable(&mut hot.doc)?;
+        let mut batch = Batch::default();
+        hot.rewrite(&mut batch);
+        index_updates(
+            room,
+            &IndexView::of(before.as_ref()),
+            &IndexView::of(after.as_ref()),
+            &mut batch,
+        );
+        let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
+        let generation = hot.doc.generation();
+        let mut changes = vec![switch.base];
+        changes.extend(switch.carried);
+        let log_rest = self.record(room, &heads, &changes, stamp, &mut batch);
+        Ok(Some(Compaction {
+            generation,
+            changes,
+            batch,
+            log_rest,
+        }))
     }
 
     fn hot_heads(&mut self, room: &RoomId) -> Vec<ChangeHash> {

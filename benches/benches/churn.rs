@@ -1,0 +1,408 @@
+//! A long-lived room: one room, N join+leave cycles, written in turn through
+//! three library replicas (real engines on sled in temp dirs, wired by an
+//! in-process transport), with a short session retention so that pruning
+//! and history compaction happen during the run. Reported, each against its
+//! baseline in the same run:
+//!
+//! (a) p50 and p99 of a join+leave pair over cycles 1,000–2,000 and over
+//!     the last 1,000, and their ratio; the longest pair;
+//! (b) the same writes with compaction off (`history_changes_max` at its
+//!     maximum), for the first cycles only: how a write's cost grows with
+//!     the room's past without it;
+//! (c) per replica after the run: compactions, changes in the history,
+//!     export bytes, stored bytes, the process's live heap per replica, and
+//!     the time to reopen the store and read the room; against a fresh room
+//!     holding the same live sessions;
+//! (d) that the three replicas converge (same heads, same reading).
+//!
+//! Run: `cargo bench -p chorus-benches --bench churn` (100 000 cycles;
+//! `CHORUS_BENCH_CYCLES` to change it). Without `--bench` (e.g. under
+//! `cargo test --benches`) it runs 3 000 cycles.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_engine::replica::Input;
+use chorus_engine::storage::SledKv;
+use chorus_engine::*;
+use tokio::sync::mpsc;
+
+/// Counts live heap bytes (`live_bytes`).
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; only a counter is
+// updated alongside.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const REPLICAS: usize = 3;
+/// The acceptance run's retention: short, so pruning happens in the run.
+const RETENTION_MS: u64 = 5_000;
+
+// ---- an in-process network --------------------------------------------------
+
+type Frame = (NodeId, Vec<u8>);
+
+/// Every frame reaches its peer at once, in order; no loss.
+struct Loopback {
+    me: NodeId,
+    peers: Vec<(NodeId, mpsc::UnboundedSender<Frame>)>,
+    inbox: mpsc::UnboundedReceiver<Frame>,
+    /// `PeerUp`s still to report.
+    up: Vec<NodeId>,
+}
+
+impl Transport for Loopback {
+    fn send(&mut self, to: &NodeId, bytes: Vec<u8>) {
+        for (id, tx) in &self.peers {
+            if id == to {
+                let _ = tx.send((self.me.clone(), bytes.clone()));
+            }
+        }
+    }
+
+    fn broadcast(&mut self, bytes: Vec<u8>) {
+        for (_, tx) in &self.peers {
+            let _ = tx.send((self.me.clone(), bytes.clone()));
+        }
+    }
+
+    fn datagram(&mut self, to: &NodeId, bytes: Vec<u8>) {
+        self.send(to, bytes);
+    }
+
+    async fn next(&mut self) -> Option<Input> {
+        if let Some(peer) = self.up.pop() {
+            return Some(Input::PeerUp { peer });
+        }
+        let (from, bytes) = self.inbox.recv().await?;
+        Some(Input::Message { from, bytes })
+    }
+
+    fn connected(&self) -> Vec<NodeId> {
+        self.peers.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId::parse(format!("r{i}")).expect("valid node id")
+}
+
+fn config(i: usize, history_changes_max: u64) -> EngineConfig {
+    let mut config = EngineConfig::new(node(i));
+    config.replica.peers = (0..REPLICAS).filter(|&j| j != i).map(node).collect();
+    config.replica.session_retention_ms = RETENTION_MS;
+    config.replica.history_changes_max = history_changes_max;
+    // Replication and compaction only: this measures a room's writes.
+    config.replica.failure_detection = false;
+    config
+}
+
+/// Three engines on sled in `dirs`, wired to each other.
+fn cluster(dirs: &[tempfile::TempDir], history_changes_max: u64) -> Vec<Engine> {
+    let channels: Vec<_> = (0..REPLICAS).map(|_| mpsc::unbounded_channel()).collect();
+    let senders: Vec<mpsc::UnboundedSender<Frame>> =
+        channels.iter().map(|(tx, _)| tx.clone()).collect();
+    channels
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, inbox))| {
+            let peers: Vec<(NodeId, mpsc::UnboundedSender<Frame>)> = (0..REPLICAS)
+                .filter(|&j| j != i)
+                .map(|j| (node(j), senders[j].clone()))
+                .collect();
+            let up = peers.iter().map(|(id, _)| id.clone()).collect();
+            let transport = Loopback {
+                me: node(i),
+                peers,
+                inbox,
+                up,
+            };
+            let kv = Arc::new(SledKv::open(dirs[i].path()).expect("sled opens"));
+            Engine::start(
+                kv,
+                config(i, history_changes_max),
+                Arc::new(SystemClock),
+                move || async move { Ok(transport) },
+            )
+            .expect("engine starts")
+        })
+        .collect()
+}
+
+fn room() -> RoomId {
+    RoomId::parse("standing-room").expect("valid room id")
+}
+
+fn join(i: usize) -> RoomOp {
+    RoomOp::Join {
+        request: JoinRequest {
+            session: SessionId::parse(format!("s{i}")).expect("valid session id"),
+            user: UserId::parse(format!("u{i}")).expect("valid user id"),
+            role: Role::Speaker,
+            owner: NodeId::parse("media-1").expect("valid node id"),
+            region: RegionId::parse("eu").expect("valid region id"),
+            resume_token: None,
+        },
+    }
+}
+
+fn leave(i: usize) -> RoomOp {
+    let session = SessionId::parse(format!("s{i}")).expect("valid session id");
+    RoomOp::Leave { session }
+}
+
+fn create(engine: &Engine) {
+    let tenant = TenantId::parse("bench").expect("valid tenant id");
+    engine
+        .write(
+            &room(),
+            RoomOp::Create {
+                tenant,
+                config: RoomConfig::default(),
+            },
+        )
+        .expect("create");
+    // One participant stays for the whole run.
+    engine.write(&room(), join(usize::MAX)).expect("join");
+}
+
+/// Join+leave pairs `from..to`, written in turn through the engines;
+/// returns each pair's time.
+fn churn(engines: &[Engine], from: usize, to: usize) -> Vec<Duration> {
+    (from..to)
+        .map(|i| {
+            let engine = &engines[i % engines.len()];
+            let start = Instant::now();
+            engine.write(&room(), join(i)).expect("join");
+            engine.write(&room(), leave(i)).expect("leave");
+            start.elapsed()
+        })
+        .collect()
+}
+
+fn quantile(pairs: &[Duration], q: f64) -> Duration {
+    let mut sorted = pairs.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn converge(engines: &[Engine]) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let heads: Vec<_> = engines
+            .iter()
+            .map(|e| {
+                let mut h = e.heads(&room()).expect("heads");
+                h.sort();
+                h
+            })
+            .collect();
+        if heads.iter().all(|h| *h == heads[0]) {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the three replicas did not converge within 60 s");
+}
+
+fn history_len(engine: &Engine) -> usize {
+    let bytes = engine.export_room(&room()).expect("export");
+    automerge::Automerge::load(&bytes)
+        .expect("an export loads")
+        .get_changes(&[])
+        .len()
+}
+
+/// Stored bytes, reopen-and-read time and live heap of a store holding
+/// only a fresh room with `live` sessions: the baseline of (c).
+fn fresh_room(live: usize) -> (u64, Duration, usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    let engine = Engine::open(dir.path(), config(0, u64::MAX)).expect("opens");
+    create(&engine);
+    for i in 0..live.saturating_sub(1) {
+        engine.write(&room(), join(i)).expect("join");
+    }
+    engine.room(&room()).expect("read");
+    let heap = LIVE_BYTES.load(Ordering::SeqCst).saturating_sub(before);
+    engine.stop().expect("stops");
+    let stored = dir_bytes(dir.path());
+    let start = Instant::now();
+    let engine = Engine::open(dir.path(), config(0, u64::MAX)).expect("reopens");
+    engine.room(&room()).expect("read");
+    let load = start.elapsed();
+    engine.stop().expect("stops");
+    (stored, load, heap)
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let cycles: usize = std::env::var("CHORUS_BENCH_CYCLES")
+        .ok()
+        .map(|v| v.parse().expect("CHORUS_BENCH_CYCLES is a number"))
+        .unwrap_or(if benchmarking { 100_000 } else { 3_000 });
+    let early = 5_000.min(cycles);
+    println!("churn: one room, join+leave pairs through {REPLICAS} replicas in turn, retention {RETENTION_MS} ms");
+
+    // (b) the baseline: compaction off, the first cycles only.
+    let dirs: Vec<_> = (0..REPLICAS)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let engines = cluster(&dirs, u64::MAX);
+    create(&engines[0]);
+    converge(&engines);
+    let off = churn(&engines, 0, early);
+    for e in engines {
+        e.stop().expect("stops");
+    }
+
+    // (a) compaction on, the whole run.
+    let dirs: Vec<_> = (0..REPLICAS)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let heap_before = LIVE_BYTES.load(Ordering::SeqCst);
+    let engines = cluster(&dirs, chorus_engine::limits::HISTORY_CHANGES_DEFAULT);
+    create(&engines[0]);
+    converge(&engines);
+    let started = Instant::now();
+    let on = churn(&engines, 0, cycles);
+    let wall = started.elapsed();
+    let settle = converge(&engines);
+
+    let window = |pairs: &[Duration], from: usize, len: usize| -> Vec<Duration> {
+        pairs.iter().skip(from).take(len).copied().collect()
+    };
+    let start_window = window(&on, 1_000.min(cycles / 2), 1_000);
+    let end_window = window(&on, cycles.saturating_sub(1_000), 1_000);
+    let longest = on.iter().max().copied().unwrap_or_default();
+    println!(
+        "(a) compaction on, {cycles} pairs in {:.1} s",
+        wall.as_secs_f64()
+    );
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let a = quantile(&start_window, q);
+        let b = quantile(&end_window, q);
+        println!(
+            "    {name}: cycles 1000-2000 {:.3} ms, last 1000 {:.3} ms, ratio {:.2}",
+            ms(a),
+            ms(b),
+            ms(b) / ms(a).max(1e-9)
+        );
+    }
+    println!("    longest pair {:.1} ms", ms(longest));
+    let off_start = window(&off, 0, 1_000);
+    let off_end = window(&off, early.saturating_sub(1_000), 1_000);
+    println!(
+        "(b) compaction off, first {early} pairs: p50 {:.3} ms over the first 1000, {:.3} ms over the last 1000 (ratio {:.2})",
+        ms(quantile(&off_start, 0.5)),
+        ms(quantile(&off_end, 0.5)),
+        ms(quantile(&off_end, 0.5)) / ms(quantile(&off_start, 0.5)).max(1e-9)
+    );
+
+    // Past the retention, then one more write so the room is looked at.
+    std::thread::sleep(Duration::from_millis(RETENTION_MS + 200));
+    let snapshot = engines[0].room(&room()).expect("read").expect("the room");
+    let live = snapshot.live_sessions().count();
+    let listed = snapshot.sessions.len();
+    let heap = LIVE_BYTES
+        .load(Ordering::SeqCst)
+        .saturating_sub(heap_before)
+        / REPLICAS;
+    println!(
+        "(c) converged {:.0} ms after the last write; room JSON lists {listed} sessions ({live} live); counters joins {} leaves {}",
+        ms(settle),
+        snapshot.counters.joins,
+        snapshot.counters.leaves
+    );
+    let readings: Vec<_> = engines
+        .iter()
+        .map(|e| e.room(&room()).expect("read"))
+        .collect();
+    assert!(
+        readings.iter().all(|r| *r == readings[0]),
+        "the replicas read the room differently"
+    );
+    let (fresh_stored, fresh_load, fresh_heap) = fresh_room(live);
+    let mut stored_max = 0;
+    for (i, engine) in engines.iter().enumerate() {
+        let stats = engine.stats().expect("stats");
+        println!(
+            "    replica {i}: {} compactions, {} changes in the history, export {} B",
+            stats.compactions,
+            history_len(engine),
+            engine.export_room(&room()).expect("export").len()
+        );
+    }
+    let mut loads = Vec::new();
+    for (i, engine) in engines.into_iter().enumerate() {
+        engine.stop().expect("stops");
+        let stored = dir_bytes(dirs[i].path());
+        stored_max = stored_max.max(stored);
+        let start = Instant::now();
+        let reopened = Engine::open(dirs[i].path(), config(i, u64::MAX)).expect("reopens");
+        reopened.room(&room()).expect("read");
+        loads.push(start.elapsed());
+        reopened.stop().expect("stops");
+    }
+    let load = loads.iter().max().copied().unwrap_or_default();
+    println!(
+        "    stored: {stored_max} B per replica (most), fresh room with {live} live sessions {fresh_stored} B: ratio {:.2}",
+        stored_max as f64 / fresh_stored.max(1) as f64
+    );
+    println!(
+        "    reopen and read: {:.1} ms (slowest replica), fresh room {:.1} ms",
+        ms(load),
+        ms(fresh_load)
+    );
+    println!(
+        "    live heap per replica {heap} B, fresh room's engine {fresh_heap} B: ratio {:.2}",
+        heap as f64 / fresh_heap.max(1) as f64
+    );
+}

@@ -1,0 +1,272 @@
+//! History compaction across replicas (`room::compact`; `docs/protocol.md`,
+//! "Compacting long-lived rooms").
+//!
+//! A replica whose room holds `history_changes_max` changes since its base
+//! writes a compaction request into the room, once every replica it knows
+//! has said it can compact (the version gate). Every replica then tells the
+//! others which request it would cut at (the newest-stamped it holds); once
+//! all of them name the same one, each compacts at it on its own. The base
+//! and the carried tail are the same everywhere, so nothing more has to be
+//! agreed. A replica that has not yet compacted when a peer's base reaches
+//! it compacts first (`RoomDoc::apply_remote`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::ChangeHash;
+
+use super::overlay::Overlay;
+use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
+use super::{Replica, ReplicaConfig};
+use crate::ids::{NodeId, RoomId};
+use crate::room::compact::Request;
+use crate::room::RoomOp;
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    /// Rooms whose history grew past half the bound: looked at next tick.
+    candidates: BTreeSet<RoomId>,
+    /// Rooms with a request: the one this replica would cut at, and the
+    /// peers that named the same.
+    pending: BTreeMap<RoomId, Pending>,
+    /// Peers that said they can compact.
+    capable: BTreeSet<NodeId>,
+    pub next_ms: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    request: ChangeHash,
+    acks: BTreeSet<NodeId>,
+}
+
+impl State {
+    pub fn new(now_ms: u64, config: &ReplicaConfig) -> Self {
+        Self {
+            next_ms: now_ms + config.end_ack_interval_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the compaction timer has anything to do.
+    pub fn busy(&self) -> bool {
+        !self.candidates.is_empty() || !self.pending.is_empty()
+    }
+}
+
+impl Replica {
+    /// Notes a room after a write: a long history makes it a candidate.
+    pub(super) fn note_history(&mut self, room: &RoomId) {
+        if !self.config.compaction {
+            return;
+        }
+        let long = self
+            .rooms
+            .history_len(room)
+            .is_some_and(|n| n >= self.config.history_changes_max / 2);
+        if long && !self.compaction.busy() {
+            // The timer was idle: it runs one interval from now.
+            self.compaction.next_ms = self.now_ms + self.config.end_ack_interval_ms;
+        }
+        if long {
+            self.compaction.candidates.insert(room.clone());
+        }
+    }
+
+    /// A peer's base made this replica compact `room`.
+    pub(super) fn compacted_by_peer(&mut self, room: &RoomId) {
+        self.compaction.pending.remove(room);
+        self.stats.compactions += 1;
+    }
+
+    /// Every replica this one knows of.
+    fn known_replicas(&self) -> BTreeSet<NodeId> {
+        self.peers
+            .keys()
+            .chain(self.config.peers.iter())
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn compaction_tick(&mut self) {
+        let known = self.known_replicas();
+        let gate_open = known.iter().all(|p| self.compaction.capable.contains(p));
+        for room in std::mem::take(&mut self.compaction.candidates) {
+            self.look_at(&room, gate_open);
+        }
+        self.announce_requests();
+        let due: Vec<RoomId> = self
+            .compaction
+            .pending
+            .iter()
+            .filter(|(_, p)| known.iter().all(|k| p.acks.contains(k)))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            self.compact_room(&room);
+        }
+    }
+
+    /// Finds `room`'s request, or writes one when its history is long and
+    /// every replica can compact.
+    fn look_at(&mut self, room: &RoomId, gate_open: bool) {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let Ok(Some(status)) = self.rooms.compaction_status(&view, room) else {
+            return;
+        };
+        let due = status.request.is_none()
+            && status.active
+            && status.history >= self.config.history_changes_max;
+        if due && !gate_open {
+            // Looked at again once every replica has said it can compact.
+            self.compaction.candidates.insert(room.clone());
+            return;
+        }
+        if due {
+            let request = Request {
+                generation: status.generation.saturating_add(1),
+                prune_before_ms: self.now_ms.saturating_sub(self.config.session_retention_ms),
+            };
+            if self
+                .write_local(room, &RoomOp::RequestCompaction { request })
+                .is_err()
+            {
+                return;
+            }
+        }
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        let Ok(Some(status)) = self.rooms.compaction_status(&view, room) else {
+            return;
+        };
+        match status.request {
+            Some(request) => {
+                let known = self
+                    .compaction
+                    .pending
+                    .get(room)
+                    .is_some_and(|p| p.request == request);
+                if !known {
+                    let pending = Pending {
+                        request,
+                        acks: BTreeSet::new(),
+                    };
+                    self.compaction.pending.insert(room.clone(), pending);
+                }
+            }
+            None => {
+                self.compaction.pending.remove(room);
+            }
+        }
+    }
+
+    /// Tells every peer the requests this replica would cut at.
+    fn announce_requests(&mut self) {
+        let requests: Vec<(RoomId, WireHead)> = self
+            .compaction
+            .pending
+            .iter()
+            .take(ROOMS_PER_MESSAGE_MAX)
+            .map(|(room, p)| (room.clone(), WireHead(p.request.0)))
+            .collect();
+        let peers: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in peers {
+            let ask = !self.compaction.capable.contains(&peer);
+            if requests.is_empty() && !ask {
+                continue;
+            }
+            let requests = requests.clone();
+            self.send(&peer, Body::Compaction { ask, requests });
+        }
+    }
+
+    pub(super) fn on_compaction(
+        &mut self,
+        from: &NodeId,
+        ask: bool,
+        requests: Vec<(RoomId, WireHead)>,
+    ) {
+        if !self.config.compaction {
+            // An older build does not understand the message.
+            return;
+        }
+        self.compaction.capable.insert(from.clone());
+        if ask {
+            let ours = self
+                .compaction
+                .pending
+                .iter()
+                .take(ROOMS_PER_MESSAGE_MAX)
+                .map(|(room, p)| (room.clone(), WireHead(p.request.0)))
+                .collect();
+            self.send(
+                from,
+                Body::Compaction {
+                    ask: false,
+                    requests: ours,
+                },
+            );
+        }
+        let was_busy = self.compaction.busy();
+        for (room, head) in requests {
+            match self.compaction.pending.get_mut(&room) {
+                Some(p) if p.request.0 == head.0 => {
+                    p.acks.insert(from.clone());
+                }
+                // Not (yet) the request this replica would cut at: it looks
+                // again next tick, once replication has brought it.
+                _ => {
+                    self.compaction.candidates.insert(room);
+                }
+            }
+        }
+        if !was_busy && self.compaction.busy() {
+            // The timer was idle: it runs one interval from now.
+            self.compaction.next_ms = self.now_ms + self.config.end_ack_interval_ms;
+        }
+        if !self.compaction.pending.is_empty() {
+            // The last ack may have arrived: compact without waiting.
+            let known = self.known_replicas();
+            let due: Vec<RoomId> = self
+                .compaction
+                .pending
+                .iter()
+                .filter(|(_, p)| known.iter().all(|k| p.acks.contains(k)))
+                .map(|(room, _)| room.clone())
+                .collect();
+            for room in due {
+                self.compact_room(&room);
+            }
+        }
+    }
+
+    fn compact_room(&mut self, room: &RoomId) {
+        self.compaction.pending.remove(room);
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.compact(&view, room, stamp) {
+            Ok(Some(done)) => {
+                self.staged.add(done.batch, true);
+                self.log_rest(stamp, done.log_rest);
+                self.stats.compactions += 1;
+                // A tail carried under a high write rate may already be
+                // long enough for the next compaction.
+                self.note_history(room);
+            }
+            Ok(None) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+    }
+}

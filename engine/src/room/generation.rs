@@ -1,0 +1,132 @@
+//! A room document's compacted generations (`compact.rs`): which one the
+//! document is in, the request that will start the next, and the switch.
+
+use automerge::{Change, ChangeHash, ObjId, ReadDoc, Value, ROOT};
+
+use super::compact::{self, Cut, Request};
+use super::{import, schema as s, RoomDoc};
+use crate::error::Error;
+
+/// What a switch to a new generation did.
+#[derive(Debug)]
+pub struct Switch {
+    pub base: Change,
+    /// The tail, carried onto the base.
+    pub carried: Vec<Change>,
+    /// Sessions that left at or before this were pruned.
+    pub prune_before_ms: u64,
+}
+
+impl RoomDoc {
+    /// 0 for a history that starts at the room's genesis, n after n
+    /// compactions.
+    pub fn generation(&self) -> u64 {
+        generation_of(&self.doc)
+    }
+
+    /// Changes in the document's history (its base or genesis included).
+    pub fn history_len(&self) -> u64 {
+        self.doc.stats().num_changes
+    }
+
+    /// The request the next compaction cuts at, once one was written: of
+    /// the requests for the next generation, the newest by stamp, so that
+    /// every replica picks the same among concurrent ones.
+    pub fn compaction_request(&mut self) -> Option<(ChangeHash, Request)> {
+        let meta = self.root_objs().ok()?.meta;
+        let next = self.generation().checked_add(1)?;
+        let (_, request, op) = self
+            .doc
+            .get_all(&meta, s::COMPACT)
+            .ok()?
+            .into_iter()
+            .filter_map(|(value, op)| {
+                let (stamp, request) = s::decode_stamped::<Request>(scalar_str(&value)?)?;
+                (request.generation == next).then_some((stamp, request, op))
+            })
+            .max_by_key(|(stamp, _, _)| *stamp)?;
+        Some((self.change_of(&op)?, request))
+    }
+
+    /// The change that made op `op`: found walking back from the heads
+    /// through change metadata (a request is recent).
+    fn change_of(&self, op: &ObjId) -> Option<ChangeHash> {
+        let ObjId::Id(counter, actor, _) = op else {
+            return None;
+        };
+        let mut found = None;
+        let limit = usize::try_from(self.history_len()).unwrap_or(usize::MAX);
+        self.walk_back(limit, |hash| {
+            if found.is_none() {
+                let made_it = self.doc.get_change_meta_by_hash(hash).is_some_and(|meta| {
+                    meta.actor.as_ref() == actor && (meta.start_op..=meta.max_op).contains(counter)
+                });
+                if made_it {
+                    found = Some(*hash);
+                }
+            }
+            found.is_some()
+        });
+        found
+    }
+
+    /// Compacts the history at `request` (a change this document holds
+    /// that writes a request for the next generation): the document becomes
+    /// the base and the carried tail. Changes still waiting for their
+    /// dependencies keep waiting (a carried change may be one).
+    pub fn compact_at(&mut self, request: ChangeHash) -> Result<Switch, Error> {
+        let meta = self.root_objs()?.meta;
+        let next = self.generation().saturating_add(1);
+        let asked = self
+            .doc
+            .get_all_at(&meta, s::COMPACT, &[request])
+            .map_err(|_| self.corrupt("the compaction request is not in the history"))?
+            .into_iter()
+            .filter_map(|(value, _)| s::decode_stamped::<Request>(scalar_str(&value)?))
+            .filter(|(_, r)| r.generation == next)
+            .max_by_key(|(stamp, _)| *stamp)
+            .map(|(_, r)| r)
+            .ok_or_else(|| self.corrupt("no compaction request at the cut"))?;
+        let cut = Cut {
+            request,
+            generation: asked.generation,
+            prune_before_ms: asked.prune_before_ms,
+        };
+        let actor = self.doc.get_actor().clone();
+        let id = self.id.clone();
+        let doc = &self.doc;
+        let mut compacted = import::unless_panic("compact", || compact::compact(doc, &id, &cut))??;
+        compacted.doc.set_actor(actor);
+        self.doc = compacted.doc;
+        self.cache = None;
+        self.parts = None;
+        self.objs = None;
+        Ok(Switch {
+            base: compacted.base,
+            carried: compacted.carried,
+            prune_before_ms: cut.prune_before_ms,
+        })
+    }
+
+    fn corrupt(&self, reason: &str) -> Error {
+        Error::Corrupt {
+            room: self.id.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub(super) fn generation_of<R: ReadDoc>(doc: &R) -> u64 {
+    doc.get(ROOT, s::GENERATION)
+        .ok()
+        .flatten()
+        .and_then(|(value, _)| value.as_u64())
+        .unwrap_or(0)
+}
+
+fn scalar_str<'a>(value: &'a Value<'_>) -> Option<&'a str> {
+    match value {
+        Value::Scalar(scalar) => scalar.as_str(),
+        Value::Object(_) => None,
+    }
+}

@@ -1,0 +1,209 @@
+//! History compaction between replicas (`replica::compaction`): requests,
+//! acknowledgements, every replica compacting at the same cut, a replica
+//! that compacts because a peer's base reached it first, and the version
+//! gate that keeps an older build's cluster uncompacted.
+
+mod common;
+
+use chorus_engine::replica::ReplicaConfig;
+use chorus_engine::*;
+use common::pair::Net;
+use common::*;
+
+fn quick(config: &mut ReplicaConfig) {
+    config.anti_entropy_interval_ms = 100;
+    config.round_timeout_ms = 1_000;
+    config.end_ack_interval_ms = 200;
+    config.session_retention_ms = 100;
+    config.history_changes_max = HISTORY;
+}
+
+/// A small bound keeps the test quick; the protocol is the same.
+const HISTORY: u64 = 200;
+const HISTORY_CHANGES_MAX: u64 = HISTORY;
+
+fn older_build_at_2(config: &mut ReplicaConfig) {
+    quick(config);
+    if config.node.as_str() == "r2" {
+        config.compaction = false;
+    }
+}
+
+/// `cycles` join+leave pairs into `room`, from the replicas in turn, 1 ms
+/// apart, with the clock (and every timer) running.
+fn churn(net: &mut Net, room: &RoomId, from: usize, cycles: usize) {
+    for i in from..from + cycles {
+        let at = i % net.members.len();
+        let id = format!("s{i}");
+        net.write(
+            at,
+            room,
+            RoomOp::Join {
+                request: join_request(&id, "u", "sfu-1"),
+            },
+        );
+        net.write(
+            at,
+            room,
+            RoomOp::Leave {
+                session: session(&id),
+            },
+        );
+        net.run_for(1);
+    }
+}
+
+fn settle(net: &mut Net) {
+    for _ in 0..200 {
+        net.run_for(100);
+        if net.converged() {
+            return;
+        }
+    }
+    panic!("replicas did not converge");
+}
+
+fn start(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
+    let mut net = Net::new(3, tweak);
+    net.connect_all();
+    let r = room("lobby");
+    net.write(
+        0,
+        &r,
+        RoomOp::Create {
+            tenant: tenant("t"),
+            config: RoomConfig::default(),
+        },
+    );
+    net.write(
+        0,
+        &r,
+        RoomOp::Join {
+            request: join_request("stays", "u", "sfu-1"),
+        },
+    );
+    (net, r)
+}
+
+fn history(net: &mut Net, i: usize, room: &RoomId) -> usize {
+    net.members[i]
+        .replica
+        .export_room(room)
+        .expect("reads")
+        .map(|bytes| {
+            automerge::Automerge::load(&bytes)
+                .expect("loads")
+                .get_changes(&[])
+                .len()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_churning_room_is_compacted_everywhere_and_stays_converged() {
+    let (mut net, r) = start(quick);
+    let cycles = 3 * HISTORY_CHANGES_MAX as usize;
+    churn(&mut net, &r, 0, cycles);
+    net.run_for(5_000);
+    settle(&mut net);
+    for i in 0..3 {
+        let stats = net.members[i].replica.stats().clone();
+        assert!(stats.compactions >= 2, "replica {i}: {stats:?}");
+        let changes = history(&mut net, i, &r);
+        assert!(
+            changes < 2 * HISTORY_CHANGES_MAX as usize,
+            "replica {i} holds {changes} changes after {cycles} join+leave pairs"
+        );
+    }
+    // The same reading everywhere, counters whole, departed sessions gone.
+    let first = net.members[0].replica.room_as_of(&r, None).expect("reads");
+    for i in 1..3 {
+        let other = net.members[i].replica.room_as_of(&r, None).expect("reads");
+        assert_eq!(other, first, "replica {i}");
+    }
+    let snap = first.expect("the room");
+    assert_eq!(snap.counters.joins, cycles as i64 + 1);
+    assert_eq!(snap.counters.leaves, cycles as i64);
+    assert!(snap.sessions.contains_key(&session("stays")));
+    assert!(
+        snap.sessions.len() < HISTORY_CHANGES_MAX as usize,
+        "{} sessions still held",
+        snap.sessions.len()
+    );
+    // A write naming a session compacted away is refused, never resurrects.
+    net.write(
+        0,
+        &r,
+        RoomOp::SetState {
+            session: session("s0"),
+            state: SessionState::Active,
+        },
+    );
+    settle(&mut net);
+    let snap = net.members[2]
+        .replica
+        .room_as_of(&r, None)
+        .expect("reads")
+        .expect("the room");
+    assert!(!snap.sessions.contains_key(&session("s0")));
+}
+
+#[test]
+fn a_replica_cut_off_holds_compaction_back_then_catches_up() {
+    let (mut net, r) = start(quick);
+    churn(&mut net, &r, 0, HISTORY_CHANGES_MAX as usize);
+    net.run_for(1_000);
+    let compacted = |net: &Net| -> Vec<u64> {
+        (0..3)
+            .map(|i| net.members[i].replica.stats().compactions)
+            .collect()
+    };
+    let first = compacted(&net);
+    assert!(first.iter().all(|n| *n >= 1), "{first:?}");
+    // Replica 2 is cut off and writes; the others write on past the bound
+    // but cannot compact without its acknowledgement.
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    net.write(
+        2,
+        &r,
+        RoomOp::Join {
+            request: join_request("late", "u", "sfu-1"),
+        },
+    );
+    churn(&mut net, &r, 100_000, 200);
+    net.run_for(2_000);
+    assert_eq!(compacted(&net), first, "nobody compacts without replica 2");
+    net.reconnect(2, 0);
+    net.reconnect(2, 1);
+    settle(&mut net);
+    let snaps: Vec<_> = (0..3)
+        .map(|i| net.members[i].replica.room_as_of(&r, None).expect("reads"))
+        .collect();
+    assert_eq!(snaps[0], snaps[1]);
+    assert_eq!(snaps[0], snaps[2]);
+    let snap = snaps[0].clone().expect("the room");
+    assert!(
+        snap.sessions.contains_key(&session("late")),
+        "the cut-off replica's write survives"
+    );
+    net.run_for(2_000);
+    settle(&mut net);
+    let last = compacted(&net);
+    assert!(
+        last.iter().zip(&first).all(|(l, f)| l > f),
+        "everyone compacts once it is back: {first:?} then {last:?}"
+    );
+}
+
+#[test]
+fn no_room_is_compacted_while_an_older_build_is_a_member() {
+    let (mut net, r) = start(older_build_at_2);
+    churn(&mut net, &r, 0, 2 * HISTORY_CHANGES_MAX as usize);
+    net.run_for(5_000);
+    settle(&mut net);
+    for i in 0..3 {
+        assert_eq!(net.members[i].replica.stats().compactions, 0, "replica {i}");
+    }
+    assert!(history(&mut net, 0, &r) > 2 * HISTORY_CHANGES_MAX as usize);
+}
