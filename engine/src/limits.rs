@@ -76,6 +76,11 @@ pub const COMPACTION_MIN_CHUNK_BYTES: u64 = 4 * 1024;
 /// and a compaction costs about one pass over it.
 pub const HISTORY_CHANGES_DEFAULT: u64 = 1_000;
 
+/// The highest generation a compacted base may claim: far beyond any real
+/// room (one compaction per `HISTORY_CHANGES_DEFAULT` writes), and never
+/// near an overflow of the next generation's number.
+pub const GENERATION_MAX: u64 = 1 << 48;
+
 /// Default number of rooms kept loaded in memory (~18 KB each measured for
 /// small rooms, so ~75 MB). Configurable: `ReplicaConfig::hot_rooms`.
 pub const HOT_ROOMS_DEFAULT: usize = 4096;

@@ -281,6 +281,10 @@ pub struct RemoteOutcome {
     pub applied: usize,
     pub pending: usize,
     pub dropped: usize,
+    /// Changes of a history this replica compacted away (a peer that has
+    /// not compacted yet sent them): ignored, their writer carries them.
+    #[serde(default)]
+    pub superseded: usize,
     /// Changes refused by validation (see `docs/data-model.md`).
     pub refused: usize,
 }

@@ -7,6 +7,17 @@ use std::cell::Cell;
 
 thread_local! {
     static OWNERSHIP_MIN: Cell<bool> = const { Cell::new(false) };
+    static COMPACTION_DROPS_JOINS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes history compaction on this thread forget the joins it carries
+/// (the tail's new sessions): acknowledged writes lost in a compaction.
+pub fn set_compaction_drops_joins(on: bool) {
+    COMPACTION_DROPS_JOINS.with(|flag| flag.set(on));
+}
+
+pub(crate) fn compaction_drops_joins() -> bool {
+    COMPACTION_DROPS_JOINS.with(Cell::get)
 }
 
 /// Inverts the ownership rule on this thread: the *lowest* `(epoch, node)`

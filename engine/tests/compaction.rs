@@ -300,6 +300,23 @@ fn check(before: &[Action], during: &[Action], after: &[Action]) {
         heads(&then_merged),
         "compacting apart then merging differs from merging then compacting"
     );
+    // The way replicas merge: through validation, change by change.
+    let mut via_peer = RoomDoc::load(
+        world.room.clone(),
+        automerge::ActorId::from(vec![9u8; 16]),
+        Some(&apart[1].save()),
+        &[],
+    )
+    .expect("a compacted room loads");
+    for other in [&apart[0], &apart[2]] {
+        let outcome = via_peer
+            .apply_remote(other.get_changes(&[]), Intake::EachChange)
+            .expect("applies");
+        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        assert_eq!(outcome.pending, 0);
+    }
+    let via_heads: BTreeSet<ChangeHash> = via_peer.heads().into_iter().collect();
+    assert_eq!(via_heads, heads(&once.doc));
 
     // The compacted room reads like the whole history, without the
     // sessions that had left by `prune_before_ms` at the cut.

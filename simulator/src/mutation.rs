@@ -23,6 +23,10 @@ pub enum Mutation {
     /// `(epoch, node)` instead of the highest: a broken merge rule in the
     /// engine itself (feature `mutations`). Breaks invariant (v).
     OwnershipMin,
+    /// History compaction forgets the joins of the tail it carries: a
+    /// broken compaction in the engine itself (feature `mutations`).
+    /// Breaks invariant (ii), which then checks content, not hashes.
+    CompactionDropsJoins,
 }
 
 impl Mutation {
@@ -30,7 +34,7 @@ impl Mutation {
     pub fn node(&self) -> Option<usize> {
         match self {
             Mutation::LyingDisk { node } | Mutation::DeafToRoom { node, .. } => Some(*node),
-            Mutation::OwnershipMin => None,
+            Mutation::OwnershipMin | Mutation::CompactionDropsJoins => None,
         }
     }
 
@@ -68,6 +72,7 @@ impl fmt::Display for Mutation {
             Mutation::LyingDisk { node } => write!(f, "lying-disk:{node}"),
             Mutation::DeafToRoom { node, room } => write!(f, "deaf-to-room:{node}:{room}"),
             Mutation::OwnershipMin => write!(f, "ownership-min"),
+            Mutation::CompactionDropsJoins => write!(f, "compaction-drops-joins"),
         }
     }
 }
@@ -84,13 +89,14 @@ impl FromStr for Mutation {
         };
         match parts.as_slice() {
             ["ownership-min"] => Ok(Mutation::OwnershipMin),
+            ["compaction-drops-joins"] => Ok(Mutation::CompactionDropsJoins),
             ["lying-disk", n] => Ok(Mutation::LyingDisk { node: node(n)? }),
             ["deaf-to-room", n, room] => Ok(Mutation::DeafToRoom {
                 node: node(n)?,
                 room: RoomId::parse(*room).map_err(|e| format!("mutation {s:?}: {e}"))?,
             }),
             _ => Err(format!(
-                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM or ownership-min"
+                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM, ownership-min or compaction-drops-joins"
             )),
         }
     }

@@ -75,7 +75,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
         scenario,
         opts,
         cluster: None,
-        workload: Workload::new(scenario.rooms),
+        workload: Workload::new(scenario.rooms, scenario.workload.end_rooms),
         workload_rng: Rng::new(0),
         checker: Checker::new(opts.seed, scenario.checks.rooms_per_check),
         timeline: Timeline::new(scenario.nodes),
@@ -85,8 +85,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
     // The engine's merge-rule mutations are per thread: on for this run only.
     let ownership_min = opts.mutation == Some(Mutation::OwnershipMin);
     chorus_engine::mutation::set_ownership_min(ownership_min);
+    let drops_joins = opts.mutation == Some(Mutation::CompactionDropsJoins);
+    chorus_engine::mutation::set_compaction_drops_joins(drops_joins);
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.execute()));
     chorus_engine::mutation::set_ownership_min(false);
+    chorus_engine::mutation::set_compaction_drops_joins(false);
     let panic = outcome.err().map(|payload| {
         let message = payload
             .downcast_ref::<&str>()

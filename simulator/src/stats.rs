@@ -20,6 +20,8 @@ pub struct StatTotals {
     /// Bytes sent by message kind: where the traffic goes.
     pub bytes_by_kind: std::collections::BTreeMap<&'static str, u64>,
     pub local_writes: u64,
+    /// Rooms compacted, summed over replicas.
+    pub compactions: u64,
     pub local_write_errors: u64,
     pub changes_applied: u64,
     pub changes_rejected: u64,
@@ -49,6 +51,7 @@ impl StatTotals {
             *self.bytes_by_kind.entry(kind).or_default() += traffic.bytes;
         }
         self.local_writes += s.local_writes;
+        self.compactions += s.compactions;
         self.local_write_errors += s.local_write_errors;
         self.changes_applied += s.changes_applied;
         self.changes_rejected += s.changes_rejected;

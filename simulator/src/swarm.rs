@@ -157,16 +157,30 @@ pub fn draw(seed: u64) -> Scenario {
         events.push(event);
     }
     events.sort_by_key(|e| e.at_ms);
+    let mut rooms = r.range(3, 16) as usize;
+    let mut workload = WorkloadConfig {
+        ops_per_sec: r.range(20, 80) as f64,
+        end_rooms: true,
+    };
+    // Drawn last, so that every other draw of a seed stays what it was.
+    if r.chance(0.2) {
+        // Standing rooms under heavy churn: compacted several times a run,
+        // with sessions pruned soon after they leave.
+        rooms = r.range(1, 3) as usize;
+        workload.ops_per_sec = r.range(100, 300) as f64;
+        workload.end_rooms = false;
+        replica.history_changes_max = r.range(30, 120);
+        replica.session_retention_ms = r.range(0, 2_000);
+        replica.end_ack_interval_ms = r.range(50, 200);
+    }
     Scenario {
         description: Some(format!("drawn by swarm seed {seed}")),
         nodes,
-        rooms: r.range(3, 16) as usize,
+        rooms,
         duration_ms,
         liveness_ms: 20_000,
         network,
-        workload: WorkloadConfig {
-            ops_per_sec: r.range(20, 80) as f64,
-        },
+        workload,
         replica,
         checks: crate::scenario::CheckConfig {
             interval_ms: 500,
@@ -205,6 +219,12 @@ pub fn describe(s: &Scenario) -> String {
     if s.replica.purge_horizon_ms != defaults.purge_horizon_ms {
         let ms = s.replica.purge_horizon_ms;
         line += &format!(" purge {ms}ms");
+    }
+    if !s.workload.end_rooms {
+        line += &format!(
+            " standing rooms, compact at {} changes, retention {}ms",
+            s.replica.history_changes_max, s.replica.session_retention_ms
+        );
     }
     if s.replica.hot_rooms != defaults.hot_rooms {
         let hot = s.replica.hot_rooms;

@@ -24,6 +24,8 @@ struct RoomModel {
 pub struct Workload {
     /// Rooms the workload keeps alive at once.
     pub rooms_target: usize,
+    /// Whether rooms end (`WorkloadConfig::end_rooms`).
+    pub end_rooms: bool,
     rooms: BTreeMap<u64, RoomModel>,
     next_room: u64,
     next_session: u64,
@@ -37,9 +39,10 @@ where
 }
 
 impl Workload {
-    pub fn new(rooms_target: usize) -> Self {
+    pub fn new(rooms_target: usize, end_rooms: bool) -> Self {
         Self {
             rooms_target: rooms_target.max(1),
+            end_rooms,
             rooms: BTreeMap::new(),
             next_room: 0,
             next_session: 0,
@@ -94,6 +97,12 @@ impl Workload {
         };
         let me: NodeId = id(format!("node-{node}"));
         let admit_here = placeable.is_empty() || placeable.contains(&me);
+        // Standing rooms never end: those draws leave instead.
+        let dice = if !self.end_rooms && dice <= 1 {
+            40
+        } else {
+            dice
+        };
         let op = match (dice, pick(rng)) {
             (0..=1, _) => {
                 model.ended = true;

@@ -138,6 +138,26 @@ fn a_broken_ownership_rule_is_caught() {
 }
 
 #[test]
+fn a_compaction_that_drops_joins_is_caught() {
+    let scenario = load("standing-rooms");
+    let clean = run_with(&scenario, "standing-rooms", 1, None);
+    assert!(clean.passed, "{}", clean.to_text());
+    assert!(
+        clean.replicas.compactions >= 5,
+        "the scenario compacts: {:?}",
+        clean.replicas
+    );
+    let broken = run_with(
+        &scenario,
+        "standing-rooms",
+        1,
+        Some(Mutation::CompactionDropsJoins),
+    );
+    assert!(!broken.passed, "a compaction losing joins went unnoticed");
+    assert_eq!(broken.invariants["acked_writes_durable"], "fail");
+}
+
+#[test]
 fn a_lying_disk_and_a_deaf_transport_are_caught() {
     // Node 1 writes alone, then crashes: with a disk that never flushes,
     // the writes it acknowledged are gone.

@@ -18,7 +18,7 @@ use super::overlay::Overlay;
 use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, ReplicaConfig};
 use crate::ids::{NodeId, RoomId};
-use crate::room::compact::Request;
+use crate::room::compact::{Request, COMPACTION_FORMAT};
 use crate::room::RoomOp;
 
 #[derive(Debug, Default)]
@@ -114,8 +114,14 @@ impl Replica {
             staged: &self.staged,
         };
         let Ok(Some(status)) = self.rooms.compaction_status(&view, room) else {
+            self.compaction.pending.remove(room);
             return;
         };
+        if !status.active {
+            // An ended room is purged, not compacted.
+            self.compaction.pending.remove(room);
+            return;
+        }
         let due = status.request.is_none()
             && status.active
             && status.history >= self.config.history_changes_max;
@@ -124,9 +130,10 @@ impl Replica {
             self.compaction.candidates.insert(room.clone());
             return;
         }
-        if due {
+        let next = status.generation.checked_add(1);
+        if let (true, Some(generation)) = (due, next) {
             let request = Request {
-                generation: status.generation.saturating_add(1),
+                generation,
                 prune_before_ms: self.now_ms.saturating_sub(self.config.session_retention_ms),
             };
             if self
@@ -141,6 +148,7 @@ impl Replica {
             staged: &self.staged,
         };
         let Ok(Some(status)) = self.rooms.compaction_status(&view, room) else {
+            self.compaction.pending.remove(room);
             return;
         };
         match status.request {
@@ -185,18 +193,32 @@ impl Replica {
                 continue;
             }
             let requests = requests.clone();
-            self.send(&peer, Body::Compaction { ask, requests });
+            self.send(
+                &peer,
+                Body::Compaction {
+                    format: COMPACTION_FORMAT,
+                    ask,
+                    requests,
+                },
+            );
         }
     }
 
     pub(super) fn on_compaction(
         &mut self,
         from: &NodeId,
+        format: u32,
         ask: bool,
         requests: Vec<(RoomId, WireHead)>,
     ) {
         if !self.config.compaction {
             // An older build does not understand the message.
+            return;
+        }
+        if format != COMPACTION_FORMAT {
+            // A build that would write another base at the same cut: not
+            // capable (it may have been, before a downgrade).
+            self.compaction.capable.remove(from);
             return;
         }
         self.compaction.capable.insert(from.clone());
@@ -211,6 +233,7 @@ impl Replica {
             self.send(
                 from,
                 Body::Compaction {
+                    format: COMPACTION_FORMAT,
                     ask: false,
                     requests: ours,
                 },
@@ -224,8 +247,13 @@ impl Replica {
                 }
                 // Not (yet) the request this replica would cut at: it looks
                 // again next tick, once replication has brought it.
+                // Only rooms held here, and a bounded number: a peer cannot
+                // make this replica load rooms it does not hold.
                 _ => {
-                    self.compaction.candidates.insert(room);
+                    let held = self.rooms.history_len(&room).is_some();
+                    if held && self.compaction.candidates.len() < ROOMS_PER_MESSAGE_MAX {
+                        self.compaction.candidates.insert(room);
+                    }
                 }
             }
         }
@@ -249,14 +277,22 @@ impl Replica {
         }
     }
 
-    fn compact_room(&mut self, room: &RoomId) {
+    /// Forgets `room` (purged, or gone): nothing to acknowledge any more.
+    pub(super) fn compaction_forget(&mut self, room: &RoomId) {
         self.compaction.pending.remove(room);
+        self.compaction.candidates.remove(room);
+    }
+
+    fn compact_room(&mut self, room: &RoomId) {
+        let Some(pending) = self.compaction.pending.remove(room) else {
+            return;
+        };
         let stamp = self.hlc.tick(self.now_ms);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match self.rooms.compact(&view, room, stamp) {
+        match self.rooms.compact(&view, room, pending.request, stamp) {
             Ok(Some(done)) => {
                 self.staged.add(done.batch, true);
                 self.log_rest(stamp, done.log_rest);

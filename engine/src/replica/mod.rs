@@ -369,6 +369,7 @@ impl Replica {
             Ok(mut write) => {
                 self.stats.changes_applied += write.applied.len() as u64;
                 self.stats.pending_dropped += write.outcome.dropped as u64;
+                self.stats.changes_superseded += write.outcome.superseded as u64;
                 self.stats.changes_refused += write.refused.len() as u64;
                 for (change, why) in std::mem::take(&mut write.refused) {
                     self.emit(Event::Rejected {
@@ -523,7 +524,11 @@ impl Replica {
             Body::Unavailable { round } => self.on_unavailable(from, round),
             Body::Purged { rooms } => self.on_purged(from, rooms),
             Body::EndAck { rooms } => self.on_end_ack(from, rooms),
-            Body::Compaction { ask, requests } => self.on_compaction(from, ask, requests),
+            Body::Compaction {
+                format,
+                ask,
+                requests,
+            } => self.on_compaction(from, format, ask, requests),
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),
             Body::Drain { order } => self.on_peer_drain(from, order),

@@ -174,6 +174,7 @@ impl Replica {
 
     pub(super) fn purge_room(&mut self, room: &RoomId, end: Option<Vec<u8>>) {
         self.purge.ended.remove(room);
+        self.compaction_forget(room);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,

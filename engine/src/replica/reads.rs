@@ -53,6 +53,19 @@ impl Replica {
         self.rooms.snapshot(&view, room, left_before_ms)
     }
 
+    /// The generation of a room's history: 0 until it is first compacted
+    /// (`None`: no such room here).
+    pub fn room_generation(&mut self, room: &RoomId) -> Result<Option<u64>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        Ok(self
+            .rooms
+            .compaction_status(&view, room)?
+            .map(|status| status.generation))
+    }
+
     pub fn heads(&mut self, room: &RoomId) -> Result<Vec<crate::model::Head>, Error> {
         let view = Overlay {
             base: self.store.as_ref(),

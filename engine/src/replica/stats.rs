@@ -33,6 +33,8 @@ pub struct ReplicaStats {
     /// Peers' purges refused for want of an end change of the room.
     pub purges_refused: u64,
     pub pending_dropped: u64,
+    /// Peer changes of histories this replica compacted away, ignored.
+    pub changes_superseded: u64,
     pub push_skipped_oversize: u64,
     pub rounds_started: u64,
     pub rounds_idle: u64,

@@ -184,6 +184,8 @@ pub enum Body {
     /// of these rooms will be compacted at, as far as I know. `ask`: answer
     /// with yours (I have not heard from you yet).
     Compaction {
+        /// `room::compact::COMPACTION_FORMAT` of the sender.
+        format: u32,
         ask: bool,
         requests: Vec<(RoomId, WireHead)>,
     },

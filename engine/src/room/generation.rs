@@ -4,7 +4,7 @@
 use automerge::{Change, ChangeHash, ObjId, ReadDoc, Value, ROOT};
 
 use super::compact::{self, Cut, Request};
-use super::{import, schema as s, RoomDoc};
+use super::{import, read, schema as s, RoomDoc};
 use crate::error::Error;
 
 /// What a switch to a new generation did.
@@ -75,8 +75,22 @@ impl RoomDoc {
     /// the base and the carried tail. Changes still waiting for their
     /// dependencies keep waiting (a carried change may be one).
     pub fn compact_at(&mut self, request: ChangeHash) -> Result<Switch, Error> {
-        let meta = self.root_objs()?.meta;
-        let next = self.generation().saturating_add(1);
+        let (doc, switch) = self.compacted_at(request)?;
+        self.install(doc);
+        Ok(switch)
+    }
+
+    /// The compacted document and what the switch did, leaving this one
+    /// as it is (a peer's base is checked against it before the swap).
+    pub(super) fn compacted_at(
+        &self,
+        request: ChangeHash,
+    ) -> Result<(automerge::Automerge, Switch), Error> {
+        let meta = read::RootObjs::find(&self.doc, &self.id)?.meta;
+        let next = self
+            .generation()
+            .checked_add(1)
+            .ok_or_else(|| self.corrupt("no generation after the last"))?;
         let asked = self
             .doc
             .get_all_at(&meta, s::COMPACT, &[request])
@@ -97,15 +111,20 @@ impl RoomDoc {
         let doc = &self.doc;
         let mut compacted = import::unless_panic("compact", || compact::compact(doc, &id, &cut))??;
         compacted.doc.set_actor(actor);
-        self.doc = compacted.doc;
-        self.cache = None;
-        self.parts = None;
-        self.objs = None;
-        Ok(Switch {
+        let switch = Switch {
             base: compacted.base,
             carried: compacted.carried,
             prune_before_ms: cut.prune_before_ms,
-        })
+        };
+        Ok((compacted.doc, switch))
+    }
+
+    /// Makes `doc` (a compaction of this one) the room's document.
+    pub(super) fn install(&mut self, doc: automerge::Automerge) {
+        self.doc = doc;
+        self.cache = None;
+        self.parts = None;
+        self.objs = None;
     }
 
     fn corrupt(&self, reason: &str) -> Error {

@@ -71,6 +71,8 @@ pub struct RemoteApply {
     pub refused: Vec<(ChangeHash, Refusal)>,
     /// A peer's base made this replica compact the room first.
     pub compacted: Option<Switch>,
+    /// Changes of a history this replica compacted away, ignored.
+    pub superseded: usize,
 }
 
 /// How a batch of changes from outside is taken.

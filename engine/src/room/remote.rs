@@ -27,6 +27,7 @@ impl RoomDoc {
     ) -> Result<RemoteApply, Error> {
         let mut outcome = RemoteApply::default();
         let changes = self.adopt_newer_base(changes, &mut outcome)?;
+        let changes = self.drop_superseded(changes, &mut outcome)?;
         let batch: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
         for change in changes {
             let hash = change.hash();
@@ -134,9 +135,11 @@ impl RoomDoc {
 
     /// A peer's base of the next generation: this replica compacts at the
     /// same cut itself (every replica holds it: each acknowledged the
-    /// request before anyone compacted) and checks that it computed the
-    /// very same base. A base for a cut not held here yet waits for the
-    /// next round (it is neither applied nor remembered as refused).
+    /// request before anyone compacted) and swaps its document only if it
+    /// computed the very same base. The cut must be the request this
+    /// replica would cut at itself; a base for another cut, or for a cut
+    /// not held here yet, waits for a later round (neither applied nor
+    /// remembered as refused). An ended room is never compacted.
     fn adopt_newer_base(
         &mut self,
         mut changes: Vec<Change>,
@@ -156,22 +159,79 @@ impl RoomDoc {
         let Some((_, cut)) = super::compact::base_of(&self.id, &base) else {
             return Ok(changes);
         };
-        if !self.has_change(&cut) {
+        let ours = self.compaction_request().map(|(hash, _)| hash);
+        let ended = self
+            .summary()
+            .is_some_and(|s| s.lifecycle == crate::model::Lifecycle::Ended);
+        if ours != Some(cut) || ended {
             outcome.dropped += 1;
             return Ok(changes);
         }
-        let switch = self.compact_at(cut)?;
-        if switch.base.hash() != base.hash() {
-            outcome.refused.push((
+        match self.compacted_at(cut) {
+            Ok((doc, switch)) if switch.base.hash() == base.hash() => {
+                self.install(doc);
+                outcome.compacted = Some(switch);
+            }
+            Ok(_) => outcome.refused.push((
                 base.hash(),
                 Refusal {
                     path: String::new(),
                     reason: "a base that differs from the one computed here at its cut".into(),
                 },
-            ));
+            )),
+            Err(err) => outcome.refused.push((
+                base.hash(),
+                Refusal {
+                    path: String::new(),
+                    reason: format!("its cut cannot be compacted here: {err}"),
+                },
+            )),
         }
-        outcome.compacted = Some(switch);
         Ok(changes)
+    }
+
+    /// In a compacted room, the changes of the history it replaced (its
+    /// genesis, an older base, and what depends on them in this batch) are
+    /// ignored, not refused: a peer that has not compacted yet sends them in
+    /// good faith, and carries what it wrote itself when it compacts.
+    fn drop_superseded(
+        &mut self,
+        changes: Vec<Change>,
+        outcome: &mut RemoteApply,
+    ) -> Result<Vec<Change>, Error> {
+        let generation = self.generation();
+        if generation == 0 {
+            return Ok(changes);
+        }
+        let genesis = self.genesis_hash()?;
+        let mut gone: HashSet<ChangeHash> = changes
+            .iter()
+            .filter(|c| !self.has_change(&c.hash()))
+            .filter(|c| {
+                c.hash() == genesis
+                    || super::compact::base_of(&self.id, c).is_some_and(|(g, _)| g <= generation)
+            })
+            .map(Change::hash)
+            .collect();
+        if gone.is_empty() {
+            return Ok(changes);
+        }
+        // Their dependants in the batch, whatever the order they came in.
+        loop {
+            let before = gone.len();
+            for c in &changes {
+                if c.deps().iter().any(|d| gone.contains(d)) {
+                    gone.insert(c.hash());
+                }
+            }
+            if gone.len() == before {
+                break;
+            }
+        }
+        let (old, kept): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(|c| gone.contains(&c.hash()));
+        outcome.superseded += old.len();
+        Ok(kept)
     }
 
     /// Splits `ready` (in dependency order) into the changes that pass

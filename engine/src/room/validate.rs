@@ -121,6 +121,9 @@ pub struct Validator<'a> {
     /// `max_op` of the changes accepted so far in this batch (their
     /// dependants' Lamport check needs it before they are applied).
     max_ops: HashMap<ChangeHash, u64>,
+    /// The document, or a change accepted earlier in this batch, already
+    /// starts a history (a genesis or a base): no other root may follow.
+    rooted: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -132,6 +135,7 @@ impl<'a> Validator<'a> {
             genesis_actor: s::genesis_actor(room),
             places: HashMap::new(),
             max_ops: HashMap::new(),
+            rooted: !doc.get_heads().is_empty(),
         }
     }
 
@@ -141,12 +145,13 @@ impl<'a> Validator<'a> {
         if change.actor_id() == &self.genesis_actor || change.hash() == self.genesis {
             // The genesis actor writes exactly one change, identical on
             // every replica; anything else under its name is a forgery.
-            return if change.hash() == self.genesis && !self.doc.get_heads().is_empty() {
-                // The document holds no genesis yet is not empty: it starts
-                // at a compacted base, and the genesis belongs to a history
-                // it replaced.
+            return if change.hash() == self.genesis && self.rooted {
+                // The history already starts (at a compacted base: a
+                // genesis held here is skipped before validation), and the
+                // genesis belongs to a history it replaced.
                 Err(refuse("", "the genesis of a history compacted away"))
             } else if change.hash() == self.genesis {
+                self.rooted = true;
                 self.record_genesis(change);
                 self.max_ops.insert(change.hash(), change.max_op());
                 Ok(())
@@ -161,16 +166,17 @@ impl<'a> Validator<'a> {
         let expanded = std::panic::catch_unwind(|| change.decode())
             .map_err(|_| refuse("", "the change cannot be decoded"))?;
         let base = is_base(self.room, change, &expanded);
-        if base && !self.doc.get_heads().is_empty() {
+        if base && self.rooted {
             // A replica holding the room compacts it itself (and checks the
             // base it computes against this one): a base only starts an
-            // empty document.
+            // empty document, and only one.
             return Err(refuse("", "a compacted base for a room already held"));
         }
         let mut created = Vec::new();
         let verdict = self.check_ops(&expanded, &mut created, base);
         if verdict.is_ok() {
             self.max_ops.insert(change.hash(), change.max_op());
+            self.rooted |= base;
         }
         if verdict.is_err() {
             // What a refused change created does not exist for the changes
@@ -346,8 +352,14 @@ fn check_base_op(
     overwrites_nothing: bool,
 ) -> Result<Option<Place>, String> {
     match (place, key, action) {
-        (Place::Root, s::SCHEMA, OpType::Put(ScalarValue::Uint(crate::model::SCHEMA_VERSION)))
-        | (Place::Root, s::GENERATION, OpType::Put(ScalarValue::Uint(_))) => Ok(None),
+        (Place::Root, s::SCHEMA, OpType::Put(ScalarValue::Uint(crate::model::SCHEMA_VERSION))) => {
+            Ok(None)
+        }
+        (Place::Root, s::GENERATION, OpType::Put(ScalarValue::Uint(g)))
+            if (1..=crate::limits::GENERATION_MAX).contains(g) =>
+        {
+            Ok(None)
+        }
         (Place::Root, s::ROOM_ID, OpType::Put(ScalarValue::Str(text)))
             if text.as_str() == room.as_str() =>
         {

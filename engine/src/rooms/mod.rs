@@ -506,6 +506,7 @@ impl RoomSet {
                 applied: applied.applied.len(),
                 pending: applied.pending,
                 dropped: applied.dropped,
+                superseded: applied.superseded,
                 refused: refused.len(),
             },
             refused,
@@ -575,23 +576,27 @@ impl RoomSet {
         }))
     }
 
-    /// Compacts `room` at its pending request (`room::compact`), if it has
-    /// one: the stored history becomes the base and the carried tail, and
-    /// they are logged under `stamp` so that peers catching up since a
-    /// cursor receive them. `Ok(None)`: nothing to compact.
+    /// Compacts `room` at `request`, the request every replica named
+    /// (`room::compact`), if it is still the room's: the stored history
+    /// becomes the base and the carried tail, and they are logged under
+    /// `stamp` so that peers catching up since a cursor receive them.
+    /// Changes that were waiting for the new history (a peer's carried
+    /// changes) apply with it. `Ok(None)`: nothing to compact (the room is
+    /// gone, ended, or now has another request).
     ///
     /// Atomic like `local_write`.
     pub fn compact(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
+        request: ChangeHash,
         stamp: Timestamp,
     ) -> Result<Option<Compaction>, Error> {
         if self.purged.contains(room) || self.load(store, room)?.is_none() {
             return Ok(None);
         }
         let heads = self.hot_heads(room);
-        let result = self.compact_hot(room, stamp);
+        let result = self.compact_hot(room, request, stamp);
         self.evict_if_moved(room, heads, result.is_err());
         result
     }
@@ -599,16 +604,23 @@ impl RoomSet {
     fn compact_hot(
         &mut self,
         room: &RoomId,
+        request: ChangeHash,
         stamp: Timestamp,
     ) -> Result<Option<Compaction>, Error> {
         let Some(hot) = self.hot.get_mut(room) else {
             return Ok(None);
         };
-        let Some((request, _)) = hot.doc.compaction_request() else {
+        let active = hot
+            .doc
+            .summary()
+            .is_some_and(|s| s.lifecycle == crate::model::Lifecycle::Active);
+        if !active || hot.doc.compaction_request().map(|(hash, _)| hash) != Some(request) {
             return Ok(None);
-        };
+        }
         let before = readable(&mut hot.doc)?;
         let switch = hot.doc.compact_at(request)?;
+        // Changes parked for the new history (a peer compacted first).
+        let released = hot.doc.apply_remote(Vec::new(), Intake::EachChange)?;
         let after = readable(&mut hot.doc)?;
         let mut batch = Batch::default();
         hot.rewrite(&mut batch);
@@ -622,6 +634,7 @@ impl RoomSet {
         let generation = hot.doc.generation();
         let mut changes = vec![switch.base];
         changes.extend(switch.carried);
+        changes.extend(released.applied);
         let log_rest = self.record(room, &heads, &changes, stamp, &mut batch);
         Ok(Some(Compaction {
             generation,

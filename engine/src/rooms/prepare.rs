@@ -55,6 +55,9 @@ pub struct PreparedImport {
     after: Option<RoomSnapshot>,
     /// The merged document saved, in case installing it compacts.
     saved: Option<Vec<u8>>,
+    /// The import carried a newer base, so the copy compacted the room
+    /// first: installed by the in-line merge, which stores a compaction.
+    compacted: bool,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -110,7 +113,9 @@ impl Fork {
                 pending: applied.pending,
                 dropped: applied.dropped,
                 refused: 0,
+                superseded: applied.superseded,
             },
+            compacted: applied.compacted.is_some(),
             room: self.room,
             base: self.base,
             doc: self.doc,
@@ -160,7 +165,7 @@ impl RoomSet {
             actor: self.actor.clone(),
             heads: self.load(store, &room)?.map(|hot| hot.doc.heads()),
         };
-        if current != prepared.base {
+        if current != prepared.base || prepared.compacted {
             return Ok(Installed::Moved(room, prepared.changes));
         }
         if current.heads.is_none() {

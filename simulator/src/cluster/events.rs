@@ -23,6 +23,7 @@ impl Cluster {
                             heads: ack.heads,
                             at_ms: self.now_ms,
                             owner: pending.owner,
+                            op: pending.op,
                         });
                     }
                     Err(err) => {

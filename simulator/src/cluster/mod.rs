@@ -42,6 +42,8 @@ pub struct AckedWrite {
     pub at_ms: u64,
     /// The owner this write gave a call (a join or a move), if any.
     pub owner: Option<(SessionId, Owner)>,
+    /// The operation, for checking a compacted room by content.
+    pub op: RoomOp,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,7 @@ struct PendingWrite {
     node: usize,
     room: RoomId,
     owner: Option<(SessionId, Owner)>,
+    op: RoomOp,
 }
 
 /// A replica reported `Event::Purged`.
@@ -325,6 +328,7 @@ impl Cluster {
             node: i,
             room: room.clone(),
             owner,
+            op: op.clone(),
         };
         self.pending_writes.insert(id, pending);
         let room = room.clone();

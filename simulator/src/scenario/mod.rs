@@ -65,6 +65,15 @@ pub struct WorkloadConfig {
     /// Operations per second, cluster-wide, each on a random live node.
     #[serde(default = "default_ops")]
     pub ops_per_sec: f64,
+    /// Rooms end now and then (2 % of operations) and new ones replace
+    /// them. `false`: rooms live as long as the run (standing rooms with
+    /// joins and leaves all day), and those draws are leaves instead.
+    #[serde(default = "default_end_rooms")]
+    pub end_rooms: bool,
+}
+
+fn default_end_rooms() -> bool {
+    true
 }
 
 fn default_ops() -> f64 {
@@ -75,6 +84,7 @@ impl Default for WorkloadConfig {
     fn default() -> Self {
         Self {
             ops_per_sec: default_ops(),
+            end_rooms: default_end_rooms(),
         }
     }
 }
