@@ -288,7 +288,11 @@ fn main() {
         .ok()
         .map(|v| v.parse().expect("CHORUS_BENCH_CYCLES is a number"))
         .unwrap_or(if benchmarking { 100_000 } else { 3_000 });
-    let early = 5_000.min(cycles);
+    let early: usize = std::env::var("CHORUS_BENCH_BASELINE_CYCLES")
+        .ok()
+        .map(|v| v.parse().expect("CHORUS_BENCH_BASELINE_CYCLES is a number"))
+        .unwrap_or(5_000)
+        .min(cycles);
     println!("churn: one room, join+leave pairs through {REPLICAS} replicas in turn, retention {RETENTION_MS} ms");
 
     // (b) the baseline: compaction off, the first cycles only.
@@ -322,6 +326,15 @@ fn main() {
     let start_window = window(&on, 1_000.min(cycles / 2), 1_000);
     let end_window = window(&on, cycles.saturating_sub(1_000), 1_000);
     let longest = on.iter().max().copied().unwrap_or_default();
+    let slow: Vec<(usize, f64)> = on
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.as_millis() >= 500)
+        .map(|(i, d)| (i, ms(*d)))
+        .collect();
+    if !slow.is_empty() {
+        println!("    pairs of 500 ms or more (cycle, ms): {slow:?}");
+    }
     println!(
         "(a) compaction on, {cycles} pairs in {:.1} s",
         wall.as_secs_f64()

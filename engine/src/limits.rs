@@ -76,6 +76,11 @@ pub const COMPACTION_MIN_CHUNK_BYTES: u64 = 4 * 1024;
 /// and a compaction costs about one pass over it.
 pub const HISTORY_CHANGES_DEFAULT: u64 = 1_000;
 
+/// A peer that has not said it can compact is asked again every this many
+/// `end_ack_interval_ms` (an older build cannot answer, and counts each
+/// question as a frame it cannot decode).
+pub const COMPACTION_ASK_EVERY: u64 = 10;
+
 /// The highest generation a compacted base may claim: far beyond any real
 /// room (one compaction per `HISTORY_CHANGES_DEFAULT` writes), and never
 /// near an overflow of the next generation's number.

@@ -132,3 +132,95 @@ async fn javascript_automerge_joins_the_documented_way_and_plain_strings_are_ref
 
     node.stop().await.expect("stop");
 }
+
+/// A room compacted by the daemon (its history starts at a base, not at the
+/// genesis) is still standard automerge: JavaScript loads it, writes the
+/// documented join on it, and the daemon takes that join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_automerge_writes_to_a_compacted_room() {
+    if let Some(reason) = missing() {
+        println!("skipped: {reason}");
+        return;
+    }
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut config = local_config("n", &root.path().join("n"), Vec::new());
+    config.replica.history_changes_max = 40;
+    config.replica.end_ack_interval_ms = 50;
+    config.replica.session_retention_ms = 0;
+    let node = daemon::start(config).await.expect("daemon");
+    let c = client_of(&node).expect("client");
+    let _: Value = c
+        .send(
+            reqwest::Method::PUT,
+            "/v1/rooms/js",
+            &json!({"tenant": "acme"}),
+        )
+        .await
+        .expect("create");
+    for i in 0..30 {
+        let session = format!("churn-{i}");
+        let body = json!({
+            "session": session, "user": "u", "role": "speaker",
+            "owner": "sfu-1", "region": "eu-west",
+        });
+        let _: Value = c
+            .send(reqwest::Method::POST, "/v1/rooms/js/participants", &body)
+            .await
+            .expect("join");
+        let _: Value = c
+            .delete(&format!("/v1/rooms/js/participants/{session}"))
+            .await
+            .expect("leave");
+    }
+    let api = format!("http://{}", node.api);
+    let export = format!("{api}/v1/rooms/js/automerge");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let bytes = reqwest::get(&export)
+            .await
+            .expect("export")
+            .bytes()
+            .await
+            .expect("bytes");
+        let doc = automerge::Automerge::load(&bytes).expect("an export loads");
+        use automerge::ReadDoc;
+        if doc
+            .get(automerge::ROOT, "generation")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room was not compacted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let script = js_dir().join("interop.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(&api)
+            .arg("js")
+            .output()
+            .expect("run node")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "interop.mjs failed ({}): {stdout}\n{stderr}",
+        out.status
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["documented"]["status"], 200, "{seen}");
+    let room: Value = c.get("/v1/rooms/js").await.expect("room");
+    assert_eq!(room["sessions"]["s-js"]["user"], "bob", "{room}");
+    assert_eq!(room["counters"]["joins"], 31, "{room}");
+    node.stop().await.expect("stop");
+}

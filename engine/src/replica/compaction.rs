@@ -18,6 +18,7 @@ use super::overlay::Overlay;
 use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, ReplicaConfig};
 use crate::ids::{NodeId, RoomId};
+use crate::limits::COMPACTION_ASK_EVERY;
 use crate::room::compact::{Request, COMPACTION_FORMAT};
 use crate::room::RoomOp;
 
@@ -30,6 +31,11 @@ pub(super) struct State {
     pending: BTreeMap<RoomId, Pending>,
     /// Peers that said they can compact.
     capable: BTreeSet<NodeId>,
+    /// When each peer that has not said so was last asked: an older build
+    /// answers nothing (it cannot decode the question, and counts a decode
+    /// error), so it is asked again only every `COMPACTION_ASK_EVERY`
+    /// intervals.
+    asked_ms: BTreeMap<NodeId, u64>,
     pub next_ms: u64,
 }
 
@@ -187,8 +193,21 @@ impl Replica {
             .filter(|(_, p)| p.up)
             .map(|(id, _)| id.clone())
             .collect();
+        let ask_every = self
+            .config
+            .end_ack_interval_ms
+            .saturating_mul(COMPACTION_ASK_EVERY);
         for peer in peers {
-            let ask = !self.compaction.capable.contains(&peer);
+            let now = self.now_ms;
+            let ask = !self.compaction.capable.contains(&peer)
+                && self
+                    .compaction
+                    .asked_ms
+                    .get(&peer)
+                    .is_none_or(|at| now.saturating_sub(*at) >= ask_every);
+            if ask {
+                self.compaction.asked_ms.insert(peer.clone(), now);
+            }
             if requests.is_empty() && !ask {
                 continue;
             }

@@ -92,11 +92,15 @@ pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut) -> Result<Compacted, E
     doc.apply_changes([base.clone()])?;
     let mut carry = Carry {
         old,
-        doc,
+        doc: doc.clone(),
         base: base.hash(),
         tail: tail.iter().map(Change::hash).collect(),
         stands_for: HashMap::new(),
         objects: HashMap::new(),
+        branches: HashMap::from([(vec![base.hash()], doc)]),
+        // The base's document is never dropped: `kept` lists the others.
+        kept: std::collections::VecDeque::new(),
+        made: HashMap::from([(base.hash(), base.clone())]),
     };
     let mut carried = Vec::new();
     for change in causal_order(tail) {
@@ -351,7 +355,18 @@ struct Carry<'a> {
     stands_for: HashMap<ChangeHash, Vec<ChangeHash>>,
     /// Object id (`counter@actor`) in the old history → its path and id.
     objects: HashMap<String, Option<(Vec<String>, ObjId)>>,
+    /// Documents at points of the new history (by their sorted heads), to
+    /// carry the next changes on; `kept` is their order, oldest first.
+    branches: HashMap<Vec<ChangeHash>, Automerge>,
+    kept: std::collections::VecDeque<Vec<ChangeHash>>,
+    /// The base and every carried change, by hash.
+    made: HashMap<ChangeHash, Change>,
 }
+
+/// Documents kept at points of the new history while a tail is carried.
+/// Each is the small compacted room; 64 of them cover the changes that
+/// replicas write side by side while a compaction is acknowledged.
+const BRANCHES_KEPT: usize = 64;
 
 impl Carry<'_> {
     fn one(&mut self, change: &Change) -> Result<Option<Change>, Error> {
@@ -369,17 +384,7 @@ impl Carry<'_> {
         }
         let deps: Vec<ChangeHash> = deps.into_iter().collect();
         let steps = self.steps(change)?;
-        // A tail that is one line of changes (the common case) is carried
-        // on the document itself; a change beside others needs a copy of
-        // the document at its own dependencies. Both give the same change.
-        let mut heads = self.doc.get_heads();
-        heads.sort();
-        let mut fork = if heads == deps {
-            std::mem::take(&mut self.doc)
-        } else {
-            self.doc.fork_at(&deps)?
-        };
-        let in_place = heads == deps;
+        let mut fork = self.doc_at(&deps)?;
         fork.set_actor(change.actor_id().clone());
         let mut options = CommitOptions::default().with_time(change.timestamp());
         if let Some(message) = change.message() {
@@ -397,21 +402,64 @@ impl Carry<'_> {
             )
             .map_err(|failure| failure.error)?;
         let carried = success.hash.and_then(|hash| fork.get_change_by_hash(&hash));
-        if in_place {
-            self.doc = fork;
-        }
         match &carried {
             Some(new) => {
-                if !in_place {
-                    self.doc.apply_changes([new.clone()])?;
-                }
+                self.doc.apply_changes([new.clone()])?;
                 self.stands_for.insert(change.hash(), vec![new.hash()]);
+                self.made.insert(new.hash(), new.clone());
+                self.keep_branch(vec![new.hash()], fork);
             }
             None => {
                 self.stands_for.insert(change.hash(), deps);
             }
         }
         Ok(carried)
+    }
+
+    /// A document holding exactly `deps` (sorted) and their causal past in
+    /// the new history: a copy of a kept one, completed with the carried
+    /// changes it lacks. automerge's `fork_at` rebuilds every change of
+    /// the history from its columns, which made a tail written by three
+    /// replicas at once cost seconds.
+    fn doc_at(&mut self, deps: &[ChangeHash]) -> Result<Automerge, Error> {
+        if let Some(doc) = self.branches.get(deps) {
+            return Ok(doc.clone());
+        }
+        let start = deps
+            .iter()
+            .find_map(|dep| self.branches.get(std::slice::from_ref(dep)))
+            .or_else(|| self.branches.get(std::slice::from_ref(&self.base)));
+        let mut doc = match start {
+            Some(doc) => doc.clone(),
+            None => return Ok(self.doc.fork_at(deps)?),
+        };
+        let mut missing = Vec::new();
+        let mut seen: HashSet<ChangeHash> = HashSet::new();
+        let mut stack: Vec<ChangeHash> = deps.to_vec();
+        while let Some(hash) = stack.pop() {
+            if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
+                continue;
+            }
+            let Some(change) = self.made.get(&hash) else {
+                return Ok(self.doc.fork_at(deps)?);
+            };
+            stack.extend(change.deps().iter().copied());
+            missing.push(change.clone());
+        }
+        doc.apply_changes(missing)?;
+        Ok(doc)
+    }
+
+    /// Keeps `doc` (at `heads`) for the changes carried next to it, a
+    /// bounded number of them (which ones are kept only changes the speed).
+    fn keep_branch(&mut self, heads: Vec<ChangeHash>, doc: Automerge) {
+        if self.kept.len() >= BRANCHES_KEPT {
+            if let Some(oldest) = self.kept.pop_front() {
+                self.branches.remove(&oldest);
+            }
+        }
+        self.kept.push_back(heads.clone());
+        self.branches.insert(heads, doc);
     }
 
     /// `change`'s ops by path, each write with the values it replaced.
