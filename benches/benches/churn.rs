@@ -19,40 +19,15 @@
 //! `CHORUS_BENCH_CYCLES` to change it). Without `--bench` (e.g. under
 //! `cargo test --benches`) it runs 3 000 cycles.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chorus_benches::{live_bytes, Counting};
 use chorus_engine::replica::Input;
 use chorus_engine::storage::SledKv;
 use chorus_engine::*;
 use tokio::sync::mpsc;
-
-/// Counts live heap bytes (`live_bytes`).
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to `System`; only a counter is
-// updated alongside.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -264,14 +239,14 @@ fn history_len(engine: &Engine) -> usize {
 /// only a fresh room with `live` sessions: the baseline of (c).
 fn fresh_room(live: usize) -> (u64, Duration, usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    let before = live_bytes();
     let engine = Engine::open(dir.path(), config(0, u64::MAX)).expect("opens");
     create(&engine);
     for i in 0..live.saturating_sub(1) {
         engine.write(&room(), join(i)).expect("join");
     }
     engine.room(&room()).expect("read");
-    let heap = LIVE_BYTES.load(Ordering::SeqCst).saturating_sub(before);
+    let heap = live_bytes().saturating_sub(before);
     engine.stop().expect("stops");
     let stored = dir_bytes(dir.path());
     let start = Instant::now();
@@ -311,7 +286,7 @@ fn main() {
     let dirs: Vec<_> = (0..REPLICAS)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
-    let heap_before = LIVE_BYTES.load(Ordering::SeqCst);
+    let heap_before = live_bytes();
     let engines = cluster(&dirs, chorus_engine::limits::HISTORY_CHANGES_DEFAULT);
     create(&engines[0]);
     converge(&engines);
@@ -364,10 +339,7 @@ fn main() {
     let snapshot = engines[0].room(&room()).expect("read").expect("the room");
     let live = snapshot.live_sessions().count();
     let listed = snapshot.sessions.len();
-    let heap = LIVE_BYTES
-        .load(Ordering::SeqCst)
-        .saturating_sub(heap_before)
-        / REPLICAS;
+    let heap = live_bytes().saturating_sub(heap_before) / REPLICAS;
     println!(
         "(c) converged {:.0} ms after the last write; room JSON lists {listed} sessions ({live} live); counters joins {} leaves {}",
         ms(settle),

@@ -29,6 +29,30 @@ fn missing() -> Option<String> {
         .then(|| "@automerge/automerge is not installed (npm ci --prefix node/tests/js)".to_owned())
 }
 
+/// Runs `interop.mjs` against room `js` of the daemon at `api`; what it saw.
+async fn run_interop(api: String) -> Value {
+    let script = js_dir().join("interop.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(&api)
+            .arg("js")
+            .output()
+            .expect("run node")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("interop.mjs: {stdout}");
+    assert!(
+        out.status.success(),
+        "interop.mjs failed ({}): {stdout}\n{stderr}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let from = text
         .find(start)
@@ -88,26 +112,7 @@ async fn javascript_automerge_joins_the_documented_way_and_plain_strings_are_ref
         .expect("create");
 
     let api = format!("http://{}", node.api);
-    let script = js_dir().join("interop.mjs");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .arg(&api)
-            .arg("js")
-            .output()
-            .expect("run node")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("interop.mjs: {stdout}");
-    assert!(
-        out.status.success(),
-        "interop.mjs failed ({}): {stdout}\n{stderr}",
-        out.status
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let seen = run_interop(api).await;
     assert_eq!(seen["documented"]["status"], 200, "{seen}");
     assert_eq!(seen["naive"]["status"], 422, "{seen}");
     assert_eq!(seen["naive"]["body"]["code"], "refused", "{seen}");
@@ -199,25 +204,7 @@ async fn javascript_automerge_writes_to_a_compacted_room() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    let script = js_dir().join("interop.mjs");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .arg(&api)
-            .arg("js")
-            .output()
-            .expect("run node")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "interop.mjs failed ({}): {stdout}\n{stderr}",
-        out.status
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let seen = run_interop(api).await;
     assert_eq!(seen["documented"]["status"], 200, "{seen}");
     let room: Value = c.get("/v1/rooms/js").await.expect("room");
     assert_eq!(room["sessions"]["s-js"]["user"], "bob", "{room}");

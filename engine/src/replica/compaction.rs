@@ -100,6 +100,12 @@ impl Replica {
             self.look_at(&room, gate_open);
         }
         self.announce_requests();
+        self.compact_acknowledged();
+    }
+
+    /// Compacts every room whose request every known replica has named.
+    fn compact_acknowledged(&mut self) {
+        let known = self.known_replicas();
         let due: Vec<RoomId> = self
             .compaction
             .pending
@@ -280,20 +286,8 @@ impl Replica {
             // The timer was idle: it runs one interval from now.
             self.compaction.next_ms = self.now_ms + self.config.end_ack_interval_ms;
         }
-        if !self.compaction.pending.is_empty() {
-            // The last ack may have arrived: compact without waiting.
-            let known = self.known_replicas();
-            let due: Vec<RoomId> = self
-                .compaction
-                .pending
-                .iter()
-                .filter(|(_, p)| known.iter().all(|k| p.acks.contains(k)))
-                .map(|(room, _)| room.clone())
-                .collect();
-            for room in due {
-                self.compact_room(&room);
-            }
-        }
+        // The last ack may have arrived: compact without waiting.
+        self.compact_acknowledged();
     }
 
     /// Forgets `room` (purged, or gone): nothing to acknowledge any more.

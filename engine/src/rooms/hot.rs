@@ -43,8 +43,14 @@ impl HotRoom {
     /// Stores the whole document anew (after a compaction replaced its
     /// history): one snapshot, no chunks.
     pub(super) fn rewrite(&mut self, batch: &mut Batch) {
-        let room = self.doc.id().clone();
         let snapshot = self.doc.save();
+        self.store_snapshot(snapshot, batch);
+    }
+
+    /// `snapshot` (the document's `save()`) in place of the stored
+    /// snapshot and every chunk.
+    fn store_snapshot(&mut self, snapshot: Vec<u8>, batch: &mut Batch) {
+        let room = self.doc.id().clone();
         self.snapshot_bytes = snapshot.len() as u64;
         batch.put(keys::snapshot(&room), snapshot);
         for seq in self.chunk_first..self.chunk_next {
@@ -79,14 +85,7 @@ impl HotRoom {
             .collect();
         self.chunk_bytes += bytes.len() as u64;
         if self.chunk_bytes > self.snapshot_bytes.max(COMPACTION_MIN_CHUNK_BYTES) {
-            let snapshot = saved.unwrap_or_else(|| self.doc.save());
-            self.snapshot_bytes = snapshot.len() as u64;
-            batch.put(keys::snapshot(&room), snapshot);
-            for seq in self.chunk_first..self.chunk_next {
-                batch.delete(keys::chunk(&room, seq));
-            }
-            self.chunk_first = self.chunk_next;
-            self.chunk_bytes = 0;
+            self.store_snapshot(saved.unwrap_or_else(|| self.doc.save()), batch);
             return;
         }
         batch.put(keys::chunk(&room, self.chunk_next), bytes);
