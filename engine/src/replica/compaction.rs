@@ -129,11 +129,9 @@ impl Replica {
             self.compaction.pending.remove(room);
             return;
         };
-        if !status.active {
-            // An ended room is purged, not compacted.
-            self.compaction.pending.remove(room);
-            return;
-        }
+        // An ended room gets no new request (it is purged, not compacted),
+        // but one already written is completed: a replica that ended the
+        // room while the others compacted must carry its end with them.
         let due = status.request.is_none()
             && status.active
             && status.history >= self.config.history_changes_max;
@@ -242,8 +240,12 @@ impl Replica {
         }
         if format != COMPACTION_FORMAT {
             // A build that would write another base at the same cut: not
-            // capable (it may have been, before a downgrade).
+            // capable (it may have been, before a downgrade), and what it
+            // named before does not count.
             self.compaction.capable.remove(from);
+            for pending in self.compaction.pending.values_mut() {
+                pending.acks.remove(from);
+            }
             return;
         }
         self.compaction.capable.insert(from.clone());

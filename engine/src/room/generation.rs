@@ -119,8 +119,19 @@ impl RoomDoc {
         Ok((compacted.doc, switch))
     }
 
-    /// Makes `doc` (a compaction of this one) the room's document.
+    /// Makes `doc` (a compaction of this one) the room's document. The
+    /// replaced history's changes still waiting here are dropped.
     pub(super) fn install(&mut self, doc: automerge::Automerge) {
+        let limit = usize::try_from(self.history_len()).unwrap_or(usize::MAX);
+        self.replaced = self
+            .walk_back(limit, |_| false)
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .collect();
+        let replaced = &self.replaced;
+        self.pending
+            .retain(|_, c| !c.deps().iter().any(|d| replaced.contains(d)));
+        self.pending_bytes = self.pending.values().map(|c| c.raw_bytes().len()).sum();
         self.doc = doc;
         self.cache = None;
         self.parts = None;

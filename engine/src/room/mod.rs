@@ -55,6 +55,10 @@ pub struct RoomDoc {
     /// Object id → layout part, for working out what remote changes touched.
     parts: Option<touched::ObjParts>,
     objs: Option<read::RootObjs>,
+    /// The hashes of the history the last compaction replaced: a peer's
+    /// change that depends on one belongs to that history and is ignored
+    /// (its writer carries it), instead of waiting in `pending` forever.
+    replaced: std::collections::HashSet<ChangeHash>,
 }
 
 /// What a batch of remote changes did.
@@ -100,6 +104,7 @@ impl RoomDoc {
             cache: None,
             parts: None,
             objs: None,
+            replaced: Default::default(),
         }
     }
 
@@ -129,6 +134,7 @@ impl RoomDoc {
             cache: None,
             parts: None,
             objs: None,
+            replaced: Default::default(),
         })
     }
 
@@ -151,6 +157,7 @@ impl RoomDoc {
             cache: self.cache.clone(),
             parts: self.parts.clone(),
             objs: self.objs.clone(),
+            replaced: self.replaced.clone(),
         }
     }
 

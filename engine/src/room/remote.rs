@@ -139,7 +139,7 @@ impl RoomDoc {
     /// computed the very same base. The cut must be the request this
     /// replica would cut at itself; a base for another cut, or for a cut
     /// not held here yet, waits for a later round (neither applied nor
-    /// remembered as refused). An ended room is never compacted.
+    /// remembered as refused).
     fn adopt_newer_base(
         &mut self,
         mut changes: Vec<Change>,
@@ -160,10 +160,7 @@ impl RoomDoc {
             return Ok(changes);
         };
         let ours = self.compaction_request().map(|(hash, _)| hash);
-        let ended = self
-            .summary()
-            .is_some_and(|s| s.lifecycle == crate::model::Lifecycle::Ended);
-        if ours != Some(cut) || ended {
+        if ours != Some(cut) {
             outcome.dropped += 1;
             return Ok(changes);
         }
@@ -209,6 +206,8 @@ impl RoomDoc {
             .filter(|c| !self.has_change(&c.hash()))
             .filter(|c| {
                 c.hash() == genesis
+                    || self.replaced.contains(&c.hash())
+                    || c.deps().iter().any(|d| self.replaced.contains(d))
                     || super::compact::base_of(&self.id, c).is_some_and(|(g, _)| g <= generation)
             })
             .map(Change::hash)

@@ -88,7 +88,7 @@ pub struct CompactionStatus {
     pub generation: u64,
     /// The request the next compaction cuts at, once one is written.
     pub request: Option<ChangeHash>,
-    /// Not ended: an ended room is purged, not compacted.
+    /// Not ended: an ended room gets no new compaction request.
     pub active: bool,
 }
 
@@ -610,11 +610,9 @@ impl RoomSet {
         let Some(hot) = self.hot.get_mut(room) else {
             return Ok(None);
         };
-        let active = hot
-            .doc
-            .summary()
-            .is_some_and(|s| s.lifecycle == crate::model::Lifecycle::Active);
-        if !active || hot.doc.compaction_request().map(|(hash, _)| hash) != Some(request) {
+        // An ended room is compacted too once its request was named by
+        // every replica: the others compact, and its end must be carried.
+        if hot.doc.compaction_request().map(|(hash, _)| hash) != Some(request) {
             return Ok(None);
         }
         let before = readable(&mut hot.doc)?;
