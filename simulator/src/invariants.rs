@@ -259,13 +259,7 @@ impl Checker {
     fn acked_writes(&mut self, cluster: &mut Cluster) {
         let acked = std::mem::take(&mut cluster.acked);
         // Sessions whose leave was acknowledged: a compaction may prune them.
-        let left: BTreeSet<(RoomId, SessionId)> = acked
-            .iter()
-            .filter_map(|w| match &w.op {
-                RoomOp::Leave { session } => Some((w.room.clone(), session.clone())),
-                _ => None,
-            })
-            .collect();
+        let left = cluster.left_acked.clone();
         for write in &acked {
             for i in 0..cluster.len() {
                 let Some(replica) = cluster.nodes[i].replica.as_mut() else {

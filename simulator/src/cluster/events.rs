@@ -16,6 +16,10 @@ impl Cluster {
                 match result {
                     Ok(ack) => {
                         self.counters.writes_acked += 1;
+                        if let chorus_engine::RoomOp::Leave { session } = &pending.op {
+                            self.left_acked
+                                .insert((pending.room.clone(), session.clone()));
+                        }
                         self.acked.push(AckedWrite {
                             node: i,
                             holder: i,

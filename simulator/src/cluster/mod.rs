@@ -103,6 +103,10 @@ pub struct Cluster {
     pub net: Network,
     pub rng: Rng,
     pub acked: Vec<AckedWrite>,
+    /// Every session whose leave was ever acknowledged. Kept even when a
+    /// wipe releases the leave itself: a compaction may have pruned the
+    /// session meanwhile, and its join must not then count as lost.
+    pub left_acked: BTreeSet<(RoomId, SessionId)>,
     pub purges: Vec<PurgeRecord>,
     pub counters: RunCounters,
     pub failover: FailoverStats,
@@ -147,6 +151,7 @@ impl Cluster {
             net: Network::new(net),
             rng: Rng::new(seed),
             acked: Vec::new(),
+            left_acked: BTreeSet::new(),
             purges: Vec::new(),
             counters: RunCounters::default(),
             failover: FailoverStats::default(),
