@@ -19,11 +19,10 @@
 //! `CHORUS_BENCH_CYCLES` to change it). Without `--bench` (e.g. under
 //! `cargo test --benches`) it runs 3 000 cycles.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_benches::{live_bytes, Counting};
+use chorus_benches::{dir_bytes, live_bytes, Counting};
 use chorus_engine::replica::Input;
 use chorus_engine::storage::SledKv;
 use chorus_engine::*;
@@ -191,21 +190,6 @@ fn quantile(pairs: &[Duration], q: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|entry| match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-                    Ok(meta) => meta.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn converge(engines: &[Engine]) -> Duration {

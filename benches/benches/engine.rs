@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjId, ObjType, ScalarValue, ROOT};
-use chorus_benches::{live_bytes, Counting};
+use chorus_benches::{dir_bytes, live_bytes, Counting};
 use chorus_engine::storage::MemKv;
 use chorus_engine::{
     Engine, EngineConfig, JoinRequest, NodeId, RegionId, Role, RoomConfig, RoomId, SessionId,
@@ -556,21 +556,6 @@ fn hot_room_bytes(sizes: Sizes) {
 }
 
 // ---- (d) opening a large store ------------------------------------------------------
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|entry| match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-                    Ok(meta) => meta.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 /// Creates `rooms` rooms through the engine from many writer threads.
 fn build_store(dir: &Path, rooms: usize) -> Duration {

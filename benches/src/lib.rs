@@ -1,6 +1,7 @@
 //! Benchmarks live in `benches/`; this library holds what several share.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The system allocator, counting the bytes currently allocated. A bench
@@ -53,4 +54,20 @@ unsafe impl GlobalAlloc for Counting {
         }
         new
     }
+}
+
+/// Bytes of every file below `dir` (a store's size on disk).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

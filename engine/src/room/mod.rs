@@ -3,6 +3,7 @@
 //!
 //! This module is pure: no storage, no clock, no randomness.
 
+mod carry;
 pub mod compact;
 mod generation;
 pub mod import;

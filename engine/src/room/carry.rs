@@ -1,0 +1,430 @@
+//! Carrying a compacted room's tail (`compact.rs`): each change after the
+//! cut re-done by path on the base and the carried changes it depended on,
+//! so that every replica carrying it writes the very same change, and the
+//! room reads afterwards what the whole history reads.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::transaction::{CommitOptions, Transactable, Transaction};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, ROOT};
+
+use super::read::{self, map_obj};
+use super::schema as s;
+use crate::error::Error;
+use crate::hlc::Timestamp;
+use crate::model::SessionState;
+
+/// Carries `tail` (changes of `old` after the cut) onto `doc`, which holds
+/// only `base`. Returns the new history and the carried changes, in causal
+/// order (a change with nothing left to say carries to nothing).
+pub(super) fn carry(
+    old: &Automerge,
+    base: &Change,
+    doc: Automerge,
+    tail: Vec<Change>,
+) -> Result<(Automerge, Vec<Change>), Error> {
+    let mut carry = Carry {
+        old,
+        doc: doc.clone(),
+        base: base.hash(),
+        tail: tail.iter().map(Change::hash).collect(),
+        stands_for: HashMap::new(),
+        objects: HashMap::new(),
+        branches: HashMap::from([(vec![base.hash()], doc)]),
+        // The base's document is never dropped: `kept` lists the others.
+        kept: std::collections::VecDeque::new(),
+        made: HashMap::from([(base.hash(), base.clone())]),
+    };
+    let mut carried = Vec::new();
+    for change in causal_order(tail) {
+        if let Some(new) = carry.one(&change)? {
+            carried.push(new);
+        }
+    }
+    Ok((carry.doc, carried))
+}
+
+/// `changes` with every change after the ones it depends on.
+fn causal_order(mut changes: Vec<Change>) -> Vec<Change> {
+    let mut done: HashSet<ChangeHash> = HashSet::new();
+    let inside: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    let mut out = Vec::with_capacity(changes.len());
+    while !changes.is_empty() {
+        let (ready, waiting): (Vec<Change>, Vec<Change>) = changes.into_iter().partition(|c| {
+            c.deps()
+                .iter()
+                .all(|d| !inside.contains(d) || done.contains(d))
+        });
+        if ready.is_empty() {
+            // A cycle cannot happen (hashes chain); keep what is left as is.
+            out.extend(waiting);
+            break;
+        }
+        done.extend(ready.iter().map(Change::hash));
+        out.extend(ready);
+        changes = waiting;
+    }
+    out
+}
+
+/// One op of a tail change, by path. `seen`: the values at that key the
+/// change had seen (in its causal past), which its write replaced.
+#[derive(Debug)]
+enum Step {
+    Make {
+        at: Vec<String>,
+        key: String,
+    },
+    Put {
+        at: Vec<String>,
+        key: String,
+        value: ScalarValue,
+        seen: Vec<String>,
+    },
+    Delete {
+        at: Vec<String>,
+        key: String,
+        seen: Vec<String>,
+    },
+    Increment {
+        at: Vec<String>,
+        key: String,
+        by: i64,
+    },
+}
+
+struct Carry<'a> {
+    old: &'a Automerge,
+    doc: Automerge,
+    base: ChangeHash,
+    tail: HashSet<ChangeHash>,
+    /// A tail change → the changes that stand for it in the new history:
+    /// its carried change, or, when nothing of it was left, what it stood on.
+    stands_for: HashMap<ChangeHash, Vec<ChangeHash>>,
+    /// Object id (`counter@actor`) in the old history → its path and id.
+    objects: HashMap<String, Option<(Vec<String>, ObjId)>>,
+    /// Documents at points of the new history (by their sorted heads), to
+    /// carry the next changes on; `kept` is their order, oldest first.
+    branches: HashMap<Vec<ChangeHash>, Automerge>,
+    kept: std::collections::VecDeque<Vec<ChangeHash>>,
+    /// The base and every carried change, by hash.
+    made: HashMap<ChangeHash, Change>,
+}
+
+/// Documents kept at points of the new history while a tail is carried.
+/// Each is the small compacted room; 64 of them cover the changes that
+/// replicas write side by side while a compaction is acknowledged.
+const BRANCHES_KEPT: usize = 64;
+
+impl Carry<'_> {
+    fn one(&mut self, change: &Change) -> Result<Option<Change>, Error> {
+        let mut deps = BTreeSet::new();
+        for dep in change.deps() {
+            match self.stands_for.get(dep) {
+                Some(new) if self.tail.contains(dep) => deps.extend(new.iter().copied()),
+                _ => {
+                    deps.insert(self.base);
+                }
+            }
+        }
+        if deps.is_empty() {
+            deps.insert(self.base);
+        }
+        let deps: Vec<ChangeHash> = deps.into_iter().collect();
+        let steps = self.steps(change)?;
+        let mut fork = self.doc_at(&deps)?;
+        fork.set_actor(change.actor_id().clone());
+        let mut options = CommitOptions::default().with_time(change.timestamp());
+        if let Some(message) = change.message() {
+            options = options.with_message(message.to_owned());
+        }
+        let success = fork
+            .transact_with(
+                |_| options,
+                |tx| {
+                    for step in &steps {
+                        apply(tx, step)?;
+                    }
+                    Ok::<_, automerge::AutomergeError>(())
+                },
+            )
+            .map_err(|failure| failure.error)?;
+        let carried = success.hash.and_then(|hash| fork.get_change_by_hash(&hash));
+        match &carried {
+            Some(new) => {
+                self.doc.apply_changes([new.clone()])?;
+                self.stands_for.insert(change.hash(), vec![new.hash()]);
+                self.made.insert(new.hash(), new.clone());
+                self.keep_branch(vec![new.hash()], fork);
+            }
+            None => {
+                self.stands_for.insert(change.hash(), deps);
+            }
+        }
+        Ok(carried)
+    }
+
+    /// A document holding exactly `deps` (sorted) and their causal past in
+    /// the new history: a copy of a kept one, completed with the carried
+    /// changes it lacks. automerge's `fork_at` rebuilds every change of
+    /// the history from its columns, which made a tail written by three
+    /// replicas at once cost seconds.
+    fn doc_at(&mut self, deps: &[ChangeHash]) -> Result<Automerge, Error> {
+        if let Some(doc) = self.branches.get(deps) {
+            return Ok(doc.clone());
+        }
+        let start = deps
+            .iter()
+            .find_map(|dep| self.branches.get(std::slice::from_ref(dep)))
+            .or_else(|| self.branches.get(std::slice::from_ref(&self.base)));
+        let mut doc = match start {
+            Some(doc) => doc.clone(),
+            None => return Ok(self.doc.fork_at(deps)?),
+        };
+        let mut missing = Vec::new();
+        let mut seen: HashSet<ChangeHash> = HashSet::new();
+        let mut stack: Vec<ChangeHash> = deps.to_vec();
+        while let Some(hash) = stack.pop() {
+            if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
+                continue;
+            }
+            let Some(change) = self.made.get(&hash) else {
+                return Ok(self.doc.fork_at(deps)?);
+            };
+            stack.extend(change.deps().iter().copied());
+            missing.push(change.clone());
+        }
+        doc.apply_changes(missing)?;
+        Ok(doc)
+    }
+
+    /// Keeps `doc` (at `heads`) for the changes carried next to it, a
+    /// bounded number of them (which ones are kept only changes the speed).
+    fn keep_branch(&mut self, heads: Vec<ChangeHash>, doc: Automerge) {
+        if self.kept.len() >= BRANCHES_KEPT {
+            if let Some(oldest) = self.kept.pop_front() {
+                self.branches.remove(&oldest);
+            }
+        }
+        self.kept.push_back(heads.clone());
+        self.branches.insert(heads, doc);
+    }
+
+    /// `change`'s ops by path, each write with the values it replaced.
+    fn steps(&mut self, change: &Change) -> Result<Vec<Step>, Error> {
+        let expanded = std::panic::catch_unwind(|| change.decode())
+            .map_err(|_| Error::Automerge("a tail change cannot be decoded".into()))?;
+        let mut steps = Vec::new();
+        for op in &expanded.operations {
+            let (Key::Map(key), false) = (&op.key, op.insert) else {
+                continue;
+            };
+            let Some((at, obj)) = self.object(&op.obj) else {
+                continue;
+            };
+            let key = key.to_string();
+            let seen = || {
+                self.old
+                    .get_all_at(&obj, key.as_str(), change.deps())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(v, _)| match v {
+                        automerge::Value::Scalar(scalar) => scalar.as_str().map(str::to_owned),
+                        automerge::Value::Object(_) => None,
+                    })
+                    .collect::<Vec<String>>()
+            };
+            steps.push(match &op.action {
+                OpType::Make(ObjType::Map) => Step::Make { at, key },
+                OpType::Put(value) => Step::Put {
+                    seen: seen(),
+                    at,
+                    key,
+                    value: value.clone(),
+                },
+                OpType::Delete => Step::Delete {
+                    seen: seen(),
+                    at,
+                    key,
+                },
+                OpType::Increment(by) => Step::Increment { at, key, by: *by },
+                _ => continue,
+            });
+        }
+        Ok(steps)
+    }
+
+    /// The path and id of an object of the old history (objects are never
+    /// deleted in a room, so every one has a path).
+    fn object(&mut self, obj: &ObjectId) -> Option<(Vec<String>, ObjId)> {
+        let ObjectId::Id(id) = obj else {
+            return Some((Vec::new(), ROOT));
+        };
+        let text = format!("{}@{}", id.counter(), id.actor());
+        if let Some(found) = self.objects.get(&text) {
+            return found.clone();
+        }
+        let found = (|| {
+            let (exid, _) = self.old.import(&text).ok()?;
+            let mut path = Vec::new();
+            for parent in self.old.parents(&exid).ok()? {
+                match parent.prop {
+                    Prop::Map(key) => path.push(key),
+                    Prop::Seq(_) => return None,
+                }
+            }
+            path.reverse();
+            Some((path, exid))
+        })();
+        self.objects.insert(text, found.clone());
+        found
+    }
+}
+
+/// The map at `path`, if every step of it exists.
+fn resolve<R: ReadDoc>(doc: &R, path: &[String]) -> Option<ObjId> {
+    let mut obj = ROOT;
+    for key in path {
+        obj = map_obj(doc, &obj, key)?;
+    }
+    Some(obj)
+}
+
+/// Applies one step to the carried change. A write leaves its key holding
+/// what the old history reads after it: the room's rule over the written
+/// value and the values the writer had *not* seen (concurrent ones, which
+/// automerge keeps beside it). A step on a map the base does not hold (a
+/// pruned session) is dropped.
+fn apply(tx: &mut Transaction<'_>, step: &Step) -> Result<(), automerge::AutomergeError> {
+    match step {
+        Step::Make { at, key } => {
+            let Some(obj) = resolve(tx, at) else {
+                return Ok(());
+            };
+            let place: Vec<&str> = at.iter().map(String::as_str).collect();
+            let creates_a_map = matches!(
+                (place.as_slice(), key.as_str()),
+                ([s::SESSIONS], _) | ([s::SESSIONS, _], s::TRACKS)
+            );
+            #[cfg(feature = "mutations")]
+            if crate::mutation::compaction_drops_joins() && place.as_slice() == [s::SESSIONS] {
+                return Ok(());
+            }
+            if creates_a_map && map_obj(tx, &obj, key).is_none() {
+                tx.put_object(&obj, key.as_str(), ObjType::Map)?;
+            }
+        }
+        Step::Put {
+            at,
+            key,
+            value,
+            seen,
+        } => {
+            let Some(obj) = resolve(tx, at) else {
+                return Ok(());
+            };
+            let ScalarValue::Str(text) = value else {
+                // Plain numbers (`joined_at`) are written once, by the join.
+                if matches!(tx.get(&obj, key.as_str()), Ok(None)) {
+                    tx.put(&obj, key.as_str(), value.clone())?;
+                }
+                return Ok(());
+            };
+            let current = read::all_strings(tx, &obj, key);
+            let mut candidates: Vec<String> = unseen(&current, seen);
+            candidates.push(text.to_string());
+            settle(tx, &obj, at, key, &current, &candidates)?;
+        }
+        Step::Delete { at, key, seen } => {
+            let Some(obj) = resolve(tx, at) else {
+                return Ok(());
+            };
+            let current = read::all_strings(tx, &obj, key);
+            let candidates = unseen(&current, seen);
+            if candidates.is_empty() {
+                if !current.is_empty() {
+                    tx.delete(&obj, key.as_str())?;
+                }
+            } else {
+                // Add wins: what the delete had not seen stays.
+                settle(tx, &obj, at, key, &current, &candidates)?;
+            }
+        }
+        Step::Increment { at, key, by } => {
+            let Some(obj) = resolve(tx, at) else {
+                return Ok(());
+            };
+            let is_counter = matches!(
+                tx.get(&obj, key.as_str()),
+                Ok(Some((automerge::Value::Scalar(v), _)))
+                    if matches!(v.as_ref(), ScalarValue::Counter(_))
+            );
+            if is_counter {
+                tx.increment(&obj, key.as_str(), *by)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The current values the writer had not seen.
+fn unseen(current: &[String], seen: &[String]) -> Vec<String> {
+    current
+        .iter()
+        .filter(|value| !seen.contains(value))
+        .cloned()
+        .collect()
+}
+
+/// Makes `key` hold the winner among `candidates` by its field's rule,
+/// unless it already holds exactly that.
+fn settle(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    at: &[String],
+    key: &str,
+    current: &[String],
+    candidates: &[String],
+) -> Result<(), automerge::AutomergeError> {
+    let Some(winner) = winner(at, key, candidates) else {
+        return Ok(());
+    };
+    if current.len() != 1 || current[0] != winner {
+        tx.put(obj, key, winner)?;
+    }
+    Ok(())
+}
+
+/// The value the reading picks among `values` (`docs/data-model.md`,
+/// "Conflict rules"); values that do not parse never win.
+fn winner(at: &[String], key: &str, values: &[String]) -> Option<String> {
+    let place: Vec<&str> = at.iter().map(String::as_str).collect();
+    match (place.as_slice(), key) {
+        ([s::SESSIONS, _], s::STATE) => {
+            let parsed: Vec<(Timestamp, SessionState, &String)> = values
+                .iter()
+                .filter_map(|t| s::decode_stamped(t).map(|(stamp, v)| (stamp, v, t)))
+                .collect();
+            let left = parsed.iter().any(|(_, v, _)| *v == SessionState::Left);
+            parsed
+                .into_iter()
+                .filter(|(_, v, _)| !left || *v == SessionState::Left)
+                .max_by_key(|(stamp, _, _)| *stamp)
+                .map(|(_, _, t)| t.clone())
+        }
+        ([s::SESSIONS, _], s::OWNER) => values
+            .iter()
+            .filter_map(|t| s::decode_owner(t).map(|owner| (owner, t)))
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, t)| t.clone()),
+        ([s::SESSIONS, _], s::USER | s::ROLE | s::REGION | s::RESUME_HASH) => {
+            values.iter().max().cloned()
+        }
+        _ => values
+            .iter()
+            .filter_map(|t| s::stamp_of(t).map(|stamp| (stamp, t)))
+            .max_by_key(|(stamp, _)| *stamp)
+            .map(|(_, t)| t.clone()),
+    }
+}
