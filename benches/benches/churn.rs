@@ -10,9 +10,13 @@
 //!     maximum), for the first cycles only: how a write's cost grows with
 //!     the room's past without it;
 //! (c) per replica after the run: compactions, changes in the history,
-//!     export bytes, stored bytes, the process's live heap per replica, and
-//!     the time to reopen the store and read the room; against a fresh room
-//!     holding the same live sessions;
+//!     export bytes; the room's stored bytes (live keys and values) and its
+//!     hot memory (the heap that reading it on a reopened store adds),
+//!     each against the bound of `docs/data-model.md`: twice a fresh room
+//!     holding the same live sessions, plus the changes made within the
+//!     retention and those after the room's base; the time to reopen and
+//!     read; the replica's whole store by key kind, sled's files, and the
+//!     process heap per replica;
 //! (d) that the three replicas converge (same heads, same reading).
 //!
 //! Run: `cargo bench -p chorus-benches --bench churn` (100 000 cycles;
@@ -211,6 +215,83 @@ fn converge(engines: &[Engine]) -> Duration {
     panic!("the three replicas did not converge within 60 s");
 }
 
+/// The key kinds of the store: the room's own, then the replica's.
+const KINDS: [(&str, &[u8]); 8] = {
+    use chorus_engine::storage::keys;
+    [
+        ("snapshot", keys::SNAPSHOT),
+        ("chunks", keys::CHUNK),
+        ("index", keys::INDEX),
+        ("owners", keys::OWNER),
+        ("digest", keys::DIGEST),
+        ("change log", keys::LOG),
+        ("meta", keys::META),
+        ("journal", keys::JOURNAL),
+    ]
+};
+/// How many of `KINDS` hold the room itself (one room per store here).
+const ROOM_KINDS: usize = 5;
+
+/// Live key+value bytes under each key kind of the store in `dir`: what
+/// the store must hold, as opposed to what sled's files occupy.
+fn by_kind(dir: &std::path::Path) -> Vec<(&'static str, usize)> {
+    use chorus_engine::storage::KvRead;
+    let kv = SledKv::open(dir).expect("sled opens");
+    KINDS
+        .iter()
+        .map(|(name, prefix)| {
+            let entries = kv.scan_prefix(prefix).expect("scan");
+            (*name, entries.iter().map(|(k, v)| k.len() + v.len()).sum())
+        })
+        .collect()
+}
+
+/// The room's own stored bytes (see `ROOM_KINDS`).
+fn room_bytes(kinds: &[(&str, usize)]) -> usize {
+    kinds.iter().take(ROOM_KINDS).map(|(_, b)| b).sum()
+}
+
+fn describe(kinds: &[(&str, usize)]) -> String {
+    let parts: Vec<String> = kinds.iter().map(|(n, b)| format!("{n} {b}")).collect();
+    parts.join(", ")
+}
+
+/// Bytes of the room's changes after its base (every change with
+/// dependencies): the recent history of the formula in
+/// `docs/data-model.md`.
+fn tail_bytes(engine: &Engine) -> usize {
+    let bytes = engine.export_room(&room()).expect("export");
+    automerge::Automerge::load(&bytes)
+        .expect("an export loads")
+        .get_changes(&[])
+        .iter()
+        .filter(|c| !c.deps().is_empty())
+        .map(|c| c.raw_bytes().len())
+        .sum()
+}
+
+/// The mean size of the room's changes (an uncompacted history).
+fn mean_change_bytes(engine: &Engine) -> usize {
+    let bytes = engine.export_room(&room()).expect("export");
+    let doc = automerge::Automerge::load(&bytes).expect("an export loads");
+    let changes = doc.get_changes(&[]);
+    let total: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
+    total / changes.len().max(1)
+}
+
+/// Opens the store in `dir` and reads the room: the time that takes, and
+/// the heap the reading added (the hot room's memory).
+fn reopen(dir: &std::path::Path) -> (Duration, usize) {
+    let start = Instant::now();
+    let engine = Engine::open(dir, config(0, u64::MAX)).expect("reopens");
+    let before = live_bytes();
+    engine.room(&room()).expect("read");
+    let hot = live_bytes().saturating_sub(before);
+    let load = start.elapsed();
+    engine.stop().expect("stops");
+    (load, hot)
+}
+
 fn history_len(engine: &Engine) -> usize {
     let bytes = engine.export_room(&room()).expect("export");
     automerge::Automerge::load(&bytes)
@@ -219,9 +300,31 @@ fn history_len(engine: &Engine) -> usize {
         .len()
 }
 
-/// Stored bytes, reopen-and-read time and live heap of a store holding
-/// only a fresh room with `live` sessions: the baseline of (c).
-fn fresh_room(live: usize) -> (u64, Duration, usize) {
+/// What one replica's store holds after a run, or a fresh room's.
+struct Footprint {
+    /// sled's files.
+    disk: u64,
+    /// Live key+value bytes per key kind.
+    kinds: Vec<(&'static str, usize)>,
+    /// Reopen the store and read the room.
+    load: Duration,
+    /// Heap the reading added: the hot room.
+    hot: usize,
+}
+
+fn footprint(dir: &std::path::Path) -> Footprint {
+    let (load, hot) = reopen(dir);
+    Footprint {
+        disk: dir_bytes(dir),
+        kinds: by_kind(dir),
+        load,
+        hot,
+    }
+}
+
+/// A store holding only a fresh room with `live` sessions, the baseline of
+/// (c); and the heap its engine took.
+fn fresh_room(live: usize) -> (Footprint, usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let before = live_bytes();
     let engine = Engine::open(dir.path(), config(0, u64::MAX)).expect("opens");
@@ -232,13 +335,7 @@ fn fresh_room(live: usize) -> (u64, Duration, usize) {
     engine.room(&room()).expect("read");
     let heap = live_bytes().saturating_sub(before);
     engine.stop().expect("stops");
-    let stored = dir_bytes(dir.path());
-    let start = Instant::now();
-    let engine = Engine::open(dir.path(), config(0, u64::MAX)).expect("reopens");
-    engine.room(&room()).expect("read");
-    let load = start.elapsed();
-    engine.stop().expect("stops");
-    (stored, load, heap)
+    (footprint(dir.path()), heap)
 }
 
 fn main() {
@@ -262,6 +359,7 @@ fn main() {
     create(&engines[0]);
     converge(&engines);
     let off = churn(&engines, 0, early);
+    let change_bytes = mean_change_bytes(&engines[0]);
     for e in engines {
         e.stop().expect("stops");
     }
@@ -338,8 +436,7 @@ fn main() {
         readings.iter().all(|r| *r == readings[0]),
         "the replicas read the room differently"
     );
-    let (fresh_stored, fresh_load, fresh_heap) = fresh_room(live);
-    let mut stored_max = 0;
+    let (fresh, fresh_heap) = fresh_room(live);
     for (i, engine) in engines.iter().enumerate() {
         let stats = engine.stats().expect("stats");
         println!(
@@ -349,29 +446,49 @@ fn main() {
             engine.export_room(&room()).expect("export").len()
         );
     }
-    let mut loads = Vec::new();
-    for (i, engine) in engines.into_iter().enumerate() {
+    let tails: Vec<usize> = engines.iter().map(tail_bytes).collect();
+    // The pairs written within the retention before the last write: their
+    // departed sessions may still be in the base.
+    let mut span = Duration::ZERO;
+    let recent_pairs = on
+        .iter()
+        .rev()
+        .take_while(|d| {
+            span += **d;
+            span <= Duration::from_millis(RETENTION_MS)
+        })
+        .count();
+    let recent = recent_pairs * 2 * change_bytes;
+    println!(
+        "    changes within the retention: {recent_pairs} pairs, {recent} B at {change_bytes} B a change"
+    );
+    for engine in engines {
         engine.stop().expect("stops");
-        let stored = dir_bytes(dirs[i].path());
-        stored_max = stored_max.max(stored);
-        let start = Instant::now();
-        let reopened = Engine::open(dirs[i].path(), config(i, u64::MAX)).expect("reopens");
-        reopened.room(&room()).expect("read");
-        loads.push(start.elapsed());
-        reopened.stop().expect("stops");
     }
-    let load = loads.iter().max().copied().unwrap_or_default();
+    let fresh_room_bytes = room_bytes(&fresh.kinds);
+    println!("    fresh room ({live} live sessions): stored {fresh_room_bytes} B for the room, {} B of sled files; hot room {} B; reopen and read {:.1} ms",
+        fresh.disk, fresh.hot, ms(fresh.load));
+    for (i, dir) in dirs.iter().enumerate() {
+        let f = footprint(dir.path());
+        let room = room_bytes(&f.kinds);
+        let bound = 2 * fresh_room_bytes + recent + tails[i];
+        let hot_bound = 2 * fresh.hot + recent + tails[i];
+        println!(
+            "    replica {i}: room stored {room} B, bound {bound} B (2 x fresh + within retention + tail of {} B): ratio {:.2}; hot room {} B, bound {hot_bound} B: ratio {:.2}; reopen and read {:.1} ms",
+            tails[i],
+            room as f64 / bound.max(1) as f64,
+            f.hot,
+            f.hot as f64 / hot_bound.max(1) as f64,
+            ms(f.load)
+        );
+        println!(
+            "      the replica's store by kind (live key+value bytes): {}; sled's files {} B",
+            describe(&f.kinds),
+            f.disk
+        );
+    }
     println!(
-        "    stored: {stored_max} B per replica (most), fresh room with {live} live sessions {fresh_stored} B: ratio {:.2}",
-        stored_max as f64 / fresh_stored.max(1) as f64
-    );
-    println!(
-        "    reopen and read: {:.1} ms (slowest replica), fresh room {:.1} ms",
-        ms(load),
-        ms(fresh_load)
-    );
-    println!(
-        "    live heap per replica {heap} B, fresh room's engine {fresh_heap} B: ratio {:.2}",
+        "    process heap per replica after the run {heap} B, a fresh room's engine {fresh_heap} B: ratio {:.2}",
         heap as f64 / fresh_heap.max(1) as f64
     );
 }

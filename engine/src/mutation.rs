@@ -8,6 +8,18 @@ use std::cell::Cell;
 thread_local! {
     static OWNERSHIP_MIN: Cell<bool> = const { Cell::new(false) };
     static COMPACTION_DROPS_JOINS: Cell<bool> = const { Cell::new(false) };
+    static COMPACTION_IGNORES_GATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes replicas on this thread leave the replicas that never advertised
+/// compaction out of it (neither asked nor waited for): a broken version
+/// gate that compacts while an older build is a member.
+pub fn set_compaction_ignores_gate(on: bool) {
+    COMPACTION_IGNORES_GATE.with(|flag| flag.set(on));
+}
+
+pub(crate) fn compaction_ignores_gate() -> bool {
+    COMPACTION_IGNORES_GATE.with(Cell::get)
 }
 
 /// Makes history compaction on this thread forget the joins it carries

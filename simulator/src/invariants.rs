@@ -13,7 +13,10 @@
 //!    acknowledged write gave that call;
 //! 6. `bounded_queues` — no bounded buffer overflowed (pending changes).
 //!
-//! A seventh, `no_panic`, fails when the engine (or the driver) panicked.
+//! 7. `version_gate` — no room is compacted while a member runs a build
+//!    that cannot read compacted rooms (`older_builds`).
+//!
+//! An eighth, `no_panic`, fails when the engine (or the driver) panicked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,11 +42,12 @@ pub enum Invariant {
     BoundedQueues,
     /// The scenario's failover budget and false-failover limit hold.
     Failover,
+    VersionGate,
     NoPanic,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 9] = [
         Invariant::Convergence,
         Invariant::AckedWritesDurable,
         Invariant::EqualHeadsEqualState,
@@ -51,6 +55,7 @@ impl Invariant {
         Invariant::SingleOwner,
         Invariant::BoundedQueues,
         Invariant::Failover,
+        Invariant::VersionGate,
         Invariant::NoPanic,
     ];
 
@@ -63,6 +68,7 @@ impl Invariant {
             Invariant::SingleOwner => "single_owner",
             Invariant::BoundedQueues => "bounded_queues",
             Invariant::Failover => "failover",
+            Invariant::VersionGate => "version_gate",
             Invariant::NoPanic => "no_panic",
         }
     }
@@ -134,6 +140,18 @@ impl Checker {
         let sample = self.sample(rooms);
         self.equal_heads_equal_state(cluster, &sample);
         self.purged_stay_purged(cluster);
+        self.version_gate(cluster);
+    }
+
+    /// (vii): checked before every upgrade and at every check.
+    fn version_gate(&mut self, cluster: &mut Cluster) {
+        cluster.check_version_gate();
+        if self.failures.contains_key(&Invariant::VersionGate) {
+            return;
+        }
+        if let Some(breach) = &cluster.gate_breach {
+            self.fail(Invariant::VersionGate, breach.clone());
+        }
     }
 
     fn sample(&mut self, rooms: &[RoomId]) -> Vec<RoomId> {
@@ -207,6 +225,7 @@ impl Checker {
         self.equal_heads_equal_state(cluster, rooms);
         self.purged_stay_purged(cluster);
         self.single_owner(cluster, rooms);
+        self.version_gate(cluster);
         let dropped = cluster.stat_totals().pending_dropped;
         if dropped > 0 {
             let message = format!("{dropped} remote changes dropped: a pending buffer was full");

@@ -27,6 +27,10 @@ pub enum Mutation {
     /// broken compaction in the engine itself (feature `mutations`).
     /// Breaks invariant (ii), which then checks content, not hashes.
     CompactionDropsJoins,
+    /// Replicas leave the replicas that never advertised compaction out of
+    /// it: a broken version gate in the engine itself (feature
+    /// `mutations`). Breaks invariant (vii).
+    CompactionIgnoresGate,
 }
 
 impl Mutation {
@@ -34,7 +38,9 @@ impl Mutation {
     pub fn node(&self) -> Option<usize> {
         match self {
             Mutation::LyingDisk { node } | Mutation::DeafToRoom { node, .. } => Some(*node),
-            Mutation::OwnershipMin | Mutation::CompactionDropsJoins => None,
+            Mutation::OwnershipMin
+            | Mutation::CompactionDropsJoins
+            | Mutation::CompactionIgnoresGate => None,
         }
     }
 
@@ -73,6 +79,7 @@ impl fmt::Display for Mutation {
             Mutation::DeafToRoom { node, room } => write!(f, "deaf-to-room:{node}:{room}"),
             Mutation::OwnershipMin => write!(f, "ownership-min"),
             Mutation::CompactionDropsJoins => write!(f, "compaction-drops-joins"),
+            Mutation::CompactionIgnoresGate => write!(f, "compaction-ignores-gate"),
         }
     }
 }
@@ -80,7 +87,8 @@ impl fmt::Display for Mutation {
 impl FromStr for Mutation {
     type Err = String;
 
-    /// `lying-disk:NODE`, `deaf-to-room:NODE:ROOM` or `ownership-min`.
+    /// `lying-disk:NODE`, `deaf-to-room:NODE:ROOM`, `ownership-min`,
+    /// `compaction-drops-joins` or `compaction-ignores-gate`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').collect();
         let node = |text: &str| {
@@ -90,13 +98,14 @@ impl FromStr for Mutation {
         match parts.as_slice() {
             ["ownership-min"] => Ok(Mutation::OwnershipMin),
             ["compaction-drops-joins"] => Ok(Mutation::CompactionDropsJoins),
+            ["compaction-ignores-gate"] => Ok(Mutation::CompactionIgnoresGate),
             ["lying-disk", n] => Ok(Mutation::LyingDisk { node: node(n)? }),
             ["deaf-to-room", n, room] => Ok(Mutation::DeafToRoom {
                 node: node(n)?,
                 room: RoomId::parse(*room).map_err(|e| format!("mutation {s:?}: {e}"))?,
             }),
             _ => Err(format!(
-                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM, ownership-min or compaction-drops-joins"
+                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM, ownership-min, compaction-drops-joins or compaction-ignores-gate"
             )),
         }
     }

@@ -87,9 +87,12 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
     chorus_engine::mutation::set_ownership_min(ownership_min);
     let drops_joins = opts.mutation == Some(Mutation::CompactionDropsJoins);
     chorus_engine::mutation::set_compaction_drops_joins(drops_joins);
+    let ignores_gate = opts.mutation == Some(Mutation::CompactionIgnoresGate);
+    chorus_engine::mutation::set_compaction_ignores_gate(ignores_gate);
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.execute()));
     chorus_engine::mutation::set_ownership_min(false);
     chorus_engine::mutation::set_compaction_drops_joins(false);
+    chorus_engine::mutation::set_compaction_ignores_gate(false);
     let panic = outcome.err().map(|payload| {
         let message = payload
             .downcast_ref::<&str>()
@@ -132,6 +135,7 @@ impl Runner<'_> {
                 config.set_settings(&tuning);
             },
             &s.late_joiners(),
+            &s.older_builds,
         );
         cluster.set_mutation(self.opts.mutation.clone());
         if self.opts.trace {
@@ -282,6 +286,10 @@ impl Runner<'_> {
             Fault::Restart(i) => {
                 cluster.restart(*i);
                 (Some(*i), "restart".into())
+            }
+            Fault::Upgrade(i) => {
+                cluster.upgrade(*i);
+                (Some(*i), "upgrade".into())
             }
             Fault::Wipe(i) => {
                 cluster.wipe(*i);

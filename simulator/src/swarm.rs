@@ -158,6 +158,7 @@ pub fn draw(seed: u64) -> Scenario {
     }
     events.sort_by_key(|e| e.at_ms);
     let mut rooms = r.range(3, 16) as usize;
+    let mut older_builds = Vec::new();
     let mut workload = WorkloadConfig {
         ops_per_sec: r.range(20, 80) as f64,
         end_rooms: true,
@@ -172,6 +173,22 @@ pub fn draw(seed: u64) -> Scenario {
         replica.history_changes_max = r.range(30, 120);
         replica.session_retention_ms = r.range(0, 2_000);
         replica.end_ack_interval_ms = r.range(50, 200);
+        // A rolling upgrade under way: some replicas start on the build
+        // from before compaction and are upgraded one by one.
+        if r.chance(0.3) {
+            let joiners: Vec<usize> = events.iter().filter_map(|e| e.join).collect();
+            for node in (0..nodes).filter(|n| !joiners.contains(n)) {
+                if r.chance(0.5) {
+                    older_builds.push(node);
+                    events.push(EventSpec {
+                        at_ms: r.range(0, duration_ms),
+                        upgrade: Some(node),
+                        ..EventSpec::default()
+                    });
+                }
+            }
+            events.sort_by_key(|e| e.at_ms);
+        }
     }
     Scenario {
         description: Some(format!("drawn by swarm seed {seed}")),
@@ -191,6 +208,7 @@ pub fn draw(seed: u64) -> Scenario {
         },
         events,
         regions: Vec::new(),
+        older_builds,
     }
 }
 
@@ -255,6 +273,8 @@ fn describe_event(e: &EventSpec) -> String {
         format!("crash {v}")
     } else if let Some(v) = e.restart {
         format!("restart {v}")
+    } else if let Some(v) = e.upgrade {
+        format!("upgrade {v}")
     } else if let Some(v) = e.wipe {
         format!("wipe {v}")
     } else if let Some(v) = e.join {

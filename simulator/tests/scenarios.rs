@@ -158,6 +158,35 @@ fn a_compaction_that_drops_joins_is_caught() {
 }
 
 #[test]
+fn a_rolling_upgrade_compacts_only_after_its_last_step_and_a_broken_gate_is_caught() {
+    let scenario = load("rolling-upgrade");
+    let clean = run_with(&scenario, "rolling-upgrade", 1, None);
+    assert!(clean.passed, "{}", clean.to_text());
+    assert!(
+        clean.replicas.compactions >= 2,
+        "once every replica is upgraded, rooms are compacted: {:?}",
+        clean.replicas
+    );
+    // Broken, the gate lets the current builds compact while the older
+    // ones are members; the first few seconds show it.
+    let mut short = scenario.clone();
+    short.duration_ms = 6_000;
+    short.events.retain(|e| e.at_ms < short.duration_ms);
+    let broken = run_with(
+        &short,
+        "rolling-upgrade",
+        1,
+        Some(Mutation::CompactionIgnoresGate),
+    );
+    assert_eq!(
+        broken.invariants["version_gate"],
+        "fail",
+        "{}",
+        broken.to_text()
+    );
+}
+
+#[test]
 fn a_lying_disk_and_a_deaf_transport_are_caught() {
     // Node 1 writes alone, then crashes: with a disk that never flushes,
     // the writes it acknowledged are gone.
@@ -224,6 +253,12 @@ fn bad_scenarios_are_refused_naming_the_key() {
         "{base}[[events]]\nat_ms = 10\noneway = {{ from = 1, to = 1 }}\n"
     ));
     assert!(oneway.contains("oneway"), "{oneway}");
+    let older = refused(&format!("{base}older_builds = [3]\n"));
+    assert!(older.contains("older_builds[0] = 3"), "{older}");
+    let older_joiner = refused(&format!(
+        "{base}older_builds = [2]\n[[events]]\nat_ms = 10\njoin = 2\n"
+    ));
+    assert!(older_joiner.contains("joins later"), "{older_joiner}");
 }
 
 #[test]

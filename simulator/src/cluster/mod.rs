@@ -115,6 +115,10 @@ pub struct Cluster {
     /// Lines of the `--trace` file, when asked for.
     pub trace_lines: Option<Vec<String>>,
     configure: Box<dyn Fn(&mut ReplicaConfig)>,
+    /// Nodes still running the previous build (`older_builds`).
+    older: BTreeSet<usize>,
+    /// Set when a room was compacted while an older build was a member.
+    pub gate_breach: Option<String>,
     seed: u64,
     mutation: Option<Mutation>,
     next_write: u64,
@@ -133,17 +137,19 @@ impl Cluster {
         net: NetConfig,
         configure: impl Fn(&mut ReplicaConfig) + 'static,
     ) -> Self {
-        Self::with_absent(n, seed, net, configure, &[])
+        Self::with_absent(n, seed, net, configure, &[], &[])
     }
 
     /// Like [`Cluster::new`], but the nodes in `absent` have not joined:
-    /// they start with empty stores when [`Cluster::start`]ed.
+    /// they start with empty stores when [`Cluster::start`]ed. The nodes in
+    /// `older` run the previous build until [`Cluster::upgrade`]d.
     pub fn with_absent(
         n: usize,
         seed: u64,
         net: NetConfig,
         configure: impl Fn(&mut ReplicaConfig) + 'static,
         absent: &[usize],
+        older: &[usize],
     ) -> Self {
         let mut cluster = Self {
             now_ms: 0,
@@ -158,6 +164,8 @@ impl Cluster {
             retired: StatTotals::default(),
             trace_lines: None,
             configure: Box::new(configure),
+            older: older.iter().copied().collect(),
+            gate_breach: None,
             seed,
             mutation: None,
             next_write: 1,
@@ -219,7 +227,42 @@ impl Cluster {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(i as u64);
         (self.configure)(&mut config);
+        if self.older.contains(&i) {
+            // A build from before history compaction: it neither advertises
+            // nor performs it.
+            config.compaction = false;
+        }
         config
+    }
+
+    /// Node `i` stops (if up) and starts again on its store as the current
+    /// build.
+    pub fn upgrade(&mut self, i: usize) {
+        self.check_version_gate();
+        if self.nodes[i].is_up() {
+            self.crash(i);
+        }
+        self.older.remove(&i);
+        self.fault("upgrade", Some(i), "");
+        self.restart(i);
+    }
+
+    /// The version gate: no room may be compacted while a member runs a
+    /// build that cannot read compacted rooms. Records the first breach.
+    pub fn check_version_gate(&mut self) {
+        if self.gate_breach.is_some() {
+            return;
+        }
+        let Some(&older) = self.older.iter().find(|&&i| self.nodes[i].member) else {
+            return;
+        };
+        let compactions = self.stat_totals().compactions;
+        if compactions > 0 {
+            self.gate_breach = Some(format!(
+                "{compactions} compactions by {} ms while node {older}, an older build, is a member",
+                self.now_ms
+            ));
+        }
     }
 
     /// Starts (or restarts) node `i` from what its store holds durably. A

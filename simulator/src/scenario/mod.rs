@@ -49,6 +49,11 @@ pub struct Scenario {
     /// the workload's calls are in `region-a`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// Nodes that run the previous build until an `upgrade` event: they
+    /// neither advertise nor perform history compaction, as a build from
+    /// before it would not (a mixed-version cluster in a rolling upgrade).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub older_builds: Vec<usize>,
 }
 
 fn default_rooms() -> usize {
@@ -169,6 +174,10 @@ pub struct EventSpec {
     pub crash: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<usize>,
+    /// The node stops, and starts again on its store as the current build
+    /// (a step of a rolling upgrade; see `older_builds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<usize>,
     /// The node loses its disk (and crashes if up); `restart` brings it
     /// back empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +292,7 @@ pub enum Fault {
     Heal,
     Crash(usize),
     Restart(usize),
+    Upgrade(usize),
     Wipe(usize),
     Join(usize),
     Clock {
@@ -381,6 +391,9 @@ impl Scenario {
             if let Some(v) = e.restart {
                 push(at_ms, Fault::Restart(v));
             }
+            if let Some(v) = e.upgrade {
+                push(at_ms, Fault::Upgrade(v));
+            }
             if let Some(v) = e.wipe {
                 push(at_ms, Fault::Wipe(v));
             }
@@ -432,6 +445,7 @@ impl EventSpec {
             ("heal", self.heal.is_some()),
             ("crash", self.crash.is_some()),
             ("restart", self.restart.is_some()),
+            ("upgrade", self.upgrade.is_some()),
             ("wipe", self.wipe.is_some()),
             ("join", self.join.is_some()),
             ("clock_skew", self.clock_skew.is_some()),

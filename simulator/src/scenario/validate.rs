@@ -33,6 +33,19 @@ impl Scenario {
                 self.nodes
             ));
         }
+        for (i, &node) in self.older_builds.iter().enumerate() {
+            if node >= self.nodes {
+                return Err(format!(
+                    "older_builds[{i}] = {node}: no such node (nodes = {})",
+                    self.nodes
+                ));
+            }
+            if self.late_joiners().contains(&node) {
+                return Err(format!(
+                    "older_builds[{i}] = {node}: a node that joins later starts as the current build"
+                ));
+            }
+        }
         for (i, region) in self.regions.iter().enumerate() {
             chorus_engine::RegionId::parse(region.as_str())
                 .map_err(|e| format!("regions[{i}] = {region:?}: {e}"))?;
@@ -148,6 +161,7 @@ impl Scenario {
             ("isolate", e.isolate),
             ("crash", e.crash),
             ("restart", e.restart),
+            ("upgrade", e.upgrade),
             ("wipe", e.wipe),
             ("join", e.join),
         ] {
