@@ -30,6 +30,12 @@ impl RoomSnapshot {
     /// retention period (`session_retention_ms`) has passed since a leave.
     /// Copies only what it keeps.
     pub fn pruned(&self, left_before_ms: u64) -> RoomSnapshot {
+        self.with_sessions(|_, s| !s.departed_by(left_before_ms))
+    }
+
+    /// A copy holding only the sessions `keep` accepts. Copies only what
+    /// it keeps.
+    pub fn with_sessions(&self, keep: impl Fn(&SessionId, &CallSession) -> bool) -> RoomSnapshot {
         RoomSnapshot {
             id: self.id.clone(),
             schema_version: self.schema_version,
@@ -41,7 +47,7 @@ impl RoomSnapshot {
             sessions: self
                 .sessions
                 .iter()
-                .filter(|(_, s)| !s.departed_by(left_before_ms))
+                .filter(|(id, s)| keep(id, s))
                 .map(|(id, s)| (id.clone(), s.clone()))
                 .collect(),
             counters: self.counters,

@@ -80,6 +80,17 @@ impl RoomDoc {
         Ok(switch)
     }
 
+    /// Like `install`, and returns the reading of the replaced history
+    /// (when it was warm).
+    pub(super) fn install_taking_reading(
+        &mut self,
+        doc: automerge::Automerge,
+    ) -> Option<crate::model::RoomSnapshot> {
+        let reading = self.cache.take();
+        self.install(doc);
+        reading
+    }
+
     /// The compacted document and what the switch did, leaving this one
     /// as it is (a peer's base is checked against it before the swap).
     pub(super) fn compacted_at(

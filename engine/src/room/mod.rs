@@ -78,6 +78,12 @@ pub struct RemoteApply {
     pub compacted: Option<Switch>,
     /// Changes of a history this replica compacted away, ignored.
     pub superseded: usize,
+    /// The reading of what the applied changes touched (`Touched::part`),
+    /// before and after; `None` when the reading was not warm before (or a
+    /// compaction replaced it).
+    pub delta: Option<(RoomSnapshot, RoomSnapshot)>,
+    /// The whole reading from before a peer's base replaced the history.
+    pub replaced_reading: Option<RoomSnapshot>,
 }
 
 /// How a batch of changes from outside is taken.
@@ -188,6 +194,14 @@ impl RoomDoc {
         let snap = read::snapshot(&self.doc, &self.id)?;
         self.cache = Some(snap.clone());
         Ok(snap)
+    }
+
+    /// Computes the cached reading if it is cold (no copy is made).
+    pub fn ensure_reading(&mut self) -> Result<(), Error> {
+        if self.cache.is_none() && !self.is_empty() {
+            self.cache = Some(read::snapshot(&self.doc, &self.id)?);
+        }
+        Ok(())
     }
 
     /// The room after every conflict rule, without the sessions that left

@@ -70,7 +70,10 @@ impl RoomDoc {
         }
         if !good.is_empty() && self.cache.is_some() {
             let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
+            let before = self.cache.as_ref().map(|snap| touched.part(snap));
             self.refresh(&touched)?;
+            let after = self.cache.as_ref().map(|snap| touched.part(snap));
+            outcome.delta = before.zip(after);
         }
         outcome.applied = good;
         outcome.pending = self.pending.len();
@@ -166,7 +169,7 @@ impl RoomDoc {
         }
         match self.compacted_at(cut) {
             Ok((doc, switch)) if switch.base.hash() == base.hash() => {
-                self.install(doc);
+                outcome.replaced_reading = self.install_taking_reading(doc);
                 outcome.compacted = Some(switch);
             }
             Ok(_) => outcome.refused.push((

@@ -34,6 +34,19 @@ impl Touched {
         }
     }
 
+    /// The part of `snap` these changes can alter: the room-level fields
+    /// and the touched sessions, or everything when the room's meta (its
+    /// lifecycle decides every call's index entry) or an unknown part was
+    /// touched. Compared before and after a change, it gives the change's
+    /// events and index updates at the cost of what it touched, not of
+    /// every session the room holds.
+    pub fn part(&self, snap: &crate::model::RoomSnapshot) -> crate::model::RoomSnapshot {
+        if self.everything || self.meta {
+            return snap.clone();
+        }
+        snap.with_sessions(|id, _| self.sessions.contains(id.as_str()))
+    }
+
     /// What a batch's operations touch together.
     fn of_batch(ops: &[RoomOp]) -> Self {
         let mut t = Self::default();

@@ -464,8 +464,13 @@ impl RoomSet {
             .hot
             .get_mut(room)
             .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
-        let before = readable(&mut hot.doc)?;
-        let applied = hot.doc.apply_remote(changes, intake)?;
+        // Warm, the reading reports what the apply touched (`delta`), so the
+        // events and index updates cost what the changes touched.
+        hot.doc.ensure_reading()?;
+        // Debug builds (every test) check the delta against whole readings.
+        #[cfg(debug_assertions)]
+        let whole_before = readable(&mut hot.doc)?;
+        let mut applied = hot.doc.apply_remote(changes, intake)?;
         let refused: Vec<(Head, Refusal)> = applied
             .refused
             .into_iter()
@@ -497,7 +502,7 @@ impl RoomSet {
         }
         let mut logged = applied.applied.clone();
         write.compacted = applied.compacted.is_some();
-        let before = match &applied.compacted {
+        let (before, after) = match &applied.compacted {
             // Pruned sessions are gone from the history, not events.
             Some(switch) => {
                 hot.rewrite(&mut write.batch);
@@ -505,16 +510,41 @@ impl RoomSet {
                     0..0,
                     std::iter::once(switch.base.clone()).chain(switch.carried.iter().cloned()),
                 );
-                before.map(|b| b.pruned(switch.prune_before_ms))
+                let before = applied.replaced_reading.take();
+                (
+                    before.map(|b| b.pruned(switch.prune_before_ms)),
+                    readable(&mut hot.doc)?,
+                )
             }
             None => {
                 hot.persist(&applied.applied, &mut write.batch);
-                before
+                match applied.delta.take() {
+                    Some((before, after)) => (Some(before), Some(after)),
+                    // Not warm before the apply: the room had no genesis.
+                    None => (None, readable(&mut hot.doc)?),
+                }
             }
         };
-        let after = readable(&mut hot.doc)?;
         if let Some(after_snap) = &after {
             write.kinds = events::diff(before.as_ref(), after_snap);
+        }
+        #[cfg(debug_assertions)]
+        if applied.compacted.is_none() {
+            let whole_after = readable(&mut hot.doc)?;
+            let kinds = whole_after
+                .as_ref()
+                .map(|a| events::diff(whole_before.as_ref(), a))
+                .unwrap_or_default();
+            debug_assert_eq!(kinds, write.kinds, "events from the touched part");
+            let (mut whole, mut part) = (Batch::default(), Batch::default());
+            let views = |b: &Option<RoomSnapshot>, a: &Option<RoomSnapshot>| {
+                (IndexView::of(b.as_ref()), IndexView::of(a.as_ref()))
+            };
+            let (b, a) = views(&whole_before, &whole_after);
+            index_updates(room, &b, &a, &mut whole);
+            let (b, a) = views(&before, &after);
+            index_updates(room, &b, &a, &mut part);
+            debug_assert_eq!(whole, part, "index updates from the touched part");
         }
         index_updates(
             room,
