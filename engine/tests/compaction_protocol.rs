@@ -207,3 +207,44 @@ fn no_room_is_compacted_while_an_older_build_is_a_member() {
     }
     assert!(history(&mut net, 0, &r) > 2 * HISTORY_CHANGES_MAX as usize);
 }
+
+fn slow_ticks(config: &mut ReplicaConfig) {
+    quick(config);
+    config.end_ack_interval_ms = 2_000;
+}
+
+/// Replicas name a request back as soon as replication brings it, not at
+/// their next tick: every replica compacts within a few milliseconds of the
+/// request, so the tail carried onto the base is a few writes, not an
+/// interval's worth.
+#[test]
+fn the_cut_is_agreed_as_soon_as_the_request_reaches_every_replica() {
+    let (mut net, r) = start(slow_ticks);
+    let mut first_at: [Option<u64>; 3] = [None; 3];
+    let mut i = 0;
+    while first_at.iter().any(Option::is_none) {
+        assert!(i < 20 * HISTORY_CHANGES_MAX as usize, "no compaction");
+        churn(&mut net, &r, i, 1);
+        i += 1;
+        for (n, at) in first_at.iter_mut().enumerate() {
+            if at.is_none() && net.members[n].replica.stats().compactions > 0 {
+                *at = Some(net.now_ms);
+            }
+        }
+    }
+    let times: Vec<u64> = first_at.iter().flatten().copied().collect();
+    let spread = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
+    assert!(
+        spread < 50,
+        "replicas compacted at {times:?} ms: the cut waited for ticks ({} ms apart)",
+        2_000
+    );
+    for n in 0..3 {
+        let changes = history(&mut net, n, &r);
+        assert!(
+            changes < 100,
+            "replica {n} carried {changes} changes onto its first base"
+        );
+    }
+    settle(&mut net);
+}
