@@ -273,7 +273,7 @@ fn tracks<R: ReadDoc>(doc: &R, session: &ObjId) -> BTreeMap<TrackId, Track> {
         .collect()
 }
 
-fn counters<R: ReadDoc>(doc: &R, obj: &ObjId) -> RoomCounters {
+pub(super) fn counters<R: ReadDoc>(doc: &R, obj: &ObjId) -> RoomCounters {
     let read = |key: &str| {
         doc.get(obj, key)
             .ok()
