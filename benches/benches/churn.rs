@@ -281,9 +281,9 @@ fn mean_change_bytes(engine: &Engine) -> usize {
 
 /// Opens the store in `dir` and reads the room: the time that takes, and
 /// the heap the reading added (the hot room's memory).
-fn reopen(dir: &std::path::Path) -> (Duration, usize) {
+fn reopen(dir: &std::path::Path, i: usize) -> (Duration, usize) {
     let start = Instant::now();
-    let engine = Engine::open(dir, config(0, u64::MAX)).expect("reopens");
+    let engine = Engine::open(dir, config(i, u64::MAX)).expect("reopens");
     let before = live_bytes();
     engine.room(&room()).expect("read");
     let hot = live_bytes().saturating_sub(before);
@@ -312,8 +312,8 @@ struct Footprint {
     hot: usize,
 }
 
-fn footprint(dir: &std::path::Path) -> Footprint {
-    let (load, hot) = reopen(dir);
+fn footprint(dir: &std::path::Path, i: usize) -> Footprint {
+    let (load, hot) = reopen(dir, i);
     Footprint {
         disk: dir_bytes(dir),
         kinds: by_kind(dir),
@@ -335,7 +335,7 @@ fn fresh_room(live: usize) -> (Footprint, usize) {
     engine.room(&room()).expect("read");
     let heap = live_bytes().saturating_sub(before);
     engine.stop().expect("stops");
-    (footprint(dir.path()), heap)
+    (footprint(dir.path(), 0), heap)
 }
 
 fn main() {
@@ -469,7 +469,7 @@ fn main() {
     println!("    fresh room ({live} live sessions): stored {fresh_room_bytes} B for the room, {} B of sled files; hot room {} B; reopen and read {:.1} ms",
         fresh.disk, fresh.hot, ms(fresh.load));
     for (i, dir) in dirs.iter().enumerate() {
-        let f = footprint(dir.path());
+        let f = footprint(dir.path(), i);
         let room = room_bytes(&f.kinds);
         let bound = 2 * fresh_room_bytes + recent + tails[i];
         let hot_bound = 2 * fresh.hot + recent + tails[i];

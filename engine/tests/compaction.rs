@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use automerge::{Automerge, ChangeHash};
 use chorus_engine::hlc::Timestamp;
-use chorus_engine::room::compact::{compact, Cut};
+use chorus_engine::room::compact::{compact, Cut, COMPACTION_FORMAT};
 use chorus_engine::room::{read, Intake, RoomDoc, WriteCtx};
 use chorus_engine::*;
 use common::*;
@@ -289,10 +289,14 @@ fn check(before: &[Action], during: &[Action], after: &[Action]) {
 
     let docs: Vec<Automerge> = world.docs.iter().map(automerge_of).collect();
     let whole = merged(&docs);
-    let once = compact(&whole, &world.room, &cut).expect("compacts");
+    let once = compact(&whole, &world.room, &cut, COMPACTION_FORMAT).expect("compacts");
     let apart: Vec<Automerge> = docs
         .iter()
-        .map(|doc| compact(doc, &world.room, &cut).expect("compacts").doc)
+        .map(|doc| {
+            compact(doc, &world.room, &cut, COMPACTION_FORMAT)
+                .expect("compacts")
+                .doc
+        })
         .collect();
     let then_merged = merged(&apart);
     assert_eq!(
@@ -460,7 +464,7 @@ fn a_long_churn_compacts_to_the_live_sessions() {
         generation: 1,
         prune_before_ms: START_MS + world.step * 10,
     };
-    let compacted = compact(&doc, &world.room, &cut).expect("compacts");
+    let compacted = compact(&doc, &world.room, &cut, COMPACTION_FORMAT).expect("compacts");
     let read = read::snapshot(&compacted.doc, &world.room).expect("reads");
     assert!(read.sessions.len() <= 1, "{:?}", read.sessions.keys());
     assert!(read.counters.joins >= 200);
@@ -470,4 +474,47 @@ fn a_long_churn_compacts_to_the_live_sessions() {
         compacted.doc.save().len(),
         doc.save().len()
     );
+}
+
+/// A replica upgraded after naming a cut, but before compacting at it,
+/// takes the base its peers wrote under the previous compaction format.
+#[test]
+fn a_base_of_the_previous_format_is_taken_by_a_newer_build() {
+    use Action::*;
+    let mut world = World::new();
+    for a in [Join(0), Join(1), Sync(1, 0), Leave(0, 0), Sync(0, 1)] {
+        world.run(&a);
+    }
+    let request = world
+        .write(
+            0,
+            RoomOp::RequestCompaction {
+                request: chorus_engine::room::compact::Request {
+                    generation: 1,
+                    prune_before_ms: START_MS + world.step * 10,
+                },
+            },
+        )
+        .expect("the request is written");
+    world.sync(0, 1);
+    let mut newer = world.docs[1].fork();
+    world.docs[0]
+        .compact_at_format(request, 1)
+        .expect("replica 0 compacts in format 1");
+    newer.compact_at(request).expect("a newer build compacts");
+    assert_ne!(
+        newer.heads(),
+        world.docs[0].heads(),
+        "the two formats write different bases"
+    );
+    let theirs = world.docs[0].changes_since(&[]);
+    let outcome = world.docs[1]
+        .apply_remote(theirs, Intake::EachChange)
+        .expect("applies");
+    assert!(
+        outcome.compacted.is_some(),
+        "replica 1 took the format-1 base"
+    );
+    assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+    assert_eq!(world.docs[1].heads(), world.docs[0].heads());
 }

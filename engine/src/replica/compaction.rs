@@ -33,6 +33,9 @@ pub(super) struct State {
     /// replication brings one, it is named back at once, not at the next
     /// tick. At most `ROOMS_PER_MESSAGE_MAX` rooms.
     named: BTreeMap<RoomId, (ChangeHash, BTreeSet<NodeId>)>,
+    /// Rooms looked at on a peer's name this interval: once each, however
+    /// often peers name them (cleared every tick).
+    looked: BTreeSet<RoomId>,
     /// Peers that said they can compact.
     capable: BTreeSet<NodeId>,
     /// When each peer that has not said so was last asked: an older build
@@ -147,6 +150,7 @@ impl Replica {
         // path lasts one interval, so a name that never matches (a peer's
         // stale request) stops costing a look per write.
         self.compaction.named.clear();
+        self.compaction.looked.clear();
         for room in std::mem::take(&mut self.compaction.candidates) {
             self.look_at(&room, gate_open, true);
         }
@@ -315,6 +319,9 @@ impl Replica {
             for pending in self.compaction.pending.values_mut() {
                 pending.acks.remove(from);
             }
+            for (_, peers) in self.compaction.named.values_mut() {
+                peers.remove(from);
+            }
             return;
         }
         self.compaction.capable.insert(from.clone());
@@ -336,7 +343,13 @@ impl Replica {
             );
         }
         let was_busy = self.compaction.busy();
+        // A room named twice in one message counts once: repeats would
+        // only repeat the work of looking at it.
+        let mut seen = BTreeSet::new();
         for (room, head) in requests {
+            if !seen.insert(room.clone()) {
+                continue;
+            }
             match self.compaction.pending.get_mut(&room) {
                 Some(p) if p.request.0 == head.0 => {
                     p.acks.insert(from.clone());
@@ -385,7 +398,8 @@ impl Replica {
             }
             None => false,
         };
-        if first {
+        let looked = &mut self.compaction.looked;
+        if first && looked.len() < ROOMS_PER_MESSAGE_MAX && looked.insert(room.clone()) {
             self.agree_now(&room);
         }
     }

@@ -25,7 +25,9 @@ use std::collections::{HashMap, HashSet};
 
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
-use automerge::{hydrate, Automerge, Change, ChangeHash, ObjId, ReadDoc, ScalarValue};
+use automerge::{
+    hydrate, Automerge, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, ROOT,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,11 @@ use crate::model::{Permission, SessionState, Track, SCHEMA_VERSION};
 /// written in one bulk insertion (1 wrote it a put at a time, ordering its
 /// operations differently).
 pub const COMPACTION_FORMAT: u32 = 2;
+
+/// The formats whose base a replica still recognises in a peer's history:
+/// a replica upgraded after it named a cut, but before it compacted, takes
+/// its peers' base written by the format they agreed under.
+pub const COMPACTION_FORMATS_READ: [u32; 2] = [COMPACTION_FORMAT, 1];
 
 /// What a compaction request (`meta.compact`, stamped) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +84,8 @@ pub struct Compacted {
     pub carried: Vec<Change>,
 }
 
-/// Compacts `old` (room `room`) at `cut`.
-pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut) -> Result<Compacted, Error> {
+/// Compacts `old` (room `room`) at `cut`, writing the base in `format`.
+pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut, format: u32) -> Result<Compacted, Error> {
     let corrupt = |reason: &str| Error::Corrupt {
         room: room.clone(),
         reason: reason.into(),
@@ -89,7 +96,7 @@ pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut) -> Result<Compacted, E
         all.into_iter().partition(|c| past.contains(&c.hash()));
     let mut at_cut = Automerge::new();
     at_cut.apply_changes(before)?;
-    let base = base_change(&at_cut, room, cut)?;
+    let base = base_change(&at_cut, room, cut, format)?;
     let mut doc = Automerge::new();
     doc.apply_changes([base.clone()])?;
     let (doc, carried) = super::carry::carry(old, &base, doc, tail)?;
@@ -144,13 +151,24 @@ fn causal_past(doc: &Automerge, head: ChangeHash) -> Option<HashSet<ChangeHash>>
 /// The change that starts the compacted generation: the room as read at the
 /// cut, written by an actor derived from the room and the request, with
 /// commit time 0 and no message, in a fixed order. The same on every replica.
-pub fn base_change(at_cut: &Automerge, room: &RoomId, cut: &Cut) -> Result<Change, Error> {
+pub fn base_change(
+    at_cut: &Automerge,
+    room: &RoomId,
+    cut: &Cut,
+    format: u32,
+) -> Result<Change, Error> {
     let objs = RootObjs::find(at_cut, room)?;
+    let fields = base_fields(at_cut, &objs, room, cut);
     let mut doc = Automerge::new().with_actor(s::base_actor(room, &cut.request));
     let success = doc
         .transact_with(
             |_| CommitOptions::default().with_time(0),
-            |tx| write_base(tx, at_cut, &objs, room, cut),
+            |tx| match format {
+                1 => fields.put_each(tx, &ROOT),
+                _ => tx
+                    .init_root_from_hydrate(&fields.hydrated())
+                    .map_err(Error::from),
+            },
         )
         .map_err(|failure| failure.error)?;
     success
@@ -162,18 +180,11 @@ pub fn base_change(at_cut: &Automerge, room: &RoomId, cut: &Cut) -> Result<Chang
         })
 }
 
-/// Writes the room as read at the cut, in one bulk insertion: built with
-/// a put per value, the base cost a search of the new document's op
-/// columns per put (about 1 ms a retained session, the whole of a
-/// compaction's pause in the churn bench). automerge orders the bulk
+/// The room as read at the cut, as the base writes it. Format 2 writes it
+/// in one bulk insertion: a put per value (format 1) costs a search of the
+/// new document's op columns per put. automerge orders the bulk
 /// insertion's keys itself, so every replica writes the same bytes.
-fn write_base(
-    tx: &mut Transaction<'_>,
-    at: &Automerge,
-    objs: &RootObjs,
-    room: &RoomId,
-    cut: &Cut,
-) -> Result<(), Error> {
+fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut) -> Fields {
     let mut root = Fields::default();
     root.put(s::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION));
     root.put(s::ROOM_ID, room.as_str());
@@ -251,23 +262,55 @@ fn write_base(
         counters.put(key, ScalarValue::counter(value));
     }
     root.map(s::COUNTERS, counters);
-    tx.init_root_from_hydrate(&hydrate::Map::from(root.0))?;
-    Ok(())
+    root
 }
 
-/// The keys of one map of the base, before it is written.
+/// The keys of one map of the base, in the order format 1 writes them.
 #[derive(Default)]
-struct Fields(HashMap<String, hydrate::Value>);
+struct Fields(Vec<(String, Field)>);
+
+enum Field {
+    Scalar(ScalarValue),
+    Map(Fields),
+}
 
 impl Fields {
     fn put(&mut self, key: &str, value: impl Into<ScalarValue>) {
-        self.0
-            .insert(key.to_owned(), hydrate::Value::Scalar(value.into()));
+        self.0.push((key.to_owned(), Field::Scalar(value.into())));
     }
 
     fn map(&mut self, key: &str, fields: Fields) {
-        let map = hydrate::Map::from(fields.0);
-        self.0.insert(key.to_owned(), hydrate::Value::Map(map));
+        self.0.push((key.to_owned(), Field::Map(fields)));
+    }
+
+    /// Format 1: a put per value, depth first, in order.
+    fn put_each(&self, tx: &mut Transaction<'_>, obj: &ObjId) -> Result<(), Error> {
+        for (key, field) in &self.0 {
+            match field {
+                Field::Scalar(value) => tx.put(obj, key.as_str(), value.clone())?,
+                Field::Map(fields) => {
+                    let child = tx.put_object(obj, key.as_str(), ObjType::Map)?;
+                    fields.put_each(tx, &child)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Format 2: the map for one bulk insertion.
+    fn hydrated(&self) -> hydrate::Map {
+        let map: HashMap<String, hydrate::Value> = self
+            .0
+            .iter()
+            .map(|(key, field)| {
+                let value = match field {
+                    Field::Scalar(v) => hydrate::Value::Scalar(v.clone()),
+                    Field::Map(fields) => hydrate::Value::Map(fields.hydrated()),
+                };
+                (key.clone(), value)
+            })
+            .collect();
+        hydrate::Map::from(map)
     }
 
     /// Copies the winning stamped value of `key` (last writer by stamp

@@ -75,7 +75,14 @@ impl RoomDoc {
     /// the base and the carried tail. Changes still waiting for their
     /// dependencies keep waiting (a carried change may be one).
     pub fn compact_at(&mut self, request: ChangeHash) -> Result<Switch, Error> {
-        let (doc, switch) = self.compacted_at(request)?;
+        self.compact_at_format(request, compact::COMPACTION_FORMAT)
+    }
+
+    /// `compact_at` writing the base in an older `format`: what a replica
+    /// of an earlier build does (tests).
+    #[doc(hidden)]
+    pub fn compact_at_format(&mut self, request: ChangeHash, format: u32) -> Result<Switch, Error> {
+        let (doc, switch) = self.compacted_at(request, format)?;
         self.install(doc);
         Ok(switch)
     }
@@ -96,6 +103,7 @@ impl RoomDoc {
     pub(super) fn compacted_at(
         &self,
         request: ChangeHash,
+        format: u32,
     ) -> Result<(automerge::Automerge, Switch), Error> {
         let meta = read::RootObjs::find(&self.doc, &self.id)?.meta;
         let next = self
@@ -120,7 +128,8 @@ impl RoomDoc {
         let actor = self.doc.get_actor().clone();
         let id = self.id.clone();
         let doc = &self.doc;
-        let mut compacted = import::unless_panic("compact", || compact::compact(doc, &id, &cut))??;
+        let mut compacted =
+            import::unless_panic("compact", || compact::compact(doc, &id, &cut, format))??;
         compacted.doc.set_actor(actor);
         let switch = Switch {
             base: compacted.base,

@@ -167,7 +167,20 @@ impl RoomDoc {
             outcome.dropped += 1;
             return Ok(changes);
         }
-        match self.compacted_at(cut) {
+        // The base of any format this build reads: a replica upgraded
+        // between naming a cut and compacting at it takes the base its
+        // peers wrote under the format they agreed with.
+        let mut computed = Err(Error::Corrupt {
+            room: self.id.clone(),
+            reason: "no compaction format".into(),
+        });
+        for format in super::compact::COMPACTION_FORMATS_READ {
+            computed = self.compacted_at(cut, format);
+            if matches!(&computed, Ok((_, switch)) if switch.base.hash() == base.hash()) {
+                break;
+            }
+        }
+        match computed {
             Ok((doc, switch)) if switch.base.hash() == base.hash() => {
                 outcome.replaced_reading = self.install_taking_reading(doc);
                 outcome.compacted = Some(switch);

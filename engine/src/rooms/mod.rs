@@ -467,7 +467,9 @@ impl RoomSet {
         // Warm, the reading reports what the apply touched (`delta`), so the
         // events and index updates cost what the changes touched.
         hot.doc.ensure_reading()?;
-        // Debug builds (every test) check the delta against whole readings.
+        // Debug builds (every test) check the delta against the whole
+        // cached readings: that the touched part loses nothing the diff
+        // would see.
         #[cfg(debug_assertions)]
         let whole_before = readable(&mut hot.doc)?;
         let mut applied = hot.doc.apply_remote(changes, intake)?;
