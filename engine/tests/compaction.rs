@@ -402,17 +402,7 @@ fn a_peers_base_makes_a_replica_compact_first() {
     ] {
         world.run(&a);
     }
-    let request = world
-        .write(
-            0,
-            RoomOp::RequestCompaction {
-                request: chorus_engine::room::compact::Request {
-                    generation: 1,
-                    prune_before_ms: START_MS + world.step * 10,
-                },
-            },
-        )
-        .expect("the request is written");
+    let request = request_first_compaction(&mut world);
     world.sync(0, 1);
     world.sync(0, 2);
     world.run(&Join(2)); // replica 2's tail, not seen by the others yet
@@ -476,16 +466,9 @@ fn a_long_churn_compacts_to_the_live_sessions() {
     );
 }
 
-/// A replica upgraded after naming a cut, but before compacting at it,
-/// takes the base its peers wrote under the previous compaction format.
-#[test]
-fn a_base_of_the_previous_format_is_taken_by_a_newer_build() {
-    use Action::*;
-    let mut world = World::new();
-    for a in [Join(0), Join(1), Sync(1, 0), Leave(0, 0), Sync(0, 1)] {
-        world.run(&a);
-    }
-    let request = world
+/// Replica 0 writes the request for generation 1.
+fn request_first_compaction(world: &mut World) -> ChangeHash {
+    world
         .write(
             0,
             RoomOp::RequestCompaction {
@@ -495,7 +478,19 @@ fn a_base_of_the_previous_format_is_taken_by_a_newer_build() {
                 },
             },
         )
-        .expect("the request is written");
+        .expect("the request is written")
+}
+
+/// A replica upgraded after naming a cut, but before compacting at it,
+/// takes the base its peers wrote under the previous compaction format.
+#[test]
+fn a_base_of_the_previous_format_is_taken_by_a_newer_build() {
+    use Action::*;
+    let mut world = World::new();
+    for a in [Join(0), Join(1), Sync(1, 0), Leave(0, 0), Sync(0, 1)] {
+        world.run(&a);
+    }
+    let request = request_first_compaction(&mut world);
     world.sync(0, 1);
     let mut newer = world.docs[1].fork();
     world.docs[0]
