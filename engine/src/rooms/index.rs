@@ -135,3 +135,36 @@ pub fn owned_calls(
     }
     Ok(calls)
 }
+
+/// Debug builds: the events and index updates of a remote apply, computed
+/// from the touched part of the reading (`before`, `after`), equal those of
+/// the whole cached readings (`whole`).
+#[cfg(debug_assertions)]
+pub(super) fn check_touched_part(
+    room: &RoomId,
+    whole: &(Option<RoomSnapshot>, Option<RoomSnapshot>),
+    part: &(Option<RoomSnapshot>, Option<RoomSnapshot>),
+    kinds: &[crate::events::ChangeKind],
+) {
+    let whole_kinds = whole
+        .1
+        .as_ref()
+        .map(|a| crate::events::diff(whole.0.as_ref(), a))
+        .unwrap_or_default();
+    debug_assert_eq!(whole_kinds, kinds, "events from the touched part");
+    let updates = |(b, a): &(Option<RoomSnapshot>, Option<RoomSnapshot>)| {
+        let mut batch = Batch::default();
+        index_updates(
+            room,
+            &IndexView::of(b.as_ref()),
+            &IndexView::of(a.as_ref()),
+            &mut batch,
+        );
+        batch
+    };
+    debug_assert_eq!(
+        updates(whole),
+        updates(part),
+        "index updates from the touched part"
+    );
+}

@@ -4,6 +4,7 @@
 
 use automerge::Change;
 
+use super::digest::room_item;
 use super::{malformed, RoomSet};
 use crate::error::Error;
 use crate::hlc::Timestamp;
@@ -114,5 +115,30 @@ impl RoomSet {
             horizon = Some(stamp);
         }
         Ok((batch, horizon))
+    }
+
+    /// Updates the room's digest item and appends a change-log entry
+    /// under `stamp`. Returns the entries still to log when the changes
+    /// are too many for one (`LogEntry::pieces`): the caller stamps them.
+    pub(super) fn record(
+        &mut self,
+        room: &RoomId,
+        heads: &[Head],
+        changes: &[Change],
+        stamp: Timestamp,
+        batch: &mut Batch,
+    ) -> Vec<LogEntry> {
+        if changes.is_empty() {
+            return Vec::new();
+        }
+        self.recent.add(changes);
+        let item = room_item(room, heads);
+        self.tree.set(room, item);
+        batch.put(keys::digest(room), item.to_vec());
+        let mut pieces = LogEntry::pieces(room, changes).into_iter();
+        if let Some(first) = pieces.next() {
+            first.put(&stamp, batch);
+        }
+        pieces.collect()
     }
 }

@@ -19,7 +19,7 @@ use crate::ids::RoomId;
 use crate::model::{Head, RemoteOutcome, RoomSnapshot};
 use crate::room::{Intake, Refusal, RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
-use digest::{purged_item, room_item, Digest, DigestTree};
+use digest::{purged_item, Digest, DigestTree};
 
 mod compaction;
 pub mod digest;
@@ -532,21 +532,8 @@ impl RoomSet {
         }
         #[cfg(debug_assertions)]
         if applied.compacted.is_none() {
-            let whole_after = readable(&mut hot.doc)?;
-            let kinds = whole_after
-                .as_ref()
-                .map(|a| events::diff(whole_before.as_ref(), a))
-                .unwrap_or_default();
-            debug_assert_eq!(kinds, write.kinds, "events from the touched part");
-            let (mut whole, mut part) = (Batch::default(), Batch::default());
-            let views = |b: &Option<RoomSnapshot>, a: &Option<RoomSnapshot>| {
-                (IndexView::of(b.as_ref()), IndexView::of(a.as_ref()))
-            };
-            let (b, a) = views(&whole_before, &whole_after);
-            index_updates(room, &b, &a, &mut whole);
-            let (b, a) = views(&before, &after);
-            index_updates(room, &b, &a, &mut part);
-            debug_assert_eq!(whole, part, "index updates from the touched part");
+            let whole = (whole_before, readable(&mut hot.doc)?);
+            index::check_touched_part(room, &whole, &(before.clone(), after.clone()), &write.kinds);
         }
         index_updates(
             room,
@@ -582,31 +569,6 @@ impl RoomSet {
         if moved {
             self.hot.pop(room);
         }
-    }
-
-    /// Updates the room's digest item and appends a change-log entry
-    /// under `stamp`. Returns the entries still to log when the changes
-    /// are too many for one (`LogEntry::pieces`): the caller stamps them.
-    fn record(
-        &mut self,
-        room: &RoomId,
-        heads: &[Head],
-        changes: &[Change],
-        stamp: Timestamp,
-        batch: &mut Batch,
-    ) -> Vec<LogEntry> {
-        if changes.is_empty() {
-            return Vec::new();
-        }
-        self.recent.add(changes);
-        let item = room_item(room, heads);
-        self.tree.set(room, item);
-        batch.put(keys::digest(room), item.to_vec());
-        let mut pieces = LogEntry::pieces(room, changes).into_iter();
-        if let Some(first) = pieces.next() {
-            first.put(&stamp, batch);
-        }
-        pieces.collect()
     }
 }
 

@@ -100,4 +100,34 @@ impl Cluster {
         self.fault("reset_streams", None, "");
         self.net.reset_streams();
     }
+
+    /// Node `i` stops (if up) and starts again on its store as the current
+    /// build.
+    pub fn upgrade(&mut self, i: usize) {
+        self.check_version_gate();
+        if self.nodes[i].is_up() {
+            self.crash(i);
+        }
+        self.older.remove(&i);
+        self.fault("upgrade", Some(i), "");
+        self.restart(i);
+    }
+
+    /// The version gate: no room may be compacted while a member runs a
+    /// build that cannot read compacted rooms. Records the first breach.
+    pub fn check_version_gate(&mut self) {
+        if self.gate_breach.is_some() {
+            return;
+        }
+        let Some(&older) = self.older.iter().find(|&&i| self.nodes[i].member) else {
+            return;
+        };
+        let compactions = self.stat_totals().compactions;
+        if compactions > 0 {
+            self.gate_breach = Some(format!(
+                "{compactions} compactions by {} ms while node {older}, an older build, is a member",
+                self.now_ms
+            ));
+        }
+    }
 }
