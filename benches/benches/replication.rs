@@ -186,6 +186,7 @@ impl Pair {
                 }
                 Output::Event(Event::Rejected { reason, .. }) => panic!("rejected: {reason}"),
                 Output::Event(_) => {}
+                Output::Work(_) => unreachable!("work_off_task is off"),
             }
         }
     }

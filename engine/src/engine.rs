@@ -122,6 +122,7 @@ impl Engine {
         Fut: std::future::Future<Output = Result<T>>,
     {
         config.validate()?;
+        let config = with_work_off_task(config);
         let feeds = Feeds::new(config.event_queue);
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -180,6 +181,7 @@ impl Engine {
         transport: T,
     ) -> Result<Self> {
         config.validate()?;
+        let config = with_work_off_task(config);
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Stopped("Engine::spawn needs a tokio runtime".into()))?;
         let feeds = Feeds::new(config.event_queue);
@@ -506,6 +508,12 @@ impl Drop for Engine {
             }
         }
     }
+}
+
+/// The driver runs the replica's `Output::Work` on threads of its own.
+fn with_work_off_task(mut config: EngineConfig) -> EngineConfig {
+    config.replica.work_off_task = true;
+    config
 }
 
 pub(crate) fn stopped() -> Error {

@@ -81,6 +81,16 @@ pub const HISTORY_CHANGES_DEFAULT: u64 = 1_000;
 /// question as a frame it cannot decode).
 pub const COMPACTION_ASK_EVERY: u64 = 10;
 
+/// Compactions a replica runs off its task at once: each holds a copy of
+/// its room, and the rest wait their turn (their requests stay agreed).
+pub const COMPACTIONS_OFF_TASK_MAX: usize = 1;
+
+/// Bytes of peers' changes a room being compacted off the replica's task
+/// holds back until the compaction is installed (changes that carry a
+/// newer base: applied meanwhile, they would compact the room in line).
+/// Past it they are dropped; anti-entropy brings them again.
+pub const COMPACTION_HELD_BYTES_MAX: usize = 16 << 20;
+
 /// The highest generation a compacted base may claim: far beyond any real
 /// room (one compaction per `HISTORY_CHANGES_DEFAULT` writes), and never
 /// near an overflow of the next generation's number.

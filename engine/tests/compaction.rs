@@ -289,13 +289,19 @@ fn check(before: &[Action], during: &[Action], after: &[Action]) {
 
     let docs: Vec<Automerge> = world.docs.iter().map(automerge_of).collect();
     let whole = merged(&docs);
-    let once = compact(&whole, &world.room, &cut, COMPACTION_FORMAT).expect("compacts");
+    let once = compact(&whole, &world.room, &cut, COMPACTION_FORMAT, None).expect("compacts");
     let apart: Vec<Automerge> = docs
         .iter()
         .map(|doc| {
-            compact(doc, &world.room, &cut, COMPACTION_FORMAT)
+            let fresh = compact(doc, &world.room, &cut, COMPACTION_FORMAT, None)
                 .expect("compacts")
-                .doc
+                .doc;
+            // A base built on another copy of the cut (a compaction redone
+            // on more changes reuses its own) changes nothing.
+            let reused = compact(doc, &world.room, &cut, COMPACTION_FORMAT, Some(&once.base))
+                .expect("compacts with a known base");
+            assert_eq!(heads(&reused.doc), heads(&fresh), "a reused base differs");
+            fresh
         })
         .collect();
     let then_merged = merged(&apart);
@@ -454,7 +460,7 @@ fn a_long_churn_compacts_to_the_live_sessions() {
         generation: 1,
         prune_before_ms: START_MS + world.step * 10,
     };
-    let compacted = compact(&doc, &world.room, &cut, COMPACTION_FORMAT).expect("compacts");
+    let compacted = compact(&doc, &world.room, &cut, COMPACTION_FORMAT, None).expect("compacts");
     let read = read::snapshot(&compacted.doc, &world.room).expect("reads");
     assert!(read.sessions.len() <= 1, "{:?}", read.sessions.keys());
     assert!(read.counters.joins >= 200);

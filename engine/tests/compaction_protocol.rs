@@ -248,3 +248,78 @@ fn the_cut_is_agreed_as_soon_as_the_request_reaches_every_replica() {
     }
     settle(&mut net);
 }
+
+fn off_task(config: &mut ReplicaConfig) {
+    quick(config);
+    config.work_off_task = true;
+}
+
+/// A compaction runs off the replica's task (`Output::Work`), as the
+/// library and the daemon run it. Meanwhile its peers finish theirs and
+/// push their base: the replica holds it back instead of compacting in
+/// line (which would stall it as long as the work it handed off). A write
+/// made meanwhile moves the room: the compaction is finished in line on
+/// the room as it is, reusing the prepared base, and the write is carried
+/// like any other.
+#[test]
+fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_meanwhile() {
+    let (mut net, r) = start(off_task);
+    let mut i = 0;
+    while net.members[0].work.is_empty() {
+        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
+        churn(&mut net, &r, i, 1);
+        i += 1;
+    }
+    for _ in 0..50 {
+        net.finish_work(1);
+        net.finish_work(2);
+        let peers_done = (1..3).all(|n| net.members[n].replica.stats().compactions > 0);
+        if peers_done {
+            break;
+        }
+        net.run_for(100);
+    }
+    for n in 1..3 {
+        assert!(
+            net.members[n].replica.stats().compactions > 0,
+            "replica {n}"
+        );
+    }
+    net.run_for(500);
+    assert_eq!(
+        net.members[0].replica.stats().compactions,
+        0,
+        "a peer's base compacted the room in line while its compaction ran off the task"
+    );
+    net.write(
+        0,
+        &r,
+        RoomOp::Join {
+            request: join_request("meanwhile", "u", "sfu-1"),
+        },
+    );
+    net.finish_work(0);
+    let stats = net.members[0].replica.stats().clone();
+    assert_eq!(stats.compactions, 1, "{stats:?}");
+    assert_eq!(stats.compactions_redone, 1, "{stats:?}");
+    for _ in 0..100 {
+        net.run_for(100);
+        for n in 0..3 {
+            net.finish_work(n);
+        }
+        if net.converged() {
+            break;
+        }
+    }
+    assert!(net.converged(), "replicas did not converge");
+    let first = net.members[0].replica.room_as_of(&r, None).expect("reads");
+    for n in 1..3 {
+        let other = net.members[n].replica.room_as_of(&r, None).expect("reads");
+        assert_eq!(other, first, "replica {n}");
+    }
+    let snap = first.expect("the room");
+    assert!(snap.sessions.contains_key(&session("meanwhile")));
+    assert!(snap.sessions.contains_key(&session("stays")));
+    assert_eq!(snap.counters.joins, i as i64 + 2);
+    assert!(history(&mut net, 0, &r) < HISTORY as usize);
+}

@@ -313,6 +313,7 @@ fn carry(
                 }
             }
             Output::Event(_) => {}
+            Output::Work(_) => unreachable!("work_off_task is off"),
         }
     }
 }

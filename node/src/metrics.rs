@@ -103,6 +103,24 @@ fn replica_counters(out: &mut String, s: &StatsView) {
     );
     counter(
         out,
+        "chorus_compactions",
+        "Room histories this replica compacted.",
+        r.compactions,
+    );
+    counter(
+        out,
+        "chorus_compactions_redone",
+        "Compactions whose room changed while they ran off the replica's task, finished on it.",
+        r.compactions_redone,
+    );
+    counter(
+        out,
+        "chorus_compaction_held_dropped",
+        "Peer changes carrying a newer base, dropped while a compaction held back too many.",
+        r.compaction_held_dropped,
+    );
+    counter(
+        out,
         "chorus_imports_in_line",
         "Imports whose room changed while they merged off the replica's task, merged again on it.",
         r.imports_in_line,

@@ -2,6 +2,8 @@
 //! every rejection answers in the JSON error shape, and the change feed
 //! resumes from the persisted change log across a restart.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -113,7 +115,7 @@ impl Feed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_headers_slowly_is_cut_off() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let mut config = config(root.path());
     config.api.header_read_timeout_ms = 500;
     let node = daemon::start(config).await.expect("daemon");
@@ -152,7 +154,7 @@ async fn a_client_sending_headers_slowly_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_answers_in_the_json_error_shape() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let node = daemon::start(config(root.path())).await.expect("daemon");
     let client = client_of(&node).expect("client");
     let json = "application/json";
@@ -202,7 +204,7 @@ async fn every_rejection_answers_in_the_json_error_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let node = daemon::start(config(root.path())).await.expect("daemon");
     let mut feed = Feed::open(&node, None).await;
     create(&node, "r1").await;
@@ -244,7 +246,7 @@ async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let mut config = config(root.path());
     config.replica.log_retention_ms = 500;
     config.replica.log_trim_interval_ms = 50;
@@ -273,7 +275,7 @@ async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
 /// refuses them all with a JSON error and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_writes_several_operations_as_one() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let node = daemon::start(config(root.path())).await.expect("daemon");
     create(&node, "b").await;
     let client = client_of(&node).expect("client");

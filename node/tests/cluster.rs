@@ -29,7 +29,7 @@ async fn connected(client: &Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_replicate_and_a_partition_heals_into_one_state() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let nodes = start_cluster(3, root.path()).await.expect("three replicas");
     let c: Vec<Client> = nodes
         .iter()
@@ -177,7 +177,7 @@ async fn writes_replicate_and_a_partition_heals_into_one_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_replica_keeps_its_acknowledged_writes_and_catches_up() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
         .await
         .expect("replica a");
@@ -268,7 +268,7 @@ async fn a_sigkilled_replica_keeps_its_acknowledged_writes_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_not_on_the_allow_list_is_refused() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let friend = daemon::start(local_config("friend", &root.path().join("f"), Vec::new()))
         .await
         .expect("friend");
@@ -319,7 +319,7 @@ async fn a_peer_not_on_the_allow_list_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_4xx_with_a_code_and_a_message() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let mut config = local_config("api", &root.path().join("n"), Vec::new());
     config.api.body_bytes_max = 4096;
     config.api.token = Some("sesame".into());
@@ -412,7 +412,7 @@ async fn bad_requests_get_4xx_with_a_code_and_a_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_stream_resumes_and_automerge_bytes_round_trip() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let a = daemon::start(local_config("a", &root.path().join("a"), Vec::new()))
         .await
         .expect("a");

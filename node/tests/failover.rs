@@ -56,7 +56,7 @@ async fn owners(client: &Client, room: &str) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let (a, b) = two_replicas(root.path()).await;
     let config_path = root.path().join("c.toml");
     let config = format!(
@@ -194,7 +194,7 @@ async fn a_sigkilled_media_node_has_its_calls_taken_over_within_five_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_go_through_the_api_and_bad_requests_are_refused() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let (a, b) = two_replicas(root.path()).await;
     let ca = client_of(&a).expect("client");
     let cb = client_of(&b).expect("client");

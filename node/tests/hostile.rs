@@ -2,6 +2,8 @@
 //! a 4xx that names the path and the reason, changing nothing, and every
 //! acknowledged write still there after a restart.
 
+mod common;
+
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, ROOT};
 use serde_json::{json, Value};
@@ -61,7 +63,7 @@ fn map(doc: &AutoCommit, parent: &automerge::ObjId, key: &str) -> automerge::Obj
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_imports_are_refused_and_acknowledged_writes_survive_a_restart() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let dir = root.path().join("n");
     let node = daemon::start(local_config("n", &dir, Vec::new()))
         .await
@@ -167,7 +169,7 @@ async fn hostile_imports_are_refused_and_acknowledged_writes_survive_a_restart()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_refused_before_it_inflates() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let node = daemon::start(local_config("n", &root.path().join("n"), Vec::new()))
         .await
         .expect("daemon");

@@ -69,7 +69,7 @@ async fn suspicions_of(client: &Client, node: &str) -> usize {
 /// answer its peers' since-requests, and both peers convicted it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_room_imports_whole_while_the_replica_answers_probes() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let (a, b) = two_replicas(root.path()).await;
     let config_path = root.path().join("c.toml");
     let config = format!(

@@ -5,6 +5,8 @@
 //! Needs `node` and `npm ci --prefix node/tests/js` (`.ci/run` does it);
 //! without them the test prints `skipped: <reason>` and passes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -97,7 +99,7 @@ async fn javascript_automerge_joins_the_documented_way_and_plain_strings_are_ref
         println!("skipped: {reason}");
         return;
     }
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let node = daemon::start(local_config("n", &root.path().join("n"), Vec::new()))
         .await
         .expect("daemon");
@@ -147,7 +149,7 @@ async fn javascript_automerge_writes_to_a_compacted_room() {
         println!("skipped: {reason}");
         return;
     }
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = common::test_dir();
     let mut config = local_config("n", &root.path().join("n"), Vec::new());
     config.replica.history_changes_max = 40;
     config.replica.end_ack_interval_ms = 50;

@@ -119,6 +119,7 @@ impl Runner<'_> {
     fn execute(&mut self) {
         let s = self.scenario;
         let tuning = s.replica.clone();
+        let work_ms = s.compaction_work_ms;
         let regions: Vec<chorus_engine::RegionId> = s
             .regions
             .iter()
@@ -133,10 +134,14 @@ impl Runner<'_> {
                     config.region = region.clone();
                 }
                 config.set_settings(&tuning);
+                config.work_off_task = work_ms.is_some();
             },
             &s.late_joiners(),
             &s.older_builds,
         );
+        if let Some([lo, hi]) = work_ms {
+            cluster.set_work_ms(lo, hi);
+        }
         cluster.set_mutation(self.opts.mutation.clone());
         if self.opts.trace {
             cluster.enable_trace_lines();

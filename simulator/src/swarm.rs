@@ -159,6 +159,7 @@ pub fn draw(seed: u64) -> Scenario {
     events.sort_by_key(|e| e.at_ms);
     let mut rooms = r.range(3, 16) as usize;
     let mut older_builds = Vec::new();
+    let mut compaction_work_ms = None;
     let mut workload = WorkloadConfig {
         ops_per_sec: r.range(20, 80) as f64,
         end_rooms: true,
@@ -189,6 +190,11 @@ pub fn draw(seed: u64) -> Scenario {
             }
             events.sort_by_key(|e| e.at_ms);
         }
+        // Compactions off the task, taking long enough for writes, bases
+        // and faults to arrive meanwhile.
+        if r.chance(0.5) {
+            compaction_work_ms = Some([0, r.range(0, 500)]);
+        }
     }
     Scenario {
         description: Some(format!("drawn by swarm seed {seed}")),
@@ -209,6 +215,7 @@ pub fn draw(seed: u64) -> Scenario {
         events,
         regions: Vec::new(),
         older_builds,
+        compaction_work_ms,
     }
 }
 
@@ -243,6 +250,9 @@ pub fn describe(s: &Scenario) -> String {
             " standing rooms, compact at {} changes, retention {}ms",
             s.replica.history_changes_max, s.replica.session_retention_ms
         );
+    }
+    if let Some([min, max]) = s.compaction_work_ms {
+        line += &format!(", compactions off the task {min}-{max}ms");
     }
     if s.replica.hot_rooms != defaults.hot_rooms {
         let hot = s.replica.hot_rooms;

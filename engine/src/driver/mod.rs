@@ -31,7 +31,7 @@ use crate::hlc::Timestamp;
 use crate::limits::{
     COMMANDS_PER_TURN_MAX, NETWORK_CATCH_UP_MAX, NETWORK_CATCH_UP_MS, REOPEN_RETRY_MS,
 };
-use crate::replica::{Event, Input, Output, Replica};
+use crate::replica::{Event, Input, Output, Replica, Work};
 use crate::room::RoomOp;
 use crate::storage::{Kv, StorageError};
 use calls::CallEvents;
@@ -126,6 +126,8 @@ pub(crate) struct Driver<T> {
     /// read gets this error.
     broken: Option<StorageError>,
     stopping: bool,
+    /// Results of `Output::Work` run on threads of their own.
+    worked: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
 }
 
 impl<T: Transport> Driver<T> {
@@ -151,6 +153,7 @@ impl<T: Transport> Driver<T> {
             node_events: Vec::new(),
             broken: None,
             stopping: false,
+            worked: mpsc::unbounded_channel(),
         };
         // Opening the replica staged its incarnation bump.
         driver.pump();
@@ -210,6 +213,12 @@ impl<T: Transport> Driver<T> {
                     }
                     None => break,
                 },
+                // A reopened replica ignores work its predecessor asked for.
+                Some(input) = self.worked.1.recv() => {
+                    if self.broken.is_none() {
+                        self.input(input);
+                    }
+                }
                 // While the store is broken the network's input is
                 // dropped: peers repeat it (anti-entropy).
                 input = self.transport.next() => {
@@ -424,6 +433,29 @@ impl<T: Transport> Driver<T> {
             Output::Datagram { to, bytes } => self.transport.datagram(&to, bytes),
             Output::Event(event) => self.on_event(event),
             Output::Persist { .. } => {}
+            Output::Work(work) => self.run_work(work),
+        }
+    }
+
+    /// Runs `work` on a thread of its own (the replica bounds how many at
+    /// once); its result comes back as an input. If no thread can be
+    /// started, it runs here: slower to answer meanwhile, never lost.
+    fn run_work(&mut self, work: Work) {
+        let done = self.worked.0.clone();
+        let slot = Arc::new(Mutex::new(Some(work)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("chorus-work".into())
+            .spawn(move || {
+                if let Some(work) = lock(&theirs).take() {
+                    let _ = done.send(work.run());
+                }
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start a work thread; the work runs on the replica's task");
+            if let Some(work) = lock(&slot).take() {
+                let _ = self.worked.0.send(work.run());
+            }
         }
     }
 

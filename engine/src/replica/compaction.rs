@@ -12,15 +12,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::ChangeHash;
+use automerge::{Change, ChangeHash};
 
 use super::overlay::Overlay;
 use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, ReplicaConfig};
 use crate::ids::{NodeId, RoomId};
-use crate::limits::COMPACTION_ASK_EVERY;
-use crate::room::compact::{Request, COMPACTION_FORMAT};
+use crate::limits::{COMPACTIONS_OFF_TASK_MAX, COMPACTION_ASK_EVERY, COMPACTION_HELD_BYTES_MAX};
+use crate::room::compact::{self, Request, COMPACTION_FORMAT};
 use crate::room::RoomOp;
+use crate::rooms::{Compaction, PreparedCompaction};
 
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -43,7 +44,19 @@ pub(super) struct State {
     /// error), so it is asked again only every `COMPACTION_ASK_EVERY`
     /// intervals.
     asked_ms: BTreeMap<NodeId, u64>,
+    /// Rooms being compacted off the replica's task (`Output::Work`).
+    running: BTreeMap<RoomId, Running>,
     pub next_ms: u64,
+}
+
+/// A compaction running off the replica's task.
+#[derive(Debug, Default)]
+struct Running {
+    /// Peers' changes that carry a newer base, held back until the
+    /// compaction is installed: applied meanwhile, they would compact the
+    /// room in line. At most `COMPACTION_HELD_BYTES_MAX` bytes.
+    held: Vec<(NodeId, Vec<Change>)>,
+    held_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -161,10 +174,12 @@ impl Replica {
     /// Compacts every room whose request every known replica has named.
     fn compact_acknowledged(&mut self) {
         let known = self.known_replicas();
+        let running = &self.compaction.running;
         let due: Vec<RoomId> = self
             .compaction
             .pending
             .iter()
+            .filter(|(room, _)| !running.contains_key(*room))
             .filter(|(_, p)| known.iter().all(|k| p.acks.contains(k)))
             .map(|(room, _)| room.clone())
             .collect();
@@ -176,6 +191,10 @@ impl Replica {
     /// Finds `room`'s request, or (`may_request`) writes one when its
     /// history is long and every replica can compact.
     fn look_at(&mut self, room: &RoomId, gate_open: bool, may_request: bool) {
+        if self.compaction.running.contains_key(room) {
+            // Its request is agreed and being compacted.
+            return;
+        }
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
@@ -406,12 +425,17 @@ impl Replica {
 
     /// Forgets `room` (purged, or gone): nothing to acknowledge any more.
     pub(super) fn compaction_forget(&mut self, room: &RoomId) {
+        self.compaction.running.remove(room);
         self.compaction.pending.remove(room);
         self.compaction.candidates.remove(room);
         self.compaction.named.remove(room);
     }
 
     fn compact_room(&mut self, room: &RoomId) {
+        if self.config.work_off_task {
+            self.compact_off_task(room);
+            return;
+        }
         self.compaction.named.remove(room);
         let Some(pending) = self.compaction.pending.remove(room) else {
             return;
@@ -422,16 +446,110 @@ impl Replica {
             staged: &self.staged,
         };
         match self.rooms.compact(&view, room, pending.request, stamp) {
-            Ok(Some(done)) => {
-                self.staged.add(done.batch, true);
-                self.log_rest(stamp, done.log_rest);
-                self.stats.compactions += 1;
-                // A tail carried under a high write rate may already be
-                // long enough for the next compaction.
-                self.note_history(room);
+            Ok(Some(done)) => self.compacted(room, stamp, done),
+            Ok(None) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+    }
+
+    /// Hands the driver a copy of `room` to compact at its agreed request
+    /// (`Output::Work`); `on_compacted` installs the result. Past
+    /// `COMPACTIONS_OFF_TASK_MAX` running, the room waits its turn.
+    fn compact_off_task(&mut self, room: &RoomId) {
+        if self.compaction.running.len() >= COMPACTIONS_OFF_TASK_MAX {
+            return;
+        }
+        self.compaction.named.remove(room);
+        let Some(pending) = self.compaction.pending.remove(room) else {
+            return;
+        };
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.compaction_job(&view, room, pending.request) {
+            Ok(Some(job)) => {
+                self.compaction
+                    .running
+                    .insert(room.clone(), Running::default());
+                let work = super::io::Work(Box::new(job));
+                self.pending_outputs.push(super::Output::Work(work));
             }
             Ok(None) => {}
             Err(_) => self.stats.storage_errors += 1,
         }
+    }
+
+    /// A compaction prepared off the task is back: installed (finished in
+    /// line if the room changed meanwhile), then the peers' changes held
+    /// back apply, and the next room waiting for a turn starts.
+    pub(super) fn on_compacted(&mut self, prepared: PreparedCompaction) {
+        let room = prepared.room().clone();
+        // Not running: the room was purged, or the replica reopened.
+        let Some(running) = self.compaction.running.remove(&room) else {
+            return;
+        };
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.install_compaction(&view, prepared, stamp) {
+            Ok(Some((done, redone))) => {
+                if redone {
+                    self.stats.compactions_redone += 1;
+                }
+                self.compacted(&room, stamp, done);
+            }
+            Ok(None) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+        for (from, changes) in running.held {
+            self.apply_remote(&from, &room, changes);
+        }
+        self.compact_acknowledged();
+    }
+
+    /// Whether `room` is being compacted off the replica's task.
+    pub(super) fn compacting_off_task(&self, room: &RoomId) -> bool {
+        self.compaction.running.contains_key(room)
+    }
+
+    /// Whether `changes` for `room` are held back until its compaction off
+    /// the task is installed: they carry a newer base, and applied now they
+    /// would compact the room in line (`RoomDoc::apply_remote`).
+    pub(super) fn held_for_compaction(
+        &mut self,
+        from: &NodeId,
+        room: &RoomId,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        let Some(running) = self.compaction.running.get_mut(room) else {
+            return false;
+        };
+        let carries_base = changes
+            .iter()
+            .any(|c| c.deps().is_empty() && compact::base_of(room, c).is_some());
+        if !carries_base {
+            return false;
+        }
+        let bytes: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
+        match running.held_bytes.checked_add(bytes) {
+            Some(total) if total <= COMPACTION_HELD_BYTES_MAX => {
+                running.held_bytes = total;
+                running.held.push((from.clone(), std::mem::take(changes)));
+            }
+            _ => self.stats.compaction_held_dropped += 1,
+        }
+        true
+    }
+
+    fn compacted(&mut self, room: &RoomId, stamp: crate::hlc::Timestamp, done: Compaction) {
+        self.staged.add(done.batch, true);
+        self.log_rest(stamp, done.log_rest);
+        self.stats.compactions += 1;
+        // A tail carried under a high write rate may already be long
+        // enough for the next compaction.
+        self.note_history(room);
     }
 }

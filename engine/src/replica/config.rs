@@ -83,6 +83,11 @@ pub struct ReplicaConfig {
     /// member.
     #[serde(skip)]
     pub compaction: bool,
+    /// The driver runs `Output::Work` (a compaction's costly part) on
+    /// another thread. Set by drivers that do (`Engine`); off, the replica
+    /// does that work in line and never emits `Output::Work`.
+    #[serde(skip)]
+    pub work_off_task: bool,
 
     // ---- re-homing and drains ---------------------------------------------
     /// This media node's region: re-homed calls stay in their region when a
@@ -130,6 +135,7 @@ impl ReplicaConfig {
             seed: 0,
             failure_detection: true,
             compaction: true,
+            work_off_task: false,
             detector: DetectorConfig::default(),
             region: RegionId::parse("default").expect("a valid region id"),
             capacity: 100,
@@ -151,6 +157,7 @@ impl ReplicaConfig {
             seed: self.seed,
             failure_detection: self.failure_detection,
             compaction: self.compaction,
+            work_off_task: self.work_off_task,
             ..from.clone()
         };
     }

@@ -29,6 +29,8 @@ pub enum Input {
     },
     /// Time passed; due timers fire.
     Tick,
+    /// The result of an `Output::Work`, run by the driver ([`Work::run`]).
+    Worked(Worked),
     /// A write from the local API. Its result comes back as
     /// `Event::WriteDone { id }` after the `Persist` that makes it durable.
     LocalWrite {
@@ -100,7 +102,30 @@ pub enum Output {
         durable: bool,
     },
     Event(Event),
+    /// Work to run away from the replica's task, so that it keeps
+    /// answering probes and writes meanwhile (a long room's compaction
+    /// takes long enough for peers to grade the replica Suspect). The
+    /// driver runs it on another thread and hands back what
+    /// [`Work::run`] returns as an input; a driver without threads may run
+    /// it in place. Emitted only with `ReplicaConfig::work_off_task`.
+    Work(Work),
 }
+
+/// Work handed to the driver (`Output::Work`).
+#[derive(Debug)]
+pub struct Work(pub(super) Box<crate::rooms::CompactionJob>);
+
+impl Work {
+    /// Does the work (on any thread); returns the input that hands its
+    /// result back to the replica.
+    pub fn run(self) -> Input {
+        Input::Worked(Worked(Box::new(self.0.run())))
+    }
+}
+
+/// What a [`Work`] produced (`Input::Worked`).
+#[derive(Debug)]
+pub struct Worked(pub(super) Box<crate::rooms::PreparedCompaction>);
 
 /// How a sync round brought this replica level with a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

@@ -30,6 +30,11 @@
 //!         Output::Broadcast { bytes: _ } => { /* gossip to all peers */ }
 //!         Output::Datagram { to: _, bytes: _ } => { /* best effort, one peer */ }
 //!         Output::Event(_event) => { /* acks, change events, sync reports */ }
+//!         Output::Work(work) => {
+//!             // Only with `work_off_task`: run it on another thread and
+//!             // feed back what `run` returns.
+//!             let _done: Input = work.run();
+//!         }
 //!     }
 //! }
 //! // 3. Sleep until the next deadline (or an input), then tick.
@@ -68,7 +73,7 @@ use automerge::Change;
 pub use crate::rooms::digest;
 pub use config::ReplicaConfig;
 pub use failover::{MoveKind, Rehomed};
-pub use io::{Event, Input, Output, SyncPath, Timer};
+pub use io::{Event, Input, Output, SyncPath, Timer, Work, Worked};
 pub use journal::{Incident, IncidentKind};
 pub use nodes::{MoveView, NodesView};
 pub use stats::ReplicaStats;
@@ -245,6 +250,7 @@ impl Replica {
             Input::PeerUp { peer } => self.on_peer_up(peer),
             Input::PeerDown { peer } => self.on_peer_down(&peer),
             Input::Tick => self.on_tick(),
+            Input::Worked(worked) => self.on_compacted(*worked.0),
             Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
             Input::Import { id, room, bytes } => self.on_import(id, room.as_ref(), &bytes),
             Input::ImportPrepared { id, prepared } => self.on_import_prepared(id, *prepared),
@@ -355,6 +361,10 @@ impl Replica {
     ) -> Option<RemoteWrite> {
         if self.rooms.is_purged(room) {
             self.stats.purged_refused += 1;
+            return None;
+        }
+        let mut changes = changes;
+        if self.held_for_compaction(from, room, &mut changes) {
             return None;
         }
         let stamp = self.hlc.tick(self.now_ms);

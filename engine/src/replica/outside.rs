@@ -139,6 +139,11 @@ impl Replica {
         let logged = (!write.applied.is_empty()).then(|| self.log_rest(stamp, rest));
         self.after_change(room, origin, kinds, logged);
         self.queue_push(room, &write.applied);
+        if write.compacted {
+            self.compacted_by_peer(room);
+        }
+        // An imported long history is compacted like a written one.
+        self.note_history(room);
         write
     }
 }

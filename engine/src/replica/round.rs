@@ -381,6 +381,9 @@ impl Replica {
         path: SyncPath,
         mut queued: Vec<RoomId>,
     ) {
+        // A room compacted off the task asks once it is installed: its
+        // peers' compacted history would only be held back meanwhile.
+        queued.retain(|room| !self.compacting_off_task(room));
         if queued.is_empty() {
             self.finish_round(peer, Some(path));
             return;
@@ -421,8 +424,11 @@ impl Replica {
         };
         let path = *path;
         let mut next = std::mem::take(queued);
-        if truncated {
-            // Ask again for the same rooms with our new heads.
+        if truncated && applied > 0 {
+            // Ask again for the same rooms with our new heads. An answer
+            // that applied nothing (changes of a history this replica
+            // compacted away, or held back while it compacts) would come
+            // again the same: the next round asks.
             next.splice(0..0, std::mem::take(in_flight));
         }
         self.fetch_rooms(peer, id, path, next);

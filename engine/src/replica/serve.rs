@@ -46,6 +46,7 @@ impl Replica {
                 }
             }
         }
+        missing.retain(|room| !self.compacting_off_task(room));
         if !missing.is_empty() {
             // Some dependency never arrived: ask the pusher for it.
             let rooms = self.heads_of(unique(missing));
@@ -193,9 +194,18 @@ impl Replica {
                 })
                 .map(|h| Head::from(*h))
                 .collect();
-            if known.len() < their_heads.len() {
-                // They hold changes we lack: pull them back.
+            if known.len() < their_heads.len() && !self.compacting_off_task(&room) {
+                // They hold changes we lack: pull them back. Not while this
+                // replica compacts the room off its task: it holds back the
+                // peer's base-carrying changes, so a compacted peer and this
+                // one would pull from each other without end.
                 pull_back.push(room.clone());
+            }
+            if self.compacting_off_task(&room) {
+                // This history is about to be replaced: a peer that
+                // compacted would ignore it, and one that did not gets the
+                // compacted history once it is installed.
+                continue;
             }
             let heads: Vec<automerge::ChangeHash> = their_heads
                 .iter()

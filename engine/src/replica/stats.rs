@@ -20,6 +20,13 @@ pub struct ReplicaStats {
     pub local_writes: u64,
     /// Rooms whose history this replica compacted (`room::compact`).
     pub compactions: u64,
+    /// Compactions prepared off the replica's task that found their room
+    /// changed meanwhile, and were finished in line (reusing the base).
+    pub compactions_redone: u64,
+    /// Peers' changes carrying a newer base that arrived while this
+    /// replica compacted the room off its task, and were dropped because
+    /// too many were already held back (anti-entropy brings them again).
+    pub compaction_held_dropped: u64,
     /// Imports prepared off the replica's task that found their room
     /// changed meanwhile, and were merged in line instead.
     pub imports_in_line: u64,

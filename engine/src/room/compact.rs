@@ -85,7 +85,16 @@ pub struct Compacted {
 }
 
 /// Compacts `old` (room `room`) at `cut`, writing the base in `format`.
-pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut, format: u32) -> Result<Compacted, Error> {
+/// `known_base`: the base this cut was already found to have (it depends
+/// only on the cut's history, which never changes): building it is most of
+/// a compaction's cost, so a compaction redone on more changes reuses it.
+pub fn compact(
+    old: &Automerge,
+    room: &RoomId,
+    cut: &Cut,
+    format: u32,
+    known_base: Option<&Change>,
+) -> Result<Compacted, Error> {
     let corrupt = |reason: &str| Error::Corrupt {
         room: room.clone(),
         reason: reason.into(),
@@ -94,9 +103,14 @@ pub fn compact(old: &Automerge, room: &RoomId, cut: &Cut, format: u32) -> Result
     let all = old.get_changes(&[]);
     let (before, tail): (Vec<Change>, Vec<Change>) =
         all.into_iter().partition(|c| past.contains(&c.hash()));
-    let mut at_cut = Automerge::new();
-    at_cut.apply_changes(before)?;
-    let base = base_change(&at_cut, room, cut, format)?;
+    let base = match known_base {
+        Some(base) => base.clone(),
+        None => {
+            let mut at_cut = Automerge::new();
+            at_cut.apply_changes(before)?;
+            base_change(&at_cut, room, cut, format)?
+        }
+    };
     let mut doc = Automerge::new();
     doc.apply_changes([base.clone()])?;
     let (doc, carried) = super::carry::carry(old, &base, doc, tail)?;

@@ -82,9 +82,45 @@ impl RoomDoc {
     /// of an earlier build does (tests).
     #[doc(hidden)]
     pub fn compact_at_format(&mut self, request: ChangeHash, format: u32) -> Result<Switch, Error> {
-        let (doc, switch) = self.compacted_at(request, format)?;
+        let (doc, switch) = self.compacted_at(request, format, None)?;
         self.install(doc);
         Ok(switch)
+    }
+
+    /// `compact_at`, reusing `base`, the base a compaction of this cut
+    /// already built (on a copy of the room that has fewer changes since).
+    pub(crate) fn compact_at_with_base(
+        &mut self,
+        request: ChangeHash,
+        base: &Change,
+    ) -> Result<Switch, Error> {
+        let (doc, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, Some(base))?;
+        self.install(doc);
+        Ok(switch)
+    }
+
+    /// The costly part of `compact_at`, on a copy of the room (see
+    /// `rooms::compaction`): the compacted document, what the switch did,
+    /// and how the compacted room reads.
+    pub(crate) fn prepare_compaction(
+        &self,
+        request: ChangeHash,
+    ) -> Result<(automerge::Automerge, Switch, crate::model::RoomSnapshot), Error> {
+        let (doc, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, None)?;
+        let reading = import::unless_panic("read", || read::snapshot(&doc, &self.id))??;
+        Ok((doc, switch, reading))
+    }
+
+    /// Makes `doc`, a compaction of this document prepared on a copy of
+    /// it with the same heads (`prepare_compaction`), the room's document;
+    /// `reading` is how it reads.
+    pub(crate) fn install_compacted(
+        &mut self,
+        doc: automerge::Automerge,
+        reading: crate::model::RoomSnapshot,
+    ) {
+        self.install(doc);
+        self.cache = Some(reading);
     }
 
     /// Like `install`, and returns the reading of the replaced history
@@ -104,6 +140,7 @@ impl RoomDoc {
         &self,
         request: ChangeHash,
         format: u32,
+        known_base: Option<&Change>,
     ) -> Result<(automerge::Automerge, Switch), Error> {
         let meta = read::RootObjs::find(&self.doc, &self.id)?.meta;
         let next = self
@@ -128,8 +165,9 @@ impl RoomDoc {
         let actor = self.doc.get_actor().clone();
         let id = self.id.clone();
         let doc = &self.doc;
-        let mut compacted =
-            import::unless_panic("compact", || compact::compact(doc, &id, &cut, format))??;
+        let mut compacted = import::unless_panic("compact", || {
+            compact::compact(doc, &id, &cut, format, known_base)
+        })??;
         compacted.doc.set_actor(actor);
         let switch = Switch {
             base: compacted.base,

@@ -177,6 +177,11 @@ impl RoomDoc {
         self.doc.get_heads()
     }
 
+    /// The actor this replica writes the room's changes as.
+    pub fn actor(&self) -> &ActorId {
+        self.doc.get_actor()
+    }
+
     /// Whether automerge panicked inside this document (reload it).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned

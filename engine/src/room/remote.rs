@@ -175,7 +175,7 @@ impl RoomDoc {
             reason: "no compaction format".into(),
         });
         for format in super::compact::COMPACTION_FORMATS_READ {
-            computed = self.compacted_at(cut, format);
+            computed = self.compacted_at(cut, format, None);
             if matches!(&computed, Ok((_, switch)) if switch.base.hash() == base.hash()) {
                 break;
             }

@@ -10,7 +10,8 @@ use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
 use crate::model::Head;
-use crate::room::Intake;
+use crate::model::RoomSnapshot;
+use crate::room::{Intake, RoomDoc, Switch};
 use crate::storage::{Batch, KvRead};
 
 /// The result of a compaction: the new history, what to persist and log.
@@ -22,6 +23,86 @@ pub struct Compaction {
     pub batch: Batch,
     /// Log entries still to stamp and write (see `RoomSet::record`).
     pub log_rest: Vec<LogEntry>,
+}
+
+/// A compaction to compute off the replica's task: a copy of the room and
+/// the request to cut at. Its result, a [`PreparedCompaction`], goes back
+/// to the replica (`Input::Worked`).
+pub struct CompactionJob {
+    room: RoomId,
+    request: ChangeHash,
+    /// The room's heads when copied.
+    heads: Vec<ChangeHash>,
+    doc: RoomDoc,
+}
+
+impl std::fmt::Debug for CompactionJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactionJob")
+            .field("room", &self.room)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompactionJob {
+    /// The costly part of a compaction (building the base, carrying the
+    /// tail, reading the result), on the caller's thread.
+    pub fn run(self) -> PreparedCompaction {
+        let ready = self
+            .doc
+            .prepare_compaction(self.request)
+            .map(|(doc, switch, reading)| Ready {
+                doc,
+                switch,
+                reading,
+            });
+        PreparedCompaction {
+            room: self.room,
+            request: self.request,
+            heads: self.heads,
+            ready,
+        }
+    }
+}
+
+/// A compaction computed on a copy of its room, to install.
+pub struct PreparedCompaction {
+    room: RoomId,
+    request: ChangeHash,
+    heads: Vec<ChangeHash>,
+    ready: Result<Ready, Error>,
+}
+
+impl PreparedCompaction {
+    pub fn room(&self) -> &RoomId {
+        &self.room
+    }
+}
+
+impl std::fmt::Debug for PreparedCompaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCompaction")
+            .field("room", &self.room)
+            .field("request", &self.request)
+            .field("ok", &self.ready.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Ready {
+    doc: automerge::Automerge,
+    switch: Switch,
+    reading: RoomSnapshot,
+}
+
+/// How `compact_hot` gets the compacted document.
+enum How {
+    InLine,
+    /// In line, with the base already built.
+    WithBase(Box<Change>),
+    /// Prepared on a copy with the room's current heads.
+    Prepared(Box<Ready>),
 }
 
 /// Where a room stands towards its next compaction.
@@ -84,9 +165,63 @@ impl RoomSet {
             return Ok(None);
         }
         let heads = self.hot_heads(room);
-        let result = self.compact_hot(room, request, stamp);
+        let result = self.compact_hot(room, request, stamp, How::InLine);
         self.evict_if_moved(room, heads, result.is_err());
         result
+    }
+
+    /// A copy of `room` to compact at `request` away from the replica's
+    /// task (`CompactionJob::run`), if `request` is still the room's.
+    pub fn compaction_job(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        request: ChangeHash,
+    ) -> Result<Option<CompactionJob>, Error> {
+        if self.purged.contains(room) {
+            return Ok(None);
+        }
+        let Some(hot) = self.load(store, room)? else {
+            return Ok(None);
+        };
+        if hot.doc.compaction_request().map(|(hash, _)| hash) != Some(request) {
+            return Ok(None);
+        }
+        Ok(Some(CompactionJob {
+            room: room.clone(),
+            request,
+            heads: hot.doc.heads(),
+            doc: hot.doc.fork(),
+        }))
+    }
+
+    /// Installs a compaction prepared by a `CompactionJob`, stored and
+    /// logged like `compact`. If the room took changes since the copy was
+    /// made, the compaction is redone in line on the room as it is now,
+    /// reusing the prepared base (most of the cost); the result is the
+    /// same either way. `Ok(None)`: nothing to compact any more (see
+    /// `compact`).
+    pub fn install_compaction(
+        &mut self,
+        store: &dyn KvRead,
+        prepared: PreparedCompaction,
+        stamp: Timestamp,
+    ) -> Result<Option<(Compaction, bool)>, Error> {
+        let room = prepared.room.clone();
+        let ready = prepared.ready?;
+        if self.purged.contains(&room) || self.load(store, &room)?.is_none() {
+            return Ok(None);
+        }
+        let heads = self.hot_heads(&room);
+        let same = heads == prepared.heads;
+        let how = if same {
+            How::Prepared(Box::new(ready))
+        } else {
+            How::WithBase(Box::new(ready.switch.base))
+        };
+        let result = self.compact_hot(&room, prepared.request, stamp, how);
+        self.evict_if_moved(&room, heads, result.is_err());
+        Ok(result?.map(|done| (done, !same)))
     }
 
     fn compact_hot(
@@ -94,6 +229,7 @@ impl RoomSet {
         room: &RoomId,
         request: ChangeHash,
         stamp: Timestamp,
+        how: How,
     ) -> Result<Option<Compaction>, Error> {
         let Some(hot) = self.hot.get_mut(room) else {
             return Ok(None);
@@ -104,7 +240,19 @@ impl RoomSet {
             return Ok(None);
         }
         let before = readable(&mut hot.doc)?;
-        let switch = hot.doc.compact_at(request)?;
+        let switch = match how {
+            How::InLine => hot.doc.compact_at(request)?,
+            How::WithBase(base) => hot.doc.compact_at_with_base(request, &base)?,
+            How::Prepared(ready) => {
+                let ready = *ready;
+                let mut doc = ready.doc;
+                // The copy's actor is this replica's, unless the replica
+                // was reopened meanwhile (a new incarnation, a new actor).
+                doc.set_actor(hot.doc.actor().clone());
+                hot.doc.install_compacted(doc, ready.reading);
+                ready.switch
+            }
+        };
         // Changes parked for the new history (a peer compacted first).
         let released = hot.doc.apply_remote(Vec::new(), Intake::EachChange)?;
         let after = readable(&mut hot.doc)?;

@@ -29,7 +29,7 @@ mod log;
 mod prepare;
 mod recent;
 
-pub use compaction::{Compaction, CompactionStatus};
+pub use compaction::{Compaction, CompactionJob, CompactionStatus, PreparedCompaction};
 use hot::HotRoom;
 pub use index::owned_calls;
 use index::{index_scope, index_updates, IndexView};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use chorus_engine::replica::wire;
-use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
+use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig, Work};
 use chorus_engine::storage::{Kv, MemKv};
 use chorus_engine::{NodeId, RoomId, RoomOp};
 
@@ -18,6 +18,8 @@ pub struct Member {
     pub kv: Arc<MemKv>,
     pub replica: Replica,
     pub events: Vec<Event>,
+    /// `Output::Work` not yet run (`Net::finish_work`).
+    pub work: Vec<Work>,
 }
 
 pub struct Net {
@@ -57,6 +59,7 @@ impl Net {
                     kv,
                     replica,
                     events: Vec::new(),
+                    work: Vec::new(),
                 }
             })
             .collect();
@@ -123,6 +126,15 @@ impl Net {
         self.deliver();
     }
 
+    /// Runs member `i`'s work handed off so far and hands the results back.
+    #[allow(dead_code)] // not every test file uses it
+    pub fn finish_work(&mut self, i: usize) {
+        for work in std::mem::take(&mut self.members[i].work) {
+            let done = work.run();
+            self.input(i, done);
+        }
+    }
+
     /// Rebuilds member `i`'s replica from what its store holds durably.
     pub fn restart(&mut self, i: usize, tweak: fn(&mut ReplicaConfig)) {
         let ids: Vec<NodeId> = self.members.iter().map(|m| m.id.clone()).collect();
@@ -130,6 +142,8 @@ impl Net {
         m.kv.crash();
         m.replica =
             Replica::new(config(&m.id, &ids, tweak), m.kv.clone(), self.now_ms).expect("reopens");
+        // Work in flight died with the process.
+        m.work.clear();
         self.drain(i);
     }
 
@@ -159,6 +173,7 @@ impl Net {
                     }
                 }
                 Output::Event(event) => self.members[i].events.push(event),
+                Output::Work(work) => self.members[i].work.push(work),
             }
         }
     }

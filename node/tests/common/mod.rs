@@ -9,7 +9,38 @@ use serde_json::Value;
 use chorus_node::daemon::{self, Running};
 use chorus_node::demo::local_config;
 
+/// A test's temporary directory, removed when the test passes. A failing
+/// test keeps it: its in-process replicas outlive the test's body (the API
+/// server's tasks hold them until the runtime shuts down) and flush then,
+/// and sled waits forever on a store whose files were removed under it, so
+/// removing it would turn a failure into a hang. Kept, it is named for a
+/// look.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+#[allow(dead_code)] // not every test file uses it
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new("."), |d| d.path())
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.0.take() {
+                eprintln!("the failed test's stores are kept in {:?}", dir.keep());
+            }
+        }
+    }
+}
+
+#[allow(dead_code)] // not every test file uses it
+pub fn test_dir() -> TestDir {
+    TestDir(Some(tempfile::tempdir().expect("temp dir")))
+}
+
 /// A `chorus run` child process (killed when dropped).
+#[allow(dead_code)] // not every test file uses it
 pub struct Process {
     pub child: Child,
     pub api: String,

@@ -6,6 +6,7 @@
 
 mod events;
 mod faults;
+mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct SimNode {
     pub member: bool,
     /// The replica's next timer, in true time (cached after every input).
     next_timer: Option<u64>,
+    /// Results of `Output::Work` and when they come back (true time).
+    work: Vec<(u64, Input)>,
 }
 
 impl SimNode {
@@ -127,6 +130,8 @@ pub struct Cluster {
     links: BTreeSet<(usize, usize)>,
     trace: blake3::Hasher,
     steps_at_instant: (u64, u64),
+    /// How long a replica's `Output::Work` takes, `[min, max]` ms.
+    work_ms: (u64, u64),
 }
 
 impl Cluster {
@@ -173,6 +178,7 @@ impl Cluster {
             links: BTreeSet::new(),
             trace: blake3::Hasher::new(),
             steps_at_instant: (0, 0),
+            work_ms: (0, 0),
         };
         for i in 0..n {
             cluster.nodes.push(SimNode {
@@ -182,6 +188,7 @@ impl Cluster {
                 clock: NodeClock::default(),
                 member: !absent.contains(&i),
                 next_timer: None,
+                work: Vec::new(),
             });
         }
         for i in 0..n {
@@ -275,6 +282,8 @@ impl Cluster {
         self.fault("crash", Some(i), "");
         self.nodes[i].kv.crash();
         self.nodes[i].next_timer = None;
+        // Work in flight dies with the process.
+        self.nodes[i].work.clear();
         self.net.drop_node(i);
         self.pending_writes.retain(|_, w| w.node != i);
         self.refresh_links();
@@ -418,6 +427,7 @@ impl Cluster {
                     }
                 }
                 Output::Event(event) => self.on_event(i, event),
+                Output::Work(work) => self.hand_off(i, work),
             }
         }
     }
@@ -471,7 +481,11 @@ impl Cluster {
     /// The earliest moment something happens (a delivery or a timer).
     pub fn next_event_ms(&self) -> Option<u64> {
         let timers = self.nodes.iter().filter_map(|n| n.next_timer);
-        timers.chain(self.net.next_due()).min()
+        let work = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.work.iter().map(|(at, _)| *at));
+        timers.chain(work).chain(self.net.next_due()).min()
     }
 
     /// Processes everything due at or before `until`, advancing the clock.
@@ -509,6 +523,7 @@ impl Cluster {
             let from = self.nodes[d.from].id.clone();
             self.input(d.to, Input::Message { from, bytes });
         }
+        self.deliver_work();
         for i in 0..self.nodes.len() {
             if self.nodes[i].next_timer.is_some_and(|t| t <= self.now_ms) {
                 self.input(i, Input::Tick);

@@ -46,6 +46,13 @@ impl Scenario {
                 ));
             }
         }
+        if let Some([lo, hi]) = self.compaction_work_ms {
+            if lo > hi || hi > 60_000 {
+                return Err(format!(
+                    "compaction_work_ms = [{lo}, {hi}]: expected min <= max <= 60000"
+                ));
+            }
+        }
         for (i, region) in self.regions.iter().enumerate() {
             chorus_engine::RegionId::parse(region.as_str())
                 .map_err(|e| format!("regions[{i}] = {region:?}: {e}"))?;
