@@ -32,8 +32,8 @@
 //!         Output::Event(_event) => { /* acks, change events, sync reports */ }
 //!         Output::Work(work) => {
 //!             // Only with `work_off_task`: run it on another thread and
-//!             // feed back what `run` returns.
-//!             let _done: Input = work.run();
+//!             // feed back what `run` returns (here, in place).
+//!             replica.handle_input(now_ms, work.run());
 //!         }
 //!     }
 //! }
@@ -62,12 +62,11 @@ mod serve;
 pub mod stats;
 mod timers;
 pub mod wire;
+mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-
-use automerge::Change;
 
 /// The digest tree lives with the room set it summarises.
 pub use crate::rooms::digest;
@@ -79,15 +78,12 @@ pub use nodes::{MoveView, NodesView};
 pub use stats::ReplicaStats;
 
 use crate::error::Error;
-use crate::events::{ChangeEvent, ChangeKind, Origin};
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{NodeId, RoomId};
 use crate::membership::Membership;
-use crate::model::WriteAck;
-use crate::room::{Intake, RoomOp, WriteCtx};
-use crate::rooms::{LogEntry, RemoteWrite, RoomSet};
+use crate::rooms::RoomSet;
 use crate::storage::{keys, Batch, KvRead};
-use overlay::{Overlay, Staged};
+use overlay::Staged;
 use round::Round;
 use wire::{Body, Envelope};
 
@@ -301,151 +297,6 @@ impl Replica {
         let bytes = wire::encode(&envelope);
         self.stats.record_sent(kind, bytes.len());
         bytes
-    }
-
-    fn on_local_write(&mut self, id: u64, room: &RoomId, op: &RoomOp) {
-        let result = if matches!(op, RoomOp::RequestCompaction { .. }) {
-            // The replica decides when to compact (`compaction.rs`).
-            Err(Error::Invalid {
-                field: "op",
-                reason: "compaction requests are written by the replica itself".into(),
-            })
-        } else {
-            self.write_local(room, op)
-        };
-        self.emit(Event::WriteDone { id, result });
-    }
-
-    /// Applies a local write: staged, announced as `Changed`, queued for
-    /// the next push.
-    fn write_local(&mut self, room: &RoomId, op: &RoomOp) -> Result<WriteAck, Error> {
-        let stamp = self.hlc.tick(self.now_ms);
-        let ctx = WriteCtx {
-            room,
-            stamp,
-            now_ms: self.now_ms,
-        };
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        match self.rooms.local_write(&view, &ctx, op) {
-            Ok(write) => {
-                self.stats.local_writes += 1;
-                self.staged.add(write.batch, true);
-                let ack = WriteAck {
-                    room: room.clone(),
-                    heads: write.heads,
-                };
-                let logged =
-                    (!write.changes.is_empty()).then(|| self.log_rest(stamp, write.log_rest));
-                self.after_change(room, Origin::Local, write.kinds, logged);
-                self.queue_push(room, &write.changes);
-                self.note_history(room);
-                Ok(ack)
-            }
-            Err(err) => {
-                self.stats.local_write_errors += 1;
-                Err(err)
-            }
-        }
-    }
-
-    /// Applies changes from a peer to one room; returns the outcome or
-    /// `None` when the room is purged or the changes were refused.
-    fn apply_remote(
-        &mut self,
-        from: &NodeId,
-        room: &RoomId,
-        changes: Vec<Change>,
-    ) -> Option<RemoteWrite> {
-        if self.rooms.is_purged(room) {
-            self.stats.purged_refused += 1;
-            return None;
-        }
-        let mut changes = changes;
-        if self.held_for_compaction(from, room, &mut changes) {
-            return None;
-        }
-        let stamp = self.hlc.tick(self.now_ms);
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        match self
-            .rooms
-            .remote_apply(&view, room, changes, stamp, Intake::EachChange)
-        {
-            Ok(mut write) => {
-                self.stats.changes_applied += write.applied.len() as u64;
-                self.stats.pending_dropped += write.outcome.dropped as u64;
-                self.stats.changes_superseded += write.outcome.superseded as u64;
-                self.stats.changes_refused += write.refused.len() as u64;
-                for (change, why) in std::mem::take(&mut write.refused) {
-                    self.emit(Event::Rejected {
-                        peer: from.clone(),
-                        reason: format!("room {room}: change {change} refused at {why}"),
-                    });
-                }
-                self.staged.add(std::mem::take(&mut write.batch), true);
-                let kinds = std::mem::take(&mut write.kinds);
-                // `remote_apply` logs under `stamp` whenever it applied any.
-                let rest = std::mem::take(&mut write.log_rest);
-                let logged = (!write.applied.is_empty() || write.compacted)
-                    .then(|| self.log_rest(stamp, rest));
-                self.after_change(room, Origin::Remote, kinds, logged);
-                if write.compacted {
-                    self.compacted_by_peer(room);
-                }
-                self.note_history(room);
-                Some(write)
-            }
-            Err(err) => {
-                self.stats.changes_rejected += 1;
-                self.emit(Event::Rejected {
-                    peer: from.clone(),
-                    reason: format!("room {room}: {err}"),
-                });
-                None
-            }
-        }
-    }
-
-    /// Stamps and stages the log entries a large write left over
-    /// (`RoomSet::record`); returns the stamp of the write's last entry.
-    fn log_rest(&mut self, stamp: Timestamp, rest: Vec<LogEntry>) -> Timestamp {
-        if rest.is_empty() {
-            return stamp;
-        }
-        let mut batch = Batch::default();
-        let mut last = stamp;
-        for entry in rest {
-            last = self.hlc.tick(self.now_ms);
-            entry.put(&last, &mut batch);
-        }
-        self.staged.add(batch, true);
-        last
-    }
-
-    fn after_change(
-        &mut self,
-        room: &RoomId,
-        origin: Origin,
-        kinds: Vec<ChangeKind>,
-        stamp: Option<Timestamp>,
-    ) {
-        if kinds.is_empty() {
-            return;
-        }
-        if kinds.contains(&ChangeKind::RoomEnded) {
-            self.note_ended(room);
-        }
-        let change = ChangeEvent {
-            room: room.clone(),
-            origin,
-            changes: kinds,
-        };
-        self.emit(Event::Changed { change, stamp });
     }
 
     fn on_message(&mut self, from: NodeId, bytes: &[u8]) {

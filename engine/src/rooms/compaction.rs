@@ -49,14 +49,17 @@ impl CompactionJob {
     /// The costly part of a compaction (building the base, carrying the
     /// tail, reading the result), on the caller's thread.
     pub fn run(self) -> PreparedCompaction {
-        let ready = self
-            .doc
-            .prepare_compaction(self.request)
-            .map(|(doc, switch, reading)| Ready {
-                doc,
-                switch,
-                reading,
-            });
+        // On a thread of its own, a panic inside automerge would leave the
+        // room waiting for a result forever: it becomes an error result.
+        let (doc, request) = (&self.doc, self.request);
+        let ready =
+            crate::room::import::unless_panic("compact", || doc.prepare_compaction(request))
+                .and_then(|result| result)
+                .map(|(doc, switch, reading)| Ready {
+                    doc,
+                    switch,
+                    reading,
+                });
         PreparedCompaction {
             room: self.room,
             request: self.request,
