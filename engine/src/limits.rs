@@ -91,6 +91,13 @@ pub const COMPACTIONS_OFF_TASK_MAX: usize = 1;
 /// Past it they are dropped; anti-entropy brings them again.
 pub const COMPACTION_HELD_BYTES_MAX: usize = 16 << 20;
 
+/// A compaction off the replica's task whose result has not come back
+/// after this long is given up (counted as failed): its room's held
+/// changes apply and the room may be compacted again. The largest room a
+/// room may hold compacts in about 4 s in a debug build; a result this
+/// late was lost (a driver that never ran the work).
+pub const COMPACTION_WORK_MS_MAX: u64 = 120_000;
+
 /// The highest generation a compacted base may claim: far beyond any real
 /// room (one compaction per `HISTORY_CHANGES_DEFAULT` writes), and never
 /// near an overflow of the next generation's number.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use chorus_engine::replica::ReplicaConfig;
+use chorus_engine::replica::{Event, ReplicaConfig};
 use chorus_engine::*;
 use common::pair::Net;
 use common::*;
@@ -291,6 +291,17 @@ fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_mean
         0,
         "a peer's base compacted the room in line while its compaction ran off the task"
     );
+    // A peer's write on its new base reaches replica 0 while the base is
+    // held: it waits for the new history and must be announced with it.
+    net.write(
+        1,
+        &r,
+        RoomOp::Join {
+            request: join_request("from-peer", "u", "sfu-2"),
+        },
+    );
+    net.run_for(300);
+    net.members[0].events.clear();
     net.write(
         0,
         &r,
@@ -302,6 +313,16 @@ fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_mean
     let stats = net.members[0].replica.stats().clone();
     assert_eq!(stats.compactions, 1, "{stats:?}");
     assert_eq!(stats.compactions_redone, 1, "{stats:?}");
+    let announced = net.members[0].events.iter().any(|e| match e {
+        Event::Changed { change, .. } => change.changes.iter().any(
+            |k| matches!(k, ChangeKind::Joined { session: s, .. } if s == &session("from-peer")),
+        ),
+        _ => false,
+    });
+    assert!(
+        announced,
+        "the peer's join applied with the new history unannounced"
+    );
     for _ in 0..100 {
         net.run_for(100);
         for n in 0..3 {
@@ -320,6 +341,46 @@ fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_mean
     let snap = first.expect("the room");
     assert!(snap.sessions.contains_key(&session("meanwhile")));
     assert!(snap.sessions.contains_key(&session("stays")));
-    assert_eq!(snap.counters.joins, i as i64 + 2);
+    assert!(snap.sessions.contains_key(&session("from-peer")));
+    assert_eq!(snap.counters.joins, i as i64 + 3);
+    assert!(history(&mut net, 0, &r) < HISTORY as usize);
+}
+
+#[test]
+fn a_compaction_whose_result_never_comes_back_is_given_up_and_the_room_still_converges() {
+    let (mut net, r) = start(off_task);
+    let mut i = 0;
+    while net.members[0].work.is_empty() {
+        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
+        churn(&mut net, &r, i, 1);
+        i += 1;
+    }
+    // Replica 0's work is never run (a lost result); the peers compact.
+    let lost = std::mem::take(&mut net.members[0].work);
+    for _ in 0..50 {
+        net.finish_work(1);
+        net.finish_work(2);
+        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
+            break;
+        }
+        net.run_for(100);
+    }
+    net.run_for(1_000);
+    assert_eq!(net.members[0].replica.stats().compactions_failed, 0);
+    net.run_for(chorus_engine::limits::COMPACTION_WORK_MS_MAX);
+    for n in 0..3 {
+        net.finish_work(n);
+    }
+    let stats = net.members[0].replica.stats().clone();
+    assert_eq!(stats.compactions_failed, 1, "{stats:?}");
+    // The held base applied once the work was given up.
+    assert_eq!(stats.compactions, 1, "{stats:?}");
+    // The lost result, arriving after all, is ignored.
+    for work in lost {
+        let done = work.run();
+        net.input(0, done);
+    }
+    assert_eq!(net.members[0].replica.stats().compactions, 1);
+    settle(&mut net);
     assert!(history(&mut net, 0, &r) < HISTORY as usize);
 }

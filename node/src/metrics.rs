@@ -121,6 +121,12 @@ fn replica_counters(out: &mut String, s: &StatsView) {
     );
     counter(
         out,
+        "chorus_compactions_failed",
+        "Compactions off the replica's task that failed or never came back.",
+        r.compactions_failed,
+    );
+    counter(
+        out,
         "chorus_imports_in_line",
         "Imports whose room changed while they merged off the replica's task, merged again on it.",
         r.imports_in_line,

@@ -18,7 +18,10 @@ use super::overlay::Overlay;
 use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, ReplicaConfig};
 use crate::ids::{NodeId, RoomId};
-use crate::limits::{COMPACTIONS_OFF_TASK_MAX, COMPACTION_ASK_EVERY, COMPACTION_HELD_BYTES_MAX};
+use crate::limits::{
+    COMPACTIONS_OFF_TASK_MAX, COMPACTION_ASK_EVERY, COMPACTION_HELD_BYTES_MAX,
+    COMPACTION_WORK_MS_MAX,
+};
 use crate::room::compact::{self, Request, COMPACTION_FORMAT};
 use crate::room::RoomOp;
 use crate::rooms::{Compaction, PreparedCompaction};
@@ -57,6 +60,8 @@ struct Running {
     /// room in line. At most `COMPACTION_HELD_BYTES_MAX` bytes.
     held: Vec<(NodeId, Vec<Change>)>,
     held_bytes: usize,
+    /// When the work was handed to the driver.
+    started_ms: u64,
 }
 
 #[derive(Debug)]
@@ -73,9 +78,10 @@ impl State {
         }
     }
 
-    /// Whether the compaction timer has anything to do.
+    /// Whether the compaction timer has anything to do (a running
+    /// compaction is watched for a result that never comes).
     pub fn busy(&self) -> bool {
-        !self.candidates.is_empty() || !self.pending.is_empty()
+        !self.candidates.is_empty() || !self.pending.is_empty() || !self.running.is_empty()
     }
 }
 
@@ -164,6 +170,7 @@ impl Replica {
         // stale request) stops costing a look per write.
         self.compaction.named.clear();
         self.compaction.looked.clear();
+        self.give_up_late_work();
         for room in std::mem::take(&mut self.compaction.candidates) {
             self.look_at(&room, gate_open, true);
         }
@@ -469,9 +476,11 @@ impl Replica {
         };
         match self.rooms.compaction_job(&view, room, pending.request) {
             Ok(Some(job)) => {
-                self.compaction
-                    .running
-                    .insert(room.clone(), Running::default());
+                let running = Running {
+                    started_ms: self.now_ms,
+                    ..Running::default()
+                };
+                self.compaction.running.insert(room.clone(), running);
                 let work = super::io::Work(Box::new(job));
                 self.pending_outputs.push(super::Output::Work(work));
             }
@@ -489,6 +498,10 @@ impl Replica {
         let Some(running) = self.compaction.running.remove(&room) else {
             return;
         };
+        if prepared.failed() {
+            self.compaction_failed(&room, running);
+            return;
+        }
         let stamp = self.hlc.tick(self.now_ms);
         let view = Overlay {
             base: self.store.as_ref(),
@@ -506,6 +519,40 @@ impl Replica {
         }
         for (from, changes) in running.held {
             self.apply_remote(&from, &room, changes);
+        }
+        self.compact_acknowledged();
+    }
+
+    /// Gives up the compactions off the task whose result is later than
+    /// `COMPACTION_WORK_MS_MAX`: a lost result must not keep the room's
+    /// held changes back for ever.
+    fn give_up_late_work(&mut self) {
+        let now = self.now_ms;
+        let late: Vec<RoomId> = self
+            .compaction
+            .running
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.started_ms) >= COMPACTION_WORK_MS_MAX)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in late {
+            if let Some(running) = self.compaction.running.remove(&room) {
+                self.compaction_failed(&room, running);
+            }
+        }
+    }
+
+    /// A compaction off the task failed or was given up: the changes it
+    /// held apply (a peer's base compacts the room in line), and the room
+    /// is looked at again next tick. A result that comes back later is
+    /// ignored, unless the room is being compacted again by then: results
+    /// are checked before they are installed (the request and the heads,
+    /// `RoomSet::install_compaction`).
+    fn compaction_failed(&mut self, room: &RoomId, running: Running) {
+        self.stats.compactions_failed += 1;
+        self.compaction.candidates.insert(room.clone());
+        for (from, changes) in running.held {
+            self.apply_remote(&from, room, changes);
         }
         self.compact_acknowledged();
     }
@@ -546,8 +593,13 @@ impl Replica {
 
     fn compacted(&mut self, room: &RoomId, stamp: crate::hlc::Timestamp, done: Compaction) {
         self.staged.add(done.batch, true);
-        self.log_rest(stamp, done.log_rest);
+        let logged = self.log_rest(stamp, done.log_rest);
         self.stats.compactions += 1;
+        // Peers' changes parked for the new history applied with it: they
+        // are announced like any peer's changes (an end among them is
+        // acknowledged, a moved call is seen).
+        let origin = crate::events::Origin::Remote;
+        self.after_change(room, origin, done.kinds, Some(logged));
         // A tail carried under a high write rate may already be long
         // enough for the next compaction.
         self.note_history(room);

@@ -134,9 +134,11 @@ impl Replica {
         self.stats.changes_refused += write.refused.len() as u64;
         self.staged.add(std::mem::take(&mut write.batch), true);
         let kinds = std::mem::take(&mut write.kinds);
-        // The merge logs under `stamp` whenever it applied any.
+        // The merge logs under `stamp` whenever it applied any, or
+        // adopted a newer base.
         let rest = std::mem::take(&mut write.log_rest);
-        let logged = (!write.applied.is_empty()).then(|| self.log_rest(stamp, rest));
+        let logged =
+            (!write.applied.is_empty() || write.compacted).then(|| self.log_rest(stamp, rest));
         self.after_change(room, origin, kinds, logged);
         self.queue_push(room, &write.applied);
         if write.compacted {

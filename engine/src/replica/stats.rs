@@ -27,6 +27,9 @@ pub struct ReplicaStats {
     /// replica compacted the room off its task, and were dropped because
     /// too many were already held back (anti-entropy brings them again).
     pub compaction_held_dropped: u64,
+    /// Compactions off the replica's task that failed, or whose result
+    /// did not come back within `COMPACTION_WORK_MS_MAX`.
+    pub compactions_failed: u64,
     /// Imports prepared off the replica's task that found their room
     /// changed meanwhile, and were merged in line instead.
     pub imports_in_line: u64,

@@ -23,6 +23,10 @@ pub struct Compaction {
     pub batch: Batch,
     /// Log entries still to stamp and write (see `RoomSet::record`).
     pub log_rest: Vec<LogEntry>,
+    /// What the peers' changes released with the new history changed
+    /// (the pruning itself is not an event: departed sessions leave the
+    /// history, they do not leave the room again).
+    pub kinds: Vec<crate::events::ChangeKind>,
 }
 
 /// A compaction to compute off the replica's task: a copy of the room and
@@ -80,6 +84,11 @@ pub struct PreparedCompaction {
 impl PreparedCompaction {
     pub fn room(&self) -> &RoomId {
         &self.room
+    }
+
+    /// Whether the work failed (an error or a panic inside automerge).
+    pub fn failed(&self) -> bool {
+        self.ready.is_err()
     }
 }
 
@@ -259,6 +268,13 @@ impl RoomSet {
         // Changes parked for the new history (a peer compacted first).
         let released = hot.doc.apply_remote(Vec::new(), Intake::EachChange)?;
         let after = readable(&mut hot.doc)?;
+        let kinds = match &after {
+            Some(after) => {
+                let kept = before.as_ref().map(|b| b.pruned(switch.prune_before_ms));
+                crate::events::diff(kept.as_ref(), after)
+            }
+            None => Vec::new(),
+        };
         let mut batch = Batch::default();
         hot.rewrite(&mut batch);
         index_updates(
@@ -278,6 +294,7 @@ impl RoomSet {
             changes,
             batch,
             log_rest,
+            kinds,
         }))
     }
 }
