@@ -98,6 +98,30 @@ pub const COMPACTION_HELD_BYTES_MAX: usize = 16 << 20;
 /// late was lost (a driver that never ran the work).
 pub const COMPACTION_WORK_MS_MAX: u64 = 120_000;
 
+/// Operations past which a room's peers' changes are applied on a copy off
+/// the replica's task (`replica::offload`, with `work_off_task`): the
+/// default of `[replica] apply_off_task_ops`.
+/// automerge walks the whole operation set to apply a batch: a room of
+/// 10 000 sessions (about 150 000 operations) took 150 to 460 ms per batch
+/// in a test build on 2 busy cores, past the failure detector's 200 ms
+/// probe deadline, and a full sync response into a room a fifth that size
+/// still took 180 ms. A room of a few hundred sessions stays in line.
+pub const APPLY_OFF_TASK_OPS_DEFAULT: u64 = 10_000;
+
+/// Bytes of peers' changes held for a room while a copy of it is out,
+/// applied together on the next copy. Past it they are dropped (counted);
+/// anti-entropy brings them again.
+pub const APPLY_HELD_BYTES_MAX: usize = 16 << 20;
+
+/// Rooms whose peers' changes are applied off the task at once (each holds
+/// a copy of its room); past it a room's changes apply in line.
+pub const APPLYING_ROOMS_MAX: usize = 8;
+
+/// Since-cursors waiting for changes applied off the task; past it the
+/// oldest is dropped (that peer's cursor stays where it was, and its next
+/// round replays a little more of its log).
+pub const DEFERRED_CURSORS_MAX: usize = 256;
+
 /// The highest generation a compacted base may claim: far beyond any real
 /// room (one compaction per `HISTORY_CHANGES_DEFAULT` writes), and never
 /// near an overflow of the next generation's number.

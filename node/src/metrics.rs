@@ -127,6 +127,30 @@ fn replica_counters(out: &mut String, s: &StatsView) {
     );
     counter(
         out,
+        "chorus_applies_off_task",
+        "Copies of a large room sent off the replica's task with peers' changes to apply.",
+        r.applies_off_task,
+    );
+    counter(
+        out,
+        "chorus_applies_redone",
+        "Copies whose room was written to meanwhile, their changes applied again in line.",
+        r.applies_redone,
+    );
+    counter(
+        out,
+        "chorus_apply_held_dropped",
+        "Peers' batches dropped while a large room held too many for its next copy.",
+        r.apply_held_dropped,
+    );
+    counter(
+        out,
+        "chorus_applies_failed",
+        "Copies applied off the replica's task whose result never came back.",
+        r.applies_failed,
+    );
+    counter(
+        out,
         "chorus_imports_in_line",
         "Imports whose room changed while they merged off the replica's task, merged again on it.",
         r.imports_in_line,

@@ -22,6 +22,10 @@ pub struct StatTotals {
     pub local_writes: u64,
     /// Rooms compacted, summed over replicas.
     pub compactions: u64,
+    /// Peers' batches applied on a copy off a replica's task, and those
+    /// applied again in line because the room moved meanwhile.
+    pub applies_off_task: u64,
+    pub applies_redone: u64,
     pub local_write_errors: u64,
     pub changes_applied: u64,
     pub changes_rejected: u64,
@@ -52,6 +56,8 @@ impl StatTotals {
         }
         self.local_writes += s.local_writes;
         self.compactions += s.compactions;
+        self.applies_off_task += s.applies_off_task;
+        self.applies_redone += s.applies_redone;
         self.local_write_errors += s.local_write_errors;
         self.changes_applied += s.changes_applied;
         self.changes_rejected += s.changes_rejected;

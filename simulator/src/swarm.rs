@@ -191,9 +191,12 @@ pub fn draw(seed: u64) -> Scenario {
             events.sort_by_key(|e| e.at_ms);
         }
         // Compactions off the task, taking long enough for writes, bases
-        // and faults to arrive meanwhile.
+        // and faults to arrive meanwhile; and peers' changes into rooms
+        // past a few hundred operations applied on copies, as a room of
+        // thousands of sessions is.
         if r.chance(0.5) {
             compaction_work_ms = Some([0, r.range(0, 500)]);
+            replica.apply_off_task_ops = r.range(200, 2_000);
         }
     }
     Scenario {
@@ -252,7 +255,8 @@ pub fn describe(s: &Scenario) -> String {
         );
     }
     if let Some([min, max]) = s.compaction_work_ms {
-        line += &format!(", compactions off the task {min}-{max}ms");
+        let ops = s.replica.apply_off_task_ops;
+        line += &format!(", work off the task {min}-{max}ms (applies past {ops} ops)");
     }
     if s.replica.hot_rooms != defaults.hot_rooms {
         let hot = s.replica.hot_rooms;

@@ -3,6 +3,7 @@
 //! our cursor; *snapshot* copies whole rooms, in pages, when the gap is too
 //! large or the log was trimmed past our cursor.
 
+use super::offload::Taken;
 use super::round::Phase;
 use super::wire::{Body, RoomChanges, RoomDocument, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, SyncPath};
@@ -26,8 +27,9 @@ impl Replica {
         if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
             round.changes += applied;
         }
-        // Everything up to next_cursor is now staged, ahead of the cursor write.
-        self.set_cursor(peer, next_cursor);
+        // Everything up to next_cursor is now staged, ahead of the cursor
+        // write, or taken off the task, and the write waits for it.
+        self.set_cursor_after_applies(peer, next_cursor);
         let changes = self
             .peers
             .get(peer)
@@ -92,8 +94,10 @@ impl Replica {
                     continue;
                 }
             };
-            if let Some(write) = self.apply_remote(peer, &room, changes) {
-                applied += write.applied.len() as u64;
+            match self.take_remote(peer, &room, changes) {
+                Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
+                Taken::InLine(None) => {}
+                Taken::OffTask(n) => applied += n as u64,
             }
         }
         if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
@@ -118,7 +122,11 @@ impl Replica {
                 );
             }
             None => {
-                self.set_cursor(peer, head);
+                // The log head is earned once the large rooms are fetched
+                // too: a round that times out before leaves the cursor.
+                if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
+                    round.cursor_at_end = Some(head);
+                }
                 self.fetch_rooms(peer, id, SyncPath::Full, big);
             }
         }

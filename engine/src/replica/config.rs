@@ -60,6 +60,11 @@ pub struct ReplicaConfig {
     /// compacted (`docs/protocol.md`). Writes cost more as the history
     /// grows; a compaction costs about one pass over it.
     pub history_changes_max: u64,
+    /// Peers' changes into a room of at least this many automerge
+    /// operations are applied on a copy off the replica's task, when the
+    /// driver runs work off it (`replica::offload`): automerge walks the
+    /// whole room to apply any batch.
+    pub apply_off_task_ops: u64,
     /// How often ended-but-not-purged rooms are announced (`EndAck`).
     pub end_ack_interval_ms: u64,
     /// Incident-journal entries kept (the oldest are dropped). 10 000 keeps
@@ -130,6 +135,7 @@ impl ReplicaConfig {
             purge_horizon_ms: 24 * 3_600_000,
             session_retention_ms: 600_000,
             history_changes_max: crate::limits::HISTORY_CHANGES_DEFAULT,
+            apply_off_task_ops: crate::limits::APPLY_OFF_TASK_OPS_DEFAULT,
             end_ack_interval_ms: 5_000,
             journal_entries_max: 10_000,
             seed: 0,
@@ -171,6 +177,7 @@ impl ReplicaConfig {
             ("log_trim_interval_ms", self.log_trim_interval_ms),
             ("end_ack_interval_ms", self.end_ack_interval_ms),
             ("history_changes_max", self.history_changes_max),
+            ("apply_off_task_ops", self.apply_off_task_ops),
             ("detector.probe_period_ms", self.detector.probe_period_ms),
             ("detector.probe_rtt_ms", self.detector.probe_rtt_ms),
             (

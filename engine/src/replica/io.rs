@@ -103,8 +103,9 @@ pub enum Output {
     },
     Event(Event),
     /// Work to run away from the replica's task, so that it keeps
-    /// answering probes and writes meanwhile (a long room's compaction
-    /// takes long enough for peers to grade the replica Suspect). The
+    /// answering probes and writes meanwhile (a long room's compaction, or
+    /// peers' changes into a room so large that automerge takes longer to
+    /// apply them than the failure detector waits for a probe). The
     /// driver runs it on another thread and hands back what
     /// [`Work::run`] returns as an input; a driver without threads may run
     /// it in place. Emitted only with `ReplicaConfig::work_off_task`.
@@ -113,19 +114,35 @@ pub enum Output {
 
 /// Work handed to the driver (`Output::Work`).
 #[derive(Debug)]
-pub struct Work(pub(super) Box<crate::rooms::CompactionJob>);
+pub struct Work(pub(super) Job);
+
+#[derive(Debug)]
+pub(super) enum Job {
+    Compaction(Box<crate::rooms::CompactionJob>),
+    Apply(Box<super::offload::ApplyJob>),
+}
 
 impl Work {
     /// Does the work (on any thread); returns the input that hands its
     /// result back to the replica.
     pub fn run(self) -> Input {
-        Input::Worked(Worked(Box::new(self.0.run())))
+        let done = match self.0 {
+            Job::Compaction(job) => Done::Compaction(Box::new(job.run())),
+            Job::Apply(job) => Done::Apply(Box::new(job.run())),
+        };
+        Input::Worked(Worked(done))
     }
 }
 
 /// What a [`Work`] produced (`Input::Worked`).
 #[derive(Debug)]
-pub struct Worked(pub(super) Box<crate::rooms::PreparedCompaction>);
+pub struct Worked(pub(super) Done);
+
+#[derive(Debug)]
+pub(super) enum Done {
+    Compaction(Box<crate::rooms::PreparedCompaction>),
+    Apply(Box<super::offload::Applied>),
+}
 
 /// How a sync round brought this replica level with a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

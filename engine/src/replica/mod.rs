@@ -52,6 +52,7 @@ mod failover;
 mod io;
 mod journal;
 mod nodes;
+mod offload;
 mod outside;
 mod overlay;
 mod purge;
@@ -135,6 +136,7 @@ pub struct Replica {
     outbox: push::Outbox,
     purge: purge::State,
     compaction: compaction::State,
+    offload: offload::State,
     anti_entropy: round::State,
     failover: failover::State,
     /// Entries in the incident journal (to keep it bounded).
@@ -174,6 +176,7 @@ impl Replica {
             outbox: push::Outbox::default(),
             purge: purge::State::new(now_ms, &config),
             compaction: compaction::State::new(now_ms, &config),
+            offload: offload::State::new(incarnation),
             anti_entropy: round::State::new(now_ms),
             failover: failover::State::new(now_ms),
             journal_len: 0,
@@ -246,7 +249,10 @@ impl Replica {
             Input::PeerUp { peer } => self.on_peer_up(peer),
             Input::PeerDown { peer } => self.on_peer_down(&peer),
             Input::Tick => self.on_tick(),
-            Input::Worked(worked) => self.on_compacted(*worked.0),
+            Input::Worked(io::Worked(io::Done::Compaction(prepared))) => {
+                self.on_compacted(*prepared)
+            }
+            Input::Worked(io::Worked(io::Done::Apply(applied))) => self.on_applied(*applied),
             Input::LocalWrite { id, room, op } => self.on_local_write(id, &room, &op),
             Input::Import { id, room, bytes } => self.on_import(id, room.as_ref(), &bytes),
             Input::ImportPrepared { id, prepared } => self.on_import_prepared(id, *prepared),

@@ -175,6 +175,7 @@ impl Replica {
     pub(super) fn purge_room(&mut self, room: &RoomId, end: Option<Vec<u8>>) {
         self.purge.ended.remove(room);
         self.compaction_forget(room);
+        self.offload_forget(room);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
@@ -223,7 +224,7 @@ impl Replica {
             let raw = change.raw_bytes().to_vec();
             // Ends the room here when its dependencies are present (which
             // notes it ended); its changes are validated like any peer's.
-            self.apply_remote(from, &room, vec![change]);
+            self.apply_remote_in_line(from, &room, vec![change]);
             self.purge_room(&room, Some(raw));
         }
     }

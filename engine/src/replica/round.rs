@@ -13,6 +13,7 @@
 //! showing heads it lacks makes it pull back at once).
 
 use super::digest::{purged_item, DEPTH, FANOUT};
+use super::offload::Taken;
 use super::serve::parse_changes;
 use super::wire::{
     short, Body, Digest, RoomChanges, ShortDigest, KNOWN_HASHES_MAX, ROOMS_PER_MESSAGE_MAX,
@@ -53,6 +54,9 @@ pub struct Round {
     pub phase: Phase,
     /// Our root when the round opened.
     pub sent_root: Digest,
+    /// A cursor the round earns only by finishing: the full path's log
+    /// head covers the large rooms it fetches last.
+    pub cursor_at_end: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -97,6 +101,7 @@ impl Replica {
             changes: 0,
             phase: Phase::Digest,
             sent_root: self.rooms.tree().root(),
+            cursor_at_end: None,
         });
         self.stats.rounds_started += 1;
         let root = self.rooms.tree().root();
@@ -152,8 +157,36 @@ impl Replica {
             self.stats.rounds_idle += 1;
             return;
         };
-        let changes = round.map_or(0, |r| r.changes);
+        let changes = round.as_ref().map_or(0, |r| r.changes);
+        if let Some(cursor) = round.and_then(|r| r.cursor_at_end) {
+            self.set_cursor_after_applies(peer, cursor);
+        }
         self.count_finished(peer, path, changes);
+    }
+
+    /// Rounds parked while the rooms they still fetch had a copy out
+    /// (`fetch_rooms`) fetch them now.
+    pub(super) fn resume_rounds(&mut self) {
+        let parked: Vec<(NodeId, u64, SyncPath, Vec<RoomId>)> = self
+            .peers
+            .iter_mut()
+            .filter_map(|(peer, p)| {
+                let round = p.round.as_mut()?;
+                match &mut round.phase {
+                    Phase::Changes {
+                        path,
+                        in_flight,
+                        queued,
+                    } if in_flight.is_empty() && !queued.is_empty() => {
+                        Some((peer.clone(), round.id, *path, std::mem::take(queued)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        for (peer, id, path, queued) in parked {
+            self.fetch_rooms(&peer, id, path, queued);
+        }
     }
 
     pub(super) fn count_finished(&mut self, peer: &NodeId, path: SyncPath, changes: u64) {
@@ -384,11 +417,27 @@ impl Replica {
         // A room compacted off the task asks once it is installed: its
         // peers' compacted history would only be held back meanwhile.
         queued.retain(|room| !self.compacting_off_task(room));
-        if queued.is_empty() {
+        // A room with a copy out waits for it (`resume_rounds`): asked
+        // now, the answer would bring the same changes again.
+        let (waiting, mut queued): (Vec<RoomId>, Vec<RoomId>) = queued
+            .into_iter()
+            .partition(|room| self.applying_off_task(room));
+        if queued.is_empty() && waiting.is_empty() {
             self.finish_round(peer, Some(path));
             return;
         }
-        let rest = queued.split_off(queued.len().min(ROOMS_PER_MESSAGE_MAX));
+        if queued.is_empty() {
+            if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
+                round.phase = Phase::Changes {
+                    path,
+                    in_flight: Vec::new(),
+                    queued: waiting,
+                };
+            }
+            return;
+        }
+        let mut rest = queued.split_off(queued.len().min(ROOMS_PER_MESSAGE_MAX));
+        rest.extend(waiting);
         let rooms = self.heads_of(queued.clone());
         let phase = Phase::Changes {
             path,
@@ -442,8 +491,13 @@ impl Replica {
                 self.stats.changes_rejected += 1;
                 continue;
             };
-            if let Some(write) = self.apply_remote(peer, &room, changes) {
-                applied += write.applied.len() as u64;
+            // Changes taken off the task count as applied: they will be.
+            // (A truncated answer's room is asked again once its copy is
+            // back, `fetch_rooms`.)
+            match self.take_remote(peer, &room, changes) {
+                Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
+                Taken::InLine(None) => {}
+                Taken::OffTask(n) => applied += n as u64,
             }
         }
         applied

@@ -46,7 +46,7 @@ impl Replica {
                 }
             }
         }
-        missing.retain(|room| !self.compacting_off_task(room));
+        missing.retain(|room| !self.compacting_off_task(room) && !self.applying_off_task(room));
         if !missing.is_empty() {
             // Some dependency never arrived: ask the pusher for it.
             let rooms = self.heads_of(unique(missing));
@@ -194,7 +194,8 @@ impl Replica {
                 })
                 .map(|h| Head::from(*h))
                 .collect();
-            if known.len() < their_heads.len() && !self.compacting_off_task(&room) {
+            let busy = self.compacting_off_task(&room) || self.applying_off_task(&room);
+            if known.len() < their_heads.len() && !busy {
                 // They hold changes we lack: pull them back. Not while this
                 // replica compacts the room off its task: it holds back the
                 // peer's base-carrying changes, so a compacted peer and this

@@ -30,6 +30,20 @@ pub struct ReplicaStats {
     /// Compactions off the replica's task that failed, or whose result
     /// did not come back within `COMPACTION_WORK_MS_MAX`.
     pub compactions_failed: u64,
+    /// Copies of a large room sent off the replica's task with peers'
+    /// changes to apply (`replica::offload`).
+    pub applies_off_task: u64,
+    /// Of those, the ones whose room was written to meanwhile (or that
+    /// failed): their changes applied again in line.
+    pub applies_redone: u64,
+    /// Peers' changes dropped because a large room already held
+    /// `APPLY_HELD_BYTES_MAX` for its next copy (anti-entropy brings them
+    /// again).
+    pub apply_held_dropped: u64,
+    /// Copies whose result did not come back within
+    /// `COMPACTION_WORK_MS_MAX` (their changes come again by
+    /// anti-entropy).
+    pub applies_failed: u64,
     /// Imports prepared off the replica's task that found their room
     /// changed meanwhile, and were merged in line instead.
     pub imports_in_line: u64,

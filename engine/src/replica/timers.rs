@@ -52,6 +52,9 @@ impl Replica {
             self.flush_push();
         }
         self.expire_rounds();
+        if self.offloading() {
+            self.give_up_late_applies();
+        }
         if now >= self.anti_entropy.next_anti_entropy_ms {
             self.anti_entropy_turn();
             let interval = self.config.anti_entropy_interval_ms;

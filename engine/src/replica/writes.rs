@@ -3,6 +3,7 @@
 
 use automerge::Change;
 
+use super::offload::Taken;
 use super::overlay::Overlay;
 use super::{Event, Replica};
 use crate::error::Error;
@@ -17,7 +18,7 @@ use crate::storage::Batch;
 impl Replica {
     pub(super) fn on_local_write(&mut self, id: u64, room: &RoomId, op: &RoomOp) {
         let result = if matches!(op, RoomOp::RequestCompaction { .. }) {
-            // The replica decides when to compact (`compaction.rs`).
+            // The replica decides when to compact (`compaction/`).
             Err(Error::Invalid {
                 field: "op",
                 reason: "compaction requests are written by the replica itself".into(),
@@ -64,8 +65,44 @@ impl Replica {
     }
 
     /// Applies changes from a peer to one room; returns the outcome or
-    /// `None` when the room is purged or the changes were refused.
+    /// `None` when the room is purged, the changes were refused, or they
+    /// are applied off the task (`offload`).
     pub(super) fn apply_remote(
+        &mut self,
+        from: &NodeId,
+        room: &RoomId,
+        changes: Vec<Change>,
+    ) -> Option<RemoteWrite> {
+        match self.take_remote(from, room, changes) {
+            Taken::InLine(write) => write,
+            Taken::OffTask(_) => None,
+        }
+    }
+
+    /// Applies a peer's changes in line, holds them for a compaction, or
+    /// takes them off the task.
+    pub(super) fn take_remote(
+        &mut self,
+        from: &NodeId,
+        room: &RoomId,
+        changes: Vec<Change>,
+    ) -> Taken {
+        if self.rooms.is_purged(room) {
+            self.stats.purged_refused += 1;
+            return Taken::InLine(None);
+        }
+        let mut changes = changes;
+        if self.held_for_compaction(from, room, &mut changes) {
+            return Taken::InLine(None);
+        }
+        if let Some(n) = self.take_off_task(from, room, &mut changes) {
+            return Taken::OffTask(n);
+        }
+        Taken::InLine(self.apply_remote_in_line(from, room, changes))
+    }
+
+    /// Applies a peer's changes to one room on the replica's task.
+    pub(super) fn apply_remote_in_line(
         &mut self,
         from: &NodeId,
         room: &RoomId,
@@ -73,10 +110,6 @@ impl Replica {
     ) -> Option<RemoteWrite> {
         if self.rooms.is_purged(room) {
             self.stats.purged_refused += 1;
-            return None;
-        }
-        let mut changes = changes;
-        if self.held_for_compaction(from, room, &mut changes) {
             return None;
         }
         let stamp = self.hlc.tick(self.now_ms);
@@ -88,30 +121,7 @@ impl Replica {
             .rooms
             .remote_apply(&view, room, changes, stamp, Intake::EachChange)
         {
-            Ok(mut write) => {
-                self.stats.changes_applied += write.applied.len() as u64;
-                self.stats.pending_dropped += write.outcome.dropped as u64;
-                self.stats.changes_superseded += write.outcome.superseded as u64;
-                self.stats.changes_refused += write.refused.len() as u64;
-                for (change, why) in std::mem::take(&mut write.refused) {
-                    self.emit(Event::Rejected {
-                        peer: from.clone(),
-                        reason: format!("room {room}: change {change} refused at {why}"),
-                    });
-                }
-                self.staged.add(std::mem::take(&mut write.batch), true);
-                let kinds = std::mem::take(&mut write.kinds);
-                // `remote_apply` logs under `stamp` whenever it applied any.
-                let rest = std::mem::take(&mut write.log_rest);
-                let logged = (!write.applied.is_empty() || write.compacted)
-                    .then(|| self.log_rest(stamp, rest));
-                self.after_change(room, Origin::Remote, kinds, logged);
-                if write.compacted {
-                    self.compacted_by_peer(room);
-                }
-                self.note_history(room);
-                Some(write)
-            }
+            Ok(write) => Some(self.after_remote(from, room, write, stamp)),
             Err(err) => {
                 self.stats.changes_rejected += 1;
                 self.emit(Event::Rejected {
@@ -121,6 +131,38 @@ impl Replica {
                 None
             }
         }
+    }
+
+    /// Stages, logs and announces what a peer's changes did.
+    pub(super) fn after_remote(
+        &mut self,
+        from: &NodeId,
+        room: &RoomId,
+        mut write: RemoteWrite,
+        stamp: Timestamp,
+    ) -> RemoteWrite {
+        self.stats.changes_applied += write.applied.len() as u64;
+        self.stats.pending_dropped += write.outcome.dropped as u64;
+        self.stats.changes_superseded += write.outcome.superseded as u64;
+        self.stats.changes_refused += write.refused.len() as u64;
+        for (change, why) in std::mem::take(&mut write.refused) {
+            self.emit(Event::Rejected {
+                peer: from.clone(),
+                reason: format!("room {room}: change {change} refused at {why}"),
+            });
+        }
+        self.staged.add(std::mem::take(&mut write.batch), true);
+        let kinds = std::mem::take(&mut write.kinds);
+        // `remote_apply` logs under `stamp` whenever it applied any.
+        let rest = std::mem::take(&mut write.log_rest);
+        let logged =
+            (!write.applied.is_empty() || write.compacted).then(|| self.log_rest(stamp, rest));
+        self.after_change(room, Origin::Remote, kinds, logged);
+        if write.compacted {
+            self.compacted_by_peer(room);
+        }
+        self.note_history(room);
+        write
     }
 
     /// Stamps and stages the log entries a large write left over

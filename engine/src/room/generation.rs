@@ -29,6 +29,12 @@ impl RoomDoc {
         self.doc.stats().num_changes
     }
 
+    /// Operations in the document: what automerge's apply walks through
+    /// (its cost grows with them, whatever the number of changes applied).
+    pub fn ops(&self) -> u64 {
+        self.doc.stats().num_ops
+    }
+
     /// The request the next compaction cuts at, once one was written: of
     /// the requests for the next generation, the newest by stamp, so that
     /// every replica picks the same among concurrent ones.

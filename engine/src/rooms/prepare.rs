@@ -22,7 +22,7 @@ use crate::events;
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
 use crate::model::{Head, RemoteOutcome, RoomSnapshot};
-use crate::room::{Intake, RoomDoc};
+use crate::room::{Intake, Refusal, RoomDoc};
 use crate::storage::KvRead;
 
 /// A copy of a room to merge an import on.
@@ -58,6 +58,8 @@ pub struct PreparedImport {
     /// The import carried a newer base, so the copy compacted the room
     /// first: installed by the in-line merge, which stores a compaction.
     compacted: bool,
+    /// Peers' changes refused one by one (`Fork::prepare_each`).
+    refused: Vec<(Head, Refusal)>,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -91,13 +93,28 @@ impl Fork {
 
     /// Merges `changes` on the copy, all or nothing, validated like a
     /// peer's: the costly part of an import, on the caller's thread.
-    pub fn prepare(mut self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
+    pub fn prepare(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
+        self.prepare_as(changes, Intake::Whole)
+    }
+
+    /// Merges a peer's `changes` on the copy, each valid one applied and
+    /// each invalid one refused, as `RoomSet::remote_apply` would.
+    pub fn prepare_each(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
+        self.prepare_as(changes, Intake::EachChange)
+    }
+
+    fn prepare_as(mut self, changes: Vec<Change>, intake: Intake) -> Result<PreparedImport, Error> {
         let before = readable(&mut self.doc)?;
-        let applied = self.doc.apply_remote(changes.clone(), Intake::Whole)?;
-        if let Some((change, why)) = applied.refused.first() {
+        let applied = self.doc.apply_remote(changes.clone(), intake)?;
+        let refused: Vec<(Head, Refusal)> = applied
+            .refused
+            .iter()
+            .map(|(hash, why)| (head(hash), why.clone()))
+            .collect();
+        if let (Intake::Whole, Some((change, why))) = (intake, refused.first()) {
             return Err(Error::Refused {
                 room: self.room,
-                change: head(change),
+                change: *change,
                 path: why.path.clone(),
                 reason: why.reason.clone(),
             });
@@ -112,9 +129,10 @@ impl Fork {
                 applied: applied.applied.len(),
                 pending: applied.pending,
                 dropped: applied.dropped,
-                refused: 0,
+                refused: refused.len(),
                 superseded: applied.superseded,
             },
+            refused,
             compacted: applied.compacted.is_some(),
             room: self.room,
             base: self.base,
@@ -129,6 +147,11 @@ impl Fork {
 }
 
 impl RoomSet {
+    /// Operations in a hot room's document (`None`: the room is not hot).
+    pub fn ops(&self, room: &RoomId) -> Option<u64> {
+        self.hot.peek(room).map(|h| h.doc.ops())
+    }
+
     /// A copy of `room` to prepare an import on: the hot room's document,
     /// or an empty one if the room is new.
     pub fn fork(&mut self, store: &dyn KvRead, room: &RoomId) -> Result<Fork, Error> {
@@ -179,6 +202,7 @@ impl RoomSet {
         hot.doc = prepared.doc;
         let mut write = RemoteWrite {
             outcome: prepared.outcome,
+            refused: prepared.refused,
             ..RemoteWrite::default()
         };
         if prepared.applied.is_empty() {

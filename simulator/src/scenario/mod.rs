@@ -54,10 +54,12 @@ pub struct Scenario {
     /// before it would not (a mixed-version cluster in a rolling upgrade).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub older_builds: Vec<usize>,
-    /// Compactions run off the replicas' tasks, as the daemon and the
-    /// library run them, and take between these many milliseconds
-    /// `[min, max]` (drawn each time): the room takes writes, peers' bases
-    /// and faults meanwhile. Absent: in line, taking no time.
+    /// Work runs off the replicas' tasks, as the daemon and the library run
+    /// it (compactions, and peers' changes into rooms past
+    /// `[replica] apply_off_task_ops`), and takes between these many
+    /// milliseconds `[min, max]` (drawn each time): the room takes writes,
+    /// peers' changes and faults meanwhile. Absent: in line, taking no
+    /// time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction_work_ms: Option<[u64; 2]>,
 }

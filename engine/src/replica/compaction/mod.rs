@@ -10,21 +10,22 @@
 //! agreed. A replica that has not yet compacted when a peer's base reaches
 //! it compacts first (`RoomDoc::apply_remote`).
 
+mod off_task;
+
+use off_task::Running;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{Change, ChangeHash};
+use automerge::ChangeHash;
 
 use super::overlay::Overlay;
 use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, ReplicaConfig};
 use crate::ids::{NodeId, RoomId};
-use crate::limits::{
-    COMPACTIONS_OFF_TASK_MAX, COMPACTION_ASK_EVERY, COMPACTION_HELD_BYTES_MAX,
-    COMPACTION_WORK_MS_MAX,
-};
-use crate::room::compact::{self, Request, COMPACTION_FORMAT};
+use crate::limits::COMPACTION_ASK_EVERY;
+use crate::room::compact::{Request, COMPACTION_FORMAT};
 use crate::room::RoomOp;
-use crate::rooms::{Compaction, PreparedCompaction};
+use crate::rooms::Compaction;
 
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -50,18 +51,6 @@ pub(super) struct State {
     /// Rooms being compacted off the replica's task (`Output::Work`).
     running: BTreeMap<RoomId, Running>,
     pub next_ms: u64,
-}
-
-/// A compaction running off the replica's task.
-#[derive(Debug, Default)]
-struct Running {
-    /// Peers' changes that carry a newer base, held back until the
-    /// compaction is installed: applied meanwhile, they would compact the
-    /// room in line. At most `COMPACTION_HELD_BYTES_MAX` bytes.
-    held: Vec<(NodeId, Vec<Change>)>,
-    held_bytes: usize,
-    /// When the work was handed to the driver.
-    started_ms: u64,
 }
 
 #[derive(Debug)]
@@ -178,8 +167,10 @@ impl Replica {
         self.compact_acknowledged();
     }
 
-    /// Compacts every room whose request every known replica has named.
-    fn compact_acknowledged(&mut self) {
+    /// Compacts every room whose request every known replica has named
+    /// (not while peers' changes into it are applied off the task: the two
+    /// copies would each find the room moved when they came back).
+    pub(super) fn compact_acknowledged(&mut self) {
         let known = self.known_replicas();
         let running = &self.compaction.running;
         let due: Vec<RoomId> = self
@@ -187,6 +178,7 @@ impl Replica {
             .pending
             .iter()
             .filter(|(room, _)| !running.contains_key(*room))
+            .filter(|(room, _)| !self.applying_off_task(room))
             .filter(|(_, p)| known.iter().all(|k| p.acks.contains(k)))
             .map(|(room, _)| room.clone())
             .collect();
@@ -457,138 +449,6 @@ impl Replica {
             Ok(None) => {}
             Err(_) => self.stats.storage_errors += 1,
         }
-    }
-
-    /// Hands the driver a copy of `room` to compact at its agreed request
-    /// (`Output::Work`); `on_compacted` installs the result. Past
-    /// `COMPACTIONS_OFF_TASK_MAX` running, the room waits its turn.
-    fn compact_off_task(&mut self, room: &RoomId) {
-        if self.compaction.running.len() >= COMPACTIONS_OFF_TASK_MAX {
-            return;
-        }
-        self.compaction.named.remove(room);
-        let Some(pending) = self.compaction.pending.remove(room) else {
-            return;
-        };
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        match self.rooms.compaction_job(&view, room, pending.request) {
-            Ok(Some(job)) => {
-                let running = Running {
-                    started_ms: self.now_ms,
-                    ..Running::default()
-                };
-                self.compaction.running.insert(room.clone(), running);
-                let work = super::io::Work(Box::new(job));
-                self.pending_outputs.push(super::Output::Work(work));
-            }
-            Ok(None) => {}
-            Err(_) => self.stats.storage_errors += 1,
-        }
-    }
-
-    /// A compaction prepared off the task is back: installed (finished in
-    /// line if the room changed meanwhile), then the peers' changes held
-    /// back apply, and the next room waiting for a turn starts.
-    pub(super) fn on_compacted(&mut self, prepared: PreparedCompaction) {
-        let room = prepared.room().clone();
-        // Not running: the room was purged, or the replica reopened.
-        let Some(running) = self.compaction.running.remove(&room) else {
-            return;
-        };
-        if prepared.failed() {
-            self.compaction_failed(&room, running);
-            return;
-        }
-        let stamp = self.hlc.tick(self.now_ms);
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
-        match self.rooms.install_compaction(&view, prepared, stamp) {
-            Ok(Some((done, redone))) => {
-                if redone {
-                    self.stats.compactions_redone += 1;
-                }
-                self.compacted(&room, stamp, done);
-            }
-            Ok(None) => {}
-            Err(_) => self.stats.storage_errors += 1,
-        }
-        for (from, changes) in running.held {
-            self.apply_remote(&from, &room, changes);
-        }
-        self.compact_acknowledged();
-    }
-
-    /// Gives up the compactions off the task whose result is later than
-    /// `COMPACTION_WORK_MS_MAX`: a lost result must not keep the room's
-    /// held changes back for ever.
-    fn give_up_late_work(&mut self) {
-        let now = self.now_ms;
-        let late: Vec<RoomId> = self
-            .compaction
-            .running
-            .iter()
-            .filter(|(_, r)| now.saturating_sub(r.started_ms) >= COMPACTION_WORK_MS_MAX)
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in late {
-            if let Some(running) = self.compaction.running.remove(&room) {
-                self.compaction_failed(&room, running);
-            }
-        }
-    }
-
-    /// A compaction off the task failed or was given up: the changes it
-    /// held apply (a peer's base compacts the room in line), and the room
-    /// is looked at again next tick. A result that comes back later is
-    /// ignored, unless the room is being compacted again by then: results
-    /// are checked before they are installed (the request and the heads,
-    /// `RoomSet::install_compaction`).
-    fn compaction_failed(&mut self, room: &RoomId, running: Running) {
-        self.stats.compactions_failed += 1;
-        self.compaction.candidates.insert(room.clone());
-        for (from, changes) in running.held {
-            self.apply_remote(&from, room, changes);
-        }
-        self.compact_acknowledged();
-    }
-
-    /// Whether `room` is being compacted off the replica's task.
-    pub(super) fn compacting_off_task(&self, room: &RoomId) -> bool {
-        self.compaction.running.contains_key(room)
-    }
-
-    /// Whether `changes` for `room` are held back until its compaction off
-    /// the task is installed: they carry a newer base, and applied now they
-    /// would compact the room in line (`RoomDoc::apply_remote`).
-    pub(super) fn held_for_compaction(
-        &mut self,
-        from: &NodeId,
-        room: &RoomId,
-        changes: &mut Vec<Change>,
-    ) -> bool {
-        let Some(running) = self.compaction.running.get_mut(room) else {
-            return false;
-        };
-        let carries_base = changes
-            .iter()
-            .any(|c| c.deps().is_empty() && compact::base_of(room, c).is_some());
-        if !carries_base {
-            return false;
-        }
-        let bytes: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
-        match running.held_bytes.checked_add(bytes) {
-            Some(total) if total <= COMPACTION_HELD_BYTES_MAX => {
-                running.held_bytes = total;
-                running.held.push((from.clone(), std::mem::take(changes)));
-            }
-            _ => self.stats.compaction_held_dropped += 1,
-        }
-        true
     }
 
     fn compacted(&mut self, room: &RoomId, stamp: crate::hlc::Timestamp, done: Compaction) {

@@ -1,0 +1,187 @@
+//! Compactions run off the replica's task (`Output::Work`, with
+//! `work_off_task`): handing a copy out, holding back what would move the
+//! room meanwhile, installing the result, and giving up one that never
+//! comes back.
+
+use automerge::Change;
+
+use super::super::io::{Job, Work};
+use super::super::overlay::Overlay;
+use super::super::{Output, Replica};
+use crate::ids::{NodeId, RoomId};
+use crate::limits::{COMPACTIONS_OFF_TASK_MAX, COMPACTION_HELD_BYTES_MAX, COMPACTION_WORK_MS_MAX};
+use crate::room::compact;
+use crate::rooms::PreparedCompaction;
+
+/// A compaction running off the replica's task.
+#[derive(Debug, Default)]
+pub(super) struct Running {
+    /// Peers' changes that carry a newer base, held back until the
+    /// compaction is installed: applied meanwhile, they would compact the
+    /// room in line. At most `COMPACTION_HELD_BYTES_MAX` bytes.
+    held: Vec<(NodeId, Vec<Change>)>,
+    held_bytes: usize,
+    /// The oldest ticket of the held batches (`offload`: a since-cursor
+    /// waits for them).
+    held_ticket: Option<u64>,
+    /// When the work was handed to the driver.
+    started_ms: u64,
+}
+
+impl Replica {
+    /// Hands the driver a copy of `room` to compact at its agreed request
+    /// (`Output::Work`); `on_compacted` installs the result. Past
+    /// `COMPACTIONS_OFF_TASK_MAX` running, the room waits its turn.
+    pub(in crate::replica) fn compact_off_task(&mut self, room: &RoomId) {
+        if self.compaction.running.len() >= COMPACTIONS_OFF_TASK_MAX {
+            return;
+        }
+        self.compaction.named.remove(room);
+        let Some(pending) = self.compaction.pending.remove(room) else {
+            return;
+        };
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.compaction_job(&view, room, pending.request) {
+            Ok(Some(job)) => {
+                let running = Running {
+                    started_ms: self.now_ms,
+                    ..Running::default()
+                };
+                self.compaction.running.insert(room.clone(), running);
+                let work = Work(Job::Compaction(Box::new(job)));
+                self.pending_outputs.push(Output::Work(work));
+            }
+            Ok(None) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+    }
+
+    /// A compaction prepared off the task is back: installed (finished in
+    /// line if the room changed meanwhile), then the peers' changes held
+    /// back apply, and the next room waiting for a turn starts.
+    pub(in crate::replica) fn on_compacted(&mut self, prepared: PreparedCompaction) {
+        let room = prepared.room().clone();
+        // Not running: the room was purged, or the replica reopened.
+        let Some(running) = self.compaction.running.remove(&room) else {
+            return;
+        };
+        if prepared.failed() {
+            self.compaction_failed(&room, running);
+            return;
+        }
+        let stamp = self.hlc.tick(self.now_ms);
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.install_compaction(&view, prepared, stamp) {
+            Ok(Some((done, redone))) => {
+                if redone {
+                    self.stats.compactions_redone += 1;
+                }
+                self.compacted(&room, stamp, done);
+            }
+            Ok(None) => {}
+            Err(_) => self.stats.storage_errors += 1,
+        }
+        self.release_held(&room, running);
+        self.compact_acknowledged();
+    }
+
+    /// Gives up the compactions off the task whose result is later than
+    /// `COMPACTION_WORK_MS_MAX`: a lost result must not keep the room's
+    /// held changes back for ever.
+    pub(in crate::replica) fn give_up_late_work(&mut self) {
+        let now = self.now_ms;
+        let late: Vec<RoomId> = self
+            .compaction
+            .running
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.started_ms) >= COMPACTION_WORK_MS_MAX)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in late {
+            if let Some(running) = self.compaction.running.remove(&room) {
+                self.compaction_failed(&room, running);
+            }
+        }
+    }
+
+    /// A compaction off the task failed or was given up: the changes it
+    /// held apply (a peer's base compacts the room in line), and the room
+    /// is looked at again next tick. A result that comes back later is
+    /// ignored, unless the room is being compacted again by then: results
+    /// are checked before they are installed (the request and the heads,
+    /// `RoomSet::install_compaction`).
+    fn compaction_failed(&mut self, room: &RoomId, running: Running) {
+        self.stats.compactions_failed += 1;
+        self.compaction.candidates.insert(room.clone());
+        self.release_held(room, running);
+        self.compact_acknowledged();
+    }
+
+    /// Whether `room` is being compacted off the replica's task.
+    pub(in crate::replica) fn compacting_off_task(&self, room: &RoomId) -> bool {
+        self.compaction.running.contains_key(room)
+    }
+
+    /// Whether `changes` for `room` are held back until its compaction off
+    /// the task is installed: they carry a newer base, and applied now they
+    /// would compact the room in line (`RoomDoc::apply_remote`).
+    pub(in crate::replica) fn held_for_compaction(
+        &mut self,
+        from: &NodeId,
+        room: &RoomId,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        let Some(running) = self.compaction.running.get_mut(room) else {
+            return false;
+        };
+        let carries_base = changes
+            .iter()
+            .any(|c| c.deps().is_empty() && compact::base_of(room, c).is_some());
+        // Other batches apply (in line: `offload` takes no copy of a
+        // compacting room). Held until the install, a change of the
+        // history being replaced would arrive too late to be carried.
+        if !carries_base {
+            return false;
+        }
+        let bytes: usize = changes.iter().map(|c| c.raw_bytes().len()).sum();
+        match running.held_bytes.checked_add(bytes) {
+            Some(total) if total <= COMPACTION_HELD_BYTES_MAX => {
+                running.held_bytes = total;
+                running.held.push((from.clone(), std::mem::take(changes)));
+                let ticket = self.offload.ticket();
+                if let Some(running) = self.compaction.running.get_mut(room) {
+                    let oldest = running.held_ticket.map_or(ticket, |t| t.min(ticket));
+                    running.held_ticket = Some(oldest);
+                }
+            }
+            _ => {
+                self.stats.compaction_held_dropped += 1;
+                self.offload.poison(Some(from));
+            }
+        }
+        true
+    }
+
+    /// The oldest ticket of the batches compactions hold back.
+    pub(in crate::replica) fn compaction_held_ticket(&self) -> Option<u64> {
+        let running = self.compaction.running.values();
+        running.filter_map(|r| r.held_ticket).min()
+    }
+
+    /// Applies what a compaction held back, each batch keeping its ticket
+    /// if it goes off the task again.
+    fn release_held(&mut self, room: &RoomId, running: Running) {
+        self.offload.carried = running.held_ticket;
+        for (from, changes) in running.held {
+            self.apply_remote(&from, room, changes);
+        }
+        self.offload.carried = None;
+        self.release_cursors();
+    }
+}
