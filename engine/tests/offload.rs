@@ -74,9 +74,9 @@ fn settle(net: &mut Net) {
     panic!("replicas did not converge");
 }
 
-#[test]
-fn a_large_rooms_changes_apply_on_a_copy_and_what_arrives_meanwhile_follows() {
-    let mut net = Net::new(3, off_task);
+/// `n` replicas holding the large room, imported into the first.
+fn imported(n: usize) -> (Net, RoomId) {
+    let mut net = Net::new(n, off_task);
     net.connect_all();
     let r = room("big");
     let bytes = large_room(&r);
@@ -89,6 +89,12 @@ fn a_large_rooms_changes_apply_on_a_copy_and_what_arrives_meanwhile_follows() {
         },
     );
     settle(&mut net);
+    (net, r)
+}
+
+#[test]
+fn a_large_rooms_changes_apply_on_a_copy_and_what_arrives_meanwhile_follows() {
+    let (mut net, r) = imported(3);
     assert!(holds(&mut net, 1, &r, "s199"), "the import replicated");
 
     // A peer's join reaches replica 1 by push: applied on a copy.
@@ -153,19 +159,7 @@ fn a_large_rooms_changes_apply_on_a_copy_and_what_arrives_meanwhile_follows() {
 
 #[test]
 fn a_copy_whose_room_was_written_meanwhile_is_applied_again_in_line() {
-    let mut net = Net::new(2, off_task);
-    net.connect_all();
-    let r = room("big");
-    let bytes = large_room(&r);
-    net.input(
-        0,
-        Input::Import {
-            id: 1,
-            room: Some(r.clone()),
-            bytes,
-        },
-    );
-    settle(&mut net);
+    let (mut net, r) = imported(2);
     net.write(
         0,
         &r,
@@ -196,19 +190,7 @@ fn a_copy_whose_room_was_written_meanwhile_is_applied_again_in_line() {
 /// from one that claims changes the store never got.
 #[test]
 fn a_crash_while_a_copy_is_out_leaves_the_cursor_before_its_changes() {
-    let mut net = Net::new(2, off_task);
-    net.connect_all();
-    let r = room("big");
-    let bytes = large_room(&r);
-    net.input(
-        0,
-        Input::Import {
-            id: 1,
-            room: Some(r.clone()),
-            bytes,
-        },
-    );
-    settle(&mut net);
+    let (mut net, r) = imported(2);
     net.disconnect(0, 1);
     for n in 0..5 {
         net.write(
