@@ -117,6 +117,17 @@ pub const APPLY_HELD_BYTES_MAX: usize = 16 << 20;
 /// a copy of its room); past it a room's changes apply in line.
 pub const APPLYING_ROOMS_MAX: usize = 8;
 
+/// After a copy came back too late (its room was written meanwhile, so its
+/// changes applied in line again), the room's peers' changes apply in line
+/// for this long: a room this replica writes to steadily would otherwise
+/// pay for a copy, then the in-line apply anyway, and keep the worker
+/// busy that its compactions need.
+pub const APPLY_IN_LINE_AFTER_REDO_MS: u64 = 5_000;
+
+/// Rooms remembered as written to under their copies (see above); past it
+/// a room is not remembered and its changes go on copies as before.
+pub const APPLY_REDONE_ROOMS_MAX: usize = 1024;
+
 /// Since-cursors waiting for changes applied off the task; past it the
 /// oldest is dropped (that peer's cursor stays where it was, and its next
 /// round replays a little more of its log).

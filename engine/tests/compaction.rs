@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use automerge::{Automerge, ChangeHash};
 use chorus_engine::hlc::Timestamp;
-use chorus_engine::room::compact::{compact, Cut, COMPACTION_FORMAT};
+use chorus_engine::room::compact::{carry_since, compact, Cut, COMPACTION_FORMAT};
 use chorus_engine::room::{read, Intake, RoomDoc, WriteCtx};
 use chorus_engine::*;
 use common::*;
@@ -295,18 +295,23 @@ fn check(before: &[Action], during: &[Action], after: &[Action]) {
         .map(|doc| {
             let fresh = compact(doc, &world.room, &cut, COMPACTION_FORMAT, None)
                 .expect("compacts")
-                .doc;
+                .carrier
+                .into_doc();
             // A base built on another copy of the cut (a compaction redone
             // on more changes reuses its own) changes nothing.
             let reused = compact(doc, &world.room, &cut, COMPACTION_FORMAT, Some(&once.base))
                 .expect("compacts with a known base");
-            assert_eq!(heads(&reused.doc), heads(&fresh), "a reused base differs");
+            assert_eq!(
+                heads(reused.carrier.doc()),
+                heads(&fresh),
+                "a reused base differs"
+            );
             fresh
         })
         .collect();
     let then_merged = merged(&apart);
     assert_eq!(
-        heads(&once.doc),
+        heads(once.carrier.doc()),
         heads(&then_merged),
         "compacting apart then merging differs from merging then compacting"
     );
@@ -326,7 +331,25 @@ fn check(before: &[Action], during: &[Action], after: &[Action]) {
         assert_eq!(outcome.pending, 0);
     }
     let via_heads: BTreeSet<ChangeHash> = via_peer.heads().into_iter().collect();
-    assert_eq!(via_heads, heads(&once.doc));
+    assert_eq!(via_heads, heads(once.carrier.doc()));
+
+    // Prepared on a copy (one replica's history), then the changes taken
+    // since carried on it, as installing a compaction off the replica's
+    // task does: the history compacting everything at once writes.
+    for doc in &docs {
+        let copy = compact(doc, &world.room, &cut, COMPACTION_FORMAT, None).expect("compacts");
+        let (carrier, more) =
+            carry_since(&whole, copy.carrier, &doc.get_heads()).expect("carries the rest");
+        assert_eq!(
+            heads(carrier.doc()),
+            heads(once.carrier.doc()),
+            "carrying on a copy differs from compacting in line"
+        );
+        let carried: BTreeSet<ChangeHash> =
+            copy.carried.iter().chain(&more).map(|c| c.hash()).collect();
+        let at_once: BTreeSet<ChangeHash> = once.carried.iter().map(|c| c.hash()).collect();
+        assert_eq!(carried, at_once, "other carried changes");
+    }
 
     // The compacted room reads like the whole history, without the
     // sessions that had left by `prune_before_ms` at the cut.
@@ -340,10 +363,10 @@ fn check(before: &[Action], during: &[Action], after: &[Action]) {
         .collect();
     let mut expected = read::snapshot(&whole, &world.room).expect("reads");
     expected.sessions.retain(|id, _| !pruned.contains(id));
-    let got = read::snapshot(&once.doc, &world.room).expect("reads");
+    let got = read::snapshot(once.carrier.doc(), &world.room).expect("reads");
     assert_eq!(got, expected);
     assert!(
-        once.doc.get_changes(&[]).len() <= 1 + once.carried.len(),
+        once.carrier.doc().get_changes(&[]).len() <= 1 + once.carried.len(),
         "the history is the base and the carried tail"
     );
 }
@@ -461,13 +484,13 @@ fn a_long_churn_compacts_to_the_live_sessions() {
         prune_before_ms: START_MS + world.step * 10,
     };
     let compacted = compact(&doc, &world.room, &cut, COMPACTION_FORMAT, None).expect("compacts");
-    let read = read::snapshot(&compacted.doc, &world.room).expect("reads");
+    let read = read::snapshot(compacted.carrier.doc(), &world.room).expect("reads");
     assert!(read.sessions.len() <= 1, "{:?}", read.sessions.keys());
     assert!(read.counters.joins >= 200);
     assert!(
-        compacted.doc.save().len() * 10 < doc.save().len(),
+        compacted.carrier.doc().save().len() * 10 < doc.save().len(),
         "{} bytes compacted from {}",
-        compacted.doc.save().len(),
+        compacted.carrier.doc().save().len(),
         doc.save().len()
     );
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use chorus_engine::limits::APPLY_IN_LINE_AFTER_REDO_MS;
 use chorus_engine::replica::{Event, Input, ReplicaConfig};
 use chorus_engine::*;
 use common::pair::Net;
@@ -181,6 +182,31 @@ fn a_copy_whose_room_was_written_meanwhile_is_applied_again_in_line() {
     assert_eq!(net.members[1].replica.stats().applies_redone, 1);
     assert!(holds(&mut net, 1, &r, "theirs"));
     assert!(holds(&mut net, 1, &r, "ours"));
+
+    // A room written to under its copy is not copied again for a while:
+    // the next push applies in line; once the while is over, on a copy.
+    let copies = net.members[1].replica.stats().applies_off_task;
+    net.write(
+        0,
+        &r,
+        RoomOp::Join {
+            request: join_request("soon", "u", "sfu-2"),
+        },
+    );
+    net.run_for(10);
+    assert!(net.members[1].work.is_empty(), "copied again at once");
+    assert!(holds(&mut net, 1, &r, "soon"), "not applied in line");
+    net.run_for(APPLY_IN_LINE_AFTER_REDO_MS);
+    net.write(
+        0,
+        &r,
+        RoomOp::Join {
+            request: join_request("later", "u", "sfu-2"),
+        },
+    );
+    net.run_for(10);
+    assert_eq!(net.members[1].work.len(), 1, "no copy after the while");
+    assert_eq!(net.members[1].replica.stats().applies_off_task, copies + 1);
     settle(&mut net);
 }
 

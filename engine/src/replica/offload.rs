@@ -29,7 +29,8 @@ use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
 use crate::limits::{
-    APPLYING_ROOMS_MAX, APPLY_HELD_BYTES_MAX, COMPACTION_WORK_MS_MAX, DEFERRED_CURSORS_MAX,
+    APPLYING_ROOMS_MAX, APPLY_HELD_BYTES_MAX, APPLY_IN_LINE_AFTER_REDO_MS, APPLY_REDONE_ROOMS_MAX,
+    COMPACTION_WORK_MS_MAX, DEFERRED_CURSORS_MAX,
 };
 use crate::rooms::{Fork, Installed, PreparedImport, RemoteWrite};
 
@@ -52,6 +53,10 @@ pub(super) struct State {
     /// The ticket batches re-offered after a compaction keep (they were
     /// taken off the task when it held them).
     pub(super) carried: Option<u64>,
+    /// Rooms whose last copy came back after a write to the room, and
+    /// until when their peers' changes apply in line
+    /// (`APPLY_IN_LINE_AFTER_REDO_MS`).
+    redone: BTreeMap<RoomId, u64>,
 }
 
 impl State {
@@ -209,10 +214,7 @@ impl Replica {
             }
             return Some(n);
         }
-        let large = self
-            .rooms
-            .ops(room)
-            .is_some_and(|ops| ops >= self.config.apply_off_task_ops);
+        let large = self.worth_a_copy(room);
         let busy = self.compacting_off_task(room) || self.offload.rooms.len() >= APPLYING_ROOMS_MAX;
         if !large || busy {
             return None;
@@ -390,8 +392,14 @@ impl Replica {
                 }
             }
             Ok(Installed::Moved(..)) => {
-                // Written to meanwhile: applied in line, as before.
+                // Written to meanwhile: applied in line, as before, and so
+                // for a while (`APPLY_IN_LINE_AFTER_REDO_MS`).
                 self.stats.applies_redone += 1;
+                let redone = &mut self.offload.redone;
+                if redone.len() < APPLY_REDONE_ROOMS_MAX || redone.contains_key(room) {
+                    let until = self.now_ms.saturating_add(APPLY_IN_LINE_AFTER_REDO_MS);
+                    redone.insert(room.clone(), until);
+                }
                 self.apply_in_line_together(room, batches);
             }
             Err(err) => {
@@ -424,17 +432,28 @@ impl Replica {
             self.offload.carried = None;
             return;
         }
-        let still_large = self
-            .rooms
-            .ops(room)
-            .is_some_and(|ops| ops >= self.config.apply_off_task_ops);
-        let held = match (still_large, ticket) {
+        let held = match (self.worth_a_copy(room), ticket) {
             (true, Some(ticket)) => self.hand_off(room, applying.held, ticket).err(),
             _ => Some(applying.held),
         };
         if let Some(held) = held {
             self.apply_in_line_together(room, held);
         }
+    }
+
+    /// Whether peers' changes for `room` go on a copy: the room is large,
+    /// and no recent copy of it came back after a write to it.
+    fn worth_a_copy(&self, room: &RoomId) -> bool {
+        let large = self
+            .rooms
+            .ops(room)
+            .is_some_and(|ops| ops >= self.config.apply_off_task_ops);
+        let redone = self
+            .offload
+            .redone
+            .get(room)
+            .is_some_and(|until| self.now_ms < *until);
+        large && !redone
     }
 
     /// Applies batches in line in one apply: automerge walks the room
@@ -458,6 +477,7 @@ impl Replica {
     /// anti-entropy, what was held meanwhile applies.
     pub(super) fn give_up_late_applies(&mut self) {
         let now = self.now_ms;
+        self.offload.redone.retain(|_, until| now < *until);
         let late: Vec<RoomId> = self
             .offload
             .rooms
@@ -480,6 +500,7 @@ impl Replica {
         if self.offload.rooms.remove(room).is_some() {
             self.offload.poison(None);
         }
+        self.offload.redone.remove(room);
         // A compaction's hold of the room may have been all that kept a
         // cursor back.
         self.release_cursors();

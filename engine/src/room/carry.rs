@@ -16,19 +16,19 @@ use crate::hlc::Timestamp;
 use crate::model::SessionState;
 
 /// Carries `tail` (changes of `old` after the cut) onto `doc`, which holds
-/// only `base`. Returns the new history and the carried changes, in causal
-/// order (a change with nothing left to say carries to nothing).
+/// only `base`. Returns the carrier, holding the new history, and the
+/// carried changes, in causal order (a change with nothing left to say
+/// carries to nothing).
 pub(super) fn carry(
     old: &Automerge,
     base: &Change,
     doc: Automerge,
     tail: Vec<Change>,
-) -> Result<(Automerge, Vec<Change>), Error> {
-    let mut carry = Carry {
-        old,
+) -> Result<(Carrier, Vec<Change>), Error> {
+    let carrier = Carrier {
         doc: doc.clone(),
         base: base.hash(),
-        tail: tail.iter().map(Change::hash).collect(),
+        tail: HashSet::new(),
         stands_for: HashMap::new(),
         objects: HashMap::new(),
         branches: HashMap::from([(vec![base.hash()], doc)]),
@@ -36,13 +36,27 @@ pub(super) fn carry(
         kept: std::collections::VecDeque::new(),
         made: HashMap::from([(base.hash(), base.clone())]),
     };
+    carry_more(old, carrier, tail)
+}
+
+/// Carries `more` changes after the cut onto what `carrier` already
+/// carried; `old` holds them and every change carried before. The result
+/// is the one carrying the whole tail at once gives: a change carries to
+/// the same change whenever it is carried.
+pub(super) fn carry_more(
+    old: &Automerge,
+    mut carrier: Carrier,
+    more: Vec<Change>,
+) -> Result<(Carrier, Vec<Change>), Error> {
+    carrier.tail.extend(more.iter().map(Change::hash));
+    let mut carry = Carry { old, c: carrier };
     let mut carried = Vec::new();
-    for change in causal_order(tail) {
+    for change in causal_order(more) {
         if let Some(new) = carry.one(&change)? {
             carried.push(new);
         }
     }
-    Ok((carry.doc, carried))
+    Ok((carry.c, carried))
 }
 
 /// `changes` with every change after the ones it depends on.
@@ -94,8 +108,12 @@ enum Step {
     },
 }
 
-struct Carry<'a> {
-    old: &'a Automerge,
+/// A tail being carried: the new history so far, and what carrying more
+/// changes of the same cut needs. A compaction prepared on a copy of the
+/// room keeps it, so that installing it carries only the changes the room
+/// took since the copy (carrying the whole tail again on the replica's
+/// task took seconds under steady writes).
+pub struct Carrier {
     doc: Automerge,
     base: ChangeHash,
     tail: HashSet<ChangeHash>,
@@ -112,6 +130,32 @@ struct Carry<'a> {
     made: HashMap<ChangeHash, Change>,
 }
 
+impl std::fmt::Debug for Carrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carrier")
+            .field("base", &self.base)
+            .field("carried", &self.made.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Carrier {
+    /// The new history: the base and every carried change.
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    pub fn into_doc(self) -> Automerge {
+        self.doc
+    }
+}
+
+struct Carry<'a> {
+    /// The old history, holding every change carried.
+    old: &'a Automerge,
+    c: Carrier,
+}
+
 /// Documents kept at points of the new history while a tail is carried.
 /// Each is the small compacted room; 64 of them cover the changes that
 /// replicas write side by side while a compaction is acknowledged.
@@ -121,15 +165,15 @@ impl Carry<'_> {
     fn one(&mut self, change: &Change) -> Result<Option<Change>, Error> {
         let mut deps = BTreeSet::new();
         for dep in change.deps() {
-            match self.stands_for.get(dep) {
-                Some(new) if self.tail.contains(dep) => deps.extend(new.iter().copied()),
+            match self.c.stands_for.get(dep) {
+                Some(new) if self.c.tail.contains(dep) => deps.extend(new.iter().copied()),
                 _ => {
-                    deps.insert(self.base);
+                    deps.insert(self.c.base);
                 }
             }
         }
         if deps.is_empty() {
-            deps.insert(self.base);
+            deps.insert(self.c.base);
         }
         let deps: Vec<ChangeHash> = deps.into_iter().collect();
         let steps = self.steps(change)?;
@@ -153,13 +197,13 @@ impl Carry<'_> {
         let carried = success.hash.and_then(|hash| fork.get_change_by_hash(&hash));
         match &carried {
             Some(new) => {
-                self.doc.apply_changes([new.clone()])?;
-                self.stands_for.insert(change.hash(), vec![new.hash()]);
-                self.made.insert(new.hash(), new.clone());
+                self.c.doc.apply_changes([new.clone()])?;
+                self.c.stands_for.insert(change.hash(), vec![new.hash()]);
+                self.c.made.insert(new.hash(), new.clone());
                 self.keep_branch(vec![new.hash()], fork);
             }
             None => {
-                self.stands_for.insert(change.hash(), deps);
+                self.c.stands_for.insert(change.hash(), deps);
             }
         }
         Ok(carried)
@@ -171,16 +215,16 @@ impl Carry<'_> {
     /// the history from its columns, which made a tail written by three
     /// replicas at once cost seconds.
     fn doc_at(&mut self, deps: &[ChangeHash]) -> Result<Automerge, Error> {
-        if let Some(doc) = self.branches.get(deps) {
+        if let Some(doc) = self.c.branches.get(deps) {
             return Ok(doc.clone());
         }
         let start = deps
             .iter()
-            .find_map(|dep| self.branches.get(std::slice::from_ref(dep)))
-            .or_else(|| self.branches.get(std::slice::from_ref(&self.base)));
+            .find_map(|dep| self.c.branches.get(std::slice::from_ref(dep)))
+            .or_else(|| self.c.branches.get(std::slice::from_ref(&self.c.base)));
         let mut doc = match start {
             Some(doc) => doc.clone(),
-            None => return Ok(self.doc.fork_at(deps)?),
+            None => return Ok(self.c.doc.fork_at(deps)?),
         };
         let mut missing = Vec::new();
         let mut seen: HashSet<ChangeHash> = HashSet::new();
@@ -189,8 +233,8 @@ impl Carry<'_> {
             if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
                 continue;
             }
-            let Some(change) = self.made.get(&hash) else {
-                return Ok(self.doc.fork_at(deps)?);
+            let Some(change) = self.c.made.get(&hash) else {
+                return Ok(self.c.doc.fork_at(deps)?);
             };
             stack.extend(change.deps().iter().copied());
             missing.push(change.clone());
@@ -202,13 +246,13 @@ impl Carry<'_> {
     /// Keeps `doc` (at `heads`) for the changes carried next to it, a
     /// bounded number of them (which ones are kept only changes the speed).
     fn keep_branch(&mut self, heads: Vec<ChangeHash>, doc: Automerge) {
-        if self.kept.len() >= BRANCHES_KEPT {
-            if let Some(oldest) = self.kept.pop_front() {
-                self.branches.remove(&oldest);
+        if self.c.kept.len() >= BRANCHES_KEPT {
+            if let Some(oldest) = self.c.kept.pop_front() {
+                self.c.branches.remove(&oldest);
             }
         }
-        self.kept.push_back(heads.clone());
-        self.branches.insert(heads, doc);
+        self.c.kept.push_back(heads.clone());
+        self.c.branches.insert(heads, doc);
     }
 
     /// `change`'s ops by path, each write with the values it replaced.
@@ -262,7 +306,7 @@ impl Carry<'_> {
             return Some((Vec::new(), ROOT));
         };
         let text = format!("{}@{}", id.counter(), id.actor());
-        if let Some(found) = self.objects.get(&text) {
+        if let Some(found) = self.c.objects.get(&text) {
             return found.clone();
         }
         let found = (|| {
@@ -277,7 +321,7 @@ impl Carry<'_> {
             path.reverse();
             Some((path, exid))
         })();
-        self.objects.insert(text, found.clone());
+        self.c.objects.insert(text, found.clone());
         found
     }
 }

@@ -31,6 +31,7 @@ use automerge::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::carry::{self, Carrier};
 use super::read::{self, map_obj, RootObjs};
 use super::schema as s;
 use crate::error::Error;
@@ -76,8 +77,9 @@ pub struct Cut {
 /// A compacted room.
 #[derive(Debug)]
 pub struct Compacted {
-    /// The base and the carried tail: the room's new history.
-    pub doc: Automerge,
+    /// The base and the carried tail, the room's new history
+    /// (`Carrier::doc`), and what carrying more of the tail needs.
+    pub carrier: Carrier,
     pub base: Change,
     /// The tail, carried onto the base, in causal order. Shorter than the
     /// tail when a change had nothing left to say.
@@ -113,8 +115,25 @@ pub fn compact(
     };
     let mut doc = Automerge::new();
     doc.apply_changes([base.clone()])?;
-    let (doc, carried) = super::carry::carry(old, &base, doc, tail)?;
-    Ok(Compacted { doc, base, carried })
+    let (carrier, carried) = carry::carry(old, &base, doc, tail)?;
+    Ok(Compacted {
+        carrier,
+        base,
+        carried,
+    })
+}
+
+/// Carries the changes `old` took after `copied` onto `carrier`, a
+/// compaction prepared on a copy of the room whose heads were `copied`
+/// (`old` holds the copy's history): together with the copy's carried
+/// changes, the carried tail `compact` gives on `old`, without carrying
+/// again what the copy carried.
+pub fn carry_since(
+    old: &Automerge,
+    carrier: Carrier,
+    copied: &[ChangeHash],
+) -> Result<(Carrier, Vec<Change>), Error> {
+    carry::carry_more(old, carrier, old.get_changes(copied))
 }
 
 /// The generation and cut of `change` if it is a base of `room`.

@@ -3,6 +3,7 @@
 
 use automerge::{Change, ChangeHash, ObjId, ReadDoc, Value, ROOT};
 
+use super::carry::Carrier;
 use super::compact::{self, Cut, Request};
 use super::{import, read, schema as s, RoomDoc};
 use crate::error::Error;
@@ -88,8 +89,8 @@ impl RoomDoc {
     /// of an earlier build does (tests).
     #[doc(hidden)]
     pub fn compact_at_format(&mut self, request: ChangeHash, format: u32) -> Result<Switch, Error> {
-        let (doc, switch) = self.compacted_at(request, format, None)?;
-        self.install(doc);
+        let (carrier, switch) = self.compacted_at(request, format, None)?;
+        self.install(carrier.into_doc());
         Ok(switch)
     }
 
@@ -100,9 +101,33 @@ impl RoomDoc {
         request: ChangeHash,
         base: &Change,
     ) -> Result<Switch, Error> {
-        let (doc, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, Some(base))?;
-        self.install(doc);
+        let (carrier, switch) =
+            self.compacted_at(request, compact::COMPACTION_FORMAT, Some(base))?;
+        self.install(carrier.into_doc());
         Ok(switch)
+    }
+
+    /// Installs a compaction prepared on a copy of this document whose
+    /// heads were `copied`, carrying the changes taken since then onto it
+    /// (`carry::carry_more`): the same new history `compact_at` writes,
+    /// without carrying again what the copy carried. `Ok(None)` if the
+    /// document no longer holds the copy's heads (it was reloaded with
+    /// less): the caller compacts in line instead.
+    pub(crate) fn compact_on_copy(
+        &mut self,
+        copied: &[ChangeHash],
+        carrier: Carrier,
+        mut switch: Switch,
+    ) -> Result<Option<Switch>, Error> {
+        if !self.doc.get_missing_deps(copied).is_empty() {
+            return Ok(None);
+        }
+        let doc = &self.doc;
+        let (carrier, more) =
+            import::unless_panic("compact", || compact::carry_since(doc, carrier, copied))??;
+        switch.carried.extend(more);
+        self.install(carrier.into_doc());
+        Ok(Some(switch))
     }
 
     /// The costly part of `compact_at`, on a copy of the room (see
@@ -111,10 +136,10 @@ impl RoomDoc {
     pub(crate) fn prepare_compaction(
         &self,
         request: ChangeHash,
-    ) -> Result<(automerge::Automerge, Switch, crate::model::RoomSnapshot), Error> {
-        let (doc, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, None)?;
-        let reading = import::unless_panic("read", || read::snapshot(&doc, &self.id))??;
-        Ok((doc, switch, reading))
+    ) -> Result<(Carrier, Switch, crate::model::RoomSnapshot), Error> {
+        let (carrier, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, None)?;
+        let reading = import::unless_panic("read", || read::snapshot(carrier.doc(), &self.id))??;
+        Ok((carrier, switch, reading))
     }
 
     /// Makes `doc`, a compaction of this document prepared on a copy of
@@ -147,7 +172,7 @@ impl RoomDoc {
         request: ChangeHash,
         format: u32,
         known_base: Option<&Change>,
-    ) -> Result<(automerge::Automerge, Switch), Error> {
+    ) -> Result<(Carrier, Switch), Error> {
         let meta = read::RootObjs::find(&self.doc, &self.id)?.meta;
         let next = self
             .generation()
@@ -168,24 +193,24 @@ impl RoomDoc {
             generation: asked.generation,
             prune_before_ms: asked.prune_before_ms,
         };
-        let actor = self.doc.get_actor().clone();
         let id = self.id.clone();
         let doc = &self.doc;
-        let mut compacted = import::unless_panic("compact", || {
+        let compacted = import::unless_panic("compact", || {
             compact::compact(doc, &id, &cut, format, known_base)
         })??;
-        compacted.doc.set_actor(actor);
         let switch = Switch {
             base: compacted.base,
             carried: compacted.carried,
             prune_before_ms: cut.prune_before_ms,
         };
-        Ok((compacted.doc, switch))
+        Ok((compacted.carrier, switch))
     }
 
     /// Makes `doc` (a compaction of this one) the room's document. The
-    /// replaced history's changes still waiting here are dropped.
-    pub(super) fn install(&mut self, doc: automerge::Automerge) {
+    /// replaced history's changes still waiting here are dropped. The new
+    /// document writes as this one's actor.
+    pub(super) fn install(&mut self, mut doc: automerge::Automerge) {
+        doc.set_actor(self.doc.get_actor().clone());
         let limit = usize::try_from(self.history_len()).unwrap_or(usize::MAX);
         self.replaced = self
             .walk_back(limit, |_| false)

@@ -23,6 +23,7 @@ use std::num::NonZeroUsize;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use lru::LruCache;
 
+pub use carry::Carrier;
 pub use generation::Switch;
 pub use op::RoomOp;
 pub use validate::Refusal;

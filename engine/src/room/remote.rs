@@ -182,7 +182,7 @@ impl RoomDoc {
         }
         match computed {
             Ok((doc, switch)) if switch.base.hash() == base.hash() => {
-                outcome.replaced_reading = self.install_taking_reading(doc);
+                outcome.replaced_reading = self.install_taking_reading(doc.into_doc());
                 outcome.compacted = Some(switch);
             }
             Ok(_) => outcome.refused.push((

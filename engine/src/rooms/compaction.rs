@@ -59,8 +59,8 @@ impl CompactionJob {
         let ready =
             crate::room::import::unless_panic("compact", || doc.prepare_compaction(request))
                 .and_then(|result| result)
-                .map(|(doc, switch, reading)| Ready {
-                    doc,
+                .map(|(carrier, switch, reading)| Ready {
+                    carrier,
                     switch,
                     reading,
                 });
@@ -103,7 +103,9 @@ impl std::fmt::Debug for PreparedCompaction {
 }
 
 struct Ready {
-    doc: automerge::Automerge,
+    /// The new history, and what carrying the room's later changes on
+    /// it needs.
+    carrier: crate::room::Carrier,
     switch: Switch,
     reading: RoomSnapshot,
 }
@@ -111,10 +113,11 @@ struct Ready {
 /// How `compact_hot` gets the compacted document.
 enum How {
     InLine,
-    /// In line, with the base already built.
-    WithBase(Box<Change>),
     /// Prepared on a copy with the room's current heads.
     Prepared(Box<Ready>),
+    /// Prepared on a copy whose heads were these: the changes the room
+    /// took since are carried in line.
+    OnCopy(Vec<ChangeHash>, Box<Ready>),
 }
 
 /// Where a room stands towards its next compaction.
@@ -209,8 +212,8 @@ impl RoomSet {
 
     /// Installs a compaction prepared by a `CompactionJob`, stored and
     /// logged like `compact`. If the room took changes since the copy was
-    /// made, the compaction is redone in line on the room as it is now,
-    /// reusing the prepared base (most of the cost); the result is the
+    /// made, the changes it took since are carried onto the prepared
+    /// result in line (`RoomDoc::compact_on_copy`); the result is the
     /// same either way. `Ok(None)`: nothing to compact any more (see
     /// `compact`).
     pub fn install_compaction(
@@ -229,7 +232,7 @@ impl RoomSet {
         let how = if same {
             How::Prepared(Box::new(ready))
         } else {
-            How::WithBase(Box::new(ready.switch.base))
+            How::OnCopy(prepared.heads, Box::new(ready))
         };
         let result = self.compact_hot(&room, prepared.request, stamp, how);
         self.evict_if_moved(&room, heads, result.is_err());
@@ -254,15 +257,21 @@ impl RoomSet {
         let before = readable(&mut hot.doc)?;
         let switch = match how {
             How::InLine => hot.doc.compact_at(request)?,
-            How::WithBase(base) => hot.doc.compact_at_with_base(request, &base)?,
             How::Prepared(ready) => {
                 let ready = *ready;
-                let mut doc = ready.doc;
-                // The copy's actor is this replica's, unless the replica
-                // was reopened meanwhile (a new incarnation, a new actor).
-                doc.set_actor(hot.doc.actor().clone());
-                hot.doc.install_compacted(doc, ready.reading);
+                hot.doc
+                    .install_compacted(ready.carrier.into_doc(), ready.reading);
                 ready.switch
+            }
+            How::OnCopy(copied, ready) => {
+                let base = ready.switch.base.clone();
+                match hot
+                    .doc
+                    .compact_on_copy(&copied, ready.carrier, ready.switch)?
+                {
+                    Some(switch) => switch,
+                    None => hot.doc.compact_at_with_base(request, &base)?,
+                }
             }
         };
         // Changes parked for the new history (a peer compacted first).
