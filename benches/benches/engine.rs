@@ -18,18 +18,19 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjId, ObjType, ScalarValue, ROOT};
+use automerge::Automerge;
+use chorus_benches::raw::raw_commits;
+use chorus_benches::writers::{
+    durable_writes, join_request, pipelined_writes, room_id, rooms_created, tenant, JOINS_PER_ROOM,
+    PIPELINE_DEPTH,
+};
 use chorus_benches::{dir_bytes, live_bytes, Counting};
 use chorus_engine::storage::MemKv;
-use chorus_engine::{
-    Engine, EngineConfig, JoinRequest, NodeId, RegionId, Role, RoomConfig, RoomId, SessionId,
-    SystemClock, TenantId, UserId,
-};
+use chorus_engine::{Engine, EngineConfig, NodeId, RoomConfig, RoomId, SystemClock};
 use criterion::{Criterion, Throughput};
 
 // ---- counting allocator ---------------------------------------------------
@@ -89,39 +90,14 @@ impl Sizes {
     }
 }
 
-/// Joins per room in (a) and (b): rooms stay small, as most rooms are, so
-/// the cost measured is that of a write, not of an ever-growing document.
-const JOINS_PER_ROOM: u64 = 8;
 /// Writer threads that build the store of (d) (group commit batches them).
 const BUILD_THREADS: usize = 64;
 
 // ---- ids --------------------------------------------------------------------
 
-fn room_id(text: &str) -> RoomId {
-    RoomId::parse(text).expect("valid room id")
-}
-
-fn join_request(session: &str) -> JoinRequest {
-    JoinRequest {
-        session: SessionId::parse(session).expect("valid session id"),
-        user: UserId::parse(format!("user-{session}")).expect("valid user id"),
-        role: Role::Speaker,
-        owner: NodeId::parse("sfu-1").expect("valid node id"),
-        region: RegionId::parse("eu-west").expect("valid region id"),
-        resume_token: Some(format!("token-{session}")),
-    }
-}
-
-fn tenant() -> TenantId {
-    TenantId::parse("bench").expect("valid tenant id")
-}
-
 fn node() -> NodeId {
     NodeId::parse("bench-node").expect("valid node id")
 }
-
-/// Distinguishes the rooms of every timed run within one store.
-static RUN: AtomicU64 = AtomicU64::new(0);
 
 fn per_sec(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
@@ -134,175 +110,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 // ---- (a) raw automerge --------------------------------------------------------
 
-/// A room document as raw automerge: the maps a join writes into.
-struct RawRoom {
-    doc: Automerge,
-    sessions: ObjId,
-    counters: ObjId,
-}
+// `chorus_benches::raw`.
 
-impl RawRoom {
-    fn new(id: &str) -> Self {
-        let mut doc = Automerge::new();
-        let mut tx = doc.transaction();
-        tx.put(ROOT, "schema", ScalarValue::Uint(1))
-            .expect("put schema");
-        tx.put(ROOT, "room_id", id).expect("put room id");
-        let sessions = tx
-            .put_object(ROOT, "sessions", ObjType::Map)
-            .expect("sessions map");
-        let counters = tx
-            .put_object(ROOT, "counters", ObjType::Map)
-            .expect("counters map");
-        tx.put(&counters, "joins", ScalarValue::counter(0))
-            .expect("joins counter");
-        tx.commit();
-        Self {
-            doc,
-            sessions,
-            counters,
-        }
-    }
-
-    /// One commit shaped like the engine's join: a session map with a few
-    /// strings, an empty tracks map and a counter increment.
-    fn join(&mut self, session: &str, now_ms: u64) {
-        let mut tx = self.doc.transaction();
-        let obj = tx
-            .put_object(&self.sessions, session, ObjType::Map)
-            .expect("session map");
-        tx.put(&obj, "user", format!("user-{session}"))
-            .expect("user");
-        tx.put(&obj, "role", "speaker").expect("role");
-        tx.put(&obj, "region", "eu-west").expect("region");
-        tx.put(&obj, "joined_at", ScalarValue::Uint(now_ms))
-            .expect("joined_at");
-        tx.put(
-            &obj,
-            "resume_hash",
-            "5f2b8c0e6a1d4f3b9e7c2a8d1f6b3e9c0a4d7f2e5b8c1a6d3f9e2b7c4a0d8f1e",
-        )
-        .expect("resume_hash");
-        tx.put(&obj, "owner", "1:sfu-1").expect("owner");
-        tx.put(
-            &obj,
-            "state",
-            format!("{now_ms:020}-{:010}-{:09}|\"connecting\"", 0, 1),
-        )
-        .expect("state");
-        tx.put_object(&obj, "tracks", ObjType::Map)
-            .expect("tracks map");
-        tx.increment(&self.counters, "joins", 1)
-            .expect("joins counter");
-        tx.commit();
-    }
-}
-
-/// Time of `commits` join-shaped commits, `JOINS_PER_ROOM` per document.
-/// Creating the documents is not timed.
-fn raw_commits(commits: u64) -> Duration {
-    let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let mut rooms: Vec<RawRoom> = (0..commits.div_ceil(JOINS_PER_ROOM))
-        .map(|k| RawRoom::new(&format!("raw{run}-r{k}")))
-        .collect();
-    let now_ms = 1_700_000_000_000;
-    let start = Instant::now();
-    for i in 0..commits {
-        let room = &mut rooms[(i / JOINS_PER_ROOM) as usize];
-        room.join(&format!("s{i}"), now_ms + i);
-    }
-    let elapsed = start.elapsed();
-    black_box(&rooms);
-    elapsed
-}
-
-// ---- (b) durable writes ---------------------------------------------------------
-
-/// Time of `total` durable joins split over `threads` writers, each into
-/// rooms of its own (`JOINS_PER_ROOM` per room). The writers create their
-/// rooms first, untimed; the clock runs from a barrier to the last join.
-fn durable_writes(engine: &Engine, threads: usize, total: u64) -> Duration {
-    let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let barrier = Barrier::new(threads + 1);
-    let threads_u64 = threads as u64;
-    let start = std::thread::scope(|scope| {
-        for t in 0..threads_u64 {
-            let barrier = &barrier;
-            scope.spawn(move || {
-                let writes = writes_of(t, threads_u64, total);
-                let rooms: Vec<RoomId> = (0..writes.div_ceil(JOINS_PER_ROOM))
-                    .map(|k| room_id(&format!("run{run}-t{t}-r{k}")))
-                    .collect();
-                for id in &rooms {
-                    engine
-                        .create_room(id, &tenant(), RoomConfig::default())
-                        .expect("create room");
-                }
-                barrier.wait();
-                for i in 0..writes {
-                    let id = &rooms[(i / JOINS_PER_ROOM) as usize];
-                    engine
-                        .join(id, join_request(&format!("s{i}")))
-                        .expect("durable join");
-                }
-            });
-        }
-        barrier.wait();
-        // The scope ends only after every writer has finished.
-        Instant::now()
-    });
-    start.elapsed()
-}
-
-/// Writes a pipelining writer keeps in flight (`Engine::begin_write`).
-const PIPELINE_DEPTH: usize = 32;
-
-/// Time of `total` durable joins from one writer that keeps `depth` in
-/// flight: it begins a join, and once `depth` are unanswered waits for the
-/// oldest. Rooms are created first, untimed; the clock stops when the last
-/// join is durable.
-fn pipelined_writes(engine: &Engine, total: u64, depth: usize) -> Duration {
-    let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let rooms: Vec<RoomId> = (0..total.div_ceil(JOINS_PER_ROOM))
-        .map(|k| room_id(&format!("pipe{run}-r{k}")))
-        .collect();
-    for id in &rooms {
-        engine
-            .create_room(id, &tenant(), RoomConfig::default())
-            .expect("create room");
-    }
-    let start = Instant::now();
-    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
-    for i in 0..total {
-        let id = &rooms[(i / JOINS_PER_ROOM) as usize];
-        let op = chorus_engine::RoomOp::Join {
-            request: join_request(&format!("s{i}")),
-        };
-        in_flight.push_back(engine.begin_write(id, op).expect("begun"));
-        if in_flight.len() == depth {
-            if let Some(oldest) = in_flight.pop_front() {
-                oldest.wait().expect("durable join");
-            }
-        }
-    }
-    for pending in in_flight {
-        pending.wait().expect("durable join");
-    }
-    start.elapsed()
-}
-
-/// Joins `thread` of `threads` makes out of `total`.
-fn writes_of(thread: u64, threads: u64, total: u64) -> u64 {
-    total / threads + u64::from(thread < total % threads)
-}
-
-/// Rooms [`durable_writes`] creates for `total` joins over `threads`.
-fn rooms_created(threads: usize, total: u64) -> u64 {
-    let threads = threads as u64;
-    (0..threads)
-        .map(|t| writes_of(t, threads, total).div_ceil(JOINS_PER_ROOM))
-        .sum()
-}
+// ---- (b) durable writes (`chorus_benches::writers`) ---------------------------
 
 fn open_engine(dir: &Path) -> Engine {
     Engine::open(dir, EngineConfig::new(node())).expect("open engine")
@@ -321,7 +131,7 @@ fn bench_writes(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = open_engine(dir.path());
         group.bench_function(format!("durable_join_threads_{threads}"), |b| {
-            b.iter_custom(|iters| durable_writes(&engine, threads, iters))
+            b.iter_custom(|iters| durable_writes(&engine, threads, iters).elapsed)
         });
     }
     group.finish();
@@ -352,7 +162,7 @@ fn write_ratios(sizes: Sizes) {
             // The untimed room creation flushes too, so flushes are counted
             // over the whole run and compared with all its writes.
             let before = engine.flush_count();
-            let elapsed = durable_writes(&engine, threads, total);
+            let elapsed = durable_writes(&engine, threads, total).elapsed;
             flushes += engine.flush_count() - before;
             rates.push(per_sec(total, elapsed));
         }
@@ -376,7 +186,7 @@ fn write_ratios(sizes: Sizes) {
     let mut flushes = 0;
     for _ in 0..sizes.repeats {
         let before = engine.flush_count();
-        let elapsed = pipelined_writes(&engine, total, PIPELINE_DEPTH);
+        let elapsed = pipelined_writes(&engine, total, PIPELINE_DEPTH).elapsed;
         flushes += engine.flush_count() - before;
         rates.push(per_sec(total, elapsed));
     }
@@ -399,7 +209,7 @@ fn write_ratios(sizes: Sizes) {
     let total = sizes.writes_per_thread_1;
     let in_memory = median(
         (0..sizes.repeats)
-            .map(|_| per_sec(total, durable_writes(&engine, 1, total)))
+            .map(|_| per_sec(total, durable_writes(&engine, 1, total).elapsed))
             .collect(),
     );
     drop(engine);

@@ -1,5 +1,8 @@
 //! Benchmarks live in `benches/`; this library holds what several share.
 
+pub mod raw;
+pub mod writers;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -45,7 +45,7 @@ pub struct RoomDoc {
     pending_bytes: usize,
     /// Changes refused by validation (and what depends on them), so a
     /// resent one costs a lookup. Every replica refuses the same ones.
-    refused: LruCache<ChangeHash, ()>,
+    refused: Refused,
     /// The hash of this room's genesis change, computed on first need.
     genesis: Option<ChangeHash>,
     /// automerge panicked inside this document: it must be reloaded from
@@ -106,7 +106,7 @@ impl RoomDoc {
             doc: Automerge::new().with_actor(actor),
             pending: BTreeMap::new(),
             pending_bytes: 0,
-            refused: refused_cache(),
+            refused: Refused::default(),
             genesis: None,
             poisoned: false,
             cache: None,
@@ -136,7 +136,7 @@ impl RoomDoc {
             doc,
             pending: BTreeMap::new(),
             pending_bytes: 0,
-            refused: refused_cache(),
+            refused: Refused::default(),
             genesis: None,
             poisoned: false,
             cache: None,
@@ -448,8 +448,24 @@ impl RoomDoc {
     }
 }
 
-fn refused_cache() -> LruCache<ChangeHash, ()> {
-    LruCache::new(NonZeroUsize::new(REFUSED_CHANGES_PER_ROOM_MAX).unwrap_or(NonZeroUsize::MIN))
+/// Changes refused by validation, the last `REFUSED_CHANGES_PER_ROOM_MAX`.
+/// The cache is made at the first refusal: an `LruCache` allocates its
+/// whole table up front, about 35 KB, and almost every hot room never
+/// refuses anything.
+#[derive(Clone, Debug, Default)]
+struct Refused(Option<LruCache<ChangeHash, ()>>);
+
+impl Refused {
+    fn contains(&self, hash: &ChangeHash) -> bool {
+        self.0.as_ref().is_some_and(|r| r.contains(hash))
+    }
+
+    fn put(&mut self, hash: ChangeHash) {
+        let cap = NonZeroUsize::new(REFUSED_CHANGES_PER_ROOM_MAX).unwrap_or(NonZeroUsize::MIN);
+        self.0
+            .get_or_insert_with(|| LruCache::new(cap))
+            .put(hash, ());
+    }
 }
 
 fn refused_dependency() -> Refusal {

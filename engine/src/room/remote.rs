@@ -66,7 +66,7 @@ impl RoomDoc {
             good = self.apply_validated(good, intake, &mut outcome)?;
         }
         for (hash, _) in &outcome.refused {
-            self.refused.put(*hash, ());
+            self.refused.put(*hash);
         }
         if !good.is_empty() && self.cache.is_some() {
             let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
