@@ -18,7 +18,7 @@
 //! bench's baseline), not Redis: raw automerge commits of a join, in
 //! memory, are measured in the same run and also put over Redis's rate.
 //!
-//! Run: `cargo bench -p chorus-benches --bench redis` (about a minute).
+//! Run: `cargo bench -p chorus-benches --bench redis` (about 25 s).
 //! Without `--bench` (e.g. under `cargo test --benches`) it runs a few
 //! writes. Needs `redis-server` and `redis-benchmark` on the PATH
 //! (Debian: `apt-get install redis-server`); without them it says so and

@@ -8,7 +8,11 @@
 //! `apply_off_task_ops` operations (`ReplicaConfig`) is applied on a copy
 //! (`rooms::Fork::prepare_each`, run by the driver as `Output::Work`) and
 //! the copy swapped in if the room has not moved meanwhile
-//! (`RoomSet::install`); otherwise the changes apply in line, as before.
+//! (`RoomSet::install`); otherwise the changes apply in line, as before,
+//! and so do the room's next batches for `APPLY_IN_LINE_AFTER_REDO_MS`:
+//! a room this replica writes to steadily gains nothing from copies (each
+//! one applied twice), and they kept the worker from its compactions. Each
+//! of those batches then costs an in-line apply of its own.
 //!
 //! While a room's copy is out, later changes for it wait (at most
 //! `APPLY_HELD_BYTES_MAX`) and go out together in the next copy, so a

@@ -21,7 +21,8 @@ pub struct ReplicaStats {
     /// Rooms whose history this replica compacted (`room::compact`).
     pub compactions: u64,
     /// Compactions prepared off the replica's task that found their room
-    /// changed meanwhile, and were finished in line (reusing the base).
+    /// changed meanwhile, and were finished in line (carrying what the
+    /// room took since the copy onto the copy's result).
     pub compactions_redone: u64,
     /// Peers' changes carrying a newer base that arrived while this
     /// replica compacted the room off its task, and were dropped because
