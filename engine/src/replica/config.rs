@@ -35,8 +35,10 @@ pub struct ReplicaConfig {
     pub anti_entropy_interval_ms: u64,
     /// A round with no response for this long is abandoned (stream reset).
     pub round_timeout_ms: u64,
-    /// Local changes wait this long to be batched into one push. 2 ms keeps
-    /// propagation far under the 20 ms budget while merging write bursts.
+    /// Local changes wait this long to be batched into one push, unless
+    /// nothing was pushed for this long before them (then they go at once).
+    /// 2 ms keeps propagation far under the 20 ms budget while merging
+    /// write bursts.
     pub push_delay_ms: u64,
     /// The since-a-timestamp path is used while the gap is at most this many
     /// log entries; beyond it a full snapshot is cheaper to reason about.

@@ -1,6 +1,8 @@
-//! Pushing local changes: batched for up to `push_delay_ms` or until a
-//! push frame is full, then broadcast. Pushes are an optimisation —
-//! anti-entropy delivers whatever a push loses.
+//! Pushing local changes: at once when the replica has pushed nothing for
+//! `push_delay_ms` (an idle replica's write does not wait), otherwise
+//! batched for up to `push_delay_ms` or until a push frame is full, then
+//! broadcast. Pushes are an optimisation — anti-entropy delivers whatever
+//! a push loses.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +20,22 @@ pub struct Outbox {
     rooms: BTreeMap<RoomId, Vec<ByteBuf>>,
     bytes: usize,
     since_ms: Option<u64>,
+    /// The batch goes out at once: nothing was pushed for a whole delay
+    /// before its first change.
+    eager: bool,
+    /// When the last push went out.
+    last_flush_ms: Option<u64>,
 }
 
 impl Outbox {
-    pub fn add(&mut self, room: &RoomId, changes: &[Change], now_ms: u64) {
+    pub fn add(&mut self, room: &RoomId, changes: &[Change], now_ms: u64, delay_ms: u64) {
         if changes.is_empty() {
             return;
+        }
+        if self.since_ms.is_none() {
+            self.eager = self
+                .last_flush_ms
+                .is_none_or(|last| now_ms.saturating_sub(last) >= delay_ms);
         }
         let list = self.rooms.entry(room.clone()).or_default();
         for change in changes {
@@ -35,7 +47,8 @@ impl Outbox {
 
     /// When the batch must go out, if anything waits.
     pub fn due_ms(&self, delay_ms: u64) -> Option<u64> {
-        self.since_ms.map(|since| since + delay_ms)
+        let delay = if self.eager { 0 } else { delay_ms };
+        self.since_ms.map(|since| since.saturating_add(delay))
     }
 
     fn is_idle(&self) -> bool {
@@ -46,9 +59,11 @@ impl Outbox {
         self.bytes + PUSH_FRAMING_BYTES >= PUSH_BYTES_MAX
     }
 
-    fn take(&mut self) -> BTreeMap<RoomId, Vec<ByteBuf>> {
+    fn take(&mut self, now_ms: u64) -> BTreeMap<RoomId, Vec<ByteBuf>> {
         self.bytes = 0;
         self.since_ms = None;
+        self.eager = false;
+        self.last_flush_ms = Some(now_ms);
         std::mem::take(&mut self.rooms)
     }
 }
@@ -62,7 +77,8 @@ impl Replica {
         if self.peers.is_empty() && self.config.peers.is_empty() {
             return;
         }
-        self.outbox.add(room, changes, self.now_ms);
+        self.outbox
+            .add(room, changes, self.now_ms, self.config.push_delay_ms);
         if self.outbox.full() {
             self.flush_push();
         }
@@ -73,7 +89,7 @@ impl Replica {
         let budget = PUSH_BYTES_MAX - PUSH_FRAMING_BYTES;
         let mut frame: Vec<RoomChanges> = Vec::new();
         let mut frame_bytes = 0;
-        for (room, changes) in self.outbox.take() {
+        for (room, changes) in self.outbox.take(self.now_ms) {
             for change in changes {
                 let size = change.len() + room.as_str().len() + 8;
                 if size > budget {
