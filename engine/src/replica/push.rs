@@ -23,7 +23,8 @@ pub struct Outbox {
     /// The batch goes out at once: nothing was pushed for a whole delay
     /// before its first change.
     eager: bool,
-    /// When the last push went out.
+    /// When the outbox was last emptied: a push went out (unless every
+    /// change was too big for one, which anti-entropy carries).
     last_flush_ms: Option<u64>,
 }
 
@@ -117,5 +118,39 @@ impl Replica {
         if !frame.is_empty() {
             self.broadcast(Body::Push { rooms: frame });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{Automerge, ROOT};
+
+    use super::*;
+
+    fn change(value: i64) -> Change {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "k", value).expect("put");
+        tx.commit();
+        doc.get_changes(&[]).pop().expect("one change")
+    }
+
+    #[test]
+    fn an_idle_replicas_push_goes_at_once_and_a_burst_waits_the_delay() {
+        let room = RoomId::parse("r").expect("room id");
+        let delay = 2;
+        let mut outbox = Outbox::default();
+        outbox.add(&room, &[change(1)], 100, delay);
+        assert_eq!(outbox.due_ms(delay), Some(100), "the first push waited");
+        outbox.take(100);
+        // Within the delay of the last push: batched.
+        outbox.add(&room, &[change(2)], 101, delay);
+        outbox.add(&room, &[change(3)], 102, delay);
+        assert_eq!(outbox.due_ms(delay), Some(103), "a burst was not batched");
+        outbox.take(103);
+        // Idle for the whole delay: at once again.
+        outbox.add(&room, &[change(4)], 105, delay);
+        assert_eq!(outbox.due_ms(delay), Some(105), "an idle push waited");
     }
 }
