@@ -109,7 +109,7 @@ impl RoomDoc {
 
     /// Installs a compaction prepared on a copy of this document whose
     /// heads were `copied`, carrying the changes taken since then onto it
-    /// (`carry::carry_more`): the same new history `compact_at` writes,
+    /// (`compact::carry_since`): the same new history `compact_at` writes,
     /// without carrying again what the copy carried. `Ok(None)` if the
     /// document no longer holds the copy's heads (it was reloaded with
     /// less): the caller compacts in line instead.
