@@ -111,6 +111,7 @@ impl World {
             room: &self.room,
             stamp,
             now_ms,
+            stamped_removals: true,
         };
         let (changes, _) = self.docs[at].apply_local(&ctx, &op).ok()?;
         changes.last().map(|c| c.hash())

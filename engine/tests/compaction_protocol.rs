@@ -208,6 +208,68 @@ fn no_room_is_compacted_while_an_older_build_is_a_member() {
     assert!(history(&mut net, 0, &r) > 2 * HISTORY_CHANGES_MAX as usize);
 }
 
+/// The values replica `i` holds at attribute `key` (every concurrent one).
+fn attr_values(net: &mut Net, i: usize, room: &RoomId, key: &str) -> Vec<String> {
+    use automerge::ReadDoc;
+    let bytes = net.members[i]
+        .replica
+        .export_room(room)
+        .expect("reads")
+        .expect("held");
+    let doc = automerge::Automerge::load(&bytes).expect("loads");
+    let config = match doc.get(automerge::ROOT, "config") {
+        Ok(Some((_, obj))) => obj,
+        other => panic!("no config: {other:?}"),
+    };
+    let attrs = match doc.get(&config, "attrs") {
+        Ok(Some((_, obj))) => obj,
+        other => panic!("no attrs: {other:?}"),
+    };
+    doc.get_all(&attrs, key)
+        .expect("reads")
+        .into_iter()
+        .map(|(v, _)| v.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+/// Sets attribute `key` at replica 0, then removes it there, once the
+/// replicas have talked compaction (a room long enough to be a candidate).
+fn set_then_remove(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
+    let (mut net, r) = start(tweak);
+    churn(&mut net, &r, 0, HISTORY_CHANGES_MAX as usize / 2);
+    net.run_for(2_000);
+    let mut update = ConfigUpdate::default();
+    update.set_attributes.insert("k".into(), "v".into());
+    net.write(0, &r, RoomOp::UpdateConfig { update });
+    let update = ConfigUpdate {
+        remove_attributes: vec!["k".into()],
+        ..ConfigUpdate::default()
+    };
+    net.write(0, &r, RoomOp::UpdateConfig { update });
+    settle(&mut net);
+    (net, r)
+}
+
+#[test]
+fn removals_are_stamped_only_once_every_replica_reads_them() {
+    // An older build refuses a stamped removal: automerge's delete it is.
+    let (mut net, r) = set_then_remove(older_build_at_2);
+    assert_eq!(attr_values(&mut net, 0, &r, "k"), Vec::<String>::new());
+    // Every replica reads them: a stamped null, read as removed.
+    let (mut net, r) = set_then_remove(quick);
+    let values = attr_values(&mut net, 0, &r, "k");
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert!(values[0].ends_with("|null"), "{values:?}");
+    for i in 0..3 {
+        let room = net.members[i]
+            .replica
+            .room(&r)
+            .expect("reads")
+            .expect("held");
+        assert!(!room.config.attributes.contains_key("k"), "replica {i}");
+    }
+}
+
 fn slow_ticks(config: &mut ReplicaConfig) {
     quick(config);
     config.end_ack_interval_ms = 2_000;

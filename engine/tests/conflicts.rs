@@ -215,30 +215,42 @@ fn concurrent_creation_of_one_room_hides_nothing() {
     assert_eq!(snap_a.config.max_participants, 9);
 }
 
+/// A removal is a stamped value (`docs/data-model.md`, "Removals"): a set
+/// and a concurrent removal of one permission resolve by stamp, on both
+/// replicas alike, whichever clock is ahead.
 #[test]
-fn permission_set_wins_over_a_concurrent_remove() {
-    let id = room("perm");
-    let (a, b) = pair_with_session(&id);
-    let host = Permission {
-        role: Role::Host,
-        publish: true,
-        subscribe: true,
-    };
-    a.engine.set_permission(&id, &user("u"), host).expect("set");
-    sync_both(&a.engine, &b.engine, &id);
-    a.engine.remove_permission(&id, &user("u")).expect("remove");
-    let speaker = Permission {
-        role: Role::Speaker,
-        publish: true,
-        subscribe: true,
-    };
-    b.engine
-        .set_permission(&id, &user("u"), speaker)
-        .expect("concurrent set");
-    sync_both(&a.engine, &b.engine, &id);
-    for r in [&a, &b] {
-        let snap = r.engine.room(&id).expect("read").expect("room");
-        assert_eq!(snap.permissions.get(&user("u")), Some(&speaker));
+fn a_permission_set_and_a_concurrent_remove_resolve_by_stamp() {
+    for (clock_a, clock_b) in [(2_000, 9_000), (9_000, 2_000)] {
+        let id = room(&format!("perm-{clock_a}"));
+        let (a, b) = pair_with_session(&id);
+        let host = Permission {
+            role: Role::Host,
+            publish: true,
+            subscribe: true,
+        };
+        a.engine.set_permission(&id, &user("u"), host).expect("set");
+        sync_both(&a.engine, &b.engine, &id);
+        a.clock.set(clock_a);
+        b.clock.set(clock_b);
+        a.engine.remove_permission(&id, &user("u")).expect("remove");
+        let speaker = Permission {
+            role: Role::Speaker,
+            publish: true,
+            subscribe: true,
+        };
+        b.engine
+            .set_permission(&id, &user("u"), speaker)
+            .expect("concurrent set");
+        sync_both(&a.engine, &b.engine, &id);
+        let expected = (clock_b > clock_a).then_some(speaker);
+        for r in [&a, &b] {
+            let snap = r.engine.room(&id).expect("read").expect("room");
+            assert_eq!(
+                snap.permissions.get(&user("u")),
+                expected.as_ref(),
+                "clocks {clock_a}/{clock_b}"
+            );
+        }
     }
 }
 

@@ -37,6 +37,7 @@ impl Replica {
             room,
             stamp,
             now_ms: self.now_ms,
+            stamped_removals: self.stamped_removals(),
         };
         let view = Overlay {
             base: self.store.as_ref(),

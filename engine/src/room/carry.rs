@@ -22,12 +22,14 @@ use crate::model::SessionState;
 pub(super) fn carry(
     old: &Automerge,
     base: &Change,
+    cut: ChangeHash,
     doc: Automerge,
     tail: Vec<Change>,
 ) -> Result<(Carrier, Vec<Change>), Error> {
     let carrier = Carrier {
         doc: doc.clone(),
         base: base.hash(),
+        cut,
         tail: HashSet::new(),
         stands_for: HashMap::new(),
         objects: HashMap::new(),
@@ -84,6 +86,9 @@ fn causal_order(mut changes: Vec<Change>) -> Vec<Change> {
 
 /// One op of a tail change, by path. `seen`: the values at that key the
 /// change had seen (in its causal past), which its write replaced.
+/// `cut_removals`: the removals the cut holds at that key that the change
+/// had not seen (the base leaves removed keys out, but a write concurrent
+/// with a removal still loses to it if older).
 #[derive(Debug)]
 enum Step {
     Make {
@@ -95,11 +100,13 @@ enum Step {
         key: String,
         value: ScalarValue,
         seen: Vec<String>,
+        cut_removals: Vec<String>,
     },
     Delete {
         at: Vec<String>,
         key: String,
         seen: Vec<String>,
+        cut_removals: Vec<String>,
     },
     Increment {
         at: Vec<String>,
@@ -116,6 +123,8 @@ enum Step {
 pub struct Carrier {
     doc: Automerge,
     base: ChangeHash,
+    /// The compaction's request: the cut is it and its causal past.
+    cut: ChangeHash,
     tail: HashSet<ChangeHash>,
     /// A tail change → the changes that stand for it in the new history:
     /// its carried change, or, when nothing of it was left, what it stood on.
@@ -268,9 +277,9 @@ impl Carry<'_> {
                 continue;
             };
             let key = key.to_string();
-            let seen = || {
+            let strings_at = |heads: &[ChangeHash]| {
                 self.old
-                    .get_all_at(&obj, key.as_str(), change.deps())
+                    .get_all_at(&obj, key.as_str(), heads)
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|(v, _)| match v {
@@ -279,19 +288,38 @@ impl Carry<'_> {
                     })
                     .collect::<Vec<String>>()
             };
+            let seen = || strings_at(change.deps());
+            // Only maps of removable fields hold removals: other keys skip
+            // the lookup at the cut (a historical read per op).
+            let cut_removals = |seen: &[String]| {
+                if !holds_removals(&at) {
+                    return Vec::new();
+                }
+                let mut removals = strings_at(&[self.c.cut]);
+                removals.retain(|text| s::is_removed(text) && !seen.contains(text));
+                removals
+            };
             steps.push(match &op.action {
                 OpType::Make(ObjType::Map) => Step::Make { at, key },
-                OpType::Put(value) => Step::Put {
-                    seen: seen(),
-                    at,
-                    key,
-                    value: value.clone(),
-                },
-                OpType::Delete => Step::Delete {
-                    seen: seen(),
-                    at,
-                    key,
-                },
+                OpType::Put(value) => {
+                    let seen = seen();
+                    Step::Put {
+                        cut_removals: cut_removals(&seen),
+                        seen,
+                        at,
+                        key,
+                        value: value.clone(),
+                    }
+                }
+                OpType::Delete => {
+                    let seen = seen();
+                    Step::Delete {
+                        cut_removals: cut_removals(&seen),
+                        seen,
+                        at,
+                        key,
+                    }
+                }
                 OpType::Increment(by) => Step::Increment { at, key, by: *by },
                 _ => continue,
             });
@@ -324,6 +352,16 @@ impl Carry<'_> {
         self.c.objects.insert(text, found.clone());
         found
     }
+}
+
+/// Whether the map at `path` holds removable fields (attributes,
+/// permissions, a session's tracks).
+fn holds_removals(path: &[String]) -> bool {
+    let place: Vec<&str> = path.iter().map(String::as_str).collect();
+    matches!(
+        place.as_slice(),
+        [s::CONFIG, s::ATTRS] | [s::PERMISSIONS] | [s::SESSIONS, _, s::TRACKS]
+    )
 }
 
 /// The map at `path`, if every step of it exists.
@@ -364,6 +402,7 @@ fn apply(tx: &mut Transaction<'_>, step: &Step) -> Result<(), automerge::Automer
             key,
             value,
             seen,
+            cut_removals,
         } => {
             let Some(obj) = resolve(tx, at) else {
                 return Ok(());
@@ -377,15 +416,22 @@ fn apply(tx: &mut Transaction<'_>, step: &Step) -> Result<(), automerge::Automer
             };
             let current = read::all_strings(tx, &obj, key);
             let mut candidates: Vec<String> = unseen(&current, seen);
+            candidates.extend(cut_removals.iter().cloned());
             candidates.push(text.to_string());
             settle(tx, &obj, at, key, &current, &candidates)?;
         }
-        Step::Delete { at, key, seen } => {
+        Step::Delete {
+            at,
+            key,
+            seen,
+            cut_removals,
+        } => {
             let Some(obj) = resolve(tx, at) else {
                 return Ok(());
             };
             let current = read::all_strings(tx, &obj, key);
-            let candidates = unseen(&current, seen);
+            let mut candidates = unseen(&current, seen);
+            candidates.extend(cut_removals.iter().cloned());
             if candidates.is_empty() {
                 if !current.is_empty() {
                     tx.delete(&obj, key.as_str())?;

@@ -43,13 +43,16 @@ use crate::model::{Permission, SessionState, Track, SCHEMA_VERSION};
 /// is carried). Replicas compact only with peers of the same version: two
 /// versions would write different bases at one cut. 2: the base is
 /// written in one bulk insertion (1 wrote it a put at a time, ordering its
-/// operations differently).
-pub const COMPACTION_FORMAT: u32 = 2;
+/// operations differently). 3: removals are stamped (`schema::
+/// encode_removed`): the base leaves removed keys out, and a replica of
+/// this format writes stamped removals once every replica it knows of
+/// speaks it (a peer that does not would refuse them).
+pub const COMPACTION_FORMAT: u32 = 3;
 
 /// The formats whose base a replica still recognises in a peer's history:
 /// a replica upgraded after it named a cut, but before it compacted, takes
 /// its peers' base written by the format they agreed under.
-pub const COMPACTION_FORMATS_READ: [u32; 2] = [COMPACTION_FORMAT, 1];
+pub const COMPACTION_FORMATS_READ: [u32; 3] = [COMPACTION_FORMAT, 2, 1];
 
 /// What a compaction request (`meta.compact`, stamped) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +118,7 @@ pub fn compact(
     };
     let mut doc = Automerge::new();
     doc.apply_changes([base.clone()])?;
-    let (carrier, carried) = carry::carry(old, &base, doc, tail)?;
+    let (carrier, carried) = carry::carry(old, &base, cut.request, doc, tail)?;
     Ok(Compacted {
         carrier,
         base,
@@ -191,7 +194,7 @@ pub fn base_change(
     format: u32,
 ) -> Result<Change, Error> {
     let objs = RootObjs::find(at_cut, room)?;
-    let fields = base_fields(at_cut, &objs, room, cut);
+    let fields = base_fields(at_cut, &objs, room, cut, format);
     let mut doc = Automerge::new().with_actor(s::base_actor(room, &cut.request));
     let success = doc
         .transact_with(
@@ -217,7 +220,10 @@ pub fn base_change(
 /// in one bulk insertion: a put per value (format 1) costs a search of the
 /// new document's op columns per put. automerge orders the bulk
 /// insertion's keys itself, so every replica writes the same bytes.
-fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut) -> Fields {
+/// Format 3 leaves removed keys out (formats 1 and 2, from before stamped
+/// removals, copy the newest value that parses, as they did).
+fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format: u32) -> Fields {
+    let removals = format >= 3;
     let mut root = Fields::default();
     root.put(s::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION));
     root.put(s::ROOM_ID, room.as_str());
@@ -234,13 +240,13 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut) -> Fie
     config.copy::<bool>(at, &objs.config, s::RECORDING);
     let mut attrs = Fields::default();
     for key in at.keys(&objs.attrs) {
-        attrs.copy::<String>(at, &objs.attrs, &key);
+        attrs.copy_removable::<String>(at, &objs.attrs, &key, removals);
     }
     config.map(s::ATTRS, attrs);
     root.map(s::CONFIG, config);
     let mut permissions = Fields::default();
     for key in at.keys(&objs.permissions) {
-        permissions.copy::<Permission>(at, &objs.permissions, &key);
+        permissions.copy_removable::<Permission>(at, &objs.permissions, &key, removals);
     }
     root.map(s::PERMISSIONS, permissions);
     let mut sessions = Fields::default();
@@ -278,7 +284,7 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut) -> Fie
         let mut tracks = Fields::default();
         if let Some(old_tracks) = map_obj(at, &from, s::TRACKS) {
             for key in at.keys(&old_tracks) {
-                tracks.copy::<Track>(at, &old_tracks, &key);
+                tracks.copy_removable::<Track>(at, &old_tracks, &key, removals);
             }
         }
         to.map(s::TRACKS, tracks);
@@ -355,6 +361,33 @@ impl Fields {
             .filter_map(|text| s::decode_stamped::<T>(&text).map(|(stamp, _)| (stamp, text)))
             .max_by_key(|(stamp, _)| *stamp);
         if let Some((_, text)) = winner {
+            self.put(key, text);
+        }
+    }
+}
+
+impl Fields {
+    /// Copies a removable field's winner (`read::removable`), unless it is
+    /// a removal: a removed key is left out of the base. A tail value
+    /// written without having seen the removal is carried against the
+    /// cut's removals (`carry.rs`), so leaving them out loses nothing.
+    fn copy_removable<T: DeserializeOwned>(
+        &mut self,
+        at: &Automerge,
+        from: &ObjId,
+        key: &str,
+        removals: bool,
+    ) {
+        if !removals {
+            return self.copy::<T>(at, from, key);
+        }
+        let winner = read::all_strings(at, from, key)
+            .into_iter()
+            .filter_map(|text| {
+                s::decode_stamped::<Option<T>>(&text).map(|(stamp, v)| (stamp, v.is_some(), text))
+            })
+            .max_by_key(|(stamp, _, _)| *stamp);
+        if let Some((_, true, text)) = winner {
             self.put(key, text);
         }
     }

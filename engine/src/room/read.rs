@@ -147,6 +147,25 @@ pub fn lww<R: ReadDoc, T: DeserializeOwned>(
         .max_by_key(|(stamp, _)| *stamp)
 }
 
+/// A removable field (an attribute, a permission, a track): last writer
+/// wins over its values and its removals (stamped `null`s); `None` when the
+/// newest is a removal, or nothing at `key` parses.
+pub fn removable<R: ReadDoc, T: DeserializeOwned>(
+    doc: &R,
+    obj: &ObjId,
+    key: &str,
+) -> Option<(Timestamp, T)> {
+    let (stamp, value) = lww::<_, Option<T>>(doc, obj, key)?;
+    Some((stamp, value?))
+}
+
+/// How many keys of a map of removable fields read as present.
+pub fn present_keys<R: ReadDoc>(doc: &R, obj: &ObjId) -> usize {
+    doc.keys(obj)
+        .filter(|key| removable::<_, serde_json::Value>(doc, obj, key).is_some())
+        .count()
+}
+
 /// The plain (unstamped) string at `key`, parsed; written once per object.
 fn plain<R: ReadDoc, T: std::str::FromStr>(doc: &R, obj: &ObjId, key: &str) -> Option<T> {
     let text = all_strings(doc, obj, key).into_iter().max()?;
@@ -205,7 +224,7 @@ fn config<R: ReadDoc>(doc: &R, objs: &RootObjs) -> Result<RoomConfig, Error> {
         lww(doc, &objs.config, s::PREFERRED_REGION).map(|(_, v)| v);
     let mut attributes = BTreeMap::new();
     for key in doc.keys(&objs.attrs) {
-        if let Some((_, value)) = lww::<_, String>(doc, &objs.attrs, &key) {
+        if let Some((_, value)) = removable::<_, String>(doc, &objs.attrs, &key) {
             attributes.insert(key, value);
         }
     }
@@ -222,7 +241,7 @@ fn permissions<R: ReadDoc>(doc: &R, obj: &ObjId) -> BTreeMap<UserId, Permission>
     doc.keys(obj)
         .filter_map(|key| {
             let user = UserId::parse(key.as_str()).ok()?;
-            let (_, perm) = lww::<_, Permission>(doc, obj, &key)?;
+            let (_, perm) = removable::<_, Permission>(doc, obj, &key)?;
             Some((user, perm))
         })
         .collect()
@@ -267,7 +286,7 @@ fn tracks<R: ReadDoc>(doc: &R, session: &ObjId) -> BTreeMap<TrackId, Track> {
     doc.keys(&obj)
         .filter_map(|key| {
             let id = TrackId::parse(key.as_str()).ok()?;
-            let (_, track) = lww::<_, Track>(doc, &obj, &key)?;
+            let (_, track) = removable::<_, Track>(doc, &obj, &key)?;
             Some((id, track))
         })
         .collect()

@@ -94,6 +94,21 @@ pub fn encode_stamped<T: Serialize>(stamp: Timestamp, value: &T) -> String {
     format!("{stamp}{STAMP_SEPARATOR}{json}")
 }
 
+/// A removal of an attribute, a permission or a track: a stamped `null`,
+/// which merges last-writer-wins with the key's values. automerge's own
+/// delete removes only the values its writer had seen, so a concurrent
+/// value that compaction dropped (it lost by stamp) would come back in the
+/// whole history and not in the compacted one; a stamped removal is a
+/// value like any other (`docs/data-model.md`, "Removals").
+pub fn encode_removed(stamp: Timestamp) -> String {
+    format!("{stamp}{STAMP_SEPARATOR}null")
+}
+
+/// Whether `text` is a stamped removal.
+pub fn is_removed(text: &str) -> bool {
+    text.len() == TIMESTAMP_TEXT_LEN + 5 && text.ends_with("|null") && stamp_of(text).is_some()
+}
+
 /// Decodes a stamped value; `None` for anything malformed (a foreign writer).
 pub fn decode_stamped<T: DeserializeOwned>(text: &str) -> Option<(Timestamp, T)> {
     if text.len() <= TIMESTAMP_TEXT_LEN || !text.is_char_boundary(TIMESTAMP_TEXT_LEN) {
@@ -136,6 +151,20 @@ mod tests {
         assert_eq!(decode_stamped::<String>("junk"), None);
         assert_eq!(decode_stamped::<u32>(&text), None);
         assert_eq!(decode_stamped::<String>(&"é".repeat(30)), None);
+    }
+
+    #[test]
+    fn a_removal_is_a_stamped_null() {
+        let ts = Timestamp {
+            wall_ms: 1,
+            logical: 2,
+            actor: 3,
+        };
+        let removed = encode_removed(ts);
+        assert!(is_removed(&removed));
+        assert_eq!(decode_stamped::<Option<String>>(&removed), Some((ts, None)));
+        assert!(!is_removed(&encode_stamped(ts, &"null")));
+        assert!(!is_removed("junk|null"));
     }
 
     #[test]

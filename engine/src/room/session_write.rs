@@ -96,7 +96,7 @@ pub fn publish(
         room: ctx.room.clone(),
         reason: format!("session {session}"),
     })?;
-    let permission = read::lww(tx, &objs.permissions, info.user.as_str())
+    let permission = read::removable(tx, &objs.permissions, info.user.as_str())
         .map_or_else(|| info.role.default_permission(), |(_, p)| p);
     if !permission.publish {
         return Err(Error::NotPermitted {
@@ -108,8 +108,8 @@ pub fn publish(
         room: ctx.room.clone(),
         reason: format!("session {session} tracks"),
     })?;
-    let exists = tx.get(&tracks, track_id.as_str())?.is_some();
-    if !exists && tx.length(&tracks) >= tracks_max {
+    let exists = read::removable::<_, serde_json::Value>(tx, &tracks, track_id.as_str()).is_some();
+    if !exists && read::present_keys(tx, &tracks) >= tracks_max {
         return Err(invalid(
             "tracks",
             format!("at most {tracks_max} per session"),
@@ -135,14 +135,15 @@ pub fn unpublish(
 ) -> Result<Vec<ChangeKind>, Error> {
     let obj = live_session(tx, objs, ctx.room, session)?;
     let tracks = read::map_obj(tx, &obj, s::TRACKS);
-    let Some(tracks) = tracks.filter(|t| matches!(tx.get(t, track_id.as_str()), Ok(Some(_))))
+    let Some(tracks) = tracks
+        .filter(|t| read::removable::<_, serde_json::Value>(tx, t, track_id.as_str()).is_some())
     else {
         return Err(Error::UnknownTrack {
             session: session.clone(),
             track: track_id.clone(),
         });
     };
-    tx.delete(&tracks, track_id.as_str())?;
+    super::write::remove(tx, &tracks, track_id.as_str(), ctx)?;
     Ok(vec![ChangeKind::TrackUnpublished {
         session: session.clone(),
         track: track_id.clone(),

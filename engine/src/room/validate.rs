@@ -430,13 +430,16 @@ fn check_op(
             if validate_id("attribute", key).is_err() {
                 return Err(why("not a valid attribute name"));
             }
-            removable(attribute, "a stamped attribute value")
+            removable(attribute, "a stamped attribute value or removal")
         }
         Place::Permissions => {
             if UserId::parse(key).is_err() {
                 return Err(why("not a valid user id"));
             }
-            removable(stamped::<Permission>, "a stamped permission")
+            removable(
+                stamped::<Option<Permission>>,
+                "a stamped permission or removal",
+            )
         }
         Place::Sessions => {
             if SessionId::parse(key).is_err() {
@@ -463,7 +466,7 @@ fn check_op(
             if TrackId::parse(key).is_err() {
                 return Err(why("not a valid track id"));
             }
-            removable(stamped::<Track>, "a stamped track")
+            removable(stamped::<Option<Track>>, "a stamped track or removal")
         }
         Place::Counters => match (s::COUNTER_KEYS.contains(&key), action) {
             (true, OpType::Increment(1)) => Ok(None),
@@ -504,8 +507,10 @@ fn participants(text: &str) -> bool {
         .is_some_and(|(_, n)| (1..=PARTICIPANTS_PER_ROOM_MAX).contains(&n))
 }
 
+/// A stamped attribute value within the size limit, or a removal.
 fn attribute(text: &str) -> bool {
-    s::decode_stamped::<String>(text).is_some_and(|(_, v)| v.len() <= ATTR_VALUE_BYTES_MAX)
+    s::decode_stamped::<Option<String>>(text)
+        .is_some_and(|(_, v)| v.is_none_or(|v| v.len() <= ATTR_VALUE_BYTES_MAX))
 }
 
 fn role(text: &str) -> bool {

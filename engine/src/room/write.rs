@@ -3,7 +3,7 @@
 //! transaction rolls back).
 
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
+use automerge::{ObjId, ObjType, ScalarValue, ROOT};
 
 use super::op::RoomOp;
 use super::read::{self, RootObjs};
@@ -39,11 +39,33 @@ pub fn genesis(tx: &mut Transaction<'_>, room: &RoomId) -> Result<(), Error> {
     Ok(())
 }
 
+/// Removes `key` from a map of removable fields (attributes, permissions,
+/// tracks): a stamped `null` when `ctx` says every replica reads one (and
+/// only over a value, not over nothing or another removal), else
+/// automerge's delete.
+pub(super) fn remove(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    key: &str,
+    ctx: &WriteCtx<'_>,
+) -> Result<(), Error> {
+    if !ctx.stamped_removals {
+        tx.delete(obj, key)?;
+    } else if read::removable::<_, serde_json::Value>(tx, obj, key).is_some() {
+        tx.put(obj, key, s::encode_removed(ctx.stamp))?;
+    }
+    Ok(())
+}
+
 /// Context of one local write.
 pub struct WriteCtx<'a> {
     pub room: &'a RoomId,
     pub stamp: Timestamp,
     pub now_ms: u64,
+    /// Removals are written as stamped `null`s (`schema::encode_removed`)
+    /// rather than automerge deletes: only once every replica reads them
+    /// (the replica's version gate), since an older build refuses them.
+    pub stamped_removals: bool,
 }
 
 /// Applies `op` (anything but `Create`'s genesis) and says what changed.
@@ -69,7 +91,7 @@ pub fn apply(
             set_permission(tx, objs, ctx, user, permission)
         }
         RoomOp::RemovePermission { user } => {
-            tx.delete(&objs.permissions, user.as_str())?;
+            remove(tx, &objs.permissions, user.as_str(), ctx)?;
             Ok(vec![ChangeKind::PermissionRemoved { user: user.clone() }])
         }
         RoomOp::Join { request } => {
@@ -158,8 +180,9 @@ fn set_permission(
     user: &crate::ids::UserId,
     permission: &crate::model::Permission,
 ) -> Result<Vec<ChangeKind>, Error> {
-    let exists = tx.get(&objs.permissions, user.as_str())?.is_some();
-    if !exists && tx.length(&objs.permissions) >= PERMISSIONS_PER_ROOM_MAX {
+    let exists =
+        read::removable::<_, serde_json::Value>(tx, &objs.permissions, user.as_str()).is_some();
+    if !exists && read::present_keys(tx, &objs.permissions) >= PERMISSIONS_PER_ROOM_MAX {
         return Err(invalid(
             "permissions",
             format!("at most {PERMISSIONS_PER_ROOM_MAX} per room"),
@@ -207,7 +230,7 @@ fn update_config(
         )?;
     }
     for key in &update.remove_attributes {
-        tx.delete(&objs.attrs, key.as_str())?;
+        remove(tx, &objs.attrs, key.as_str(), ctx)?;
     }
     for (key, value) in &update.set_attributes {
         validate_id("attribute", key)?;
@@ -223,7 +246,7 @@ fn update_config(
             s::encode_stamped(ctx.stamp, value),
         )?;
     }
-    if tx.length(&objs.attrs) > ATTRS_PER_ROOM_MAX {
+    if read::present_keys(tx, &objs.attrs) > ATTRS_PER_ROOM_MAX {
         return Err(invalid(
             "attributes",
             format!("at most {ATTRS_PER_ROOM_MAX} per room"),

@@ -102,6 +102,15 @@ impl Replica {
         known.iter().all(|p| self.compaction.capable.contains(p))
     }
 
+    /// Whether this replica writes removals as stamped `null`s: every
+    /// replica it knows of reads them. They came with compaction format 3,
+    /// so the compaction's version gate is theirs; a replica that does not
+    /// compact, or still waits to hear from a peer, deletes as older builds
+    /// do (`docs/data-model.md`, "Removals").
+    pub(super) fn stamped_removals(&self) -> bool {
+        self.config.compaction && self.gate_open()
+    }
+
     /// A peer named a request for `room` that this replica does not hold,
     /// or replication may just have brought it: if the room now holds the
     /// request the peer named, this replica names it back to every peer at
