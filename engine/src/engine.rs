@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,8 +23,11 @@ use crate::error::{Error, Result};
 use crate::events::ChangeEvent;
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId, SessionId, TenantId};
-use crate::limits::{COMMAND_QUEUE_MAX, DRAIN_RATE_MAX, EVENT_QUEUE_DEFAULT, IMPORTS_MERGING_MAX};
-use crate::membership::AppHealth;
+use crate::limits::{
+    COMMAND_QUEUE_MAX, DRAIN_RATE_MAX, EVENT_QUEUE_DEFAULT, IMPORTS_MERGING_MAX, LEAVE_ACK_POLL_MS,
+    LEAVE_ACK_WAIT_MS,
+};
+use crate::membership::{AppHealth, Intent};
 use crate::model::*;
 use crate::replica::{Incident, Input, Replica, ReplicaConfig, ReplicaStats};
 use crate::resume::Resumed;
@@ -226,6 +230,31 @@ impl Engine {
             Some(why) => Err(Error::Stopped(why)),
             None => Ok(()),
         }
+    }
+
+    /// Tells the peers that this replica stops on purpose, and why
+    /// (`Intent::Restart`: hold my calls, I am back within the restart
+    /// grace; `Intent::Stop`: take them now), then stops like `shutdown`.
+    /// Waits for every connected peer to acknowledge, at most
+    /// `LEAVE_ACK_WAIT_MS`: a peer that did not hear it detects the
+    /// departure as a failure. Returns how many peers did not acknowledge.
+    pub fn leave_cluster(&self, intent: Intent) -> Result<usize> {
+        self.send(Command::Input(Input::Leave { intent }))?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(LEAVE_ACK_WAIT_MS);
+        let missing = loop {
+            let (done, missing) = self.query(|ctx| {
+                Ok((
+                    ctx.replica.departure_acknowledged(),
+                    ctx.replica.departure_unacknowledged(),
+                ))
+            })?;
+            if done || std::time::Instant::now() >= deadline {
+                break missing;
+            }
+            std::thread::sleep(Duration::from_millis(LEAVE_ACK_POLL_MS));
+        };
+        self.shutdown()?;
+        Ok(missing)
     }
 
     /// Blocks until the driver has stopped (asked to, or on a store failure

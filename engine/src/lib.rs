@@ -30,6 +30,7 @@ pub use engine::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use events::{ChangeEvent, ChangeKind, Origin};
 pub use ids::{IdError, NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId};
+pub use membership::Intent;
 pub use model::*;
 pub use pending::PendingWrite;
 pub use resume::Resumed;

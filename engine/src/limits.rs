@@ -212,6 +212,14 @@ pub const IMPORTS_MERGING_MAX: usize = 1;
 /// not a drain.
 pub const DRAIN_RATE_MAX: u32 = 100_000;
 
+/// How long a replica that leaves on purpose (`Engine::leave_cluster`) waits for
+/// its peers to acknowledge, and how often it looks. A peer on a healthy
+/// link answers within a round trip; one that does not answer in a second
+/// is treated as the detector would treat it (the departure looks like a
+/// failure to that peer), and the stop is not held up longer.
+pub const LEAVE_ACK_WAIT_MS: u64 = 1_000;
+pub const LEAVE_ACK_POLL_MS: u64 = 10;
+
 // ---- The wire protocol (replica/wire.rs) -----------------------------------
 
 /// Largest frame accepted on a request-response stream. A snapshot chunk or a

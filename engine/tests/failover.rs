@@ -260,3 +260,78 @@ fn a_node_back_from_the_minority_side_takes_no_call_from_a_live_node() {
     assert_eq!(net.members[2].replica.calls_owned_by(&node(0)).len(), 6);
     assert!(net.converged());
 }
+
+fn grace_3s(config: &mut ReplicaConfig) {
+    detect(config);
+    config.detector.restart_grace_ms = 3_000;
+}
+
+fn rehomed(net: &Net) -> u64 {
+    (0..net.members.len())
+        .map(|i| net.members[i].replica.stats().rehomed)
+        .sum()
+}
+
+/// Node 2 announces `intent` and everyone acknowledges; then its process
+/// is gone (nothing reaches it, nothing comes from it).
+fn leaves(net: &mut Net, intent: Intent) {
+    net.input(2, Input::Leave { intent });
+    assert!(net.members[2].replica.departure_acknowledged());
+    net.disconnect(2, 0);
+    net.disconnect(2, 1);
+}
+
+#[test]
+fn a_node_that_announces_a_restart_keeps_its_calls_and_is_healthy_when_back() {
+    let mut net = formed();
+    host_calls(&mut net, 2, 8);
+    net.run_for(500);
+    leaves(&mut net, Intent::Restart);
+    // Well past the detector's conviction (about 2 s without a word).
+    net.run_for(5_000);
+    for i in [0, 1] {
+        assert_eq!(grade(&net, i, 2), Some(Grade::Leaving), "replica {i}");
+        assert_eq!(net.members[i].replica.calls_owned_by(&node(2)).len(), 8);
+    }
+    net.restart(2, detect);
+    net.reconnect(0, 2);
+    net.reconnect(1, 2);
+    net.run_for(3_000);
+    for i in [0, 1] {
+        assert_eq!(grade(&net, i, 2), Some(Grade::Healthy), "replica {i}");
+    }
+    assert_eq!(net.members[0].replica.calls_owned_by(&node(2)).len(), 8);
+    assert_eq!(rehomed(&net), 0, "a planned restart moves no call");
+    assert!(net.converged());
+}
+
+#[test]
+fn a_restart_not_back_within_its_grace_fails_over() {
+    let mut net = Net::new(3, grace_3s);
+    net.connect_all();
+    net.run_for(2_000);
+    host_calls(&mut net, 2, 8);
+    net.run_for(500);
+    leaves(&mut net, Intent::Restart);
+    net.run_for(2_900);
+    assert_eq!(grade(&net, 0, 2), Some(Grade::Leaving));
+    assert_eq!(rehomed(&net), 0);
+    net.run_for(2_000);
+    assert_eq!(grade(&net, 0, 2), Some(Grade::Down));
+    assert!(rehomed(&net) > 0, "its calls fail over once the grace ends");
+}
+
+#[test]
+fn a_node_that_announces_a_stop_is_down_at_once_and_its_calls_move() {
+    let mut net = formed();
+    host_calls(&mut net, 2, 8);
+    net.run_for(500);
+    leaves(&mut net, Intent::Stop);
+    for i in [0, 1] {
+        assert_eq!(grade(&net, i, 2), Some(Grade::Down), "replica {i}");
+    }
+    // Sooner than the detector could convict it (suspicion alone waits
+    // 800 ms after failed probes).
+    net.run_for(600);
+    assert!(rehomed(&net) > 0, "its calls move without waiting");
+}

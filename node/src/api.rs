@@ -21,7 +21,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use chorus_engine::model::{JoinRequest, Owner, RoomConfig};
-use chorus_engine::{ConfigUpdate, Engine, RoomId, RoomOp, SessionId, TenantId};
+use chorus_engine::{ConfigUpdate, Engine, Intent, RoomId, RoomOp, SessionId, TenantId};
 
 use crate::config::Config;
 use crate::limits::CALLS_IN_FLIGHT_MAX;
@@ -40,6 +40,10 @@ pub struct ApiState {
     token: Option<Arc<str>>,
     drills: bool,
     body_bytes_max: usize,
+    /// Where `POST /v1/leave` goes (the daemon's main task), and the
+    /// intent it announces by default.
+    leave: Option<tokio::sync::mpsc::Sender<Intent>>,
+    shutdown_intent: Intent,
 }
 
 impl ApiState {
@@ -50,7 +54,15 @@ impl ApiState {
             token: config.api.token.as_deref().map(Arc::from),
             drills: config.drills,
             body_bytes_max: config.api.body_bytes_max,
+            leave: None,
+            shutdown_intent: config.shutdown_intent,
         }
+    }
+
+    /// Lets `POST /v1/leave` ask the daemon to leave, through `tx`.
+    pub fn with_leave(mut self, tx: tokio::sync::mpsc::Sender<Intent>) -> Self {
+        self.leave = Some(tx);
+        self
     }
 }
 
@@ -120,6 +132,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/changes", get(sse::changes))
         .route("/v1/drill/partition", post(drill_partition))
         .route("/v1/drill/heal", post(drill_heal))
+        .route("/v1/leave", post(leave_cluster))
         .merge(crate::nodes::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -470,4 +483,45 @@ async fn drill_heal(State(state): State<ApiState>) -> Result<Response, ApiError>
         cut: cut.iter().map(|p| p.to_base58()).collect(),
     })
     .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveBody {
+    intent: Option<Intent>,
+}
+
+/// `POST /v1/leave`: the daemon tells its peers it is leaving (a restart:
+/// they hold its calls; a stop: they take them now), then exits. 202: the
+/// departure has started; the process ends once peers acknowledged (at
+/// most a second).
+async fn leave_cluster(
+    State(state): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // The body is optional: none (or `{}`) announces the configured intent.
+    let body: LeaveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        LeaveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!(
+                "body: {e} (expected {{\"intent\": \"restart\" | \"stop\"}})"
+            ))
+        })?
+    };
+    let intent = body.intent.unwrap_or(state.shutdown_intent);
+    let tx = state.leave.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "unsupported",
+            "this server cannot leave on request",
+        )
+    })?;
+    // A second request while the first is under way changes nothing.
+    let _ = tx.try_send(intent);
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "status": "leaving", "intent": intent })),
+    )
+        .into_response())
 }

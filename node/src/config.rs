@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use chorus_engine::replica::ReplicaConfig;
+use chorus_engine::Intent;
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
@@ -38,6 +39,11 @@ pub struct Config {
     pub drills: bool,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// What SIGTERM (or `POST /v1/leave` without an intent) tells the
+    /// peers: `restart` (hold my calls for their `restart_grace_ms`; the
+    /// media nodes keep running while the daemon restarts) or `stop` (take
+    /// my calls now).
+    pub shutdown_intent: Intent,
     /// Replica timers and limits (`[replica]`, and failure detection in
     /// `[replica.detector]`); unset ones keep the engine's defaults. Its
     /// identity comes from elsewhere: the node id from the key, cluster and
@@ -73,6 +79,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             drills: false,
             log_json: false,
+            shutdown_intent: Intent::Restart,
             replica: ReplicaConfig::default(),
         }
     }
@@ -115,7 +122,7 @@ impl Config {
 
     /// `CHORUS_<KEY>` overrides the file: NAME, DATA_DIR, LISTEN and PEERS
     /// (comma-separated), REGION, CLUSTER_ID, ALLOWED_PEERS, PSK,
-    /// API_LISTEN, API_TOKEN, DRILLS, LOG_JSON.
+    /// API_LISTEN, API_TOKEN, DRILLS, LOG_JSON, SHUTDOWN_INTENT.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         fn list<T: std::str::FromStr>(key: &str, text: &str) -> anyhow::Result<Vec<T>>
         where
@@ -173,6 +180,9 @@ impl Config {
         }
         if let Some(v) = var("CHORUS_LOG_JSON") {
             self.log_json = one("CHORUS_LOG_JSON", &v)?;
+        }
+        if let Some(v) = var("CHORUS_SHUTDOWN_INTENT") {
+            self.shutdown_intent = one("CHORUS_SHUTDOWN_INTENT", &v)?;
         }
         Ok(())
     }

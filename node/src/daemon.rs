@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use chorus_engine::net::Network;
 use chorus_engine::storage::SledKv;
-use chorus_engine::{Engine, EngineConfig, SystemClock};
+use chorus_engine::{Engine, EngineConfig, Intent, SystemClock};
 
 use crate::config::{parse_psk, Config};
 
@@ -24,6 +24,8 @@ pub struct Running {
     engine: Arc<Engine>,
     api_stop: Option<oneshot::Sender<()>>,
     api_task: tokio::task::JoinHandle<()>,
+    /// `POST /v1/leave` asks the daemon to leave (`left`).
+    leave_requests: mpsc::Receiver<Intent>,
 }
 
 impl Running {
@@ -40,14 +42,48 @@ impl Running {
         })
     }
 
-    /// Stops the API, then the replica (after the commands already sent),
-    /// flushes the store and closes the connections.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// The API's requests that this daemon leave (`POST /v1/leave`), each
+    /// with the intent to announce. Taken once; later calls get a closed
+    /// channel.
+    pub fn leave_requests(&mut self) -> mpsc::Receiver<Intent> {
+        std::mem::replace(&mut self.leave_requests, mpsc::channel(1).1)
+    }
+
+    /// A planned departure: stops the API, tells the peers `intent`
+    /// (`Engine::leave_cluster`; each waits at most a second), then stops
+    /// the replica like [`Running::stop`].
+    pub async fn leave(mut self, intent: Intent) -> anyhow::Result<()> {
+        self.stop_api().await;
+        let engine = self.engine.clone();
+        let missing = tokio::task::spawn_blocking(move || engine.leave_cluster(intent))
+            .await
+            .context("leaving the cluster")?
+            .context("the replica stopped with an error")?;
+        if missing > 0 {
+            tracing::warn!(
+                intent = intent.as_str(),
+                missing,
+                "left; some peers did not acknowledge and will detect it as a failure"
+            );
+        } else {
+            tracing::info!(intent = intent.as_str(), "left; every peer acknowledged");
+        }
+        Ok(())
+    }
+
+    async fn stop_api(&mut self) {
         if let Some(tx) = self.api_stop.take() {
             let _ = tx.send(());
         }
         self.api_task.abort();
         let _ = (&mut self.api_task).await;
+    }
+
+    /// Stops the API, then the replica (after the commands already sent),
+    /// flushes the store and closes the connections. Peers are not told:
+    /// they detect it as a failure (see [`Running::leave`]).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_api().await;
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.shutdown())
             .await
@@ -102,7 +138,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot bind the API on {}", config.api.listen))?;
     let api = api_listener.local_addr()?;
-    let router = crate::api::router(crate::api::ApiState::new(&config, engine.clone()));
+    let (leave_tx, leave_requests) = mpsc::channel(1);
+    let router =
+        crate::api::router(crate::api::ApiState::new(&config, engine.clone()).with_leave(leave_tx));
     let (api_stop, api_stop_rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
     let api_task = tokio::spawn(crate::api::server::serve(
@@ -119,5 +157,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         engine,
         api_stop: Some(api_stop),
         api_task,
+        leave_requests,
     })
 }

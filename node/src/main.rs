@@ -80,6 +80,15 @@ enum Command {
         #[arg(long)]
         cancel: bool,
     },
+    /// Asks the replica to leave the cluster and exit: `restart` (peers hold
+    /// its calls for their restart grace) or `stop` (they take them now).
+    /// Without `--intent`: the replica's `shutdown_intent`.
+    Leave {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long, value_parser = ["restart", "stop"])]
+        intent: Option<String>,
+    },
     /// Three replicas on loopback: replication, a partition drill, the merge, a failover.
     Demo,
     /// Benchmarks against real daemons on loopback.
@@ -173,6 +182,17 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             rate,
             cancel,
         } => drain(&api, &node, rate, cancel).await?,
+        Command::Leave { api, intent } => {
+            let body = match intent {
+                Some(intent) => json!({ "intent": intent }),
+                None => json!({}),
+            };
+            let answer: Value = api
+                .client()?
+                .send(reqwest::Method::POST, "/v1/leave", &body)
+                .await?;
+            print_json(&answer)?
+        }
         Command::Demo => {
             init_logs(false, "warn");
             return demo::run().await;
@@ -295,7 +315,9 @@ async fn drain(api: &Api, node: &str, rate: Option<u32>, cancel: bool) -> anyhow
 async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     init_logs(config.log_json, "info,libp2p=warn");
+    let shutdown_intent = config.shutdown_intent;
     let mut node = daemon::start(config).await?;
+    let mut leave_requests = node.leave_requests();
     // One line on stdout for whoever started us (tests, scripts).
     let ready = json!({
         "event": "ready",
@@ -304,12 +326,13 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         "listen": node.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
     println!("{ready}");
-    tokio::select! {
+    let intent = tokio::select! {
         result = node.wait() => return result.context("the replica stopped"),
-        _ = shutdown_signal() => {}
-    }
-    tracing::info!("shutting down");
-    node.stop().await
+        () = shutdown_signal() => shutdown_intent,
+        Some(intent) = leave_requests.recv() => intent,
+    };
+    tracing::info!(intent = intent.as_str(), "leaving the cluster");
+    node.leave(intent).await
 }
 
 async fn shutdown_signal() {

@@ -171,6 +171,16 @@ impl Runner<'_> {
                 self.checker.fail(Invariant::Failover, message);
             }
         }
+        if let Some(max) = checks.rehomed_calls_max {
+            if stats.rehomed_calls > max {
+                let message = format!(
+                    "{} calls taken over (limit {max}); timeline: {:?}",
+                    stats.rehomed_calls,
+                    stats.timeline.iter().rev().take(8).collect::<Vec<_>>()
+                );
+                self.checker.fail(Invariant::Failover, message);
+            }
+        }
         if let Some(budget) = checks.failover_budget_ms {
             for c in &stats.crashes {
                 if c.restarted_ms.is_some() && c.rehome_ms.is_none() {
@@ -335,6 +345,10 @@ impl Runner<'_> {
             Fault::Undrain(i) => {
                 cluster.order_drain(*i, false);
                 (Some(*i), "undrain".into())
+            }
+            Fault::Leave(l) => {
+                cluster.leave(l.node, l.intent);
+                (Some(l.node), format!("leave ({})", l.intent.as_str()))
             }
         };
         self.timeline.mark(at, node, label);

@@ -214,6 +214,7 @@ pub fn draw(seed: u64) -> Scenario {
             sample_ms: 50,
             failover_budget_ms: None,
             false_failovers_max: None,
+            rehomed_calls_max: None,
         },
         events,
         regions: Vec::new(),

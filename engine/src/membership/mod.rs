@@ -14,12 +14,14 @@
 //! 3. **Application health**: a media node reports its load and call-setup
 //!    failure rate; over the thresholds it is Degraded (no new calls).
 //!
-//! Grades: Healthy → Degraded → Suspect → Down. Only Down triggers
-//! failover. Every change is a [`GradeChange`] with a reason.
+//! Grades: Healthy → Degraded → Suspect → Down, and Leaving for a node
+//! that announced a restart (`departure`). Only Down triggers failover.
+//! Every change is a [`GradeChange`] with a reason.
 //!
 //! Like the replica, this owns no socket or clock: the replica feeds it
 //! datagrams and the time, and carries its datagrams out.
 
+mod departure;
 pub mod health;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{NodeId, RegionId};
 pub use crate::limits::MEMBERS_MAX;
 pub use crate::limits::SWIM_PACKET_MAX;
+use departure::Departure;
+pub use departure::Intent;
 pub use health::{AppHealth, DrainOrder, HealthReport, DRAIN_ORDERS_MAX};
 
 /// A member's SWIM identity. The incarnation grows on every restart (high
@@ -70,6 +74,8 @@ pub enum Grade {
     /// Alive but over its load or call-setup-failure threshold: it keeps
     /// its calls and gets no new ones.
     Degraded,
+    /// Announced a restart: its calls are held for the restart grace.
+    Leaving,
     /// Probes failed; the cluster waits for a refutation.
     Suspect,
     /// Convicted: its calls fail over.
@@ -110,6 +116,10 @@ pub struct DetectorConfig {
     pub degraded_load_permille: u32,
     /// Call-setup failure rate (per-mille) above which a node is Degraded.
     pub degraded_setup_failure_permille: u32,
+    /// How long a node that announced a restart keeps its calls (graded
+    /// Leaving) before they fail over. 30 s covers a daemon's restart
+    /// with a large store to reopen; its media keeps running meanwhile.
+    pub restart_grace_ms: u64,
 }
 
 impl Default for DetectorConfig {
@@ -123,6 +133,7 @@ impl Default for DetectorConfig {
             health_interval_ms: 500,
             degraded_load_permille: 1_000,
             degraded_setup_failure_permille: 200,
+            restart_grace_ms: 30_000,
         }
     }
 }
@@ -176,6 +187,9 @@ pub struct Membership {
     timers: BTreeMap<(u64, u64), foca::Timer<SwimId>>,
     timer_seq: u64,
     nodes: BTreeMap<NodeId, NodeView>,
+    /// Departures nodes announced, until they are back (or, for a restart,
+    /// until its grace ends).
+    departures: BTreeMap<NodeId, Departure>,
     own_app: AppHealth,
     /// Datagrams for the replica to send.
     pub(crate) out: Vec<(NodeId, Vec<u8>)>,
@@ -239,6 +253,7 @@ impl Membership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             nodes,
+            departures: BTreeMap::new(),
             own_app: AppHealth::default(),
             out: Vec::new(),
             changes: Vec::new(),
@@ -290,6 +305,24 @@ impl Membership {
         self.regrade(now_ms);
     }
 
+    /// `from` announced it is leaving (`departure`). A node this replica
+    /// does not know as a member is ignored: there is nothing to hold.
+    pub fn on_departure(&mut self, now_ms: u64, from: &NodeId, intent: Intent) {
+        if from == &self.me || !self.nodes.contains_key(from) {
+            return;
+        }
+        let incarnation = self.swim_state().get(from).map_or(0, |(inc, _)| *inc);
+        self.departures.insert(
+            from.clone(),
+            Departure {
+                intent,
+                incarnation,
+                until_ms: now_ms.saturating_add(self.config.restart_grace_ms),
+            },
+        );
+        self.regrade(now_ms);
+    }
+
     /// A node's periodic self-report.
     pub fn on_report(&mut self, now_ms: u64, from: &NodeId, report: HealthReport) {
         if let Some(view) = self.view_mut(from, now_ms) {
@@ -336,9 +369,16 @@ impl Membership {
         self.regrade(now_ms);
     }
 
-    /// When the next SWIM timer is due.
+    /// When the next SWIM timer, or the end of a restart's grace, is due.
     pub fn next_timer_ms(&self) -> Option<u64> {
-        self.timers.keys().next().map(|(at, _)| *at)
+        let swim = self.timers.keys().next().map(|(at, _)| *at);
+        let grace = self
+            .departures
+            .values()
+            .filter(|d| d.intent == Intent::Restart)
+            .map(|d| d.until_ms)
+            .min();
+        swim.into_iter().chain(grace).min()
     }
 
     pub fn grade(&self, node: &NodeId) -> Option<Grade> {
@@ -435,9 +475,31 @@ impl Membership {
         let config = self.config.clone();
         let own_app = self.own_app;
         let me = self.me.clone();
+        let mut ended = Vec::new();
         for view in self.nodes.values_mut() {
+            let departure = self.departures.get(&view.node).copied();
+            let back = departure.is_some_and(|d| {
+                swim.get(&view.node)
+                    .is_some_and(|(inc, state)| *inc > d.incarnation && *state == State::Alive)
+            });
+            let expired =
+                departure.is_some_and(|d| d.intent == Intent::Restart && now_ms >= d.until_ms);
+            if back || expired {
+                ended.push(view.node.clone());
+            }
             let (grade, reason) = if view.node == me {
                 app_grade(&config, &own_app)
+            } else if let (Some(d), false, false) = (departure, back, expired) {
+                match d.intent {
+                    Intent::Stop => (Grade::Down, "left: stopped by its operator".to_string()),
+                    Intent::Restart => (
+                        Grade::Leaving,
+                        format!(
+                            "restarting; its calls are held for {} ms more",
+                            d.until_ms.saturating_sub(now_ms)
+                        ),
+                    ),
+                }
             } else {
                 let silent_ms = view
                     .last_heard_ms
@@ -476,6 +538,11 @@ impl Membership {
                     None => (view.grade, view.reason.clone()),
                 }
             };
+            let reason = if expired && grade != Grade::Healthy && grade != Grade::Degraded {
+                format!("not back within the restart grace; {reason}")
+            } else {
+                reason
+            };
             if grade != view.grade {
                 let reason = match (view.grade, grade) {
                     (Grade::Suspect, Grade::Healthy | Grade::Degraded) => {
@@ -483,6 +550,9 @@ impl Membership {
                     }
                     (Grade::Down, Grade::Healthy | Grade::Degraded) => {
                         format!("back after conviction; {reason}")
+                    }
+                    (Grade::Leaving, Grade::Healthy | Grade::Degraded) => {
+                        format!("back from its restart; {reason}")
                     }
                     _ => reason.clone(),
                 };
@@ -496,6 +566,9 @@ impl Membership {
                 view.since_ms = now_ms;
             }
             view.reason = reason;
+        }
+        for node in ended {
+            self.departures.remove(&node);
         }
     }
 }

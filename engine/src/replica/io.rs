@@ -78,6 +78,12 @@ pub enum Input {
         rate_per_s: Option<u32>,
         active: bool,
     },
+    /// This replica is about to stop on purpose: it tells its peers
+    /// (`membership::Intent`). `Replica::departure_acknowledged` says when
+    /// they all know.
+    Leave {
+        intent: crate::membership::Intent,
+    },
 }
 
 /// Everything a replica asks its driver to do.

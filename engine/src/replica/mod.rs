@@ -48,6 +48,7 @@
 mod catchup;
 mod compaction;
 pub mod config;
+mod departure;
 mod failover;
 mod io;
 mod journal;
@@ -139,6 +140,7 @@ pub struct Replica {
     offload: offload::State,
     anti_entropy: round::State,
     failover: failover::State,
+    departure: departure::State,
     /// Entries in the incident journal (to keep it bounded).
     journal_len: usize,
     rng: Rng,
@@ -179,6 +181,7 @@ impl Replica {
             offload: offload::State::new(incarnation),
             anti_entropy: round::State::new(now_ms),
             failover: failover::State::new(now_ms),
+            departure: departure::State::default(),
             journal_len: 0,
             rng: Rng(config.seed | 1),
             stats: ReplicaStats::default(),
@@ -263,6 +266,7 @@ impl Replica {
                 rate_per_s,
                 active,
             } => self.on_local_drain(node, rate_per_s, active),
+            Input::Leave { intent } => self.on_local_leave(intent),
         }
         self.finish_input();
     }
@@ -399,6 +403,8 @@ impl Replica {
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),
             Body::Drain { order } => self.on_peer_drain(from, order),
+            Body::Leaving { intent } => self.on_leaving(from, intent),
+            Body::LeavingAck => self.on_leaving_ack(from),
         }
     }
 

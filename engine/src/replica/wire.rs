@@ -189,6 +189,12 @@ pub enum Body {
         ask: bool,
         requests: Vec<(RoomId, WireHead)>,
     },
+    /// "I am stopping on purpose" (`membership::Intent`): a restart (hold
+    /// my calls) or a stop (take them now). An older build cannot decode
+    /// it and detects the departure as a failure.
+    Leaving { intent: crate::membership::Intent },
+    /// "I heard that you are leaving."
+    LeavingAck,
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -300,6 +306,8 @@ impl Body {
             Body::Swim { data } => check("swim bytes", data.len(), SWIM_PACKET_MAX),
             Body::Health { report } => check("drains", report.drains.len(), DRAIN_ORDERS_MAX),
             Body::Drain { .. }
+            | Body::Leaving { .. }
+            | Body::LeavingAck
             | Body::Unavailable { .. }
             | Body::DigestReq { .. }
             | Body::DigestResp { .. }
@@ -330,6 +338,8 @@ impl Body {
             Body::Swim { .. } => "swim",
             Body::Health { .. } => "health",
             Body::Drain { .. } => "drain",
+            Body::Leaving { .. } => "leaving",
+            Body::LeavingAck => "leaving_ack",
         }
     }
 }

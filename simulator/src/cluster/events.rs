@@ -169,6 +169,15 @@ impl Cluster {
         );
     }
 
+    /// Node `node` tells its peers it is leaving (it keeps running until a
+    /// crash event ends it).
+    pub fn leave(&mut self, node: usize, intent: chorus_engine::Intent) {
+        self.fault("leave", Some(node), intent.as_str());
+        if self.nodes[node].is_up() {
+            self.input(node, Input::Leave { intent });
+        }
+    }
+
     /// Nodes replica `i` would give new calls: graded Healthy, not
     /// draining (empty if `i` is down).
     pub fn placeable(&self, i: usize) -> Vec<NodeId> {

@@ -122,6 +122,10 @@ pub struct CheckConfig {
     /// If set, convictions of live nodes above this fail the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub false_failovers_max: Option<u64>,
+    /// If set, calls taken over (by failovers and drains) above this fail
+    /// the run: 0 for planned restarts, which must move nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehomed_calls_max: Option<u64>,
 }
 
 fn default_check_ms() -> u64 {
@@ -144,6 +148,7 @@ impl Default for CheckConfig {
             sample_ms: default_sample_ms(),
             failover_budget_ms: None,
             false_failovers_max: None,
+            rehomed_calls_max: None,
         }
     }
 }
@@ -212,6 +217,19 @@ pub struct EventSpec {
     /// An operator cancels the node's drain: calls not yet moved stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undrain: Option<usize>,
+    /// The node tells its peers it is leaving (`restart`: hold my calls;
+    /// `stop`: take them now), as SIGTERM makes the daemon do. It keeps
+    /// running: a `crash` event ends its process, a `restart` brings it
+    /// back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leave: Option<Leave>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leave {
+    pub node: usize,
+    pub intent: chorus_engine::Intent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -313,6 +331,7 @@ pub enum Fault {
     Degrade(Degrade),
     Drain(usize),
     Undrain(usize),
+    Leave(Leave),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -433,6 +452,9 @@ impl Scenario {
             if let Some(v) = e.undrain {
                 push(at_ms, Fault::Undrain(v));
             }
+            if let Some(l) = e.leave {
+                push(at_ms, Fault::Leave(l));
+            }
         }
         plan.sort_by_key(|t| t.at_ms);
         plan
@@ -462,6 +484,7 @@ impl EventSpec {
             ("degrade", self.degrade.is_some()),
             ("drain", self.drain.is_some()),
             ("undrain", self.undrain.is_some()),
+            ("leave", self.leave.is_some()),
         ];
         set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect()
     }

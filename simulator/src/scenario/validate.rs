@@ -162,6 +162,9 @@ impl Scenario {
                 }
             }
         }
+        if let Some(l) = e.leave {
+            node("leave.node", l.node)?;
+        }
         for (key, v) in [
             ("drain", e.drain),
             ("undrain", e.undrain),
