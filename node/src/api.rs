@@ -7,6 +7,7 @@
 //! timeouts).
 
 mod errors;
+mod fields;
 pub mod server;
 pub mod sse;
 
@@ -66,7 +67,7 @@ impl ApiState {
     }
 }
 
-fn room_id(text: &str) -> Result<RoomId, ApiError> {
+pub(crate) fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(|e| ApiError::bad(format!("room: {e}")))
 }
 
@@ -134,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/drill/heal", post(drill_heal))
         .route("/v1/leave", post(leave_cluster))
         .merge(crate::nodes::routes())
+        .merge(fields::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
@@ -289,7 +291,11 @@ async fn get_room(
     }
 }
 
-async fn write(state: &ApiState, room: RoomId, op: RoomOp) -> Result<Response, ApiError> {
+pub(crate) async fn write(
+    state: &ApiState,
+    room: RoomId,
+    op: RoomOp,
+) -> Result<Response, ApiError> {
     let ack = call(state, move |e| e.write(&room, op)).await?;
     Ok(axum::Json(ack).into_response())
 }

@@ -321,3 +321,122 @@ async fn a_batch_writes_several_operations_as_one() {
     );
     node.stop().await.expect("stop");
 }
+
+/// Every write of a room's fields has its own route: a session's state and
+/// tracks, permissions, attributes (set and removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_field_of_a_room_has_a_route() {
+    let root = common::test_dir();
+    let node = daemon::start(config(root.path())).await.expect("daemon");
+    create(&node, "f").await;
+    let client = client_of(&node).expect("client");
+    let join = json!({"session": "s1", "user": "u1", "role": "speaker",
+        "owner": "sfu-1", "region": "eu"});
+    let put = |path: &'static str, body: Value| {
+        let client = client.clone();
+        async move {
+            let ack: Value = client
+                .send(reqwest::Method::PUT, path, &body)
+                .await
+                .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+            assert!(ack["heads"].is_array(), "{ack}");
+        }
+    };
+    let _: Value = client
+        .send(reqwest::Method::POST, "/v1/rooms/f/participants", &join)
+        .await
+        .expect("join");
+    put(
+        "/v1/rooms/f/participants/s1/state",
+        json!({"state": "active"}),
+    )
+    .await;
+    put(
+        "/v1/rooms/f/participants/s1/tracks/cam",
+        json!({"kind": "video", "simulcast_layers": 3}),
+    )
+    .await;
+    put(
+        "/v1/rooms/f/participants/s1/tracks/mic",
+        json!({"kind": "audio", "simulcast_layers": 1}),
+    )
+    .await;
+    put(
+        "/v1/rooms/f/permissions/u2",
+        json!({"role": "audience", "publish": false, "subscribe": true}),
+    )
+    .await;
+    put("/v1/rooms/f/attributes/topic", json!({"value": "rust"})).await;
+    put("/v1/rooms/f/attributes/lang", json!({"value": "en"})).await;
+    let room: Value = client.get("/v1/rooms/f").await.expect("room");
+    let s1 = &room["sessions"]["s1"];
+    assert_eq!(s1["state"], "active", "{room}");
+    assert_eq!(s1["tracks"]["cam"]["simulcast_layers"], 3, "{room}");
+    assert_eq!(s1["tracks"]["mic"]["kind"], "audio", "{room}");
+    assert_eq!(room["permissions"]["u2"]["role"], "audience", "{room}");
+    assert_eq!(room["config"]["attributes"]["topic"], "rust", "{room}");
+
+    for path in [
+        "/v1/rooms/f/participants/s1/tracks/cam",
+        "/v1/rooms/f/permissions/u2",
+        "/v1/rooms/f/attributes/topic",
+    ] {
+        let ack: Value = client
+            .delete(path)
+            .await
+            .unwrap_or_else(|e| panic!("DELETE {path}: {e}"));
+        assert!(ack["heads"].is_array(), "{ack}");
+    }
+    let room: Value = client.get("/v1/rooms/f").await.expect("room");
+    let s1 = &room["sessions"]["s1"];
+    assert!(s1["tracks"].get("cam").is_none(), "{room}");
+    assert_eq!(s1["tracks"]["mic"]["kind"], "audio", "{room}");
+    assert!(room["permissions"].get("u2").is_none(), "{room}");
+    assert!(
+        room["config"]["attributes"].get("topic").is_none(),
+        "{room}"
+    );
+    assert_eq!(room["config"]["attributes"]["lang"], "en", "{room}");
+
+    // Bad input: a clear 4xx in the JSON error shape, nothing written.
+    for (method, path, body, status) in [
+        (
+            reqwest::Method::PUT,
+            "/v1/rooms/f/participants/s1/state",
+            r#"{"state": "dancing"}"#,
+            422,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/rooms/f/participants/nobody/tracks/t",
+            r#"{"kind": "audio", "simulcast_layers": 1}"#,
+            404,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/rooms/f/participants/s1/tracks/cam",
+            "",
+            404,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/rooms/f/permissions/u%20x",
+            r#"{"role": "host", "publish": true, "subscribe": true}"#,
+            400,
+        ),
+    ] {
+        let (got, text) = client
+            .raw(
+                method.clone(),
+                path,
+                "application/json",
+                body.as_bytes().to_vec(),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(got, status, "{method} {path}: {text}");
+        let error: Value = serde_json::from_str(&text).expect("a JSON error");
+        assert!(error["code"].is_string(), "{text}");
+    }
+    node.stop().await.expect("stop");
+}
