@@ -99,14 +99,16 @@ impl Default for ApiConfig {
 impl Config {
     /// Reads `path` (or the defaults), applies the environment, validates.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let mut config = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config {}", path.display()))?;
-                Self::parse(&text).with_context(|| format!("config {}", path.display()))?
-            }
-            None => Self::default(),
+        let (text, name) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "(none)".to_string()),
         };
+        let mut config = Self::parse_with_env(&text, std::env::vars())
+            .with_context(|| format!("config {name}"))?;
         config.apply_env(|key| std::env::var(key).ok())?;
         config.validate()?;
         Ok(config)
@@ -114,10 +116,30 @@ impl Config {
 
     /// Parses TOML; an unknown key or a bad value names the key.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        toml::from_str(text).map_err(|err| match moved_key(text) {
+        Self::parse_with_env(text, std::iter::empty())
+    }
+
+    /// Parses TOML with the nested `CHORUS_<SECTION>__<KEY>` overrides of
+    /// `vars` set in (`env_overrides`): an unknown key names itself, from
+    /// the file or the environment alike.
+    pub fn parse_with_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let hinted = |err: toml::de::Error| match moved_key(text) {
             Some(hint) => anyhow::anyhow!("{err}\n{hint}"),
             None => err.into(),
-        })
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(hinted)?;
+        let applied = crate::env_overrides::apply(&mut table, vars)?;
+        if applied.is_empty() {
+            // Straight from the text: errors keep their line and column.
+            return toml::from_str(text).map_err(hinted);
+        }
+        toml::Value::Table(table)
+            .try_into::<Self>()
+            .map_err(hinted)
+            .map_err(|err| err.context(format!("with the environment's {}", applied.join(", "))))
     }
 
     /// `CHORUS_<KEY>` overrides the file: NAME, DATA_DIR, LISTEN and PEERS
@@ -443,6 +465,33 @@ mod tests {
         config.api.listen = "[::1]:7070".parse().expect("an address");
         config.api.token = None;
         assert!(config.startup_warnings().is_empty(), "IPv6 loopback");
+    }
+
+    #[test]
+    fn nested_environment_overrides_reach_every_section() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let config = Config::parse_with_env(
+            "[replica]\nhot_rooms = 10",
+            vars(&[
+                ("CHORUS_REPLICA__HOT_ROOMS", "8192"),
+                ("CHORUS_REPLICA__DETECTOR__RESTART_GRACE_MS", "60000"),
+                ("CHORUS_API__BODY_BYTES_MAX", "2048"),
+            ]),
+        )
+        .expect("parses");
+        assert_eq!(config.replica.hot_rooms, 8192);
+        assert_eq!(config.replica.detector.restart_grace_ms, 60_000);
+        assert_eq!(config.api.body_bytes_max, 2048);
+        let err =
+            Config::parse_with_env("", vars(&[("CHORUS_REPLICA__HOT_ROMS", "1")])).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("hot_roms"), "{text}");
+        assert!(text.contains("CHORUS_REPLICA__HOT_ROMS"), "{text}");
     }
 
     #[test]

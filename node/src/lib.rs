@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+mod env_overrides;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
