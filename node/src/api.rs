@@ -139,6 +139,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -204,14 +205,51 @@ async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, Api
     }))
 }
 
+#[derive(Serialize)]
+struct Ready {
+    status: &'static str,
+    connected_peers: usize,
+    sees_majority: bool,
+}
+
+/// `GET /v1/ready`: 200 once the replica answers (its store is open) and
+/// sees a majority of the cluster (it may then fail calls over), else 503
+/// with the reason. `/v1/health` stays liveness only.
+async fn ready(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let (view, nodes) = call(&state, |e| {
+        Ok((e.cluster_view()?.ok_or_else(no_network)?, e.nodes_view()?))
+    })
+    .await?;
+    let connected_peers = view.peers.iter().filter(|p| p.connected).count();
+    if !nodes.majority {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!(
+                "this replica does not see a majority of the cluster \
+                 ({connected_peers} peers connected)"
+            ),
+        ));
+    }
+    Ok(axum::Json(Ready {
+        status: "ready",
+        connected_peers,
+        sees_majority: true,
+    })
+    .into_response())
+}
+
 async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let stats = call(&state, |e| e.net_stats()?.ok_or_else(no_network)).await?;
+    let (stats, nodes) = call(&state, |e| {
+        Ok((e.net_stats()?.ok_or_else(no_network)?, e.nodes_view()?))
+    })
+    .await?;
     Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics::render(&stats),
+        metrics::render(&stats, &nodes),
     )
         .into_response())
 }

@@ -56,7 +56,7 @@ pub struct Config {
 pub struct ApiConfig {
     /// Loopback by default: the API carries no TLS.
     pub listen: SocketAddr,
-    /// When set, every request but `/v1/health` and `/metrics` needs
+    /// When set, every request but `/v1/health`, `/v1/ready` and `/metrics` needs
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
     pub body_bytes_max: usize,

@@ -5,7 +5,9 @@
 
 use std::fmt::Write;
 
+use chorus_engine::membership::Grade;
 use chorus_engine::net::NetStats as StatsView;
+use chorus_engine::replica::NodesView;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -22,14 +24,63 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
-pub fn render(s: &StatsView) -> String {
+pub fn render(s: &StatsView, nodes: &NodesView) -> String {
     let mut out = String::new();
     replica_counters(&mut out, s);
     traffic(&mut out, s);
     protocol_counters(&mut out, s);
     node_gauges(&mut out, s);
+    grades(&mut out, nodes);
+    build_info(&mut out);
     out.push_str("# EOF\n");
     out
+}
+
+/// Every grade a node can have, as the API names them.
+const GRADES: [(Grade, &str); 5] = [
+    (Grade::Healthy, "healthy"),
+    (Grade::Degraded, "degraded"),
+    (Grade::Leaving, "leaving"),
+    (Grade::Suspect, "suspect"),
+    (Grade::Down, "down"),
+];
+
+/// `chorus_node_grade{node, grade}`: 1 for the grade this replica gives
+/// each node it knows, 0 for the others (so a query can alert on
+/// `chorus_node_grade{grade="down"} == 1`).
+fn grades(out: &mut String, nodes: &NodesView) {
+    family(
+        out,
+        "chorus_node_grade",
+        "gauge",
+        "The grade this replica gives each node it knows (1: the current one).",
+    );
+    for view in &nodes.nodes {
+        for (grade, name) in GRADES {
+            let _ = writeln!(
+                out,
+                "chorus_node_grade{{node=\"{}\",grade=\"{name}\"}} {}",
+                escape(view.node.as_str()),
+                u8::from(view.grade == grade)
+            );
+        }
+    }
+}
+
+fn build_info(out: &mut String) {
+    family(out, "chorus_build", "info", "The running build.");
+    let _ = writeln!(
+        out,
+        "chorus_build_info{{version=\"{}\"}} 1",
+        escape(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// A label value with `\`, `"` and newlines escaped (OpenMetrics).
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Writes, takeovers and refusals of the replica.

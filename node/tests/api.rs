@@ -440,3 +440,68 @@ async fn each_field_of_a_room_has_a_route() {
     }
     node.stop().await.expect("stop");
 }
+
+/// `/v1/ready` answers 200 while the replica sees a majority and 503 once
+/// it does not; `/v1/health` stays 200 (liveness). `/metrics` names each
+/// node's grade and the build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_majority_and_metrics_name_grades() {
+    let root = common::test_dir();
+    let (a, b) = common::two_replicas(root.path()).await;
+    let client = client_of(&a).expect("client");
+    let b_id = b.peer_id.to_base58();
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", a.api))
+            .await?
+            .text()
+            .await
+    };
+    chorus_node::demo::wait_for("a grades b healthy", || async {
+        let text = metrics().await?;
+        Ok(text.contains(&format!(
+            "chorus_node_grade{{node=\"{b_id}\",grade=\"healthy\"}} 1"
+        )))
+    })
+    .await
+    .expect("b healthy in a's metrics");
+    let text = metrics().await.expect("metrics");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("chorus_build_info{version=") && l.ends_with(" 1")),
+        "{text}"
+    );
+    let ready = |client: chorus_node::client::Client| async move {
+        client
+            .raw(
+                reqwest::Method::GET,
+                "/v1/ready",
+                "application/json",
+                Vec::new(),
+            )
+            .await
+            .expect("answered")
+    };
+    let (status, text) = ready(client.clone()).await;
+    assert_eq!(status, 200, "{text}");
+
+    b.stop().await.expect("stop b");
+    chorus_node::demo::wait_for("a sees no majority", || async {
+        Ok(ready(client.clone()).await.0 == 503)
+    })
+    .await
+    .expect("not ready without a majority");
+    let (_, text) = ready(client.clone()).await;
+    let error: Value = serde_json::from_str(&text).expect("a JSON error");
+    assert_eq!(error["code"], "not_ready", "{text}");
+    let (status, _) = client
+        .raw(
+            reqwest::Method::GET,
+            "/v1/health",
+            "application/json",
+            Vec::new(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(status, 200, "health is liveness only");
+    a.stop().await.expect("stop a");
+}
