@@ -220,6 +220,11 @@ pub const DRAIN_RATE_MAX: u32 = 100_000;
 pub const LEAVE_ACK_WAIT_MS: u64 = 1_000;
 pub const LEAVE_ACK_POLL_MS: u64 = 10;
 
+/// The longest restart grace accepted (`restart_grace_ms`): while it runs a
+/// node's calls stay on it whatever the detector finds, so a restart that
+/// takes longer is better handled as a failure.
+pub const RESTART_GRACE_MS_MAX: u64 = 600_000;
+
 // ---- The wire protocol (replica/wire.rs) -----------------------------------
 
 /// Largest frame accepted on a request-response stream. A snapshot chunk or a

@@ -335,3 +335,19 @@ fn a_node_that_announces_a_stop_is_down_at_once_and_its_calls_move() {
     net.run_for(600);
     assert!(rehomed(&net) > 0, "its calls move without waiting");
 }
+
+#[test]
+fn a_restarting_node_does_not_count_towards_a_majority() {
+    let mut net = formed();
+    host_calls(&mut net, 1, 4);
+    net.run_for(500);
+    leaves(&mut net, Intent::Restart);
+    // Then the link between the two others breaks: each is alone, with
+    // only a restarting node beside it.
+    net.disconnect(0, 1);
+    net.run_for(5_000);
+    assert_eq!(grade(&net, 0, 1), Some(Grade::Down));
+    assert_eq!(grade(&net, 0, 2), Some(Grade::Leaving));
+    assert_eq!(rehomed(&net), 0, "no side of the split fails over");
+    assert!(net.members[0].replica.stats().failover_held_minority > 0);
+}

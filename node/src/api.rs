@@ -45,6 +45,8 @@ pub struct ApiState {
     /// intent it announces by default.
     leave: Option<tokio::sync::mpsc::Sender<Intent>>,
     shutdown_intent: Intent,
+    /// Set by the first `POST /v1/leave` taken: later ones get 409.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ApiState {
@@ -57,6 +59,7 @@ impl ApiState {
             body_bytes_max: config.api.body_bytes_max,
             leave: None,
             shutdown_intent: config.shutdown_intent,
+            leaving: Arc::default(),
         }
     }
 
@@ -561,8 +564,33 @@ async fn leave_cluster(
             "this server cannot leave on request",
         )
     })?;
-    // A second request while the first is under way changes nothing.
-    let _ = tx.try_send(intent);
+    if state
+        .leaving
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_leaving",
+            "a departure is already under way",
+        ));
+    }
+    match tx.try_send(intent) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_leaving",
+                "a departure is already under way",
+            ))
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unsupported",
+                "this server cannot leave on request",
+            ))
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "status": "leaving", "intent": intent })),

@@ -61,6 +61,15 @@ enum Command {
     Incidents {
         #[command(flatten)]
         api: Api,
+        /// Only entries after this one (its `at`, as the JSON shows it).
+        #[arg(long)]
+        after: Option<String>,
+        /// Only the last N entries.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Keep printing new entries as they come (every second).
+        #[arg(long)]
+        follow: bool,
     },
     /// Every node this replica knows: grade, reason, drains, moves.
     Nodes {
@@ -174,7 +183,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Status { api } => print_get(&api, "/v1/health").await?,
         Command::Cluster { api } => print_get(&api, "/v1/cluster").await?,
         Command::Rooms { api, action } => rooms(&api, action).await?,
-        Command::Incidents { api } => incidents(&api).await?,
+        Command::Incidents {
+            api,
+            after,
+            tail,
+            follow,
+        } => incidents(&api, after, tail, follow).await?,
         Command::Nodes { api } => nodes(&api).await?,
         Command::Drain {
             api,
@@ -251,20 +265,75 @@ async fn rooms(api: &Api, action: RoomsAction) -> anyhow::Result<()> {
 }
 
 /// The incident journal, one line an entry.
-async fn incidents(api: &Api) -> anyhow::Result<()> {
-    let entries: Vec<Value> = api.client()?.get("/v1/incidents").await?;
-    for e in entries {
-        let wall = e["at"]
-            .as_str()
-            .and_then(chorus_engine::hlc::Timestamp::parse);
-        let when = wall.map_or_else(|| "?".to_string(), |t| format!("{} ms", t.wall_ms));
-        println!(
-            "{when:>16}  {:<10} {}",
-            e["kind"].as_str().unwrap_or("?"),
-            e["detail"].as_str().unwrap_or("")
-        );
+/// The journal as a timeline, every page of it (or the entries after
+/// `after`, or the last `tail`), then, with `follow`, new entries as they
+/// come.
+async fn incidents(
+    api: &Api,
+    mut after: Option<String>,
+    tail: Option<usize>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let client = api.client()?;
+    let mut first = true;
+    loop {
+        let mut entries: Vec<Value> = Vec::new();
+        loop {
+            let path = match &after {
+                Some(at) => format!("/v1/incidents?after={at}"),
+                None => "/v1/incidents".to_string(),
+            };
+            let page: Vec<Value> = client.get(&path).await?;
+            let Some(last) = page.last().and_then(|e| e["at"].as_str()) else {
+                break;
+            };
+            after = Some(last.to_string());
+            entries.extend(page);
+        }
+        if let (true, Some(tail)) = (first, tail) {
+            let skip = entries.len().saturating_sub(tail);
+            entries.drain(..skip);
+        }
+        first = false;
+        if first_line_needed(&entries) {
+            println!("{:<23}  {:<10} DETAIL", "TIME (UTC)", "KIND");
+        }
+        for e in &entries {
+            println!(
+                "{:<23}  {:<10} {}",
+                readable_time(e["at"].as_str()),
+                e["kind"].as_str().unwrap_or("?"),
+                e["detail"].as_str().unwrap_or("")
+            );
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    Ok(())
+}
+
+/// The header goes once, above the first entries printed.
+fn first_line_needed(entries: &[Value]) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PRINTED: AtomicBool = AtomicBool::new(false);
+    !entries.is_empty() && !PRINTED.swap(true, Ordering::Relaxed)
+}
+
+/// An incident's `at` (an HLC stamp) as a UTC time to the millisecond.
+fn readable_time(at: Option<&str>) -> String {
+    at.and_then(chorus_engine::hlc::Timestamp::parse)
+        .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.wall_ms))
+        .map_or_else(
+            || "?".to_string(),
+            |time| {
+                humantime::format_rfc3339_millis(time)
+                    .to_string()
+                    .replace('T', " ")
+                    .trim_end_matches('Z')
+                    .to_string()
+            },
+        )
 }
 
 /// Every known node, one line each, then the moves in progress.

@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Grade;
+
 /// Why a node leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,4 +57,21 @@ pub(super) struct Departure {
     pub incarnation: u64,
     /// Until when a restart holds its calls (local time).
     pub until_ms: u64,
+}
+
+impl Departure {
+    /// The grade of a node that left, while it is not back and its grace
+    /// (for a restart) has not ended.
+    pub fn grade(&self, now_ms: u64) -> (Grade, String) {
+        match self.intent {
+            Intent::Stop => (Grade::Down, "left: stopped by its operator".to_string()),
+            Intent::Restart => (
+                Grade::Leaving,
+                format!(
+                    "restarting; its calls are held for {} ms more",
+                    self.until_ms.saturating_sub(now_ms)
+                ),
+            ),
+        }
+    }
 }

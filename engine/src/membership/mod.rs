@@ -82,6 +82,14 @@ pub enum Grade {
     Down,
 }
 
+impl Grade {
+    /// Healthy or Degraded: the node answers (it counts towards a
+    /// majority, and its return stops a failover).
+    pub fn answers(self) -> bool {
+        matches!(self, Grade::Healthy | Grade::Degraded)
+    }
+}
+
 /// One grade change, as the replica reports and journals it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GradeChange {
@@ -305,19 +313,28 @@ impl Membership {
         self.regrade(now_ms);
     }
 
-    /// `from` announced it is leaving (`departure`). A node this replica
-    /// does not know as a member is ignored: there is nothing to hold.
-    pub fn on_departure(&mut self, now_ms: u64, from: &NodeId, intent: Intent) {
+    /// `from`, as its SWIM `incarnation`, announced it is leaving
+    /// (`departure`). Ignored when this replica already knows a newer
+    /// incarnation of it (the announcement of an instance that has since
+    /// come back), and a repeated restart does not extend its grace.
+    pub fn on_departure(&mut self, now_ms: u64, from: &NodeId, intent: Intent, incarnation: u64) {
         if from == &self.me || !self.nodes.contains_key(from) {
             return;
         }
-        let incarnation = self.swim_state().get(from).map_or(0, |(inc, _)| *inc);
+        let newest = self.swim_state().get(from).map_or(0, |(inc, _)| *inc);
+        if newest > incarnation {
+            return;
+        }
+        let until_ms = match self.departures.get(from) {
+            Some(d) if d.incarnation == incarnation && d.intent == intent => d.until_ms,
+            _ => now_ms.saturating_add(self.config.restart_grace_ms),
+        };
         self.departures.insert(
             from.clone(),
             Departure {
                 intent,
                 incarnation,
-                until_ms: now_ms.saturating_add(self.config.restart_grace_ms),
+                until_ms,
             },
         );
         self.regrade(now_ms);
@@ -401,11 +418,16 @@ impl Membership {
     /// Known nodes graded Healthy or Degraded (answering), itself included.
     /// Suspects do not count: on the minority side of a partition the
     /// majority is first Suspect, and a failover must not start there.
+    /// Nor do Leaving nodes: one restarting is away, and counting it would
+    /// let both sides of a partition during a rolling restart fail over.
     pub fn reachable(&self) -> usize {
-        self.nodes
-            .values()
-            .filter(|v| v.grade < Grade::Suspect)
-            .count()
+        self.nodes.values().filter(|v| v.grade.answers()).count()
+    }
+
+    /// This replica's own SWIM incarnation (told with a departure, so that
+    /// peers know which instance left).
+    pub fn own_incarnation(&self) -> u64 {
+        self.swim.identity().incarnation
     }
 
     fn view_mut(&mut self, node: &NodeId, now_ms: u64) -> Option<&mut NodeView> {
@@ -490,16 +512,7 @@ impl Membership {
             let (grade, reason) = if view.node == me {
                 app_grade(&config, &own_app)
             } else if let (Some(d), false, false) = (departure, back, expired) {
-                match d.intent {
-                    Intent::Stop => (Grade::Down, "left: stopped by its operator".to_string()),
-                    Intent::Restart => (
-                        Grade::Leaving,
-                        format!(
-                            "restarting; its calls are held for {} ms more",
-                            d.until_ms.saturating_sub(now_ms)
-                        ),
-                    ),
-                }
+                d.grade(now_ms)
             } else {
                 let silent_ms = view
                     .last_heard_ms
@@ -637,6 +650,30 @@ mod tests {
         b.on_datagram(0, &id("a"), &announce);
         assert_eq!(b.refused, 2);
         assert_eq!(b.grade(&id("a")), Some(Grade::Healthy));
+    }
+
+    #[test]
+    fn a_departure_of_an_older_instance_is_ignored() {
+        let mut a = Membership::new(id("a"), 1, config(), 1);
+        let mut b = Membership::new(id("b"), 3, config(), 2);
+        b.announce(0, &id("a"));
+        let (_, hello) = b.out.pop().expect("an announce");
+        a.on_datagram(0, &id("b"), &hello);
+        assert_eq!(a.grade(&id("b")), Some(Grade::Healthy));
+        let current = b.own_incarnation();
+        // The instance before b's last restart said it stops: stale.
+        a.on_departure(10, &id("b"), Intent::Stop, current - (1 << 16));
+        assert_eq!(a.grade(&id("b")), Some(Grade::Healthy));
+        a.on_departure(20, &id("b"), Intent::Restart, current);
+        assert_eq!(a.grade(&id("b")), Some(Grade::Leaving));
+        let held = a.next_timer_ms().expect("the grace is a timer");
+        // Said again later: the grace is not extended.
+        a.on_departure(5_000, &id("b"), Intent::Restart, current);
+        assert_eq!(a.next_timer_ms(), Some(held));
+        // A stopped node is Down at once, and does not count as up.
+        a.on_departure(5_010, &id("b"), Intent::Stop, current);
+        assert_eq!(a.grade(&id("b")), Some(Grade::Down));
+        assert_eq!(a.reachable(), 1);
     }
 
     #[test]

@@ -213,6 +213,12 @@ impl ReplicaConfig {
                 reason: format!("at most {}", crate::limits::HOT_ROOMS_MAX),
             });
         }
+        if self.detector.restart_grace_ms > crate::limits::RESTART_GRACE_MS_MAX {
+            return Err(Error::Invalid {
+                field: "detector.restart_grace_ms",
+                reason: format!("at most {} ms", crate::limits::RESTART_GRACE_MS_MAX),
+            });
+        }
         if self.detector.probe_rtt_ms >= self.detector.probe_period_ms {
             return Err(Error::Invalid {
                 field: "detector.probe_rtt_ms",

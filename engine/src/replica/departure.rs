@@ -27,8 +27,15 @@ impl Replica {
             .filter(|(_, p)| p.up)
             .map(|(id, _)| id.clone())
             .collect();
+        let incarnation = self.members.own_incarnation();
         for peer in &peers {
-            self.send(peer, Body::Leaving { intent });
+            self.send(
+                peer,
+                Body::Leaving {
+                    intent,
+                    incarnation,
+                },
+            );
         }
         self.journal(
             IncidentKind::Graded,
@@ -59,9 +66,10 @@ impl Replica {
         })
     }
 
-    pub(super) fn on_leaving(&mut self, from: &NodeId, intent: Intent) {
+    pub(super) fn on_leaving(&mut self, from: &NodeId, intent: Intent, incarnation: u64) {
         if self.config.failure_detection {
-            self.members.on_departure(self.now_ms, from, intent);
+            self.members
+                .on_departure(self.now_ms, from, intent, incarnation);
             self.after_membership();
         }
         self.send(from, Body::LeavingAck);

@@ -405,7 +405,7 @@ impl Replica {
                 self.failover.next_move_ms = self.now_ms;
             }
         }
-        if change.from == Grade::Down && change.to < Grade::Suspect {
+        if change.from == Grade::Down && change.to.answers() {
             let within_grace = self.failover.moves.get(&node).is_some_and(|m| {
                 m.kind == MoveKind::Failover
                     && self.now_ms.saturating_sub(m.started_ms) <= self.config.rollback_grace_ms

@@ -41,6 +41,10 @@ pub enum IncidentKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
+    /// Serialized as the stamp's text form (`wall_ms-logical-actor` in
+    /// hex), the string `GET /v1/incidents?after=` takes; an entry stored
+    /// by an older build (an object) still reads.
+    #[serde(with = "stamp_text")]
     pub at: Timestamp,
     pub kind: IncidentKind,
     pub detail: String,
@@ -164,5 +168,62 @@ impl Replica {
             .into_iter()
             .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
             .collect())
+    }
+}
+
+/// An incident's stamp as text (JSON readers: the actor does not fit a
+/// JavaScript number, and `after=` takes the text form).
+mod stamp_text {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::hlc::Timestamp;
+
+    pub fn serialize<S: Serializer>(stamp: &Timestamp, to: S) -> Result<S::Ok, S::Error> {
+        to.collect_str(stamp)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Timestamp, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Text(String),
+            Object(Timestamp),
+        }
+        match Stored::deserialize(from)? {
+            Stored::Text(text) => {
+                Timestamp::parse(&text).ok_or_else(|| D::Error::custom("not an HLC stamp"))
+            }
+            Stored::Object(stamp) => Ok(stamp),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incident_reads_as_text_and_old_entries_still_load() {
+        let at = Timestamp {
+            wall_ms: 0x19a_b3c4_d5e6,
+            logical: 2,
+            actor: u64::MAX,
+        };
+        let entry = Incident {
+            at,
+            kind: IncidentKind::Graded,
+            detail: "x".into(),
+        };
+        let json = serde_json::to_value(&entry).expect("serializes");
+        assert_eq!(json["at"], at.to_string());
+        let back: Incident = serde_json::from_value(json).expect("reads");
+        assert_eq!(back, entry);
+        let old = serde_json::json!({
+            "at": {"wall_ms": at.wall_ms, "logical": 2, "actor": u64::MAX},
+            "kind": "graded",
+            "detail": "x",
+        });
+        let back: Incident = serde_json::from_value(old).expect("an old entry reads");
+        assert_eq!(back, entry);
     }
 }

@@ -403,7 +403,10 @@ impl Replica {
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),
             Body::Drain { order } => self.on_peer_drain(from, order),
-            Body::Leaving { intent } => self.on_leaving(from, intent),
+            Body::Leaving {
+                intent,
+                incarnation,
+            } => self.on_leaving(from, intent, incarnation),
             Body::LeavingAck => self.on_leaving_ack(from),
         }
     }

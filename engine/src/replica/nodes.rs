@@ -65,7 +65,7 @@ impl Replica {
             .config
             .peers
             .iter()
-            .filter(|p| self.members.grade(p).is_some_and(|g| g < Grade::Suspect))
+            .filter(|p| self.members.grade(p).is_some_and(Grade::answers))
             .count();
         2 * (up + 1) > self.config.peers.len() + 1
     }

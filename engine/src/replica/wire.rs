@@ -192,7 +192,11 @@ pub enum Body {
     /// "I am stopping on purpose" (`membership::Intent`): a restart (hold
     /// my calls) or a stop (take them now). An older build cannot decode
     /// it and detects the departure as a failure.
-    Leaving { intent: crate::membership::Intent },
+    Leaving {
+        intent: crate::membership::Intent,
+        /// The sender's SWIM incarnation: which instance of it leaves.
+        incarnation: u64,
+    },
     /// "I heard that you are leaving."
     LeavingAck,
 }

@@ -104,9 +104,14 @@ pub fn encode_removed(stamp: Timestamp) -> String {
     format!("{stamp}{STAMP_SEPARATOR}null")
 }
 
-/// Whether `text` is a stamped removal.
+/// Whether `text` is a stamped removal: decoded as the readers decode it
+/// (JSON `null`, whitespace and all), so that compaction's base, its carry
+/// and the readers agree on what a removal is, whoever wrote it.
 pub fn is_removed(text: &str) -> bool {
-    text.len() == TIMESTAMP_TEXT_LEN + 5 && text.ends_with("|null") && stamp_of(text).is_some()
+    matches!(
+        decode_stamped::<Option<serde::de::IgnoredAny>>(text),
+        Some((_, None))
+    )
 }
 
 /// Decodes a stamped value; `None` for anything malformed (a foreign writer).
@@ -165,6 +170,8 @@ mod tests {
         assert_eq!(decode_stamped::<Option<String>>(&removed), Some((ts, None)));
         assert!(!is_removed(&encode_stamped(ts, &"null")));
         assert!(!is_removed("junk|null"));
+        // A foreign writer's spacing reads as a removal everywhere.
+        assert!(is_removed(&format!("{ts}| null ")));
     }
 
     #[test]
