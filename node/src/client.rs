@@ -1,9 +1,21 @@
 //! A small client of the HTTP API, for the CLI, the demo and the tests.
 
 use crate::limits::CLIENT_REQUEST_TIMEOUT;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// An answer other than 2xx, kept typed so that the CLI can map it to its
+/// exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {status_line}: {body}")]
+pub struct HttpError {
+    pub what: String,
+    pub status: u16,
+    /// `404 Not Found`, as the message shows it.
+    status_line: String,
+    pub body: String,
+}
 
 #[derive(Clone)]
 pub struct Client {
@@ -41,7 +53,13 @@ impl Client {
         let status = response.status();
         let text = response.text().await.context("read the response")?;
         if !status.is_success() {
-            bail!("{what}: {status}: {text}");
+            return Err(HttpError {
+                what: what.to_string(),
+                status: status.as_u16(),
+                status_line: status.to_string(),
+                body: text,
+            }
+            .into());
         }
         serde_json::from_str(&text).with_context(|| format!("{what}: unexpected answer {text}"))
     }

@@ -7,13 +7,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use chorus_node::client::Client;
+use chorus_node::client::{Client, HttpError};
 use chorus_node::config::Config;
 use chorus_node::{bench, daemon, demo, keys};
 
 #[derive(Parser)]
 #[command(name = "chorus", version, about = "Chorus replica daemon and CLI")]
 struct Cli {
+    #[command(flatten)]
+    api: Api,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,10 +23,15 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct Api {
     /// The replica's API.
-    #[arg(long, env = "CHORUS_API", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHORUS_API",
+        default_value = "http://127.0.0.1:7070"
+    )]
     api: String,
     /// The API's bearer token, if it has one.
-    #[arg(long, env = "CHORUS_API_TOKEN")]
+    #[arg(long, global = true, env = "CHORUS_API_TOKEN")]
     token: Option<String>,
 }
 
@@ -41,26 +48,16 @@ enum Command {
         out: PathBuf,
     },
     /// The replica's health and peers.
-    Status {
-        #[command(flatten)]
-        api: Api,
-    },
+    Status,
     /// The replica's view of the cluster.
-    Cluster {
-        #[command(flatten)]
-        api: Api,
-    },
+    Cluster,
     /// Rooms: list, get, create, end.
     Rooms {
-        #[command(flatten)]
-        api: Api,
         #[command(subcommand)]
         action: RoomsAction,
     },
     /// The replica's incident journal as a timeline.
     Incidents {
-        #[command(flatten)]
-        api: Api,
         /// Only entries after this one (its `at`, as the JSON shows it).
         #[arg(long)]
         after: Option<String>,
@@ -72,15 +69,10 @@ enum Command {
         follow: bool,
     },
     /// Every node this replica knows: grade, reason, drains, moves.
-    Nodes {
-        #[command(flatten)]
-        api: Api,
-    },
+    Nodes,
     /// Drains NODE: no new calls, its calls move away at a rate. `--cancel`
     /// stops a drain; the calls not yet moved stay.
     Drain {
-        #[command(flatten)]
-        api: Api,
         /// The node id (a peer id, as `chorus nodes` shows it).
         node: String,
         /// Calls per second (default: the replica's `drain_rate_per_s`).
@@ -93,11 +85,18 @@ enum Command {
     /// its calls for their restart grace) or `stop` (they take them now).
     /// Without `--intent`: the replica's `shutdown_intent`.
     Leave {
-        #[command(flatten)]
-        api: Api,
         #[arg(long, value_parser = ["restart", "stop"])]
         intent: Option<String>,
     },
+    /// Prints the peer id of an existing key file.
+    Id { keyfile: PathBuf },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Three replicas on loopback: replication, a partition drill, the merge, a failover.
     Demo,
     /// Benchmarks against real daemons on loopback.
@@ -108,15 +107,26 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigAction {
+    /// Reads FILE (and the CHORUS_* environment) as `chorus run` would,
+    /// and reports the first error or the warnings; exit 0 if it would run.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum RoomsAction {
     List,
     Get {
         room: String,
     },
+    /// Creates ROOM; an existing room is refused (exit 4) unless `--update`.
     Create {
         room: String,
         #[arg(long)]
         max_participants: Option<u32>,
+        /// Update the room's config if it exists.
+        #[arg(long)]
+        update: bool,
     },
     End {
         room: String,
@@ -149,13 +159,48 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.api, cli.command)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&err))
         }
+    }
+}
+
+/// A failure the CLI names by its exit code.
+#[derive(Debug, thiserror::Error)]
+enum Exit {
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Exit codes (`docs/operations.md`, "CLI"): 1 any other failure, 2 usage
+/// (clap's own), 3 not found, 4 conflict, 5 unavailable (no answer, a
+/// timeout, 503), 6 refused (another 4xx: invalid, unauthorized, too large).
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(Exit::Conflict(_)) = err.downcast_ref::<Exit>() {
+        return 4;
+    }
+    if let Some(http) = err.downcast_ref::<HttpError>() {
+        return match http.status {
+            404 => 3,
+            409 => 4,
+            502..=504 => 5,
+            400..=499 => 6,
+            _ => 1,
+        };
+    }
+    let unreachable = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|e| e.is_connect() || e.is_timeout())
+    });
+    if unreachable {
+        5
+    } else {
+        1
     }
 }
 
@@ -173,30 +218,24 @@ fn init_logs(json: bool, default: &str) {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<bool> {
+async fn dispatch(api: Api, command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Run { config } => run(config).await?,
         Command::Keygen { out } => {
             let key = keys::generate(&out)?;
             println!("{}", key.public().to_peer_id());
         }
-        Command::Status { api } => print_get(&api, "/v1/health").await?,
-        Command::Cluster { api } => print_get(&api, "/v1/cluster").await?,
-        Command::Rooms { api, action } => rooms(&api, action).await?,
+        Command::Status => print_get(&api, "/v1/health").await?,
+        Command::Cluster => print_get(&api, "/v1/cluster").await?,
+        Command::Rooms { action } => rooms(&api, action).await?,
         Command::Incidents {
-            api,
             after,
             tail,
             follow,
         } => incidents(&api, after, tail, follow).await?,
-        Command::Nodes { api } => nodes(&api).await?,
-        Command::Drain {
-            api,
-            node,
-            rate,
-            cancel,
-        } => drain(&api, &node, rate, cancel).await?,
-        Command::Leave { api, intent } => {
+        Command::Nodes => nodes(&api).await?,
+        Command::Drain { node, rate, cancel } => drain(&api, &node, rate, cancel).await?,
+        Command::Leave { intent } => {
             let body = match intent {
                 Some(intent) => json!({ "intent": intent }),
                 None => json!({}),
@@ -206,6 +245,23 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 .send(reqwest::Method::POST, "/v1/leave", &body)
                 .await?;
             print_json(&answer)?
+        }
+        Command::Id { keyfile } => {
+            let key = keys::load(&keyfile)?;
+            println!("{}", key.public().to_peer_id());
+        }
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => {
+            let config = Config::load(Some(&file))?;
+            for warning in config.startup_warnings() {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: ok", file.display());
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "chorus", &mut std::io::stdout());
         }
         Command::Demo => {
             init_logs(false, "warn");
@@ -250,7 +306,15 @@ async fn rooms(api: &Api, action: RoomsAction) -> anyhow::Result<()> {
         RoomsAction::Create {
             room,
             max_participants,
+            update,
         } => {
+            let path = format!("/v1/rooms/{room}");
+            if !update && client.get_opt::<Value>(&path).await?.is_some() {
+                return Err(Exit::Conflict(format!(
+                    "room {room} exists (use --update to change its config)"
+                ))
+                .into());
+            }
             let mut body = json!({});
             if let Some(max) = max_participants {
                 body["max_participants"] = json!(max);
@@ -264,7 +328,6 @@ async fn rooms(api: &Api, action: RoomsAction) -> anyhow::Result<()> {
     print_json(&out)
 }
 
-/// The incident journal, one line an entry.
 /// The journal as a timeline, every page of it (or the entries after
 /// `after`, or the last `tail`), then, with `follow`, new entries as they
 /// come.
