@@ -182,6 +182,13 @@ pub const UNSENT_PUSHES_MAX: usize = 256;
 /// the max, so a dead peer costs a dial every 10 s.
 pub const REDIAL_MIN_MS: u64 = 250;
 pub const REDIAL_MAX_MS: u64 = 10_000;
+/// A connection that lasts this long resets the redial backoff; a shorter
+/// one (refused after the handshake: a wrong PSK, an allow-list) keeps it
+/// growing. Each redial waits its backoff ±50 % (jitter).
+pub const REDIAL_STABLE_MS: u64 = 10_000;
+/// Failed dials in a row to one peer before each further one is logged at
+/// WARN (the first ones are usual while a cluster starts).
+pub const DIAL_FAILURES_WARN: u32 = 3;
 
 /// How long a networked engine waits for its listeners to bind.
 pub const LISTEN_TIMEOUT_MS: u64 = 10_000;

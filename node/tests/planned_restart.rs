@@ -14,7 +14,7 @@ use chorus_node::client::Client;
 use chorus_node::demo::wait_for;
 
 mod common;
-use common::{spawn_daemon, Process};
+use common::{grade, spawn_daemon, Process};
 
 const NODES: usize = 3;
 
@@ -73,15 +73,6 @@ fn configs(root: &std::path::Path) -> Vec<Node> {
             }
         })
         .collect()
-}
-
-async fn grade(client: &Client, node: &str) -> Option<String> {
-    let view: Value = client.get("/v1/nodes").await.ok()?;
-    view["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["node"] == node)
-        .and_then(|n| n["grade"].as_str().map(String::from))
 }
 
 /// Every node that is up grades every other healthy.

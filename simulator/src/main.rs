@@ -132,6 +132,7 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
         trace: args.trace.is_some() || replay,
         timeline: args.svg.is_some(),
         mutation,
+        progress: !args.json,
     };
     let result = run(&scenario, &opts);
     if replay {

@@ -33,7 +33,13 @@ pub struct RunOptions {
     pub timeline: bool,
     /// Test only: a deliberate bug (see [`Mutation`]).
     pub mutation: Option<Mutation>,
+    /// A line on stderr every `PROGRESS_EVERY` of wall time: how far the
+    /// simulated run is (a long run otherwise prints nothing until it ends).
+    pub progress: bool,
 }
+
+/// How often a run with `progress` says how far it is (wall time).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl RunOptions {
     /// A run of the shipped scenario `name` (its reproduce line names the
@@ -211,7 +217,13 @@ impl Runner<'_> {
         let mut next_check = s.checks.interval_ms;
         let mut next_failover_sample = 0;
         let mut rooms: Vec<RoomId> = Vec::new();
+        let started = Instant::now();
+        let mut said = started;
         loop {
+            if self.opts.progress && said.elapsed() >= PROGRESS_EVERY {
+                said = Instant::now();
+                self.progress(started, end);
+            }
             let fault_at = plan.get(next_fault).map_or(u64::MAX, |t| t.at_ms);
             let t = fault_at
                 .min(next_op_us / 1_000)
@@ -249,6 +261,25 @@ impl Runner<'_> {
                 break;
             }
         }
+    }
+
+    /// One progress line on stderr: simulated time done, the speed so far,
+    /// and the invariants failed yet.
+    fn progress(&mut self, started: Instant, end_ms: u64) {
+        let now_ms = self.cluster().now_ms;
+        let wall_s = started.elapsed().as_secs_f64();
+        let speed = now_ms as f64 / 1_000.0 / wall_s.max(0.001);
+        let eta_s = end_ms.saturating_sub(now_ms) as f64 / 1_000.0 / speed.max(0.001);
+        eprintln!(
+            "  {:>5.1} % simulated ({} of {} s) in {:.0} s wall, {:.1}x real time, about {:.0} s to go; {} invariants failed so far",
+            100.0 * now_ms as f64 / end_ms.max(1) as f64,
+            now_ms / 1_000,
+            end_ms / 1_000,
+            wall_s,
+            speed,
+            eta_s,
+            self.checker.failures().len(),
+        );
     }
 
     /// Microseconds to the next operation (uniform around the mean).

@@ -15,7 +15,10 @@ use super::{node_of, peer_of, ClusterView, NetStats, Network, PeerView};
 use crate::driver::Transport;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, RegionId};
-use crate::limits::{LISTEN_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, UNSENT_PUSHES_MAX};
+use crate::limits::{
+    DIAL_FAILURES_WARN, LISTEN_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REDIAL_STABLE_MS,
+    UNSENT_PUSHES_MAX,
+};
 use crate::replica::{Event, Input, Replica};
 
 #[derive(Default)]
@@ -29,7 +32,28 @@ struct Dial {
     addr: Multiaddr,
     next: Instant,
     backoff: Duration,
+    /// When the current connection came up: the backoff resets only once
+    /// one has lasted `REDIAL_STABLE_MS` (a peer that accepts the
+    /// connection and then drops it, a wrong PSK or an allow-list, would
+    /// otherwise be redialled at the shortest delay forever).
+    connected_at: Option<Instant>,
+    /// Failed dials in a row (a WARN from `DIAL_FAILURES_WARN` on).
+    failures: u32,
 }
+
+impl Dial {
+    /// The next dial after a failure or a short-lived connection: the
+    /// backoff with ±50 % jitter (peers restarted together do not redial in
+    /// step), then the backoff doubles up to `REDIAL_MAX_MS`.
+    fn later(&mut self, now: Instant) {
+        self.next = now + self.backoff.mul_f64(0.5 + rand::random::<f64>());
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(REDIAL_MAX_MS));
+    }
+}
+
+/// Incoming connections that fail are logged at WARN at most this often
+/// (a stranger dialling in sets the pace, not us).
+const INCOMING_WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Libp2p {
     swarm: Swarm<Behaviour>,
@@ -49,6 +73,8 @@ pub struct Libp2p {
     /// alone does not cover the author).
     allowed: Vec<PeerId>,
     redial: tokio::time::Interval,
+    /// When an incoming connection's failure was last logged.
+    incoming_warned: Option<Instant>,
     refused_connections: u64,
     failed_requests: u64,
     gossip_received: u64,
@@ -90,6 +116,8 @@ impl Libp2p {
                         addr: addr.clone(),
                         next: now,
                         backoff: Duration::from_millis(REDIAL_MIN_MS),
+                        connected_at: None,
+                        failures: 0,
                     };
                     (peer, dial)
                 })
@@ -111,6 +139,7 @@ impl Libp2p {
             unsent: VecDeque::new(),
             allowed: network.allowed_peers,
             redial,
+            incoming_warned: None,
             refused_connections: 0,
             failed_requests: 0,
             gossip_received: 0,
@@ -139,7 +168,7 @@ impl Libp2p {
                 ..
             } => {
                 if let Some(dial) = self.dials.get_mut(&peer_id) {
-                    dial.backoff = Duration::from_millis(REDIAL_MIN_MS);
+                    dial.connected_at = Some(Instant::now());
                 }
                 if num_established.get() == 1 {
                     self.peers.entry(peer_id).or_default().connected = true;
@@ -154,19 +183,63 @@ impl Libp2p {
             } => {
                 self.peers.entry(peer_id).or_default().connected = false;
                 tracing::info!(peer = %peer_id, "peer disconnected");
+                if let Some(dial) = self.dials.get_mut(&peer_id) {
+                    let now = Instant::now();
+                    let lasted = dial.connected_at.take().map(|at| now - at);
+                    if lasted.is_some_and(|d| d >= Duration::from_millis(REDIAL_STABLE_MS)) {
+                        dial.backoff = Duration::from_millis(REDIAL_MIN_MS);
+                        dial.failures = 0;
+                    } else {
+                        dial.failures = dial.failures.saturating_add(1);
+                        if dial.failures >= DIAL_FAILURES_WARN {
+                            tracing::warn!(
+                                peer = %peer_id,
+                                failures = dial.failures,
+                                "a peer keeps closing the connection soon after it opens \
+                                 (is this replica on its allow-list?)"
+                            );
+                        }
+                    }
+                    dial.later(now);
+                }
                 return node_of(&peer_id).map(|peer| Input::PeerDown { peer });
             }
             SwarmEvent::IncomingConnectionError {
-                error: libp2p::swarm::ListenError::Denied { .. },
+                error,
+                send_back_addr,
                 ..
-            } => self.refused_connections += 1,
+            } => {
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                    self.refused_connections += 1;
+                }
+                let now = Instant::now();
+                if self
+                    .incoming_warned
+                    .is_none_or(|at| now - at >= INCOMING_WARN_EVERY)
+                {
+                    self.incoming_warned = Some(now);
+                    tracing::warn!(
+                        from = %send_back_addr,
+                        %error,
+                        "an incoming connection failed (a peer with another PSK, or not on the allow-list?)"
+                    );
+                }
+            }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if matches!(error, libp2p::swarm::DialError::Denied { .. }) {
                     self.refused_connections += 1;
                 }
                 if let Some(dial) = peer_id.and_then(|p| self.dials.get_mut(&p)) {
-                    dial.backoff = (dial.backoff * 2).min(Duration::from_millis(REDIAL_MAX_MS));
-                    dial.next = Instant::now() + dial.backoff;
+                    dial.failures = dial.failures.saturating_add(1);
+                    if dial.failures >= DIAL_FAILURES_WARN {
+                        tracing::warn!(
+                            peer = ?peer_id,
+                            failures = dial.failures,
+                            %error,
+                            "cannot connect to a peer (down, another PSK, or not on its allow-list?)"
+                        );
+                    }
+                    dial.later(Instant::now());
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => return self.on_sync(event),
@@ -241,8 +314,7 @@ impl Libp2p {
             .collect();
         for (peer, addr) in due {
             if let Some(dial) = self.dials.get_mut(&peer) {
-                dial.next = now + dial.backoff;
-                dial.backoff = (dial.backoff * 2).min(Duration::from_millis(REDIAL_MAX_MS));
+                dial.later(now);
             }
             if let Err(err) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%peer, %addr, %err, "dial failed");
@@ -302,6 +374,7 @@ impl Libp2p {
                     if let Some(dial) = self.dials.get_mut(&peer) {
                         dial.next = Instant::now();
                         dial.backoff = Duration::from_millis(REDIAL_MIN_MS);
+                        dial.failures = 0;
                     }
                 }
                 self.dial_all();

@@ -101,3 +101,14 @@ pub async fn two_replicas(root: &Path) -> (Running, Running) {
     .expect("replica b");
     (a, b)
 }
+
+/// The grade `client`'s replica gives `node`, if it knows it.
+#[allow(dead_code)] // not every test file uses it
+pub async fn grade(client: &chorus_node::client::Client, node: &str) -> Option<String> {
+    let view: Value = client.get("/v1/nodes").await.ok()?;
+    view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)
+        .and_then(|n| n["grade"].as_str().map(String::from))
+}
