@@ -8,6 +8,7 @@
 
 mod errors;
 mod fields;
+mod lifecycle;
 pub mod server;
 pub mod sse;
 
@@ -101,7 +102,7 @@ where
     }
 }
 
-fn no_network() -> chorus_engine::Error {
+pub(crate) fn no_network() -> chorus_engine::Error {
     chorus_engine::Error::Network("the daemon runs without a network".into())
 }
 
@@ -136,13 +137,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/changes", get(sse::changes))
         .route("/v1/drill/partition", post(drill_partition))
         .route("/v1/drill/heal", post(drill_heal))
-        .route("/v1/leave", post(leave_cluster))
+        .route("/v1/leave", post(lifecycle::leave_cluster))
         .merge(crate::nodes::routes())
         .merge(fields::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/ready", get(ready))
+        .route("/v1/ready", get(lifecycle::ready))
         .route("/metrics", get(metrics_text))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -163,6 +164,10 @@ pub fn router(state: ApiState) -> Router {
                     tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
                 )
                 .on_request(())
+                // A 5xx is an answer like any other here (a 503 from
+                // `/v1/ready` on a minority node is expected): no ERROR
+                // line beside its access line.
+                .on_failure(())
                 .on_response(
                     tower_http::trace::DefaultOnResponse::new()
                         .level(tracing::Level::INFO)
@@ -221,40 +226,6 @@ async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, Api
         name: view.name,
         peer_id: view.peer_id,
     }))
-}
-
-#[derive(Serialize)]
-struct Ready {
-    status: &'static str,
-    connected_peers: usize,
-    sees_majority: bool,
-}
-
-/// `GET /v1/ready`: 200 once the replica answers (its store is open) and
-/// sees a majority of the cluster (it may then fail calls over), else 503
-/// with the reason. `/v1/health` stays liveness only.
-async fn ready(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let (view, nodes) = call(&state, |e| {
-        Ok((e.cluster_view()?.ok_or_else(no_network)?, e.nodes_view()?))
-    })
-    .await?;
-    let connected_peers = view.peers.iter().filter(|p| p.connected).count();
-    if !nodes.majority {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!(
-                "this replica does not see a majority of the cluster \
-                 ({connected_peers} peers connected)"
-            ),
-        ));
-    }
-    Ok(axum::Json(Ready {
-        status: "ready",
-        connected_peers,
-        sees_majority: true,
-    })
-    .into_response())
 }
 
 async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -545,70 +516,4 @@ async fn drill_heal(State(state): State<ApiState>) -> Result<Response, ApiError>
         cut: cut.iter().map(|p| p.to_base58()).collect(),
     })
     .into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaveBody {
-    intent: Option<Intent>,
-}
-
-/// `POST /v1/leave`: the daemon tells its peers it is leaving (a restart:
-/// they hold its calls; a stop: they take them now), then exits. 202: the
-/// departure has started; the process ends once peers acknowledged (at
-/// most a second).
-async fn leave_cluster(
-    State(state): State<ApiState>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    // The body is optional: none (or `{}`) announces the configured intent.
-    let body: LeaveBody = if body.iter().all(u8::is_ascii_whitespace) {
-        LeaveBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad(format!(
-                "body: {e} (expected {{\"intent\": \"restart\" | \"stop\"}})"
-            ))
-        })?
-    };
-    let intent = body.intent.unwrap_or(state.shutdown_intent);
-    let tx = state.leave.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "unsupported",
-            "this server cannot leave on request",
-        )
-    })?;
-    if state
-        .leaving
-        .swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_leaving",
-            "a departure is already under way",
-        ));
-    }
-    match tx.try_send(intent) {
-        Ok(()) => {}
-        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_leaving",
-                "a departure is already under way",
-            ))
-        }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "unsupported",
-                "this server cannot leave on request",
-            ))
-        }
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "status": "leaving", "intent": intent })),
-    )
-        .into_response())
 }

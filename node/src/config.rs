@@ -107,7 +107,7 @@ impl Config {
             ),
             None => (String::new(), "(none)".to_string()),
         };
-        let mut config = Self::parse_with_env(&text, std::env::vars())
+        let mut config = Self::parse_with_env(&text, crate::env_overrides::chorus_vars()?)
             .with_context(|| format!("config {name}"))?;
         config.apply_env(|key| std::env::var(key).ok())?;
         config.validate()?;
@@ -130,16 +130,35 @@ impl Config {
             Some(hint) => anyhow::anyhow!("{err}\n{hint}"),
             None => err.into(),
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(hinted)?;
-        let applied = crate::env_overrides::apply(&mut table, vars)?;
+        let file: toml::Table = toml::from_str(text).map_err(hinted)?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut table = file.clone();
+        let applied = crate::env_overrides::apply(&mut table, vars.clone(), true)?;
         if applied.is_empty() {
             // Straight from the text: errors keep their line and column.
             return toml::from_str(text).map_err(hinted);
         }
-        toml::Value::Table(table)
-            .try_into::<Self>()
-            .map_err(hinted)
-            .map_err(|err| err.context(format!("with the environment's {}", applied.join(", "))))
+        if let Ok(config) = toml::Value::Table(table).try_into::<Self>() {
+            return Ok(config);
+        }
+        // A value that reads as a number or a boolean where a string belongs
+        // (a token of digits): every override as the string it is, and an
+        // error that names the variables but does not echo a value.
+        let mut table = file;
+        crate::env_overrides::apply(&mut table, vars.iter().cloned(), false)?;
+        toml::Value::Table(table).try_into::<Self>().map_err(|err| {
+            let mut message = err.to_string();
+            for (_, value) in &vars {
+                if !value.is_empty() {
+                    message = message.replace(value.as_str(), "<the value>");
+                }
+            }
+            anyhow::anyhow!(
+                "with the environment's {}: {}",
+                applied.join(", "),
+                message.trim()
+            )
+        })
     }
 
     /// `CHORUS_<KEY>` overrides the file: NAME, DATA_DIR, LISTEN and PEERS
@@ -492,6 +511,25 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("hot_roms"), "{text}");
         assert!(text.contains("CHORUS_REPLICA__HOT_ROMS"), "{text}");
+        // A token of digits is a string where a string belongs, and an
+        // error never echoes a value (it may be a secret).
+        let config = Config::parse_with_env("", vars(&[("CHORUS_API__TOKEN", "12345678")]))
+            .expect("a numeric token");
+        assert_eq!(config.api.token.as_deref(), Some("12345678"));
+        let err = Config::parse_with_env(
+            "",
+            vars(&[
+                ("CHORUS_API__TOKEN", "s3cr3t"),
+                ("CHORUS_API__BODY_BYTES_MAX", "lots"),
+            ]),
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(!text.contains("s3cr3t") && !text.contains("lots"), "{text}");
+        assert!(
+            text.contains("body_bytes_max") || text.contains("CHORUS_API__BODY_BYTES_MAX"),
+            "{text}"
+        );
     }
 
     #[test]

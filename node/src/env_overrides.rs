@@ -11,12 +11,31 @@ use anyhow::bail;
 const PREFIX: &str = "CHORUS_";
 const STEP: &str = "__";
 
+/// The process's `CHORUS_*` variables. One that is not Unicode is an
+/// error naming it (`std::env::vars` would panic on any such variable,
+/// ours or not).
+pub fn chorus_vars() -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with(PREFIX)) else {
+            continue;
+        };
+        let Some(value) = value.to_str() else {
+            bail!("{name}: not valid UTF-8");
+        };
+        vars.push((name.to_string(), value.to_string()));
+    }
+    Ok(vars)
+}
+
 /// Sets every `CHORUS_…__…` variable of `vars` into `table`, the parsed
 /// configuration file, before it is read as a `Config` (so an unknown key
-/// is refused by name, as in the file).
+/// is refused by name, as in the file). `typed`: values read as TOML
+/// values where they parse; otherwise every value is a string.
 pub fn apply(
     table: &mut toml::Table,
     vars: impl IntoIterator<Item = (String, String)>,
+    typed: bool,
 ) -> anyhow::Result<Vec<String>> {
     let mut applied = Vec::new();
     for (name, text) in vars {
@@ -43,7 +62,12 @@ pub fn apply(
                 _ => bail!("{name}: `{section}` is a value, not a section"),
             };
         }
-        at.insert(last.clone(), value_of(&text));
+        let value = if typed {
+            value_of(&text)
+        } else {
+            toml::Value::String(text)
+        };
+        at.insert(last.clone(), value);
         applied.push(name);
     }
     Ok(applied)
@@ -81,6 +105,7 @@ mod tests {
                 ("CHORUS_NAME", "ignored here"),
                 ("HOME", "/"),
             ]),
+            true,
         )
         .expect("applies");
         assert_eq!(applied.len(), 3);
@@ -96,9 +121,9 @@ mod tests {
     #[test]
     fn a_value_in_the_way_or_an_empty_key_is_refused_by_name() {
         let mut table: toml::Table = "region = \"eu\"".parse().expect("toml");
-        let err = apply(&mut table, vars(&[("CHORUS_REGION__X", "1")])).unwrap_err();
+        let err = apply(&mut table, vars(&[("CHORUS_REGION__X", "1")]), true).unwrap_err();
         assert!(err.to_string().contains("CHORUS_REGION__X"), "{err}");
-        let err = apply(&mut table, vars(&[("CHORUS_REPLICA____X", "1")])).unwrap_err();
+        let err = apply(&mut table, vars(&[("CHORUS_REPLICA____X", "1")]), true).unwrap_err();
         assert!(err.to_string().contains("empty key"), "{err}");
     }
 }

@@ -347,8 +347,14 @@ async fn incidents(
                 None => "/v1/incidents".to_string(),
             };
             let page: Vec<Value> = client.get(&path).await?;
-            let Some(last) = page.last().and_then(|e| e["at"].as_str()) else {
+            let Some(last) = page.last() else {
                 break;
+            };
+            let Some(last) = last["at"].as_str() else {
+                anyhow::bail!(
+                    "the replica's incidents have no text `at` (a build from before it \
+                     was a stamp string): use GET /v1/incidents"
+                );
             };
             after = Some(last.to_string());
             entries.extend(page);

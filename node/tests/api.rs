@@ -408,6 +408,12 @@ async fn each_field_of_a_room_has_a_route() {
         ),
         (
             reqwest::Method::PUT,
+            "/v1/rooms/f/participants/s1/state",
+            r#"{"state": "left"}"#,
+            400,
+        ),
+        (
+            reqwest::Method::PUT,
             "/v1/rooms/f/participants/nobody/tracks/t",
             r#"{"kind": "audio", "simulcast_layers": 1}"#,
             404,

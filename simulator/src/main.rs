@@ -132,7 +132,8 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
         trace: args.trace.is_some() || replay,
         timeline: args.svg.is_some(),
         mutation,
-        progress: !args.json,
+        // Quiet for machines: with --json, and in CI.
+        progress: !args.json && std::env::var_os("CI").is_none(),
     };
     let result = run(&scenario, &opts);
     if replay {

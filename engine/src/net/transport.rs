@@ -43,12 +43,19 @@ struct Dial {
 
 impl Dial {
     /// The next dial after a failure or a short-lived connection: the
-    /// backoff with ±50 % jitter (peers restarted together do not redial in
-    /// step), then the backoff doubles up to `REDIAL_MAX_MS`.
-    fn later(&mut self, now: Instant) {
-        self.next = now + self.backoff.mul_f64(0.5 + rand::random::<f64>());
+    /// backoff with ±50 % jitter (`unit`, uniform in [0, 1): peers
+    /// restarted together do not redial in step), then the backoff doubles
+    /// up to `REDIAL_MAX_MS`.
+    fn later(&mut self, now: Instant, unit: f64) {
+        self.next = now + self.backoff.mul_f64(0.5 + unit);
         self.backoff = (self.backoff * 2).min(Duration::from_millis(REDIAL_MAX_MS));
     }
+}
+
+/// A number uniform in [0, 1) for redial jitter.
+fn unit(rng: &mut rand_pcg::Pcg64Mcg) -> f64 {
+    use rand::Rng as _;
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Incoming connections that fail are logged at WARN at most this often
@@ -75,6 +82,8 @@ pub struct Libp2p {
     redial: tokio::time::Interval,
     /// When an incoming connection's failure was last logged.
     incoming_warned: Option<Instant>,
+    /// Redial jitter (seeded from the clock: it only spreads dials).
+    jitter: rand_pcg::Pcg64Mcg,
     refused_connections: u64,
     failed_requests: u64,
     gossip_received: u64,
@@ -140,6 +149,10 @@ impl Libp2p {
             allowed: network.allowed_peers,
             redial,
             incoming_warned: None,
+            jitter: {
+                use rand::SeedableRng as _;
+                rand_pcg::Pcg64Mcg::seed_from_u64(unix_ms() ^ u64::from(std::process::id()))
+            },
             refused_connections: 0,
             failed_requests: 0,
             gossip_received: 0,
@@ -167,8 +180,10 @@ impl Libp2p {
                 num_established,
                 ..
             } => {
-                if let Some(dial) = self.dials.get_mut(&peer_id) {
-                    dial.connected_at = Some(Instant::now());
+                if num_established.get() == 1 {
+                    if let Some(dial) = self.dials.get_mut(&peer_id) {
+                        dial.connected_at = Some(Instant::now());
+                    }
                 }
                 if num_established.get() == 1 {
                     self.peers.entry(peer_id).or_default().connected = true;
@@ -200,7 +215,7 @@ impl Libp2p {
                             );
                         }
                     }
-                    dial.later(now);
+                    dial.later(now, unit(&mut self.jitter));
                 }
                 return node_of(&peer_id).map(|peer| Input::PeerDown { peer });
             }
@@ -239,7 +254,7 @@ impl Libp2p {
                             "cannot connect to a peer (down, another PSK, or not on its allow-list?)"
                         );
                     }
-                    dial.later(Instant::now());
+                    dial.later(Instant::now(), unit(&mut self.jitter));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => return self.on_sync(event),
@@ -313,11 +328,16 @@ impl Libp2p {
             .map(|(peer, dial)| (*peer, dial.addr.clone()))
             .collect();
         for (peer, addr) in due {
+            // In flight: not dialled again until its outcome (a connection,
+            // or an error that sets the next dial) or the longest wait.
             if let Some(dial) = self.dials.get_mut(&peer) {
-                dial.later(now);
+                dial.next = now + Duration::from_millis(REDIAL_MAX_MS);
             }
             if let Err(err) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%peer, %addr, %err, "dial failed");
+                if let Some(dial) = self.dials.get_mut(&peer) {
+                    dial.later(now, unit(&mut self.jitter));
+                }
             }
         }
     }

@@ -30,11 +30,17 @@ struct StateBody {
 }
 
 /// `PUT /v1/rooms/{room}/participants/{session}/state`: `{"state": "active"}`.
+/// Leaving is `DELETE` on the participant, not a state set here.
 async fn set_state(
     State(state): State<ApiState>,
     Path((room, session)): Path<(String, String)>,
     Json(body): Json<StateBody>,
 ) -> Result<Response, ApiError> {
+    if body.state == SessionState::Left {
+        return Err(ApiError::bad(
+            "state: \"left\" is not set here; leave with DELETE /v1/rooms/{room}/participants/{session}",
+        ));
+    }
     let op = RoomOp::SetState {
         session: session_id(session)?,
         state: body.state,
