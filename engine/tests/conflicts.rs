@@ -23,6 +23,19 @@ fn pair_with_session(id: &RoomId) -> (TestReplica, TestReplica) {
     (a, b)
 }
 
+/// `pair_with_session`, with user `u` made a host on both replicas.
+fn pair_with_host_u(id: &RoomId) -> (TestReplica, TestReplica) {
+    let (a, b) = pair_with_session(id);
+    let host = Permission {
+        role: Role::Host,
+        publish: true,
+        subscribe: true,
+    };
+    a.engine.set_permission(id, &user("u"), host).expect("set");
+    sync_both(&a.engine, &b.engine, id);
+    (a, b)
+}
+
 /// automerge's own winner for a key path, read from an export.
 fn automerge_winner(engine: &Engine, id: &RoomId, path: &[&str]) -> (String, usize) {
     let doc = automerge::Automerge::load(&engine.export_room(id).expect("export")).expect("load");
@@ -222,14 +235,7 @@ fn concurrent_creation_of_one_room_hides_nothing() {
 fn a_permission_set_and_a_concurrent_remove_resolve_by_stamp() {
     for (clock_a, clock_b) in [(2_000, 9_000), (9_000, 2_000)] {
         let id = room(&format!("perm-{clock_a}"));
-        let (a, b) = pair_with_session(&id);
-        let host = Permission {
-            role: Role::Host,
-            publish: true,
-            subscribe: true,
-        };
-        a.engine.set_permission(&id, &user("u"), host).expect("set");
-        sync_both(&a.engine, &b.engine, &id);
+        let (a, b) = pair_with_host_u(&id);
         a.clock.set(clock_a);
         b.clock.set(clock_b);
         a.engine.remove_permission(&id, &user("u")).expect("remove");
@@ -257,14 +263,7 @@ fn a_permission_set_and_a_concurrent_remove_resolve_by_stamp() {
 #[test]
 fn a_remove_that_saw_the_add_wins() {
     let id = room("perm2");
-    let (a, b) = pair_with_session(&id);
-    let host = Permission {
-        role: Role::Host,
-        publish: true,
-        subscribe: true,
-    };
-    a.engine.set_permission(&id, &user("u"), host).expect("set");
-    sync_both(&a.engine, &b.engine, &id);
+    let (a, b) = pair_with_host_u(&id);
     b.engine
         .remove_permission(&id, &user("u"))
         .expect("remove after seeing the add");
