@@ -339,6 +339,7 @@ async fn incidents(
 ) -> anyhow::Result<()> {
     let client = api.client()?;
     let mut first = true;
+    let mut header = true;
     loop {
         let mut entries: Vec<Value> = Vec::new();
         loop {
@@ -364,7 +365,8 @@ async fn incidents(
             entries.drain(..skip);
         }
         first = false;
-        if first_line_needed(&entries) {
+        if header && !entries.is_empty() {
+            header = false;
             println!("{:<23}  {:<10} DETAIL", "TIME (UTC)", "KIND");
         }
         for e in &entries {
@@ -380,13 +382,6 @@ async fn incidents(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-}
-
-/// The header goes once, above the first entries printed.
-fn first_line_needed(entries: &[Value]) -> bool {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static PRINTED: AtomicBool = AtomicBool::new(false);
-    !entries.is_empty() && !PRINTED.swap(true, Ordering::Relaxed)
 }
 
 /// An incident's `at` (an HLC stamp) as a UTC time to the millisecond.
