@@ -9,6 +9,7 @@ pub mod failover;
 pub mod invariants;
 pub mod mutation;
 pub mod net;
+pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod run;

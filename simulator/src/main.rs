@@ -3,12 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use chorus_simulator::mutation::Mutation;
+use chorus_simulator::progress::{self, RunProgress, SeedBar};
+use chorus_simulator::report::Report;
 use chorus_simulator::run::{run, RunOptions, RunResult};
 use chorus_simulator::scenario::Scenario;
 use chorus_simulator::{svg, swarm};
@@ -132,8 +135,7 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
         trace: args.trace.is_some() || replay,
         timeline: args.svg.is_some(),
         mutation,
-        // Quiet for machines: with --json, and in CI.
-        progress: !args.json && std::env::var_os("CI").is_none(),
+        progress: progress::wanted(args.json).then(|| Arc::new(RunProgress::stderr())),
     };
     let result = run(&scenario, &opts);
     if replay {
@@ -189,40 +191,16 @@ fn run_swarm(seeds: u64, from: u64, jobs: usize, json: bool) -> bool {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut passed = 0u64;
+    let mut bar = SeedBar::new(seeds, progress::wanted(json));
     swarm::run_many(from, seeds, jobs, |scenario, report| {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            );
-        } else {
-            let verdict = if report.passed {
-                match report.convergence_ms {
-                    Some(ms) => format!("pass +{ms}ms"),
-                    None => "pass".into(),
-                }
-            } else {
-                let names: Vec<&str> = report
-                    .invariants
-                    .iter()
-                    .filter(|(_, v)| **v == "fail")
-                    .map(|(k, _)| *k)
-                    .collect();
-                format!("FAIL {}", names.join(","))
-            };
-            println!(
-                "seed {:>6} {verdict:<14} {} wall {}ms",
-                report.seed,
-                swarm::describe(scenario),
-                report.wall_ms
-            );
-        }
+        bar.record(report.passed, || print_seed(scenario, report, json));
         if report.passed {
             passed += 1;
         } else {
             failed.push(report.seed);
         }
     });
+    bar.finish();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{seeds} seeds from {from}: {passed} passed, {} failed in {secs:.1} s ({:.1} seeds/s, {jobs} jobs)",
@@ -236,4 +214,36 @@ fn run_swarm(seeds: u64, from: u64, jobs: usize, json: bool) -> bool {
         );
     }
     failed.is_empty()
+}
+
+/// A seed's outcome on stdout: its JSON report, or a line with what it drew
+/// and its verdict.
+fn print_seed(scenario: &Scenario, report: &Report, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+        return;
+    }
+    let verdict = if report.passed {
+        match report.convergence_ms {
+            Some(ms) => format!("pass +{ms}ms"),
+            None => "pass".into(),
+        }
+    } else {
+        let names: Vec<&str> = report
+            .invariants
+            .iter()
+            .filter(|(_, v)| **v == "fail")
+            .map(|(k, _)| *k)
+            .collect();
+        format!("FAIL {}", names.join(","))
+    };
+    println!(
+        "seed {:>6} {verdict:<14} {} wall {}ms",
+        report.seed,
+        swarm::describe(scenario),
+        report.wall_ms
+    );
 }

@@ -4,13 +4,15 @@
 //! writing) and the final checks.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chorus_engine::RoomId;
 
 use crate::cluster::{node_index, Cluster};
 use crate::invariants::{Checker, Invariant};
 use crate::mutation::Mutation;
+use crate::progress::{RunProgress, RunStatus};
 use crate::report::Report;
 use crate::rng::Rng;
 use crate::scenario::{Fault, Scenario, Timed};
@@ -33,13 +35,15 @@ pub struct RunOptions {
     pub timeline: bool,
     /// Test only: a deliberate bug (see [`Mutation`]).
     pub mutation: Option<Mutation>,
-    /// A line on stderr every `PROGRESS_EVERY` of wall time: how far the
-    /// simulated run is (a long run otherwise prints nothing until it ends).
-    pub progress: bool,
+    /// Told how far the simulated run is (a long run otherwise says
+    /// nothing until it ends): a bar or plain lines on stderr.
+    pub progress: Option<Arc<RunProgress>>,
 }
 
-/// How often a run with `progress` says how far it is (wall time).
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a run with `progress` tells it (wall time): often enough for
+/// a smooth bar, seldom enough to cost nothing. [`RunProgress`] decides
+/// what to draw or print.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 impl RunOptions {
     /// A run of the shipped scenario `name` (its reproduce line names the
@@ -96,6 +100,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
     let ignores_gate = opts.mutation == Some(Mutation::CompactionIgnoresGate);
     chorus_engine::mutation::set_compaction_ignores_gate(ignores_gate);
     let outcome = catch_unwind(AssertUnwindSafe(|| runner.execute()));
+    if let Some(progress) = &opts.progress {
+        progress.finish();
+    }
     chorus_engine::mutation::set_ownership_min(false);
     chorus_engine::mutation::set_compaction_drops_joins(false);
     chorus_engine::mutation::set_compaction_ignores_gate(false);
@@ -217,13 +224,9 @@ impl Runner<'_> {
         let mut next_check = s.checks.interval_ms;
         let mut next_failover_sample = 0;
         let mut rooms: Vec<RoomId> = Vec::new();
-        let started = Instant::now();
-        let mut said = started;
+        let mut said = Instant::now();
         loop {
-            if self.opts.progress && said.elapsed() >= PROGRESS_EVERY {
-                said = Instant::now();
-                self.progress(started, end);
-            }
+            self.progress(&mut said, None);
             let fault_at = plan.get(next_fault).map_or(u64::MAX, |t| t.at_ms);
             let t = fault_at
                 .min(next_op_us / 1_000)
@@ -263,23 +266,26 @@ impl Runner<'_> {
         }
     }
 
-    /// One progress line on stderr: simulated time done, the speed so far,
-    /// and the invariants failed yet.
-    fn progress(&mut self, started: Instant, end_ms: u64) {
-        let now_ms = self.cluster().now_ms;
-        let wall_s = started.elapsed().as_secs_f64();
-        let speed = now_ms as f64 / 1_000.0 / wall_s.max(0.001);
-        let eta_s = end_ms.saturating_sub(now_ms) as f64 / 1_000.0 / speed.max(0.001);
-        eprintln!(
-            "  {:>5.1} % simulated ({} of {} s) in {:.0} s wall, {:.1}x real time, about {:.0} s to go; {} invariants failed so far",
-            100.0 * now_ms as f64 / end_ms.max(1) as f64,
-            now_ms / 1_000,
-            end_ms / 1_000,
-            wall_s,
-            speed,
-            eta_s,
-            self.checker.failures().len(),
-        );
+    /// Tells `opts.progress` where the run is, at most every
+    /// `PROGRESS_EVERY` of wall time (`said`: when it was last told).
+    /// `liveness`: that phase's start and budget, once in it. Reads only.
+    fn progress(&self, said: &mut Instant, liveness: Option<(u64, u64)>) {
+        let Some(progress) = &self.opts.progress else {
+            return;
+        };
+        if said.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        *said = Instant::now();
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        progress.update(&RunStatus {
+            sim_ms: cluster.now_ms,
+            duration_ms: self.scenario.duration_ms,
+            liveness,
+            failures: self.checker.failures().len(),
+        });
     }
 
     /// Microseconds to the next operation (uniform around the mean).
@@ -402,7 +408,11 @@ impl Runner<'_> {
         self.timeline.mark(self.liveness_ms, None, "liveness");
         let deadline = self.liveness_ms + s.liveness_ms;
         let mut next_sample = self.liveness_ms;
+        let mut said = Instant::now()
+            .checked_sub(PROGRESS_EVERY)
+            .unwrap_or_else(Instant::now);
         loop {
+            self.progress(&mut said, Some((self.liveness_ms, s.liveness_ms)));
             let cluster = self.cluster.as_mut().expect("built");
             let all_up = cluster.nodes.iter().all(|n| n.is_up());
             if all_up && cluster.converged() {

@@ -322,7 +322,7 @@ pub fn run_seed(seed: u64, trace: bool, timeline: bool) -> (Scenario, RunResult)
         trace,
         timeline,
         mutation: None,
-        progress: false,
+        progress: None,
     };
     let result = run(&scenario, &opts);
     (scenario, result)

@@ -280,7 +280,7 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
         trace: true,
         timeline: true,
         mutation: None,
-        progress: false,
+        progress: None,
     };
     let result = run(&scenario, &opts);
     let json: serde_json::Value =
