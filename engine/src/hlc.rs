@@ -10,6 +10,7 @@ use std::fmt;
 use crate::limits::HLC_MAX_DRIFT_MS;
 
 /// One HLC reading. Totally ordered; the actor breaks ties between replicas.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug,
     Clone,

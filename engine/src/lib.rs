@@ -15,6 +15,8 @@ pub mod model;
 pub mod mutation;
 #[cfg(feature = "network")]
 pub mod net;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod pending;
 pub mod placement;
 pub mod replica;

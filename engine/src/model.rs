@@ -11,6 +11,7 @@ use crate::ids::{NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId}
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// A whole room, as read after applying every conflict rule.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSnapshot {
     pub id: RoomId,
@@ -62,6 +63,7 @@ impl RoomSnapshot {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
@@ -70,6 +72,7 @@ pub enum Lifecycle {
 }
 
 /// Room configuration. Each scalar is last-writer-wins by HLC stamp.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomConfig {
     pub max_participants: u32,
@@ -92,6 +95,7 @@ impl Default for RoomConfig {
 }
 
 /// A partial update of [`RoomConfig`]: `None` leaves a field alone.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigUpdate {
     pub max_participants: Option<u32>,
@@ -106,6 +110,7 @@ pub struct ConfigUpdate {
     pub remove_attributes: Vec<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -126,6 +131,7 @@ impl Role {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permission {
     pub role: Role,
@@ -133,6 +139,7 @@ pub struct Permission {
     pub subscribe: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallSession {
     pub user: UserId,
@@ -159,12 +166,14 @@ impl CallSession {
 
 /// Which media node hosts a call. Conflicts resolve to the max of
 /// `(epoch, node)` over all concurrent values.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Owner {
     pub epoch: u64,
     pub node: NodeId,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
@@ -175,12 +184,14 @@ pub enum SessionState {
     Left,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Track {
     pub kind: TrackKind,
     pub simulcast_layers: u8,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackKind {
@@ -190,6 +201,7 @@ pub enum TrackKind {
 }
 
 /// Counters merge by adding concurrent increments.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomCounters {
     pub joins: i64,
@@ -198,6 +210,7 @@ pub struct RoomCounters {
 }
 
 /// What a media node sends to admit a participant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     pub session: SessionId,
@@ -211,6 +224,7 @@ pub struct JoinRequest {
 }
 
 /// One entry of the room list, read from an index without loading the room.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSummary {
     pub id: RoomId,
@@ -219,6 +233,7 @@ pub struct RoomSummary {
 }
 
 /// A call hosted by a media node, from the owner index.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OwnedCall {
     pub room: RoomId,
@@ -253,6 +268,16 @@ impl Serialize for Head {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Head {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::hex_schema("The hash of one automerge change.", 64)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Head {}
+
 impl<'de> Deserialize<'de> for Head {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -274,6 +299,7 @@ impl Head {
 }
 
 /// What a durable local write returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteAck {
     pub room: RoomId,

@@ -9,6 +9,7 @@ use crate::ids::{RegionId, RoomId, SessionId, TrackId};
 use crate::model::{resume_token_hash, Lifecycle, Owner, RoomSnapshot, SessionState, Track};
 
 /// What a resuming client needs: who hosts its call and in what state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resumed {
     pub room: RoomId,

@@ -2,13 +2,19 @@
 //! engine (off the async threads) and wait for its answer. Bad input is a 4xx
 //! with `{code, message}`; only a failing store is a 5xx.
 //!
-//! Submodules: `errors` (the error shape and the extractors that answer in
-//! it), `sse` (the change feed), `server` (the HTTP server and its
-//! timeouts).
+//! Submodules: `rooms`, `fields`, `cluster`, `lifecycle` and
+//! `crate::nodes` (the routes, by part), `sse` (the change feed), `errors`
+//! (the error shape and the extractors that answer in it), `doc` (the
+//! OpenAPI document), `server` (the HTTP server and its timeouts).
 
+mod cluster;
+mod console;
+pub mod doc;
 mod errors;
 mod fields;
+mod latency;
 mod lifecycle;
+mod rooms;
 pub mod server;
 pub mod sse;
 
@@ -18,20 +24,22 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use chorus_engine::model::{JoinRequest, Owner, RoomConfig};
-use chorus_engine::{ConfigUpdate, Engine, Intent, RoomId, RoomOp, SessionId, TenantId};
+use chorus_engine::{Engine, Intent, RoomId};
 
 use crate::config::Config;
 use crate::limits::CALLS_IN_FLIGHT_MAX;
 use crate::limits::COMMAND_TIMEOUT;
-use crate::limits::INCIDENTS_PER_PAGE_MAX;
 use crate::metrics;
+use doc::PublicFailures;
 use errors::engine_error;
 pub use errors::{ApiError, Body, Json, Path, Query};
+pub(crate) use rooms::write;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -106,46 +114,37 @@ pub(crate) fn no_network() -> chorus_engine::Error {
     chorus_engine::Error::Network("the daemon runs without a network".into())
 }
 
+/// The API's routes and its OpenAPI document, from the same annotations:
+/// the public ones, and the ones behind the token.
+fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
+    let public = OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(lifecycle::ready))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json))
+        .merge(console::routes());
+    let guarded = OpenApiRouter::new()
+        .merge(rooms::routes())
+        .merge(fields::routes())
+        .merge(cluster::routes())
+        .merge(crate::nodes::routes())
+        .routes(routes!(sse::changes))
+        .routes(routes!(lifecycle::leave_cluster));
+    (public, guarded)
+}
+
+/// The API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (public, guarded) = routes();
+    public.merge(guarded).into_openapi()
+}
+
 pub fn router(state: ApiState) -> Router {
     let limit = state.body_bytes_max;
-    let guarded = Router::new()
-        .route("/v1/rooms", get(list_rooms))
-        .route(
-            "/v1/rooms/{room}",
-            put(upsert_room).get(get_room).delete(end_room),
-        )
-        .route("/v1/rooms/{room}/participants", post(join))
-        .route("/v1/rooms/{room}/batch", post(batch))
-        .route(
-            "/v1/rooms/{room}/participants/{session}",
-            axum::routing::delete(leave),
-        )
-        .route(
-            "/v1/rooms/{room}/participants/{session}/owner",
-            put(set_owner),
-        )
-        .route(
-            "/v1/rooms/{room}/participants/{session}/resume",
-            post(resume),
-        )
-        .route(
-            "/v1/rooms/{room}/automerge",
-            get(export_room).post(import_room),
-        )
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/incidents", get(incidents))
-        .route("/v1/changes", get(sse::changes))
-        .route("/v1/drill/partition", post(drill_partition))
-        .route("/v1/drill/heal", post(drill_heal))
-        .route("/v1/leave", post(lifecycle::leave_cluster))
-        .merge(crate::nodes::routes())
-        .merge(fields::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/ready", get(lifecycle::ready))
-        .route("/metrics", get(metrics_text))
-        .merge(guarded)
+    let (public, guarded) = routes();
+    let guarded = guarded.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let (router, _) = public.merge(guarded).split_for_parts();
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -174,6 +173,7 @@ pub fn router(state: ApiState) -> Router {
                         .latency_unit(tower_http::LatencyUnit::Micros),
                 ),
         )
+        .layer(middleware::from_fn(latency::observe))
         .with_state(state)
 }
 
@@ -208,8 +208,8 @@ async fn require_token(
     next.run(request).await
 }
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
     status: &'static str,
     name: String,
     peer_id: String,
@@ -217,6 +217,9 @@ struct Health {
     rooms: usize,
 }
 
+/// Liveness: the replica answers. Readiness is `/v1/ready`.
+#[utoipa::path(get, path = "/v1/health", tag = "lifecycle",
+    responses((status = 200, description = "The replica answers", body = Health), PublicFailures))]
 async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
     let view = call(&state, |e| e.cluster_view()?.ok_or_else(no_network)).await?;
     Ok(axum::Json(Health {
@@ -228,6 +231,29 @@ async fn health(State(state): State<ApiState>) -> Result<axum::Json<Health>, Api
     }))
 }
 
+/// The document is built once, on first request.
+static OPENAPI_JSON: std::sync::LazyLock<Result<String, String>> =
+    std::sync::LazyLock::new(|| openapi().to_json().map_err(|e| e.to_string()));
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "lifecycle",
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object), PublicFailures))]
+async fn openapi_json() -> Result<Response, ApiError> {
+    match &*OPENAPI_JSON {
+        Ok(text) => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], text.clone()).into_response())
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.clone(),
+        )),
+    }
+}
+
+/// Counters, gauges and histograms in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "lifecycle",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String), PublicFailures))]
 async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let (stats, nodes) = call(&state, |e| {
         Ok((e.net_stats()?.ok_or_else(no_network)?, e.nodes_view()?))
@@ -241,279 +267,4 @@ async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiErro
         metrics::render(&stats, &nodes),
     )
         .into_response())
-}
-
-async fn list_rooms(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let rooms = call(&state, |e| e.list_rooms()).await?;
-    Ok(axum::Json(rooms).into_response())
-}
-
-/// `PUT /v1/rooms/{room}`: every field optional; a new room takes the
-/// defaults for the ones left out, an existing one keeps them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoomBody {
-    tenant: Option<String>,
-    max_participants: Option<u32>,
-    preferred_region: Option<String>,
-    recording: Option<bool>,
-    #[serde(default)]
-    attributes: std::collections::BTreeMap<String, String>,
-}
-
-async fn upsert_room(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let room = room_id(&room)?;
-    // The body is optional: an empty one creates the room with defaults.
-    let body: RoomBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RoomBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("body: {e}")))?
-    };
-    let tenant = TenantId::parse(body.tenant.as_deref().unwrap_or("default"))
-        .map_err(|e| ApiError::bad(format!("tenant: {e}")))?;
-    let region = body
-        .preferred_region
-        .as_deref()
-        .map(chorus_engine::RegionId::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad(format!("preferred_region: {e}")))?;
-    let defaults = RoomConfig::default();
-    let config = RoomConfig {
-        max_participants: body.max_participants.unwrap_or(defaults.max_participants),
-        preferred_region: region.clone(),
-        recording: body.recording.unwrap_or(defaults.recording),
-        attributes: body.attributes.clone(),
-    };
-    let update = ConfigUpdate {
-        max_participants: body.max_participants,
-        preferred_region: region.map(Some),
-        recording: body.recording,
-        set_attributes: body.attributes,
-        remove_attributes: Vec::new(),
-    };
-    let ack = call(&state, move |e| {
-        e.upsert_room(&room, &tenant, config, update)
-    })
-    .await?;
-    Ok(axum::Json(ack).into_response())
-}
-
-async fn get_room(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = room_id(&room)?;
-    let snapshot = call(&state, move |e| e.room(&id)).await?;
-    match snapshot {
-        Some(snapshot) => Ok(axum::Json(snapshot).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("room {room} does not exist"),
-        )),
-    }
-}
-
-pub(crate) async fn write(
-    state: &ApiState,
-    room: RoomId,
-    op: RoomOp,
-) -> Result<Response, ApiError> {
-    let ack = call(state, move |e| e.write(&room, op)).await?;
-    Ok(axum::Json(ack).into_response())
-}
-
-async fn end_room(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-) -> Result<Response, ApiError> {
-    write(&state, room_id(&room)?, RoomOp::End).await
-}
-
-async fn join(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-    Json(request): Json<JoinRequest>,
-) -> Result<Response, ApiError> {
-    write(&state, room_id(&room)?, RoomOp::Join { request }).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchBody {
-    ops: Vec<RoomOp>,
-}
-
-/// Several operations as one transaction (`RoomOp::Batch`): every room
-/// operation but `create`, including the ones with no route of their own
-/// (session state, tracks, permissions, config).
-async fn batch(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-    Json(body): Json<BatchBody>,
-) -> Result<Response, ApiError> {
-    write(&state, room_id(&room)?, RoomOp::Batch { ops: body.ops }).await
-}
-
-async fn leave(
-    State(state): State<ApiState>,
-    Path((room, session)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
-    write(&state, room_id(&room)?, RoomOp::Leave { session }).await
-}
-
-async fn set_owner(
-    State(state): State<ApiState>,
-    Path((room, session)): Path<(String, String)>,
-    Json(owner): Json<Owner>,
-) -> Result<Response, ApiError> {
-    let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
-    write(&state, room_id(&room)?, RoomOp::SetOwner { session, owner }).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResumeBody {
-    token: String,
-}
-
-/// A client resuming on this replica: its token is checked against the
-/// replicated hash; the answer is the call's current owner and state.
-async fn resume(
-    State(state): State<ApiState>,
-    Path((room, session)): Path<(String, String)>,
-    Json(body): Json<ResumeBody>,
-) -> Result<Response, ApiError> {
-    let room = room_id(&room)?;
-    let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
-    let id = room.clone();
-    let snapshot = call(&state, move |e| e.room(&id)).await?;
-    let resumed = chorus_engine::resume::resume(&room, snapshot.as_ref(), &session, &body.token)
-        .map_err(engine_error)?;
-    Ok(axum::Json(resumed).into_response())
-}
-
-async fn export_room(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = room_id(&room)?;
-    match call(&state, move |e| {
-        e.inspect(move |r, _| r.export_room(&id))?
-    })
-    .await?
-    {
-        Some(bytes) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("room {room} does not exist"),
-        )),
-    }
-}
-
-async fn import_room(
-    State(state): State<ApiState>,
-    Path(room): Path<String>,
-    Body(bytes): Body,
-) -> Result<Response, ApiError> {
-    let room = room_id(&room)?;
-    if bytes.is_empty() {
-        return Err(ApiError::bad("the body must hold automerge bytes"));
-    }
-    let bytes = bytes.to_vec();
-    let ack = call(&state, move |e| e.import_room_as(&room, &bytes)).await?;
-    Ok(axum::Json(ack).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncidentQuery {
-    /// The `at` of the last entry already seen.
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-/// The incident journal, oldest first; page with `after`.
-async fn incidents(
-    State(state): State<ApiState>,
-    Query(query): Query<IncidentQuery>,
-) -> Result<Response, ApiError> {
-    let after = match query.after.as_deref() {
-        Some(text) => Some(
-            chorus_engine::hlc::Timestamp::parse(text)
-                .ok_or_else(|| ApiError::bad("after: not a journal timestamp"))?,
-        ),
-        None => None,
-    };
-    let limit = query
-        .limit
-        .unwrap_or(INCIDENTS_PER_PAGE_MAX)
-        .min(INCIDENTS_PER_PAGE_MAX);
-    let entries = call(&state, move |e| e.incidents(after, limit)).await?;
-    Ok(axum::Json(entries).into_response())
-}
-
-async fn cluster(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let view = call(&state, |e| e.cluster_view()?.ok_or_else(no_network)).await?;
-    Ok(axum::Json(view).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DrillBody {
-    peers: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct DrillResult {
-    cut: Vec<String>,
-}
-
-fn drills_enabled(state: &ApiState) -> Result<(), ApiError> {
-    if state.drills {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "drills_disabled",
-            "drills are disabled (set drills = true in the config)",
-        ))
-    }
-}
-
-async fn drill_partition(
-    State(state): State<ApiState>,
-    Json(body): Json<DrillBody>,
-) -> Result<Response, ApiError> {
-    drills_enabled(&state)?;
-    let peers = body
-        .peers
-        .iter()
-        .map(|p| {
-            p.parse::<libp2p::PeerId>()
-                .map_err(|e| ApiError::bad(format!("peers: {p:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let cut = call(&state, move |e| e.drill(Some(peers))).await?;
-    Ok(axum::Json(DrillResult {
-        cut: cut.iter().map(|p| p.to_base58()).collect(),
-    })
-    .into_response())
-}
-
-async fn drill_heal(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    drills_enabled(&state)?;
-    let cut = call(&state, |e| e.drill(None)).await?;
-    Ok(axum::Json(DrillResult {
-        cut: cut.iter().map(|p| p.to_base58()).collect(),
-    })
-    .into_response())
 }

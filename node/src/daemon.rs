@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
+use sd_notify::NotifyState;
 use tokio::sync::{mpsc, oneshot};
 
 use chorus_engine::net::Network;
@@ -53,6 +54,10 @@ impl Running {
     /// (`Engine::leave_cluster`; each waits at most a second), then stops
     /// the replica like [`Running::stop`].
     pub async fn leave(mut self, intent: Intent) -> anyhow::Result<()> {
+        notify_service_manager(&[
+            NotifyState::Stopping,
+            NotifyState::Status(&format!("leaving the cluster ({})", intent.as_str())),
+        ]);
         self.stop_api().await;
         let engine = self.engine.clone();
         let missing = tokio::task::spawn_blocking(move || engine.leave_cluster(intent))
@@ -83,6 +88,7 @@ impl Running {
     /// flushes the store and closes the connections. Peers are not told:
     /// they detect it as a failure (see [`Running::leave`]).
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        notify_service_manager(&[NotifyState::Stopping]);
         self.stop_api().await;
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.shutdown())
@@ -150,6 +156,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_stop_rx,
     ));
     tracing::info!(%peer_id, %api, "replica started");
+    // Only now: the store is open and the API accepts connections, so a
+    // unit ordered after this one (Type=notify) can use it at once.
+    notify_service_manager(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("replica {peer_id} started; API on {api}")),
+    ]);
     Ok(Running {
         peer_id,
         listen,
@@ -159,4 +171,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_task,
         leave_requests,
     })
+}
+
+/// Tells the service manager `states` (systemd's `sd_notify`, for
+/// `Type=notify` units: `node/deploy/chorus.service`) when `NOTIFY_SOCKET`
+/// is set; without it, nothing. The variable stays set so that the
+/// shutdown can be reported too (every `start` in a process reports; a
+/// unit runs `chorus run`, one replica). A failure only logs: a service
+/// manager that cannot be told must not stop the replica (systemd itself
+/// then times the start out).
+fn notify_service_manager(states: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(states) {
+        tracing::warn!(%err, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }

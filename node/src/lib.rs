@@ -12,3 +12,4 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod nodes;
+pub mod render;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use chorus_node::client::{Client, HttpError};
 use chorus_node::config::Config;
-use chorus_node::{bench, daemon, demo, keys};
+use chorus_node::{bench, daemon, demo, keys, render};
 
 #[derive(Parser)]
 #[command(name = "chorus", version, about = "Chorus replica daemon and CLI")]
@@ -33,6 +33,15 @@ struct Api {
     /// The API's bearer token, if it has one.
     #[arg(long, global = true, env = "CHORUS_API_TOKEN")]
     token: Option<String>,
+    /// Output: headed tables for people, or the API's JSON for scripts.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +106,9 @@ enum Command {
     },
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// Prints the HTTP API's OpenAPI 3.1 document (what a daemon serves at
+    /// `/v1/openapi.json`), for client generators.
+    Openapi,
     /// Three replicas on loopback: replication, a partition drill, the merge, a failover.
     Demo,
     /// Benchmarks against real daemons on loopback.
@@ -223,10 +235,16 @@ async fn dispatch(api: Api, command: Command) -> anyhow::Result<bool> {
         Command::Run { config } => run(config).await?,
         Command::Keygen { out } => {
             let key = keys::generate(&out)?;
-            println!("{}", key.public().to_peer_id());
+            api.peer_id(&key.public().to_peer_id().to_base58())?;
         }
-        Command::Status => print_get(&api, "/v1/health").await?,
-        Command::Cluster => print_get(&api, "/v1/cluster").await?,
+        Command::Status => {
+            let health = api.client()?.get("/v1/health").await?;
+            api.emit(&health, render::status)?
+        }
+        Command::Cluster => {
+            let view = api.client()?.get("/v1/cluster").await?;
+            api.emit(&view, render::cluster)?
+        }
         Command::Rooms { action } => rooms(&api, action).await?,
         Command::Incidents {
             after,
@@ -244,25 +262,31 @@ async fn dispatch(api: Api, command: Command) -> anyhow::Result<bool> {
                 .client()?
                 .send(reqwest::Method::POST, "/v1/leave", &body)
                 .await?;
-            print_json(&answer)?
+            api.emit(&answer, render::object)?
         }
         Command::Id { keyfile } => {
             let key = keys::load(&keyfile)?;
-            println!("{}", key.public().to_peer_id());
+            api.peer_id(&key.public().to_peer_id().to_base58())?;
         }
         Command::Config {
             action: ConfigAction::Check { file },
         } => {
             let config = Config::load(Some(&file))?;
-            for warning in config.startup_warnings() {
-                eprintln!("warning: {warning}");
+            let warnings = config.startup_warnings();
+            if api.output == Output::Json {
+                print_json(&json!({"file": file, "ok": true, "warnings": warnings}))?;
+            } else {
+                for warning in warnings {
+                    eprintln!("warning: {warning}");
+                }
+                println!("{}: ok", file.display());
             }
-            println!("{}: ok", file.display());
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "chorus", &mut std::io::stdout());
         }
+        Command::Openapi => println!("{}", chorus_node::api::openapi().to_pretty_json()?),
         Command::Demo => {
             init_logs(false, "warn");
             return demo::run().await;
@@ -286,6 +310,28 @@ impl Api {
     fn client(&self) -> anyhow::Result<Client> {
         Client::new(self.api.clone(), self.token.clone())
     }
+
+    /// `value` as a table (`table` renders it) or as its JSON.
+    fn emit(&self, value: &Value, table: fn(&Value) -> String) -> anyhow::Result<()> {
+        match self.output {
+            Output::Json => print_json(value),
+            Output::Table => {
+                print!("{}", table(value));
+                Ok(())
+            }
+        }
+    }
+
+    /// A peer id: bare (for scripts' `$(chorus id KEY)`) or as JSON.
+    fn peer_id(&self, id: &str) -> anyhow::Result<()> {
+        match self.output {
+            Output::Json => print_json(&json!({ "peer_id": id })),
+            Output::Table => {
+                println!("{id}");
+                Ok(())
+            }
+        }
+    }
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -293,16 +339,14 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_get(api: &Api, path: &str) -> anyhow::Result<()> {
-    let value: Value = api.client()?.get(path).await?;
-    print_json(&value)
-}
-
 async fn rooms(api: &Api, action: RoomsAction) -> anyhow::Result<()> {
     let client = api.client()?;
-    let out: Value = match action {
-        RoomsAction::List => client.get("/v1/rooms").await?,
-        RoomsAction::Get { room } => client.get(&format!("/v1/rooms/{room}")).await?,
+    let (out, table): (Value, fn(&Value) -> String) = match action {
+        RoomsAction::List => (client.get("/v1/rooms").await?, render::room_list),
+        RoomsAction::Get { room } => (
+            client.get(&format!("/v1/rooms/{room}")).await?,
+            render::room,
+        ),
         RoomsAction::Create {
             room,
             max_participants,
@@ -319,13 +363,17 @@ async fn rooms(api: &Api, action: RoomsAction) -> anyhow::Result<()> {
             if let Some(max) = max_participants {
                 body["max_participants"] = json!(max);
             }
-            client
+            let ack = client
                 .send(reqwest::Method::PUT, &format!("/v1/rooms/{room}"), &body)
-                .await?
+                .await?;
+            (ack, render::write_ack)
         }
-        RoomsAction::End { room } => client.delete(&format!("/v1/rooms/{room}")).await?,
+        RoomsAction::End { room } => (
+            client.delete(&format!("/v1/rooms/{room}")).await?,
+            render::write_ack,
+        ),
     };
-    print_json(&out)
+    api.emit(&out, table)
 }
 
 /// The journal as a timeline, every page of it (or the entries after
@@ -365,6 +413,18 @@ async fn incidents(
             entries.drain(..skip);
         }
         first = false;
+        if api.output == Output::Json {
+            // One entry per line: the output of `--follow` stays parseable
+            // line by line however long it runs.
+            for e in &entries {
+                println!("{e}");
+            }
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
         if header && !entries.is_empty() {
             header = false;
             println!("{:<23}  {:<10} DETAIL", "TIME (UTC)", "KIND");
@@ -400,33 +460,20 @@ fn readable_time(at: Option<&str>) -> String {
         )
 }
 
-/// Every known node, one line each, then the moves in progress.
+/// Every known node, then the moves in progress; this replica's own node
+/// is shown with its name.
 async fn nodes(api: &Api) -> anyhow::Result<()> {
-    let view: Value = api.client()?.get("/v1/nodes").await?;
-    let empty = Vec::new();
-    for n in view["nodes"].as_array().unwrap_or(&empty) {
-        println!(
-            "{:<54} {:<9} {:<9} {}",
-            n["node"].as_str().unwrap_or("?"),
-            n["grade"].as_str().unwrap_or("?"),
-            if n["draining"] == true {
-                "draining"
-            } else {
-                ""
-            },
-            n["reason"].as_str().unwrap_or("")
-        );
+    let client = api.client()?;
+    let view: Value = client.get("/v1/nodes").await?;
+    if api.output == Output::Json {
+        return print_json(&view);
     }
-    for m in view["moves"].as_array().unwrap_or(&empty) {
-        println!(
-            "moving: {} {} of {}, {} calls left at {}/s",
-            m["kind"].as_str().unwrap_or("?"),
-            m["calls_at_start"],
-            m["node"].as_str().unwrap_or("?"),
-            m["calls_left"],
-            m["rate_per_s"]
-        );
-    }
+    let cluster: Value = client.get("/v1/cluster").await?;
+    let names = match (cluster["peer_id"].as_str(), cluster["name"].as_str()) {
+        (Some(id), Some(name)) => vec![(id.to_string(), name.to_string())],
+        _ => Vec::new(),
+    };
+    print!("{}", render::nodes(&view, &names));
     Ok(())
 }
 
@@ -442,14 +489,26 @@ async fn drain(api: &Api, node: &str, rate: Option<u32>, cancel: bool) -> anyhow
         };
         client.send(reqwest::Method::POST, &path, &body).await?
     };
-    print_json(&order)
+    api.emit(&order, render::drain_order)
 }
 
 async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     init_logs(config.log_json, "info,libp2p=warn");
     let shutdown_intent = config.shutdown_intent;
-    let mut node = daemon::start(config).await?;
+    // Listen for SIGTERM/SIGINT before the daemon says it is ready (its
+    // stdout line, systemd's READY=1): a stop right after would otherwise
+    // meet the default action and kill it without announcing its leave.
+    let mut signals = ShutdownSignals::new()?;
+    // Opening a large store takes a while: a stop meanwhile ends the start
+    // (nothing was announced or acknowledged yet, so nothing to leave).
+    let mut node = tokio::select! {
+        node = daemon::start(config) => node?,
+        () = signals.recv() => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     let mut leave_requests = node.leave_requests();
     // One line on stdout for whoever started us (tests, scripts).
     let ready = json!({
@@ -461,32 +520,45 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     println!("{ready}");
     let intent = tokio::select! {
         result = node.wait() => return result.context("the replica stopped"),
-        () = shutdown_signal() => shutdown_intent,
+        () = signals.recv() => shutdown_intent,
         Some(intent) = leave_requests.recv() => intent,
     };
     tracing::info!(intent = intent.as_str(), "leaving the cluster");
     node.leave(intent).await
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, subscribed to when made (tokio installs the handler
+/// then, not when first awaited).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

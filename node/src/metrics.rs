@@ -1,39 +1,123 @@
-//! `/metrics` in the OpenMetrics text format. The counters live in the
-//! sans-IO replica (`ReplicaStats`) and the engine's network and are copied
-//! at scrape time, so they are rendered directly rather than mirrored into a
-//! second registry that could drift from them.
+//! `/metrics` in the OpenMetrics text format, through `prometheus-client`.
+//!
+//! Two registries. The counters and gauges live in the sans-IO replica
+//! (`ReplicaStats`) and the engine's network (`NetStats`), and so do the
+//! write and replication latency histograms: a scrape copies them and a
+//! collector (`Snapshot`) encodes that copy, so there is no second set of
+//! counters that could drift from them. What only the daemon sees (the
+//! API's latency, the build) is live in `LIVE`, built once.
 
-use std::fmt::Write;
+mod http;
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
 use chorus_engine::membership::Grade;
 use chorus_engine::net::NetStats as StatsView;
+use chorus_engine::replica::stats::Histogram;
 use chorus_engine::replica::NodesView;
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "# HELP {name} {help}");
-}
+pub use http::observe_request;
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    family(out, name, "counter", help);
-    let _ = writeln!(out, "{name}_total {value}");
-}
+/// The daemon's own metrics, registered once: their values live in them.
+static LIVE: LazyLock<Registry> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    // `Registry::register` appends the full stop to these help texts.
+    registry.register(
+        "chorus_build",
+        "The running build",
+        Info::new([("version", escape(env!("CARGO_PKG_VERSION")))]),
+    );
+    registry.register_with_unit(
+        "chorus_http_request",
+        "API requests by method and route (the route's pattern, or \
+         unmatched), until the response's head is ready",
+        Unit::Seconds,
+        http::REQUESTS.clone(),
+    );
+    registry
+});
 
-fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    family(out, name, "gauge", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
+/// The whole exposition: this scrape's copy of the engine's stats, then
+/// the live metrics, then `# EOF`.
 pub fn render(s: &StatsView, nodes: &NodesView) -> String {
+    let mut snapshot = Registry::default();
+    snapshot.register_collector(Box::new(Snapshot {
+        stats: s.clone(),
+        nodes: nodes.clone(),
+    }));
     let mut out = String::new();
-    replica_counters(&mut out, s);
-    traffic(&mut out, s);
-    protocol_counters(&mut out, s);
-    node_gauges(&mut out, s);
-    grades(&mut out, nodes);
-    build_info(&mut out);
-    out.push_str("# EOF\n");
+    let encoded = prometheus_client::encoding::text::encode_registry(&mut out, &snapshot)
+        .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut out, &LIVE))
+        .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut out));
+    // Writing to a `String` cannot fail; a value the encoder refuses
+    // (a gauge past `i64::MAX`) can. A truncated exposition without its
+    // `# EOF` is refused whole by the scraper, which is the right outcome.
+    if let Err(fmt::Error) = encoded {
+        tracing::warn!("a metric could not be encoded; this scrape is incomplete");
+    }
     out
+}
+
+/// One scrape's copy of the engine's stats, encoded as constant metrics.
+#[derive(Debug)]
+struct Snapshot {
+    stats: StatsView,
+    nodes: NodesView,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        replica_counters(e, &self.stats)?;
+        traffic(e, &self.stats)?;
+        protocol_counters(e, &self.stats)?;
+        node_gauges(e, &self.stats)?;
+        grades(e, &self.nodes)?;
+        latencies(e, &self.stats)
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: usize) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A counter family with one label, one sample per `(label value, count)`.
+fn counters_by<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in values {
+        let labels = [(label, value)];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A histogram the engine keeps (`chorus_engine::replica::stats`), in
+/// seconds: the unit is appended to `name` and announced (`# UNIT`).
+fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -> fmt::Result {
+    let unit = Unit::Seconds;
+    let mut metric = e.encode_descriptor(name, help, Some(&unit), MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(h.sum_seconds(), h.count, &h.buckets_seconds(), None)
 }
 
 /// Every grade a node can have, as the API names them.
@@ -48,35 +132,26 @@ const GRADES: [(Grade, &str); 5] = [
 /// `chorus_node_grade{node, grade}`: 1 for the grade this replica gives
 /// each node it knows, 0 for the others (so a query can alert on
 /// `chorus_node_grade{grade="down"} == 1`).
-fn grades(out: &mut String, nodes: &NodesView) {
-    family(
-        out,
+fn grades(e: &mut DescriptorEncoder, nodes: &NodesView) -> fmt::Result {
+    let mut family = e.encode_descriptor(
         "chorus_node_grade",
-        "gauge",
         "The grade this replica gives each node it knows (1: the current one).",
-    );
+        None,
+        MetricType::Gauge,
+    )?;
     for view in &nodes.nodes {
+        let node = escape(view.node.as_str());
         for (grade, name) in GRADES {
-            let _ = writeln!(
-                out,
-                "chorus_node_grade{{node=\"{}\",grade=\"{name}\"}} {}",
-                escape(view.node.as_str()),
-                u8::from(view.grade == grade)
-            );
+            let labels = [("node", node.as_str()), ("grade", name)];
+            let current = u32::from(view.grade == grade);
+            ConstGauge::new(current).encode(family.encode_family(&labels)?)?;
         }
     }
+    Ok(())
 }
 
-fn build_info(out: &mut String) {
-    family(out, "chorus_build", "info", "The running build.");
-    let _ = writeln!(
-        out,
-        "chorus_build_info{{version=\"{}\"}} 1",
-        escape(env!("CARGO_PKG_VERSION"))
-    );
-}
-
-/// A label value with `\`, `"` and newlines escaped (OpenMetrics).
+/// A label value with `\`, `"` and newlines escaped (OpenMetrics):
+/// prometheus-client writes label values as they are.
 fn escape(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -84,297 +159,294 @@ fn escape(text: &str) -> String {
 }
 
 /// Writes, takeovers and refusals of the replica.
-fn replica_counters(out: &mut String, s: &StatsView) {
+fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
     let r = &s.replica;
-    counter(
-        out,
-        "chorus_changes_applied",
-        "Remote changes applied.",
-        r.changes_applied,
-    );
-    counter(
-        out,
-        "chorus_changes_rejected",
-        "Remote changes refused: malformed, or for a room that refuses them.",
-        r.changes_rejected,
-    );
-    counter(
-        out,
-        "chorus_changes_refused_invalid",
-        "Peers' changes refused by schema validation (they would break the room).",
-        r.changes_refused,
-    );
-    counter(
-        out,
-        "chorus_calls_rehomed",
-        "Calls this replica took over (failover or drain).",
-        r.rehomed,
-    );
-    counter(
-        out,
-        "chorus_rehome_refused",
-        "Takeovers refused because another replica moved the call first.",
-        r.rehome_refused,
-    );
-    counter(
-        out,
-        "chorus_rehome_no_candidate",
-        "Orphaned calls found with no healthy node to take them.",
-        r.rehome_no_candidate,
-    );
-    counter(
-        out,
-        "chorus_failover_held_minority",
-        "Move ticks that held a failover back: no majority in sight.",
-        r.failover_held_minority,
-    );
-    counter(
-        out,
-        "chorus_swim_refused",
-        "Failure-detection datagrams refused (malformed or spoofed).",
-        r.swim_refused,
-    );
-    counter(
-        out,
-        "chorus_datagrams_dropped",
-        "Failure-detection datagrams not sent: no connection to the peer.",
-        s.datagrams_dropped,
-    );
-    counter(
-        out,
-        "chorus_local_writes",
-        "Local writes acknowledged.",
-        r.local_writes,
-    );
-    counter(
-        out,
-        "chorus_local_write_errors",
-        "Local writes and imports refused.",
-        r.local_write_errors,
-    );
-    counter(
-        out,
-        "chorus_compactions",
-        "Room histories this replica compacted.",
-        r.compactions,
-    );
-    counter(
-        out,
-        "chorus_compactions_redone",
-        "Compactions whose room changed while they ran off the replica's task, finished on it.",
-        r.compactions_redone,
-    );
-    counter(
-        out,
-        "chorus_compaction_held_dropped",
-        "Peer changes carrying a newer base, dropped while a compaction held back too many.",
-        r.compaction_held_dropped,
-    );
-    counter(
-        out,
-        "chorus_compactions_failed",
-        "Compactions off the replica's task that failed or never came back.",
-        r.compactions_failed,
-    );
-    counter(
-        out,
-        "chorus_applies_off_task",
-        "Copies of a large room sent off the replica's task with peers' changes to apply.",
-        r.applies_off_task,
-    );
-    counter(
-        out,
-        "chorus_applies_redone",
-        "Copies whose room was written to meanwhile, their changes applied again in line.",
-        r.applies_redone,
-    );
-    counter(
-        out,
-        "chorus_apply_held_dropped",
-        "Peers' batches dropped while a large room held too many for its next copy.",
-        r.apply_held_dropped,
-    );
-    counter(
-        out,
-        "chorus_applies_failed",
-        "Copies applied off the replica's task whose result never came back.",
-        r.applies_failed,
-    );
-    counter(
-        out,
-        "chorus_imports_in_line",
-        "Imports whose room changed while they merged off the replica's task, merged again on it.",
-        r.imports_in_line,
-    );
+    let rows = [
+        (
+            "chorus_changes_applied",
+            "Remote changes applied.",
+            r.changes_applied,
+        ),
+        (
+            "chorus_changes_rejected",
+            "Remote changes refused: malformed, or for a room that refuses them.",
+            r.changes_rejected,
+        ),
+        (
+            "chorus_changes_refused_invalid",
+            "Peers' changes refused by schema validation (they would break the room).",
+            r.changes_refused,
+        ),
+        (
+            "chorus_calls_rehomed",
+            "Calls this replica took over (failover or drain).",
+            r.rehomed,
+        ),
+        (
+            "chorus_rehome_refused",
+            "Takeovers refused because another replica moved the call first.",
+            r.rehome_refused,
+        ),
+        (
+            "chorus_rehome_no_candidate",
+            "Orphaned calls found with no healthy node to take them.",
+            r.rehome_no_candidate,
+        ),
+        (
+            "chorus_failover_held_minority",
+            "Move ticks that held a failover back: no majority in sight.",
+            r.failover_held_minority,
+        ),
+        (
+            "chorus_swim_refused",
+            "Failure-detection datagrams refused (malformed or spoofed).",
+            r.swim_refused,
+        ),
+        (
+            "chorus_datagrams_dropped",
+            "Failure-detection datagrams not sent: no connection to the peer.",
+            s.datagrams_dropped,
+        ),
+        (
+            "chorus_local_writes",
+            "Local writes acknowledged.",
+            r.local_writes,
+        ),
+        (
+            "chorus_local_write_errors",
+            "Local writes and imports refused.",
+            r.local_write_errors,
+        ),
+        (
+            "chorus_compactions",
+            "Room histories this replica compacted.",
+            r.compactions,
+        ),
+        (
+            "chorus_compactions_redone",
+            "Compactions whose room changed while they ran off the replica's task, finished on it.",
+            r.compactions_redone,
+        ),
+        (
+            "chorus_compaction_held_dropped",
+            "Peer changes carrying a newer base, dropped while a compaction held back too many.",
+            r.compaction_held_dropped,
+        ),
+        (
+            "chorus_compactions_failed",
+            "Compactions off the replica's task that failed or never came back.",
+            r.compactions_failed,
+        ),
+        (
+            "chorus_applies_off_task",
+            "Copies of a large room sent off the replica's task with peers' changes to apply.",
+            r.applies_off_task,
+        ),
+        (
+            "chorus_applies_redone",
+            "Copies whose room was written to meanwhile, their changes applied again in line.",
+            r.applies_redone,
+        ),
+        (
+            "chorus_apply_held_dropped",
+            "Peers' batches dropped while a large room held too many for its next copy.",
+            r.apply_held_dropped,
+        ),
+        (
+            "chorus_applies_failed",
+            "Copies applied off the replica's task whose result never came back.",
+            r.applies_failed,
+        ),
+        (
+            "chorus_imports_in_line",
+            "Imports whose room changed while they merged off the replica's task, merged again on it.",
+            r.imports_in_line,
+        ),
+    ];
+    for (name, help, value) in rows {
+        counter(e, name, help, value)?;
+    }
+    Ok(())
 }
 
 /// Bytes by message kind, catch-ups by path, and what followed them.
-fn traffic(out: &mut String, s: &StatsView) {
+fn traffic(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
     let r = &s.replica;
-    family(
-        out,
+    counters_by(
+        e,
         "chorus_sent_bytes",
-        "counter",
         "Bytes sent, by message kind.",
-    );
-    for (kind, t) in &r.sent {
-        let _ = writeln!(
-            out,
-            "chorus_sent_bytes_total{{kind=\"{kind}\"}} {}",
-            t.bytes
-        );
-    }
-    family(
-        out,
+        "kind",
+        r.sent.iter().map(|(kind, t)| (*kind, t.bytes)),
+    )?;
+    counters_by(
+        e,
         "chorus_received_bytes",
-        "counter",
         "Bytes received, by message kind.",
-    );
-    for (kind, t) in &r.received {
-        let _ = writeln!(
-            out,
-            "chorus_received_bytes_total{{kind=\"{kind}\"}} {}",
-            t.bytes
-        );
-    }
-    family(
-        out,
+        "kind",
+        r.received.iter().map(|(kind, t)| (*kind, t.bytes)),
+    )?;
+    counters_by(
+        e,
         "chorus_sync",
-        "counter",
         "Completed catch-ups, by path.",
-    );
-    for (path, n) in [
-        ("incremental", r.sync_incremental),
-        ("since", r.sync_since),
-        ("full", r.sync_full),
+        "path",
+        [
+            ("incremental", r.sync_incremental),
+            ("since", r.sync_since),
+            ("full", r.sync_full),
+        ],
+    )?;
+    let mismatched = r.rounds_started.saturating_sub(r.rounds_idle);
+    for (name, help, value) in [
+        (
+            "chorus_rounds_started",
+            "Anti-entropy rounds started.",
+            r.rounds_started,
+        ),
+        (
+            "chorus_rounds_idle",
+            "Rounds that found the replicas equal.",
+            r.rounds_idle,
+        ),
+        (
+            "chorus_rounds_mismatched",
+            "Rounds that found a difference.",
+            mismatched,
+        ),
+        (
+            "chorus_rounds_timed_out",
+            "Rounds abandoned.",
+            r.rounds_timed_out,
+        ),
     ] {
-        let _ = writeln!(out, "chorus_sync_total{{path=\"{path}\"}} {n}");
+        counter(e, name, help, value)?;
     }
-    counter(
-        out,
-        "chorus_rounds_started",
-        "Anti-entropy rounds started.",
-        r.rounds_started,
-    );
-    counter(
-        out,
-        "chorus_rounds_idle",
-        "Rounds that found the replicas equal.",
-        r.rounds_idle,
-    );
-    counter(
-        out,
-        "chorus_rounds_mismatched",
-        "Rounds that found a difference.",
-        r.rounds_started.saturating_sub(r.rounds_idle),
-    );
-    counter(
-        out,
-        "chorus_rounds_timed_out",
-        "Rounds abandoned.",
-        r.rounds_timed_out,
-    );
+    Ok(())
 }
 
 /// Decoding errors and the protocol's other counters.
-fn protocol_counters(out: &mut String, s: &StatsView) {
+fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
     let r = &s.replica;
-    family(
-        out,
+    counters_by(
+        e,
         "chorus_decode_errors",
-        "counter",
         "Frames that failed to decode, by reason.",
-    );
-    for (reason, n) in &r.decode_errors {
-        let _ = writeln!(out, "chorus_decode_errors_total{{reason=\"{reason}\"}} {n}");
+        "reason",
+        r.decode_errors.iter().map(|(reason, n)| (*reason, *n)),
+    )?;
+    let rows = [
+        (
+            "chorus_foreign_cluster",
+            "Messages from another cluster.",
+            r.foreign_cluster,
+        ),
+        (
+            "chorus_pending_dropped",
+            "Out-of-order changes dropped (buffer full).",
+            r.pending_dropped,
+        ),
+        ("chorus_purged", "Rooms purged.", r.purged),
+        (
+            "chorus_storage_errors",
+            "Store reads that failed.",
+            r.storage_errors,
+        ),
+        (
+            "chorus_refused_connections",
+            "Connections refused (not allowed, or cut by a drill).",
+            s.refused_connections,
+        ),
+        (
+            "chorus_failed_requests",
+            "Requests to peers that failed.",
+            s.failed_requests,
+        ),
+        (
+            "chorus_gossip_received",
+            "Pushes received by gossip.",
+            s.gossip_received,
+        ),
+        (
+            "chorus_gossip_refused",
+            "Gossip messages dropped: their author is not on the allow-list.",
+            s.gossip_refused,
+        ),
+        (
+            "chorus_drains_refused",
+            "Peers' drain orders refused: unknown node, or stamped too far ahead.",
+            r.drains_refused,
+        ),
+        (
+            "chorus_purges_refused",
+            "Peers' purges refused: no end change of the room as proof.",
+            r.purges_refused,
+        ),
+        (
+            "chorus_pushes_by_request",
+            "Pushes sent by request while gossip had no subscribers.",
+            s.pushes_by_request,
+        ),
+    ];
+    for (name, help, value) in rows {
+        counter(e, name, help, value)?;
     }
-    counter(
-        out,
-        "chorus_foreign_cluster",
-        "Messages from another cluster.",
-        r.foreign_cluster,
-    );
-    counter(
-        out,
-        "chorus_pending_dropped",
-        "Out-of-order changes dropped (buffer full).",
-        r.pending_dropped,
-    );
-    counter(out, "chorus_purged", "Rooms purged.", r.purged);
-    counter(
-        out,
-        "chorus_storage_errors",
-        "Store reads that failed.",
-        r.storage_errors,
-    );
-    counter(
-        out,
-        "chorus_refused_connections",
-        "Connections refused (not allowed, or cut by a drill).",
-        s.refused_connections,
-    );
-    counter(
-        out,
-        "chorus_failed_requests",
-        "Requests to peers that failed.",
-        s.failed_requests,
-    );
-    counter(
-        out,
-        "chorus_gossip_received",
-        "Pushes received by gossip.",
-        s.gossip_received,
-    );
-    counter(
-        out,
-        "chorus_gossip_refused",
-        "Gossip messages dropped: their author is not on the allow-list.",
-        s.gossip_refused,
-    );
-    counter(
-        out,
-        "chorus_drains_refused",
-        "Peers' drain orders refused: unknown node, or stamped too far ahead.",
-        s.replica.drains_refused,
-    );
-    counter(
-        out,
-        "chorus_purges_refused",
-        "Peers' purges refused: no end change of the room as proof.",
-        s.replica.purges_refused,
-    );
-    counter(
-        out,
-        "chorus_pushes_by_request",
-        "Pushes sent by request while gossip had no subscribers.",
-        s.pushes_by_request,
-    );
+    Ok(())
 }
 
-/// The node's network counters and gauges.
-fn node_gauges(out: &mut String, s: &StatsView) {
+/// The node's network gauges.
+fn node_gauges(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
     gauge(
-        out,
+        e,
         "chorus_connected_peers",
         "Peers connected now.",
-        s.connected_peers as u64,
-    );
+        s.connected_peers,
+    )?;
     gauge(
-        out,
+        e,
         "chorus_unsent_pushes",
         "Pushes held for gossip subscribers.",
-        s.unsent_pushes as u64,
-    );
+        s.unsent_pushes,
+    )?;
     gauge(
-        out,
+        e,
         "chorus_command_queue_depth",
         "API commands waiting for the replica.",
-        s.commands_queued as u64,
-    );
+        s.commands_queued,
+    )?;
     gauge(
-        out,
+        e,
         "chorus_rooms",
         "Rooms held (live and purged markers).",
-        s.rooms as u64,
-    );
+        s.rooms,
+    )
+}
+
+/// The write and replication paths' latencies, kept by the engine.
+fn latencies(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
+    let l = &s.replica.latency;
+    histogram(
+        e,
+        "chorus_write_ack",
+        "Local writes and imports, from the replica's driver taking them to their ack after the flush.",
+        &l.write_ack,
+    )?;
+    histogram(
+        e,
+        "chorus_remote_apply",
+        "Inputs that applied peers' changes: the apply and staging its writes.",
+        &l.remote_apply,
+    )?;
+    histogram(
+        e,
+        "chorus_replication_lag",
+        "Peers' changes, from their writer's clock stamp to applied here (clock skew included).",
+        &l.replication_lag,
+    )?;
+    histogram(
+        e,
+        "chorus_sync_round",
+        "Anti-entropy rounds, from start to finish (rounds that time out are not timed).",
+        &l.sync_round,
+    )
 }

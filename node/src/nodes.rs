@@ -5,12 +5,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use chorus_engine::membership::AppHealth;
+use chorus_engine::membership::{AppHealth, DrainOrder};
+use chorus_engine::replica::NodesView;
 use chorus_engine::{NodeId, RegionId, RoomId, SessionId};
 
+use crate::api::doc::Failures;
 use crate::api::{call, ApiError, ApiState, Body, Json, Path, Query};
 
+#[utoipa::path(get, path = "/v1/nodes", tag = "failover",
+    responses((status = 200, description = "Grades, moves and drains as this replica sees them", body = NodesView), Failures),
+    security(("token" = [])))]
 async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let view = call(&state, |e| e.nodes_view()).await?;
     Ok(axum::Json(view).into_response())
@@ -20,7 +28,7 @@ fn node_id(text: &str) -> Result<NodeId, ApiError> {
     NodeId::parse(text).map_err(|e| ApiError::bad(format!("node: {e}")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainBody {
     /// Calls per second; the configured `drain_rate_per_s` if absent.
@@ -28,6 +36,10 @@ pub struct DrainBody {
     pub rate_per_s: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/v1/nodes/{node}/drain", tag = "failover", params(("node" = String, Path, description = "The node id")),
+    request_body(content = Option<DrainBody>, description = "Optional: the configured rate if absent"),
+    responses((status = 202, description = "The drain order, spreading", body = Option<DrainOrder>), Failures),
+    security(("token" = [])))]
 async fn drain(
     State(state): State<ApiState>,
     Path(node): Path<String>,
@@ -44,6 +56,9 @@ async fn drain(
     order(&state, node, rate_per_s, true).await
 }
 
+#[utoipa::path(delete, path = "/v1/nodes/{node}/drain", tag = "failover", params(("node" = String, Path, description = "The node id")),
+    responses((status = 202, description = "The drain order, now inactive", body = Option<DrainOrder>), Failures),
+    security(("token" = [])))]
 async fn undrain(
     State(state): State<ApiState>,
     Path(node): Path<String>,
@@ -74,7 +89,7 @@ async fn order(
     Ok((StatusCode::ACCEPTED, axum::Json(order)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthBody {
     /// Load relative to declared capacity (1.0 = at capacity).
@@ -84,6 +99,10 @@ pub struct HealthBody {
     pub setup_failure_rate: f64,
 }
 
+#[utoipa::path(post, path = "/v1/health/app", tag = "failover",
+    request_body = HealthBody,
+    responses((status = 204, description = "Taken; spreads with the next health report"), Failures),
+    security(("token" = [])))]
 async fn report_health(
     State(state): State<ApiState>,
     Json(body): Json<HealthBody>,
@@ -99,19 +118,23 @@ async fn report_health(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PlaceQuery {
     pub room: String,
     pub session: String,
     pub region: String,
 }
 
-#[derive(Debug, Serialize)]
-struct Placement {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Placement {
     node: Option<NodeId>,
 }
 
+#[utoipa::path(get, path = "/v1/placement", tag = "failover", params(PlaceQuery),
+    responses((status = 200, description = "Where a new call should go (null: no candidate)", body = Placement), Failures),
+    security(("token" = [])))]
 async fn place(
     State(state): State<ApiState>,
     Query(q): Query<PlaceQuery>,
@@ -128,11 +151,10 @@ async fn place(
 }
 
 /// The routes (all behind the API token, when one is set).
-pub fn routes() -> axum::Router<ApiState> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/v1/nodes", get(list))
-        .route("/v1/nodes/{node}/drain", post(drain).delete(undrain))
-        .route("/v1/placement", get(place))
-        .route("/v1/health/app", post(report_health))
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(drain, undrain))
+        .routes(routes!(place))
+        .routes(routes!(report_health))
 }

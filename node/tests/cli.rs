@@ -1,5 +1,5 @@
 //! The CLI against a real daemon: `--api` anywhere on the line, distinct
-//! exit codes, `rooms create` refusing an existing room, `id`, `config
+//! exit codes, headed tables and `-o json`, `rooms create` refusing an existing room, `id`, `config
 //! check` and completions.
 
 use std::process::{Command, Output};
@@ -61,6 +61,56 @@ async fn the_cli_takes_api_anywhere_and_exits_with_distinct_codes() {
     assert_eq!(code(&usage), 2, "usage: {usage:?}");
     let status = run(args(&["status", "--api", &api])).await.expect("ran");
     assert_eq!(code(&status), 0, "{status:?}");
+
+    // Headed tables by default, the API's JSON with `-o json`.
+    let table = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(table.starts_with("NAME"), "a headed table: {table}");
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.starts_with("cli ")),
+        "{table}"
+    );
+    let json = run(args(&["status", "-o", "json", "--api", &api]))
+        .await
+        .expect("ran");
+    let health: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert_eq!(health["name"], "cli", "{health}");
+    let rooms = run(args(&["rooms", "list", "--api", &api]))
+        .await
+        .expect("ran");
+    let rooms = String::from_utf8_lossy(&rooms.stdout).to_string();
+    assert!(
+        rooms.starts_with("ROOM") && rooms.contains("\nr1 "),
+        "{rooms}"
+    );
+    let nodes = run(args(&["nodes", "--api", &api])).await.expect("ran");
+    let nodes = String::from_utf8_lossy(&nodes.stdout).to_string();
+    assert!(
+        nodes.starts_with("NODE") && nodes.contains(" cli "),
+        "named: {nodes}"
+    );
+    for command in [
+        &["cluster"][..],
+        &["rooms", "get", "r1"],
+        &["incidents"],
+        &["nodes"],
+    ] {
+        let mut line = args(command);
+        line.extend(args(&["-o", "json", "--api", &api]));
+        let out = run(line).await.expect("ran");
+        assert_eq!(code(&out), 0, "{command:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `incidents -o json` prints one entry per line.
+        let documents: Vec<&str> = if command == ["incidents"] {
+            text.lines().collect()
+        } else {
+            vec![&text]
+        };
+        for piece in documents {
+            serde_json::from_str::<serde_json::Value>(piece)
+                .unwrap_or_else(|e| panic!("{command:?}: {e}: {piece}"));
+        }
+    }
     node.stop().await.expect("stop");
     let down = run(args(&["status", "--api", &api])).await.expect("ran");
     assert_eq!(code(&down), 5, "unavailable: {down:?}");

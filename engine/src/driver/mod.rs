@@ -15,7 +15,7 @@ mod transport;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
@@ -114,7 +114,9 @@ pub(crate) struct Driver<T> {
     transport: T,
     feeds: Feeds,
     next_id: u64,
-    waiting: HashMap<u64, Reply<Done>>,
+    /// Writes waiting for their answer, and when the driver took each
+    /// (`chorus_write_ack_seconds`).
+    waiting: HashMap<u64, (Reply<Done>, Instant)>,
     /// Outputs that wait for the turn's flush.
     held: Vec<Output>,
     /// A durable write was applied but not yet flushed.
@@ -271,8 +273,21 @@ impl<T: Transport> Driver<T> {
     }
 
     fn input(&mut self, input: Input) {
+        // Timed here, not in the replica, which has no clock: a peer's
+        // message, an off-task apply coming back or a library's
+        // `apply_remote` that applied changes is one remote apply (imports
+        // apply changes too, but are local writes, timed as such).
+        let remote = matches!(
+            input,
+            Input::Message { .. } | Input::Worked(_) | Input::Apply { .. }
+        );
+        let started = Instant::now();
+        let applied = self.replica.stats().changes_applied;
         self.replica.handle_input(self.clock.now_ms(), input);
         self.pump();
+        if remote && self.replica.stats().changes_applied > applied {
+            self.replica.record_remote_apply(started.elapsed());
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -333,7 +348,7 @@ impl<T: Transport> Driver<T> {
             Write::ImportPrepared(prepared) => Input::ImportPrepared { id, prepared },
             Write::Apply { room, changes } => Input::Apply { id, room, changes },
         };
-        self.waiting.insert(id, reply);
+        self.waiting.insert(id, (reply, Instant::now()));
         self.input(input);
     }
 
@@ -388,7 +403,7 @@ impl<T: Transport> Driver<T> {
         self.held.clear();
         self.node_events.clear();
         self.dirty = false;
-        for (_, reply) in self.waiting.drain() {
+        for (_, (reply, _)) in self.waiting.drain() {
             let _ = reply.send(Err(Error::Storage(err.clone())));
         }
         self.broken = Some(err);
@@ -463,12 +478,17 @@ impl<T: Transport> Driver<T> {
         self.transport.observe(&event);
         match event {
             Event::WriteDone { id, result } => {
-                if let Some(reply) = self.waiting.remove(&id) {
+                if let Some((reply, taken)) = self.waiting.remove(&id) {
+                    // Acks leave after the turn's flush: this is the
+                    // write's durable latency. Refusals are not acks.
+                    if result.is_ok() {
+                        self.replica.record_write_ack(taken.elapsed());
+                    }
                     let _ = reply.send(result.map(Done::Ack));
                 }
             }
             Event::Applied { id, result } => {
-                if let Some(reply) = self.waiting.remove(&id) {
+                if let Some((reply, _)) = self.waiting.remove(&id) {
                     let _ = reply.send(result.map(Done::Applied));
                 }
             }

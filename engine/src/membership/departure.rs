@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::Grade;
 
 /// Why a node leaves.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Intent {

@@ -10,6 +10,7 @@ use super::{AppHealth, DetectorConfig, Intent, Membership};
 use crate::ids::NodeId;
 
 /// How a replica rates a node, from best to worst.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Grade {

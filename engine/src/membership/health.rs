@@ -12,6 +12,7 @@ pub use crate::limits::DRAIN_ORDERS_MAX;
 /// Application health, reported by the media node through the library
 /// (`Input::Health`) or the daemon's API. Ratios are in per-mille so the
 /// wire form stays exact and comparable.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppHealth {
     /// Load relative to declared capacity: 1000 = exactly at capacity.
@@ -39,6 +40,7 @@ impl AppHealth {
 }
 
 /// One node's periodic self-report, with the drains its sender knows of.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     pub region: RegionId,
@@ -51,6 +53,7 @@ pub struct HealthReport {
 /// An operator's order to drain `node` (or, `active: false`, to stop).
 /// Orders merge last-writer-wins by `at`, so every replica ends with the
 /// same view whichever order they arrive in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainOrder {
     pub node: NodeId,

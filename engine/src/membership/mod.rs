@@ -116,6 +116,7 @@ impl Default for DetectorConfig {
 }
 
 /// What this replica knows of one node.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeView {
     pub node: NodeId,

@@ -104,6 +104,7 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerView {
     pub peer_id: String,
@@ -114,6 +115,7 @@ pub struct PeerView {
     pub last_sync_path: Option<SyncPath>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterView {
     pub name: String,

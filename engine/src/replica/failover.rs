@@ -26,6 +26,7 @@ use crate::placement::{self, Candidate};
 use crate::room::RoomOp;
 
 /// Why calls move.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MoveKind {

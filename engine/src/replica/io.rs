@@ -151,6 +151,7 @@ pub(super) enum Done {
 }
 
 /// How a sync round brought this replica level with a peer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncPath {

@@ -13,6 +13,7 @@ use crate::hlc::Timestamp;
 use crate::membership::Grade;
 use crate::storage::{keys, Batch, KvRead};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
@@ -39,12 +40,14 @@ pub enum IncidentKind {
     Rejoined,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     /// Serialized as the stamp's text form (`wall_ms-logical-actor` in
     /// hex), the string `GET /v1/incidents?after=` takes; an entry stored
     /// by an older build (an object) still reads.
     #[serde(with = "stamp_text")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{16}-[0-9a-f]{8}-[0-9a-f]{16}$"))]
     pub at: Timestamp,
     pub kind: IncidentKind,
     pub detail: String,

@@ -8,6 +8,7 @@ use super::{MoveKind, Replica};
 use crate::ids::NodeId;
 use crate::membership::{DrainOrder, Grade, NodeView};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct MoveView {
     pub node: NodeId,
@@ -18,6 +19,7 @@ pub struct MoveView {
     pub calls_left: usize,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct NodesView {
     pub this_node: NodeId,

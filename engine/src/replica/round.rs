@@ -48,6 +48,8 @@ impl State {
 #[derive(Debug)]
 pub struct Round {
     pub id: u64,
+    /// When the round opened (`chorus_sync_round_seconds`).
+    pub started_ms: u64,
     pub deadline_ms: u64,
     pub requests: u32,
     pub changes: u64,
@@ -96,6 +98,7 @@ impl Replica {
         };
         state.round = Some(Round {
             id,
+            started_ms: self.now_ms,
             deadline_ms,
             requests: 1,
             changes: 0,
@@ -153,6 +156,10 @@ impl Replica {
 
     pub(super) fn finish_round(&mut self, peer: &NodeId, path: Option<SyncPath>) {
         let round = self.peers.get_mut(peer).and_then(|p| p.round.take());
+        if let Some(round) = &round {
+            let took_ms = self.now_ms.saturating_sub(round.started_ms);
+            self.stats.latency.sync_round.observe_ms(took_ms);
+        }
         let Some(path) = path else {
             self.stats.rounds_idle += 1;
             return;

@@ -143,6 +143,12 @@ impl Replica {
         stamp: Timestamp,
     ) -> RemoteWrite {
         self.stats.changes_applied += write.applied.len() as u64;
+        // A peer's compacted base carries stamps as old as the room's
+        // history: no measure of how late this replica heard of a write.
+        if !write.compacted {
+            let now_ms = self.now_ms;
+            self.stats.latency.observe_lag(&write.applied, now_ms);
+        }
         self.stats.pending_dropped += write.outcome.dropped as u64;
         self.stats.changes_superseded += write.outcome.superseded as u64;
         self.stats.changes_refused += write.refused.len() as u64;

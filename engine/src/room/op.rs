@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{SessionId, TenantId, TrackId, UserId};
 use crate::model::{ConfigUpdate, JoinRequest, Owner, Permission, RoomConfig, SessionState, Track};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum RoomOp {
@@ -55,6 +56,9 @@ pub enum RoomOp {
     /// ones (a join, then its tracks). At most `BATCH_OPS_MAX`; neither
     /// `Create` nor another batch may be inside.
     Batch {
+        // A batch holds no batch (checked on write); the schema must not
+        // recurse forever either.
+        #[cfg_attr(feature = "openapi", schema(no_recursion))]
         ops: Vec<RoomOp>,
     },
     /// Asks every replica to compact the room's history (written by the

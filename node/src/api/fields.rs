@@ -5,10 +5,14 @@
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use chorus_engine::model::{Permission, SessionState, Track};
+use chorus_engine::model::{Permission, SessionState, Track, WriteAck};
 use chorus_engine::{ConfigUpdate, RoomOp, SessionId, TrackId, UserId};
 
+use super::doc::Failures;
 use super::{room_id, write, ApiError, ApiState, Json, Path};
 
 fn session_id(text: String) -> Result<SessionId, ApiError> {
@@ -23,14 +27,18 @@ fn user_id(text: String) -> Result<UserId, ApiError> {
     UserId::parse(text).map_err(|e| ApiError::bad(format!("user: {e}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StateBody {
+pub(crate) struct StateBody {
     state: SessionState,
 }
 
 /// `PUT /v1/rooms/{room}/participants/{session}/state`: `{"state": "active"}`.
 /// Leaving is `DELETE` on the participant, not a state set here.
+#[utoipa::path(put, path = "/v1/rooms/{room}/participants/{session}/state", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("session" = String, Path, description = "The session id")),
+    request_body = StateBody,
+    responses((status = 200, description = "Set, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn set_state(
     State(state): State<ApiState>,
     Path((room, session)): Path<(String, String)>,
@@ -50,6 +58,10 @@ async fn set_state(
 
 /// `PUT /v1/rooms/{room}/participants/{session}/tracks/{track}`: publish
 /// (or change) a track, `{"kind": "video", "simulcast_layers": 3}`.
+#[utoipa::path(put, path = "/v1/rooms/{room}/participants/{session}/tracks/{track}", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("session" = String, Path, description = "The session id"), ("track" = String, Path, description = "The track id")),
+    request_body = Track,
+    responses((status = 200, description = "Published, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn publish(
     State(state): State<ApiState>,
     Path((room, session, track)): Path<(String, String, String)>,
@@ -64,6 +76,9 @@ async fn publish(
 }
 
 /// `DELETE /v1/rooms/{room}/participants/{session}/tracks/{track}`.
+#[utoipa::path(delete, path = "/v1/rooms/{room}/participants/{session}/tracks/{track}", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("session" = String, Path, description = "The session id"), ("track" = String, Path, description = "The track id")),
+    responses((status = 200, description = "Unpublished, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn unpublish(
     State(state): State<ApiState>,
     Path((room, session, track)): Path<(String, String, String)>,
@@ -77,6 +92,10 @@ async fn unpublish(
 
 /// `PUT /v1/rooms/{room}/permissions/{user}`:
 /// `{"role": "speaker", "publish": true, "subscribe": true}`.
+#[utoipa::path(put, path = "/v1/rooms/{room}/permissions/{user}", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("user" = String, Path, description = "The user id")),
+    request_body = Permission,
+    responses((status = 200, description = "Set, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn set_permission(
     State(state): State<ApiState>,
     Path((room, user)): Path<(String, String)>,
@@ -90,6 +109,9 @@ async fn set_permission(
 }
 
 /// `DELETE /v1/rooms/{room}/permissions/{user}`: the role's default again.
+#[utoipa::path(delete, path = "/v1/rooms/{room}/permissions/{user}", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("user" = String, Path, description = "The user id")),
+    responses((status = 200, description = "Removed, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn remove_permission(
     State(state): State<ApiState>,
     Path((room, user)): Path<(String, String)>,
@@ -100,13 +122,17 @@ async fn remove_permission(
     write(&state, room_id(&room)?, op).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AttributeBody {
+pub(crate) struct AttributeBody {
     value: String,
 }
 
 /// `PUT /v1/rooms/{room}/attributes/{key}`: `{"value": "..."}`.
+#[utoipa::path(put, path = "/v1/rooms/{room}/attributes/{key}", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("key" = String, Path, description = "The attribute key")),
+    request_body = AttributeBody,
+    responses((status = 200, description = "Set, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn set_attribute(
     State(state): State<ApiState>,
     Path((room, key)): Path<(String, String)>,
@@ -118,6 +144,9 @@ async fn set_attribute(
 }
 
 /// `DELETE /v1/rooms/{room}/attributes/{key}`.
+#[utoipa::path(delete, path = "/v1/rooms/{room}/attributes/{key}", tag = "rooms", params(("room" = String, Path, description = "The room id"), ("key" = String, Path, description = "The attribute key")),
+    responses((status = 200, description = "Removed, durable", body = WriteAck), Failures),
+    security(("token" = [])))]
 async fn remove_attribute(
     State(state): State<ApiState>,
     Path((room, key)): Path<(String, String)>,
@@ -129,23 +158,10 @@ async fn remove_attribute(
     write(&state, room_id(&room)?, RoomOp::UpdateConfig { update }).await
 }
 
-pub fn routes() -> axum::Router<ApiState> {
-    use axum::routing::put;
-    axum::Router::new()
-        .route(
-            "/v1/rooms/{room}/participants/{session}/state",
-            put(set_state),
-        )
-        .route(
-            "/v1/rooms/{room}/participants/{session}/tracks/{track}",
-            put(publish).delete(unpublish),
-        )
-        .route(
-            "/v1/rooms/{room}/permissions/{user}",
-            put(set_permission).delete(remove_permission),
-        )
-        .route(
-            "/v1/rooms/{room}/attributes/{key}",
-            put(set_attribute).delete(remove_attribute),
-        )
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(set_state))
+        .routes(routes!(publish, unpublish))
+        .routes(routes!(set_permission, remove_permission))
+        .routes(routes!(set_attribute, remove_attribute))
 }

@@ -5,13 +5,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use chorus_engine::Intent;
 
+use super::doc::{Failures, PublicFailures};
 use super::{call, no_network, ApiError, ApiState};
 
-#[derive(Serialize)]
-struct Ready {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ready {
     status: &'static str,
     connected_peers: usize,
     sees_majority: bool,
@@ -20,6 +22,8 @@ struct Ready {
 /// `GET /v1/ready`: 200 once the replica answers (its store is open) and
 /// sees a majority of the cluster (it may then fail calls over), else 503
 /// with the reason. `/v1/health` stays liveness only.
+#[utoipa::path(get, path = "/v1/ready", tag = "lifecycle",
+    responses((status = 200, description = "Ready: the store is open and a majority is seen", body = Ready), PublicFailures))]
 pub(super) async fn ready(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let (view, nodes) = call(&state, |e| {
         Ok((e.cluster_view()?.ok_or_else(no_network)?, e.nodes_view()?))
@@ -44,16 +48,26 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Result<Response, Api
     .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LeaveBody {
+pub(crate) struct LeaveBody {
     intent: Option<Intent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Leaving {
+    status: &'static str,
+    intent: Intent,
 }
 
 /// `POST /v1/leave`: the daemon tells its peers it is leaving (a restart:
 /// they hold its calls; a stop: they take them now), then exits. 202: the
 /// departure has started; the process ends once peers acknowledged (at
 /// most a second).
+#[utoipa::path(post, path = "/v1/leave", tag = "lifecycle",
+    request_body(content = Option<LeaveBody>, description = "Optional: the configured `shutdown_intent` if absent"),
+    responses((status = 202, description = "The departure has started", body = Leaving), Failures),
+    security(("token" = [])))]
 pub(super) async fn leave_cluster(
     State(state): State<ApiState>,
     body: axum::body::Bytes,
@@ -105,7 +119,10 @@ pub(super) async fn leave_cluster(
     }
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "status": "leaving", "intent": intent })),
+        axum::Json(Leaving {
+            status: "leaving",
+            intent,
+        }),
     )
         .into_response())
 }

@@ -29,7 +29,13 @@ use super::{call, ApiError, ApiState};
 pub use crate::limits::REPLAY_PAGE_ENTRIES;
 use chorus_engine::{RecvError, StampedChange, Subscription};
 
-/// Server-Sent Events of room changes; see the module docs.
+/// Server-Sent Events of room changes: `{room, origin, changes}` per
+/// event, ids that survive restarts; resume with `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/changes", tag = "rooms",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen: replay from after it")),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        super::doc::Failures),
+    security(("token" = [])))]
 pub(super) async fn changes(
     State(state): State<ApiState>,
     headers: HeaderMap,
