@@ -21,18 +21,6 @@ fn config(dir: &Path) -> Config {
     local_config("api", dir, Vec::new())
 }
 
-async fn create(node: &Running, room: &str) {
-    let client = client_of(node).expect("client");
-    let _: Value = client
-        .send(
-            reqwest::Method::PUT,
-            &format!("/v1/rooms/{room}"),
-            &json!({}),
-        )
-        .await
-        .expect("create a room");
-}
-
 /// One Server-Sent Event as the test sees it.
 #[derive(Debug, Clone, Default)]
 struct Sse {
@@ -145,7 +133,7 @@ async fn a_client_sending_headers_slowly_is_cut_off() {
     );
 
     tokio::time::sleep(Duration::from_millis(700)).await;
-    create(&node, "after-timeout").await;
+    common::create_room(&node, "after-timeout").await;
     let event = feed.next().await;
     assert_eq!(event.room(), "after-timeout", "{event:?}");
     drop(feed);
@@ -207,8 +195,8 @@ async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
     let root = common::test_dir();
     let node = daemon::start(config(root.path())).await.expect("daemon");
     let mut feed = Feed::open(&node, None).await;
-    create(&node, "r1").await;
-    create(&node, "r2").await;
+    common::create_room(&node, "r1").await;
+    common::create_room(&node, "r2").await;
     let seen = feed.until_room("r2").await;
     let id = |room: &str, events: &[Sse]| {
         events
@@ -223,10 +211,10 @@ async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
     node.stop().await.expect("stop");
 
     let node = daemon::start(config(root.path())).await.expect("restart");
-    create(&node, "r3").await;
-    create(&node, "r4").await;
+    common::create_room(&node, "r3").await;
+    common::create_room(&node, "r4").await;
     let mut feed = Feed::open(&node, Some(&r1)).await;
-    create(&node, "r5").await; // live, possibly also in the first page
+    common::create_room(&node, "r5").await; // live, possibly also in the first page
     let events = feed.until_room("r5").await;
     let rooms: Vec<String> = events.iter().map(Sse::room).collect();
     assert_eq!(rooms, ["r2", "r3", "r4", "r5"], "{events:?}");
@@ -238,7 +226,7 @@ async fn the_change_feed_resumes_from_the_stored_log_after_a_restart() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
     // Nothing further is sent twice: the next event is the next write.
-    create(&node, "r6").await;
+    common::create_room(&node, "r6").await;
     assert_eq!(feed.next().await.room(), "r6");
     drop(feed);
     node.stop().await.expect("stop");
@@ -252,14 +240,14 @@ async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
     config.replica.log_trim_interval_ms = 50;
     let node = daemon::start(config).await.expect("daemon");
     let mut feed = Feed::open(&node, None).await;
-    create(&node, "old-1").await;
-    create(&node, "old-2").await;
+    common::create_room(&node, "old-1").await;
+    common::create_room(&node, "old-2").await;
     let seen = feed.until_room("old-2").await;
     let first = seen[0].id.clone().expect("an id");
     drop(feed);
     // Both entries age out of the log (retention 500 ms, trimmed every 50).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    create(&node, "new").await;
+    common::create_room(&node, "new").await;
 
     let mut feed = Feed::open(&node, Some(&first)).await;
     let reset = feed.next().await;
@@ -277,7 +265,7 @@ async fn resuming_past_the_trimmed_log_sends_a_reset_first() {
 async fn a_batch_writes_several_operations_as_one() {
     let root = common::test_dir();
     let node = daemon::start(config(root.path())).await.expect("daemon");
-    create(&node, "b").await;
+    common::create_room(&node, "b").await;
     let client = client_of(&node).expect("client");
     let join = json!({"op": "join", "request": {
         "session": "s1", "user": "u1", "role": "speaker", "owner": "sfu-1", "region": "eu"
@@ -328,7 +316,7 @@ async fn a_batch_writes_several_operations_as_one() {
 async fn each_field_of_a_room_has_a_route() {
     let root = common::test_dir();
     let node = daemon::start(config(root.path())).await.expect("daemon");
-    create(&node, "f").await;
+    common::create_room(&node, "f").await;
     let client = client_of(&node).expect("client");
     let join = json!({"session": "s1", "user": "u1", "role": "speaker",
         "owner": "sfu-1", "region": "eu"});

@@ -7,10 +7,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{json, Value};
-
 use chorus_node::daemon::Running;
-use chorus_node::demo::{client_of, local_config, wait_for};
+use chorus_node::demo::{local_config, wait_for};
 
 /// One metric family as read back: its type, unit and samples
 /// (`name{labels}` → value, labels as written).
@@ -214,26 +212,14 @@ fn count(families: &BTreeMap<String, Family>, name: &str, with: &[(&str, &str)])
         .sum()
 }
 
-async fn write(node: &Running, room: &str) {
-    let client = client_of(node).expect("client");
-    let _: Value = client
-        .send(
-            reqwest::Method::PUT,
-            &format!("/v1/rooms/{room}"),
-            &json!({}),
-        )
-        .await
-        .expect("create a room");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_exports_counters_and_latency_histograms() {
     let root = common::test_dir();
     let node = chorus_node::daemon::start(local_config("m", root.path(), Vec::new()))
         .await
         .expect("daemon");
-    write(&node, "r1").await;
-    write(&node, "r2").await;
+    common::create_room(&node, "r1").await;
+    common::create_room(&node, "r2").await;
     let _ = reqwest::get(format!("http://{}/no/such/route", node.api)).await;
     let families = scrape(&node).await;
 
@@ -303,7 +289,7 @@ async fn a_peer_times_remote_applies_replication_lag_and_rounds() {
     })
     .await
     .expect("connected");
-    write(&a, "from-a").await;
+    common::create_room(&a, "from-a").await;
     wait_for("b applied a's write and timed it", || async {
         let families = scrape(&b).await;
         Ok(count(&families, "chorus_remote_apply_seconds", &[]) >= 1.0

@@ -112,3 +112,17 @@ pub async fn grade(client: &chorus_node::client::Client, node: &str) -> Option<S
         .find(|n| n["node"] == node)
         .and_then(|n| n["grade"].as_str().map(String::from))
 }
+
+/// Creates `room` with the defaults through `node`'s API.
+#[allow(dead_code)] // not every test file uses it
+pub async fn create_room(node: &Running, room: &str) {
+    let client = chorus_node::demo::client_of(node).expect("client");
+    let _: Value = client
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/rooms/{room}"),
+            &serde_json::json!({}),
+        )
+        .await
+        .expect("create a room");
+}
