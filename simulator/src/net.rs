@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 
 /// Link behaviour. Defaults: a healthy LAN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Uniform one-way latency range, ms.
@@ -30,6 +30,36 @@ pub struct NetConfig {
     /// Datagrams may overtake each other (streams stay in order).
     #[serde(default)]
     pub reorder: bool,
+    /// One-way latency between two regions (`latency_ms` above applies
+    /// within a region, and between regions no entry names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub between: Vec<RegionLatency>,
+}
+
+/// As derived, but without `between` when it is empty: a network event's
+/// trace line prints this, and traces of scenarios without regional
+/// latencies stay as they were.
+impl std::fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("NetConfig");
+        out.field("latency_ms", &self.latency_ms)
+            .field("loss", &self.loss)
+            .field("stream_reset", &self.stream_reset)
+            .field("duplicate", &self.duplicate)
+            .field("reorder", &self.reorder);
+        if !self.between.is_empty() {
+            out.field("between", &self.between);
+        }
+        out.finish()
+    }
+}
+
+/// `[[network.between]] regions = ["eu", "us"], latency_ms = [35, 45]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionLatency {
+    pub regions: [String; 2],
+    pub latency_ms: [u64; 2],
 }
 
 /// The highest latency a scenario may set.
@@ -47,6 +77,7 @@ impl Default for NetConfig {
             stream_reset: 0.0,
             duplicate: 0.0,
             reorder: false,
+            between: Vec::new(),
         }
     }
 }
@@ -63,20 +94,43 @@ impl NetConfig {
                 return Err(format!("{key} = {p} is not a probability in [0, 1]"));
             }
         }
-        if self.latency_ms[1] > LATENCY_MS_MAX {
-            return Err(format!(
-                "network.latency_ms = {:?}: latencies above {LATENCY_MS_MAX} ms are not a network",
-                self.latency_ms
-            ));
+        latency_range("network.latency_ms", self.latency_ms)?;
+        for (i, b) in self.between.iter().enumerate() {
+            latency_range(&format!("network.between[{i}].latency_ms"), b.latency_ms)?;
+            if b.regions[0] == b.regions[1] {
+                return Err(format!(
+                    "network.between[{i}].regions = {:?}: one region twice (within a region, network.latency_ms applies)",
+                    b.regions
+                ));
+            }
         }
-        if self.latency_ms[0] > self.latency_ms[1] {
-            return Err(format!(
-                "network.latency_ms = {:?}: the low bound exceeds the high",
-                self.latency_ms
-            ));
+        let mut pairs = BTreeSet::new();
+        for (i, b) in self.between.iter().enumerate() {
+            let mut pair = b.regions.clone();
+            pair.sort();
+            if !pairs.insert(pair) {
+                return Err(format!(
+                    "network.between[{i}].regions = {:?}: that pair is listed twice",
+                    b.regions
+                ));
+            }
         }
         Ok(())
     }
+}
+
+fn latency_range(key: &str, [lo, hi]: [u64; 2]) -> Result<(), String> {
+    if hi > LATENCY_MS_MAX {
+        return Err(format!(
+            "{key} = [{lo}, {hi}]: latencies above {LATENCY_MS_MAX} ms are not a network"
+        ));
+    }
+    if lo > hi {
+        return Err(format!(
+            "{key} = [{lo}, {hi}]: the low bound exceeds the high"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,6 +168,10 @@ pub struct Network {
     /// Per direction and channel, when the last in-order message is due: a
     /// stream (or gossip without reordering) never delivers out of order.
     tails: std::collections::BTreeMap<(usize, usize, Channel), u64>,
+    /// Each node's region, as an index into the names `set_regions` was
+    /// given; empty: every node in one region.
+    region_of: Vec<usize>,
+    region_names: Vec<String>,
     pub stats: NetStats,
 }
 
@@ -125,8 +183,45 @@ impl Network {
             seq: 0,
             blocked: BTreeSet::new(),
             tails: Default::default(),
+            region_of: Vec::new(),
+            region_names: Vec::new(),
             stats: NetStats::default(),
         }
+    }
+
+    /// Node `i` is in `regions[i]` (for `between` latencies).
+    pub fn set_regions(&mut self, regions: &[String]) {
+        self.region_names.clear();
+        self.region_of = regions
+            .iter()
+            .map(|r| match self.region_names.iter().position(|n| n == r) {
+                Some(at) => at,
+                None => {
+                    self.region_names.push(r.clone());
+                    self.region_names.len() - 1
+                }
+            })
+            .collect();
+    }
+
+    /// The latency range from `from` to `to`: their regions' `between`
+    /// entry, or `latency_ms`.
+    fn latency_ms(&self, from: usize, to: usize) -> [u64; 2] {
+        let (Some(&a), Some(&b)) = (self.region_of.get(from), self.region_of.get(to)) else {
+            return self.config.latency_ms;
+        };
+        if a == b {
+            return self.config.latency_ms;
+        }
+        let (a, b) = (&self.region_names[a], &self.region_names[b]);
+        self.config
+            .between
+            .iter()
+            .find(|l| {
+                (&l.regions[0] == a && &l.regions[1] == b)
+                    || (&l.regions[0] == b && &l.regions[1] == a)
+            })
+            .map_or(self.config.latency_ms, |l| l.latency_ms)
     }
 
     pub fn is_blocked(&self, from: usize, to: usize) -> bool {
@@ -178,7 +273,7 @@ impl Network {
             self.stats.dropped += 1;
             return;
         }
-        let [lo, hi] = self.config.latency_ms;
+        let [lo, hi] = self.latency_ms(delivery.from, delivery.to);
         let mut at = now + rng.range(lo, hi);
         let in_order = delivery.channel == Channel::Stream || !self.config.reorder;
         if in_order {

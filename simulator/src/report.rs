@@ -40,6 +40,23 @@ pub struct Report {
     /// Bytes of the changes that had to move: every local change's bytes
     /// times (replicas − 1).
     pub minimal_bytes: u64,
+    /// Every byte sent ÷ nodes ÷ simulated seconds.
+    pub bytes_per_node_per_s: f64,
+    /// The same over the second half of `workload.idle_ms` (no writes):
+    /// SWIM, health reports and idle anti-entropy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub background_bytes_per_node_per_s: Option<f64>,
+    /// The process's peak resident memory ÷ nodes (Linux; absent
+    /// elsewhere): an upper bound per replica, as it includes the
+    /// simulator itself, and for a process that ran several runs (a
+    /// swarm, the tests) the peak of them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_per_replica_bytes: Option<u64>,
+    /// Bytes sent by message kind ÷ `minimal_bytes`.
+    pub bytes_over_minimal_by_kind: BTreeMap<&'static str, f64>,
+    /// Peers' changes received ÷ changes applied, over every replica: how
+    /// many times a replica received each change it needed (1 is ideal).
+    pub change_deliveries_per_replica: f64,
     pub sync_paths: SyncPaths,
     pub sim_ms: u64,
     pub wall_ms: u64,
@@ -82,8 +99,9 @@ impl Report {
         let net = cluster.net.stats.clone();
         let sim_ms = cluster.now_ms;
         let nodes = cluster.len() as u64;
+        let minimal = cluster.counters.local_change_bytes * nodes.saturating_sub(1);
         Self {
-            minimal_bytes: cluster.counters.local_change_bytes * nodes.saturating_sub(1),
+            minimal_bytes: minimal,
             converged: timeline.converged_ms.is_some(),
             convergence_ms: timeline
                 .converged_ms
@@ -93,6 +111,19 @@ impl Report {
             messages_dropped: net.dropped,
             messages_duplicated: net.duplicated,
             bytes_sent: net.bytes,
+            bytes_per_node_per_s: per_node_per_s(net.bytes, nodes, sim_ms),
+            // Set by the run, which measured it.
+            background_bytes_per_node_per_s: None,
+            memory_per_replica_bytes: peak_rss_bytes().map(|b| b / nodes.max(1)),
+            bytes_over_minimal_by_kind: replicas
+                .bytes_by_kind
+                .iter()
+                .map(|(&kind, &bytes)| (kind, ratio(bytes, minimal)))
+                .collect(),
+            change_deliveries_per_replica: ratio(
+                replicas.changes_received,
+                replicas.changes_applied,
+            ),
             sync_paths: replicas.sync_paths.clone(),
             sim_ms,
             wall_ms,
@@ -141,6 +172,11 @@ impl Report {
             messages_duplicated: 0,
             bytes_sent: 0,
             minimal_bytes: 0,
+            bytes_per_node_per_s: 0.0,
+            background_bytes_per_node_per_s: None,
+            memory_per_replica_bytes: None,
+            bytes_over_minimal_by_kind: BTreeMap::new(),
+            change_deliveries_per_replica: 0.0,
             sync_paths: SyncPaths::default(),
             sim_ms: 0,
             wall_ms: 0,
@@ -215,10 +251,26 @@ impl Report {
             self.minimal_bytes,
             self.bytes_sent as f64 / self.minimal_bytes.max(1) as f64
         );
+        let background = self
+            .background_bytes_per_node_per_s
+            .map_or(String::new(), |b| format!("; {b:.0} when idle"));
+        let memory = self.memory_per_replica_bytes.map_or(String::new(), |b| {
+            format!("; at most {:.1} MiB of memory", b as f64 / 1_048_576.0)
+        });
+        let _ = writeln!(
+            out,
+            "  per node: {:.0} bytes/s sent{background}{memory}",
+            self.bytes_per_node_per_s
+        );
         let mut kinds: Vec<_> = self.replicas.bytes_by_kind.iter().collect();
         kinds.sort_by(|a, b| b.1.cmp(a.1));
         let kinds: Vec<String> = kinds.iter().map(|(k, b)| format!("{k} {b}")).collect();
         let _ = writeln!(out, "  bytes by kind: {}", kinds.join(", "));
+        let _ = writeln!(
+            out,
+            "  each needed change arrived {:.2}× per replica",
+            self.change_deliveries_per_replica
+        );
         let p = &self.sync_paths;
         let _ = writeln!(
             out,
@@ -283,4 +335,29 @@ impl Report {
         }
         out
     }
+}
+
+/// `bytes` ÷ `nodes` ÷ (`ms` / 1000); 0 for an empty denominator.
+pub fn per_node_per_s(bytes: u64, nodes: u64, ms: u64) -> f64 {
+    if nodes == 0 || ms == 0 {
+        return 0.0;
+    }
+    bytes as f64 / nodes as f64 / (ms as f64 / 1_000.0)
+}
+
+/// `a` ÷ `b`, 0 when `b` is 0.
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The process's peak resident set (`VmHWM` in `/proc/self/status`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

@@ -76,6 +76,23 @@ struct Runner<'a> {
     timeline: Timeline,
     liveness_ms: u64,
     converged_at: Option<u64>,
+    /// Bytes sent by the start of the measured half of
+    /// `workload.idle_ms`, then the bytes sent within it.
+    background: Background,
+}
+
+/// The background traffic measurement (see `WorkloadConfig::idle_ms`).
+#[derive(Debug, Clone, Copy, Default)]
+enum Background {
+    #[default]
+    Pending,
+    Started {
+        bytes: u64,
+    },
+    Done {
+        bytes: u64,
+        ms: u64,
+    },
 }
 
 /// Runs `scenario` (already validated) with `opts.seed`.
@@ -91,6 +108,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
         timeline: Timeline::new(scenario.nodes),
         liveness_ms: scenario.duration_ms,
         converged_at: None,
+        background: Background::Pending,
     };
     // The engine's merge-rule mutations are per thread: on for this run only.
     let ownership_min = opts.mutation == Some(Mutation::OwnershipMin);
@@ -155,6 +173,8 @@ impl Runner<'_> {
         if let Some([lo, hi]) = work_ms {
             cluster.set_work_ms(lo, hi);
         }
+        let regions: Vec<String> = (0..s.nodes).map(|i| s.region_of(i).to_string()).collect();
+        cluster.net.set_regions(&regions);
         cluster.set_mutation(self.opts.mutation.clone());
         if self.opts.trace {
             cluster.enable_trace_lines();
@@ -225,23 +245,40 @@ impl Runner<'_> {
         let mut next_failover_sample = 0;
         let mut rooms: Vec<RoomId> = Vec::new();
         let mut said = Instant::now();
+        // The measured half of the idle window, if there is one.
+        let idle = s.workload.idle_ms;
+        let measured = idle.map(|[a, b]| [a + (b - a) / 2, b]);
         loop {
             self.progress(&mut said, None);
             let fault_at = plan.get(next_fault).map_or(u64::MAX, |t| t.at_ms);
+            let measure_at = match (self.background, measured) {
+                (Background::Pending, Some([a, _])) => a,
+                (Background::Started { .. }, Some([_, b])) => b,
+                _ => u64::MAX,
+            };
             let t = fault_at
                 .min(next_op_us / 1_000)
                 .min(next_sample)
                 .min(next_check)
                 .min(next_failover_sample)
+                .min(measure_at)
                 .min(end);
             self.cluster().run_until(t);
+            if measure_at <= t {
+                self.measure_background(t);
+            }
             while plan.get(next_fault).is_some_and(|f| f.at_ms <= t) {
                 self.apply(&plan[next_fault]);
                 next_fault += 1;
             }
             while next_op_us / 1_000 <= t && t < end {
-                let cluster = self.cluster.as_mut().expect("built");
-                self.workload.step(cluster, &mut self.workload_rng);
+                let at_ms = next_op_us / 1_000;
+                // The gap is drawn either way: an idle window moves no
+                // other draw of the run.
+                if !idle.is_some_and(|[a, b]| (a..b).contains(&at_ms)) {
+                    let cluster = self.cluster.as_mut().expect("built");
+                    self.workload.step(cluster, &mut self.workload_rng);
+                }
                 next_op_us = next_op_us.saturating_add(self.op_gap_us());
             }
             if next_failover_sample <= t {
@@ -286,6 +323,26 @@ impl Runner<'_> {
             liveness,
             failures: self.checker.failures().len(),
         });
+    }
+
+    /// Starts or ends the background measurement at `t`.
+    fn measure_background(&mut self, t: u64) {
+        let bytes = self.cluster().net.stats.bytes;
+        self.background = match self.background {
+            Background::Pending => Background::Started { bytes },
+            Background::Started { bytes: before } => {
+                let start = self
+                    .scenario
+                    .workload
+                    .idle_ms
+                    .map_or(t, |[a, b]| a + (b - a) / 2);
+                Background::Done {
+                    bytes: bytes.saturating_sub(before),
+                    ms: t.saturating_sub(start),
+                }
+            }
+            done => done,
+        };
     }
 
     /// Microseconds to the next operation (uniform around the mean).
@@ -451,7 +508,7 @@ impl Runner<'_> {
         };
         timeline.end_ms = cluster.now_ms;
         mark_failovers(&mut timeline, &cluster.failover);
-        let report = Report::new(
+        let mut report = Report::new(
             self.scenario,
             self.opts,
             &cluster,
@@ -460,6 +517,11 @@ impl Runner<'_> {
             panic,
             wall_ms,
         );
+        if let Background::Done { bytes, ms } = self.background {
+            let nodes = cluster.len() as u64;
+            report.background_bytes_per_node_per_s =
+                (ms > 0).then(|| crate::report::per_node_per_s(bytes, nodes, ms));
+        }
         let trace = cluster.trace_lines.take().unwrap_or_default();
         RunResult {
             report,

@@ -27,6 +27,8 @@ pub struct StatTotals {
     pub applies_off_task: u64,
     pub applies_redone: u64,
     pub local_write_errors: u64,
+    /// Peers' changes received, duplicates included.
+    pub changes_received: u64,
     pub changes_applied: u64,
     pub changes_rejected: u64,
     /// Remote changes dropped because a room's pending buffer was full.
@@ -59,6 +61,7 @@ impl StatTotals {
         self.applies_off_task += s.applies_off_task;
         self.applies_redone += s.applies_redone;
         self.local_write_errors += s.local_write_errors;
+        self.changes_received += s.changes_received;
         self.changes_applied += s.changes_applied;
         self.changes_rejected += s.changes_rejected;
         self.pending_dropped += s.pending_dropped;

@@ -59,6 +59,7 @@ pub fn draw(seed: u64) -> Scenario {
         } else {
             r.range(0, 50) as f64 / 1_000.0
         },
+        between: Vec::new(),
     };
     let mut replica = ReplicaConfig {
         anti_entropy_interval_ms: r.range(50, 250),
@@ -163,6 +164,7 @@ pub fn draw(seed: u64) -> Scenario {
     let mut workload = WorkloadConfig {
         ops_per_sec: r.range(20, 80) as f64,
         end_rooms: true,
+        idle_ms: None,
     };
     // Drawn last, so that every other draw of a seed stays what it was.
     if r.chance(0.2) {

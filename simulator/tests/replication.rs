@@ -16,6 +16,7 @@ fn hostile() -> NetConfig {
         duplicate: 0.50,
         reorder: true,
         stream_reset: 0.05,
+        between: Vec::new(),
     }
 }
 

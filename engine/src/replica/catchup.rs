@@ -94,6 +94,7 @@ impl Replica {
                     continue;
                 }
             };
+            self.stats.changes_received += changes.len() as u64;
             match self.take_remote(peer, &room, changes) {
                 Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
                 Taken::InLine(None) => {}

@@ -501,6 +501,7 @@ impl Replica {
             // Changes taken off the task count as applied: they will be.
             // (A truncated answer's room is asked again once its copy is
             // back, `fetch_rooms`.)
+            self.stats.changes_received += changes.len() as u64;
             match self.take_remote(peer, &room, changes) {
                 Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
                 Taken::InLine(None) => {}

@@ -40,6 +40,7 @@ impl Replica {
                 self.stats.changes_rejected += 1;
                 continue;
             };
+            self.stats.changes_received += changes.len() as u64;
             if let Some(write) = self.apply_remote(from, &room, changes) {
                 if write.outcome.pending > 0 {
                     missing.push(room);

@@ -57,6 +57,10 @@ pub struct ReplicaStats {
     /// changed meanwhile, and were merged in line instead.
     pub imports_in_line: u64,
     pub local_write_errors: u64,
+    /// Peers' changes received (pushes, sync answers, whole documents),
+    /// before those already held are dropped: with `changes_applied`, how
+    /// often each needed change arrived.
+    pub changes_received: u64,
     pub changes_applied: u64,
     pub changes_rejected: u64,
     /// Changes refused by schema validation (`room::validate`), from peers.
@@ -276,6 +280,13 @@ mod tests {
     use crate::room::RoomOp;
     use crate::storage::{Kv, MemKv};
 
+    fn create() -> RoomOp {
+        RoomOp::Create {
+            tenant: TenantId::parse("t").unwrap(),
+            config: RoomConfig::default(),
+        }
+    }
+
     #[test]
     fn buckets_hold_their_upper_bound_and_overflow_to_inf() {
         let mut h = Histogram::default();
@@ -367,10 +378,7 @@ mod tests {
 
         pair.now_ms = 1_000;
         let room = RoomId::parse("r1").unwrap();
-        let op = RoomOp::Create {
-            tenant: TenantId::parse("t").unwrap(),
-            config: RoomConfig::default(),
-        };
+        let op = create();
         pair.input(0, Input::LocalWrite { id: 1, room, op });
         // An idle replica's push is due at once, on its next tick (which
         // may start a round too).
@@ -400,15 +408,9 @@ mod tests {
         };
         let (a, b) = (open("a"), open("b"));
         let room = RoomId::parse("r1").unwrap();
-        let op = RoomOp::Create {
-            tenant: TenantId::parse("t").unwrap(),
-            config: RoomConfig::default(),
-        };
+        let op = create();
         a.write(&room, op).unwrap();
-        let refused = RoomOp::Create {
-            tenant: TenantId::parse("t").unwrap(),
-            config: RoomConfig::default(),
-        };
+        let refused = create();
         assert!(a.write(&room, refused).is_err(), "the room exists");
         let latency = a.stats().unwrap().latency;
         assert_eq!(latency.write_ack.count, 1, "a refusal is no ack");
@@ -429,10 +431,7 @@ mod tests {
         let mut pair = Pair::new();
         pair.now_ms = 90_000;
         let room = RoomId::parse("r1").unwrap();
-        let op = RoomOp::Create {
-            tenant: TenantId::parse("t").unwrap(),
-            config: RoomConfig::default(),
-        };
+        let op = create();
         pair.input(0, Input::LocalWrite { id: 1, room, op });
         pair.input(0, Input::Tick);
         assert_eq!(pair.replicas[0].stats().sent["push"].messages, 1);

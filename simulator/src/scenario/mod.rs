@@ -15,7 +15,10 @@ use crate::clock::DRIFT_PPM_MAX;
 use crate::net::NetConfig;
 
 /// The largest cluster a scenario may ask for.
-pub const NODES_MAX: usize = 128;
+pub const NODES_MAX: usize = 256;
+/// The region of nodes `regions` does not name (and of the workload's
+/// calls).
+pub const DEFAULT_REGION: &str = "region-a";
 /// The longest a run may last (simulated).
 pub const DURATION_MS_MAX: u64 = 24 * 3_600_000;
 
@@ -83,6 +86,12 @@ pub struct WorkloadConfig {
     /// joins and leaves all day), and those draws are leaves instead.
     #[serde(default = "default_end_rooms")]
     pub end_rooms: bool,
+    /// `[start, end]` ms: no operations then. The report's
+    /// `background_bytes_per_node_per_s` is measured over the second half
+    /// of this window (the first lets the last writes' pushes and rounds
+    /// finish): what an idle cluster costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<[u64; 2]>,
 }
 
 fn default_end_rooms() -> bool {
@@ -98,6 +107,7 @@ impl Default for WorkloadConfig {
         Self {
             ops_per_sec: default_ops(),
             end_rooms: default_end_rooms(),
+            idle_ms: None,
         }
     }
 }
@@ -162,6 +172,10 @@ pub struct EventSpec {
     /// earlier cuts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<Vec<Vec<usize>>>,
+    /// Like `partition`, by region: each group of regions is cut off from
+    /// the others; nodes of regions in no group form one more group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_regions: Option<Vec<Vec<String>>>,
     /// `from` can reach `to`; `to` can no longer reach `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oneway: Option<OneWay>,
@@ -297,6 +311,7 @@ impl NetUpdate {
             stream_reset: self.stream_reset.unwrap_or(base.stream_reset),
             duplicate: self.duplicate.unwrap_or(base.duplicate),
             reorder: self.reorder.unwrap_or(base.reorder),
+            between: base.between.clone(),
         }
     }
 }
@@ -359,6 +374,23 @@ impl Scenario {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot print scenario: {e}\n"))
     }
 
+    /// Node `i`'s region (`region-a` unless `regions` names one).
+    pub fn region_of(&self, i: usize) -> &str {
+        self.regions.get(i).map_or(DEFAULT_REGION, String::as_str)
+    }
+
+    /// Every region a node is in, in order of first appearance.
+    pub fn region_names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for i in 0..self.nodes {
+            let region = self.region_of(i);
+            if !out.contains(&region) {
+                out.push(region);
+            }
+        }
+        out
+    }
+
     /// Nodes that start absent (they have a `join` event).
     pub fn late_joiners(&self) -> Vec<usize> {
         self.events.iter().filter_map(|e| e.join).collect()
@@ -373,6 +405,17 @@ impl Scenario {
             let mut push = |at_ms: u64, fault: Fault| plan.push(Timed { at_ms, fault });
             if let Some(groups) = &e.partition {
                 push(at_ms, Fault::Partition(groups.clone()));
+            }
+            if let Some(groups) = &e.partition_regions {
+                let nodes = groups
+                    .iter()
+                    .map(|regions| {
+                        (0..self.nodes)
+                            .filter(|&i| regions.iter().any(|r| r == self.region_of(i)))
+                            .collect()
+                    })
+                    .collect();
+                push(at_ms, Fault::Partition(nodes));
             }
             if let Some(OneWay { from, to }) = e.oneway {
                 push(at_ms, Fault::Block { from: to, to: from });
@@ -466,6 +509,7 @@ impl EventSpec {
     fn actions(&self) -> Vec<&'static str> {
         let set = [
             ("partition", self.partition.is_some()),
+            ("partition_regions", self.partition_regions.is_some()),
             ("oneway", self.oneway.is_some()),
             ("isolate", self.isolate.is_some()),
             ("split", self.split.is_some()),

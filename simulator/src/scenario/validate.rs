@@ -57,6 +57,23 @@ impl Scenario {
             chorus_engine::RegionId::parse(region.as_str())
                 .map_err(|e| format!("regions[{i}] = {region:?}: {e}"))?;
         }
+        let known = self.region_names();
+        for (i, b) in self.network.between.iter().enumerate() {
+            for region in &b.regions {
+                if !known.contains(&region.as_str()) {
+                    return Err(format!(
+                        "network.between[{i}].regions: no node is in region {region:?} (regions: {known:?})"
+                    ));
+                }
+            }
+        }
+        if let Some([a, b]) = self.workload.idle_ms {
+            if a >= b || b > self.duration_ms {
+                return Err(format!(
+                    "workload.idle_ms = [{a}, {b}]: expected start < end <= duration_ms"
+                ));
+            }
+        }
         let ops = self.workload.ops_per_sec;
         if !(0.0..=100_000.0).contains(&ops) {
             return Err(format!(
@@ -144,6 +161,27 @@ impl Scenario {
                     node("partition", v)?;
                     if !seen.insert(v) {
                         return Err(format!("partition: node {v} is in two groups"));
+                    }
+                }
+            }
+        }
+        if let Some(groups) = &e.partition_regions {
+            let known = self.region_names();
+            let mut seen = std::collections::BTreeSet::new();
+            for group in groups {
+                if group.is_empty() {
+                    return Err("partition_regions: a group is empty".into());
+                }
+                for region in group {
+                    if !known.contains(&region.as_str()) {
+                        return Err(format!(
+                            "partition_regions: no node is in region {region:?} (regions: {known:?})"
+                        ));
+                    }
+                    if !seen.insert(region) {
+                        return Err(format!(
+                            "partition_regions: region {region:?} is in two groups"
+                        ));
                     }
                 }
             }
