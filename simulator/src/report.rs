@@ -115,10 +115,9 @@ impl Report {
             // Set by the run, which measured it.
             background_bytes_per_node_per_s: None,
             memory_per_replica_bytes: peak_rss_bytes().map(|b| b / nodes.max(1)),
-            bytes_over_minimal_by_kind: replicas
-                .bytes_by_kind
-                .iter()
-                .map(|(&kind, &bytes)| (kind, ratio(bytes, minimal)))
+            bytes_over_minimal_by_kind: on_the_wire(&replicas, &cluster.counters)
+                .into_iter()
+                .map(|(kind, bytes)| (kind, ratio(bytes, minimal)))
                 .collect(),
             change_deliveries_per_replica: ratio(
                 replicas.changes_received,
@@ -262,10 +261,11 @@ impl Report {
             "  per node: {:.0} bytes/s sent{background}{memory}",
             self.bytes_per_node_per_s
         );
-        let mut kinds: Vec<_> = self.replicas.bytes_by_kind.iter().collect();
+        let wire = on_the_wire(&self.replicas, &self.writes);
+        let mut kinds: Vec<_> = wire.iter().collect();
         kinds.sort_by(|a, b| b.1.cmp(a.1));
         let kinds: Vec<String> = kinds.iter().map(|(k, b)| format!("{k} {b}")).collect();
-        let _ = writeln!(out, "  bytes by kind: {}", kinds.join(", "));
+        let _ = writeln!(out, "  bytes on the network by kind: {}", kinds.join(", "));
         let _ = writeln!(
             out,
             "  each needed change arrived {:.2}× per replica",
@@ -360,4 +360,14 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+/// Bytes on the network by message kind: what the replicas encoded, plus
+/// the copies of each broadcast beyond the one its sender counted.
+fn on_the_wire(replicas: &StatTotals, counters: &RunCounters) -> BTreeMap<&'static str, u64> {
+    let mut out = replicas.bytes_by_kind.clone();
+    for (&kind, &bytes) in &counters.broadcast_copies_by_kind {
+        *out.entry(kind).or_default() += bytes;
+    }
+    out
 }

@@ -273,8 +273,9 @@ impl Runner<'_> {
             }
             while next_op_us / 1_000 <= t && t < end {
                 let at_ms = next_op_us / 1_000;
-                // The gap is drawn either way: an idle window moves no
-                // other draw of the run.
+                // The gap is drawn either way; the operations after the
+                // window differ from a run without it (the workload draws
+                // from the same generator), runs without one are as before.
                 if !idle.is_some_and(|[a, b]| (a..b).contains(&at_ms)) {
                     let cluster = self.cluster.as_mut().expect("built");
                     self.workload.step(cluster, &mut self.workload_rng);

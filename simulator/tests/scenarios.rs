@@ -297,6 +297,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
         "messages_duplicated",
         "bytes_sent",
         "minimal_bytes",
+        "bytes_per_node_per_s",
+        "bytes_over_minimal_by_kind",
+        "change_deliveries_per_replica",
         "sync_paths",
         "sim_ms",
         "wall_ms",
@@ -311,6 +314,21 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
     let paths = &json["sync_paths"];
     assert!(paths["incremental"].is_u64() && paths["since"].is_u64() && paths["full"].is_u64());
     assert!(json["bytes_sent"].as_u64() > json["minimal_bytes"].as_u64().map(|m| m / 2));
+    // Every copy of every message is in a kind: the kinds add up to the
+    // bytes the network carried.
+    let minimal = json["minimal_bytes"].as_f64().expect("a number");
+    let by_kind: f64 = json["bytes_over_minimal_by_kind"]
+        .as_object()
+        .expect("a map")
+        .values()
+        .filter_map(|v| v.as_f64())
+        .sum();
+    let sent = json["bytes_sent"].as_f64().expect("a number");
+    assert!(
+        (by_kind * minimal - sent).abs() <= sent * 1e-9,
+        "kinds {} x minimal {minimal} vs sent {sent}",
+        by_kind
+    );
     assert!(result.trace.iter().any(|l| l.contains("partition")));
     assert!(result.trace.iter().any(|l| l.contains("heal")));
 
@@ -319,4 +337,33 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
     for label in ["node 0", "node 4", "partition", "heal", "converged"] {
         assert!(svg.contains(label), "the timeline does not show {label:?}");
     }
+}
+
+/// Structural changes keep runs identical: these seeds' trace hashes are
+/// pinned (a change of behaviour updates them, and says so).
+#[test]
+fn pinned_traces_stay_the_same() {
+    for (name, hash) in [
+        ("media-node-crash", "93112849651e978c"),
+        ("partition-heal", "bc3aba5bdb36ff1c"),
+        ("region-outage", "405845e9420c4b2d"),
+    ] {
+        let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
+        assert_eq!(report.trace_hash, hash, "{name} seed 1");
+    }
+}
+
+/// The long scenarios are not run here, but they must parse.
+#[test]
+fn the_long_scenarios_parse() {
+    let dir = scenario_dir().join("long");
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(&dir).expect("the long scenarios") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            parsed += 1;
+        }
+    }
+    assert!(parsed >= 2, "{parsed}");
 }

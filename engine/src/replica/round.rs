@@ -498,10 +498,10 @@ impl Replica {
                 self.stats.changes_rejected += 1;
                 continue;
             };
+            self.stats.changes_received += changes.len() as u64;
             // Changes taken off the task count as applied: they will be.
             // (A truncated answer's room is asked again once its copy is
             // back, `fetch_rooms`.)
-            self.stats.changes_received += changes.len() as u64;
             match self.take_remote(peer, &room, changes) {
                 Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
                 Taken::InLine(None) => {}

@@ -98,6 +98,9 @@ pub struct RunCounters {
     pub wipes: u64,
     /// Bytes of the automerge changes local writes produced (as pushed).
     pub local_change_bytes: u64,
+    /// A broadcast's copies beyond the one its sender's stats count, in
+    /// bytes by message kind: with those stats, the bytes on the network.
+    pub broadcast_copies_by_kind: BTreeMap<&'static str, u64>,
 }
 
 pub struct Cluster {
@@ -408,6 +411,12 @@ impl Cluster {
                 Output::Broadcast { bytes } => {
                     self.trace_bytes(b"bcast", i, &bytes);
                     if let Ok(envelope) = wire::decode(&bytes) {
+                        let copies = self.nodes.len().saturating_sub(2) as u64;
+                        *self
+                            .counters
+                            .broadcast_copies_by_kind
+                            .entry(envelope.body.kind())
+                            .or_default() += copies * bytes.len() as u64;
                         if let Body::Push { rooms } = envelope.body {
                             let changes = rooms.iter().flat_map(|r| r.changes.iter());
                             self.counters.local_change_bytes +=

@@ -185,6 +185,11 @@ impl Scenario {
                     }
                 }
             }
+            // Regions in no group form one more: one group of every
+            // region cuts nothing.
+            if groups.len() == 1 && seen.len() == known.len() {
+                return Err("partition_regions: one group of every region cuts nothing".into());
+            }
         }
         if let Some(OneWay { from, to }) = e.oneway {
             pair("oneway", from, to)?;
