@@ -377,17 +377,8 @@ mod tests {
         assert_eq!(round.sum_us, 2 * HOP_MS * 1_000);
 
         pair.now_ms = 1_000;
-        let room = RoomId::parse("r1").unwrap();
-        let op = create();
-        pair.input(0, Input::LocalWrite { id: 1, room, op });
-        // An idle replica's push is due at once, on its next tick (which
-        // may start a round too).
-        pair.input(0, Input::Tick);
-        assert_eq!(pair.replicas[0].stats().sent["push"].messages, 1);
         // The push reaches b 250 ms after the write (a slow link).
-        for sent in &mut pair.queue {
-            sent.0 = 1_250;
-        }
+        write_and_push(&mut pair, 1_250);
         pair.deliver();
         let b = pair.replicas[1].stats();
         assert!(b.changes_applied >= 1, "{b:?}");
@@ -426,19 +417,26 @@ mod tests {
         b.stop().unwrap();
     }
 
+    /// a creates room r1 and pushes it; the push is due at `arrives_ms`.
+    fn write_and_push(pair: &mut Pair, arrives_ms: u64) {
+        let room = RoomId::parse("r1").unwrap();
+        let op = create();
+        pair.input(0, Input::LocalWrite { id: 1, room, op });
+        // An idle replica's push is due at once, on its next tick (which
+        // may start a round too).
+        pair.input(0, Input::Tick);
+        assert_eq!(pair.replicas[0].stats().sent["push"].messages, 1);
+        for sent in &mut pair.queue {
+            sent.0 = arrives_ms;
+        }
+    }
+
     #[test]
     fn a_stamp_from_the_future_is_no_lag() {
         let mut pair = Pair::new();
         pair.now_ms = 90_000;
-        let room = RoomId::parse("r1").unwrap();
-        let op = create();
-        pair.input(0, Input::LocalWrite { id: 1, room, op });
-        pair.input(0, Input::Tick);
-        assert_eq!(pair.replicas[0].stats().sent["push"].messages, 1);
         // b's clock is a minute behind the writer's.
-        for sent in &mut pair.queue {
-            sent.0 = 30_000;
-        }
+        write_and_push(&mut pair, 30_000);
         pair.now_ms = 0;
         pair.deliver();
         let lag = pair.replicas[1].stats().latency.replication_lag;

@@ -6,6 +6,7 @@
 
 mod events;
 mod faults;
+mod reads;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +16,7 @@ use chorus_engine::membership::{AppHealth, Grade};
 use chorus_engine::replica::wire::{self, Body};
 use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
 use chorus_engine::storage::{Kv, MemKv};
-use chorus_engine::{Head, NodeId, Owner, RoomId, RoomOp, RoomSnapshot, SessionId};
+use chorus_engine::{Head, NodeId, Owner, RoomId, RoomOp, SessionId};
 
 use crate::clock::NodeClock;
 use crate::failover::FailoverStats;
@@ -538,62 +539,6 @@ impl Cluster {
                 self.input(i, Input::Tick);
             }
         }
-    }
-
-    /// Live replicas' digest roots are all equal.
-    pub fn converged(&self) -> bool {
-        let mut roots = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.replica.as_ref().map(Replica::root));
-        match roots.next() {
-            Some(first) => roots.all(|r| r == first),
-            None => true,
-        }
-    }
-
-    /// Runs until converged (checked every `check_ms`) or `budget_ms` passes.
-    /// Returns the time convergence was first seen.
-    pub fn run_until_converged(&mut self, budget_ms: u64, check_ms: u64) -> Option<u64> {
-        let deadline = self.now_ms + budget_ms;
-        loop {
-            if self.converged() {
-                return Some(self.now_ms);
-            }
-            if self.now_ms >= deadline {
-                return None;
-            }
-            let next = (self.now_ms + check_ms.max(1)).min(deadline);
-            self.run_until(next);
-        }
-    }
-
-    /// A room as node `i` sees it, with every session its document holds:
-    /// replicas whose clocks differ would otherwise hide a departed session
-    /// at different moments, and the invariants compare readings.
-    pub fn room(&mut self, i: usize, room: &RoomId) -> Option<RoomSnapshot> {
-        self.nodes[i]
-            .replica
-            .as_mut()?
-            .room_as_of(room, None)
-            .ok()
-            .flatten()
-    }
-
-    /// Node `i`'s heads of a room (`None` if the node is down or the read fails).
-    pub fn heads(&mut self, i: usize, room: &RoomId) -> Option<Vec<Head>> {
-        let mut heads = self.nodes[i].replica.as_mut()?.heads(room).ok()?;
-        heads.sort();
-        Some(heads)
-    }
-
-    /// Counters summed over every replica and incarnation.
-    pub fn stat_totals(&self) -> StatTotals {
-        let mut totals = self.retired.clone();
-        for replica in self.nodes.iter().filter_map(|n| n.replica.as_ref()) {
-            totals.add(replica.stats());
-        }
-        totals
     }
 }
 
