@@ -53,11 +53,16 @@ impl Table {
     }
 }
 
-/// A JSON value as a cell: strings bare, null or absent as `-`.
+/// A JSON value as a cell: strings bare, null or absent as `-`. Control
+/// characters (a terminal escape in an incident's detail, a newline that
+/// would break the row) print as `?`.
 fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
         Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
         other => other.to_string(),
     }
@@ -266,6 +271,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "A          LONG HEADER  LAST");
         assert_eq!(lines[1], "wide cell  x            free text");
+    }
+
+    #[test]
+    fn control_characters_do_not_reach_the_terminal() {
+        let text = object(&json!({"detail": "a\u{1b}[2Jb\nc"}));
+        assert_eq!(text.lines().nth(1), Some("a?[2Jb?c"), "{text:?}");
     }
 
     #[test]
