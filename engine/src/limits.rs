@@ -338,6 +338,15 @@ pub const ROUND_REQUESTS_MAX: u32 = 10_000;
 /// a change may reach us a little before it reaches the peer).
 pub const KNOWN_LOOKBACK_MS: u64 = 5_000;
 
+/// Largest gap (entries of the peer's log after our cursor) a round closes
+/// by the since path; a larger one is walked down the digest tree. The
+/// since request lists every change we hold from a little before the
+/// cursor (8 bytes each) and the answer resends whatever that list missed,
+/// so its cost follows the cluster's write rate times the cursor's age. The
+/// walk costs what differs now. Measured on `long/twenty-split-heal`
+/// (docs/benchmarks.md).
+pub const SINCE_LIST_ENTRIES_MAX: u64 = 256;
+
 /// Log entries read per page while answering a since request.
 pub const LOG_PAGE_ENTRIES: usize = 1024;
 

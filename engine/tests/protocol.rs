@@ -138,6 +138,72 @@ fn a_short_outage_catches_up_since_the_cursor() {
 }
 
 #[test]
+fn a_large_gap_is_walked_and_the_walk_moves_the_cursor() {
+    let mut net = Net::new(2, quick);
+    net.connect_all();
+    let rooms = create(&mut net, 0, 40);
+    settle(&mut net);
+    net.disconnect(0, 1);
+    // More entries than the since path lists: each write is one entry.
+    let gap = limits::SINCE_LIST_ENTRIES_MAX + 40;
+    for k in 0..gap {
+        let r = &rooms[k as usize % rooms.len()];
+        net.write(
+            0,
+            r,
+            RoomOp::Join {
+                request: join_request(&format!("{r}-gap{k}"), "u", "sfu-2"),
+            },
+        );
+    }
+    net.run_for(500);
+    let before = stats(&net, 1);
+    net.members[1].events.clear();
+    net.reconnect(1, 0);
+    // Cut the link as soon as the walk finishes: no idle round (which
+    // also moves the cursor) may run after it.
+    let walked_in = |net: &Net| {
+        net.members[1].events.iter().any(|e| {
+            matches!(e, Event::SyncFinished { path: replica::SyncPath::Incremental, changes, .. } if *changes > 0)
+        })
+    };
+    for _ in 0..1_000 {
+        if walked_in(&net) {
+            break;
+        }
+        net.run_for(1);
+    }
+    assert!(
+        walked_in(&net),
+        "a gap larger than the since path lists is walked"
+    );
+    net.disconnect(0, 1);
+    let walked = stats(&net, 1);
+    assert_eq!(walked.sync_since, before.sync_since);
+    assert_eq!(walked.sync_full, before.sync_full);
+    // The finished walk earned the peer's log head: the next short gap is
+    // small again and takes the since path.
+    for k in 0..3 {
+        net.write(
+            0,
+            &rooms[0],
+            RoomOp::Join {
+                request: join_request(&format!("short{k}"), "u", "sfu-2"),
+            },
+        );
+    }
+    net.run_for(500);
+    net.reconnect(1, 0);
+    settle(&mut net);
+    let after = stats(&net, 1);
+    assert!(
+        after.sync_since > walked.sync_since,
+        "the walk moved the cursor: a short gap after it is replayed from the log"
+    );
+    assert_eq!(after.sync_full, before.sync_full);
+}
+
+#[test]
 fn a_replica_restarted_from_disk_keeps_its_cursor() {
     let mut net = Net::new(2, quick);
     net.connect_all();
@@ -303,6 +369,7 @@ fn rooms_every_replica_acked_as_ended_are_purged_without_waiting() {
     net.connect_all();
     let rooms = create(&mut net, 0, 2);
     settle(&mut net);
+    net.reset_bytes();
     net.write(1, &rooms[0], RoomOp::End);
     net.run_for(2_000);
     for m in &net.members {
@@ -312,8 +379,21 @@ fn rooms_every_replica_acked_as_ended_are_purged_without_waiting() {
             m.id
         );
         assert!(!m.replica.is_purged(&rooms[1]));
+        assert_eq!(m.replica.stats().purges_refused, 0);
     }
     assert!(net.converged());
+    // Every replica tells every other that it purged: with all acks in
+    // hand that needs the room's name, not its end change as a proof.
+    let purged: Vec<u64> = net
+        .bytes
+        .iter()
+        .filter(|((_, _, kind), _)| *kind == "purged")
+        .map(|(_, n)| *n)
+        .collect();
+    eprintln!("purged bytes per link {purged:?}");
+    assert!(!purged.is_empty());
+    // An end change alone (actor, dependency hash, ops) is larger than this.
+    assert!(purged.iter().all(|n| *n < 64), "{purged:?}");
 }
 
 #[test]

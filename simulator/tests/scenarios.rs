@@ -344,9 +344,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "93112849651e978c"),
-        ("partition-heal", "bc3aba5bdb36ff1c"),
-        ("region-outage", "405845e9420c4b2d"),
+        ("media-node-crash", "2b28d9958131a58a"),
+        ("partition-heal", "f5d120410282c9ee"),
+        ("region-outage", "3c4c94c9e6070094"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

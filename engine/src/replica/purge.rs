@@ -102,24 +102,33 @@ impl Replica {
         let known: BTreeSet<&NodeId> = self.peers.keys().chain(self.config.peers.iter()).collect();
         let horizon = self.config.purge_horizon_ms;
         let now = self.now_ms;
-        let due: Vec<RoomId> = self
-            .purge
-            .ended
-            .iter()
-            .filter(|(_, e)| {
-                (!known.is_empty() && known.iter().all(|p| e.acks.contains(*p)))
-                    || now.saturating_sub(e.seen_ms) >= horizon
-            })
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in &due {
-            self.purge_room(room, None);
+        let mut acked = Vec::new();
+        let mut expired = Vec::new();
+        for (room, e) in &self.purge.ended {
+            if !known.is_empty() && known.iter().all(|p| e.acks.contains(*p)) {
+                acked.push(room.clone());
+            } else if now.saturating_sub(e.seen_ms) >= horizon {
+                expired.push(room.clone());
+            }
         }
         // The last ack that made us purge may be the one our peers still
         // miss from us (we stop announcing a purged room): tell them, so
         // they purge too instead of waiting for the horizon. A lost
-        // broadcast is repaired by anti-entropy's leaf comparison.
-        for proofs in self.purge_proofs(due) {
+        // broadcast is repaired by anti-entropy's leaf comparison. Every
+        // peer told us it holds an acknowledged room as ended, which is all
+        // a receiver needs to purge it (`on_purged`), so those go without
+        // their end change: every replica sends this to every other, and
+        // the proof was most of its bytes. Rooms purged at the horizon
+        // carry it (a peer may never have seen the end).
+        let mut messages = fit_push(acked.iter().map(|room| PurgeProof {
+            room: room.clone(),
+            end: ByteBuf::new(),
+        }));
+        for room in acked.iter().chain(&expired) {
+            self.purge_room(room, None);
+        }
+        messages.extend(self.purge_proofs(expired));
+        for proofs in messages {
             self.broadcast(Body::Purged { rooms: proofs });
         }
     }
@@ -127,11 +136,7 @@ impl Replica {
     /// `Purged` messages for `rooms`, each room with its end change, cut to
     /// fit a push (they are broadcast as one).
     pub(super) fn purge_proofs(&mut self, rooms: Vec<RoomId>) -> Vec<Vec<PurgeProof>> {
-        /// Envelope and framing room left in a push for the proofs.
-        const SLACK: usize = 1024;
-        let mut out: Vec<Vec<PurgeProof>> = Vec::new();
-        let mut current = Vec::new();
-        let mut bytes = 0;
+        let mut proofs = Vec::new();
         for room in rooms {
             let view = Overlay {
                 base: self.store.as_ref(),
@@ -146,23 +151,12 @@ impl Replica {
             if end.len() > PURGE_PROOF_BYTES_MAX {
                 continue;
             }
-            let len = end.len() + room.as_str().len() + 8;
-            if !current.is_empty()
-                && (bytes + len > PUSH_BYTES_MAX - SLACK || current.len() == ROOMS_PER_MESSAGE_MAX)
-            {
-                out.push(std::mem::take(&mut current));
-                bytes = 0;
-            }
-            bytes += len;
-            current.push(PurgeProof {
+            proofs.push(PurgeProof {
                 room,
                 end: ByteBuf::from(end),
             });
         }
-        if !current.is_empty() {
-            out.push(current);
-        }
-        out
+        fit_push(proofs.into_iter())
     }
 
     /// Tells `to` that `rooms` were purged here, with the proofs.
@@ -228,4 +222,29 @@ impl Replica {
             self.purge_room(&room, Some(raw));
         }
     }
+}
+
+/// Cuts purge proofs into `Purged` messages that each fit a push (they are
+/// broadcast like one).
+fn fit_push(proofs: impl Iterator<Item = PurgeProof>) -> Vec<Vec<PurgeProof>> {
+    /// Envelope and framing room left in a push for the proofs.
+    const SLACK: usize = 1024;
+    let mut out: Vec<Vec<PurgeProof>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for proof in proofs {
+        let len = proof.end.len() + proof.room.as_str().len() + 8;
+        if !current.is_empty()
+            && (bytes + len > PUSH_BYTES_MAX - SLACK || current.len() == ROOMS_PER_MESSAGE_MAX)
+        {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += len;
+        current.push(proof);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }

@@ -22,7 +22,7 @@ use super::{Event, Replica, SyncPath};
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
 use crate::limits::KNOWN_LOOKBACK_MS;
-use crate::limits::ROUND_REQUESTS_MAX;
+use crate::limits::{ROUND_REQUESTS_MAX, SINCE_LIST_ENTRIES_MAX};
 
 /// The anti-entropy component's state (each peer's open round lives with
 /// the peer).
@@ -251,14 +251,28 @@ impl Replica {
             return;
         }
         let cursor = self.peers.get(peer).and_then(|p| p.cursor);
+        let listed = SINCE_LIST_ENTRIES_MAX.min(self.config.since_entries_max);
         let path = match (cursor, since_count) {
             _ if self.rooms.tree().is_empty() => SyncPath::Full,
-            (Some(_), Some(n)) if n > 0 && n <= self.config.since_entries_max => SyncPath::Since,
-            (Some(_), Some(0)) => SyncPath::Incremental,
+            (Some(_), Some(n)) if n > 0 && n <= listed => SyncPath::Since,
+            // A larger gap is walked: the walk costs what differs now, where
+            // the since path costs the peer's whole log since our cursor (and
+            // our list of what we hold of it), most of which reached us by
+            // push or from a third replica.
+            (Some(_), Some(n)) if n <= self.config.since_entries_max => SyncPath::Incremental,
             (Some(_), _) => SyncPath::Full, // past the peer's horizon, or too large a gap
             (None, _) => SyncPath::Incremental,
         };
         self.begin_path(peer, id, path, cursor, root);
+        if path == SyncPath::Incremental {
+            // A walk that finishes leaves us holding everything the peer's
+            // log held when it answered: every room it had then either
+            // matched or was fetched. The cursor moves there, so the next
+            // round's gap stays small.
+            if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
+                round.cursor_at_end = Some(log_head);
+            }
+        }
     }
 
     /// Whether a round with another peer is past its digest exchange.
@@ -423,7 +437,14 @@ impl Replica {
     ) {
         // A room compacted off the task asks once it is installed: its
         // peers' compacted history would only be held back meanwhile.
+        let before = queued.len();
         queued.retain(|room| !self.compacting_off_task(room));
+        if queued.len() < before {
+            // Left out, so the round no longer earns the peer's log head.
+            if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
+                round.cursor_at_end = None;
+            }
+        }
         // A room with a copy out waits for it (`resume_rounds`): asked
         // now, the answer would bring the same changes again.
         let (waiting, mut queued): (Vec<RoomId>, Vec<RoomId>) = queued
@@ -480,6 +501,11 @@ impl Replica {
         };
         let path = *path;
         let mut next = std::mem::take(queued);
+        if truncated && applied == 0 {
+            // The rest of these rooms waits for the next round: this one
+            // no longer earns the peer's log head.
+            round.cursor_at_end = None;
+        }
         if truncated && applied > 0 {
             // Ask again for the same rooms with our new heads. An answer
             // that applied nothing (changes of a history this replica
