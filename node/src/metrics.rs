@@ -168,6 +168,13 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.changes_applied,
         ),
         (
+            "chorus_changes_received",
+            "Remote changes received (pushes, catch-up answers, snapshots), \
+             duplicates included: over chorus_changes_applied, how many times \
+             each needed change arrived.",
+            r.changes_received,
+        ),
+        (
             "chorus_changes_rejected",
             "Remote changes refused: malformed, or for a room that refuses them.",
             r.changes_rejected,

@@ -298,6 +298,13 @@ async fn a_peer_times_remote_applies_replication_lag_and_rounds() {
     })
     .await
     .expect("b's histograms count a's write and their rounds");
+    let families = scrape(&b).await;
+    let received = families["chorus_changes_received"].samples[0].2;
+    let applied = families["chorus_changes_applied"].samples[0].2;
+    assert!(
+        received >= applied && applied >= 1.0,
+        "received {received}, applied {applied}"
+    );
     b.stop().await.expect("stop b");
     a.stop().await.expect("stop a");
 }

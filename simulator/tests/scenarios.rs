@@ -344,8 +344,8 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "2b28d9958131a58a"),
-        ("partition-heal", "f5d120410282c9ee"),
+        ("media-node-crash", "34120f916e9fa2a9"),
+        ("partition-heal", "fc1e5178ef63eace"),
         ("region-outage", "3c4c94c9e6070094"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;

@@ -33,6 +33,10 @@ pub(super) struct State {
     pub next_anti_entropy_ms: u64,
     /// Whose turn is next among the up peers.
     pub turn: usize,
+    /// The peer a pull-back (`serve_changes`) is out to, and until when
+    /// its answer is awaited: one at a time, or every peer that walks us
+    /// after a heal would be asked for the same changes.
+    pub pulling_back: Option<(NodeId, u64)>,
 }
 
 impl State {
@@ -41,6 +45,7 @@ impl State {
             next_round: 1,
             next_anti_entropy_ms: now_ms,
             turn: 0,
+            pulling_back: None,
         }
     }
 }
@@ -484,7 +489,17 @@ impl Replica {
     ) {
         let applied = self.apply_room_changes(peer, rooms);
         if id == 0 {
-            return; // an unsolicited pull answer: nothing more to do
+            // An unsolicited pull answer: nothing more to do (a truncated
+            // one leaves the rest to the rounds).
+            if self
+                .anti_entropy
+                .pulling_back
+                .as_ref()
+                .is_some_and(|(to, _)| to == peer)
+            {
+                self.anti_entropy.pulling_back = None;
+            }
+            return;
         }
         let Some(round) = self.round_mut(peer, id) else {
             return;

@@ -58,6 +58,30 @@ impl Replica {
         }
     }
 
+    /// Whether a peer's request showing changes we lack may be answered by
+    /// pulling them back: not while another pull-back is out (after a heal
+    /// every peer's walk would otherwise fetch us the same changes), nor
+    /// while a round of ours is fetching. What is left is fetched by our
+    /// next rounds, or pulled back from the next peer that walks us.
+    fn may_pull_back(&self) -> bool {
+        let out = self
+            .anti_entropy
+            .pulling_back
+            .as_ref()
+            .is_some_and(|(_, until)| *until > self.now_ms);
+        let fetching = self.peers.values().any(|p| {
+            p.round.as_ref().is_some_and(|r| {
+                matches!(
+                    r.phase,
+                    super::round::Phase::Changes { .. }
+                        | super::round::Phase::Since { .. }
+                        | super::round::Phase::Snapshot { .. }
+                )
+            })
+        });
+        !out && !fetching
+    }
+
     /// Our heads of each room, with ancestry hints, for a `ChangesReq`.
     pub(super) fn heads_of(&mut self, rooms: Vec<RoomId>) -> Vec<RoomHeads> {
         rooms
@@ -243,8 +267,10 @@ impl Replica {
                 truncated,
             },
         );
-        if !pull_back.is_empty() {
+        if !pull_back.is_empty() && self.may_pull_back() {
             let rooms = self.heads_of(pull_back);
+            let until = self.now_ms + self.config.round_timeout_ms;
+            self.anti_entropy.pulling_back = Some((from.clone(), until));
             self.send(from, Body::ChangesReq { round: 0, rooms });
         }
         if !purged.is_empty() {
