@@ -77,6 +77,11 @@ struct RunArgs {
     /// Write a line per notable event into this file.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Run the scenario with this many nodes instead of its own `nodes`
+    /// (for a curve over cluster sizes with everything else the same).
+    /// Refused if an event, region or link names a node past it.
+    #[arg(long)]
+    nodes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -112,9 +117,18 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
     let (scenario, name) = if is_swarm(&args.scenario) {
         (swarm::draw(args.seed), swarm::SWARM.to_string())
     } else {
-        let scenario = Scenario::load(&args.scenario)?;
+        let mut scenario = Scenario::load(&args.scenario)?;
+        if let Some(nodes) = args.nodes {
+            scenario.nodes = nodes;
+            scenario
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--nodes {nodes}: {e}"))?;
+        }
         (scenario, args.scenario.display().to_string())
     };
+    if args.nodes.is_some() && is_swarm(&args.scenario) {
+        bail!("--nodes: a swarm seed draws its own cluster");
+    }
     if let Some(m) = &mutation {
         if m.node().is_some_and(|n| n >= scenario.nodes) {
             bail!("--mutate {m}: the scenario has {} nodes", scenario.nodes);
@@ -125,6 +139,9 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
     } else {
         format!("chorus-sim run --scenario {name} --seed {}", args.seed)
     };
+    if let Some(nodes) = args.nodes {
+        reproduce += &format!(" --nodes {nodes}");
+    }
     if let Some(m) = &mutation {
         reproduce += &format!(" --mutate {m}");
     }
