@@ -1,6 +1,7 @@
 //! How a replica grades each node from the three layers of detection
 //! (`mod.rs`), and a departure it announced (`departure.rs`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use foca::State;
@@ -60,7 +61,10 @@ impl Membership {
     }
 
     pub(super) fn regrade(&mut self, now_ms: u64) {
-        let swim = self.swim_state();
+        let swim = match self.swim_states.take() {
+            Some(states) => states,
+            None => self.swim_state(),
+        };
         let config = self.config.clone();
         let own_app = self.own_app;
         let me = self.me.clone();
@@ -76,10 +80,11 @@ impl Membership {
             if back || expired {
                 ended.push(view.node.clone());
             }
-            let (grade, reason) = if view.node == me {
+            let (grade, reason): (Grade, Cow<'static, str>) = if view.node == me {
                 app_grade(&config, &own_app)
             } else if let (Some(d), false, false) = (departure, back, expired) {
-                d.grade(now_ms)
+                let (grade, reason) = d.grade(now_ms);
+                (grade, Cow::Owned(reason))
             } else {
                 let silent_ms = view
                     .last_heard_ms
@@ -90,36 +95,38 @@ impl Membership {
                     // again (a rejoin): evidence of life only delays a
                     // conviction, it never flaps one back and forth.
                     Some(State::Down) if view.grade == Grade::Down => {
-                        (Grade::Down, view.reason.clone())
+                        (Grade::Down, Cow::Owned(view.reason.clone()))
                     }
                     Some(State::Down) if silent_ms < config.silence_ms => (
                         Grade::Suspect,
-                        format!("convicted by SWIM, but heard from {silent_ms} ms ago"),
+                        Cow::Owned(format!(
+                            "convicted by SWIM, but heard from {silent_ms} ms ago"
+                        )),
                     ),
                     Some(State::Down) => (
                         Grade::Down,
                         if silent_ms == u64::MAX {
-                            "convicted by SWIM; never heard from directly".to_string()
+                            Cow::Borrowed("convicted by SWIM; never heard from directly")
                         } else {
-                            format!(
+                            Cow::Owned(format!(
                                 "convicted by SWIM: suspicion not refuted; silent for {silent_ms} ms"
-                            )
+                            ))
                         },
                     ),
                     Some(State::Suspect) => (
                         Grade::Suspect,
-                        "direct and indirect probes failed; awaiting refutation".to_string(),
+                        Cow::Borrowed("direct and indirect probes failed; awaiting refutation"),
                     ),
                     Some(State::Alive) => match &view.report {
                         Some(report) => app_grade(&config, &report.app),
-                        None => (Grade::Healthy, "answers probes".to_string()),
+                        None => (Grade::Healthy, Cow::Borrowed("answers probes")),
                     },
                     // Not (or no longer) a SWIM member: keep the last grade.
-                    None => (view.grade, view.reason.clone()),
+                    None => (view.grade, Cow::Owned(view.reason.clone())),
                 }
             };
             let reason = if expired && grade != Grade::Healthy && grade != Grade::Degraded {
-                format!("not back within the restart grace; {reason}")
+                Cow::Owned(format!("not back within the restart grace; {reason}"))
             } else {
                 reason
             };
@@ -134,7 +141,7 @@ impl Membership {
                     (Grade::Leaving, Grade::Healthy | Grade::Degraded) => {
                         format!("back from its restart; {reason}")
                     }
-                    _ => reason.clone(),
+                    _ => reason.to_string(),
                 };
                 self.changes.push(GradeChange {
                     node: view.node.clone(),
@@ -145,8 +152,12 @@ impl Membership {
                 view.grade = grade;
                 view.since_ms = now_ms;
             }
-            view.reason = reason;
+            // Most regrades leave a node's reason as it was: no allocation.
+            if view.reason != reason {
+                view.reason = reason.into_owned();
+            }
         }
+        self.swim_states = Some(swim);
         for node in ended {
             self.departures.remove(&node);
         }
@@ -154,29 +165,29 @@ impl Membership {
 }
 
 /// Healthy or Degraded, from application health alone.
-fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, String) {
+fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, Cow<'static, str>) {
     if app.load_permille > config.degraded_load_permille {
         (
             Grade::Degraded,
-            format!(
+            Cow::Owned(format!(
                 "load {:.2} of capacity is above {:.2}",
                 f64::from(app.load_permille) / 1000.0,
                 f64::from(config.degraded_load_permille) / 1000.0
-            ),
+            )),
         )
     } else if app.setup_failure_permille > config.degraded_setup_failure_permille {
         (
             Grade::Degraded,
-            format!(
+            Cow::Owned(format!(
                 "call-setup failure rate {:.2} is above {:.2}",
                 f64::from(app.setup_failure_permille) / 1000.0,
                 f64::from(config.degraded_setup_failure_permille) / 1000.0
-            ),
+            )),
         )
     } else {
         (
             Grade::Healthy,
-            "answers probes; reports healthy".to_string(),
+            Cow::Borrowed("answers probes; reports healthy"),
         )
     }
 }

@@ -165,6 +165,10 @@ pub struct Membership {
     timers: BTreeMap<(u64, u64), foca::Timer<SwimId>>,
     timer_seq: u64,
     nodes: BTreeMap<NodeId, NodeView>,
+    /// SWIM's verdict per node (`swim_state`), kept until foca is next
+    /// touched: every health report regrades every node, and rebuilding
+    /// this map for each one was most of a large cluster's simulated time.
+    swim_states: Option<BTreeMap<NodeId, (u64, foca::State)>>,
     /// Departures nodes announced, until they are back (or, for a restart,
     /// until its grace ends).
     departures: BTreeMap<NodeId, Departure>,
@@ -231,6 +235,7 @@ impl Membership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             nodes,
+            swim_states: None,
             departures: BTreeMap::new(),
             own_app: AppHealth::default(),
             out: Vec::new(),
@@ -424,6 +429,8 @@ impl Membership {
     /// Takes what foca asked for: datagrams out, timers in, notifications.
     /// Callers regrade once afterwards.
     fn absorb(&mut self, now_ms: u64) {
+        // Called after every call into foca: its verdicts may have changed.
+        self.swim_states = None;
         self.out.append(&mut self.sink.sends);
         for (after, timer) in self.sink.timers.drain(..) {
             let at = now_ms.saturating_add(after.as_millis() as u64);
