@@ -201,6 +201,7 @@ fn a_large_gap_is_walked_and_the_walk_moves_the_cursor() {
         "the walk moved the cursor: a short gap after it is replayed from the log"
     );
     assert_eq!(after.sync_full, before.sync_full);
+    assert!(net.converged());
 }
 
 #[test]

@@ -40,8 +40,10 @@ pub struct ReplicaConfig {
     /// 2 ms keeps propagation far under the 20 ms budget while merging
     /// write bursts.
     pub push_delay_ms: u64,
-    /// The since-a-timestamp path is used while the gap is at most this many
-    /// log entries; beyond it a full snapshot is cheaper to reason about.
+    /// The largest gap (entries of a peer's log after our cursor) a round
+    /// closes by comparing: gaps up to `SINCE_LIST_ENTRIES_MAX` (256) are
+    /// replayed from the log, larger ones walked down the digest tree;
+    /// beyond this a full snapshot is cheaper to reason about.
     pub since_entries_max: u64,
     /// The change log keeps this much history (its horizon). One hour covers
     /// restarts, deploys and most network outages (Redis CRDB's backlog

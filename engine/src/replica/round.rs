@@ -10,7 +10,10 @@
 //!                                                          ► ChangesReq ⇄ ChangesResp … ► done
 //! ```
 //! Each round pulls; the peer pulls in its own rounds (and a `ChangesReq`
-//! showing heads it lacks makes it pull back at once).
+//! showing heads it lacks makes it pull back, one peer at a time). The
+//! since path takes gaps of at most `SINCE_LIST_ENTRIES_MAX` entries; a
+//! larger one is walked, and a walk that finishes moves the cursor to the
+//! peer's log head as the digest answer gave it.
 
 use super::digest::{purged_item, DEPTH, FANOUT};
 use super::offload::Taken;
@@ -438,23 +441,16 @@ impl Replica {
         peer: &NodeId,
         id: u64,
         path: SyncPath,
-        mut queued: Vec<RoomId>,
+        queued: Vec<RoomId>,
     ) {
-        // A room compacted off the task asks once it is installed: its
-        // peers' compacted history would only be held back meanwhile.
-        let before = queued.len();
-        queued.retain(|room| !self.compacting_off_task(room));
-        if queued.len() < before {
-            // Left out, so the round no longer earns the peer's log head.
-            if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
-                round.cursor_at_end = None;
-            }
-        }
         // A room with a copy out waits for it (`resume_rounds`): asked
-        // now, the answer would bring the same changes again.
+        // now, the answer would bring the same changes again. So does a
+        // room compacted off the task: its peers' compacted history would
+        // only be held back meanwhile. Waiting (not leaving them out) keeps
+        // the round's claim to the peer's log head true.
         let (waiting, mut queued): (Vec<RoomId>, Vec<RoomId>) = queued
             .into_iter()
-            .partition(|room| self.applying_off_task(room));
+            .partition(|room| self.applying_off_task(room) || self.compacting_off_task(room));
         if queued.is_empty() && waiting.is_empty() {
             self.finish_round(peer, Some(path));
             return;

@@ -71,12 +71,14 @@ impl Replica {
             .is_some_and(|(_, until)| *until > self.now_ms);
         let fetching = self.peers.values().any(|p| {
             p.round.as_ref().is_some_and(|r| {
-                matches!(
-                    r.phase,
-                    super::round::Phase::Changes { .. }
-                        | super::round::Phase::Since { .. }
-                        | super::round::Phase::Snapshot { .. }
-                )
+                match &r.phase {
+                    // Parked while its rooms apply off the task: not fetching.
+                    super::round::Phase::Changes { in_flight, .. } => !in_flight.is_empty(),
+                    super::round::Phase::Since { .. } | super::round::Phase::Snapshot { .. } => {
+                        true
+                    }
+                    _ => false,
+                }
             })
         });
         !out && !fetching
@@ -190,6 +192,10 @@ impl Replica {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut truncated = false;
+        // A room left out of the answer (compacting here, or it did not
+        // load): the asker must not take the answer as complete, or a walk
+        // would claim our log head without that room's changes.
+        let mut incomplete = false;
         let mut pull_back = Vec::new();
         let mut purged = Vec::new();
         for RoomHeads {
@@ -231,16 +237,21 @@ impl Replica {
                 // This history is about to be replaced: a peer that
                 // compacted would ignore it, and one that did not gets the
                 // compacted history once it is installed.
+                incomplete = true;
                 continue;
             }
             let heads: Vec<automerge::ChangeHash> = their_heads
                 .iter()
                 .map(|h| automerge::ChangeHash(h.0))
                 .collect();
-            let changes = self
-                .rooms
-                .changes_for(&view, &room, &heads, &ancestry)
-                .unwrap_or_default();
+            let changes = match self.rooms.changes_for(&view, &room, &heads, &ancestry) {
+                Ok(changes) => changes,
+                Err(_) => {
+                    self.stats.storage_errors += 1;
+                    incomplete = true;
+                    Vec::new()
+                }
+            };
             let mut list = Vec::new();
             for change in changes {
                 let raw = change.raw_bytes();
@@ -264,7 +275,7 @@ impl Replica {
             Body::ChangesResp {
                 round,
                 rooms: out,
-                truncated,
+                truncated: truncated || incomplete,
             },
         );
         if !pull_back.is_empty() && self.may_pull_back() {

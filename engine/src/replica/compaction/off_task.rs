@@ -89,6 +89,8 @@ impl Replica {
         }
         self.release_held(&room, running);
         self.compact_acknowledged();
+        // Rounds that parked this room's fetch (`fetch_rooms`) go on.
+        self.resume_rounds();
     }
 
     /// Gives up the compactions off the task whose result is later than
@@ -121,6 +123,7 @@ impl Replica {
         self.compaction.candidates.insert(room.clone());
         self.release_held(room, running);
         self.compact_acknowledged();
+        self.resume_rounds();
     }
 
     /// Whether `room` is being compacted off the replica's task.
