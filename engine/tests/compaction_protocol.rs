@@ -446,3 +446,56 @@ fn a_compaction_whose_result_never_comes_back_is_given_up_and_the_room_still_con
     settle(&mut net);
     assert!(history(&mut net, 0, &r) < HISTORY as usize);
 }
+
+/// A replica compacting a room off its task leaves that room out of a
+/// changes answer, and says so (`truncated`): an asker that took the answer
+/// as complete would, after a walk, claim this replica's log head without
+/// the room's changes, and its since path would never replay them.
+#[test]
+fn an_answer_that_leaves_out_a_compacting_room_says_it_is_incomplete() {
+    use chorus_engine::replica::wire::{self, Body, Envelope, RoomHeads};
+    use chorus_engine::replica::{Input, Output};
+    let (mut net, r) = start(off_task);
+    let mut i = 0;
+    while net.members[0].work.is_empty() {
+        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
+        churn(&mut net, &r, i, 1);
+        i += 1;
+    }
+    // Replica 0 compacts `r` off its task now; a peer with none of it asks.
+    let bytes = wire::encode(&Envelope {
+        cluster: common::pair::CLUSTER,
+        sent_at: Default::default(),
+        body: Body::ChangesReq {
+            round: 7,
+            rooms: vec![RoomHeads {
+                room: r.clone(),
+                heads: Vec::new(),
+                ancestry: Vec::new(),
+            }],
+        },
+    });
+    let from = net.members[1].id.clone();
+    let now = net.now_ms;
+    net.members[0]
+        .replica
+        .handle_input(now, Input::Message { from, bytes });
+    let mut answer = None;
+    while let Some(output) = net.members[0].replica.poll_output() {
+        if let Output::Send { bytes, .. } = output {
+            if let Ok(Envelope {
+                body:
+                    Body::ChangesResp {
+                        round: 7,
+                        rooms,
+                        truncated,
+                    },
+                ..
+            }) = wire::decode(&bytes)
+            {
+                answer = Some((rooms.len(), truncated));
+            }
+        }
+    }
+    assert_eq!(answer, Some((0, true)), "no changes, and marked incomplete");
+}
