@@ -311,6 +311,18 @@ fn the_cut_is_agreed_as_soon_as_the_request_reaches_every_replica() {
     settle(&mut net);
 }
 
+/// Churns `room` until replica 0 hands a compaction of it off its task;
+/// returns the join+leave cycles it took.
+fn churn_until_handed_off(net: &mut Net, room: &RoomId) -> usize {
+    let mut i = 0;
+    while net.members[0].work.is_empty() {
+        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
+        churn(net, room, i, 1);
+        i += 1;
+    }
+    i
+}
+
 fn off_task(config: &mut ReplicaConfig) {
     quick(config);
     config.work_off_task = true;
@@ -326,12 +338,7 @@ fn off_task(config: &mut ReplicaConfig) {
 #[test]
 fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_meanwhile() {
     let (mut net, r) = start(off_task);
-    let mut i = 0;
-    while net.members[0].work.is_empty() {
-        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
-        churn(&mut net, &r, i, 1);
-        i += 1;
-    }
+    let i = churn_until_handed_off(&mut net, &r);
     for _ in 0..50 {
         net.finish_work(1);
         net.finish_work(2);
@@ -411,12 +418,7 @@ fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_mean
 #[test]
 fn a_compaction_whose_result_never_comes_back_is_given_up_and_the_room_still_converges() {
     let (mut net, r) = start(off_task);
-    let mut i = 0;
-    while net.members[0].work.is_empty() {
-        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
-        churn(&mut net, &r, i, 1);
-        i += 1;
-    }
+    churn_until_handed_off(&mut net, &r);
     // Replica 0's work is never run (a lost result); the peers compact.
     let lost = std::mem::take(&mut net.members[0].work);
     for _ in 0..50 {
@@ -456,12 +458,7 @@ fn an_answer_that_leaves_out_a_compacting_room_says_it_is_incomplete() {
     use chorus_engine::replica::wire::{self, Body, Envelope, RoomHeads};
     use chorus_engine::replica::{Input, Output};
     let (mut net, r) = start(off_task);
-    let mut i = 0;
-    while net.members[0].work.is_empty() {
-        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
-        churn(&mut net, &r, i, 1);
-        i += 1;
-    }
+    churn_until_handed_off(&mut net, &r);
     // Replica 0 compacts `r` off its task now; a peer with none of it asks.
     let bytes = wire::encode(&Envelope {
         cluster: common::pair::CLUSTER,
