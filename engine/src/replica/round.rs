@@ -95,6 +95,19 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// Whether the round is bringing changes in right now: asking for
+    /// them, not walking the tree, and not parked while the rooms it still
+    /// fetches apply (or compact) off the task.
+    pub fn fetching(&self) -> bool {
+        match self {
+            Phase::Changes { in_flight, .. } => !in_flight.is_empty(),
+            Phase::Since { .. } | Phase::Snapshot { .. } => true,
+            Phase::Digest | Phase::Tree { .. } | Phase::Leaves => false,
+        }
+    }
+}
+
 impl Replica {
     pub(super) fn start_round(&mut self, peer: &NodeId) {
         let id = self.anti_entropy.next_round;

@@ -69,18 +69,10 @@ impl Replica {
             .pulling_back
             .as_ref()
             .is_some_and(|(_, until)| *until > self.now_ms);
-        let fetching = self.peers.values().any(|p| {
-            p.round.as_ref().is_some_and(|r| {
-                match &r.phase {
-                    // Parked while its rooms apply off the task: not fetching.
-                    super::round::Phase::Changes { in_flight, .. } => !in_flight.is_empty(),
-                    super::round::Phase::Since { .. } | super::round::Phase::Snapshot { .. } => {
-                        true
-                    }
-                    _ => false,
-                }
-            })
-        });
+        let fetching = self
+            .peers
+            .values()
+            .any(|p| p.round.as_ref().is_some_and(|r| r.phase.fetching()));
         !out && !fetching
     }
 
@@ -280,7 +272,7 @@ impl Replica {
         );
         if !pull_back.is_empty() && self.may_pull_back() {
             let rooms = self.heads_of(pull_back);
-            let until = self.now_ms + self.config.round_timeout_ms;
+            let until = self.now_ms.saturating_add(self.config.round_timeout_ms);
             self.anti_entropy.pulling_back = Some((from.clone(), until));
             self.send(from, Body::ChangesReq { round: 0, rooms });
         }
