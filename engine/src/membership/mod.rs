@@ -166,9 +166,15 @@ pub struct Membership {
     timer_seq: u64,
     nodes: BTreeMap<NodeId, NodeView>,
     /// SWIM's verdict per node (`swim_state`), kept until foca is next
-    /// touched: every health report regrades every node, and rebuilding
-    /// this map for each one was most of a large cluster's simulated time.
+    /// touched: rebuilding this map on every regrade was most of a large
+    /// cluster's simulated time.
     swim_states: Option<BTreeMap<NodeId, (u64, foca::State)>>,
+    /// The last full regrade found no grade waiting on time (`grade.rs`):
+    /// a report may then regrade its sender alone.
+    settled: bool,
+    /// Bumped whenever a node's grade changes or a node is added: what
+    /// counts the answering nodes needs counting again only then.
+    grades_version: u64,
     /// Departures nodes announced, until they are back (or, for a restart,
     /// until its grace ends).
     departures: BTreeMap<NodeId, Departure>,
@@ -236,6 +242,8 @@ impl Membership {
             timer_seq: 0,
             nodes,
             swim_states: None,
+            settled: false,
+            grades_version: 0,
             departures: BTreeMap::new(),
             own_app: AppHealth::default(),
             out: Vec::new(),
@@ -259,7 +267,7 @@ impl Membership {
             self.refused += 1;
         }
         self.absorb(now_ms);
-        self.regrade(now_ms);
+        self.regrade_after_swim(now_ms);
     }
 
     /// Anything at all arrived from `from`: evidence it is alive.
@@ -285,7 +293,7 @@ impl Membership {
             self.refused += 1;
         }
         self.absorb(now_ms);
-        self.regrade(now_ms);
+        self.regrade_after_swim(now_ms);
     }
 
     /// `from`, as its SWIM `incarnation`, announced it is leaving
@@ -320,7 +328,7 @@ impl Membership {
         if let Some(view) = self.view_mut(from, now_ms) {
             view.report = Some(report);
         }
-        self.regrade(now_ms);
+        self.regrade_one(now_ms, from);
     }
 
     /// This node's own application health.
@@ -358,7 +366,7 @@ impl Membership {
             }
             self.absorb(now_ms);
         }
-        self.regrade(now_ms);
+        self.regrade_after_swim(now_ms);
     }
 
     /// When the next SWIM timer, or the end of a restart's grace, is due.
@@ -379,6 +387,12 @@ impl Membership {
 
     pub fn views(&self) -> impl Iterator<Item = &NodeView> {
         self.nodes.values()
+    }
+
+    /// Changes whenever a grade changes or a node is added (`reachable`,
+    /// `known` and every `grade` are the same while it does not).
+    pub fn grades_version(&self) -> u64 {
+        self.grades_version
     }
 
     pub fn view(&self, node: &NodeId) -> Option<&NodeView> {
@@ -410,6 +424,7 @@ impl Membership {
             if self.nodes.len() >= MEMBERS_MAX {
                 return None;
             }
+            self.grades_version += 1;
             self.nodes.insert(
                 node.clone(),
                 NodeView {
@@ -427,10 +442,10 @@ impl Membership {
     }
 
     /// Takes what foca asked for: datagrams out, timers in, notifications.
-    /// Callers regrade once afterwards.
+    /// Callers regrade once afterwards (`regrade_after_swim`).
     fn absorb(&mut self, now_ms: u64) {
-        // Called after every call into foca: its verdicts may have changed.
-        self.swim_states = None;
+        // Called after every call into foca; the callers then regrade
+        // with `regrade_after_swim`, which sees whether a verdict changed.
         self.out.append(&mut self.sink.sends);
         for (after, timer) in self.sink.timers.drain(..) {
             let at = now_ms.saturating_add(after.as_millis() as u64);

@@ -61,6 +61,10 @@ pub(super) struct State {
     /// Since when this replica has seen a majority of the cluster (`None`
     /// while it does not): failovers wait a grace after it returns.
     pub majority_since_ms: Option<u64>,
+    /// `sees_majority` as of a version of the grades
+    /// (`Membership::grades_version`): every SWIM datagram and health
+    /// report asks, and counting the answering peers each time was O(n).
+    pub majority_seen: Option<(u64, bool)>,
 }
 
 impl State {
@@ -71,6 +75,7 @@ impl State {
             next_health_ms: now_ms,
             next_move_ms: now_ms,
             majority_since_ms: None,
+            majority_seen: None,
         }
     }
 }
@@ -266,7 +271,16 @@ impl Replica {
     /// Notes whether this replica sees a majority now, and since when.
     /// Run on every membership change, so the moment is exact.
     fn track_majority(&mut self) -> Option<u64> {
-        if !self.sees_majority() {
+        let version = self.members.grades_version();
+        let sees = match self.failover.majority_seen {
+            Some((seen, sees)) if seen == version => sees,
+            _ => {
+                let sees = self.sees_majority();
+                self.failover.majority_seen = Some((version, sees));
+                sees
+            }
+        };
+        if !sees {
             self.failover.majority_since_ms = None;
             return None;
         }
