@@ -15,6 +15,68 @@ use crate::demo::{start_cluster, wait_for};
 /// How long the bench waits for the last write to reach every replica.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The idle window measured before the writes.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Bytes the whole cluster sent: what the replicas counted by message
+/// kind, and what went on the wire (`chorus_wire_sent_bytes`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Bytes {
+    wire: u64,
+    replica: u64,
+    /// The replicas' pushes alone.
+    pushed: u64,
+}
+
+impl Bytes {
+    fn now(cluster: &[crate::daemon::Running]) -> anyhow::Result<Self> {
+        let mut total = Bytes::default();
+        for node in cluster {
+            let stats = node
+                .engine()
+                .net_stats()?
+                .context("a daemon without its network")?;
+            total.wire += stats.wire_sent_bytes;
+            total.replica += stats.replica.sent.values().map(|t| t.bytes).sum::<u64>();
+            total.pushed += stats.replica.sent.get("push").map_or(0, |t| t.bytes);
+            // `replica` includes `pushed`: `addressed` below relies on it.
+        }
+        Ok(total)
+    }
+
+    fn minus(&self, before: &Bytes) -> Bytes {
+        Bytes {
+            wire: self.wire.saturating_sub(before.wire),
+            replica: self.replica.saturating_sub(before.replica),
+            pushed: self.pushed.saturating_sub(before.pushed),
+        }
+    }
+}
+
+/// Idle bytes per daemon per second, and what the writes cost against
+/// their minimum: every push once to every other replica. A replica
+/// counts a push once however many peers it goes to; here it counts once
+/// per peer, as the simulator does.
+fn print_bytes(nodes: usize, idle: &Bytes, idle_secs: f64, busy: &Bytes) {
+    let peers = nodes.saturating_sub(1) as u64;
+    let addressed = |b: &Bytes| b.replica - b.pushed + b.pushed * peers;
+    let per_node_s = |b: u64| b as f64 / nodes as f64 / idle_secs.max(f64::EPSILON);
+    println!(
+        "  idle: {:.0} bytes/daemon/s on the wire, {:.0} addressed by the replicas ({:.2}x)",
+        per_node_s(idle.wire),
+        per_node_s(addressed(idle)),
+        idle.wire as f64 / addressed(idle).max(1) as f64
+    );
+    let minimal = (busy.pushed * peers).max(1) as f64;
+    println!(
+        "  writes: {} bytes of pushes to every peer once (the minimum); \
+         on the wire {:.2}x of it, addressed by the replicas {:.2}x",
+        busy.pushed * peers,
+        busy.wire as f64 / minimal,
+        addressed(busy) as f64 / minimal
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -37,16 +99,24 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     wait_connected(&clients, nodes).await?;
     // Gossip meshes form on heartbeats: let one pass before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // An idle window first: what the cluster sends with nothing to say.
+    let idle_from = Bytes::now(&cluster)?;
+    let idle_start = Instant::now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle = Bytes::now(&cluster)?.minus(&idle_from);
+    let idle_secs = idle_start.elapsed().as_secs_f64();
 
     let collectors: Vec<_> = cluster[1..]
         .iter()
         .map(|node| tokio::spawn(arrivals(node.engine().subscribe(), writes)))
         .collect();
+    let busy_from = Bytes::now(&cluster)?;
     let (sent, write_time) = write_rooms(cluster[0].engine().clone(), writes, rate).await?;
     let mut seen_by = Vec::new();
     for collector in collectors {
         seen_by.push(collector.await.context("collector")?);
     }
+    let busy = Bytes::now(&cluster)?.minus(&busy_from);
     let delays = Delays::measure(&sent, &seen_by);
 
     let acked = writes as f64 / write_time.as_secs_f64();
@@ -60,6 +130,7 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     );
     println!("  writes acknowledged: {acked:.0}/s (durable: each flushed to sled before its ack)");
     delays.print(nodes);
+    print_bytes(nodes, &idle, idle_secs, &busy);
     for node in cluster {
         node.stop().await?;
     }

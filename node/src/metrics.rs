@@ -394,6 +394,17 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             "Pushes sent by request while gossip had no subscribers.",
             s.pushes_by_request,
         ),
+        (
+            "chorus_wire_sent_bytes",
+            "Bytes written to peers' TCP connections: chorus_sent_bytes plus \
+             gossip relays and control, framing and encryption.",
+            s.wire_sent_bytes,
+        ),
+        (
+            "chorus_wire_received_bytes",
+            "Bytes read from peers' TCP connections.",
+            s.wire_received_bytes,
+        ),
     ];
     for (name, help, value) in rows {
         counter(e, name, help, value)?;

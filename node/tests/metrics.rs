@@ -305,6 +305,19 @@ async fn a_peer_times_remote_applies_replication_lag_and_rounds() {
         received >= applied && applied >= 1.0,
         "received {received}, applied {applied}"
     );
+    // The wire counters sit under noise and yamux: everything the replica
+    // sent by gossip (its push) is in them, and more.
+    let at_a = scrape(&a).await;
+    let wire_sent = at_a["chorus_wire_sent_bytes"].samples[0].2;
+    let pushed: f64 = at_a["chorus_sent_bytes"]
+        .samples
+        .iter()
+        .filter(|(_, labels, _)| labels.get("kind").map(String::as_str) == Some("push"))
+        .map(|(_, _, v)| v)
+        .sum();
+    assert!(pushed > 0.0, "a pushed its write");
+    assert!(wire_sent > pushed, "wire {wire_sent}, pushed {pushed}");
+    assert!(families["chorus_wire_received_bytes"].samples[0].2 > 0.0);
     b.stop().await.expect("stop b");
     a.stop().await.expect("stop a");
 }

@@ -2,6 +2,7 @@
 //! key), gossipsub for pushes, request-response for everything a sync round
 //! says, ping, an allow-list of peer ids and a block-list for drills.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use either::Either;
@@ -14,6 +15,7 @@ use libp2p::{allow_block_list, gossipsub, identity, noise, ping, tcp, yamux};
 use libp2p::{PeerId, StreamProtocol, Swarm};
 use serde::{Deserialize, Serialize};
 
+use super::counted::{Counted, WireBytes};
 use crate::error::Error;
 use crate::limits::IDLE_CONNECTION_TIMEOUT;
 use crate::limits::REQUEST_TIMEOUT;
@@ -69,11 +71,13 @@ fn gossipsub_config() -> Result<gossipsub::Config, Error> {
 }
 
 /// Builds the swarm for `key`, with the allow-list (if any) and the
-/// pre-shared key (if any).
+/// pre-shared key (if any); its TCP connections count their bytes into
+/// `wire` (QUIC's are not counted).
 pub fn build_swarm(
     key: identity::Keypair,
     allowed: &[PeerId],
     psk: Option<[u8; 32]>,
+    wire: Arc<WireBytes>,
 ) -> Result<Swarm<Behaviour>, Error> {
     let gossip = gossipsub_config()?;
     let allowed = allowed.to_vec();
@@ -81,7 +85,8 @@ pub fn build_swarm(
         .with_tokio()
         .with_other_transport(move |key| {
             let noise = noise::Config::new(key)?;
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(move |socket, _| Counted::new(socket, wire.clone()));
             let base = match psk {
                 Some(psk) => Either::Left(tcp.and_then(move |socket, _| {
                     libp2p::pnet::PnetConfig::new(libp2p::pnet::PreSharedKey::new(psk))

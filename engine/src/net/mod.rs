@@ -22,6 +22,7 @@
 //! ```
 
 mod behaviour;
+mod counted;
 mod transport;
 
 use std::sync::Arc;
@@ -142,6 +143,11 @@ pub struct NetStats {
     /// Failure-detection datagrams dropped because the peer was not
     /// connected (expected while it is down).
     pub datagrams_dropped: u64,
+    /// Bytes written to and read from every TCP connection: below the
+    /// replica's own per-kind counts, so gossipsub's relays and control
+    /// messages and all framing are in.
+    pub wire_sent_bytes: u64,
+    pub wire_received_bytes: u64,
     pub unsent_pushes: usize,
     /// Commands waiting for the driver (API requests, writes).
     pub commands_queued: usize,

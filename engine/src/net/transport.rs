@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -11,6 +12,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, request_response, Multiaddr, PeerId, Swarm};
 
 use super::behaviour::{self, Ack, Behaviour, BehaviourEvent, Frame};
+use super::counted::WireBytes;
 use super::{node_of, peer_of, ClusterView, NetStats, Network, PeerView};
 use crate::driver::Transport;
 use crate::error::{Error, Result};
@@ -64,6 +66,8 @@ const INCOMING_WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Libp2p {
     swarm: Swarm<Behaviour>,
+    /// Bytes on every TCP connection (`counted.rs`).
+    wire: Arc<WireBytes>,
     topic: gossipsub::IdentTopic,
     name: String,
     region: RegionId,
@@ -101,7 +105,13 @@ impl Libp2p {
     /// peers. Runs on the runtime that will drive it.
     pub async fn bind(network: Network, cluster_id: u64, region: RegionId) -> Result<Self> {
         let peer_id = network.peer_id();
-        let mut swarm = behaviour::build_swarm(network.key, &network.allowed_peers, network.psk)?;
+        let wire = Arc::new(WireBytes::default());
+        let mut swarm = behaviour::build_swarm(
+            network.key,
+            &network.allowed_peers,
+            network.psk,
+            wire.clone(),
+        )?;
         let topic = behaviour::push_topic(cluster_id);
         swarm
             .behaviour_mut()
@@ -136,6 +146,7 @@ impl Libp2p {
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut net = Self {
             swarm,
+            wire,
             topic,
             name: network.name,
             region,
@@ -413,6 +424,8 @@ impl Libp2p {
             gossip_refused: self.gossip_refused,
             pushes_by_request: self.pushes_by_request,
             datagrams_dropped: self.datagrams_dropped,
+            wire_sent_bytes: self.wire.sent(),
+            wire_received_bytes: self.wire.received(),
             unsent_pushes: self.unsent.len(),
             commands_queued: 0,
             rooms: replica.room_count(),
