@@ -318,9 +318,10 @@ pub const STREAMS_MAX: usize = 64;
 /// within this; a peer that stalls it is dropped.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// gossipsub's heartbeat: meshes repair, and pushes missed by a peer are
-/// gossiped, once per beat. 500 ms (the default is 1 s) lets a 3-replica
-/// mesh form within the first second.
+/// gossipsub's heartbeat: once per beat, the ids of recent pushes are
+/// announced to a few peers (IHAVE), which fetch the ones they missed. 500 ms
+/// (the default is 1 s) repairs a lost push well before anti-entropy's
+/// next round. There is no mesh to maintain (`behaviour.rs`).
 pub const GOSSIP_HEARTBEAT_MS: u64 = 500;
 
 /// A connection with no open stream is closed after this long; redials
