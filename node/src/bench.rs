@@ -53,6 +53,34 @@ impl Bytes {
     }
 }
 
+/// This process's CPU time and peak memory (`getrusage(2)`): the bench's
+/// daemons all run in it.
+struct Usage {
+    cpu_s: f64,
+    peak_rss_bytes: u64,
+}
+
+impl Usage {
+    fn now() -> Self {
+        // SAFETY: getrusage only writes the struct it is given, which is
+        // plain data that all-zero bytes initialise.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        if rc != 0 {
+            return Usage {
+                cpu_s: 0.0,
+                peak_rss_bytes: 0,
+            };
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Usage {
+            cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+            // Linux reports it in KiB.
+            peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        }
+    }
+}
+
 /// Idle bytes per daemon per second, and what the writes cost against
 /// their minimum: every push once to every other replica. A replica
 /// counts a push once however many peers it goes to; here it counts once
@@ -101,22 +129,28 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     tokio::time::sleep(Duration::from_secs(1)).await;
     // An idle window first: what the cluster sends with nothing to say.
     let idle_from = Bytes::now(&cluster)?;
+    let idle_cpu = Usage::now();
     let idle_start = Instant::now();
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle = Bytes::now(&cluster)?.minus(&idle_from);
     let idle_secs = idle_start.elapsed().as_secs_f64();
+    let idle_cpu = Usage::now().cpu_s - idle_cpu.cpu_s;
 
     let collectors: Vec<_> = cluster[1..]
         .iter()
         .map(|node| tokio::spawn(arrivals(node.engine().subscribe(), writes)))
         .collect();
     let busy_from = Bytes::now(&cluster)?;
+    let busy_cpu = Usage::now();
+    let busy_start = Instant::now();
     let (sent, write_time) = write_rooms(cluster[0].engine().clone(), writes, rate).await?;
     let mut seen_by = Vec::new();
     for collector in collectors {
         seen_by.push(collector.await.context("collector")?);
     }
     let busy = Bytes::now(&cluster)?.minus(&busy_from);
+    let busy_secs = busy_start.elapsed().as_secs_f64();
+    let busy_cpu = Usage::now().cpu_s - busy_cpu.cpu_s;
     let delays = Delays::measure(&sent, &seen_by);
 
     let acked = writes as f64 / write_time.as_secs_f64();
@@ -131,6 +165,14 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     println!("  writes acknowledged: {acked:.0}/s (durable: each flushed to sled before its ack)");
     delays.print(nodes);
     print_bytes(nodes, &idle, idle_secs, &busy);
+    let share = |cpu: f64, secs: f64| 100.0 * cpu / secs.max(f64::EPSILON) / nodes as f64;
+    println!(
+        "  cpu per daemon: {:.1}% of a core idle, {:.1}% while writing; memory: {:.0} MiB per daemon \
+         (the daemons share this process: its CPU time and peak RSS, divided by {nodes})",
+        share(idle_cpu, idle_secs),
+        share(busy_cpu, busy_secs),
+        Usage::now().peak_rss_bytes as f64 / nodes as f64 / (1024.0 * 1024.0)
+    );
     for node in cluster {
         node.stop().await?;
     }
