@@ -106,17 +106,15 @@ impl Membership {
         };
         let mut ended = Vec::new();
         let mut settled = true;
+        let inputs = Inputs {
+            config: &self.config,
+            me: &self.me,
+            own_app: &self.own_app,
+            swim: &swim,
+        };
         for view in self.nodes.values_mut() {
             let departure = self.departures.get(&view.node).copied();
-            let outcome = grade_view(
-                &self.config,
-                &self.me,
-                &self.own_app,
-                &swim,
-                departure,
-                view,
-                now_ms,
-            );
+            let outcome = inputs.grade(departure, view, now_ms);
             if outcome.ended {
                 ended.push(view.node.clone());
             }
@@ -140,7 +138,7 @@ impl Membership {
     /// as before. This keeps a report O(log n) instead of O(n): with every
     /// node reporting to every other, the full walk was O(n³) cluster-wide.
     pub(super) fn regrade_one(&mut self, now_ms: u64, node: &NodeId) {
-        if !self.settled || self.swim_states.is_none() {
+        if !self.settled {
             return self.regrade(now_ms);
         }
         let Some(swim) = self.swim_states.take() else {
@@ -148,15 +146,13 @@ impl Membership {
         };
         let departure = self.departures.get(node).copied();
         if let Some(view) = self.nodes.get_mut(node) {
-            let outcome = grade_view(
-                &self.config,
-                &self.me,
-                &self.own_app,
-                &swim,
-                departure,
-                view,
-                now_ms,
-            );
+            let inputs = Inputs {
+                config: &self.config,
+                me: &self.me,
+                own_app: &self.own_app,
+                swim: &swim,
+            };
+            let outcome = inputs.grade(departure, view, now_ms);
             self.settled &= !outcome.timed;
             if let Some(change) = outcome.change {
                 self.grades_version += 1;
@@ -180,108 +176,118 @@ struct Outcome {
     timed: bool,
 }
 
-/// Grades one node from SWIM's verdicts (`swim`), its departure, what was
-/// heard from it and its report; records a change on `view`.
-fn grade_view(
-    config: &DetectorConfig,
-    me: &NodeId,
-    own_app: &AppHealth,
-    swim: &BTreeMap<NodeId, (u64, State)>,
-    departure: Option<Departure>,
-    view: &mut NodeView,
-    now_ms: u64,
-) -> Outcome {
-    let back = departure.is_some_and(|d| {
-        swim.get(&view.node)
-            .is_some_and(|(inc, state)| *inc > d.incarnation && *state == State::Alive)
-    });
-    let expired = departure.is_some_and(|d| d.intent == Intent::Restart && now_ms >= d.until_ms);
-    // A departure still running counts down; so does a held conviction.
-    let mut timed = departure.is_some() && !back && !expired;
-    let (grade, reason): (Grade, Cow<'static, str>) = if &view.node == me {
-        app_grade(config, own_app)
-    } else if let (Some(d), false, false) = (departure, back, expired) {
-        let (grade, reason) = d.grade(now_ms);
-        (grade, Cow::Owned(reason))
-    } else {
-        let silent_ms = view
-            .last_heard_ms
-            .map(|at| now_ms.saturating_sub(at))
-            .unwrap_or(u64::MAX);
-        match swim.get(&view.node).map(|(_, s)| *s) {
-            // Once Down, a node stays Down until SWIM sees it alive
-            // again (a rejoin): evidence of life only delays a
-            // conviction, it never flaps one back and forth.
-            Some(State::Down) if view.grade == Grade::Down => {
-                (Grade::Down, Cow::Owned(view.reason.clone()))
-            }
-            Some(State::Down) if silent_ms < config.silence_ms => {
-                timed = true;
-                (
-                    Grade::Suspect,
-                    Cow::Owned(format!(
-                        "convicted by SWIM, but heard from {silent_ms} ms ago"
-                    )),
-                )
-            }
-            Some(State::Down) => (
-                Grade::Down,
-                if silent_ms == u64::MAX {
-                    Cow::Borrowed("convicted by SWIM; never heard from directly")
-                } else {
-                    Cow::Owned(format!(
-                        "convicted by SWIM: suspicion not refuted; silent for {silent_ms} ms"
-                    ))
-                },
-            ),
-            Some(State::Suspect) => (
-                Grade::Suspect,
-                Cow::Borrowed("direct and indirect probes failed; awaiting refutation"),
-            ),
-            Some(State::Alive) => match &view.report {
-                Some(report) => app_grade(config, &report.app),
-                None => (Grade::Healthy, Cow::Borrowed("answers probes")),
-            },
-            // Not (or no longer) a SWIM member: keep the last grade.
-            None => (view.grade, Cow::Owned(view.reason.clone())),
-        }
-    };
-    let reason = if expired && grade != Grade::Healthy && grade != Grade::Degraded {
-        Cow::Owned(format!("not back within the restart grace; {reason}"))
-    } else {
-        reason
-    };
-    let mut change = None;
-    if grade != view.grade {
-        let reason = match (view.grade, grade) {
-            (Grade::Suspect, Grade::Healthy | Grade::Degraded) => {
-                format!("suspicion refuted; {reason}")
-            }
-            (Grade::Down, Grade::Healthy | Grade::Degraded) => {
-                format!("back after conviction; {reason}")
-            }
-            (Grade::Leaving, Grade::Healthy | Grade::Degraded) => {
-                format!("back from its restart; {reason}")
-            }
-            _ => reason.to_string(),
-        };
-        change = Some(GradeChange {
-            node: view.node.clone(),
-            from: view.grade,
-            to: grade,
-            reason,
+/// What grading any node reads besides the node's own view.
+struct Inputs<'a> {
+    config: &'a DetectorConfig,
+    me: &'a NodeId,
+    own_app: &'a AppHealth,
+    /// SWIM's verdicts (`swim_state`).
+    swim: &'a BTreeMap<NodeId, (u64, State)>,
+}
+
+impl Inputs<'_> {
+    /// Grades one node from SWIM's verdicts, its departure, what was heard
+    /// from it and its report; records a change on `view`.
+    fn grade(&self, departure: Option<Departure>, view: &mut NodeView, now_ms: u64) -> Outcome {
+        let Inputs {
+            config,
+            me,
+            own_app,
+            swim,
+        } = *self;
+        let back = departure.is_some_and(|d| {
+            swim.get(&view.node)
+                .is_some_and(|(inc, state)| *inc > d.incarnation && *state == State::Alive)
         });
-        view.grade = grade;
-        view.since_ms = now_ms;
-    }
-    // Most regrades leave a node's reason as it was: no allocation.
-    if view.reason != reason {
-        view.reason = reason.into_owned();
-    }
-    Outcome {
-        change,
-        ended: back || expired,
-        timed,
+        let expired =
+            departure.is_some_and(|d| d.intent == Intent::Restart && now_ms >= d.until_ms);
+        // A departure still running counts down; so does a held conviction.
+        let mut timed = departure.is_some() && !back && !expired;
+        let (grade, reason): (Grade, Cow<'static, str>) = if &view.node == me {
+            app_grade(config, own_app)
+        } else if let (Some(d), false, false) = (departure, back, expired) {
+            let (grade, reason) = d.grade(now_ms);
+            (grade, Cow::Owned(reason))
+        } else {
+            let silent_ms = view
+                .last_heard_ms
+                .map(|at| now_ms.saturating_sub(at))
+                .unwrap_or(u64::MAX);
+            match swim.get(&view.node).map(|(_, s)| *s) {
+                // Once Down, a node stays Down until SWIM sees it alive
+                // again (a rejoin): evidence of life only delays a
+                // conviction, it never flaps one back and forth.
+                Some(State::Down) if view.grade == Grade::Down => {
+                    (Grade::Down, Cow::Owned(view.reason.clone()))
+                }
+                Some(State::Down) if silent_ms < config.silence_ms => {
+                    timed = true;
+                    (
+                        Grade::Suspect,
+                        Cow::Owned(format!(
+                            "convicted by SWIM, but heard from {silent_ms} ms ago"
+                        )),
+                    )
+                }
+                Some(State::Down) => (
+                    Grade::Down,
+                    if silent_ms == u64::MAX {
+                        Cow::Borrowed("convicted by SWIM; never heard from directly")
+                    } else {
+                        Cow::Owned(format!(
+                            "convicted by SWIM: suspicion not refuted; silent for {silent_ms} ms"
+                        ))
+                    },
+                ),
+                Some(State::Suspect) => (
+                    Grade::Suspect,
+                    Cow::Borrowed("direct and indirect probes failed; awaiting refutation"),
+                ),
+                Some(State::Alive) => match &view.report {
+                    Some(report) => app_grade(config, &report.app),
+                    None => (Grade::Healthy, Cow::Borrowed("answers probes")),
+                },
+                // Not (or no longer) a SWIM member: keep the last grade.
+                None => (view.grade, Cow::Owned(view.reason.clone())),
+            }
+        };
+        let reason = if expired && grade != Grade::Healthy && grade != Grade::Degraded {
+            Cow::Owned(format!("not back within the restart grace; {reason}"))
+        } else {
+            reason
+        };
+        let mut change = None;
+        if grade != view.grade {
+            let reason = match (view.grade, grade) {
+                (Grade::Suspect, Grade::Healthy | Grade::Degraded) => {
+                    format!("suspicion refuted; {reason}")
+                }
+                (Grade::Down, Grade::Healthy | Grade::Degraded) => {
+                    format!("back after conviction; {reason}")
+                }
+                (Grade::Leaving, Grade::Healthy | Grade::Degraded) => {
+                    format!("back from its restart; {reason}")
+                }
+                _ => reason.to_string(),
+            };
+            change = Some(GradeChange {
+                node: view.node.clone(),
+                from: view.grade,
+                to: grade,
+                reason,
+            });
+            view.grade = grade;
+            view.since_ms = now_ms;
+        }
+        // Most regrades leave a node's reason as it was: no allocation.
+        if view.reason != reason {
+            view.reason = reason.into_owned();
+        }
+        Outcome {
+            change,
+            ended: back || expired,
+            timed,
+        }
     }
 }
 
