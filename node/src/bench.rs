@@ -125,7 +125,7 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
         .map(crate::demo::client_of)
         .collect::<anyhow::Result<_>>()?;
     wait_connected(&clients, nodes).await?;
-    // Gossip meshes form on heartbeats: let one pass before measuring.
+    // Gossip subscriptions arrive after the connections: let them settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     // An idle window first: what the cluster sends with nothing to say.
     let idle_from = Bytes::now(&cluster)?;

@@ -201,8 +201,9 @@ impl Inputs<'_> {
         });
         let expired =
             departure.is_some_and(|d| d.intent == Intent::Restart && now_ms >= d.until_ms);
-        // A departure still running counts down; so does a held conviction.
-        let mut timed = departure.is_some() && !back && !expired;
+        // A restart still running counts down its grace; a held conviction
+        // waits on the silence. (A stop is Down for good.)
+        let mut timed = departure.is_some_and(|d| d.intent == Intent::Restart) && !back && !expired;
         let (grade, reason): (Grade, Cow<'static, str>) = if &view.node == me {
             app_grade(config, own_app)
         } else if let (Some(d), false, false) = (departure, back, expired) {
@@ -429,6 +430,52 @@ mod tests {
         assert_eq!(a.grade(&id("c")), Some(Grade::Suspect));
         assert!(!a.swim_changed(), "foca did not run");
         a.regrade_after_swim(last_heard + silence);
+        assert_eq!(a.grade(&id("c")), Some(Grade::Down));
+    }
+
+    /// A node this replica first hears from after SWIM already holds it
+    /// Down (it learned so from a peer) is graded at the next event, not
+    /// left Healthy until it reports.
+    #[test]
+    fn a_node_first_heard_after_swim_convicted_it_is_graded() {
+        let mut members: Vec<Membership> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Membership::new(id(n), 1, DetectorConfig::default(), i as u64))
+            .collect();
+        // b and c form a cluster without a; then c goes silent and b
+        // convicts it.
+        members[1].announce(0, &id("c"));
+        let without_a = |i: usize, j: usize| i != 0 && j != 0;
+        run(&mut members, 0, 3_000, without_a, |_, _| {});
+        let only_ab = |i: usize, j: usize| i != 2 && j != 2;
+        run(
+            &mut members,
+            3_000,
+            6_000,
+            |i, j| without_a(i, j) && only_ab(i, j),
+            |_, _| {},
+        );
+        assert_eq!(members[1].grade(&id("c")), Some(Grade::Down));
+        // a joins through b and learns c's conviction from it.
+        members[0].announce(6_000, &id("b"));
+        run(&mut members, 6_000, 8_000, only_ab, |_, _| {});
+        let a = &mut members[0];
+        assert_eq!(
+            a.swim_state().get(&id("c")).map(|(_, s)| *s),
+            Some(State::Down),
+            "a learned of c as Down"
+        );
+        assert_eq!(a.grade(&id("c")), None, "a never heard of c as up");
+        // A message from c reaches a (it was in flight): c gets a view.
+        a.heard(8_000, &id("c"));
+        a.regrade_after_swim(8_010);
+        assert_eq!(
+            a.grade(&id("c")),
+            Some(Grade::Suspect),
+            "held by what was heard"
+        );
+        a.regrade_after_swim(8_000 + DetectorConfig::default().silence_ms);
         assert_eq!(a.grade(&id("c")), Some(Grade::Down));
     }
 }

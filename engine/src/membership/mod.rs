@@ -425,6 +425,9 @@ impl Membership {
                 return None;
             }
             self.grades_version += 1;
+            // Not graded yet: the next regrade must walk every node (SWIM
+            // may already hold it Down, and a report from it may never come).
+            self.settled = false;
             self.nodes.insert(
                 node.clone(),
                 NodeView {

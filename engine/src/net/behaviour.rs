@@ -53,14 +53,16 @@ pub fn push_topic(cluster: u64) -> gossipsub::IdentTopic {
 
 fn gossipsub_config() -> Result<gossipsub::Config, Error> {
     gossipsub::ConfigBuilder::default()
-        // No mesh: every replica connects to every other and publishes to
-        // all of them (`flood_publish`), so a mesh member's relay is only
-        // ever a second copy. With a mesh of 3 the wire carried 3.4-4.4x
-        // the minimal push bytes at 20 daemons; without, 1.6x, in order
-        // on one stream per peer (docs/scale.md, "Pushes between
-        // daemons"). A push a peer missed comes by anti-entropy, as in
-        // the simulator, which never relayed. Older builds that graft us
-        // are pruned; they still publish to us directly.
+        // No mesh: every replica connects to every other (each pair is
+        // listed in `peers` on one side at least; docs/operations.md) and
+        // publishes to all of them (`flood_publish`), so a mesh member's
+        // relay is only ever a second copy. With a mesh of 3 the wire
+        // carried 3.3-4.4x the minimal push bytes at 20 daemons; without,
+        // 1.6-1.9x, in order on one stream per peer (docs/scale.md,
+        // "Pushes between daemons"). A push a peer missed (not connected
+        // to the writer) comes by anti-entropy, as in the simulator, which
+        // never relayed. An older build that grafts us is pruned at our
+        // next heartbeat; it still publishes to us directly.
         .mesh_n(0)
         .mesh_n_low(0)
         .mesh_n_high(0)
