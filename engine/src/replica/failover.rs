@@ -1,5 +1,6 @@
 //! Failure detection wired to the room data: grades from the membership
-//! layer, leaderless re-homing of a Down node's calls, drains, rollback.
+//! layer, leaderless re-homing of a Down node's calls, rollback. Drain
+//! orders (what starts a drain) are in `drain.rs`.
 //!
 //! Every replica runs the same rule on its own view, with no coordinator:
 //! for each call owned by a node that is Down (or draining), once the
@@ -15,9 +16,9 @@ use serde::Serialize;
 
 use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
 use crate::ids::{NodeId, RoomId, SessionId};
+use crate::limits::EPOCH_MAX;
 pub(super) use crate::limits::MOVE_INTERVAL_MS;
 use crate::limits::TAKEOVERS_PER_TICK_MAX;
-use crate::limits::{EPOCH_MAX, HLC_MAX_DRIFT_MS};
 use crate::membership::{
     candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
 };
@@ -164,7 +165,7 @@ impl Replica {
     /// Down nodes too: a node wrongly convicted must keep hearing from us
     /// (and we from it) for the evidence-of-life layer to clear it; to a
     /// really dead node the daemon drops them unsent (no connection).
-    fn membership_targets(&self) -> Vec<NodeId> {
+    pub(super) fn membership_targets(&self) -> Vec<NodeId> {
         let mut targets: Vec<NodeId> = self
             .members
             .views()
@@ -179,7 +180,7 @@ impl Replica {
         targets
     }
 
-    fn datagram(&mut self, to: &NodeId, body: Body) {
+    pub(super) fn datagram(&mut self, to: &NodeId, body: Body) {
         let bytes = self.encode(body);
         self.pending_outputs.push(Output::Datagram {
             to: to.clone(),
@@ -207,50 +208,6 @@ impl Replica {
         self.after_membership();
         // Tell the cluster now rather than at the next interval.
         self.failover.next_health_ms = self.now_ms;
-    }
-
-    /// An operator's drain (or cancel) of `node`, from the local API.
-    pub(super) fn on_local_drain(&mut self, node: NodeId, rate_per_s: Option<u32>, active: bool) {
-        let order = DrainOrder {
-            node,
-            at: self.hlc.tick(self.now_ms),
-            rate_per_s: rate_per_s
-                .filter(|r| *r > 0)
-                .unwrap_or(self.config.drain_rate_per_s),
-            active,
-        };
-        self.merge_drain(order.clone());
-        for to in self.membership_targets() {
-            self.datagram(
-                &to,
-                Body::Drain {
-                    order: order.clone(),
-                },
-            );
-        }
-    }
-
-    /// A drain order relayed by a peer. Refused when it names a node this
-    /// replica does not know (it would pin an order for a fake id), or is
-    /// stamped further ahead than the HLC drift bound (last-writer-wins
-    /// would let it override every later operator order).
-    pub(super) fn on_peer_drain(&mut self, from: &NodeId, order: DrainOrder) {
-        let known = order.node == self.config.node
-            || self.config.peers.contains(&order.node)
-            || self.members.view(&order.node).is_some();
-        let ahead = order.at.wall_ms.saturating_sub(self.now_ms);
-        let reason = if !known {
-            format!("drain order for unknown node {}", order.node)
-        } else if ahead > HLC_MAX_DRIFT_MS {
-            format!("drain order for {} stamped {ahead} ms ahead", order.node)
-        } else {
-            return self.merge_drain(order);
-        };
-        self.stats.drains_refused += 1;
-        self.emit(Event::Rejected {
-            peer: from.clone(),
-            reason,
-        });
     }
 
     /// Whether this replica may fail calls over: it sees a majority of the
@@ -287,66 +244,7 @@ impl Replica {
         Some(*self.failover.majority_since_ms.get_or_insert(self.now_ms))
     }
 
-    /// Keeps the newest order per node; starts or stops its drain.
-    pub(super) fn merge_drain(&mut self, order: DrainOrder) {
-        if self
-            .failover
-            .drains
-            .get(&order.node)
-            .is_some_and(|o| o.at >= order.at)
-        {
-            return;
-        }
-        let node = order.node.clone();
-        let active = order.active;
-        let rate = order.rate_per_s.max(1);
-        self.failover.drains.insert(node.clone(), order);
-        // Bounded: forget the oldest cancelled orders first.
-        while self.failover.drains.len() > DRAIN_ORDERS_MAX {
-            let oldest = self
-                .failover
-                .drains
-                .values()
-                .filter(|o| !o.active)
-                .min_by_key(|o| o.at)
-                .or_else(|| self.failover.drains.values().min_by_key(|o| o.at))
-                .map(|o| o.node.clone());
-            match oldest {
-                Some(n) => self.failover.drains.remove(&n),
-                None => break,
-            };
-        }
-        self.members.set_draining(&node, active);
-        self.emit(Event::Drain {
-            node: node.clone(),
-            active,
-            rate_per_s: rate,
-        });
-        if active {
-            if !self.failover.moves.contains_key(&node) {
-                let total = self.calls_owned_by(&node).len();
-                self.failover.moves.insert(
-                    node,
-                    Move {
-                        kind: MoveKind::Drain,
-                        started_ms: self.now_ms,
-                        total,
-                        rate_per_s: rate,
-                        moved_here: 0,
-                    },
-                );
-            }
-        } else if self
-            .failover
-            .moves
-            .get(&node)
-            .is_some_and(|m| m.kind == MoveKind::Drain)
-        {
-            self.stop_move(&node, "drain cancelled");
-        }
-    }
-
-    fn stop_move(&mut self, node: &NodeId, why: &'static str) {
+    pub(super) fn stop_move(&mut self, node: &NodeId, why: &'static str) {
         if let Some(m) = self.failover.moves.remove(node) {
             let calls_left = self.calls_owned_by(node).len();
             self.emit(Event::MoveStopped {

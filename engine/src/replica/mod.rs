@@ -49,6 +49,7 @@ mod catchup;
 mod compaction;
 pub mod config;
 mod departure;
+mod drain;
 mod failover;
 mod io;
 mod journal;
@@ -63,6 +64,7 @@ mod round;
 mod serve;
 pub mod stats;
 mod timers;
+mod walk;
 pub mod wire;
 mod writes;
 
