@@ -87,7 +87,7 @@ impl Usage {
 /// per peer, as the simulator does.
 fn print_bytes(nodes: usize, idle: &Bytes, idle_secs: f64, busy: &Bytes) {
     let peers = nodes.saturating_sub(1) as u64;
-    let addressed = |b: &Bytes| b.replica - b.pushed + b.pushed * peers;
+    let addressed = |b: &Bytes| b.replica.saturating_sub(b.pushed) + b.pushed * peers;
     let per_node_s = |b: u64| b as f64 / nodes as f64 / idle_secs.max(f64::EPSILON);
     println!(
         "  idle: {:.0} bytes/daemon/s on the wire, {:.0} addressed by the replicas ({:.2}x)",

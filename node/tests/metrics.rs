@@ -317,7 +317,7 @@ async fn a_peer_times_remote_applies_replication_lag_and_rounds() {
         .sum();
     assert!(pushed > 0.0, "a pushed its write");
     assert!(wire_sent > pushed, "wire {wire_sent}, pushed {pushed}");
-    assert!(families["chorus_wire_received_bytes"].samples[0].2 > 0.0);
+    assert!(at_a["chorus_wire_received_bytes"].samples[0].2 > 0.0);
     b.stop().await.expect("stop b");
     a.stop().await.expect("stop a");
 }
