@@ -3,7 +3,6 @@
 //! our cursor; *snapshot* copies whole rooms, in pages, when the gap is too
 //! large or the log was trimmed past our cursor.
 
-use super::offload::Taken;
 use super::round::Phase;
 use super::wire::{Body, RoomChanges, RoomDocument, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, SyncPath};
@@ -95,11 +94,7 @@ impl Replica {
                 }
             };
             self.stats.changes_received += changes.len() as u64;
-            match self.take_remote(peer, &room, changes) {
-                Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
-                Taken::InLine(None) => {}
-                Taken::OffTask(n) => applied += n as u64,
-            }
+            applied += self.take_counted(peer, &room, changes);
         }
         if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
             round.changes += applied;

@@ -90,17 +90,7 @@ impl Replica {
         });
         if active {
             if !self.failover.moves.contains_key(&node) {
-                let total = self.calls_owned_by(&node).len();
-                self.failover.moves.insert(
-                    node,
-                    Move {
-                        kind: MoveKind::Drain,
-                        started_ms: self.now_ms,
-                        total,
-                        rate_per_s: rate,
-                        moved_here: 0,
-                    },
-                );
+                self.start_drain_move(node, rate);
             }
         } else if self
             .failover
@@ -110,5 +100,20 @@ impl Replica {
         {
             self.stop_move(&node, "drain cancelled");
         }
+    }
+
+    /// Starts moving `node`'s calls away at `rate_per_s`, cluster-wide.
+    pub(super) fn start_drain_move(&mut self, node: NodeId, rate_per_s: u32) {
+        let total = self.calls_owned_by(&node).len();
+        self.failover.moves.insert(
+            node,
+            Move {
+                kind: MoveKind::Drain,
+                started_ms: self.now_ms,
+                total,
+                rate_per_s,
+                moved_here: 0,
+            },
+        );
     }
 }

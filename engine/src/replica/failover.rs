@@ -328,17 +328,7 @@ impl Replica {
                 // A drain ordered before the failover resumes its course.
                 if self.failover.drains.get(&node).is_some_and(|o| o.active) {
                     let rate = self.failover.drains[&node].rate_per_s.max(1);
-                    let total = self.calls_owned_by(&node).len();
-                    self.failover.moves.insert(
-                        node.clone(),
-                        Move {
-                            kind: MoveKind::Drain,
-                            started_ms: self.now_ms,
-                            total,
-                            rate_per_s: rate,
-                            moved_here: 0,
-                        },
-                    );
+                    self.start_drain_move(node.clone(), rate);
                 }
             }
         }

@@ -3,7 +3,6 @@
 //! those rooms' changes and apply them.
 
 use super::digest::{purged_item, DEPTH, FANOUT};
-use super::offload::Taken;
 use super::round::Phase;
 use super::serve::parse_changes;
 use super::wire::{short, Body, RoomChanges, ShortDigest, ROOMS_PER_MESSAGE_MAX};
@@ -200,14 +199,9 @@ impl Replica {
                 continue;
             };
             self.stats.changes_received += changes.len() as u64;
-            // Changes taken off the task count as applied: they will be.
-            // (A truncated answer's room is asked again once its copy is
-            // back, `fetch_rooms`.)
-            match self.take_remote(peer, &room, changes) {
-                Taken::InLine(Some(write)) => applied += write.applied.len() as u64,
-                Taken::InLine(None) => {}
-                Taken::OffTask(n) => applied += n as u64,
-            }
+            // A truncated answer's room is asked again once its copy is
+            // back (`fetch_rooms`).
+            applied += self.take_counted(peer, &room, changes);
         }
         applied
     }

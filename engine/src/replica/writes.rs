@@ -80,6 +80,21 @@ impl Replica {
         }
     }
 
+    /// `take_remote`, counting what was applied. Changes taken off the task
+    /// count as applied: they will be.
+    pub(super) fn take_counted(
+        &mut self,
+        peer: &NodeId,
+        room: &RoomId,
+        changes: Vec<Change>,
+    ) -> u64 {
+        match self.take_remote(peer, room, changes) {
+            Taken::InLine(Some(write)) => write.applied.len() as u64,
+            Taken::InLine(None) => 0,
+            Taken::OffTask(n) => n as u64,
+        }
+    }
+
     /// Applies a peer's changes in line, holds them for a compaction, or
     /// takes them off the task.
     pub(super) fn take_remote(
