@@ -328,10 +328,10 @@ impl Engine {
     /// Client resume: checks `token` against the session's stored hash and
     /// returns who hosts the call now (see [`crate::resume`]).
     pub fn resume(&self, room: &RoomId, session: &SessionId, token: &str) -> Result<Resumed> {
-        // Every session the document holds: a departed one past its
+        // The session as the document holds it: a departed one past its
         // retention must still be refused as "has left", not as unknown.
-        let id = room.clone();
-        let snapshot = self.query(move |ctx| ctx.replica.room_as_of(&id, None))?;
+        let (id, sid) = (room.clone(), session.clone());
+        let snapshot = self.query(move |ctx| ctx.replica.room_with_session(&id, &sid))?;
         crate::resume::resume(room, snapshot.as_ref(), session, token)
     }
 

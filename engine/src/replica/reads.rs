@@ -53,6 +53,21 @@ impl Replica {
         self.rooms.snapshot(&view, room, left_before_ms)
     }
 
+    /// Reads a room with one session, even one that left long ago: what a
+    /// resume must tell from an unknown session, at the cost of that
+    /// session (not of every departed one the document still holds).
+    pub fn room_with_session(
+        &mut self,
+        room: &RoomId,
+        session: &crate::ids::SessionId,
+    ) -> Result<Option<crate::model::RoomSnapshot>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        self.rooms.snapshot_of(&view, room, session)
+    }
+
     /// The generation of a room's history: 0 until it is first compacted
     /// (`None`: no such room here).
     pub fn room_generation(&mut self, room: &RoomId) -> Result<Option<u64>, Error> {

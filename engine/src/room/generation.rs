@@ -132,19 +132,21 @@ impl RoomDoc {
 
     /// The costly part of `compact_at`, on a copy of the room (see
     /// `rooms::compaction`): the compacted document, what the switch did,
-    /// and how the compacted room reads.
+    /// and how the compacted room's live sessions read (the hot room's
+    /// cache).
     pub(crate) fn prepare_compaction(
         &self,
         request: ChangeHash,
     ) -> Result<(Carrier, Switch, crate::model::RoomSnapshot), Error> {
         let (carrier, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, None)?;
-        let reading = import::unless_panic("read", || read::snapshot(carrier.doc(), &self.id))??;
+        let reading =
+            import::unless_panic("read", || read::live_snapshot(carrier.doc(), &self.id))??;
         Ok((carrier, switch, reading))
     }
 
     /// Makes `doc`, a compaction of this document prepared on a copy of
     /// it with the same heads (`prepare_compaction`), the room's document;
-    /// `reading` is how it reads.
+    /// `reading` is how it reads, live sessions only (`read::live_snapshot`).
     pub(crate) fn install_compacted(
         &mut self,
         doc: automerge::Automerge,
@@ -154,13 +156,16 @@ impl RoomDoc {
         self.cache = Some(reading);
     }
 
-    /// Like `install`, and returns the reading of the replaced history
-    /// (when it was warm).
+    /// Like `install`, and returns the whole reading of the replaced
+    /// history, departed sessions included (when it was warm).
     pub(super) fn install_taking_reading(
         &mut self,
         doc: automerge::Automerge,
     ) -> Option<crate::model::RoomSnapshot> {
-        let reading = self.cache.take();
+        let reading = match self.cache {
+            Some(_) => self.snapshot().ok(),
+            None => None,
+        };
         self.install(doc);
         reading
     }

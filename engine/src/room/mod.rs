@@ -51,8 +51,12 @@ pub struct RoomDoc {
     /// automerge panicked inside this document: it must be reloaded from
     /// storage before any further use.
     poisoned: bool,
-    /// The room as last read, kept in step with every change by re-reading
-    /// only the parts a change touched (`touched`). `None` until first read.
+    /// The room as last read, without the sessions that have left, kept in
+    /// step with every change by re-reading only the parts a change touched
+    /// (`touched`). `None` until first read. Departed sessions are read
+    /// from the document when asked for (`read::departed`): a room that
+    /// sees thousands of joins a day keeps in memory what is live, not
+    /// every session of its retention period.
     cache: Option<RoomSnapshot>,
     /// Object id → layout part, for working out what remote changes touched.
     parts: Option<touched::ObjParts>,
@@ -192,37 +196,101 @@ impl RoomDoc {
         self.pending.len()
     }
 
-    /// The room after every conflict rule (from the cache when warm).
+    /// The room after every conflict rule, every session the document
+    /// holds included: the live ones from the cache, the departed ones
+    /// read from the document.
     pub fn snapshot(&mut self) -> Result<RoomSnapshot, Error> {
-        if let Some(snap) = &self.cache {
-            return Ok(snap.clone());
-        }
-        let snap = read::snapshot(&self.doc, &self.id)?;
-        self.cache = Some(snap.clone());
-        Ok(snap)
+        self.reading(None)
     }
 
     /// Computes the cached reading if it is cold (no copy is made).
     pub fn ensure_reading(&mut self) -> Result<(), Error> {
         if self.cache.is_none() && !self.is_empty() {
-            self.cache = Some(read::snapshot(&self.doc, &self.id)?);
+            self.cache = Some(read::live_snapshot(&self.doc, &self.id)?);
         }
         Ok(())
     }
 
     /// The room after every conflict rule, without the sessions that left
-    /// at or before `left_before_ms`. Copies only what it returns.
+    /// at or before `left_before_ms` (`None`: with every session the
+    /// document holds). Copies only what it returns.
     pub fn reading(&mut self, left_before_ms: Option<u64>) -> Result<RoomSnapshot, Error> {
-        let Some(before) = left_before_ms else {
-            return self.snapshot();
-        };
         if self.cache.is_none() {
-            self.cache = Some(read::snapshot(&self.doc, &self.id)?);
+            self.cache = Some(read::live_snapshot(&self.doc, &self.id)?);
         }
-        match &self.cache {
-            Some(snap) => Ok(snap.pruned(before)),
-            None => self.snapshot(),
+        let objs = self.root_objs()?;
+        let Some(live) = &self.cache else {
+            return read::snapshot(&self.doc, &self.id);
+        };
+        let mut snap = live.clone();
+        snap.sessions
+            .extend(read::departed(&self.doc, &objs, left_before_ms));
+        Ok(snap)
+    }
+
+    /// How many sessions the cached reading holds (`None`: cold): the live
+    /// ones only, whatever the document still holds.
+    pub fn warm_sessions(&self) -> Option<usize> {
+        self.cache.as_ref().map(|snap| snap.sessions.len())
+    }
+
+    /// How many sessions the document holds, live and departed.
+    pub fn sessions_held(&mut self) -> usize {
+        match self.root_objs() {
+            Ok(objs) => self.doc.length(&objs.sessions),
+            Err(_) => 0,
         }
+    }
+
+    /// The room with one session (`None`: the room is not readable yet):
+    /// the checks that must tell a departed session from an unknown one (a
+    /// resume) read this, at the cost of that session.
+    pub fn reading_of(&mut self, session: &SessionId) -> Result<Option<RoomSnapshot>, Error> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        self.ensure_reading()?;
+        let objs = self.root_objs()?;
+        let Some(live) = &self.cache else {
+            return Ok(None);
+        };
+        let mut snap = live.with_sessions(|id, _| id == session);
+        if snap.sessions.is_empty() {
+            if let Some(departed) = read::session_by_id(&self.doc, &objs, session) {
+                snap.sessions.insert(session.clone(), departed);
+            }
+        }
+        Ok(Some(snap))
+    }
+
+    /// The part of the reading `touched` names (`Touched::part`), departed
+    /// sessions read from the document: taken before and after a batch of
+    /// changes, it gives the batch's events. `None` while the cache is
+    /// cold.
+    fn touched_part(&mut self, touched: &touched::Touched) -> Result<Option<RoomSnapshot>, Error> {
+        if self.cache.is_none() {
+            return Ok(None);
+        }
+        if touched.everything {
+            return self.snapshot().map(Some);
+        }
+        let objs = self.root_objs()?;
+        let Some(live) = &self.cache else {
+            return Ok(None);
+        };
+        let mut part = touched.part(live);
+        for key in &touched.sessions {
+            let Ok(id) = SessionId::parse(key.as_str()) else {
+                continue;
+            };
+            if part.sessions.contains_key(&id) {
+                continue;
+            }
+            if let Some(departed) = read::session_by_id(&self.doc, &objs, &id) {
+                part.sessions.insert(id, departed);
+            }
+        }
+        Ok(Some(part))
     }
 
     /// The ids of the genesis maps; they never change, so they are cached.
@@ -248,8 +316,23 @@ impl RoomDoc {
             self.cache = None;
             return Err(err);
         }
+        // The maps of sessions that left go with them (`ObjParts`).
+        if touched.everything {
+            self.parts = None;
+        } else if let Some(parts) = self.parts.as_mut() {
+            let gone: std::collections::BTreeSet<String> = touched
+                .sessions
+                .iter()
+                .filter(|key| {
+                    SessionId::parse(key.as_str()).is_ok_and(|id| !snap.sessions.contains_key(&id))
+                })
+                .cloned()
+                .collect();
+            parts.forget(&gone);
+        }
         Ok(())
     }
+
     /// The whole document in automerge's standard format.
     pub fn save(&self) -> Vec<u8> {
         self.doc.save()
@@ -409,7 +492,7 @@ impl RoomDoc {
     /// (or for a document that is not a readable room).
     fn warm(&mut self) -> Option<&RoomSnapshot> {
         if self.cache.is_none() && !self.is_empty() {
-            self.cache = read::snapshot(&self.doc, &self.id).ok();
+            self.cache = read::live_snapshot(&self.doc, &self.id).ok();
         }
         self.cache.as_ref()
     }

@@ -19,6 +19,25 @@ use crate::model::{
 
 /// Reads the whole room.
 pub fn snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error> {
+    read_room(doc, id, Sessions::All)
+}
+
+/// Reads the room without the sessions that have left: what a hot room
+/// keeps (`RoomDoc`). A departed session is read from the document when a
+/// reader asks for it (`departed`), so the memory a hot room holds follows
+/// its live sessions, not the churn of its retention period.
+pub fn live_snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error> {
+    read_room(doc, id, Sessions::Live)
+}
+
+/// Which sessions a reading holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sessions {
+    All,
+    Live,
+}
+
+fn read_room<R: ReadDoc>(doc: &R, id: &RoomId, which: Sessions) -> Result<RoomSnapshot, Error> {
     let objs = RootObjs::find(doc, id)?;
     Ok(RoomSnapshot {
         id: id.clone(),
@@ -28,9 +47,54 @@ pub fn snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error>
         lifecycle: lifecycle(doc, &objs.meta),
         config: config(doc, &objs)?,
         permissions: permissions(doc, &objs.permissions),
-        sessions: sessions(doc, &objs.sessions),
+        sessions: sessions(doc, &objs.sessions, which),
         counters: counters(doc, &objs.counters),
     })
+}
+
+/// The sessions that have left, except those that left at or before
+/// `left_before_ms` (`None`: every one the document holds).
+pub fn departed<R: ReadDoc>(
+    doc: &R,
+    objs: &RootObjs,
+    left_before_ms: Option<u64>,
+) -> Vec<(SessionId, CallSession)> {
+    session_maps(doc, &objs.sessions)
+        .filter_map(|(id, obj)| {
+            let fields = Fields::read(doc, &obj);
+            let states = fields.strings(s::STATE);
+            if state_of(&states) != Some(SessionState::Left) {
+                return None;
+            }
+            if let (Some(before), Some(at)) = (left_before_ms, left_at_of(&states)) {
+                if at <= before {
+                    return None;
+                }
+            }
+            Some((id, session_of(doc, &fields)?))
+        })
+        .collect()
+}
+
+/// Each session's id and map, in one walk over the sessions map.
+fn session_maps<'a, R: ReadDoc>(
+    doc: &'a R,
+    sessions: &ObjId,
+) -> impl Iterator<Item = (SessionId, ObjId)> + 'a {
+    doc.map_range(sessions, ..).filter_map(|item| {
+        let id = SessionId::parse(item.key.as_ref()).ok()?;
+        let obj = item.id();
+        match item.value.into_value() {
+            Value::Object(ObjType::Map) => Some((id, obj)),
+            _ => None,
+        }
+    })
+}
+
+/// One session by id, as the document holds it (`None`: unknown or
+/// malformed).
+pub fn session_by_id<R: ReadDoc>(doc: &R, objs: &RootObjs, id: &SessionId) -> Option<CallSession> {
+    session(doc, &map_obj(doc, &objs.sessions, id.as_str())?)
 }
 
 /// Re-reads the parts of `snap` that `touched` names.
@@ -41,7 +105,7 @@ pub fn refresh<R: ReadDoc>(
     touched: &super::touched::Touched,
 ) -> Result<(), Error> {
     if touched.everything {
-        *snap = snapshot(doc, &snap.id)?;
+        *snap = live_snapshot(doc, &snap.id)?;
         return Ok(());
     }
     if touched.meta {
@@ -64,8 +128,10 @@ pub fn refresh<R: ReadDoc>(
         };
         let read = map_obj(doc, &objs.sessions, key).and_then(|obj| session(doc, &obj));
         match read {
-            Some(session) => snap.sessions.insert(id, session),
-            None => snap.sessions.remove(&id),
+            Some(session) if session.state != SessionState::Left => {
+                snap.sessions.insert(id, session)
+            }
+            _ => snap.sessions.remove(&id),
         };
     }
     Ok(())
@@ -126,13 +192,69 @@ pub fn map_obj<R: ReadDoc>(doc: &R, parent: &ObjId, key: &str) -> Option<ObjId> 
 /// Every concurrent string value at `key`.
 pub(super) fn all_strings<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str) -> Vec<String> {
     let values = doc.get_all(obj, key).unwrap_or_default();
+    strings_of(values.iter().map(|(v, _)| v))
+}
+
+fn strings_of<'v>(values: impl Iterator<Item = &'v Value<'v>>) -> Vec<String> {
     values
-        .into_iter()
-        .filter_map(|(v, _)| match v {
+        .filter_map(|v| match v {
             Value::Scalar(scalar) => scalar.as_str().map(str::to_owned),
             Value::Object(_) => None,
         })
         .collect()
+}
+
+/// Every key of the map `obj` with all its concurrent values, in one walk
+/// over the map (`map_range`): automerge marks a key whose winner has
+/// rivals, and only those keys are read again whole (`get_all`). The same
+/// values as a `get_all` per key, where each lookup would seek the
+/// document's columns anew (tens of microseconds a session in a room of a
+/// thousand sessions).
+struct Fields {
+    /// Key → (automerge's winner, every concurrent value).
+    keys: BTreeMap<String, (Value<'static>, ObjId, Vec<Value<'static>>)>,
+}
+
+impl Fields {
+    fn read<R: ReadDoc>(doc: &R, obj: &ObjId) -> Self {
+        let keys = doc
+            .map_range(obj, ..)
+            .map(|item| {
+                let key = item.key.to_string();
+                let id = item.id();
+                let winner = item.value.into_value();
+                let all = if item.conflict {
+                    doc.get_all(obj, key.as_str())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(v, _)| v.into_owned())
+                        .collect()
+                } else {
+                    vec![winner.clone()]
+                };
+                (key, (winner, id, all))
+            })
+            .collect();
+        Self { keys }
+    }
+
+    fn strings(&self, key: &str) -> Vec<String> {
+        self.keys
+            .get(key)
+            .map(|(_, _, all)| strings_of(all.iter()))
+            .unwrap_or_default()
+    }
+
+    fn winner(&self, key: &str) -> Option<(&Value<'static>, &ObjId)> {
+        self.keys.get(key).map(|(value, id, _)| (value, id))
+    }
+
+    fn map(&self, key: &str) -> Option<ObjId> {
+        match self.winner(key)? {
+            (Value::Object(ObjType::Map), id) => Some(id.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Last-writer-wins by HLC stamp over all concurrent values.
@@ -141,7 +263,11 @@ pub fn lww<R: ReadDoc, T: DeserializeOwned>(
     obj: &ObjId,
     key: &str,
 ) -> Option<(Timestamp, T)> {
-    all_strings(doc, obj, key)
+    lww_of(&all_strings(doc, obj, key))
+}
+
+fn lww_of<T: DeserializeOwned>(values: &[String]) -> Option<(Timestamp, T)> {
+    values
         .iter()
         .filter_map(|text| s::decode_stamped::<T>(text))
         .max_by_key(|(stamp, _)| *stamp)
@@ -155,7 +281,11 @@ pub fn removable<R: ReadDoc, T: DeserializeOwned>(
     obj: &ObjId,
     key: &str,
 ) -> Option<(Timestamp, T)> {
-    let (stamp, value) = lww::<_, Option<T>>(doc, obj, key)?;
+    removable_of(&all_strings(doc, obj, key))
+}
+
+fn removable_of<T: DeserializeOwned>(values: &[String]) -> Option<(Timestamp, T)> {
+    let (stamp, value) = lww_of::<Option<T>>(values)?;
     Some((stamp, value?))
 }
 
@@ -166,16 +296,19 @@ pub fn present_keys<R: ReadDoc>(doc: &R, obj: &ObjId) -> usize {
         .count()
 }
 
-/// The plain (unstamped) string at `key`, parsed; written once per object.
-fn plain<R: ReadDoc, T: std::str::FromStr>(doc: &R, obj: &ObjId, key: &str) -> Option<T> {
-    let text = all_strings(doc, obj, key).into_iter().max()?;
-    text.parse().ok()
+/// The plain (unstamped) string among `values`, parsed; written once per
+/// object.
+fn plain_of<T: std::str::FromStr>(values: Vec<String>) -> Option<T> {
+    values.into_iter().max()?.parse().ok()
 }
 
 /// Ownership: max `(epoch, node)` over all concurrent values.
 pub fn owner<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<Owner> {
-    let claims = all_strings(doc, session, s::OWNER);
-    let claims = claims.iter().filter_map(|text| s::decode_owner(text));
+    owner_of(&all_strings(doc, session, s::OWNER))
+}
+
+fn owner_of(values: &[String]) -> Option<Owner> {
+    let claims = values.iter().filter_map(|text| s::decode_owner(text));
     #[cfg(feature = "mutations")]
     if crate::mutation::ownership_min() {
         return claims.min();
@@ -186,7 +319,11 @@ pub fn owner<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<Owner> {
 /// Session state: `left` is terminal and wins over any concurrent value;
 /// otherwise last-writer-wins.
 pub fn session_state<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<SessionState> {
-    let values: Vec<(Timestamp, SessionState)> = all_strings(doc, session, s::STATE)
+    state_of(&all_strings(doc, session, s::STATE))
+}
+
+fn state_of(values: &[String]) -> Option<SessionState> {
+    let values: Vec<(Timestamp, SessionState)> = values
         .iter()
         .filter_map(|text| s::decode_stamped(text))
         .collect();
@@ -200,8 +337,8 @@ pub fn session_state<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<SessionStat
 }
 
 /// The wall time of the newest `left` value's stamp: when the session left.
-fn left_at<R: ReadDoc>(doc: &R, session: &ObjId) -> Option<u64> {
-    all_strings(doc, session, s::STATE)
+fn left_at_of(values: &[String]) -> Option<u64> {
+    values
         .iter()
         .filter_map(|text| s::decode_stamped::<SessionState>(text))
         .filter(|(_, state)| *state == SessionState::Left)
@@ -247,46 +384,56 @@ fn permissions<R: ReadDoc>(doc: &R, obj: &ObjId) -> BTreeMap<UserId, Permission>
         .collect()
 }
 
-fn sessions<R: ReadDoc>(doc: &R, obj: &ObjId) -> BTreeMap<SessionId, CallSession> {
-    doc.keys(obj)
-        .filter_map(|key| {
-            let id = SessionId::parse(key.as_str()).ok()?;
-            let session_obj = map_obj(doc, obj, &key)?;
-            Some((id, session(doc, &session_obj)?))
+fn sessions<R: ReadDoc>(doc: &R, obj: &ObjId, which: Sessions) -> BTreeMap<SessionId, CallSession> {
+    session_maps(doc, obj)
+        .filter_map(|(id, session_obj)| {
+            let fields = Fields::read(doc, &session_obj);
+            if which == Sessions::Live
+                && state_of(&fields.strings(s::STATE)) == Some(SessionState::Left)
+            {
+                return None;
+            }
+            Some((id, session_of(doc, &fields)?))
         })
         .collect()
 }
 
 /// One session; `None` if a required field is missing or malformed.
 pub fn session<R: ReadDoc>(doc: &R, obj: &ObjId) -> Option<CallSession> {
-    let role: Role =
-        serde_json::from_value(serde_json::Value::String(plain(doc, obj, s::ROLE)?)).ok()?;
-    let joined_at_ms = doc
-        .get(obj, s::JOINED_AT)
-        .ok()
-        .flatten()
-        .and_then(|(v, _)| v.as_u64())?;
+    session_of(doc, &Fields::read(doc, obj))
+}
+
+fn session_of<R: ReadDoc>(doc: &R, fields: &Fields) -> Option<CallSession> {
+    let role: Role = serde_json::from_value(serde_json::Value::String(plain_of(
+        fields.strings(s::ROLE),
+    )?))
+    .ok()?;
+    let joined_at_ms = fields.winner(s::JOINED_AT).and_then(|(v, _)| v.as_u64())?;
+    let states = fields.strings(s::STATE);
     Some(CallSession {
-        user: plain(doc, obj, s::USER)?,
+        user: plain_of(fields.strings(s::USER))?,
         role,
-        owner: owner(doc, obj)?,
-        region: plain(doc, obj, s::REGION)?,
+        owner: owner_of(&fields.strings(s::OWNER))?,
+        region: plain_of(fields.strings(s::REGION))?,
         joined_at_ms,
-        tracks: tracks(doc, obj),
-        resume_token_hash: all_strings(doc, obj, s::RESUME_HASH).into_iter().max(),
-        state: session_state(doc, obj)?,
-        left_at_ms: left_at(doc, obj),
+        tracks: fields
+            .map(s::TRACKS)
+            .map(|tracks| read_tracks(doc, &tracks))
+            .unwrap_or_default(),
+        resume_token_hash: fields.strings(s::RESUME_HASH).into_iter().max(),
+        state: state_of(&states)?,
+        left_at_ms: left_at_of(&states),
     })
 }
 
-fn tracks<R: ReadDoc>(doc: &R, session: &ObjId) -> BTreeMap<TrackId, Track> {
-    let Some(obj) = map_obj(doc, session, s::TRACKS) else {
-        return BTreeMap::new();
-    };
-    doc.keys(&obj)
+fn read_tracks<R: ReadDoc>(doc: &R, obj: &ObjId) -> BTreeMap<TrackId, Track> {
+    let fields = Fields::read(doc, obj);
+    fields
+        .keys
+        .keys()
         .filter_map(|key| {
             let id = TrackId::parse(key.as_str()).ok()?;
-            let (_, track) = removable::<_, Track>(doc, &obj, &key)?;
+            let (_, track) = removable_of::<Track>(&fields.strings(key))?;
             Some((id, track))
         })
         .collect()

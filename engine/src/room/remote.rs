@@ -62,17 +62,25 @@ impl RoomDoc {
             outcome.pending = self.pending.len();
             return Ok(outcome);
         }
+        // What the batch touches, and how that part reads, before it
+        // applies: a departed session is not in the cache and is read from
+        // the document, which must not hold the batch yet. Changes that
+        // automerge then refuses only widen the part.
+        let touched = (!good.is_empty() && self.cache.is_some())
+            .then(|| touched::by_changes(&self.doc, &self.id, &mut self.parts, &good));
+        let before = match &touched {
+            Some(touched) => self.touched_part(touched)?,
+            None => None,
+        };
         if !good.is_empty() {
             good = self.apply_validated(good, intake, &mut outcome)?;
         }
         for (hash, _) in &outcome.refused {
             self.refused.put(*hash);
         }
-        if !good.is_empty() && self.cache.is_some() {
-            let touched = touched::by_changes(&self.doc, &self.id, &mut self.parts, &good);
-            let before = self.cache.as_ref().map(|snap| touched.part(snap));
+        if let Some(touched) = touched.filter(|_| !good.is_empty()) {
             self.refresh(&touched)?;
-            let after = self.cache.as_ref().map(|snap| touched.part(snap));
+            let after = self.touched_part(&touched)?;
             outcome.delta = before.zip(after);
         }
         outcome.applied = good;

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::{Automerge, Change, ReadDoc};
 
-use super::read::{map_obj, RootObjs};
+use super::read::{map_obj, session_state, RootObjs};
 use super::schema as s;
 use super::RoomOp;
 use crate::ids::RoomId;
+use crate::model::SessionState;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Touched {
@@ -100,8 +101,11 @@ enum Part {
     Session(String),
 }
 
-/// Object id (as `counter@actor`) → part. Rebuilt when an unknown object
-/// shows up (a session created by the changes just applied).
+/// Object id (as `counter@actor`) → part, for the room-level maps and the
+/// live sessions' maps: like the cached reading, it holds what is live, not
+/// every session of the retention period. An object it does not hold (a
+/// departed session's, or one a local write made) is found through its
+/// parents in the document (`resolve`).
 #[derive(Debug, Default, Clone)]
 pub struct ObjParts {
     parts: BTreeMap<String, Part>,
@@ -123,6 +127,9 @@ impl ObjParts {
             let Some(session) = map_obj(doc, &objs.sessions, &key) else {
                 continue;
             };
+            if session_state(doc, &session) == Some(SessionState::Left) {
+                continue;
+            }
             if let Some(tracks) = map_obj(doc, &session, s::TRACKS) {
                 parts.insert(tracks.to_string(), Part::Session(key.clone()));
             }
@@ -133,12 +140,45 @@ impl ObjParts {
 }
 
 impl ObjParts {
+    /// Forgets the maps of sessions that have left.
+    pub fn forget(&mut self, departed: &BTreeSet<String>) {
+        if !departed.is_empty() {
+            self.parts
+                .retain(|_, part| !matches!(part, Part::Session(id) if departed.contains(id)));
+        }
+    }
+
+    /// The part of an object this map does not hold, from its parents in
+    /// `doc` (`None`: not in `doc`, or outside the known layout). A live
+    /// session's object is remembered.
+    fn resolve(&mut self, doc: &Automerge, room: &RoomId, obj: &str) -> Option<Part> {
+        let objs = RootObjs::find(doc, room).ok()?;
+        let (id, _) = doc.import(obj).ok()?;
+        let mut session = None;
+        for parent in doc.parents(&id).ok()? {
+            if parent.obj == objs.sessions {
+                if let automerge::Prop::Map(key) = parent.prop {
+                    session = Some(key);
+                }
+                break;
+            }
+        }
+        let key = session?;
+        let live = map_obj(doc, &objs.sessions, &key)
+            .is_some_and(|o| session_state(doc, &o) != Some(SessionState::Left));
+        let part = Part::Session(key);
+        if live {
+            self.parts.insert(obj.to_string(), part.clone());
+        }
+        Some(part)
+    }
+
     /// Notes the object `op` (the `index`th of its change) creates, if it
     /// is a session's map or its tracks map. Without this every change that
     /// creates a session would rebuild the whole map, one automerge lookup
     /// per session of the room. Validated changes write map keys only, so
     /// an op's id is its change's first op counter plus its index; a wrong
-    /// guess is only a missed entry, and the lookup falls back to a rebuild.
+    /// guess is only a missed entry, and the lookup falls back to `resolve`.
     fn learn(
         &mut self,
         change: &automerge::ExpandedChange,
@@ -163,7 +203,8 @@ impl ObjParts {
     }
 }
 
-/// What `changes` (already applied to `doc`) touched.
+/// What `changes` touch, read before they apply to `doc`: an object one
+/// of them creates is known from the creating operation (`learn`).
 pub fn by_changes(
     doc: &Automerge,
     room: &RoomId,
@@ -171,7 +212,6 @@ pub fn by_changes(
     changes: &[Change],
 ) -> Touched {
     let mut out = Touched::default();
-    let mut rebuilt = false;
     for change in changes {
         let expanded = change.decode();
         for (index, op) in expanded.operations.iter().enumerate() {
@@ -180,19 +220,9 @@ pub fn by_changes(
                 return Touched::everything();
             }
             let parts = cache.get_or_insert_with(|| ObjParts::build(doc, room));
-            let part = match parts.parts.get(&obj) {
-                Some(part) => part.clone(),
-                None if !rebuilt => {
-                    rebuilt = true;
-                    let fresh = ObjParts::build(doc, room);
-                    let found = fresh.parts.get(&obj).cloned();
-                    *parts = fresh;
-                    match found {
-                        Some(part) => part,
-                        None => return Touched::everything(),
-                    }
-                }
-                None => return Touched::everything(),
+            let found = parts.parts.get(&obj).cloned();
+            let Some(part) = found.or_else(|| parts.resolve(doc, room, &obj)) else {
+                return Touched::everything();
             };
             parts.learn(&expanded, index, op, &part);
             match part {

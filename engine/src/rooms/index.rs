@@ -136,6 +136,13 @@ pub fn owned_calls(
     Ok(calls)
 }
 
+/// Debug builds check a remote apply against the whole readings in rooms
+/// holding at most this many sessions (`check_touched_part`): a whole
+/// reading reads every departed session from the document, so the check
+/// covers every test's small rooms and the early part of its long ones.
+#[cfg(debug_assertions)]
+pub(super) const WHOLE_CHECK_SESSIONS_MAX: usize = 256;
+
 /// Debug builds: the events and index updates of a remote apply, computed
 /// from the touched part of the reading (`before`, `after`), equal those of
 /// the whole cached readings (`whole`).

@@ -15,7 +15,7 @@ use lru::LruCache;
 use crate::error::Error;
 use crate::events::{self, ChangeKind};
 use crate::hlc::Timestamp;
-use crate::ids::RoomId;
+use crate::ids::{RoomId, SessionId};
 use crate::model::{Head, RemoteOutcome, RoomSnapshot};
 use crate::room::{Intake, Refusal, RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
@@ -346,6 +346,16 @@ impl RoomSet {
         }
     }
 
+    /// Reads a room with one session only, departed or not (`RoomDoc::reading_of`).
+    pub fn snapshot_of(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        session: &SessionId,
+    ) -> Result<Option<RoomSnapshot>, Error> {
+        (self.load(store, room)?).map_or(Ok(None), |hot| hot.doc.reading_of(session))
+    }
+
     pub fn export(&mut self, store: &dyn KvRead, room: &RoomId) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
             .load(store, room)?
@@ -468,10 +478,12 @@ impl RoomSet {
         // events and index updates cost what the changes touched.
         hot.doc.ensure_reading()?;
         // Debug builds (every test) check the delta against the whole
-        // cached readings: that the touched part loses nothing the diff
-        // would see.
+        // readings: that the touched part loses nothing the diff would see
+        // (`index::WHOLE_CHECK_SESSIONS_MAX` says in which rooms).
         #[cfg(debug_assertions)]
-        let whole_before = readable(&mut hot.doc)?;
+        let whole_before = (hot.doc.sessions_held() <= index::WHOLE_CHECK_SESSIONS_MAX)
+            .then(|| readable(&mut hot.doc))
+            .transpose()?;
         let mut applied = hot.doc.apply_remote(changes, intake)?;
         let refused: Vec<(Head, Refusal)> = applied
             .refused
@@ -531,7 +543,7 @@ impl RoomSet {
             write.kinds = events::diff(before.as_ref(), after_snap);
         }
         #[cfg(debug_assertions)]
-        if applied.compacted.is_none() {
+        if let (None, Some(whole_before)) = (&applied.compacted, whole_before) {
             let whole = (whole_before, readable(&mut hot.doc)?);
             index::check_touched_part(room, &whole, &(before.clone(), after.clone()), &write.kinds);
         }

@@ -14,7 +14,6 @@ use chorus_engine::resume::Resumed;
 use chorus_engine::{ConfigUpdate, RoomId, RoomOp, SessionId, TenantId};
 
 use super::doc::Failures;
-use super::errors::engine_error;
 use super::{call, room_id, ApiError, ApiState, Body, Json, Path};
 
 /// The routes (all behind the API token, when one is set).
@@ -210,10 +209,7 @@ async fn resume(
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     let session = SessionId::parse(session).map_err(|e| ApiError::bad(format!("session: {e}")))?;
-    let id = room.clone();
-    let snapshot = call(&state, move |e| e.room(&id)).await?;
-    let resumed = chorus_engine::resume::resume(&room, snapshot.as_ref(), &session, &body.token)
-        .map_err(engine_error)?;
+    let resumed = call(&state, move |e| e.resume(&room, &session, &body.token)).await?;
     Ok(axum::Json(resumed).into_response())
 }
 

@@ -1,0 +1,179 @@
+//! A hot room keeps its live sessions in memory and reads the departed ones
+//! from its document when asked: the reading, the events of a change and a
+//! resume are the same as if every session were held.
+
+mod common;
+
+use automerge::ActorId;
+use chorus_engine::events::diff;
+use chorus_engine::hlc::Timestamp;
+use chorus_engine::room::{Intake, RoomDoc, WriteCtx};
+use chorus_engine::*;
+use common::*;
+
+const START_MS: u64 = 1_000_000;
+
+/// Two replicas of one room, written with stamps that follow causality.
+struct Pair {
+    room: RoomId,
+    docs: [RoomDoc; 2],
+    step: u64,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let room = room("standing");
+        let docs = [1u8, 2].map(|i| RoomDoc::empty(room.clone(), ActorId::from(vec![i; 16])));
+        let mut pair = Self {
+            room,
+            docs,
+            step: 0,
+        };
+        pair.write(
+            0,
+            RoomOp::Create {
+                tenant: tenant("t"),
+                config: RoomConfig::default(),
+            },
+        );
+        pair.sync(0, 1);
+        for doc in &mut pair.docs {
+            doc.ensure_reading().expect("reads");
+        }
+        pair
+    }
+
+    fn now_ms(&self) -> u64 {
+        START_MS + self.step * 10
+    }
+
+    fn write(&mut self, at: usize, op: RoomOp) {
+        self.step += 1;
+        let now_ms = self.now_ms();
+        let ctx = WriteCtx {
+            room: &self.room,
+            stamp: Timestamp {
+                wall_ms: now_ms,
+                logical: 0,
+                actor: at as u64,
+            },
+            now_ms,
+            stamped_removals: true,
+        };
+        self.docs[at].apply_local(&ctx, &op).expect("writes");
+    }
+
+    /// Applies what `to` lacks of `from`; returns the events of the apply
+    /// from its touched part, and from the whole readings around it.
+    fn sync(&mut self, from: usize, to: usize) -> (Vec<ChangeKind>, Vec<ChangeKind>) {
+        let changes = self.docs[from].changes_since(&self.docs[to].heads());
+        let whole_before = self.docs[to].snapshot().ok();
+        let applied = self.docs[to]
+            .apply_remote(changes, Intake::EachChange)
+            .expect("applies");
+        let whole_after = self.docs[to].snapshot().expect("reads");
+        let part = applied
+            .delta
+            .map(|(before, after)| diff(Some(&before), &after))
+            .unwrap_or_default();
+        (part, diff(whole_before.as_ref(), &whole_after))
+    }
+}
+
+fn join(s: &str) -> RoomOp {
+    RoomOp::Join {
+        request: join_request(s, s, "sfu-1"),
+    }
+}
+
+fn leave(s: &str) -> RoomOp {
+    RoomOp::Leave {
+        session: session(s),
+    }
+}
+
+#[test]
+fn a_hot_room_holds_its_live_sessions_and_reads_the_departed_ones() {
+    let mut pair = Pair::new();
+    for i in 0..40 {
+        pair.write(0, join(&format!("s{i}")));
+    }
+    for i in 1..40 {
+        pair.write(0, leave(&format!("s{i}")));
+    }
+    pair.sync(0, 1);
+    let left_at_20 = {
+        let snap = pair.docs[0].snapshot().expect("reads");
+        snap.sessions[&session("s20")].left_at_ms.expect("left")
+    };
+    for doc in &mut pair.docs {
+        // Written here or applied from a peer, the cache holds s0 alone.
+        assert_eq!(doc.warm_sessions(), Some(1));
+        let whole = doc.snapshot().expect("reads");
+        assert_eq!(whole.sessions.len(), 40);
+        assert_eq!(whole.live_sessions().count(), 1);
+        // Pruned at a bound: s1..=s20 left at or before it.
+        let pruned = doc.reading(Some(left_at_20)).expect("reads");
+        let kept: Vec<String> = pruned.sessions.keys().map(|s| s.to_string()).collect();
+        let expected: Vec<String> = std::iter::once("s0".to_string())
+            .chain((21..40).map(|i| format!("s{i}")))
+            .collect();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(kept, expected);
+        // A resume tells a departed session from an unknown one.
+        let one = doc
+            .reading_of(&session("s7"))
+            .expect("reads")
+            .expect("room");
+        assert_eq!(one.sessions[&session("s7")].state, SessionState::Left);
+        let none = doc
+            .reading_of(&session("nobody"))
+            .expect("reads")
+            .expect("room");
+        assert!(none.sessions.is_empty());
+    }
+    let [a, b] = &mut pair.docs;
+    assert_eq!(a.snapshot().expect("a"), b.snapshot().expect("b"));
+}
+
+#[test]
+fn a_late_change_to_a_departed_session_gives_the_events_of_the_whole_reading() {
+    let mut pair = Pair::new();
+    pair.write(0, join("s"));
+    pair.sync(0, 1);
+    // Concurrently: replica 0 sees the session leave, replica 1 publishes
+    // a track on it.
+    pair.write(0, leave("s"));
+    pair.write(
+        1,
+        RoomOp::Publish {
+            session: session("s"),
+            track_id: track("mic"),
+            track: Track {
+                kind: TrackKind::Audio,
+                simulcast_layers: 1,
+            },
+        },
+    );
+    // On replica 0 the session has left: the publish touches a session
+    // its cache no longer holds.
+    let (part, whole) = pair.sync(1, 0);
+    assert_eq!(part, whole);
+    assert!(
+        !part.iter().any(|k| matches!(k, ChangeKind::Joined { .. })),
+        "{part:?}"
+    );
+    // On replica 1 the leave arrives for a live session.
+    let (part, whole) = pair.sync(0, 1);
+    assert_eq!(part, whole);
+    assert!(
+        part.iter().any(|k| matches!(k, ChangeKind::Left { .. })),
+        "{part:?}"
+    );
+    for doc in &mut pair.docs {
+        assert_eq!(doc.warm_sessions(), Some(0));
+    }
+    let [a, b] = &mut pair.docs;
+    assert_eq!(a.snapshot().expect("a"), b.snapshot().expect("b"));
+}
