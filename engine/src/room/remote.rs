@@ -73,7 +73,15 @@ impl RoomDoc {
             None => None,
         };
         if !good.is_empty() {
-            good = self.apply_validated(good, intake, &mut outcome)?;
+            let given = good.len();
+            good = self
+                .apply_validated(good, intake, &mut outcome)
+                .inspect_err(|_| self.parts = None)?;
+            if good.len() < given {
+                // `by_changes` learnt the objects of changes automerge then
+                // refused: one may claim an id a kept change made.
+                self.parts = None;
+            }
         }
         for (hash, _) in &outcome.refused {
             self.refused.put(*hash);

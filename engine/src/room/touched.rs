@@ -154,8 +154,13 @@ impl ObjParts {
     fn resolve(&mut self, doc: &Automerge, room: &RoomId, obj: &str) -> Option<Part> {
         let objs = RootObjs::find(doc, room).ok()?;
         let (id, _) = doc.import(obj).ok()?;
+        let parents = super::import::unless_panic("parents", || {
+            doc.parents(&id).map(|p| p.collect::<Vec<_>>())
+        })
+        .ok()?
+        .ok()?;
         let mut session = None;
-        for parent in doc.parents(&id).ok()? {
+        for parent in parents {
             if parent.obj == objs.sessions {
                 if let automerge::Prop::Map(key) = parent.prop {
                     session = Some(key);
@@ -199,7 +204,8 @@ impl ObjParts {
             return;
         };
         let id = OpId::new(counter, &change.actor_id).to_string();
-        self.parts.insert(id, part);
+        // A mapping already known stays: a refused change cannot claim it.
+        self.parts.entry(id).or_insert(part);
     }
 }
 
