@@ -15,7 +15,8 @@
 //!     store as the engine loads it),
 //!     each against the bound of `docs/data-model.md`: twice a fresh room
 //!     holding the same live sessions, plus the changes made within the
-//!     retention and those after the room's base; the time to reopen and
+//!     retention, those after the room's base and the base's list of pruned
+//!     sessions; the time to reopen and
 //!     read; the replica's whole store by key kind, sled's files, and the
 //!     process heap per replica;
 //! (d) that the three replicas converge (same heads, same reading).
@@ -271,6 +272,13 @@ fn tail_bytes(engine: &Engine) -> usize {
         .sum()
 }
 
+/// The bytes of the base's list of pruned sessions (`room::departed`).
+fn departed_bytes(engine: &Engine) -> usize {
+    let bytes = engine.export_room(&room()).expect("export");
+    let doc = automerge::Automerge::load(&bytes).expect("an export loads");
+    chorus_engine::room::departed::remembered(&doc).len()
+}
+
 /// The mean size of the room's changes (an uncompacted history).
 fn mean_change_bytes(engine: &Engine) -> usize {
     let bytes = engine.export_room(&room()).expect("export");
@@ -481,6 +489,7 @@ fn main() {
         );
     }
     let tails: Vec<usize> = engines.iter().map(tail_bytes).collect();
+    let departed: Vec<usize> = engines.iter().map(departed_bytes).collect();
     // The pairs written within the retention before the last write: their
     // departed sessions may still be in the base.
     let mut span = Duration::ZERO;
@@ -505,11 +514,12 @@ fn main() {
     for (i, dir) in dirs.iter().enumerate() {
         let f = footprint(dir.path(), i);
         let room = room_bytes(&f.kinds);
-        let bound = 2 * fresh_room_bytes + recent + tails[i];
-        let hot_bound = 2 * fresh.hot + recent + tails[i];
+        let bound = 2 * fresh_room_bytes + recent + tails[i] + departed[i];
+        let hot_bound = 2 * fresh.hot + recent + tails[i] + departed[i];
         println!(
-            "    replica {i}: room stored {room} B, bound {bound} B (2 x fresh + within retention + tail of {} B): ratio {:.2}; hot room {} B, bound {hot_bound} B: ratio {:.2}; reopen and read {:.1} ms",
+            "    replica {i}: room stored {room} B, bound {bound} B (2 x fresh + within retention + tail of {} B + pruned list of {} B): ratio {:.2}; hot room {} B, bound {hot_bound} B: ratio {:.2}; reopen and read {:.1} ms",
             tails[i],
+            departed[i],
             room as f64 / bound.max(1) as f64,
             f.hot,
             f.hot as f64 / hot_bound.max(1) as f64,

@@ -331,8 +331,8 @@ impl Engine {
         // The session as the document holds it: a departed one past its
         // retention must still be refused as "has left", not as unknown.
         let (id, sid) = (room.clone(), session.clone());
-        let snapshot = self.query(move |ctx| ctx.replica.room_with_session(&id, &sid))?;
-        crate::resume::resume(room, snapshot.as_ref(), session, token)
+        let reading = self.query(move |ctx| ctx.replica.room_with_session(&id, &sid))?;
+        crate::resume::resume(room, reading.as_ref(), session, token)
     }
 
     /// Every room, from the index (no room is loaded).

@@ -18,7 +18,7 @@ pub enum Error {
     RoomEnded(RoomId),
     #[error("room {0} was purged and cannot be written again")]
     RoomPurged(RoomId),
-    #[error("session {session} does not exist in room {room} (it never joined, or it left and was compacted away)")]
+    #[error("session {session} does not exist in room {room} (it never joined, or it left long ago: past the prunes its compacted room remembers)")]
     UnknownSession { room: RoomId, session: SessionId },
     #[error("session {session} already exists in room {room}; a re-join needs a new session id")]
     DuplicateSession { room: RoomId, session: SessionId },

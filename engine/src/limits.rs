@@ -138,6 +138,15 @@ pub const DEFERRED_CURSORS_MAX: usize = 256;
 /// near an overflow of the next generation's number.
 pub const GENERATION_MAX: u64 = 1 << 48;
 
+/// Sessions a compacted room remembers as pruned (an 8-byte digest each,
+/// 16 KiB at most in its base): a resume or write naming one of them is
+/// refused as "has left", like a session still in the document, and a
+/// join reusing its id as a duplicate. Older prunes are forgotten, oldest
+/// first, so a room's base stays bounded whatever its past; a session
+/// forgotten this way reads as unknown. A constant of the compaction
+/// format, not a setting: every replica must write the same base.
+pub const DEPARTED_REMEMBERED_MAX: usize = 2048;
+
 /// Default number of rooms kept loaded in memory (~18 KB each measured for
 /// small rooms, so ~75 MB). Configurable: `ReplicaConfig::hot_rooms`.
 pub const HOT_ROOMS_DEFAULT: usize = 4096;

@@ -10,6 +10,16 @@ use crate::ids::{NodeId, RegionId, RoomId, SessionId, TenantId, TrackId, UserId}
 /// Version of the document layout described in `docs/data-model.md`.
 pub const SCHEMA_VERSION: u64 = 1;
 
+/// A room read for one session (`Replica::room_with_session`): the room
+/// with that session only, if the document holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionReading {
+    pub room: RoomSnapshot,
+    /// The document no longer holds the session, but remembers a compaction
+    /// pruning it (`room::departed`): it left, and is refused as such.
+    pub pruned: bool,
+}
+
 /// A whole room, as read after applying every conflict rule.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

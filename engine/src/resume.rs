@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::ids::{RegionId, RoomId, SessionId, TrackId};
-use crate::model::{resume_token_hash, Lifecycle, Owner, RoomSnapshot, SessionState, Track};
+use crate::model::{resume_token_hash, Lifecycle, Owner, SessionReading, SessionState, Track};
 
 /// What a resuming client needs: who hosts its call and in what state.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -23,17 +23,22 @@ pub struct Resumed {
 /// Checks `token` for `session` in `room` (as read on this replica).
 pub fn resume(
     room: &RoomId,
-    snapshot: Option<&RoomSnapshot>,
+    reading: Option<&SessionReading>,
     session: &SessionId,
     token: &str,
 ) -> Result<Resumed, Error> {
-    let snapshot = snapshot.ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+    let reading = reading.ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+    let snapshot = &reading.room;
     let refuse = |reason: &'static str| Error::ResumeRefused {
         session: session.clone(),
         reason,
     };
     if snapshot.lifecycle == Lifecycle::Ended {
         return Err(Error::RoomEnded(room.clone()));
+    }
+    let has_left = "the session has left; join again with a new session";
+    if reading.pruned {
+        return Err(refuse(has_left));
     }
     let call = snapshot
         .sessions
@@ -43,9 +48,7 @@ pub fn resume(
             session: session.clone(),
         })?;
     if call.state == SessionState::Left {
-        return Err(refuse(
-            "the session has left; join again with a new session",
-        ));
+        return Err(refuse(has_left));
     }
     let Some(expected) = &call.resume_token_hash else {
         return Err(refuse("the session was joined without a resume token"));

@@ -125,13 +125,14 @@ fn a_hot_room_holds_its_live_sessions_and_reads_the_departed_ones() {
         let one = doc
             .reading_of(&session("s7"))
             .expect("reads")
-            .expect("room");
+            .expect("room")
+            .room;
         assert_eq!(one.sessions[&session("s7")].state, SessionState::Left);
         let none = doc
             .reading_of(&session("nobody"))
             .expect("reads")
             .expect("room");
-        assert!(none.sessions.is_empty());
+        assert!(none.room.sessions.is_empty() && !none.pruned);
     }
     let [a, b] = &mut pair.docs;
     assert_eq!(a.snapshot().expect("a"), b.snapshot().expect("b"));
@@ -176,4 +177,95 @@ fn a_late_change_to_a_departed_session_gives_the_events_of_the_whole_reading() {
     }
     let [a, b] = &mut pair.docs;
     assert_eq!(a.snapshot().expect("a"), b.snapshot().expect("b"));
+}
+
+/// A session a compaction pruned is refused as the left session it was: a
+/// write naming it, a join reusing its id and a resume alike, on every
+/// later generation; an id that never joined stays unknown.
+#[test]
+fn a_pruned_session_is_refused_as_left_across_compactions() {
+    use chorus_engine::room::compact::Request;
+    let mut pair = Pair::new();
+    for s in ["gone", "later", "stays"] {
+        pair.write(0, join(s));
+    }
+    pair.write(0, leave("gone"));
+    pair.sync(0, 1);
+    for generation in 1..=2u64 {
+        if generation == 2 {
+            pair.write(0, leave("later"));
+        }
+        pair.step += 1;
+        let prune_before_ms = pair.now_ms();
+        pair.write(
+            0,
+            RoomOp::RequestCompaction {
+                request: Request {
+                    generation,
+                    prune_before_ms,
+                },
+            },
+        );
+        let request = *pair.docs[0].heads().first().expect("a head");
+        // Both name the request (as replicas agree on a cut), then one
+        // compacts and the other takes its base.
+        pair.sync(0, 1);
+        pair.docs[0].compact_at(request).expect("compacts");
+        pair.sync(0, 1);
+        let pruned: &[&str] = if generation == 1 {
+            &["gone"]
+        } else {
+            &["gone", "later"]
+        };
+        for doc in &mut pair.docs {
+            assert_eq!(doc.generation(), generation);
+            let whole = doc.snapshot().expect("reads");
+            assert_eq!(
+                whole.sessions.len(),
+                3 - pruned.len(),
+                "generation {generation}"
+            );
+            for s in pruned {
+                assert!(!whole.sessions.contains_key(&session(s)), "{s} is pruned");
+                let reading = doc.reading_of(&session(s)).expect("reads").expect("room");
+                assert!(reading.pruned, "{s} is remembered");
+                let refused =
+                    chorus_engine::resume::resume(&pair.room, Some(&reading), &session(s), "token");
+                assert!(
+                    matches!(&refused, Err(Error::ResumeRefused { reason, .. }) if reason.contains("has left")),
+                    "{refused:?}"
+                );
+            }
+            let unknown = doc
+                .reading_of(&session("nobody"))
+                .expect("reads")
+                .expect("room");
+            assert!(!unknown.pruned);
+        }
+        for s in pruned {
+            let ctx = WriteCtx {
+                room: &pair.room,
+                stamp: Timestamp {
+                    wall_ms: pair.now_ms() + 1,
+                    logical: 0,
+                    actor: 0,
+                },
+                now_ms: pair.now_ms() + 1,
+                stamped_removals: true,
+            };
+            let doc = &mut pair.docs[1];
+            let write = doc.apply_local(&ctx, &leave(s));
+            assert!(matches!(write, Err(Error::SessionLeft { .. })), "{write:?}");
+            let rejoin = doc.apply_local(&ctx, &join(s));
+            assert!(
+                matches!(rejoin, Err(Error::DuplicateSession { .. })),
+                "{rejoin:?}"
+            );
+            let unknown = doc.apply_local(&ctx, &leave("nobody"));
+            assert!(
+                matches!(unknown, Err(Error::UnknownSession { .. })),
+                "{unknown:?}"
+            );
+        }
+    }
 }

@@ -481,7 +481,7 @@ impl Replica {
 
     /// A live call's region and current owner, from the room itself.
     fn call_of(&mut self, room: &RoomId, session: &SessionId) -> Option<(crate::RegionId, Owner)> {
-        let snapshot = self.room_with_session(room, session).ok()??;
+        let snapshot = self.room_with_session(room, session).ok()??.room;
         let call = snapshot.live_sessions().find(|(id, _)| *id == session)?.1;
         Some((call.region.clone(), call.owner.clone()))
     }

@@ -60,7 +60,7 @@ impl Replica {
         &mut self,
         room: &RoomId,
         session: &crate::ids::SessionId,
-    ) -> Result<Option<crate::model::RoomSnapshot>, Error> {
+    ) -> Result<Option<crate::model::SessionReading>, Error> {
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,

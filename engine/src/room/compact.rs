@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::carry::{self, Carrier};
+use super::departed;
 use super::read::{self, map_obj, RootObjs};
 use super::schema as s;
 use crate::error::Error;
@@ -46,13 +47,15 @@ use crate::model::{Permission, SessionState, Track, SCHEMA_VERSION};
 /// operations differently). 3: removals are stamped (`schema::
 /// encode_removed`): the base leaves removed keys out, and a replica of
 /// this format writes stamped removals once every replica it knows of
-/// speaks it (a peer that does not would refuse them).
-pub const COMPACTION_FORMAT: u32 = 3;
+/// speaks it (a peer that does not would refuse them). 4: the base
+/// remembers the sessions compactions pruned (`room::departed`), so they
+/// are refused as "has left" rather than as unknown.
+pub const COMPACTION_FORMAT: u32 = 4;
 
 /// The formats whose base a replica still recognises in a peer's history:
 /// a replica upgraded after it named a cut, but before it compacted, takes
 /// its peers' base written by the format they agreed under.
-pub const COMPACTION_FORMATS_READ: [u32; 3] = [COMPACTION_FORMAT, 2, 1];
+pub const COMPACTION_FORMATS_READ: [u32; 4] = [COMPACTION_FORMAT, 3, 2, 1];
 
 /// What a compaction request (`meta.compact`, stamped) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +253,7 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
     }
     root.map(s::PERMISSIONS, permissions);
     let mut sessions = Fields::default();
+    let mut pruned = Vec::new();
     for key in at.keys(&objs.sessions) {
         if SessionId::parse(key.as_str()).is_err() {
             continue;
@@ -263,6 +267,7 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
             continue;
         };
         if session.departed_by(cut.prune_before_ms) {
+            pruned.push((session.left_at_ms, key));
             continue;
         }
         let mut to = Fields::default();
@@ -291,6 +296,18 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
         sessions.map(&key, to);
     }
     root.map(s::SESSIONS, sessions);
+    if format >= 4 {
+        // Oldest leave first, so the bound forgets the oldest prunes.
+        pruned.sort();
+        let pruned: Vec<SessionId> = pruned
+            .into_iter()
+            .filter_map(|(_, key)| SessionId::parse(key).ok())
+            .collect();
+        let list = departed::extended(&departed::remembered(at), &pruned);
+        if !list.is_empty() {
+            root.put(s::DEPARTED, ScalarValue::Bytes(list));
+        }
+    }
     let mut counters = Fields::default();
     let read = read::counters(at, &objs.counters);
     for (key, value) in [

@@ -5,6 +5,7 @@
 
 mod carry;
 pub mod compact;
+pub mod departed;
 mod generation;
 pub mod import;
 pub mod inflate;
@@ -33,7 +34,7 @@ use crate::error::Error;
 use crate::events::ChangeKind;
 use crate::ids::{RoomId, SessionId};
 use crate::limits::REFUSED_CHANGES_PER_ROOM_MAX;
-use crate::model::{Lifecycle, Owner, RoomSnapshot, RoomSummary, SessionState};
+use crate::model::{Lifecycle, Owner, RoomSnapshot, RoomSummary, SessionReading, SessionState};
 
 /// A room document plus the remote changes still waiting for their deps.
 #[derive(Debug)]
@@ -245,7 +246,7 @@ impl RoomDoc {
     /// The room with one session (`None`: the room is not readable yet):
     /// the checks that must tell a departed session from an unknown one (a
     /// resume) read this, at the cost of that session.
-    pub fn reading_of(&mut self, session: &SessionId) -> Result<Option<RoomSnapshot>, Error> {
+    pub fn reading_of(&mut self, session: &SessionId) -> Result<Option<SessionReading>, Error> {
         if self.is_empty() {
             return Ok(None);
         }
@@ -260,7 +261,8 @@ impl RoomDoc {
                 snap.sessions.insert(session.clone(), departed);
             }
         }
-        Ok(Some(snap))
+        let pruned = snap.sessions.is_empty() && departed::remembers(&self.doc, session);
+        Ok(Some(SessionReading { room: snap, pruned }))
     }
 
     /// The part of the reading `touched` names (`Touched::part`), departed

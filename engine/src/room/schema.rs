@@ -22,6 +22,9 @@ pub const COUNTERS: &str = "counters";
 /// the hash (hex) of the request it was cut at.
 pub const GENERATION: &str = "generation";
 pub const CUT: &str = "cut";
+/// Written only by a base (compaction format 4 on): bytes, the digests of
+/// the sessions the room's compactions pruned (`room::departed`).
+pub const DEPARTED: &str = "departed";
 
 // meta.*
 pub const TENANT: &str = "tenant";

@@ -20,7 +20,10 @@ pub fn join(
     live_sessions: usize,
 ) -> Result<Vec<ChangeKind>, Error> {
     let room = ctx.room;
-    if tx.get(&objs.sessions, req.session.as_str())?.is_some() {
+    // An id compacted away stays taken, like one still in the document.
+    if tx.get(&objs.sessions, req.session.as_str())?.is_some()
+        || super::departed::remembers(tx, &req.session)
+    {
         return Err(Error::DuplicateSession {
             room: room.clone(),
             session: req.session.clone(),

@@ -366,6 +366,11 @@ fn check_base_op(
             Ok(None)
         }
         (Place::Root, s::CUT, OpType::Put(ScalarValue::Str(_))) => Ok(None),
+        (Place::Root, s::DEPARTED, OpType::Put(ScalarValue::Bytes(list)))
+            if super::departed::is_well_formed(list) =>
+        {
+            Ok(None)
+        }
         (
             Place::Root,
             s::META | s::CONFIG | s::PERMISSIONS | s::SESSIONS | s::COUNTERS,

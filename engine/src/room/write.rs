@@ -308,12 +308,15 @@ pub fn live_session(
     room: &RoomId,
     session: &SessionId,
 ) -> Result<ObjId, Error> {
-    let obj = read::map_obj(tx, &objs.sessions, session.as_str()).ok_or_else(|| {
-        Error::UnknownSession {
-            room: room.clone(),
-            session: session.clone(),
-        }
-    })?;
+    let Some(obj) = read::map_obj(tx, &objs.sessions, session.as_str()) else {
+        // A session compacted away is refused as the left session it was.
+        let (room, session) = (room.clone(), session.clone());
+        return Err(if super::departed::remembers(tx, &session) {
+            Error::SessionLeft { room, session }
+        } else {
+            Error::UnknownSession { room, session }
+        });
+    };
     if read::session_state(tx, &obj) == Some(SessionState::Left) {
         return Err(Error::SessionLeft {
             room: room.clone(),

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::events::{self, ChangeKind};
 use crate::hlc::Timestamp;
 use crate::ids::{RoomId, SessionId};
-use crate::model::{Head, RemoteOutcome, RoomSnapshot};
+use crate::model::{Head, RemoteOutcome, RoomSnapshot, SessionReading};
 use crate::room::{Intake, Refusal, RoomDoc, RoomOp, WriteCtx};
 use crate::storage::{keys, Batch, KvRead, StorageError};
 use digest::{purged_item, Digest, DigestTree};
@@ -352,7 +352,7 @@ impl RoomSet {
         store: &dyn KvRead,
         room: &RoomId,
         session: &SessionId,
-    ) -> Result<Option<RoomSnapshot>, Error> {
+    ) -> Result<Option<SessionReading>, Error> {
         (self.load(store, room)?).map_or(Ok(None), |hot| hot.doc.reading_of(session))
     }
 
