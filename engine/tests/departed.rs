@@ -4,93 +4,11 @@
 
 mod common;
 
-use automerge::ActorId;
-use chorus_engine::events::diff;
 use chorus_engine::hlc::Timestamp;
-use chorus_engine::room::{Intake, RoomDoc, WriteCtx};
+use chorus_engine::room::WriteCtx;
 use chorus_engine::*;
+use common::docs::{join, leave, Pair};
 use common::*;
-
-const START_MS: u64 = 1_000_000;
-
-/// Two replicas of one room, written with stamps that follow causality.
-struct Pair {
-    room: RoomId,
-    docs: [RoomDoc; 2],
-    step: u64,
-}
-
-impl Pair {
-    fn new() -> Self {
-        let room = room("standing");
-        let docs = [1u8, 2].map(|i| RoomDoc::empty(room.clone(), ActorId::from(vec![i; 16])));
-        let mut pair = Self {
-            room,
-            docs,
-            step: 0,
-        };
-        pair.write(
-            0,
-            RoomOp::Create {
-                tenant: tenant("t"),
-                config: RoomConfig::default(),
-            },
-        );
-        pair.sync(0, 1);
-        for doc in &mut pair.docs {
-            doc.ensure_reading().expect("reads");
-        }
-        pair
-    }
-
-    fn now_ms(&self) -> u64 {
-        START_MS + self.step * 10
-    }
-
-    fn write(&mut self, at: usize, op: RoomOp) {
-        self.step += 1;
-        let now_ms = self.now_ms();
-        let ctx = WriteCtx {
-            room: &self.room,
-            stamp: Timestamp {
-                wall_ms: now_ms,
-                logical: 0,
-                actor: at as u64,
-            },
-            now_ms,
-            stamped_removals: true,
-        };
-        self.docs[at].apply_local(&ctx, &op).expect("writes");
-    }
-
-    /// Applies what `to` lacks of `from`; returns the events of the apply
-    /// from its touched part, and from the whole readings around it.
-    fn sync(&mut self, from: usize, to: usize) -> (Vec<ChangeKind>, Vec<ChangeKind>) {
-        let changes = self.docs[from].changes_since(&self.docs[to].heads());
-        let whole_before = self.docs[to].snapshot().ok();
-        let applied = self.docs[to]
-            .apply_remote(changes, Intake::EachChange)
-            .expect("applies");
-        let whole_after = self.docs[to].snapshot().expect("reads");
-        let part = applied
-            .delta
-            .map(|(before, after)| diff(Some(&before), &after))
-            .unwrap_or_default();
-        (part, diff(whole_before.as_ref(), &whole_after))
-    }
-}
-
-fn join(s: &str) -> RoomOp {
-    RoomOp::Join {
-        request: join_request(s, s, "sfu-1"),
-    }
-}
-
-fn leave(s: &str) -> RoomOp {
-    RoomOp::Leave {
-        session: session(s),
-    }
-}
 
 #[test]
 fn a_hot_room_holds_its_live_sessions_and_reads_the_departed_ones() {
@@ -184,7 +102,6 @@ fn a_late_change_to_a_departed_session_gives_the_events_of_the_whole_reading() {
 /// later generation; an id that never joined stays unknown.
 #[test]
 fn a_pruned_session_is_refused_as_left_across_compactions() {
-    use chorus_engine::room::compact::Request;
     let mut pair = Pair::new();
     for s in ["gone", "later", "stays"] {
         pair.write(0, join(s));
@@ -195,23 +112,7 @@ fn a_pruned_session_is_refused_as_left_across_compactions() {
         if generation == 2 {
             pair.write(0, leave("later"));
         }
-        pair.step += 1;
-        let prune_before_ms = pair.now_ms();
-        pair.write(
-            0,
-            RoomOp::RequestCompaction {
-                request: Request {
-                    generation,
-                    prune_before_ms,
-                },
-            },
-        );
-        let request = *pair.docs[0].heads().first().expect("a head");
-        // Both name the request (as replicas agree on a cut), then one
-        // compacts and the other takes its base.
-        pair.sync(0, 1);
-        pair.docs[0].compact_at(request).expect("compacts");
-        pair.sync(0, 1);
+        pair.compact();
         let pruned: &[&str] = if generation == 1 {
             &["gone"]
         } else {

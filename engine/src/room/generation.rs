@@ -232,6 +232,68 @@ impl RoomDoc {
         self.objs = None;
     }
 
+    /// An import's changes as this room can take them. A document exported
+    /// before the room's last compaction holds the history that compaction
+    /// replaced: if it holds the change the room was cut at, its changes
+    /// after the cut are carried onto the room's base, as the replicas
+    /// carried theirs (a carried change is a pure function of the change
+    /// and its past, so what the room already holds is recognised, and the
+    /// import's own writes arrive as the changes they would have become).
+    /// A document of this generation, or of a newer one, is taken as it is.
+    /// One that does not hold the cut (exported before the request was
+    /// agreed, or two compactions ago) is refused with what to do instead:
+    /// the history needed to carry it is gone on every replica.
+    pub fn carried_import(&self, changes: Vec<Change>) -> Result<Vec<Change>, Error> {
+        let generation = self.generation();
+        if generation == 0 {
+            return Ok(changes);
+        }
+        let imported_generation = changes
+            .iter()
+            .filter_map(|c| compact::base_of(&self.id, c))
+            .map(|(g, _)| g)
+            .max()
+            .unwrap_or(0);
+        if imported_generation >= generation {
+            return Ok(changes);
+        }
+        let ours = self
+            .doc
+            .get_changes(&[])
+            .into_iter()
+            .find_map(|c| compact::base_of(&self.id, &c).map(|(_, cut)| (c, cut)));
+        let Some((base, cut)) = ours else {
+            return Err(self.corrupt("a compacted room without its base"));
+        };
+        let mut old = automerge::Automerge::new();
+        import::unless_panic("load", || old.apply_changes(changes))??;
+        if old.get_change_meta_by_hash(&cut).is_none() {
+            return Err(Error::Invalid {
+                field: "document",
+                reason: format!(
+                    "the document is from before room {}'s compaction to generation \
+                     {generation} and does not hold the change it was cut at ({cut}), so its \
+                     writes cannot be carried onto the compacted room: export the room \
+                     again and redo them on that document",
+                    self.id
+                ),
+            });
+        }
+        let cut = Cut {
+            request: cut,
+            generation,
+            // Only the base uses it, and the base is the room's own.
+            prune_before_ms: 0,
+        };
+        let id = self.id.clone();
+        let compacted = import::unless_panic("compact", || {
+            compact::compact(&old, &id, &cut, compact::COMPACTION_FORMAT, Some(&base))
+        })??;
+        Ok(std::iter::once(compacted.base)
+            .chain(compacted.carried)
+            .collect())
+    }
+
     fn corrupt(&self, reason: &str) -> Error {
         Error::Corrupt {
             room: self.id.clone(),

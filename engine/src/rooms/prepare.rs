@@ -93,7 +93,10 @@ impl Fork {
 
     /// Merges `changes` on the copy, all or nothing, validated like a
     /// peer's: the costly part of an import, on the caller's thread.
+    /// A document from before the room's last compaction is carried onto
+    /// its base first (`RoomDoc::carried_import`).
     pub fn prepare(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
+        let changes = self.doc.carried_import(changes)?;
         self.prepare_as(changes, Intake::Whole)
     }
 

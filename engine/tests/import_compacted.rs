@@ -1,0 +1,126 @@
+//! A document exported before a compaction and written on afterwards (a
+//! client in another language that held the room) is carried onto the
+//! compacted room when imported (`RoomDoc::carried_import`): its writes
+//! arrive, nothing the room holds is duplicated, and every replica carries
+//! it to the same changes. One that cannot be carried is refused with what
+//! to do instead.
+
+mod common;
+
+use automerge::ActorId;
+use chorus_engine::hlc::Timestamp;
+use chorus_engine::room::{Intake, RoomDoc, WriteCtx};
+use chorus_engine::*;
+use common::docs::{join, leave, Pair};
+use common::*;
+
+/// A client's copy of replica 1's room, with its own actor.
+fn client_copy(pair: &Pair) -> RoomDoc {
+    RoomDoc::load(
+        pair.room.clone(),
+        ActorId::from(vec![9u8; 16]),
+        Some(&pair.docs[1].save()),
+        &[],
+    )
+    .expect("the export loads")
+}
+
+/// The client writes `op` on its copy, its clock past every replica's.
+fn client_writes(pair: &mut Pair, client: &mut RoomDoc, op: RoomOp) {
+    pair.step += 1;
+    let now_ms = pair.now_ms();
+    let ctx = WriteCtx {
+        room: &pair.room,
+        stamp: Timestamp {
+            wall_ms: now_ms,
+            logical: 0,
+            actor: 9,
+        },
+        now_ms,
+        stamped_removals: true,
+    };
+    client.apply_local(&ctx, &op).expect("the client writes");
+}
+
+#[test]
+fn an_export_from_before_a_compaction_is_carried_onto_it() {
+    let mut pair = Pair::new();
+    for s in ["a", "b", "gone"] {
+        pair.write(0, join(s));
+    }
+    pair.write(0, leave("gone"));
+    pair.sync(0, 1);
+    // The request is written and reaches replica 1; a client exports the
+    // room there and writes on it while the replicas compact.
+    pair.step += 1;
+    let request = chorus_engine::room::compact::Request {
+        generation: 1,
+        prune_before_ms: pair.now_ms(),
+    };
+    pair.write(0, RoomOp::RequestCompaction { request });
+    let cut = *pair.docs[0].heads().first().expect("a head");
+    pair.sync(0, 1);
+    let mut client = client_copy(&pair);
+    client_writes(&mut pair, &mut client, join("c"));
+    client_writes(&mut pair, &mut client, leave("a"));
+    // Meanwhile replica 0 writes, then compacts; replica 1 follows.
+    pair.write(0, join("d"));
+    pair.docs[0].compact_at(cut).expect("compacts");
+    pair.sync(0, 1);
+    assert_eq!(pair.docs[1].generation(), 1);
+
+    let imported = client.changes_since(&[]);
+    let mut heads = Vec::new();
+    for doc in &mut pair.docs {
+        let carried = doc
+            .carried_import(imported.clone())
+            .expect("the import is carried");
+        let outcome = doc
+            .apply_remote(carried, Intake::Whole)
+            .expect("the carried import applies");
+        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        assert_eq!(doc.generation(), 1, "still the compacted history");
+        let read = doc.snapshot().expect("reads");
+        assert!(
+            read.sessions.contains_key(&session("c")),
+            "the client's join arrived"
+        );
+        assert_eq!(read.sessions[&session("a")].state, SessionState::Left);
+        assert!(
+            read.sessions.contains_key(&session("d")),
+            "the room's own write stays"
+        );
+        assert!(
+            !read.sessions.contains_key(&session("gone")),
+            "nothing is resurrected"
+        );
+        assert_eq!(read.counters.joins, 5, "a, b, gone, d and c, each once");
+        heads.push(doc.heads());
+    }
+    assert_eq!(heads[0], heads[1], "both replicas carried it alike");
+}
+
+#[test]
+fn an_export_without_the_cut_is_refused_with_what_to_do() {
+    let mut pair = Pair::new();
+    pair.write(0, join("a"));
+    pair.sync(0, 1);
+    // Exported before the request was written.
+    let mut client = client_copy(&pair);
+    client_writes(&mut pair, &mut client, join("c"));
+    pair.compact();
+    let refused = pair.docs[0].carried_import(client.changes_since(&[]));
+    match refused {
+        Err(Error::Invalid { field, reason }) => {
+            assert_eq!(field, "document");
+            assert!(reason.contains("export the room again"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A document of the compacted history is taken as it is.
+    let mut current = client_copy(&pair);
+    client_writes(&mut pair, &mut current, join("e"));
+    let changes = current.changes_since(&[]);
+    let taken = pair.docs[0].carried_import(changes.clone()).expect("taken");
+    assert_eq!(taken.len(), changes.len());
+}
