@@ -147,6 +147,13 @@ pub const GENERATION_MAX: u64 = 1 << 48;
 /// format, not a setting: every replica must write the same base.
 pub const DEPARTED_REMEMBERED_MAX: usize = 2048;
 
+/// Changes after the cut an import from before a compaction may hold to be
+/// carried onto the compacted room (`RoomDoc::carried_import`): carrying
+/// copies the document per change, so a long offline tail costs time that
+/// grows with its square. As many as a room's history holds before it is
+/// compacted by default; a longer one is refused (export the room again).
+pub const IMPORT_CARRIED_CHANGES_MAX: usize = 1_000;
+
 /// Default number of rooms kept loaded in memory (~18 KB each measured for
 /// small rooms, so ~75 MB). Configurable: `ReplicaConfig::hot_rooms`.
 pub const HOT_ROOMS_DEFAULT: usize = 4096;

@@ -50,8 +50,9 @@ fn an_export_from_before_a_compaction_is_carried_onto_it() {
     }
     pair.write(0, leave("gone"));
     pair.sync(0, 1);
-    // The request is written and reaches replica 1; a client exports the
-    // room there and writes on it while the replicas compact.
+    // The request is written and reaches replica 1, then a write after it
+    // (part of the tail both replicas carry); a client exports the room
+    // there and writes on its copy while the replicas compact.
     pair.step += 1;
     let request = chorus_engine::room::compact::Request {
         generation: 1,
@@ -59,6 +60,7 @@ fn an_export_from_before_a_compaction_is_carried_onto_it() {
     };
     pair.write(0, RoomOp::RequestCompaction { request });
     let cut = *pair.docs[0].heads().first().expect("a head");
+    pair.write(0, join("tail"));
     pair.sync(0, 1);
     let mut client = client_copy(&pair);
     client_writes(&mut pair, &mut client, join("c"));
@@ -69,35 +71,52 @@ fn an_export_from_before_a_compaction_is_carried_onto_it() {
     pair.sync(0, 1);
     assert_eq!(pair.docs[1].generation(), 1);
 
-    let imported = client.changes_since(&[]);
-    let mut heads = Vec::new();
-    for doc in &mut pair.docs {
-        let carried = doc
-            .carried_import(imported.clone())
-            .expect("the import is carried");
-        let outcome = doc
-            .apply_remote(carried, Intake::Whole)
-            .expect("the carried import applies");
-        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
-        assert_eq!(doc.generation(), 1, "still the compacted history");
-        let read = doc.snapshot().expect("reads");
-        assert!(
-            read.sessions.contains_key(&session("c")),
-            "the client's join arrived"
-        );
-        assert_eq!(read.sessions[&session("a")].state, SessionState::Left);
-        assert!(
-            read.sessions.contains_key(&session("d")),
-            "the room's own write stays"
-        );
-        assert!(
-            !read.sessions.contains_key(&session("gone")),
-            "nothing is resurrected"
-        );
-        assert_eq!(read.counters.joins, 5, "a, b, gone, d and c, each once");
-        heads.push(doc.heads());
+    // A third replica holds the compacted room and takes the client's
+    // document through the import path (fork, carry, merge, install).
+    let engine = replica("x", 0).engine;
+    engine
+        .import_room_as(&pair.room, &pair.docs[0].save())
+        .expect("the compacted room imports");
+    engine
+        .import_room_as(&pair.room, &client.save())
+        .expect("the old document is carried, not refused");
+    let read = engine.room(&pair.room).expect("reads").expect("the room");
+    assert!(
+        read.sessions.contains_key(&session("c")),
+        "the client's join arrived"
+    );
+    assert_eq!(read.sessions[&session("a")].state, SessionState::Left);
+    for kept in ["b", "tail", "d"] {
+        assert!(read.sessions.contains_key(&session(kept)), "{kept} stays");
     }
-    assert_eq!(heads[0], heads[1], "both replicas carried it alike");
+    assert!(
+        !read.sessions.contains_key(&session("gone")),
+        "nothing is resurrected"
+    );
+    assert_eq!(
+        read.counters.joins, 6,
+        "a, b, gone, tail, d and c, each once: the tail both sides carried is not counted twice"
+    );
+    assert_eq!(read.counters.leaves, 2);
+
+    // The replicas that compacted carry it to the very same changes.
+    let imported = client.changes_since(&[]);
+    for doc in &mut pair.docs {
+        let carried = doc.carried_import(imported.clone()).expect("carried");
+        let outcome = doc.apply_remote(carried, Intake::Whole).expect("applies");
+        assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        let mut theirs = doc.heads();
+        let mut mine: Vec<_> = engine
+            .heads(&pair.room)
+            .expect("heads")
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        theirs.sort();
+        mine.sort();
+        let theirs: Vec<String> = theirs.iter().map(|h| h.to_string()).collect();
+        assert_eq!(theirs, mine);
+    }
 }
 
 #[test]

@@ -71,6 +71,9 @@ impl Replica {
             }
             Installed::Moved(room, changes) => {
                 self.stats.imports_in_line += 1;
+                // The room may have been compacted since the fork: its
+                // changes are carried again, or refused, never dropped.
+                let changes = self.fork_room(&room)?.carried_import(changes)?;
                 self.merge_outside_at(&room, changes, Intake::Whole, Origin::Local, stamp)?;
             }
         }

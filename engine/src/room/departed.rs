@@ -10,7 +10,9 @@
 //! caller's and unbounded in length; a false match costs only a refusal
 //! worded "has left" for an id that never joined, about one in 2^64 / 2048.
 
-use automerge::{ObjId, ReadDoc, ScalarValue, Value, ROOT};
+use std::collections::HashSet;
+
+use automerge::{ReadDoc, ScalarValue, Value, ROOT};
 
 use super::schema as s;
 use crate::ids::SessionId;
@@ -33,16 +35,17 @@ pub fn digest(session: &SessionId) -> [u8; DIGEST_LEN] {
 /// never compacted, or compacted before format 4. A value of another shape
 /// (a foreign writer's) remembers nothing rather than failing a read.
 pub fn remembered<R: ReadDoc>(doc: &R) -> Vec<u8> {
-    remembered_at(doc, &ROOT)
+    with_remembered(doc, <[u8]>::to_vec)
 }
 
-fn remembered_at<R: ReadDoc>(doc: &R, root: &ObjId) -> Vec<u8> {
-    match doc.get(root, s::DEPARTED) {
+/// `f` on the remembered digests, read in place (a join checks them).
+fn with_remembered<R: ReadDoc, T>(doc: &R, f: impl FnOnce(&[u8]) -> T) -> T {
+    match doc.get(&ROOT, s::DEPARTED) {
         Ok(Some((Value::Scalar(value), _))) => match value.as_ref() {
-            ScalarValue::Bytes(bytes) if is_well_formed(bytes) => bytes.clone(),
-            _ => Vec::new(),
+            ScalarValue::Bytes(bytes) if is_well_formed(bytes) => f(bytes),
+            _ => f(&[]),
         },
-        _ => Vec::new(),
+        _ => f(&[]),
     }
 }
 
@@ -54,9 +57,9 @@ pub fn is_well_formed(bytes: &[u8]) -> bool {
 /// Whether the room read through `doc` remembers `session` as pruned.
 pub fn remembers<R: ReadDoc>(doc: &R, session: &SessionId) -> bool {
     let wanted = digest(session);
-    remembered(doc)
-        .chunks_exact(DIGEST_LEN)
-        .any(|d| d == wanted)
+    with_remembered(doc, |list| {
+        list.chunks_exact(DIGEST_LEN).any(|d| d == wanted)
+    })
 }
 
 /// The list a new base writes: `before` (the list at the cut) followed by
@@ -68,9 +71,11 @@ pub fn extended(before: &[u8], pruned: &[SessionId]) -> Vec<u8> {
         .chunks_exact(DIGEST_LEN)
         .filter_map(|d| d.try_into().ok())
         .collect();
+    // A set beside the list: a cut may prune many sessions at once.
+    let mut held: HashSet<[u8; DIGEST_LEN]> = list.iter().copied().collect();
     for session in pruned {
         let d = digest(session);
-        if !list.contains(&d) {
+        if held.insert(d) {
             list.push(d);
         }
     }

@@ -1,12 +1,15 @@
 //! A room document's compacted generations (`compact.rs`): which one the
 //! document is in, the request that will start the next, and the switch.
 
+use std::collections::HashSet;
+
 use automerge::{Change, ChangeHash, ObjId, ReadDoc, Value, ROOT};
 
 use super::carry::Carrier;
 use super::compact::{self, Cut, Request};
 use super::{import, read, schema as s, RoomDoc};
 use crate::error::Error;
+use crate::limits::IMPORT_CARRIED_CHANGES_MAX;
 
 /// What a switch to a new generation did.
 #[derive(Debug)]
@@ -239,22 +242,27 @@ impl RoomDoc {
     /// carried theirs (a carried change is a pure function of the change
     /// and its past, so what the room already holds is recognised, and the
     /// import's own writes arrive as the changes they would have become).
-    /// A document of this generation, or of a newer one, is taken as it is.
-    /// One that does not hold the cut (exported before the request was
-    /// agreed, or two compactions ago) is refused with what to do instead:
-    /// the history needed to carry it is gone on every replica.
+    /// The changes of the room's current generation (its base and what
+    /// follows it) go as they are, should a document hold both histories
+    /// (automerge refuses to merge them when an actor wrote in both, as a
+    /// carried change keeps its actor and sequence number), and so does a
+    /// document of a newer generation (the room adopts its base). What
+    /// cannot be carried is
+    /// refused, saying what to do instead: a document without the cut
+    /// (the history needed is gone on every replica), a change written on
+    /// both histories at once, or a tail longer than
+    /// [`IMPORT_CARRIED_CHANGES_MAX`] (carrying costs a copy of the
+    /// document per change).
     pub fn carried_import(&self, changes: Vec<Change>) -> Result<Vec<Change>, Error> {
         let generation = self.generation();
         if generation == 0 {
             return Ok(changes);
         }
-        let imported_generation = changes
+        let newer = changes
             .iter()
             .filter_map(|c| compact::base_of(&self.id, c))
-            .map(|(g, _)| g)
-            .max()
-            .unwrap_or(0);
-        if imported_generation >= generation {
+            .any(|(g, _)| g > generation);
+        if newer {
             return Ok(changes);
         }
         let ours = self
@@ -265,19 +273,50 @@ impl RoomDoc {
         let Some((base, cut)) = ours else {
             return Err(self.corrupt("a compacted room without its base"));
         };
+        // Changes come in causal order: a change is of this generation if
+        // it is the base or follows only changes that are.
+        let mut current = HashSet::from([base.hash()]);
+        let (mut now, mut older) = (Vec::new(), Vec::new());
+        for change in changes {
+            let on_current = change
+                .deps()
+                .iter()
+                .filter(|d| current.contains(*d))
+                .count();
+            if change.hash() == base.hash() || (on_current > 0 && on_current == change.deps().len())
+            {
+                current.insert(change.hash());
+                now.push(change);
+            } else if on_current == 0 {
+                older.push(change);
+            } else {
+                return Err(self.not_carried(
+                    generation,
+                    "it holds a change written on the history before the compaction and after \
+                     it at once",
+                ));
+            }
+        }
+        if older.is_empty() {
+            return Ok(now);
+        }
         let mut old = automerge::Automerge::new();
-        import::unless_panic("load", || old.apply_changes(changes))??;
+        import::unless_panic("load", || old.apply_changes(older))??;
         if old.get_change_meta_by_hash(&cut).is_none() {
-            return Err(Error::Invalid {
-                field: "document",
-                reason: format!(
-                    "the document is from before room {}'s compaction to generation \
-                     {generation} and does not hold the change it was cut at ({cut}), so its \
-                     writes cannot be carried onto the compacted room: export the room \
-                     again and redo them on that document",
-                    self.id
+            return Err(self.not_carried(
+                generation,
+                &format!("it does not hold the change the room was cut at ({cut})"),
+            ));
+        }
+        let tail = old.get_changes(&[cut]).len();
+        if tail > IMPORT_CARRIED_CHANGES_MAX {
+            return Err(self.not_carried(
+                generation,
+                &format!(
+                    "it holds {tail} changes after the cut, more than the \
+                     {IMPORT_CARRIED_CHANGES_MAX} an import carries"
                 ),
-            });
+            ));
         }
         let cut = Cut {
             request: cut,
@@ -291,7 +330,20 @@ impl RoomDoc {
         })??;
         Ok(std::iter::once(compacted.base)
             .chain(compacted.carried)
+            .chain(now)
             .collect())
+    }
+
+    fn not_carried(&self, generation: u64, why: &str) -> Error {
+        Error::Invalid {
+            field: "document",
+            reason: format!(
+                "the document is from before room {}'s compaction to generation {generation} \
+                 and its writes cannot be carried onto the compacted room ({why}): export \
+                 the room again and redo them on that document",
+                self.id
+            ),
+        }
     }
 
     fn corrupt(&self, reason: &str) -> Error {

@@ -96,8 +96,14 @@ impl Fork {
     /// A document from before the room's last compaction is carried onto
     /// its base first (`RoomDoc::carried_import`).
     pub fn prepare(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
-        let changes = self.doc.carried_import(changes)?;
+        let changes = self.carried_import(changes)?;
         self.prepare_as(changes, Intake::Whole)
+    }
+
+    /// An import's changes as the copied room takes them
+    /// (`RoomDoc::carried_import`).
+    pub fn carried_import(&self, changes: Vec<Change>) -> Result<Vec<Change>, Error> {
+        self.doc.carried_import(changes)
     }
 
     /// Merges a peer's `changes` on the copy, each valid one applied and

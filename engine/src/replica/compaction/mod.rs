@@ -43,6 +43,9 @@ pub(super) struct State {
     looked: BTreeSet<RoomId>,
     /// Peers that said they can compact.
     capable: BTreeSet<NodeId>,
+    /// Peers that said they speak compaction format 3 or later, and so
+    /// read stamped removals: a rolling upgrade from 3 to 4 keeps them.
+    reads_removals: BTreeSet<NodeId>,
     /// When each peer that has not said so was last asked: an older build
     /// answers nothing (it cannot decode the question, and counts a decode
     /// error), so it is asked again only every `COMPACTION_ASK_EVERY`
@@ -104,11 +107,15 @@ impl Replica {
 
     /// Whether this replica writes removals as stamped `null`s: every
     /// replica it knows of reads them. They came with compaction format 3,
-    /// so the compaction's version gate is theirs; a replica that does not
-    /// compact, or still waits to hear from a peer, deletes as older builds
-    /// do (`docs/data-model.md`, "Removals").
+    /// so a peer that said it speaks format 3 or later reads them; a
+    /// replica that does not compact, or still waits to hear from a peer,
+    /// deletes as older builds do (`docs/data-model.md`, "Removals").
     pub(super) fn stamped_removals(&self) -> bool {
-        self.config.compaction && self.gate_open()
+        self.config.compaction
+            && self
+                .known_replicas()
+                .iter()
+                .all(|p| self.compaction.reads_removals.contains(p))
     }
 
     /// A peer named a request for `room` that this replica does not hold,
@@ -337,6 +344,11 @@ impl Replica {
         if !self.config.compaction {
             // An older build does not understand the message.
             return;
+        }
+        if format >= 3 {
+            self.compaction.reads_removals.insert(from.clone());
+        } else {
+            self.compaction.reads_removals.remove(from);
         }
         if format != COMPACTION_FORMAT {
             // A build that would write another base at the same cut: not
