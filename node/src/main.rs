@@ -157,6 +157,16 @@ enum BenchWhat {
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
     },
+    /// One standing room on three daemons: join+leave pairs through the
+    /// HTTP API, latency at the start and at the end, size and convergence.
+    Churn {
+        #[arg(long, default_value_t = 20_000)]
+        cycles: usize,
+        /// The daemons' `session_retention_ms`: short, so that pruning and
+        /// compaction happen during the run.
+        #[arg(long, default_value_t = 5_000)]
+        retention_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -301,6 +311,16 @@ async fn dispatch(api: Api, command: Command) -> anyhow::Result<bool> {
         } => {
             init_logs(false, "warn");
             return bench::propagation(nodes, writes, rate).await;
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Churn {
+                    cycles,
+                    retention_ms,
+                },
+        } => {
+            init_logs(false, "warn");
+            return bench::churn(cycles, retention_ms).await;
         }
     }
     Ok(true)

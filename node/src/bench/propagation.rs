@@ -105,7 +105,7 @@ fn print_bytes(nodes: usize, idle: &Bytes, idle_secs: f64, busy: &Bytes) {
     );
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -179,7 +179,10 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     Ok(delays.missing == 0)
 }
 
-async fn wait_connected(clients: &[crate::client::Client], nodes: usize) -> anyhow::Result<()> {
+pub(super) async fn wait_connected(
+    clients: &[crate::client::Client],
+    nodes: usize,
+) -> anyhow::Result<()> {
     wait_for("every replica connected to every other", || async {
         for c in clients {
             let view: serde_json::Value = c.get("/v1/cluster").await?;
