@@ -68,6 +68,17 @@ fn gossipsub_config() -> Result<gossipsub::Config, Error> {
         .mesh_n_high(0)
         .mesh_outbound_min(0)
         .flood_publish(true)
+        // No gossip either: with no mesh every peer is a gossip target, and
+        // the IHAVEs of the last heartbeats' pushes outgrow gossipsub's
+        // 16 KiB control limit past a few hundred pushes a second. The
+        // receiver then fails to decode the whole RPC and drops the stream
+        // with the pushes queued on it: 60% of pushes were lost at 450 a
+        // second into one room (`chorus bench churn`), and anti-entropy
+        // resent them at up to a hundred times their bytes. Every push goes
+        // to every peer directly, so IHAVE would only ever name what the
+        // peer already has.
+        .gossip_lazy(0)
+        .gossip_factor(0.0)
         .heartbeat_interval(Duration::from_millis(GOSSIP_HEARTBEAT_MS))
         .max_transmit_size(PUSH_BYTES_MAX + 4 * 1024)
         .validation_mode(gossipsub::ValidationMode::Strict)
