@@ -25,6 +25,9 @@ const ROOM: &str = "standing";
 /// Pairs in each window compared (or a third of the run, if shorter).
 const WINDOW: usize = 1_000;
 
+/// A pair at least this long is listed, with its join and leave apart.
+const SLOW: Duration = Duration::from_millis(250);
+
 fn config(
     i: usize,
     root: &Path,
@@ -73,17 +76,22 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
     .await?;
 
     let mut pairs = Vec::with_capacity(cycles);
+    let mut slow = Vec::new();
     let start = Instant::now();
     for i in 0..cycles {
         let client = &clients[i % clients.len()];
         let session = format!("s-{i}");
         let at = Instant::now();
         join(client, &session).await?;
+        let joined = at.elapsed();
         let _: Value = client
             .delete(&format!("{room_path}/participants/{session}"))
             .await
             .with_context(|| format!("leave {session}"))?;
         pairs.push(at.elapsed());
+        if at.elapsed() >= SLOW {
+            slow.push((i, joined, at.elapsed() - joined));
+        }
     }
     let elapsed = start.elapsed();
     let window = WINDOW.min(cycles / 3);
@@ -113,6 +121,17 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
         .max_by_key(|(_, d)| *d)
         .unwrap_or_default();
     println!("  longest pair {:.1} ms (pair {longest_at})", ms(longest));
+    slow.sort_by_key(|(_, join, leave)| std::cmp::Reverse(*join + *leave));
+    println!(
+        "  {} pairs took {} ms or more; the longest (pair: join + leave, on daemon pair % 3): {}",
+        slow.len(),
+        SLOW.as_millis(),
+        slow.iter()
+            .take(5)
+            .map(|(i, j, l)| format!("{i}: {:.0} + {:.0} ms", ms(*j), ms(*l)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // Past the retention, the replicas hold the same history (heads and
     // generation) and read the room alike.
@@ -164,6 +183,24 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
             stats.compactions,
             generation.unwrap_or(0),
             dir_bytes(&root.path().join(format!("replica-{i}")))
+        );
+        println!(
+            "    compactions redone {} failed {} held-dropped {}; applies off the task {} redone {} \
+             failed {} held-dropped {}; sync rounds {} timed out {}, since {} full {}; pending \
+             dropped {}, superseded {}",
+            stats.compactions_redone,
+            stats.compactions_failed,
+            stats.compaction_held_dropped,
+            stats.applies_off_task,
+            stats.applies_redone,
+            stats.applies_failed,
+            stats.apply_held_dropped,
+            stats.rounds_started,
+            stats.rounds_timed_out,
+            stats.sync_since,
+            stats.sync_full,
+            stats.pending_dropped,
+            stats.changes_superseded,
         );
     }
 
