@@ -4,10 +4,8 @@
 
 mod common;
 
-use chorus_engine::hlc::Timestamp;
-use chorus_engine::room::WriteCtx;
 use chorus_engine::*;
-use common::docs::{join, leave, Pair};
+use common::docs::{join, leave, write_at, Pair};
 use common::*;
 
 #[test]
@@ -144,25 +142,16 @@ fn a_pruned_session_is_refused_as_left_across_compactions() {
             assert!(!unknown.pruned);
         }
         for s in pruned {
-            let ctx = WriteCtx {
-                room: &pair.room,
-                stamp: Timestamp {
-                    wall_ms: pair.now_ms() + 1,
-                    logical: 0,
-                    actor: 0,
-                },
-                now_ms: pair.now_ms() + 1,
-                stamped_removals: true,
-            };
+            let (room, at) = (pair.room.clone(), pair.now_ms() + 1);
             let doc = &mut pair.docs[1];
-            let write = doc.apply_local(&ctx, &leave(s));
+            let write = write_at(&room, doc, 0, at, &leave(s));
             assert!(matches!(write, Err(Error::SessionLeft { .. })), "{write:?}");
-            let rejoin = doc.apply_local(&ctx, &join(s));
+            let rejoin = write_at(&room, doc, 0, at, &join(s));
             assert!(
                 matches!(rejoin, Err(Error::DuplicateSession { .. })),
                 "{rejoin:?}"
             );
-            let unknown = doc.apply_local(&ctx, &leave("nobody"));
+            let unknown = write_at(&room, doc, 0, at, &leave("nobody"));
             assert!(
                 matches!(unknown, Err(Error::UnknownSession { .. })),
                 "{unknown:?}"

@@ -8,10 +8,9 @@
 mod common;
 
 use automerge::ActorId;
-use chorus_engine::hlc::Timestamp;
-use chorus_engine::room::{Intake, RoomDoc, WriteCtx};
+use chorus_engine::room::{Intake, RoomDoc};
 use chorus_engine::*;
-use common::docs::{join, leave, Pair};
+use common::docs::{join, leave, write_at, Pair};
 use common::*;
 
 /// A client's copy of replica 1's room, with its own actor.
@@ -28,18 +27,7 @@ fn client_copy(pair: &Pair) -> RoomDoc {
 /// The client writes `op` on its copy, its clock past every replica's.
 fn client_writes(pair: &mut Pair, client: &mut RoomDoc, op: RoomOp) {
     pair.step += 1;
-    let now_ms = pair.now_ms();
-    let ctx = WriteCtx {
-        room: &pair.room,
-        stamp: Timestamp {
-            wall_ms: now_ms,
-            logical: 0,
-            actor: 9,
-        },
-        now_ms,
-        stamped_removals: true,
-    };
-    client.apply_local(&ctx, &op).expect("the client writes");
+    write_at(&pair.room, client, 9, pair.now_ms(), &op).expect("the client writes");
 }
 
 #[test]

@@ -48,17 +48,7 @@ impl Pair {
     pub fn write(&mut self, at: usize, op: RoomOp) {
         self.step += 1;
         let now_ms = self.now_ms();
-        let ctx = WriteCtx {
-            room: &self.room,
-            stamp: Timestamp {
-                wall_ms: now_ms,
-                logical: 0,
-                actor: at as u64,
-            },
-            now_ms,
-            stamped_removals: true,
-        };
-        self.docs[at].apply_local(&ctx, &op).expect("writes");
+        write_at(&self.room, &mut self.docs[at], at as u64, now_ms, &op).expect("writes");
     }
 
     /// Replica 0 requests the next compaction, pruning what left before
@@ -94,6 +84,27 @@ impl Pair {
             .unwrap_or_default();
         (part, diff(whole_before.as_ref(), &whole_after))
     }
+}
+
+/// `op` written on `doc` (of `room`) by `actor` at `now_ms`.
+pub fn write_at(
+    room: &RoomId,
+    doc: &mut RoomDoc,
+    actor: u64,
+    now_ms: u64,
+    op: &RoomOp,
+) -> Result<(), Error> {
+    let ctx = WriteCtx {
+        room,
+        stamp: Timestamp {
+            wall_ms: now_ms,
+            logical: 0,
+            actor,
+        },
+        now_ms,
+        stamped_removals: true,
+    };
+    doc.apply_local(&ctx, op).map(|_| ())
 }
 
 pub fn join(s: &str) -> RoomOp {
