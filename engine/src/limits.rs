@@ -334,11 +334,17 @@ pub const STREAMS_MAX: usize = 64;
 /// within this; a peer that stalls it is dropped.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// gossipsub's heartbeat: once per beat, the ids of recent pushes are
-/// announced to a few peers (IHAVE), which fetch the ones they missed. 500 ms
-/// (the default is 1 s) repairs a lost push well before anti-entropy's
-/// next round. There is no mesh to maintain (`behaviour.rs`).
+/// gossipsub's heartbeat: its housekeeping (caches, pruning an older
+/// build's graft). It announces nothing: there is no mesh and no IHAVE
+/// gossip (`behaviour.rs`). 500 ms as when it announced recent pushes.
 pub const GOSSIP_HEARTBEAT_MS: u64 = 500;
+
+/// The largest gossipsub control part of one RPC a daemon decodes (the
+/// library's default is 16 KiB). This build sends no IHAVE, but an older
+/// one still names up to 5,000 recent pushes in one (about 90 KiB), and a
+/// receiver that cannot decode an RPC drops the stream with the pushes
+/// queued on it: during a rolling upgrade that lost most pushes.
+pub const GOSSIP_CONTROL_BYTES_MAX: usize = 128 * 1024;
 
 /// A connection with no open stream is closed after this long; redials
 /// bring it back, and ping keeps live ones busy.

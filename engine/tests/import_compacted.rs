@@ -131,3 +131,23 @@ fn an_export_without_the_cut_is_refused_with_what_to_do() {
     let taken = pair.docs[0].carried_import(changes.clone()).expect("taken");
     assert_eq!(taken.len(), changes.len());
 }
+
+/// A compacted document whose cut the room does not hold (the room never
+/// saw the request) cannot be merged: refused, not acknowledged with its
+/// changes left waiting.
+#[test]
+fn a_base_the_room_cannot_take_is_refused_not_acknowledged() {
+    let mut pair = Pair::new();
+    pair.write(0, join("a"));
+    pair.sync(0, 1);
+    let engine = replica("x", 0).engine;
+    engine
+        .import_room_as(&pair.room, &pair.docs[1].save())
+        .expect("the room before any request imports");
+    pair.compact();
+    let refused = engine.import_room_as(&pair.room, &pair.docs[0].save());
+    assert!(
+        matches!(&refused, Err(Error::Invalid { field: "document", .. })),
+        "{refused:?}"
+    );
+}

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::limits::IDLE_CONNECTION_TIMEOUT;
 use crate::limits::REQUEST_TIMEOUT;
 use crate::limits::STREAMS_MAX;
-use crate::limits::{GOSSIP_HEARTBEAT_MS, HANDSHAKE_TIMEOUT};
+use crate::limits::{GOSSIP_CONTROL_BYTES_MAX, GOSSIP_HEARTBEAT_MS, HANDSHAKE_TIMEOUT};
 use crate::replica::wire::{MESSAGE_BYTES_MAX, PUSH_BYTES_MAX};
 
 /// The request-response protocol: one replica message per request.
@@ -68,17 +68,19 @@ fn gossipsub_config() -> Result<gossipsub::Config, Error> {
         .mesh_n_high(0)
         .mesh_outbound_min(0)
         .flood_publish(true)
-        // No gossip either: with no mesh every peer is a gossip target, and
-        // the IHAVEs of the last heartbeats' pushes outgrow gossipsub's
-        // 16 KiB control limit past a few hundred pushes a second. The
-        // receiver then fails to decode the whole RPC and drops the stream
-        // with the pushes queued on it: 60% of pushes were lost at 450 a
-        // second into one room (`chorus bench churn`), and anti-entropy
-        // resent them at up to a hundred times their bytes. Every push goes
-        // to every peer directly, so IHAVE would only ever name what the
-        // peer already has.
+        // No IHAVE gossip either: without a mesh it went to up to 6 peers
+        // each heartbeat, naming the last three heartbeats' pushes, and past
+        // a few hundred pushes a second that outgrew gossipsub's 16 KiB
+        // control limit. The receiver then failed to decode the whole RPC
+        // and dropped the stream with the pushes queued on it: most pushes
+        // were lost with three daemons writing one room (`chorus bench
+        // churn`), and anti-entropy resent changes many times over. Every
+        // push goes to every connected peer directly; a peer that is not
+        // connected to the writer gets it by anti-entropy. The control
+        // limit is raised too, for older builds that still send IHAVEs.
         .gossip_lazy(0)
         .gossip_factor(0.0)
+        .max_control_message_size(GOSSIP_CONTROL_BYTES_MAX)
         .heartbeat_interval(Duration::from_millis(GOSSIP_HEARTBEAT_MS))
         .max_transmit_size(PUSH_BYTES_MAX + 4 * 1024)
         .validation_mode(gossipsub::ValidationMode::Strict)

@@ -128,6 +128,23 @@ impl Fork {
                 reason: why.reason.clone(),
             });
         }
+        // An import is acknowledged only if all of it is in the room: not
+        // left waiting for changes it lacks, nor dropped as part of a
+        // history the room replaced (`RoomDoc::carried_import` carries
+        // what can be carried before this).
+        let unmerged = applied.pending + applied.dropped + applied.superseded;
+        if intake == Intake::Whole && unmerged > 0 {
+            return Err(Error::Invalid {
+                field: "document",
+                reason: format!(
+                    "{unmerged} of its changes cannot be merged into room {}: they depend \
+                     on changes the document lacks, or belong to a history the room's \
+                     compaction replaced; export the room again and redo them on that \
+                     document",
+                    self.room
+                ),
+            });
+        }
         let (after, saved) = if applied.applied.is_empty() {
             (before.clone(), None)
         } else {

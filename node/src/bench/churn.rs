@@ -88,9 +88,10 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
             .delete(&format!("{room_path}/participants/{session}"))
             .await
             .with_context(|| format!("leave {session}"))?;
-        pairs.push(at.elapsed());
-        if at.elapsed() >= SLOW {
-            slow.push((i, joined, at.elapsed() - joined));
+        let pair = at.elapsed();
+        pairs.push(pair);
+        if pair >= SLOW {
+            slow.push((i, joined, pair - joined));
         }
     }
     let elapsed = start.elapsed();

@@ -44,7 +44,10 @@ pub(super) struct State {
     /// Peers that said they can compact.
     capable: BTreeSet<NodeId>,
     /// Peers that said they speak compaction format 3 or later, and so
-    /// read stamped removals: a rolling upgrade from 3 to 4 keeps them.
+    /// read stamped removals. A format-3 peer says so only when it asks or
+    /// names requests itself (this build does not answer another format's
+    /// question), so during an upgrade from 3 to 4 removals may fall back
+    /// to automerge's delete for a while: safe, as before format 3.
     reads_removals: BTreeSet<NodeId>,
     /// When each peer that has not said so was last asked: an older build
     /// answers nothing (it cannot decode the question, and counts a decode
