@@ -147,7 +147,13 @@ fn a_base_the_room_cannot_take_is_refused_not_acknowledged() {
     pair.compact();
     let refused = engine.import_room_as(&pair.room, &pair.docs[0].save());
     assert!(
-        matches!(&refused, Err(Error::Invalid { field: "document", .. })),
+        matches!(
+            &refused,
+            Err(Error::Invalid {
+                field: "document",
+                ..
+            })
+        ),
         "{refused:?}"
     );
 }
