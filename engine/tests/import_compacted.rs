@@ -2,8 +2,9 @@
 //! client in another language that held the room) is carried onto the
 //! compacted room when imported (`RoomDoc::carried_import`): its writes
 //! arrive, nothing the room holds is duplicated, and every replica carries
-//! it to the same changes. One that cannot be carried is refused with what
-//! to do instead.
+//! it to the same changes. One exported before the cut has its reading
+//! merged (`room::old_import`). One that cannot be taken is refused with
+//! what to do instead.
 
 mod common;
 
@@ -107,15 +108,150 @@ fn an_export_from_before_a_compaction_is_carried_onto_it() {
     }
 }
 
+fn permit(u: &str) -> RoomOp {
+    RoomOp::SetPermission {
+        user: user(u),
+        permission: Permission {
+            role: Role::Speaker,
+            publish: true,
+            subscribe: true,
+        },
+    }
+}
+
+fn forbid(u: &str) -> RoomOp {
+    RoomOp::RemovePermission { user: user(u) }
+}
+
+/// Replica 0 requests a compaction pruning what left at or before
+/// `horizon_ms`, and both replicas compact at it.
+fn compact_with_horizon(pair: &mut Pair, horizon_ms: u64) {
+    pair.step += 1;
+    let request = chorus_engine::room::compact::Request {
+        generation: pair.docs[0].generation() + 1,
+        prune_before_ms: horizon_ms,
+    };
+    pair.write(0, RoomOp::RequestCompaction { request });
+    let cut = *pair.docs[0].heads().first().expect("a head");
+    pair.sync(0, 1);
+    pair.docs[0].compact_at(cut).expect("compacts");
+    pair.sync(0, 1);
+}
+
+/// A client exported the room before the request was written and wrote
+/// on its copy; the room then compacted twice. Its document lacks the cut,
+/// so its reading is merged: what it wrote after the room's horizon
+/// arrives, and nothing the room forgot (a pruned session, a removal)
+/// comes back, whichever side wrote last.
 #[test]
-fn an_export_without_the_cut_is_refused_with_what_to_do() {
+fn an_export_from_before_the_cut_is_merged_by_its_reading() {
+    let mut pair = Pair::new();
+    for s in ["a", "b", "gone", "late"] {
+        pair.write(0, join(s));
+    }
+    for u in ["old", "kept", "raced"] {
+        pair.write(0, permit(u));
+    }
+    pair.sync(0, 1);
+    let mut client = client_copy(&pair);
+    // The room forgets these: a leave and a removal before the horizon.
+    pair.write(0, leave("gone"));
+    pair.write(0, forbid("old"));
+    let horizon_ms = pair.now_ms();
+    // After the horizon: the room removes a permission and a session
+    // leaves; the client writes on its copy meanwhile.
+    pair.write(1, forbid("kept"));
+    pair.write(1, leave("late"));
+    client_writes(&mut pair, &mut client, join("c"));
+    client_writes(&mut pair, &mut client, leave("a"));
+    client_writes(&mut pair, &mut client, permit("new"));
+    // The client grants again after the horizon; the room removes later.
+    client_writes(&mut pair, &mut client, permit("raced"));
+    pair.write(1, forbid("raced"));
+    pair.sync(1, 0);
+    compact_with_horizon(&mut pair, horizon_ms);
+    pair.write(0, join("d"));
+    pair.sync(0, 1);
+    compact_with_horizon(&mut pair, horizon_ms);
+    assert_eq!(pair.docs[0].generation(), 2);
+
+    let engine = replica("x", 0).engine;
+    engine
+        .import_room_as(&pair.room, &pair.docs[0].save())
+        .expect("the compacted room imports");
+    let before = engine.room(&pair.room).expect("reads").expect("the room");
+    engine
+        .import_room_as(&pair.room, &client.save())
+        .expect("the old document is merged, not refused");
+    let read = engine.room(&pair.room).expect("reads").expect("the room");
+    assert!(
+        read.sessions.contains_key(&session("c")),
+        "the client's join arrived"
+    );
+    assert_eq!(read.sessions[&session("a")].state, SessionState::Left);
+    assert!(
+        read.permissions.contains_key(&user("new")),
+        "the client's permission arrived"
+    );
+    assert!(
+        !read.permissions.contains_key(&user("old")),
+        "a forgotten removal holds"
+    );
+    assert!(
+        !read.permissions.contains_key(&user("kept")),
+        "a newer removal wins"
+    );
+    assert!(
+        !read.permissions.contains_key(&user("raced")),
+        "a removal after the horizon is remembered through compactions, and wins"
+    );
+    assert!(
+        !read.sessions.contains_key(&session("gone")),
+        "nothing is resurrected"
+    );
+    assert_eq!(
+        read.sessions.get(&session("late")).map(|s| s.state),
+        Some(SessionState::Left),
+        "a leave the client had not seen still wins"
+    );
+    for kept in ["b", "d"] {
+        assert!(read.sessions.contains_key(&session(kept)), "{kept} stays");
+    }
+    assert_eq!(read.counters.joins, before.counters.joins + 1, "c joined");
+    assert_eq!(read.counters.leaves, before.counters.leaves + 1, "a left");
+
+    // Importing it again finds nothing left to say.
+    let heads = engine.heads(&pair.room).expect("heads");
+    engine
+        .import_room_as(&pair.room, &client.save())
+        .expect("imports again");
+    assert_eq!(engine.heads(&pair.room).expect("heads"), heads);
+
+    // A document of the compacted history is taken as it is.
+    let mut current = client_copy(&pair);
+    client_writes(&mut pair, &mut current, join("e"));
+    let changes = current.changes_since(&[]);
+    let taken = pair.docs[0].carried_import(changes.clone()).expect("taken");
+    assert_eq!(taken.len(), changes.len());
+}
+
+/// A room compacted before format 5 does not record its horizon: an
+/// old document without its cut is refused, saying what to do.
+#[test]
+fn an_export_without_the_cut_on_an_older_base_is_refused_with_what_to_do() {
     let mut pair = Pair::new();
     pair.write(0, join("a"));
     pair.sync(0, 1);
-    // Exported before the request was written.
     let mut client = client_copy(&pair);
     client_writes(&mut pair, &mut client, join("c"));
-    pair.compact();
+    pair.step += 1;
+    let request = chorus_engine::room::compact::Request {
+        generation: 1,
+        prune_before_ms: pair.now_ms(),
+    };
+    pair.write(0, RoomOp::RequestCompaction { request });
+    let cut = *pair.docs[0].heads().first().expect("a head");
+    pair.docs[0].compact_at_format(cut, 4).expect("compacts");
     let refused = pair.docs[0].carried_import(client.changes_since(&[]));
     match refused {
         Err(Error::Invalid { field, reason }) => {
@@ -124,12 +260,6 @@ fn an_export_without_the_cut_is_refused_with_what_to_do() {
         }
         other => panic!("{other:?}"),
     }
-    // A document of the compacted history is taken as it is.
-    let mut current = client_copy(&pair);
-    client_writes(&mut pair, &mut current, join("e"));
-    let changes = current.changes_since(&[]);
-    let taken = pair.docs[0].carried_import(changes.clone()).expect("taken");
-    assert_eq!(taken.len(), changes.len());
 }
 
 /// A compacted document whose cut the room does not hold (the room never

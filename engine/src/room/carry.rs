@@ -469,7 +469,7 @@ fn unseen(current: &[String], seen: &[String]) -> Vec<String> {
 
 /// Makes `key` hold the winner among `candidates` by its field's rule,
 /// unless it already holds exactly that.
-fn settle(
+pub(super) fn settle(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     at: &[String],

@@ -49,13 +49,16 @@ use crate::model::{Permission, SessionState, Track, SCHEMA_VERSION};
 /// this format writes stamped removals once every replica it knows of
 /// speaks it (a peer that does not would refuse them). 4: the base
 /// remembers the sessions compactions pruned (`room::departed`), so they
-/// are refused as "has left" rather than as unknown.
-pub const COMPACTION_FORMAT: u32 = 4;
+/// are refused as "has left" rather than as unknown. 5: the base keeps
+/// the removals made after the cut's prune horizon (as stamped removals)
+/// and records that horizon (`schema::HORIZON`), so that a document from
+/// before the cut can still be merged (`room::old_import`).
+pub const COMPACTION_FORMAT: u32 = 5;
 
 /// The formats whose base a replica still recognises in a peer's history:
 /// a replica upgraded after it named a cut, but before it compacted, takes
 /// its peers' base written by the format they agreed under.
-pub const COMPACTION_FORMATS_READ: [u32; 4] = [COMPACTION_FORMAT, 3, 2, 1];
+pub const COMPACTION_FORMATS_READ: [u32; 5] = [COMPACTION_FORMAT, 4, 3, 2, 1];
 
 /// What a compaction request (`meta.compact`, stamped) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +235,13 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
     root.put(s::ROOM_ID, room.as_str());
     root.put(s::GENERATION, ScalarValue::Uint(cut.generation));
     root.put(s::CUT, cut.request.to_string());
+    // Format 5 remembers what happened after the prune horizon: removals
+    // made since stay in the base, and the horizon is recorded.
+    let keep_after = (format >= 5).then_some(cut.prune_before_ms);
+    if let Some(prune_before_ms) = keep_after {
+        let horizon = horizon_of(at).map_or(prune_before_ms, |h| h.max(prune_before_ms));
+        root.put(s::HORIZON, ScalarValue::Uint(horizon));
+    }
     let mut meta = Fields::default();
     meta.copy::<TenantId>(at, &objs.meta, s::TENANT);
     meta.copy::<u64>(at, &objs.meta, s::CREATED_AT);
@@ -243,13 +253,13 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
     config.copy::<bool>(at, &objs.config, s::RECORDING);
     let mut attrs = Fields::default();
     for key in at.keys(&objs.attrs) {
-        attrs.copy_removable::<String>(at, &objs.attrs, &key, removals);
+        attrs.copy_removable::<String>(at, &objs.attrs, &key, removals, keep_after);
     }
     config.map(s::ATTRS, attrs);
     root.map(s::CONFIG, config);
     let mut permissions = Fields::default();
     for key in at.keys(&objs.permissions) {
-        permissions.copy_removable::<Permission>(at, &objs.permissions, &key, removals);
+        permissions.copy_removable::<Permission>(at, &objs.permissions, &key, removals, keep_after);
     }
     root.map(s::PERMISSIONS, permissions);
     let mut sessions = Fields::default();
@@ -289,7 +299,7 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
         let mut tracks = Fields::default();
         if let Some(old_tracks) = map_obj(at, &from, s::TRACKS) {
             for key in at.keys(&old_tracks) {
-                tracks.copy_removable::<Track>(at, &old_tracks, &key, removals);
+                tracks.copy_removable::<Track>(at, &old_tracks, &key, removals, keep_after);
             }
         }
         to.map(s::TRACKS, tracks);
@@ -319,6 +329,15 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
     }
     root.map(s::COUNTERS, counters);
     root
+}
+
+/// The horizon a base recorded (`schema::HORIZON`): `None` for a room
+/// never compacted, or compacted before format 5.
+pub fn horizon_of<R: ReadDoc>(doc: &R) -> Option<u64> {
+    doc.get(ROOT, s::HORIZON)
+        .ok()
+        .flatten()
+        .and_then(|(value, _)| value.as_u64())
 }
 
 /// The keys of one map of the base, in the order format 1 writes them.
@@ -388,12 +407,16 @@ impl Fields {
     /// a removal: a removed key is left out of the base. A tail value
     /// written without having seen the removal is carried against the
     /// cut's removals (`carry.rs`), so leaving them out loses nothing.
+    /// From format 5 a removal made after `keep_after` (ms) is kept: an old
+    /// document's value merged later must still lose to it
+    /// (`room::old_import`).
     fn copy_removable<T: DeserializeOwned>(
         &mut self,
         at: &Automerge,
         from: &ObjId,
         key: &str,
         removals: bool,
+        keep_after: Option<u64>,
     ) {
         if !removals {
             return self.copy::<T>(at, from, key);
@@ -404,8 +427,12 @@ impl Fields {
                 s::decode_stamped::<Option<T>>(&text).map(|(stamp, v)| (stamp, v.is_some(), text))
             })
             .max_by_key(|(stamp, _, _)| *stamp);
-        if let Some((_, true, text)) = winner {
-            self.put(key, text);
+        match winner {
+            Some((_, true, text)) => self.put(key, text),
+            Some((stamp, false, text)) if keep_after.is_some_and(|h| stamp.wall_ms > h) => {
+                self.put(key, text)
+            }
+            _ => {}
         }
     }
 }

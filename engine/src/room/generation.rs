@@ -7,7 +7,7 @@ use automerge::{Change, ChangeHash, ObjId, ReadDoc, Value, ROOT};
 
 use super::carry::Carrier;
 use super::compact::{self, Cut, Request};
-use super::{import, read, schema as s, RoomDoc};
+use super::{import, old_import, read, schema as s, RoomDoc};
 use crate::error::Error;
 use crate::limits::IMPORT_CARRIED_CHANGES_MAX;
 
@@ -246,13 +246,16 @@ impl RoomDoc {
     /// follows it) go as they are, should a document hold both histories
     /// (automerge refuses to merge them when an actor wrote in both, as a
     /// carried change keeps its actor and sequence number), and so does a
-    /// document of a newer generation (the room adopts its base). What
-    /// cannot be carried is
-    /// refused, saying what to do instead: a document without the cut
-    /// (the history needed is gone on every replica), a change written on
-    /// both histories at once, or a tail longer than
+    /// document of a newer generation (the room adopts its base). A
+    /// document without the cut (exported before it, the history needed to
+    /// carry its changes is gone on every replica) has its reading merged
+    /// onto the room instead, as one change (`old_import`). What cannot be
+    /// taken is refused, saying what to do instead: a change written on
+    /// both histories at once, a tail longer than
     /// [`IMPORT_CARRIED_CHANGES_MAX`] (carrying costs a copy of the
-    /// document per change).
+    /// document per change), a document without the cut whose own history
+    /// is incomplete, or one without the cut on a room whose base predates
+    /// compaction format 5 (it does not record its horizon).
     pub fn carried_import(&self, changes: Vec<Change>) -> Result<Vec<Change>, Error> {
         let generation = self.generation();
         if generation == 0 {
@@ -303,10 +306,9 @@ impl RoomDoc {
         let mut old = automerge::Automerge::new();
         import::unless_panic("load", || old.apply_changes(older))??;
         if old.get_change_meta_by_hash(&cut).is_none() {
-            return Err(self.not_carried(
-                generation,
-                &format!("it does not hold the change the room was cut at ({cut})"),
-            ));
+            return self
+                .merged_import(generation, &old, &cut)
+                .map(|merged| merged.into_iter().chain(now).collect());
         }
         let tail = old.get_changes(&[cut]).len();
         if tail > IMPORT_CARRIED_CHANGES_MAX {
@@ -332,6 +334,36 @@ impl RoomDoc {
             .chain(compacted.carried)
             .chain(now)
             .collect())
+    }
+
+    /// An import without the room's cut: its reading merged onto the room
+    /// (`old_import`), as one change. Needs the room's horizon, which
+    /// bases record since compaction format 5.
+    fn merged_import(
+        &self,
+        generation: u64,
+        old: &automerge::Automerge,
+        cut: &ChangeHash,
+    ) -> Result<Option<Change>, Error> {
+        if !old.get_missing_deps(&[]).is_empty() {
+            return Err(self.not_carried(
+                generation,
+                "it lacks changes its own depend on, so it cannot be read",
+            ));
+        }
+        let Some(horizon_ms) = compact::horizon_of(&self.doc) else {
+            return Err(self.not_carried(
+                generation,
+                &format!(
+                    "it does not hold the change the room was cut at ({cut}), and the \
+                     room's base does not record what its compactions forgot (compacted \
+                     before format 5)"
+                ),
+            ));
+        };
+        let doc = &self.doc;
+        let id = &self.id;
+        import::unless_panic("merge", || old_import::merge(doc, id, old, horizon_ms))?
     }
 
     fn not_carried(&self, generation: u64, why: &str) -> Error {

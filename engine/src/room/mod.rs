@@ -9,6 +9,7 @@ pub mod departed;
 mod generation;
 pub mod import;
 pub mod inflate;
+mod old_import;
 mod op;
 pub mod read;
 mod remote;

@@ -25,6 +25,10 @@ pub const CUT: &str = "cut";
 /// Written only by a base (compaction format 4 on): bytes, the digests of
 /// the sessions the room's compactions pruned (`room::departed`).
 pub const DEPARTED: &str = "departed";
+/// Written only by a base (compaction format 5 on): a wall time (ms) at
+/// or before which the room's compactions may have forgotten a leave (a
+/// pruned session) or a removal; none after it (`room::old_import`).
+pub const HORIZON: &str = "horizon";
 
 // meta.*
 pub const TENANT: &str = "tenant";
@@ -78,6 +82,30 @@ pub fn base_actor(room: &RoomId, request: &automerge::ChangeHash) -> ActorId {
     hasher.update(room.as_str().as_bytes());
     hasher.update(b"\0");
     hasher.update(&request.0);
+    let digest = hasher.finalize();
+    ActorId::from(&digest.as_bytes()[..16])
+}
+
+/// The actor of the change that merges an old document's reading onto a
+/// room (`room::old_import`), derived from the room's heads and the
+/// document's: the same import on the same room writes the same change
+/// (same hash), and no two different merges share an actor.
+pub fn merge_actor(
+    room: &RoomId,
+    room_heads: &[automerge::ChangeHash],
+    doc_heads: &[automerge::ChangeHash],
+) -> ActorId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"chorus-old-import-v1\0");
+    hasher.update(room.as_str().as_bytes());
+    for heads in [room_heads, doc_heads] {
+        let mut sorted = heads.to_vec();
+        sorted.sort();
+        hasher.update(b"\0");
+        for head in sorted {
+            hasher.update(&head.0);
+        }
+    }
     let digest = hasher.finalize();
     ActorId::from(&digest.as_bytes()[..16])
 }

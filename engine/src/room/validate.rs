@@ -366,6 +366,7 @@ fn check_base_op(
             Ok(None)
         }
         (Place::Root, s::CUT, OpType::Put(ScalarValue::Str(_))) => Ok(None),
+        (Place::Root, s::HORIZON, OpType::Put(ScalarValue::Uint(_))) => Ok(None),
         (Place::Root, s::DEPARTED, OpType::Put(ScalarValue::Bytes(list)))
             if super::departed::is_well_formed(list) =>
         {

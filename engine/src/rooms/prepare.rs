@@ -96,8 +96,14 @@ impl Fork {
     /// A document from before the room's last compaction is carried onto
     /// its base first (`RoomDoc::carried_import`).
     pub fn prepare(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
-        let changes = self.carried_import(changes)?;
-        self.prepare_as(changes, Intake::Whole)
+        // The room may move before the install: the in-line merge then
+        // carries the import as given onto the room as it is by then (a
+        // merge of an old document's reading depends on the room's heads).
+        let given = changes.clone();
+        let carried = self.carried_import(changes)?;
+        let mut prepared = self.prepare_as(carried, Intake::Whole)?;
+        prepared.changes = given;
+        Ok(prepared)
     }
 
     /// An import's changes as the copied room takes them

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use chorus_engine::replica::stats::Histogram;
 use serde_json::{json, Value};
 
 use super::propagation::{percentile, wait_connected};
@@ -75,10 +76,25 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
     })
     .await?;
 
+    let window = WINDOW.min(cycles / 3);
+    // The replicas' own timings at the edges of both windows: whether a
+    // slower pair is the engine's (its write acks, its applies of peers'
+    // changes) or the way to it.
+    let marks = [window, 2 * window, cycles - window];
+    let mut engine_at = Vec::with_capacity(marks.len() + 1);
+    // A tenth of the run at a time: how the latencies move along it.
+    let tenth = (cycles / 10).max(1);
+    let mut trend_at = Vec::with_capacity(11);
     let mut pairs = Vec::with_capacity(cycles);
     let mut slow = Vec::new();
     let start = Instant::now();
     for i in 0..cycles {
+        if marks.contains(&i) {
+            engine_at.push(latencies(&cluster)?);
+        }
+        if i % tenth == 0 {
+            trend_at.push((i, latencies(&cluster)?));
+        }
         let client = &clients[i % clients.len()];
         let session = format!("s-{i}");
         let at = Instant::now();
@@ -95,7 +111,8 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
         }
     }
     let elapsed = start.elapsed();
-    let window = WINDOW.min(cycles / 3);
+    engine_at.push(latencies(&cluster)?);
+    trend_at.push((cycles, latencies(&cluster)?));
     let early = sorted(&pairs[window..2 * window]);
     let late = sorted(&pairs[cycles - window..]);
     println!(
@@ -113,6 +130,29 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
             2 * window,
             ms(b),
             ms(b) / ms(a).max(1e-9)
+        );
+    }
+    if let [a, b, c, d] = engine_at.as_slice() {
+        for (name, pick) in [("a write's ack", 0usize), ("an apply of peers' changes", 1)] {
+            let (early, late) = (mean_between(a, b, pick), mean_between(c, d, pick));
+            println!(
+                "  mean of {name} in the replicas: {:.3} ms, then {:.3} ms (ratio {:.2})",
+                ms(early),
+                ms(late),
+                ms(late) / ms(early).max(1e-9)
+            );
+        }
+    }
+    println!("  along the run (pairs: p50 of a pair / mean write ack / mean apply, in ms):");
+    for readings in trend_at.windows(2) {
+        let [(from, a), (to, b)] = readings else {
+            continue;
+        };
+        println!(
+            "    {from}-{to}: {:.3} / {:.3} / {:.3}",
+            ms(percentile(&sorted(&pairs[*from..*to]), 50.0)),
+            ms(mean_between(a, b, 0)),
+            ms(mean_between(a, b, 1)),
         );
     }
     let (longest_at, longest) = pairs
@@ -224,6 +264,29 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
         node.stop().await?;
     }
     Ok(converged && reread.is_some())
+}
+
+/// Per replica: its write-ack and remote-apply histograms.
+fn latencies(cluster: &[Running]) -> anyhow::Result<Vec<[Histogram; 2]>> {
+    cluster
+        .iter()
+        .map(|node| {
+            let latency = node.engine().stats()?.latency;
+            Ok([latency.write_ack, latency.remote_apply])
+        })
+        .collect()
+}
+
+/// The mean of histogram `pick` over the observations made between two
+/// readings of every replica.
+fn mean_between(from: &[[Histogram; 2]], to: &[[Histogram; 2]], pick: usize) -> Duration {
+    let (sum_us, count) = from.iter().zip(to).fold((0u64, 0u64), |(s, n), (a, b)| {
+        (
+            s + b[pick].sum_us.saturating_sub(a[pick].sum_us),
+            n + b[pick].count.saturating_sub(a[pick].count),
+        )
+    });
+    Duration::from_micros(sum_us / count.max(1))
 }
 
 async fn join(client: &Client, session: &str) -> anyhow::Result<()> {
