@@ -159,3 +159,40 @@ fn a_pruned_session_is_refused_as_left_across_compactions() {
         }
     }
 }
+
+/// A change that creates a session under a pruned id (a foreign writer's,
+/// which no local check stopped) is refused, from a peer or an import.
+#[test]
+fn a_foreign_change_reusing_a_pruned_id_is_refused() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ReadDoc, ROOT};
+    use chorus_engine::room::Intake;
+
+    let mut pair = Pair::new();
+    pair.write(0, join("gone"));
+    pair.write(0, leave("gone"));
+    pair.sync(0, 1);
+    pair.compact();
+    let mut foreign = automerge::Automerge::load(&pair.docs[0].save())
+        .expect("loads")
+        .with_actor(automerge::ActorId::from(vec![7u8; 16]));
+    let mut tx = foreign.transaction();
+    let sessions = match tx.get(ROOT, "sessions") {
+        Ok(Some((automerge::Value::Object(ObjType::Map), id))) => id,
+        other => panic!("{other:?}"),
+    };
+    tx.put_object(&sessions, "gone", ObjType::Map)
+        .expect("writes");
+    tx.commit();
+    let changes = foreign.get_changes(&pair.docs[0].heads());
+    for intake in [Intake::Whole, Intake::EachChange] {
+        let applied = pair.docs[1].apply_remote(changes.clone(), intake);
+        let refused = applied.map(|a| a.refused);
+        assert!(
+            matches!(&refused, Ok(r) if r.len() == 1 && r[0].1.path == "sessions/gone"),
+            "{intake:?}: {refused:?}"
+        );
+    }
+    let read = pair.docs[1].snapshot().expect("reads");
+    assert!(!read.sessions.contains_key(&session("gone")));
+}

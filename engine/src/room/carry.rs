@@ -393,7 +393,12 @@ fn apply(tx: &mut Transaction<'_>, step: &Step) -> Result<(), automerge::Automer
             if crate::mutation::compaction_drops_joins() && place.as_slice() == [s::SESSIONS] {
                 return Ok(());
             }
-            if creates_a_map && map_obj(tx, &obj, key).is_none() {
+            // A pruned session stays pruned, as the validator refuses a
+            // change that would create it again (`departed.rs`).
+            let pruned = place.as_slice() == [s::SESSIONS]
+                && crate::ids::SessionId::parse(key.as_str())
+                    .is_ok_and(|id| super::departed::remembers(tx, &id));
+            if creates_a_map && !pruned && map_obj(tx, &obj, key).is_none() {
                 tx.put_object(&obj, key.as_str(), ObjType::Map)?;
             }
         }

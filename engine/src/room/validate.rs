@@ -221,6 +221,18 @@ impl<'a> Validator<'a> {
                     .trim_start_matches('/')
                     .to_owned()
             };
+            let joins = matches!(
+                (&place, &op.action),
+                (Place::Sessions, OpType::Make(ObjType::Map))
+            );
+            if joins && !base && remembers_pruned(self.doc, key) {
+                // A session id is never reused (as a local join refuses it),
+                // whoever writes the change.
+                return Err(refuse(
+                    path(),
+                    "the session left the room and was pruned: its id is not reused",
+                ));
+            }
             if let Some(new) = verdict.map_err(|reason| refuse(path(), reason))? {
                 // Later ops of this change may write into the new map.
                 let id = OpId::new(counter, &change.actor_id);
@@ -494,6 +506,11 @@ fn new_map(
         OpType::Delete => Err(why("may not be deleted")),
         _ => Err(why("must be a map")),
     }
+}
+
+/// Whether the room remembers `key` as a pruned session (`departed.rs`).
+fn remembers_pruned(doc: &Automerge, key: &str) -> bool {
+    crate::ids::SessionId::parse(key).is_ok_and(|id| super::departed::remembers(doc, &id))
 }
 
 fn why(reason: impl Into<String>) -> String {
