@@ -81,6 +81,19 @@ impl Replica {
             .map(|status| status.generation))
     }
 
+    /// The changes in a room's history since its base (or genesis): what
+    /// compaction bounds (`None`: no such room here).
+    pub fn room_history_len(&mut self, room: &RoomId) -> Result<Option<u64>, Error> {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        Ok(self
+            .rooms
+            .compaction_status(&view, room)?
+            .map(|status| status.history))
+    }
+
     pub fn heads(&mut self, room: &RoomId) -> Result<Vec<crate::model::Head>, Error> {
         let view = Overlay {
             base: self.store.as_ref(),

@@ -26,6 +26,10 @@ const ROOM: &str = "standing";
 /// Pairs in each window compared (or a third of the run, if shorter).
 const WINDOW: usize = 1_000;
 
+/// Pairs between two samples of a replica's history length (or a tenth of
+/// the run, if shorter).
+const HISTORY_EVERY: usize = 10;
+
 /// A pair at least this long is listed, with its join and leave apart.
 const SLOW: Duration = Duration::from_millis(250);
 
@@ -85,6 +89,9 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
     // A tenth of the run at a time: how the latencies move along it.
     let tenth = (cycles / 10).max(1);
     let mut trend_at = Vec::with_capacity(11);
+    // Replica 0's history length (changes since its base), sampled.
+    let mut history: Vec<Vec<u64>> = Vec::with_capacity(11);
+    let id = chorus_engine::RoomId::parse(ROOM).context("room id")?;
     let mut pairs = Vec::with_capacity(cycles);
     let mut slow = Vec::new();
     let start = Instant::now();
@@ -94,6 +101,16 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
         }
         if i % tenth == 0 {
             trend_at.push((i, latencies(&cluster)?));
+            history.push(Vec::new());
+        }
+        if i % HISTORY_EVERY.min(tenth) == 0 {
+            let room = id.clone();
+            let len = cluster[0]
+                .engine()
+                .inspect(move |r, _| r.room_history_len(&room))??;
+            if let Some(tenth) = history.last_mut() {
+                tenth.push(len.unwrap_or(0));
+            }
         }
         let client = &clients[i % clients.len()];
         let session = format!("s-{i}");
@@ -143,13 +160,20 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
             );
         }
     }
-    println!("  along the run (pairs: p50 of a pair / mean write ack / mean apply, in ms):");
-    for readings in trend_at.windows(2) {
+    println!(
+        "  along the run (pairs: p50 of a pair / mean write ack / mean apply, in ms; mean \
+         changes in replica 0's history since its base)"
+    );
+    for (readings, lens) in trend_at.windows(2).zip(&history) {
         let [(from, a), (to, b)] = readings else {
             continue;
         };
+        let history = match lens.len() {
+            0 => "-".to_owned(),
+            n => format!("{:.0}", lens.iter().sum::<u64>() as f64 / n as f64),
+        };
         println!(
-            "    {from}-{to}: {:.3} / {:.3} / {:.3}",
+            "    {from}-{to}: {:.3} / {:.3} / {:.3}; {history}",
             ms(percentile(&sorted(&pairs[*from..*to]), 50.0)),
             ms(mean_between(a, b, 0)),
             ms(mean_between(a, b, 1)),
@@ -177,7 +201,6 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
     // Past the retention, the replicas hold the same history (heads and
     // generation) and read the room alike.
     tokio::time::sleep(Duration::from_millis(retention_ms + 500)).await;
-    let id = chorus_engine::RoomId::parse(ROOM).context("room id")?;
     let settle = wait_for(
         "the three replicas hold and read the room alike",
         || async {
