@@ -163,6 +163,7 @@ fn an_export_from_before_the_cut_is_merged_by_its_reading() {
     pair.write(1, forbid("kept"));
     pair.write(1, leave("late"));
     client_writes(&mut pair, &mut client, join("c"));
+    client_writes(&mut pair, &mut client, join("c2"));
     client_writes(&mut pair, &mut client, leave("a"));
     client_writes(&mut pair, &mut client, permit("new"));
     // The client grants again after the horizon; the room removes later.
@@ -217,7 +218,11 @@ fn an_export_from_before_the_cut_is_merged_by_its_reading() {
     for kept in ["b", "d"] {
         assert!(read.sessions.contains_key(&session(kept)), "{kept} stays");
     }
-    assert_eq!(read.counters.joins, before.counters.joins + 1, "c joined");
+    assert_eq!(
+        read.counters.joins,
+        before.counters.joins + 2,
+        "c and c2 joined"
+    );
     assert_eq!(read.counters.leaves, before.counters.leaves + 1, "a left");
 
     // Importing it again finds nothing left to say.
@@ -233,6 +238,46 @@ fn an_export_from_before_the_cut_is_merged_by_its_reading() {
     let changes = current.changes_since(&[]);
     let taken = pair.docs[0].carried_import(changes.clone()).expect("taken");
     assert_eq!(taken.len(), changes.len());
+}
+
+/// A removal written as a plain automerge delete (while some peer did not
+/// read stamped removals) leaves no stamp: after one, an old document's
+/// value at a key the room lacks is not taken, however new.
+#[test]
+fn after_a_plain_delete_an_old_value_does_not_come_back() {
+    let mut pair = Pair::new();
+    pair.write(0, join("a"));
+    let horizon_ms = pair.now_ms();
+    pair.write(0, permit("p"));
+    pair.sync(0, 1);
+    let client = client_copy(&pair);
+    compact_with_horizon(&mut pair, horizon_ms);
+    pair.step += 1;
+    let ctx = chorus_engine::room::WriteCtx {
+        room: &pair.room,
+        stamp: chorus_engine::hlc::Timestamp {
+            wall_ms: pair.now_ms(),
+            logical: 0,
+            actor: 0,
+        },
+        now_ms: pair.now_ms(),
+        stamped_removals: false,
+    };
+    pair.docs[0]
+        .apply_local(&ctx, &forbid("p"))
+        .expect("removes");
+    let merged = pair.docs[0]
+        .carried_import(client.changes_since(&[]))
+        .expect("merged");
+    let outcome = pair.docs[0]
+        .apply_remote(merged, Intake::Whole)
+        .expect("applies");
+    assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+    let read = pair.docs[0].snapshot().expect("reads");
+    assert!(
+        !read.permissions.contains_key(&user("p")),
+        "the removal holds"
+    );
 }
 
 /// A room compacted before format 5 does not record its horizon: an

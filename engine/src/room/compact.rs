@@ -117,9 +117,10 @@ pub fn compact(
     let base = match known_base {
         Some(base) => base.clone(),
         None => {
+            let plain_deletes = before.iter().any(plain_delete);
             let mut at_cut = Automerge::new();
             at_cut.apply_changes(before)?;
-            base_change(&at_cut, room, cut, format)?
+            base_change(&at_cut, room, cut, format, plain_deletes)?
         }
     };
     let mut doc = Automerge::new();
@@ -198,9 +199,10 @@ pub fn base_change(
     room: &RoomId,
     cut: &Cut,
     format: u32,
+    plain_deletes: bool,
 ) -> Result<Change, Error> {
     let objs = RootObjs::find(at_cut, room)?;
-    let fields = base_fields(at_cut, &objs, room, cut, format);
+    let fields = base_fields(at_cut, &objs, room, cut, format, plain_deletes);
     let mut doc = Automerge::new().with_actor(s::base_actor(room, &cut.request));
     let success = doc
         .transact_with(
@@ -228,7 +230,14 @@ pub fn base_change(
 /// insertion's keys itself, so every replica writes the same bytes.
 /// Format 3 leaves removed keys out (formats 1 and 2, from before stamped
 /// removals, copy the newest value that parses, as they did).
-fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format: u32) -> Fields {
+fn base_fields(
+    at: &Automerge,
+    objs: &RootObjs,
+    room: &RoomId,
+    cut: &Cut,
+    format: u32,
+    plain_deletes: bool,
+) -> Fields {
     let removals = format >= 3;
     let mut root = Fields::default();
     root.put(s::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION));
@@ -239,8 +248,19 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
     // made since stay in the base, and the horizon is recorded.
     let keep_after = (format >= 5).then_some(cut.prune_before_ms);
     if let Some(prune_before_ms) = keep_after {
-        let horizon = horizon_of(at).map_or(prune_before_ms, |h| h.max(prune_before_ms));
-        root.put(s::HORIZON, ScalarValue::Uint(horizon));
+        // What a compaction forgot lies in its request's causal past: the
+        // request's time bounds it where nothing finer is known (a plain
+        // delete has no stamp; a base of format 4 or older forgot every
+        // removal and prune up to its own cut, without saying when).
+        let mut horizon = prune_before_ms;
+        let previous = horizon_of(at);
+        if plain_deletes || (previous.is_none() && super::generation::generation_of(at) > 0) {
+            horizon = horizon.max(request_wall_ms(at, objs, cut.generation));
+        }
+        root.put(
+            s::HORIZON,
+            ScalarValue::Uint(previous.map_or(horizon, |h| h.max(horizon))),
+        );
     }
     let mut meta = Fields::default();
     meta.copy::<TenantId>(at, &objs.meta, s::TENANT);
@@ -329,6 +349,29 @@ fn base_fields(at: &Automerge, objs: &RootObjs, room: &RoomId, cut: &Cut, format
     }
     root.map(s::COUNTERS, counters);
     root
+}
+
+/// The wall time (ms) of the newest request for `generation` at the cut:
+/// the one the cut was made at (`RoomDoc::compaction_request`).
+fn request_wall_ms(at: &Automerge, objs: &RootObjs, generation: u64) -> u64 {
+    read::all_strings(at, &objs.meta, s::COMPACT)
+        .iter()
+        .filter_map(|text| s::decode_stamped::<Request>(text))
+        .filter(|(_, request)| request.generation == generation)
+        .map(|(stamp, _)| stamp.wall_ms)
+        .max()
+        .unwrap_or(u64::MAX)
+}
+
+/// Whether `change` holds a plain automerge delete (no stamp): one that
+/// cannot be decoded counts as one.
+pub(super) fn plain_delete(change: &Change) -> bool {
+    std::panic::catch_unwind(|| change.decode()).map_or(true, |expanded| {
+        expanded
+            .operations
+            .iter()
+            .any(|op| matches!(op.action, OpType::Delete))
+    })
 }
 
 /// The horizon a base recorded (`schema::HORIZON`): `None` for a room

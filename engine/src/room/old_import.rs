@@ -11,11 +11,12 @@
 //! One thing the compacted room no longer knows is what its compactions
 //! forgot: a removed attribute, permission or track, a pruned session.
 //! It forgets only what happened at or before its horizon
-//! (`schema::HORIZON`, the newest prune horizon of its compactions: a
-//! session is pruned once it left that long ago, and a removal made after
-//! it is kept in the base). A value the document holds at a key the room
-//! lacks is therefore taken only if it is stamped after the horizon: it
-//! would win over anything forgotten. An older one is left out: the room
+//! (`schema::HORIZON`: a session is pruned once it left that long ago, and
+//! a removal made after it is kept in the base). A value the document
+//! holds at a removable key the room lacks is therefore taken only if it
+//! is stamped after the horizon: it would win over anything forgotten. A
+//! plain automerge delete in the room's current history has no stamp to
+//! weigh, so after one no such value is taken. An older one is left out: the room
 //! cannot tell it from what it forgot, and nothing the room removed or
 //! pruned comes back. A session the room remembers as pruned
 //! (`departed.rs`) never comes back either. A session the document joined
@@ -60,15 +61,28 @@ pub fn merge(
                     tx,
                     old,
                     horizon_ms,
+                    // A plain delete (written while some peer did not read
+                    // stamped removals) leaves no stamp behind: after one,
+                    // no missing removable key can be told from a removed
+                    // one.
+                    removals_horizon_ms: if holds_plain_deletes(room) {
+                        u64::MAX
+                    } else {
+                        horizon_ms
+                    },
                     counts: Counts::default(),
                 };
-                merge.key(&ours.meta, &theirs.meta, &[s::META], s::ENDED, false)?;
+                // Never removed, always in a base: the room lacking one
+                // has forgotten nothing.
+                merge.key(&ours.meta, &theirs.meta, &[s::META], s::ENDED, None)?;
                 for key in [s::MAX_PARTICIPANTS, s::PREFERRED_REGION, s::RECORDING] {
-                    merge.key(&ours.config, &theirs.config, &[s::CONFIG], key, false)?;
+                    merge.key(&ours.config, &theirs.config, &[s::CONFIG], key, None)?;
                 }
-                merge.map(&ours.attrs, &theirs.attrs, &[s::CONFIG, s::ATTRS], false)?;
+                let removable = Some(merge.removals_horizon_ms);
+                let at = [s::CONFIG, s::ATTRS];
+                merge.map(&ours.attrs, &theirs.attrs, &at, removable)?;
                 let at = [s::PERMISSIONS];
-                merge.map(&ours.permissions, &theirs.permissions, &at, false)?;
+                merge.map(&ours.permissions, &theirs.permissions, &at, removable)?;
                 merge.sessions(&ours.sessions, &theirs.sessions)?;
                 let counts = merge.counts;
                 for (key, by) in [
@@ -76,8 +90,9 @@ pub fn merge(
                     (s::LEAVES, counts.leaves),
                     (s::OWNER_CHANGES, counts.owner_changes),
                 ] {
-                    if by > 0 {
-                        tx.increment(&ours.counters, key, by)?;
+                    // The validator takes increments of 1 only.
+                    for _ in 0..by {
+                        tx.increment(&ours.counters, key, 1)?;
                     }
                 }
                 Ok::<_, Error>(())
@@ -111,20 +126,23 @@ struct Merge<'a, 't> {
     tx: &'a mut Transaction<'t>,
     old: &'a Automerge,
     horizon_ms: u64,
+    /// The horizon for attributes, permissions and tracks.
+    removals_horizon_ms: u64,
     counts: Counts,
 }
 
 impl Merge<'_, '_> {
     /// Merges the values the document holds at `key` into the room's. If
-    /// the room lacks the key, only values stamped after its cut are taken,
-    /// unless `whole` (a session the merge adds: all of it is new).
+    /// the room lacks the key, only values stamped after `horizon` (ms) are
+    /// taken; all of them if `None` (a key never removed, or a session the
+    /// merge adds: all of it is new).
     fn key(
         &mut self,
         ours: &ObjId,
         theirs: &ObjId,
         at: &[&str],
         key: &str,
-        whole: bool,
+        horizon: Option<u64>,
     ) -> Result<(), AutomergeError> {
         let their_values = read::all_strings(self.old, theirs, key);
         if their_values.is_empty() {
@@ -133,9 +151,9 @@ impl Merge<'_, '_> {
         let current = read::all_strings(self.tx, ours, key);
         let mut candidates = current.clone();
         for value in their_values {
-            let newer = self.after_horizon(&value);
-            // If the room lacks the key, its cut may have removed it.
-            let unknowable = current.is_empty() && !whole && !newer;
+            // If the room lacks the key, it may have forgotten a removal.
+            let unknowable = current.is_empty()
+                && horizon.is_some_and(|h| s::stamp_of(&value).is_none_or(|t| t.wall_ms <= h));
             if !unknowable && !candidates.contains(&value) {
                 candidates.push(value);
             }
@@ -158,10 +176,10 @@ impl Merge<'_, '_> {
         ours: &ObjId,
         theirs: &ObjId,
         at: &[&str],
-        whole: bool,
+        horizon: Option<u64>,
     ) -> Result<(), AutomergeError> {
         for key in self.old.keys(theirs).collect::<Vec<_>>() {
-            self.key(ours, theirs, at, &key, whole)?;
+            self.key(ours, theirs, at, &key, horizon)?;
         }
         Ok(())
     }
@@ -188,7 +206,7 @@ impl Merge<'_, '_> {
         let was_left = read::session_state(self.tx, ours) == Some(SessionState::Left);
         let owner = read::owner(self.tx, ours);
         for field in FIELDS {
-            self.key(ours, theirs, &at, field, false)?;
+            self.key(ours, theirs, &at, field, Some(self.horizon_ms))?;
         }
         if !was_left && read::session_state(self.tx, ours) == Some(SessionState::Left) {
             self.counts.leaves += 1;
@@ -200,18 +218,20 @@ impl Merge<'_, '_> {
             map_obj(self.tx, ours, s::TRACKS),
             map_obj(self.old, theirs, s::TRACKS),
         ) {
+            let horizon = Some(self.removals_horizon_ms);
             self.map(
                 &our_tracks,
                 &their_tracks,
                 &[s::SESSIONS, key, s::TRACKS],
-                false,
+                horizon,
             )?;
         }
         Ok(())
     }
 
-    /// A session only the document holds: added if the document joined it
-    /// after the room's cut, and the room does not remember it as pruned.
+    /// A session only the document holds: added if every state it holds
+    /// for it was written after the room's horizon, and the room does not
+    /// remember it as pruned.
     fn new_session(
         &mut self,
         ours: &ObjId,
@@ -238,14 +258,14 @@ impl Merge<'_, '_> {
             .map_err(Error::from)?;
         let at = [s::SESSIONS, session.as_str()];
         for field in FIELDS {
-            self.key(&obj, theirs, &at, field, true)?;
+            self.key(&obj, theirs, &at, field, None)?;
         }
         if let (Some(our_tracks), Some(their_tracks)) = (
             map_obj(self.tx, &obj, s::TRACKS),
             map_obj(self.old, theirs, s::TRACKS),
         ) {
             let at = [s::SESSIONS, session.as_str(), s::TRACKS];
-            self.map(&our_tracks, &their_tracks, &at, true)?;
+            self.map(&our_tracks, &their_tracks, &at, None)?;
         }
         self.counts.joins += 1;
         if read::session_state(self.tx, &obj) == Some(SessionState::Left) {
@@ -253,4 +273,13 @@ impl Merge<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Whether `doc`'s history holds a plain automerge delete: a removal
+/// without a stamp (every removal this build writes once all its peers
+/// read them is a stamped `null`; `docs/data-model.md`, "Removals").
+fn holds_plain_deletes(doc: &Automerge) -> bool {
+    doc.get_changes(&[])
+        .iter()
+        .any(super::compact::plain_delete)
 }
