@@ -71,27 +71,26 @@ impl Replica {
     /// The generation of a room's history: 0 until it is first compacted
     /// (`None`: no such room here).
     pub fn room_generation(&mut self, room: &RoomId) -> Result<Option<u64>, Error> {
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
-        };
         Ok(self
-            .rooms
-            .compaction_status(&view, room)?
+            .compaction_status(room)?
             .map(|status| status.generation))
     }
 
     /// The changes in a room's history since its base (or genesis): what
     /// compaction bounds (`None`: no such room here).
     pub fn room_history_len(&mut self, room: &RoomId) -> Result<Option<u64>, Error> {
+        Ok(self.compaction_status(room)?.map(|status| status.history))
+    }
+
+    fn compaction_status(
+        &mut self,
+        room: &RoomId,
+    ) -> Result<Option<crate::rooms::CompactionStatus>, Error> {
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        Ok(self
-            .rooms
-            .compaction_status(&view, room)?
-            .map(|status| status.history))
+        self.rooms.compaction_status(&view, room)
     }
 
     pub fn heads(&mut self, room: &RoomId) -> Result<Vec<crate::model::Head>, Error> {
