@@ -43,12 +43,8 @@ fn an_export_from_before_a_compaction_is_carried_onto_it() {
     // (part of the tail both replicas carry); a client exports the room
     // there and writes on its copy while the replicas compact.
     pair.step += 1;
-    let request = chorus_engine::room::compact::Request {
-        generation: 1,
-        prune_before_ms: pair.now_ms(),
-    };
-    pair.write(0, RoomOp::RequestCompaction { request });
-    let cut = *pair.docs[0].heads().first().expect("a head");
+    let now_ms = pair.now_ms();
+    let cut = request_compaction(&mut pair, now_ms);
     pair.write(0, join("tail"));
     pair.sync(0, 1);
     let mut client = client_copy(&pair);
@@ -123,16 +119,22 @@ fn forbid(u: &str) -> RoomOp {
     RoomOp::RemovePermission { user: user(u) }
 }
 
+/// Replica 0 writes a request for the next generation, pruning what left
+/// at or before `prune_before_ms`; returns the cut.
+fn request_compaction(pair: &mut Pair, prune_before_ms: u64) -> automerge::ChangeHash {
+    let request = chorus_engine::room::compact::Request {
+        generation: pair.docs[0].generation() + 1,
+        prune_before_ms,
+    };
+    pair.write(0, RoomOp::RequestCompaction { request });
+    *pair.docs[0].heads().first().expect("a head")
+}
+
 /// Replica 0 requests a compaction pruning what left at or before
 /// `horizon_ms`, and both replicas compact at it.
 fn compact_with_horizon(pair: &mut Pair, horizon_ms: u64) {
     pair.step += 1;
-    let request = chorus_engine::room::compact::Request {
-        generation: pair.docs[0].generation() + 1,
-        prune_before_ms: horizon_ms,
-    };
-    pair.write(0, RoomOp::RequestCompaction { request });
-    let cut = *pair.docs[0].heads().first().expect("a head");
+    let cut = request_compaction(pair, horizon_ms);
     pair.sync(0, 1);
     pair.docs[0].compact_at(cut).expect("compacts");
     pair.sync(0, 1);
@@ -287,12 +289,8 @@ fn an_export_without_the_cut_on_an_older_base_is_refused_with_what_to_do() {
     let mut client = client_copy(&pair);
     client_writes(&mut pair, &mut client, join("c"));
     pair.step += 1;
-    let request = chorus_engine::room::compact::Request {
-        generation: 1,
-        prune_before_ms: pair.now_ms(),
-    };
-    pair.write(0, RoomOp::RequestCompaction { request });
-    let cut = *pair.docs[0].heads().first().expect("a head");
+    let now_ms = pair.now_ms();
+    let cut = request_compaction(&mut pair, now_ms);
     pair.docs[0].compact_at_format(cut, 4).expect("compacts");
     let refused = pair.docs[0].carried_import(client.changes_since(&[]));
     match refused {
