@@ -277,6 +277,40 @@ fn after_a_plain_delete_an_old_value_does_not_come_back() {
         !read.permissions.contains_key(&user("p")),
         "the removal holds"
     );
+    // The next base cannot say when the plain delete was: its horizon is
+    // its request's time, not the older prune horizon asked for.
+    compact_with_horizon(&mut pair, horizon_ms);
+    assert_eq!(horizon(&pair.docs[0]), Some(pair.now_ms()));
+}
+
+/// The first base of format 5 after one of format 4 (which forgot every
+/// removal and prune up to its own cut, without saying when) records its
+/// request's time as its horizon; the next one keeps the newest horizon.
+#[test]
+fn a_first_format_5_base_after_an_older_one_starts_at_its_request() {
+    let mut pair = Pair::new();
+    pair.write(0, join("a"));
+    let old_ms = pair.now_ms();
+    pair.step += 1;
+    let cut = request_compaction(&mut pair, old_ms);
+    pair.docs[0].compact_at_format(cut, 4).expect("compacts");
+    assert_eq!(horizon(&pair.docs[0]), None);
+    pair.sync(0, 1);
+    compact_with_horizon(&mut pair, old_ms);
+    let request_ms = pair.now_ms();
+    assert_eq!(horizon(&pair.docs[0]), Some(request_ms));
+    compact_with_horizon(&mut pair, old_ms);
+    assert_eq!(
+        horizon(&pair.docs[0]),
+        Some(request_ms),
+        "a horizon never goes back"
+    );
+}
+
+/// The horizon a room's base records.
+fn horizon(doc: &RoomDoc) -> Option<u64> {
+    let loaded = automerge::Automerge::load(&doc.save()).expect("loads");
+    chorus_engine::room::compact::horizon_of(&loaded)
 }
 
 /// A room compacted before format 5 does not record its horizon: an

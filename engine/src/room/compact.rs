@@ -202,7 +202,7 @@ pub fn base_change(
     plain_deletes: bool,
 ) -> Result<Change, Error> {
     let objs = RootObjs::find(at_cut, room)?;
-    let fields = base_fields(at_cut, &objs, room, cut, format, plain_deletes);
+    let fields = base_fields(at_cut, &objs, room, cut, format, plain_deletes)?;
     let mut doc = Automerge::new().with_actor(s::base_actor(room, &cut.request));
     let success = doc
         .transact_with(
@@ -237,7 +237,7 @@ fn base_fields(
     cut: &Cut,
     format: u32,
     plain_deletes: bool,
-) -> Fields {
+) -> Result<Fields, Error> {
     let removals = format >= 3;
     let mut root = Fields::default();
     root.put(s::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION));
@@ -255,7 +255,12 @@ fn base_fields(
         let mut horizon = prune_before_ms;
         let previous = horizon_of(at);
         if plain_deletes || (previous.is_none() && super::generation::generation_of(at) > 0) {
-            horizon = horizon.max(request_wall_ms(at, objs, cut.generation));
+            let request_ms =
+                request_wall_ms(at, objs, cut.generation).ok_or_else(|| Error::Corrupt {
+                    room: room.clone(),
+                    reason: "no compaction request at the cut".into(),
+                })?;
+            horizon = horizon.max(request_ms);
         }
         root.put(
             s::HORIZON,
@@ -348,24 +353,28 @@ fn base_fields(
         counters.put(key, ScalarValue::counter(value));
     }
     root.map(s::COUNTERS, counters);
-    root
+    Ok(root)
 }
 
 /// The wall time (ms) of the newest request for `generation` at the cut:
 /// the one the cut was made at (`RoomDoc::compaction_request`).
-fn request_wall_ms(at: &Automerge, objs: &RootObjs, generation: u64) -> u64 {
+fn request_wall_ms(at: &Automerge, objs: &RootObjs, generation: u64) -> Option<u64> {
     read::all_strings(at, &objs.meta, s::COMPACT)
         .iter()
         .filter_map(|text| s::decode_stamped::<Request>(text))
         .filter(|(_, request)| request.generation == generation)
         .map(|(stamp, _)| stamp.wall_ms)
         .max()
-        .unwrap_or(u64::MAX)
 }
 
 /// Whether `change` holds a plain automerge delete (no stamp): one that
 /// cannot be decoded counts as one.
 pub(super) fn plain_delete(change: &Change) -> bool {
+    // A genesis or a base (no dependencies) writes puts only: the largest
+    // changes, not decoded for nothing.
+    if change.deps().is_empty() {
+        return false;
+    }
     std::panic::catch_unwind(|| change.decode()).map_or(true, |expanded| {
         expanded
             .operations

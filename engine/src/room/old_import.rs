@@ -16,7 +16,7 @@
 //! holds at a removable key the room lacks is therefore taken only if it
 //! is stamped after the horizon: it would win over anything forgotten. A
 //! plain automerge delete in the room's current history has no stamp to
-//! weigh, so after one no such value is taken. An older one is left out: the room
+//! weigh, so after one no removable value of the room's maps is taken. An older one is left out: the room
 //! cannot tell it from what it forgot, and nothing the room removed or
 //! pruned comes back. A session the room remembers as pruned
 //! (`departed.rs`) never comes back either. A session the document joined
@@ -61,15 +61,7 @@ pub fn merge(
                     tx,
                     old,
                     horizon_ms,
-                    // A plain delete (written while some peer did not read
-                    // stamped removals) leaves no stamp behind: after one,
-                    // no missing removable key can be told from a removed
-                    // one.
-                    removals_horizon_ms: if holds_plain_deletes(room) {
-                        u64::MAX
-                    } else {
-                        horizon_ms
-                    },
+                    plain_deletes: holds_plain_deletes(room),
                     counts: Counts::default(),
                 };
                 // Never removed, always in a base: the room lacking one
@@ -78,11 +70,9 @@ pub fn merge(
                 for key in [s::MAX_PARTICIPANTS, s::PREFERRED_REGION, s::RECORDING] {
                     merge.key(&ours.config, &theirs.config, &[s::CONFIG], key, None)?;
                 }
-                let removable = Some(merge.removals_horizon_ms);
                 let at = [s::CONFIG, s::ATTRS];
-                merge.map(&ours.attrs, &theirs.attrs, &at, removable)?;
-                let at = [s::PERMISSIONS];
-                merge.map(&ours.permissions, &theirs.permissions, &at, removable)?;
+                merge.removable(&ours.attrs, &theirs.attrs, &at)?;
+                merge.removable(&ours.permissions, &theirs.permissions, &[s::PERMISSIONS])?;
                 merge.sessions(&ours.sessions, &theirs.sessions)?;
                 let counts = merge.counts;
                 for (key, by) in [
@@ -126,8 +116,8 @@ struct Merge<'a, 't> {
     tx: &'a mut Transaction<'t>,
     old: &'a Automerge,
     horizon_ms: u64,
-    /// The horizon for attributes, permissions and tracks.
-    removals_horizon_ms: u64,
+    /// The room's history since its base holds a plain automerge delete.
+    plain_deletes: bool,
     counts: Counts,
 }
 
@@ -170,7 +160,25 @@ impl Merge<'_, '_> {
         s::stamp_of(value).is_some_and(|stamp| stamp.wall_ms > self.horizon_ms)
     }
 
-    /// Merges every key of a map of stamped (removable) values.
+    /// A map of removable values the room holds (attributes, permissions,
+    /// a held session's tracks). A plain delete (written while some peer
+    /// did not read stamped removals) leaves no stamp: after one, the room
+    /// cannot tell a removed value from one it never had, whether it holds
+    /// the key or not (add wins keeps a concurrent value beside a deleted
+    /// one), so none of the map is taken.
+    fn removable(
+        &mut self,
+        ours: &ObjId,
+        theirs: &ObjId,
+        at: &[&str],
+    ) -> Result<(), AutomergeError> {
+        if self.plain_deletes {
+            return Ok(());
+        }
+        self.map(ours, theirs, at, Some(self.horizon_ms))
+    }
+
+    /// Merges every key of a map of stamped values.
     fn map(
         &mut self,
         ours: &ObjId,
@@ -218,13 +226,7 @@ impl Merge<'_, '_> {
             map_obj(self.tx, ours, s::TRACKS),
             map_obj(self.old, theirs, s::TRACKS),
         ) {
-            let horizon = Some(self.removals_horizon_ms);
-            self.map(
-                &our_tracks,
-                &their_tracks,
-                &[s::SESSIONS, key, s::TRACKS],
-                horizon,
-            )?;
+            self.removable(&our_tracks, &their_tracks, &[s::SESSIONS, key, s::TRACKS])?;
         }
         Ok(())
     }
