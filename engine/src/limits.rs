@@ -307,6 +307,13 @@ pub const NODES_PER_REQUEST_MAX: usize = 4096;
 /// drains a handful of nodes at a time; 64 bounds the message at ~5 KB.
 pub const DRAIN_ORDERS_MAX: usize = 64;
 
+/// Nodes a replica sends its health report to each interval besides those
+/// it must reach (suspects, nodes whose report it lacks, everyone when its
+/// placement changes; `replica/reports.rs`). Each answers, so a node sends
+/// and receives about twice this many an interval, whatever the cluster's
+/// size.
+pub const HEALTH_FANOUT: usize = 2;
+
 /// Nodes one replica tracks. Beyond it, unknown senders are ignored: a
 /// media cluster is tens of nodes, so this only bounds a misbehaving one.
 pub const MEMBERS_MAX: usize = 1024;

@@ -164,7 +164,9 @@ fn stream_messages(cluster: &Cluster) -> u64 {
                 .iter()
                 // Pushes, end acks and failure-detection datagrams go as
                 // gossip; everything else rides the sync streams.
-                .filter(|(kind, _)| !["push", "end_ack", "swim", "health", "drain"].contains(*kind))
+                .filter(|(kind, _)| {
+                    !["push", "end_ack", "swim", "health", "health_ask", "drain"].contains(*kind)
+                })
                 .map(|(_, t)| t.messages)
                 .sum::<u64>()
         })

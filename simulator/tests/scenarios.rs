@@ -344,9 +344,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "34120f916e9fa2a9"),
-        ("partition-heal", "fc1e5178ef63eace"),
-        ("region-outage", "3c4c94c9e6070094"),
+        ("media-node-crash", "95a3d81865e5266e"),
+        ("partition-heal", "705bacd4c88f89cd"),
+        ("region-outage", "156f7e1e8cd190a9"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

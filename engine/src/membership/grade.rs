@@ -292,6 +292,13 @@ impl Inputs<'_> {
     }
 }
 
+/// Whether `app` grades its node Degraded under `config` (what `app_grade`
+/// decides, without its reason).
+pub fn is_degraded(config: &DetectorConfig, app: &AppHealth) -> bool {
+    app.load_permille > config.degraded_load_permille
+        || app.setup_failure_permille > config.degraded_setup_failure_permille
+}
+
 /// Healthy or Degraded, from application health alone.
 fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, Cow<'static, str>) {
     if app.load_permille > config.degraded_load_permille {

@@ -37,7 +37,7 @@ pub use crate::limits::MEMBERS_MAX;
 pub use crate::limits::SWIM_PACKET_MAX;
 use departure::Departure;
 pub use departure::Intent;
-pub use grade::{Grade, GradeChange};
+pub use grade::{is_degraded, Grade, GradeChange};
 pub use health::{AppHealth, DrainOrder, HealthReport, DRAIN_ORDERS_MAX};
 
 /// A member's SWIM identity. The incarnation grows on every restart (high

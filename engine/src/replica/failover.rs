@@ -19,9 +19,7 @@ use crate::ids::{NodeId, RoomId, SessionId};
 use crate::limits::EPOCH_MAX;
 pub(super) use crate::limits::MOVE_INTERVAL_MS;
 use crate::limits::TAKEOVERS_PER_TICK_MAX;
-use crate::membership::{
-    candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport, DRAIN_ORDERS_MAX,
-};
+use crate::membership::{candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport};
 use crate::model::{OwnedCall, Owner};
 use crate::placement::{self, Candidate};
 use crate::room::RoomOp;
@@ -57,6 +55,8 @@ pub(super) struct State {
     pub drains: BTreeMap<NodeId, DrainOrder>,
     /// When this replica's next health report is due.
     pub next_health_ms: u64,
+    /// Who hears this replica's report, and when (`reports.rs`).
+    pub spread: super::reports::Spread,
     /// When the mover next looks for due calls.
     pub next_move_ms: u64,
     /// Since when this replica has seen a majority of the cluster (`None`
@@ -74,6 +74,7 @@ impl State {
             moves: BTreeMap::new(),
             drains: BTreeMap::new(),
             next_health_ms: now_ms,
+            spread: super::reports::Spread::default(),
             next_move_ms: now_ms,
             majority_since_ms: None,
             majority_seen: None,
@@ -161,7 +162,8 @@ impl Replica {
             .collect()
     }
 
-    /// Where reports and drain orders go: every node known but this one.
+    /// Every node known but this one: where drain orders go, and what
+    /// health reports rotate over (`reports.rs`).
     /// Down nodes too: a node wrongly convicted must keep hearing from us
     /// (and we from it) for the evidence-of-life layer to clear it; to a
     /// really dead node the daemon drops them unsent (no connection).
@@ -296,6 +298,12 @@ impl Replica {
         // The grade first: what it sets off (a rollback) comes after it.
         self.emit(Event::Grade(change.clone()));
         let node = change.node.clone();
+        if change.to == Grade::Suspect && node != self.config.node {
+            self.ask_suspect(&node);
+        }
+        if change.from == Grade::Suspect && change.to != Grade::Down {
+            self.linger_asking(&node);
+        }
         if change.to == Grade::Down && node != self.config.node {
             let total = self.calls_owned_by(&node).len();
             // A failover supersedes a drain: the calls must go now.
@@ -331,28 +339,6 @@ impl Replica {
                     self.start_drain_move(node.clone(), rate);
                 }
             }
-        }
-    }
-
-    /// Sends this replica's report to every node it knows.
-    pub(super) fn health_tick(&mut self) {
-        let mut drains: Vec<DrainOrder> = self.failover.drains.values().cloned().collect();
-        drains.sort_by_key(|o| std::cmp::Reverse(o.at));
-        drains.truncate(DRAIN_ORDERS_MAX);
-        let report = HealthReport {
-            region: self.config.region.clone(),
-            capacity: self.config.capacity,
-            app: self.members.own_health(),
-            drains,
-        };
-        self.members.set_own_report(report.clone());
-        for to in self.membership_targets() {
-            self.datagram(
-                &to,
-                Body::Health {
-                    report: report.clone(),
-                },
-            );
         }
     }
 

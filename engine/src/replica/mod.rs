@@ -60,6 +60,7 @@ mod overlay;
 mod purge;
 mod push;
 mod reads;
+mod reports;
 mod round;
 mod serve;
 pub mod stats;
@@ -404,6 +405,10 @@ impl Replica {
             } => self.on_compaction(from, format, ask, requests),
             Body::Swim { data } => self.on_swim(from, &data),
             Body::Health { report } => self.on_health_report(from, report),
+            Body::HealthAsk { report } => {
+                self.on_health_report(from, report);
+                self.answer_ask(from);
+            }
             Body::Drain { order } => self.on_peer_drain(from, order),
             Body::Leaving {
                 intent,

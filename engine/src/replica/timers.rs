@@ -26,6 +26,9 @@ impl Replica {
         }
         if self.config.failure_detection {
             next.push((self.failover.next_health_ms, Timer::Health));
+            if let Some(at) = self.failover.spread.next_ask_ms {
+                next.push((at, Timer::Health));
+            }
             if let Some(at) = self.members.next_timer_ms() {
                 next.push((at, Timer::Membership));
             }
@@ -82,6 +85,7 @@ impl Replica {
                 self.health_tick();
                 self.failover.next_health_ms = now + self.config.detector.health_interval_ms;
             }
+            self.ask_suspects_if_due();
             if self.moving() && now >= self.failover.next_move_ms {
                 self.move_tick();
                 self.failover.next_move_ms = now + failover::MOVE_INTERVAL_MS;

@@ -199,6 +199,10 @@ pub enum Body {
     },
     /// "I heard that you are leaving."
     LeavingAck,
+    /// My report, and "answer with yours" (`replica/reports.rs`): to a node
+    /// I suspect, or whose report I lack. An older build cannot decode it;
+    /// it sends its report to everyone anyway.
+    HealthAsk { report: HealthReport },
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -308,7 +312,9 @@ impl Body {
             }
             Body::SinceReq { known, .. } => check("known", known.len(), KNOWN_HASHES_MAX),
             Body::Swim { data } => check("swim bytes", data.len(), SWIM_PACKET_MAX),
-            Body::Health { report } => check("drains", report.drains.len(), DRAIN_ORDERS_MAX),
+            Body::Health { report } | Body::HealthAsk { report } => {
+                check("drains", report.drains.len(), DRAIN_ORDERS_MAX)
+            }
             Body::Drain { .. }
             | Body::Leaving { .. }
             | Body::LeavingAck
@@ -341,6 +347,7 @@ impl Body {
             Body::Compaction { .. } => "compaction",
             Body::Swim { .. } => "swim",
             Body::Health { .. } => "health",
+            Body::HealthAsk { .. } => "health_ask",
             Body::Drain { .. } => "drain",
             Body::Leaving { .. } => "leaving",
             Body::LeavingAck => "leaving_ack",
