@@ -308,10 +308,10 @@ pub const NODES_PER_REQUEST_MAX: usize = 4096;
 pub const DRAIN_ORDERS_MAX: usize = 64;
 
 /// Nodes a replica sends its health report to each interval besides those
-/// it must reach (suspects, nodes whose report it lacks, everyone when its
-/// placement changes; `replica/reports.rs`). Each answers, so a node sends
-/// and receives about twice this many an interval, whatever the cluster's
-/// size.
+/// it must reach (everyone when its placement changes; suspects and nodes
+/// whose report it lacks are asked instead; `replica/reports.rs`).
+/// Rotation reports are not answered, so an idle replica sends and
+/// receives this many an interval whatever the cluster's size.
 pub const HEALTH_FANOUT: usize = 2;
 
 /// Nodes one replica tracks. Beyond it, unknown senders are ignored: a

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use chorus_engine::membership::{AppHealth, Grade};
 use chorus_engine::replica::{Event, Input, ReplicaConfig};
 use chorus_engine::*;
@@ -350,4 +352,84 @@ fn a_restarting_node_does_not_count_towards_a_majority() {
     assert_eq!(grade(&net, 0, 2), Some(Grade::Leaving));
     assert_eq!(rehomed(&net), 0, "no side of the split fails over");
     assert!(net.members[0].replica.stats().failover_held_minority > 0);
+}
+
+/// Which nodes `from` sent a health report to (`health` datagrams), by
+/// the bytes counted so far.
+fn told(net: &Net, from: usize) -> BTreeMap<usize, u64> {
+    net.bytes
+        .iter()
+        .filter(|((f, _, kind), _)| *f == from && *kind == "health")
+        .map(|((_, to, _), bytes)| (*to, *bytes))
+        .collect()
+}
+
+/// Nodes whose count grew between two snapshots of `told`.
+fn newly_told(before: &BTreeMap<usize, u64>, after: &BTreeMap<usize, u64>) -> usize {
+    after
+        .iter()
+        .filter(|(to, bytes)| before.get(to).is_none_or(|b| b < bytes))
+        .count()
+}
+
+#[test]
+fn reports_rotate_an_ask_is_answered_and_a_placement_change_goes_to_every_node() {
+    use chorus_engine::hlc::Timestamp;
+    use chorus_engine::membership::HealthReport;
+    use chorus_engine::replica::wire::{self, Body, Envelope};
+    let mut net = Net::new(8, detect);
+    net.connect_all();
+    net.run_for(3_000);
+    // Settled: a report goes to two nodes in turn each interval.
+    let before = told(&net, 0);
+    net.run_for(500);
+    let quiet = newly_told(&before, &told(&net, 0));
+    assert!(quiet <= 3, "an idle interval told {quiet} nodes");
+    let ask = wire::encode(&Envelope {
+        cluster: common::pair::CLUSTER,
+        sent_at: Timestamp {
+            wall_ms: net.now_ms,
+            logical: 0,
+            actor: 7,
+        },
+        body: Body::HealthAsk {
+            report: HealthReport {
+                region: RegionId::parse("default").expect("valid"),
+                capacity: 100,
+                app: AppHealth::default(),
+                drains: Vec::new(),
+            },
+        },
+    });
+    let before = told(&net, 0);
+    net.input(
+        0,
+        Input::Message {
+            from: node(1),
+            bytes: ask,
+        },
+    );
+    net.run_for(100);
+    let after = told(&net, 0);
+    assert!(after.get(&1) > before.get(&1), "the ask was answered");
+    // Overloaded: every node must stop placing calls here soon, so the
+    // report goes to all of them, and again the next interval in case
+    // one was lost.
+    net.run_for(400);
+    let before = told(&net, 0);
+    net.input(
+        0,
+        Input::Health {
+            app: AppHealth::from_ratios(1.5, 0.0),
+        },
+    );
+    net.run_for(100);
+    assert_eq!(newly_told(&before, &told(&net, 0)), 7, "told at once");
+    let before = told(&net, 0);
+    net.run_for(500);
+    assert_eq!(newly_told(&before, &told(&net, 0)), 7, "and again");
+    net.run_for(1_000);
+    let before = told(&net, 0);
+    net.run_for(500);
+    assert!(newly_told(&before, &told(&net, 0)) <= 3, "then in turn");
 }

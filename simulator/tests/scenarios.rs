@@ -344,9 +344,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "95a3d81865e5266e"),
-        ("partition-heal", "705bacd4c88f89cd"),
-        ("region-outage", "156f7e1e8cd190a9"),
+        ("media-node-crash", "1a427b03cbddfdf7"),
+        ("partition-heal", "d6fe3fe1c12f53af"),
+        ("region-outage", "ba5c34672e7f5312"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

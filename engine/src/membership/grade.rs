@@ -301,7 +301,12 @@ pub fn is_degraded(config: &DetectorConfig, app: &AppHealth) -> bool {
 
 /// Healthy or Degraded, from application health alone.
 fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, Cow<'static, str>) {
-    if app.load_permille > config.degraded_load_permille {
+    if !is_degraded(config, app) {
+        (
+            Grade::Healthy,
+            Cow::Borrowed("answers probes; reports healthy"),
+        )
+    } else if app.load_permille > config.degraded_load_permille {
         (
             Grade::Degraded,
             Cow::Owned(format!(
@@ -310,7 +315,7 @@ fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, Cow<'static, s
                 f64::from(config.degraded_load_permille) / 1000.0
             )),
         )
-    } else if app.setup_failure_permille > config.degraded_setup_failure_permille {
+    } else {
         (
             Grade::Degraded,
             Cow::Owned(format!(
@@ -318,11 +323,6 @@ fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, Cow<'static, s
                 f64::from(app.setup_failure_permille) / 1000.0,
                 f64::from(config.degraded_setup_failure_permille) / 1000.0
             )),
-        )
-    } else {
-        (
-            Grade::Healthy,
-            Cow::Borrowed("answers probes; reports healthy"),
         )
     }
 }

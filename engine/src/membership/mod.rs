@@ -86,8 +86,10 @@ pub struct DetectorConfig {
     /// A conviction waits until the node has been silent this long: any
     /// message from it within the window proves it alive.
     pub silence_ms: u64,
-    /// Each replica broadcasts its health report this often; it doubles as
-    /// the evidence of life that `silence_ms` looks for.
+    /// Each replica sends its health report this often, to a few nodes in
+    /// turn, and asks the nodes it suspects four times as often: their
+    /// answers are the evidence of life that `silence_ms` looks for
+    /// (`replica/reports.rs`).
     pub health_interval_ms: u64,
     /// Load (per-mille of capacity) above which a node is Degraded.
     pub degraded_load_permille: u32,

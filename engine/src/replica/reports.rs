@@ -3,27 +3,35 @@
 //! Reports used to go to every node every interval. At 100 replicas that
 //! was 95 % of an idle cluster's bytes, and it grew with the cluster
 //! (`docs/scale.md`). Each interval (`health_tick`) a report now goes:
-//! - to every node when what the others grade and place by changes: the
-//!   region, the capacity, or Healthy against Degraded. Re-homing must
-//!   agree on the candidates everywhere soon;
+//! - to every node for `LOUD_INTERVALS` intervals when what the others
+//!   grade and place by changes (the region, the capacity, or Healthy
+//!   against Degraded): re-homing must agree on the candidates everywhere
+//!   soon, and one lost datagram must not leave a replica wrong for long;
 //! - otherwise to the next `HEALTH_FANOUT` nodes after the previous ones,
 //!   in node-id order starting after this one. Every node receives about
 //!   as many as it sends, and the load figures shown to operators refresh
 //!   every `n / HEALTH_FANOUT` intervals;
 //! - as an ask (`HealthAsk`), which the receiver answers with its own
 //!   report, to each node whose report this replica lacks, and to each
-//!   node it holds Suspect (at once, then every half interval, and on for
-//!   `silence_ms + suspect_to_down_ms` after the suspicion ends). The
-//!   suspect's answer is the evidence of life that holds back a false
-//!   conviction (`DetectorConfig::silence_ms`); a round trip every half
-//!   interval is likelier to arrive than the old one-way report every
-//!   interval (`simulator/tests/health.rs`, `docs/scale.md`).
+//!   node it holds Suspect (at once, then `ASKS_PER_INTERVAL` times an
+//!   interval, and on for `silence_ms + suspect_to_down_ms` after the
+//!   suspicion ends: a conviction by a replica that missed the refutation
+//!   can still arrive by SWIM's gossip).
 //!
-//! Only an ask is answered, so answers never echo. An older build cannot
-//! decode an ask and drops it, but it sends its own report to every node
-//! every interval, so nothing waits on its answer. It hears an upgraded
-//! node by rotation and SWIM only: during a rolling upgrade its evidence
-//! of life about upgraded nodes is thinner.
+//! The answers are the evidence of life that holds back a false conviction
+//! (`DetectorConfig::silence_ms`; `simulator/tests/health.rs`). A replica
+//! that missed SWIM's suspicion and hears of the conviction first asked
+//! nothing: it has only what rotation and SWIM brought. Having the suspect
+//! send its report to every node each interval while asked was tried; at
+//! 40 % loss it let more false convictions through than asking four times
+//! an interval (`docs/scale.md`).
+//!
+//! Only an ask is answered, so answers never echo, and a node answers each
+//! peer at most once per `ANSWER_GAP` of an interval. An older build cannot
+//! decode an ask and drops it (a decode error there), but it sends its own
+//! report to every node every interval, so nothing waits on its answer.
+//! It hears an upgraded node by rotation and SWIM only: during a rolling
+//! upgrade its evidence of life about upgraded nodes is thinner.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,8 +48,8 @@ pub(super) struct Spread {
     /// What the last report sent to every node said of what others grade
     /// and place by.
     broadcast: Option<Placement>,
-    /// When suspects are asked again, half an interval after a tick that
-    /// asked some.
+    /// When the suspects are asked next (`ASKS_PER_INTERVAL` times an
+    /// interval while there are any).
     pub next_ask_ms: Option<u64>,
     /// Nodes no longer Suspect here that are still asked, until when. A
     /// conviction by a replica whose suspicion was not refuted in time can
@@ -49,7 +57,30 @@ pub(super) struct Spread {
     /// fresh evidence only if this replica kept asking. Bounded by the
     /// nodes known.
     lingering: BTreeMap<NodeId, u64>,
+    /// Intervals left in which every node gets this replica's report (a
+    /// placement change, repeated). Counted in ticks, not time: a driver's
+    /// timer fires late, and a deadline would cut the last repeat.
+    loud_left: u64,
+    /// When each node's last ask was answered (bounded by the nodes known).
+    answered_ms: BTreeMap<NodeId, u64>,
 }
+
+/// Intervals a changed placement goes to every node: one lost datagram is
+/// repaired by the next.
+const LOUD_INTERVALS: u64 = 3;
+
+/// Asks to each suspect per health interval. The answers are the evidence
+/// of life, and a round trip is lost more often than one datagram: at 40 %
+/// loss among 20 replicas, asking twice an interval let 144 and 137 false
+/// convictions through (seeds 1 and 2), four times 50 and 43, and when
+/// reports went to every node 766 and 775 (`docs/scale.md`).
+const ASKS_PER_INTERVAL: u64 = 4;
+
+/// A peer's asks are answered at most once per this fraction of an
+/// interval: a suspecting peer asks `ASKS_PER_INTERVAL` times an
+/// interval, and a peer that asks faster gets no more answers (an answer
+/// can be 50× an ask).
+const ANSWER_GAP: u64 = 2 * ASKS_PER_INTERVAL;
 
 /// The part of a report that re-homing and grading read.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,15 +112,23 @@ impl Replica {
         targets.sort();
         targets.dedup();
         targets.retain(|n| n != &self.config.node);
-        let mut tell: BTreeSet<NodeId> =
-            if self.failover.spread.broadcast.as_ref() == Some(&placement) {
-                self.rotation(&targets)
-            } else {
-                self.failover.spread.broadcast = Some(placement);
-                targets.iter().cloned().collect()
-            };
+        let spread = &mut self.failover.spread;
+        if spread.broadcast.as_ref() != Some(&placement) {
+            spread.broadcast = Some(placement);
+            spread.loud_left = LOUD_INTERVALS;
+        }
+        let mut tell: BTreeSet<NodeId> = if spread.loud_left > 0 {
+            spread.loud_left -= 1;
+            targets.iter().cloned().collect()
+        } else {
+            self.rotation(&targets)
+        };
+        // Suspects are asked on their own timer (`ask_suspects_if_due`).
         let (suspects, unknown) = self.asked(&targets);
-        for node in suspects.iter().chain(&unknown) {
+        for node in &suspects {
+            tell.remove(node);
+        }
+        for node in &unknown {
             tell.remove(node);
             self.ask(node, report.clone());
         }
@@ -101,11 +140,13 @@ impl Replica {
                 },
             );
         }
-        self.failover.spread.next_ask_ms = (!suspects.is_empty())
-            .then(|| self.now_ms + self.config.detector.health_interval_ms / 2);
+        if !suspects.is_empty() && self.failover.spread.next_ask_ms.is_none() {
+            self.failover.spread.next_ask_ms = Some(self.now_ms);
+        }
     }
 
-    /// Asks the suspects again, half an interval after the last tick.
+    /// Asks the suspects, `ASKS_PER_INTERVAL` times an interval while
+    /// there are any.
     pub(super) fn ask_suspects_if_due(&mut self) {
         if self
             .failover
@@ -115,20 +156,28 @@ impl Replica {
         {
             return;
         }
-        self.failover.spread.next_ask_ms = None;
         let targets = self.membership_targets();
         let (suspects, _) = self.asked(&targets);
-        for node in suspects {
-            self.ask_suspect(&node);
+        let step = self.config.detector.health_interval_ms / ASKS_PER_INTERVAL;
+        self.failover.spread.next_ask_ms =
+            (!suspects.is_empty()).then(|| self.now_ms.saturating_add(step.max(1)));
+        if let Some(report) = self.own_report() {
+            for node in suspects {
+                self.ask(&node, report.clone());
+            }
         }
     }
 
-    /// Asks a node this replica now suspects, at once (and from the grade
-    /// change: not waiting for the next tick).
+    /// Asks a node this replica now suspects, at once; the ask timer goes
+    /// on from there.
     pub(super) fn ask_suspect(&mut self, node: &NodeId) {
         if let Some(report) = self.own_report() {
             self.ask(node, report);
         }
+        let step = self.config.detector.health_interval_ms / ASKS_PER_INTERVAL;
+        let again = self.now_ms.saturating_add(step.max(1));
+        let next = &mut self.failover.spread.next_ask_ms;
+        *next = Some(next.map_or(again, |at| at.min(again)));
     }
 
     /// A node's grade left Suspect (and not for Down): keep asking it for
@@ -144,10 +193,23 @@ impl Replica {
 
     /// Answers an ask: `from` gets this replica's latest report.
     pub(super) fn answer_ask(&mut self, from: &NodeId) {
+        // A node past `MEMBERS_MAX` has no view: no state is kept for it.
         if from == &self.config.node || self.members.view(from).is_none() {
             return;
         }
+        let now = self.now_ms;
+        let gap = self.config.detector.health_interval_ms / ANSWER_GAP;
+        let recent = self
+            .failover
+            .spread
+            .answered_ms
+            .get(from)
+            .is_some_and(|at| now.saturating_sub(*at) < gap);
+        if recent {
+            return;
+        }
         if let Some(report) = self.own_report() {
+            self.failover.spread.answered_ms.insert(from.clone(), now);
             self.datagram(from, Body::Health { report });
         }
     }
@@ -172,8 +234,8 @@ impl Replica {
         to.into_iter().collect()
     }
 
-    /// Among `targets`: the nodes held Suspect here or lately (`lingering`),
-    /// and the nodes whose report this replica lacks.
+    /// Among `targets`, who is asked: the nodes held Suspect here or lately
+    /// (`lingering`), and the nodes whose report this replica lacks.
     fn asked(&mut self, targets: &[NodeId]) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
         let now = self.now_ms;
         self.failover
