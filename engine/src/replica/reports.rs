@@ -19,7 +19,7 @@
 //!   can still arrive by SWIM's gossip).
 //!
 //! The answers are the evidence of life that holds back a false conviction
-//! (`DetectorConfig::silence_ms`; `simulator/tests/health.rs`). A replica
+//! (`DetectorConfig::silence_ms`; `simulator/tests/failover.rs`). A replica
 //! that missed SWIM's suspicion and hears of the conviction first asked
 //! nothing: it has only what rotation and SWIM brought. Having the suspect
 //! send its report to every node each interval while asked was tried; at
