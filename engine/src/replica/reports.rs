@@ -158,9 +158,7 @@ impl Replica {
         }
         let targets = self.membership_targets();
         let (suspects, _) = self.asked(&targets);
-        let step = self.config.detector.health_interval_ms / ASKS_PER_INTERVAL;
-        self.failover.spread.next_ask_ms =
-            (!suspects.is_empty()).then(|| self.now_ms.saturating_add(step.max(1)));
+        self.failover.spread.next_ask_ms = (!suspects.is_empty()).then(|| self.next_ask_at());
         if let Some(report) = self.own_report() {
             for node in suspects {
                 self.ask(&node, report.clone());
@@ -174,10 +172,16 @@ impl Replica {
         if let Some(report) = self.own_report() {
             self.ask(node, report);
         }
-        let step = self.config.detector.health_interval_ms / ASKS_PER_INTERVAL;
-        let again = self.now_ms.saturating_add(step.max(1));
+        let again = self.next_ask_at();
         let next = &mut self.failover.spread.next_ask_ms;
         *next = Some(next.map_or(again, |at| at.min(again)));
+    }
+
+    /// When the suspects are asked next, one step of `ASKS_PER_INTERVAL`
+    /// from now (at least a millisecond: never a busy loop).
+    fn next_ask_at(&self) -> u64 {
+        let step = self.config.detector.health_interval_ms / ASKS_PER_INTERVAL;
+        self.now_ms.saturating_add(step.max(1))
     }
 
     /// A node's grade left Suspect (and not for Down): keep asking it for
