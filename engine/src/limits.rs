@@ -298,6 +298,22 @@ pub const ANCESTRY_MAX: usize = 16;
 /// branches than this is not a session record.
 pub const HEADS_MAX: usize = 256;
 
+/// Rooms named in a round's first `ChangesReq`. Each answer is cut at
+/// `SYNC_BATCH_BYTES_MAX`, and the rooms past the cut are named again in the
+/// next request: after a heal, naming every differing room (thousands) in
+/// each request cost more than the answers. The next request names half as
+/// many again as the last cut answer covered, twice as many after an answer
+/// that was not cut (up to `ROOMS_PER_MESSAGE_MAX`).
+pub const CHANGES_FIRST_ASK_ROOMS: usize = 64;
+
+/// Most heads a leaf answer gives per room (`LeafHeadsResp`): one or two
+/// are the rule; a room with more is asked for as it would be without.
+pub const LEAF_HEADS_MAX: usize = 8;
+
+/// Bytes of heads in one leaf answer: past them, rooms go without (the
+/// answer stays well under a frame whatever the number of rooms).
+pub const LEAF_HEADS_BYTES_MAX: usize = 256 * 1024;
+
 /// Most digest-tree nodes asked for in one request: a whole tree level.
 pub const NODES_PER_REQUEST_MAX: usize = 4096;
 

@@ -326,6 +326,11 @@ fn traffic(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             "Rounds abandoned.",
             r.rounds_timed_out,
         ),
+        (
+            "chorus_leaf_rooms_skipped",
+            "Differing rooms a walk did not ask for: the peer's leaf answer showed it behind.",
+            r.leaf_rooms_skipped,
+        ),
     ] {
         counter(e, name, help, value)?;
     }

@@ -38,6 +38,8 @@ pub struct StatTotals {
     pub rounds_idle: u64,
     pub rounds_timed_out: u64,
     pub stale_responses: u64,
+    /// Differing rooms walks did not ask for (the peer was behind).
+    pub leaf_rooms_skipped: u64,
     pub decode_errors: u64,
     pub foreign_cluster: u64,
     pub clock_drift_refused: u64,
@@ -70,6 +72,7 @@ impl StatTotals {
         self.rounds_idle += s.rounds_idle;
         self.rounds_timed_out += s.rounds_timed_out;
         self.stale_responses += s.stale_responses;
+        self.leaf_rooms_skipped += s.leaf_rooms_skipped;
         self.decode_errors += s.decode_errors.values().sum::<u64>();
         self.foreign_cluster += s.foreign_cluster;
         self.clock_drift_refused += s.clock_drift_refused;

@@ -344,9 +344,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "1a427b03cbddfdf7"),
-        ("partition-heal", "d6fe3fe1c12f53af"),
-        ("region-outage", "ba5c34672e7f5312"),
+        ("media-node-crash", "613119d507f890c1"),
+        ("partition-heal", "316effb47268abda"),
+        ("region-outage", "213e1cc1f7c284b1"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -45,6 +45,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod capabilities;
 mod catchup;
 mod compaction;
 pub mod config;
@@ -101,6 +102,11 @@ struct Peer {
     round: Option<Round>,
     /// Where an interrupted full snapshot resumes.
     snapshot_resume: Option<RoomId>,
+    /// The messages past version 1 the peer said it reads (`Body::Reads`);
+    /// 0 until it says.
+    reads: u64,
+    /// Whether we told the peer what we read.
+    told_reads: bool,
 }
 
 /// Metadata key of the per-peer log cursor.
@@ -376,7 +382,17 @@ impl Replica {
                 level,
                 children,
             } => self.on_tree(from, round, level, &children),
-            Body::LeafResp { round, rooms } => self.on_leaves(from, round, rooms),
+            Body::LeafResp { round, rooms } => {
+                let rooms = rooms
+                    .into_iter()
+                    .map(|(room, digest)| wire::LeafRoom {
+                        room,
+                        digest,
+                        heads: Vec::new(),
+                    })
+                    .collect();
+                self.on_leaves(from, round, rooms)
+            }
             Body::ChangesResp {
                 round,
                 rooms,
@@ -415,6 +431,9 @@ impl Replica {
                 incarnation,
             } => self.on_leaving(from, intent, incarnation),
             Body::LeavingAck => self.on_leaving_ack(from),
+            Body::Reads { reads, ask } => self.on_reads(from, reads, ask),
+            Body::LeafHeadsReq { round, buckets } => self.serve_leaf_heads(from, round, &buckets),
+            Body::LeafHeadsResp { round, rooms } => self.on_leaves(from, round, rooms),
         }
     }
 
@@ -424,6 +443,11 @@ impl Replica {
         }
         let state = self.peers.entry(peer.clone()).or_default();
         let was_up = std::mem::replace(&mut state.up, true);
+        if !was_up {
+            // It may come back as another build: what it reads is said again.
+            state.reads = 0;
+            state.told_reads = false;
+        }
         let idle = state.round.is_none();
         if !was_up {
             self.journal(journal::IncidentKind::PeerUp, format!("{peer}"));

@@ -16,11 +16,13 @@
 //! peer's log head as the digest answer gave it. The walk's steps after
 //! the digest (tree, leaves, changes) are in `walk.rs`.
 
-use super::wire::{Body, Digest, KNOWN_HASHES_MAX};
+use std::collections::BTreeMap;
+
+use super::wire::{Body, Digest, WireHead, KNOWN_HASHES_MAX};
 use super::{Event, Replica, SyncPath};
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
-use crate::limits::KNOWN_LOOKBACK_MS;
+use crate::limits::{CHANGES_FIRST_ASK_ROOMS, KNOWN_LOOKBACK_MS};
 use crate::limits::{ROUND_REQUESTS_MAX, SINCE_LIST_ENTRIES_MAX};
 
 /// The anti-entropy component's state (each peer's open round lives with
@@ -63,6 +65,12 @@ pub struct Round {
     /// A cursor the round earns only by finishing: the full path's log
     /// head covers the large rooms it fetches last.
     pub cursor_at_end: Option<Timestamp>,
+    /// The peer's heads of the rooms being fetched, from its leaf answer
+    /// (`LeafHeadsResp`): after a cut answer, a room whose heads we now
+    /// hold is not asked for again.
+    pub peer_heads: BTreeMap<RoomId, Vec<WireHead>>,
+    /// Rooms to name in the next `ChangesReq` (`CHANGES_FIRST_ASK_ROOMS`).
+    pub batch_rooms: usize,
 }
 
 #[derive(Debug)]
@@ -122,8 +130,11 @@ impl Replica {
             phase: Phase::Digest,
             sent_root: self.rooms.tree().root(),
             cursor_at_end: None,
+            peer_heads: BTreeMap::new(),
+            batch_rooms: CHANGES_FIRST_ASK_ROOMS,
         });
         self.stats.rounds_started += 1;
+        self.tell_reads(peer);
         let root = self.rooms.tree().root();
         self.send(
             peer,
@@ -228,11 +239,17 @@ impl Replica {
 
     pub(super) fn expire_rounds(&mut self) {
         let now = self.now_ms;
-        for peer in self.peers.values_mut() {
+        let mut expired = Vec::new();
+        for (id, peer) in self.peers.iter_mut() {
             if peer.round.as_ref().is_some_and(|r| r.deadline_ms <= now) {
-                peer.round = None;
+                if let Some(round) = peer.round.take() {
+                    expired.push((id.clone(), round.phase));
+                }
                 self.stats.rounds_timed_out += 1;
             }
+        }
+        for (peer, phase) in expired {
+            self.forget_reads_on_timeout(&peer, &phase);
         }
     }
 

@@ -80,6 +80,9 @@ pub struct ReplicaStats {
     pub rounds_deferred: u64,
     pub rounds_timed_out: u64,
     pub stale_responses: u64,
+    /// Differing rooms a walk did not ask for: the peer's leaf answer gave
+    /// heads this replica already held (`LeafHeadsResp`).
+    pub leaf_rooms_skipped: u64,
     pub sync_incremental: u64,
     pub sync_since: u64,
     pub sync_full: u64,

@@ -5,9 +5,13 @@
 use super::digest::{purged_item, DEPTH, FANOUT};
 use super::round::Phase;
 use super::serve::parse_changes;
-use super::wire::{short, Body, RoomChanges, ShortDigest, ROOMS_PER_MESSAGE_MAX};
+use super::wire::{
+    short, Body, LeafRoom, RoomChanges, ShortDigest, WireHead, READS_LEAF_HEADS,
+    ROOMS_PER_MESSAGE_MAX,
+};
 use super::{Replica, SyncPath};
 use crate::ids::{NodeId, RoomId};
+use crate::limits::CHANGES_FIRST_ASK_ROOMS;
 
 impl Replica {
     pub(super) fn on_tree(&mut self, peer: &NodeId, id: u64, level: u8, children: &[ShortDigest]) {
@@ -54,18 +58,24 @@ impl Replica {
                 },
             );
         } else {
-            self.request(
-                peer,
-                Phase::Leaves,
+            let body = if self.peer_reads(peer, READS_LEAF_HEADS) {
+                Body::LeafHeadsReq {
+                    round: id,
+                    buckets: differing,
+                }
+            } else {
                 Body::LeafReq {
                     round: id,
                     buckets: differing,
-                },
-            );
+                }
+            };
+            self.request(peer, Phase::Leaves, body);
         }
     }
 
-    pub(super) fn on_leaves(&mut self, peer: &NodeId, id: u64, rooms: Vec<(RoomId, ShortDigest)>) {
+    /// The rooms of the differing leaf buckets, with the peer's heads when
+    /// it gave them (`LeafHeadsResp`; empty from `LeafResp`).
+    pub(super) fn on_leaves(&mut self, peer: &NodeId, id: u64, rooms: Vec<LeafRoom>) {
         let Some(round) = self.round_mut(peer, id) else {
             return;
         };
@@ -75,10 +85,25 @@ impl Replica {
         }
         let mut wanted = Vec::new();
         let mut purged_here = Vec::new();
-        for (room, theirs) in rooms {
+        let mut peer_heads = std::collections::BTreeMap::new();
+        for LeafRoom {
+            room,
+            digest: theirs,
+            heads,
+        } in rooms
+        {
             let ours = self.rooms.tree().item(&room).map(|d| short(&d));
             if ours == Some(theirs) {
                 continue;
+            }
+            if self.holds_all(&room, &heads) {
+                // We hold everything the peer has of this room: it is
+                // behind (its own rounds pull from us), nothing to ask.
+                self.stats.leaf_rooms_skipped += 1;
+                continue;
+            }
+            if !heads.is_empty() {
+                peer_heads.insert(room.clone(), heads);
             }
             if theirs == short(&purged_item(&room)) && self.purge.ended.contains_key(&room) {
                 // Ended here too: the peer's purge is the last ack.
@@ -95,7 +120,15 @@ impl Replica {
             // spreads only as fast as the peer's rare incremental rounds.
             self.send_purged(peer, purged_here);
         }
+        if let Some(round) = self.peers.get_mut(peer).and_then(|p| p.round.as_mut()) {
+            round.peer_heads = peer_heads;
+        }
         self.fetch_rooms(peer, id, SyncPath::Incremental, wanted);
+    }
+
+    /// Whether this replica holds every one of `heads` (none: no).
+    fn holds_all(&mut self, room: &RoomId, heads: &[WireHead]) -> bool {
+        !heads.is_empty() && heads.iter().all(|h| self.has_change(room, &(*h).into()))
     }
 
     /// Asks for the changes of `rooms` in batches; finishes when none remain.
@@ -128,7 +161,12 @@ impl Replica {
             }
             return;
         }
-        let mut rest = queued.split_off(queued.len().min(ROOMS_PER_MESSAGE_MAX));
+        let batch = self
+            .peers
+            .get(peer)
+            .and_then(|p| p.round.as_ref())
+            .map_or(CHANGES_FIRST_ASK_ROOMS, |r| r.batch_rooms);
+        let mut rest = queued.split_off(queued.len().min(batch));
         rest.extend(waiting);
         let rooms = self.heads_of(queued.clone());
         let phase = Phase::Changes {
@@ -146,6 +184,7 @@ impl Replica {
         rooms: Vec<RoomChanges>,
         truncated: bool,
     ) {
+        let answered = rooms.len();
         let applied = self.apply_room_changes(peer, rooms);
         if id == 0 {
             // An unsolicited pull answer: nothing more to do (a truncated
@@ -164,6 +203,12 @@ impl Replica {
             return;
         };
         round.changes += applied;
+        round.batch_rooms = if truncated {
+            answered.saturating_add(answered / 2).max(1)
+        } else {
+            round.batch_rooms.saturating_mul(2)
+        }
+        .min(ROOMS_PER_MESSAGE_MAX);
         let Phase::Changes {
             path,
             in_flight,
@@ -180,13 +225,29 @@ impl Replica {
             // no longer earns the peer's log head.
             round.cursor_at_end = None;
         }
+        let mut again = Vec::new();
         if truncated && applied > 0 {
             // Ask again for the same rooms with our new heads. An answer
             // that applied nothing (changes of a history this replica
             // compacted away, or held back while it compacts) would come
             // again the same: the next round asks.
-            next.splice(0..0, std::mem::take(in_flight));
+            again = std::mem::take(in_flight)
+                .into_iter()
+                .map(|room| {
+                    let heads = round.peer_heads.get(&room).cloned().unwrap_or_default();
+                    (room, heads)
+                })
+                .collect::<Vec<_>>();
         }
+        // Not the rooms whose heads (from the peer's leaf answer) we now
+        // hold: asking for thousands of rooms again after each cut answer
+        // cost more than the answers after a heal.
+        let again: Vec<RoomId> = again
+            .into_iter()
+            .filter(|(room, heads)| !self.holds_all(room, heads))
+            .map(|(room, _)| room)
+            .collect();
+        next.splice(0..0, again);
         self.fetch_rooms(peer, id, path, next);
     }
 

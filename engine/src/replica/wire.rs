@@ -17,6 +17,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub use crate::limits::ANCESTRY_MAX;
 pub use crate::limits::HEADS_MAX;
 pub use crate::limits::KNOWN_HASHES_MAX;
+pub use crate::limits::LEAF_HEADS_BYTES_MAX;
+pub use crate::limits::LEAF_HEADS_MAX;
 pub use crate::limits::MESSAGE_BYTES_MAX;
 pub use crate::limits::NODES_PER_REQUEST_MAX;
 pub use crate::limits::PURGE_PROOF_BYTES_MAX;
@@ -65,6 +67,23 @@ pub struct RoomHeads {
     pub ancestry: Vec<[u8; 8]>,
 }
 
+/// One room in a `LeafHeadsResp`: its digest item's prefix, and its heads
+/// (empty when it has more than `LEAF_HEADS_MAX` or the answer's budget for
+/// heads is spent: the asker then asks for the room as it would without).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafRoom {
+    pub room: RoomId,
+    pub digest: ShortDigest,
+    pub heads: Vec<WireHead>,
+}
+
+/// Messages a build reads beyond those of the first version, one bit each,
+/// announced with `Body::Reads`. A replica sends a peer such a message only
+/// once the peer announced its bit: an older build cannot decode it.
+pub const READS_LEAF_HEADS: u64 = 1;
+/// What this build reads.
+pub const READS: u64 = READS_LEAF_HEADS;
+
 /// Raw automerge change bytes for one room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomChanges {
@@ -101,7 +120,9 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// New changes, gossiped to every peer.
-    Push { rooms: Vec<RoomChanges> },
+    Push {
+        rooms: Vec<RoomChanges>,
+    },
     /// Anti-entropy opener: my root digest, and my cursor into your log.
     DigestReq {
         round: u64,
@@ -128,13 +149,19 @@ pub enum Body {
         children: Vec<ShortDigest>,
     },
     /// The rooms (and their digests) in these leaf buckets.
-    LeafReq { round: u64, buckets: Vec<u32> },
+    LeafReq {
+        round: u64,
+        buckets: Vec<u32>,
+    },
     LeafResp {
         round: u64,
         rooms: Vec<(RoomId, ShortDigest)>,
     },
     /// "These are my heads of each room; send what I lack."
-    ChangesReq { round: u64, rooms: Vec<RoomHeads> },
+    ChangesReq {
+        round: u64,
+        rooms: Vec<RoomHeads>,
+    },
     /// `truncated`: the byte budget cut the answer; ask again.
     ChangesResp {
         round: u64,
@@ -156,7 +183,10 @@ pub enum Body {
         complete: bool,
     },
     /// Whole documents of rooms ordered after `after`.
-    SnapshotReq { round: u64, after: Option<RoomId> },
+    SnapshotReq {
+        round: u64,
+        after: Option<RoomId>,
+    },
     /// `too_large`: rooms over the batch budget, to fetch with `ChangesReq`.
     SnapshotResp {
         round: u64,
@@ -167,18 +197,30 @@ pub enum Body {
     },
     /// "I cannot serve that request (e.g. your cursor is past my log's
     /// horizon); choose another path."
-    Unavailable { round: u64 },
+    Unavailable {
+        round: u64,
+    },
     /// These rooms ended and were purged here (each with its end change as
     /// proof); purge yours and refuse their changes.
-    Purged { rooms: Vec<PurgeProof> },
+    Purged {
+        rooms: Vec<PurgeProof>,
+    },
     /// I hold these rooms as ended (towards purging them everywhere).
-    EndAck { rooms: Vec<RoomId> },
+    EndAck {
+        rooms: Vec<RoomId>,
+    },
     /// A SWIM datagram (foca's encoding; see `membership`).
-    Swim { data: serde_bytes::ByteBuf },
+    Swim {
+        data: serde_bytes::ByteBuf,
+    },
     /// My periodic self-report, with the drain orders I know of.
-    Health { report: HealthReport },
+    Health {
+        report: HealthReport,
+    },
     /// An operator's drain order, spread at once (reports repeat it).
-    Drain { order: DrainOrder },
+    Drain {
+        order: DrainOrder,
+    },
     /// History compaction (`docs/protocol.md`): "I can compact rooms" (the
     /// version gate: an older build never sends this), and the request each
     /// of these rooms will be compacted at, as far as I know. `ask`: answer
@@ -202,7 +244,27 @@ pub enum Body {
     /// My report, and "answer with yours" (`replica/reports.rs`): to a node
     /// I suspect, or whose report I lack. An older build cannot decode it;
     /// it sends its report to everyone anyway.
-    HealthAsk { report: HealthReport },
+    HealthAsk {
+        report: HealthReport,
+    },
+    /// "Besides version 1, I read these messages" (`READS_*` bits), sent
+    /// to a peer before the first round with it; `ask`: answer with yours.
+    /// An older build cannot decode it and drops it: never told, a replica
+    /// sends that peer version-1 messages only.
+    Reads {
+        reads: u64,
+        ask: bool,
+    },
+    /// `LeafReq`, to be answered with each room's heads too
+    /// (`READS_LEAF_HEADS`): the asker skips the rooms it is ahead in.
+    LeafHeadsReq {
+        round: u64,
+        buckets: Vec<u32>,
+    },
+    LeafHeadsResp {
+        round: u64,
+        rooms: Vec<LeafRoom>,
+    },
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -293,7 +355,15 @@ impl Body {
             }
             Body::LeafResp { .. } | Body::TreeResp { .. } => Ok(()),
             Body::TreeReq { nodes, .. } => check("nodes", nodes.len(), NODES_PER_REQUEST_MAX),
-            Body::LeafReq { buckets, .. } => check("buckets", buckets.len(), NODES_PER_REQUEST_MAX),
+            Body::LeafReq { buckets, .. } | Body::LeafHeadsReq { buckets, .. } => {
+                check("buckets", buckets.len(), NODES_PER_REQUEST_MAX)
+            }
+            Body::LeafHeadsResp { rooms, .. } => {
+                for r in rooms {
+                    check("heads", r.heads.len(), LEAF_HEADS_MAX)?;
+                }
+                Ok(())
+            }
             Body::SnapshotResp {
                 rooms, too_large, ..
             } => check(
@@ -318,6 +388,7 @@ impl Body {
             Body::Drain { .. }
             | Body::Leaving { .. }
             | Body::LeavingAck
+            | Body::Reads { .. }
             | Body::Unavailable { .. }
             | Body::DigestReq { .. }
             | Body::DigestResp { .. }
@@ -351,6 +422,9 @@ impl Body {
             Body::Drain { .. } => "drain",
             Body::Leaving { .. } => "leaving",
             Body::LeavingAck => "leaving_ack",
+            Body::Reads { .. } => "reads",
+            Body::LeafHeadsReq { .. } => "leaf_heads_req",
+            Body::LeafHeadsResp { .. } => "leaf_heads_resp",
         }
     }
 }

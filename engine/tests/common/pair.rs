@@ -27,6 +27,10 @@ pub struct Net {
     pub members: Vec<Member>,
     /// Directed links that drop everything.
     pub cut: BTreeSet<(usize, usize)>,
+    /// Message kinds dropped on every link (a peer that cannot read them).
+    pub dropped_kinds: BTreeSet<&'static str>,
+    /// Rooms named in `ChangesReq`s, per sender.
+    pub rooms_asked: BTreeMap<usize, u64>,
     /// Bytes sent per (from, to, message kind).
     pub bytes: BTreeMap<(usize, usize, &'static str), u64>,
     queue: VecDeque<(usize, usize, Vec<u8>)>,
@@ -67,6 +71,8 @@ impl Net {
             now_ms: 0,
             members,
             cut: BTreeSet::new(),
+            dropped_kinds: BTreeSet::new(),
+            rooms_asked: BTreeMap::new(),
             bytes: BTreeMap::new(),
             queue: VecDeque::new(),
             next_write: 1,
@@ -183,10 +189,19 @@ impl Net {
             if self.cut.contains(&(from, to)) {
                 continue;
             }
-            let kind = wire::decode(&bytes)
-                .map(|e| e.body.kind())
-                .unwrap_or("garbage");
+            let decoded = wire::decode(&bytes);
+            let kind = decoded.as_ref().map(|e| e.body.kind()).unwrap_or("garbage");
+            if let Ok(wire::Envelope {
+                body: wire::Body::ChangesReq { rooms, .. },
+                ..
+            }) = &decoded
+            {
+                *self.rooms_asked.entry(from).or_default() += rooms.len() as u64;
+            }
             *self.bytes.entry((from, to, kind)).or_default() += bytes.len() as u64;
+            if self.dropped_kinds.contains(kind) {
+                continue;
+            }
             let peer = self.members[from].id.clone();
             self.members[to]
                 .replica
