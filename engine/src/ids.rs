@@ -4,6 +4,7 @@
 //! `epoch:node` ownership encoding).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -66,15 +67,19 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        // Shared, not owned: ids are cloned far more often than made (every
+        // message names its sender; SWIM compares member addresses, by
+        // value, for each update it applies), and a clone of an `Arc` is a
+        // count, where a `String`'s is an allocation.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps `value`.
             pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
                 validate_id($kind, &value)?;
-                Ok(Self(value))
+                Ok(Self(value.into()))
             }
 
             pub fn as_str(&self) -> &str {

@@ -115,7 +115,9 @@ impl Place {
 pub struct Validator<'a> {
     doc: &'a Automerge,
     room: &'a RoomId,
-    genesis: ChangeHash,
+    /// The genesis change's hash; `None` when no change of the batch is
+    /// by the genesis actor (a change of another actor cannot have it).
+    genesis: Option<ChangeHash>,
     genesis_actor: ActorId,
     places: HashMap<OpId, Option<Place>>,
     /// `max_op` of the changes accepted so far in this batch (their
@@ -127,12 +129,17 @@ pub struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    pub fn new(doc: &'a Automerge, room: &'a RoomId, genesis: ChangeHash) -> Self {
+    pub fn new(
+        doc: &'a Automerge,
+        room: &'a RoomId,
+        genesis_actor: ActorId,
+        genesis: Option<ChangeHash>,
+    ) -> Self {
         Self {
             doc,
             room,
             genesis,
-            genesis_actor: s::genesis_actor(room),
+            genesis_actor,
             places: HashMap::new(),
             max_ops: HashMap::new(),
             rooted: !doc.get_heads().is_empty(),
@@ -142,15 +149,20 @@ impl<'a> Validator<'a> {
     /// Accepts `change` or says why not. An accepted change's new objects
     /// are remembered for the changes after it.
     pub fn check(&mut self, change: &Change) -> Result<(), Refusal> {
-        if change.actor_id() == &self.genesis_actor || change.hash() == self.genesis {
+        if change.actor_id() == &self.genesis_actor {
             // The genesis actor writes exactly one change, identical on
             // every replica; anything else under its name is a forgery.
-            return if change.hash() == self.genesis && self.rooted {
+            let genesis = self.genesis;
+            return if genesis.is_none() {
+                // The caller gives the hash whenever the batch holds a
+                // change of this actor.
+                Err(refuse("", "the genesis hash was not computed"))
+            } else if Some(change.hash()) == genesis && self.rooted {
                 // The history already starts (at a compacted base: a
                 // genesis held here is skipped before validation), and the
                 // genesis belongs to a history it replaced.
                 Err(refuse("", "the genesis of a history compacted away"))
-            } else if change.hash() == self.genesis {
+            } else if Some(change.hash()) == genesis {
                 self.rooted = true;
                 self.record_genesis(change);
                 self.max_ops.insert(change.hash(), change.max_op());
