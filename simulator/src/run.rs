@@ -102,9 +102,17 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunResult {
         scenario,
         opts,
         cluster: None,
-        workload: Workload::new(scenario.rooms, scenario.workload.end_rooms),
+        workload: Workload::new(
+            scenario.rooms,
+            scenario.workload.end_rooms,
+            scenario.workload.rooms_at_start,
+        ),
         workload_rng: Rng::new(0),
-        checker: Checker::new(opts.seed, scenario.checks.rooms_per_check),
+        checker: Checker::new(
+            opts.seed,
+            scenario.checks.rooms_per_check,
+            scenario.checks.replicas_per_room,
+        ),
         timeline: Timeline::new(scenario.nodes),
         liveness_ms: scenario.duration_ms,
         converged_at: None,
@@ -169,6 +177,7 @@ impl Runner<'_> {
             },
             &s.late_joiners(),
             &s.older_builds,
+            &crate::cluster::preload::rooms(s.workload.rooms_at_start),
         );
         if let Some([lo, hi]) = work_ms {
             cluster.set_work_ms(lo, hi);

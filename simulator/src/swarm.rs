@@ -165,6 +165,7 @@ pub fn draw(seed: u64) -> Scenario {
         ops_per_sec: r.range(20, 80) as f64,
         end_rooms: true,
         idle_ms: None,
+        rooms_at_start: 0,
     };
     // Drawn last, so that every other draw of a seed stays what it was.
     if r.chance(0.2) {
@@ -214,6 +215,7 @@ pub fn draw(seed: u64) -> Scenario {
             interval_ms: 500,
             rooms_per_check: 8,
             sample_ms: 50,
+            replicas_per_room: None,
             failover_budget_ms: None,
             false_failovers_max: None,
             rehomed_calls_max: None,

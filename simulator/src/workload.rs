@@ -18,6 +18,11 @@ use crate::rng::Rng;
 struct RoomModel {
     sessions: BTreeMap<u64, u64>, // session number → believed owner epoch
     ended: bool,
+    /// Written to by the workload (created by it, or preloaded and since
+    /// written): the rooms the invariants read on every replica. A
+    /// preloaded room never written is the same copy everywhere, which
+    /// equal digest roots already show.
+    touched: bool,
 }
 
 #[derive(Debug)]
@@ -29,6 +34,16 @@ pub struct Workload {
     rooms: BTreeMap<u64, RoomModel>,
     next_room: u64,
     next_session: u64,
+    /// How many rooms are `touched`.
+    touched: usize,
+}
+
+/// The configuration of every room the workload creates.
+pub fn room_config() -> RoomConfig {
+    RoomConfig {
+        max_participants: 50,
+        ..RoomConfig::default()
+    }
 }
 
 fn id<T: std::str::FromStr>(text: String) -> T
@@ -39,13 +54,18 @@ where
 }
 
 impl Workload {
-    pub fn new(rooms_target: usize, end_rooms: bool) -> Self {
+    /// `preloaded`: rooms `room-0 ..` exist on every replica before the
+    /// run (`preload::rooms`).
+    pub fn new(rooms_target: usize, end_rooms: bool, preloaded: usize) -> Self {
         Self {
             rooms_target: rooms_target.max(1),
             end_rooms,
-            rooms: BTreeMap::new(),
-            next_room: 0,
+            rooms: (0..preloaded as u64)
+                .map(|n| (n, RoomModel::default()))
+                .collect(),
+            next_room: preloaded as u64,
             next_session: 0,
+            touched: 0,
         }
     }
 
@@ -86,6 +106,10 @@ impl Workload {
         let room: RoomId = id(format!("room-{room_no}"));
         let dice = rng.range(0, 99);
         let model = self.rooms.entry(room_no).or_default();
+        if !model.touched {
+            model.touched = true;
+            self.touched += 1;
+        }
         let sessions: Vec<u64> = model.sessions.keys().copied().collect();
         let pick = |rng: &mut Rng| sessions.get(rng.index(sessions.len().max(1))).copied();
         let owner = |rng: &mut Rng| -> NodeId {
@@ -160,28 +184,34 @@ impl Workload {
     fn create(&mut self) -> (RoomId, RoomOp) {
         let n = self.next_room;
         self.next_room += 1;
-        self.rooms.insert(n, RoomModel::default());
-        let room = id(format!("room-{n}"));
-        let config = RoomConfig {
-            max_participants: 50,
-            ..RoomConfig::default()
+        let model = RoomModel {
+            touched: true,
+            ..RoomModel::default()
         };
+        self.rooms.insert(n, model);
+        self.touched += 1;
+        let room = id(format!("room-{n}"));
         (
             room,
             RoomOp::Create {
                 tenant: id::<TenantId>("tenant".into()),
-                config,
+                config: room_config(),
             },
         )
     }
 
-    /// How many rooms the workload has named.
+    /// How many rooms the workload has written to.
     pub fn rooms_named(&self) -> usize {
-        self.rooms.len()
+        self.touched
     }
 
-    /// Every room id the workload ever named.
+    /// Every room the workload ever wrote to (created, or preloaded and
+    /// written since).
     pub fn room_ids(&self) -> Vec<RoomId> {
-        self.rooms.keys().map(|n| id(format!("room-{n}"))).collect()
+        self.rooms
+            .iter()
+            .filter(|(_, r)| r.touched)
+            .map(|(n, _)| id(format!("room-{n}")))
+            .collect()
     }
 }

@@ -28,7 +28,7 @@ fn fast_rounds(config: &mut ReplicaConfig) {
 /// Writes for `write_ms` on a hostile network, then calms it and checks.
 fn converge(nodes: usize, seed: u64, write_ms: u64) {
     let mut cluster = Cluster::new(nodes, seed, hostile(), fast_rounds);
-    let mut workload = Workload::new(20, true);
+    let mut workload = Workload::new(20, true, 0);
     let mut rng = cluster.rng.fork();
     while cluster.now_ms < write_ms {
         workload.step(&mut cluster, &mut rng);
@@ -93,7 +93,7 @@ fn two_to_seven_replicas_converge_with_30pct_loss_and_50pct_duplication() {
 #[test]
 fn a_partition_heals_into_one_state() {
     let mut cluster = Cluster::new(5, 42, NetConfig::default(), fast_rounds);
-    let mut workload = Workload::new(30, true);
+    let mut workload = Workload::new(30, true, 0);
     let mut rng = cluster.rng.fork();
     for _ in 0..100 {
         workload.step(&mut cluster, &mut rng);
@@ -127,7 +127,7 @@ fn convergence_does_not_need_pushes() {
         ..NetConfig::default()
     };
     let mut cluster = Cluster::new(3, 7, net, fast_rounds);
-    let mut workload = Workload::new(10, true);
+    let mut workload = Workload::new(10, true, 0);
     let mut rng = cluster.rng.fork();
     for _ in 0..200 {
         workload.step(&mut cluster, &mut rng);

@@ -6,6 +6,7 @@
 
 mod events;
 mod faults;
+pub mod preload;
 mod reads;
 mod work;
 
@@ -146,12 +147,13 @@ impl Cluster {
         net: NetConfig,
         configure: impl Fn(&mut ReplicaConfig) + 'static,
     ) -> Self {
-        Self::with_absent(n, seed, net, configure, &[], &[])
+        Self::with_absent(n, seed, net, configure, &[], &[], &[])
     }
 
     /// Like [`Cluster::new`], but the nodes in `absent` have not joined:
     /// they start with empty stores when [`Cluster::start`]ed. The nodes in
-    /// `older` run the previous build until [`Cluster::upgrade`]d.
+    /// `older` run the previous build until [`Cluster::upgrade`]d. The
+    /// others start with `preloaded` in their stores (`preload::rooms`).
     pub fn with_absent(
         n: usize,
         seed: u64,
@@ -159,6 +161,7 @@ impl Cluster {
         configure: impl Fn(&mut ReplicaConfig) + 'static,
         absent: &[usize],
         older: &[usize],
+        preloaded: &[chorus_engine::storage::Entry],
     ) -> Self {
         let mut cluster = Self {
             now_ms: 0,
@@ -197,6 +200,7 @@ impl Cluster {
         }
         for i in 0..n {
             if !absent.contains(&i) {
+                preload::install(&cluster.nodes[i].kv, preloaded);
                 cluster.start(i);
             }
         }

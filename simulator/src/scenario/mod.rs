@@ -19,6 +19,9 @@ pub const NODES_MAX: usize = 256;
 /// The region of nodes `regions` does not name (and of the workload's
 /// calls).
 pub const DEFAULT_REGION: &str = "region-a";
+/// Most rooms a scenario may preload (`workload.rooms_at_start`): every
+/// node holds a copy of each.
+pub const ROOMS_AT_START_MAX: usize = 100_000;
 /// The longest a run may last (simulated).
 pub const DURATION_MS_MAX: u64 = 24 * 3_600_000;
 
@@ -92,6 +95,15 @@ pub struct WorkloadConfig {
     /// finish): what an idle cluster costs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<[u64; 2]>,
+    /// Rooms on every replica before the run starts (`room-0 ..`), as in
+    /// a cluster that has held them for months; the workload writes to
+    /// them as to the rooms it creates. Late joiners start without them.
+    #[serde(default, skip_serializing_if = "no_rooms")]
+    pub rooms_at_start: usize,
+}
+
+fn no_rooms(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_end_rooms() -> bool {
@@ -108,6 +120,7 @@ impl Default for WorkloadConfig {
             ops_per_sec: default_ops(),
             end_rooms: default_end_rooms(),
             idle_ms: None,
+            rooms_at_start: 0,
         }
     }
 }
@@ -125,6 +138,12 @@ pub struct CheckConfig {
     /// The timeline samples each node's root this often.
     #[serde(default = "default_sample_ms")]
     pub sample_ms: u64,
+    /// If set, the room-level checks (periodic and final) read each room on
+    /// this many live replicas, spread over the nodes, instead of on every
+    /// one; the digest roots still compare every replica. For clusters of
+    /// hundreds, where reading every room everywhere costs minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_per_room: Option<usize>,
     /// If set, every detected crash must have its calls re-homed (crash →
     /// Down everywhere → owned by live nodes everywhere) within this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +175,7 @@ impl Default for CheckConfig {
             interval_ms: default_check_ms(),
             rooms_per_check: default_check_rooms(),
             sample_ms: default_sample_ms(),
+            replicas_per_room: None,
             failover_budget_ms: None,
             false_failovers_max: None,
             rehomed_calls_max: None,

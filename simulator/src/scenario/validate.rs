@@ -80,6 +80,12 @@ impl Scenario {
                 "workload.ops_per_sec = {ops}: must be between 0 and 100000"
             ));
         }
+        let preload = self.workload.rooms_at_start;
+        if preload > ROOMS_AT_START_MAX {
+            return Err(format!(
+                "workload.rooms_at_start = {preload}: at most {ROOMS_AT_START_MAX}"
+            ));
+        }
         self.replica
             .validate()
             .map_err(|e| format!("replica: {e}"))?;
