@@ -310,9 +310,10 @@ pub const CHANGES_FIRST_ASK_ROOMS: usize = 64;
 /// are the rule; a room with more is asked for as it would be without.
 pub const LEAF_HEADS_MAX: usize = 8;
 
-/// Bytes of heads in one leaf answer: past them, rooms go without (the
-/// answer stays well under a frame whatever the number of rooms).
-pub const LEAF_HEADS_BYTES_MAX: usize = 256 * 1024;
+/// Rooms whose heads one leaf answer looks up (each lookup loads the room,
+/// and a request may name every bucket): past them, rooms go without.
+/// At most 256 KiB of heads an answer.
+pub const LEAF_HEADS_ROOMS_MAX: usize = 1024;
 
 /// Most digest-tree nodes asked for in one request: a whole tree level.
 pub const NODES_PER_REQUEST_MAX: usize = 4096;
@@ -429,6 +430,10 @@ const _: () = assert!(PURGE_PROOF_BYTES_MAX + PUSH_FRAMING_BYTES < PUSH_BYTES_MA
 const _: () = assert!(SYNC_BATCH_BYTES_MAX < MESSAGE_BYTES_MAX);
 const _: () = assert!(LOG_ENTRY_BYTES_MAX <= SYNC_BATCH_BYTES_MAX);
 const _: () = assert!(KNOWN_HASHES_MAX * 8 < MESSAGE_BYTES_MAX);
+// A leaf answer's heads fit a sync batch; a room's heads fit a request.
+const _: () = assert!(LEAF_HEADS_ROOMS_MAX * LEAF_HEADS_MAX * 32 <= SYNC_BATCH_BYTES_MAX);
+const _: () = assert!(LEAF_HEADS_MAX <= HEADS_MAX);
+const _: () = assert!(CHANGES_FIRST_ASK_ROOMS <= ROOMS_PER_MESSAGE_MAX);
 // One request can ask for a whole level of the digest tree.
 const _: () = assert!(NODES_PER_REQUEST_MAX >= crate::rooms::digest::LEAVES);
 const _: () = assert!(SNAPSHOT_PAGE_ROOMS <= ROOMS_PER_MESSAGE_MAX);

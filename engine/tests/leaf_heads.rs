@@ -77,8 +77,8 @@ fn a_walk_skips_the_rooms_where_the_peer_is_behind() {
     );
     assert!(sent(&net, 0, 1, "leaf_heads_req") > 0, "{:?}", net.bytes);
     assert_eq!(sent(&net, 0, 1, "leaf_req"), 0);
-    // Member 0 asks for `b` only; its request shows 1 what 1 lacks of
-    // `b`, which 1 pulls back, so 1's own round finds them equal.
+    // Member 0 asks for `b` only (it is ahead in `a`); member 1 gets `a`
+    // by its own round.
     assert_eq!(net.members[0].replica.stats().leaf_rooms_skipped, 1);
 }
 

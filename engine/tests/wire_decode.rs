@@ -53,6 +53,14 @@ fn sample_frames() -> Vec<Vec<u8>> {
             level: 1,
             nodes: vec![1, 2, 3],
         },
+        Body::LeafHeadsResp {
+            round: 4,
+            rooms: vec![wire::LeafRoom {
+                room: RoomId::parse("room-2").expect("valid"),
+                digest: [2; 8],
+                heads: vec![WireHead([3; 32]), WireHead([4; 32])],
+            }],
+        },
     ];
     bodies
         .into_iter()
@@ -76,7 +84,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_never_panic(
-        which in 0usize..5,
+        which in 0usize..6,
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
     ) {
@@ -105,4 +113,25 @@ fn sample_frames_round_trip() {
         let envelope = wire::decode(&frame).expect("valid frame");
         assert_eq!(wire::encode(&envelope), frame);
     }
+}
+
+#[test]
+fn a_leaf_answer_with_too_many_heads_for_a_room_is_refused() {
+    let body = Body::LeafHeadsResp {
+        round: 1,
+        rooms: vec![wire::LeafRoom {
+            room: RoomId::parse("room-1").expect("valid"),
+            digest: [0; 8],
+            heads: vec![WireHead([1; 32]); wire::LEAF_HEADS_MAX + 1],
+        }],
+    };
+    let frame = wire::encode(&Envelope {
+        cluster: 9,
+        sent_at: Timestamp::default(),
+        body,
+    });
+    assert!(matches!(
+        wire::decode(&frame),
+        Err(wire::DecodeError::TooMany { what: "heads", .. })
+    ));
 }

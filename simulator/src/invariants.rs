@@ -95,6 +95,12 @@ pub struct Checker {
     pub rooms_compared: u64,
 }
 
+/// `n` of the positions `0..len`, evenly spaced, starting at `k`: over
+/// consecutive `k` every position is taken in turn (`n` < `len`).
+fn spread(len: usize, n: usize, k: usize) -> Vec<usize> {
+    (0..n).map(|j| (k + j * len / n) % len).collect()
+}
+
 impl Checker {
     pub fn new(seed: u64, rooms_per_check: usize, replicas_per_room: Option<usize>) -> Self {
         Self {
@@ -119,11 +125,10 @@ impl Checker {
             .filter(|&i| cluster.nodes[i].is_up())
             .collect();
         match self.replicas_per_room {
-            Some(n) if n > 0 && n < live.len() => {
-                let step = live.len() / n;
-                let offset = k % step;
-                (0..n).map(|j| live[offset + j * step]).collect()
-            }
+            Some(n) if n > 0 && n < live.len() => spread(live.len(), n, k)
+                .into_iter()
+                .map(|at| live[at])
+                .collect(),
             _ => live,
         }
     }
@@ -445,4 +450,26 @@ fn content_holds(
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::spread;
+
+    #[test]
+    fn a_spread_is_distinct_and_reaches_every_replica_in_turn() {
+        for (len, n) in [(5, 2), (199, 20), (200, 20), (21, 20)] {
+            let mut seen = vec![false; len];
+            for k in 0..len {
+                let mut picked = spread(len, n, k);
+                for &at in &picked {
+                    seen[at] = true;
+                }
+                picked.sort_unstable();
+                picked.dedup();
+                assert_eq!(picked.len(), n, "len {len}, n {n}, k {k}");
+            }
+            assert!(seen.iter().all(|s| *s), "len {len}, n {n}");
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! longer) heard so.
 
 use super::round::Phase;
-use super::wire::{short, Body, LeafRoom, LEAF_HEADS_BYTES_MAX, LEAF_HEADS_MAX, READS};
+use super::wire::{short, Body, LeafRoom, LEAF_HEADS_MAX, LEAF_HEADS_ROOMS_MAX, READS};
 use super::Replica;
 use crate::ids::NodeId;
 
@@ -59,24 +59,26 @@ impl Replica {
         }
     }
 
-    /// `LeafReq` with heads: each room's heads go along while they fit the
-    /// answer's budget, so the asker can skip the rooms it is ahead in.
+    /// `LeafReq` with heads, so the asker can skip the rooms it is ahead
+    /// in. Reading a room's heads loads the room: only the first
+    /// `LEAF_HEADS_ROOMS_MAX` rooms of the answer are looked up (whatever
+    /// they turn out to hold), so a request naming every bucket costs a
+    /// bounded number of loads. The rest go without heads.
     pub(super) fn serve_leaf_heads(&mut self, from: &NodeId, round: u64, buckets: &[u32]) {
         let listed: Vec<_> = buckets
             .iter()
             .flat_map(|b| self.rooms.tree().leaf(*b))
             .collect();
-        let mut budget = LEAF_HEADS_BYTES_MAX;
+        let mut lookups = LEAF_HEADS_ROOMS_MAX;
         let mut rooms = Vec::with_capacity(listed.len());
         for (room, item) in listed {
             let mut heads = Vec::new();
-            if budget > 0 && !self.rooms.is_purged(&room) {
+            if lookups > 0 && !self.rooms.is_purged(&room) {
+                lookups -= 1;
                 // A room that does not load is listed without heads: the
                 // asker then asks for it as it would without them.
                 let all = self.heads(&room).unwrap_or_default();
-                let bytes = all.len() * 32;
-                if all.len() <= LEAF_HEADS_MAX && bytes <= budget {
-                    budget -= bytes;
+                if all.len() <= LEAF_HEADS_MAX {
                     heads = all.into_iter().map(Into::into).collect();
                 }
             }

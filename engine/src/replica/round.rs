@@ -7,6 +7,8 @@
 //!                          ├─ empty, or gap too large ───► SnapshotReq ⇄ SnapshotResp … ► done
 //!                          └─ otherwise ─────────────────► TreeReq ⇄ TreeResp (×3)
 //!                                                          ► LeafReq ⇄ LeafResp
+//!                                                            (LeafHeadsReq ⇄ LeafHeadsResp
+//!                                                             with a peer that reads it)
 //!                                                          ► ChangesReq ⇄ ChangesResp … ► done
 //! ```
 //! Each round pulls; the peer pulls in its own rounds (and a `ChangesReq`

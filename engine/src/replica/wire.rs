@@ -17,8 +17,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub use crate::limits::ANCESTRY_MAX;
 pub use crate::limits::HEADS_MAX;
 pub use crate::limits::KNOWN_HASHES_MAX;
-pub use crate::limits::LEAF_HEADS_BYTES_MAX;
 pub use crate::limits::LEAF_HEADS_MAX;
+pub use crate::limits::LEAF_HEADS_ROOMS_MAX;
 pub use crate::limits::MESSAGE_BYTES_MAX;
 pub use crate::limits::NODES_PER_REQUEST_MAX;
 pub use crate::limits::PURGE_PROOF_BYTES_MAX;
@@ -68,8 +68,9 @@ pub struct RoomHeads {
 }
 
 /// One room in a `LeafHeadsResp`: its digest item's prefix, and its heads
-/// (empty when it has more than `LEAF_HEADS_MAX` or the answer's budget for
-/// heads is spent: the asker then asks for the room as it would without).
+/// (empty when it has more than `LEAF_HEADS_MAX`, or past the first
+/// `LEAF_HEADS_ROOMS_MAX` rooms of the answer: the asker then asks for the
+/// room as it would without).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeafRoom {
     pub room: RoomId,

@@ -80,6 +80,13 @@ impl Scenario {
                 "workload.ops_per_sec = {ops}: must be between 0 and 100000"
             ));
         }
+        if let Some(n) = self.checks.replicas_per_room {
+            if n < 2 {
+                return Err(format!(
+                    "checks.replicas_per_room = {n}: at least 2 (a check compares replicas)"
+                ));
+            }
+        }
         let preload = self.workload.rooms_at_start;
         if preload > ROOMS_AT_START_MAX {
             return Err(format!(
