@@ -38,6 +38,12 @@ pub const REPLAY_PAGE_ENTRIES: usize = 256;
 /// One request of the CLI's client may take this long before it gives up.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// `chorus bench daemons`: at most this many processes, joins offered
+/// per second, and joins in all (each is remembered for the checks).
+pub const BENCH_DAEMONS_MAX: usize = 200;
+pub const BENCH_RATE_MAX: f64 = 10_000.0;
+pub const BENCH_WRITES_MAX: usize = 1_000_000;
+
 const _: () = assert!(HEADER_READ_TIMEOUT_MS_MIN <= HEADER_READ_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(CALLS_IN_FLIGHT_MAX >= 1 && INCIDENTS_PER_PAGE_MAX >= 1);
 const _: () = assert!(CALLS_IN_FLIGHT_MAX <= chorus_engine::limits::COMMAND_QUEUE_MAX);

@@ -114,7 +114,7 @@ enum Command {
     /// Benchmarks against real daemons on loopback.
     Bench {
         #[command(subcommand)]
-        what: BenchWhat,
+        what: bench::Bench,
     },
 }
 
@@ -142,30 +142,6 @@ enum RoomsAction {
     },
     End {
         room: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchWhat {
-    /// Write on one daemon, time until every other daemon has it.
-    Propagation {
-        #[arg(long, default_value_t = 5)]
-        nodes: usize,
-        #[arg(long, default_value_t = 1000)]
-        writes: usize,
-        /// Writes per second offered; 0 writes as fast as acknowledgements allow.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-    },
-    /// One standing room on three daemons: join+leave pairs through the
-    /// HTTP API, latency at the start and at the end, size and convergence.
-    Churn {
-        #[arg(long, default_value_t = 20_000)]
-        cycles: usize,
-        /// The daemons' `session_retention_ms`: short, so that pruning and
-        /// compaction happen during the run.
-        #[arg(long, default_value_t = 5_000)]
-        retention_ms: u64,
     },
 }
 
@@ -301,26 +277,9 @@ async fn dispatch(api: Api, command: Command) -> anyhow::Result<bool> {
             init_logs(false, "warn");
             return demo::run().await;
         }
-        Command::Bench {
-            what:
-                BenchWhat::Propagation {
-                    nodes,
-                    writes,
-                    rate,
-                },
-        } => {
+        Command::Bench { what } => {
             init_logs(false, "warn");
-            return bench::propagation(nodes, writes, rate).await;
-        }
-        Command::Bench {
-            what:
-                BenchWhat::Churn {
-                    cycles,
-                    retention_ms,
-                },
-        } => {
-            init_logs(false, "warn");
-            return bench::churn(cycles, retention_ms).await;
+            return bench::run(what).await;
         }
     }
     Ok(true)

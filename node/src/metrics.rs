@@ -205,6 +205,11 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.failover_held_minority,
         ),
         (
+            "chorus_failover_awaiting_quorum",
+            "Move ticks that held a failover until a majority was heard from since it started.",
+            r.failover_awaiting_quorum,
+        ),
+        (
             "chorus_swim_refused",
             "Failure-detection datagrams refused (malformed or spoofed).",
             r.swim_refused,

@@ -59,6 +59,13 @@ pub struct FailoverStats {
     pub convictions_held: u64,
     /// Calls taken over, by any replica, for any reason.
     pub rehomed_calls: u64,
+    /// Failover takeovers written by a replica that hears (up, and their
+    /// messages reach it) at most half of the members, itself included:
+    /// the minority side of a partition must leave the calls alone (an
+    /// invariant, unless the replica runs `failover_needs_majority = false`).
+    pub minority_takeovers: u64,
+    /// The first of them, for the report.
+    pub minority_takeover_notes: Vec<String>,
     /// Failovers or drains stopped before they finished (rollbacks).
     pub moves_stopped: u64,
     /// The most calls owned by crashed nodes at one sample.
@@ -97,6 +104,24 @@ impl FailoverStats {
                 replica,
                 format!("{line} (first of its takeovers from {from})"),
             );
+        }
+    }
+
+    /// A failover takeover by a replica on a minority side (`reach` of
+    /// `nodes`, itself included).
+    pub fn minority_takeover(
+        &mut self,
+        at_ms: u64,
+        replica: usize,
+        reach: usize,
+        nodes: usize,
+        line: &str,
+    ) {
+        self.minority_takeovers += 1;
+        if self.minority_takeover_notes.len() < NOTES_MAX {
+            self.minority_takeover_notes.push(format!(
+                "node {replica} (reaching {reach} of {nodes}) at {at_ms} ms: {line}"
+            ));
         }
     }
 

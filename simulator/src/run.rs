@@ -213,6 +213,13 @@ impl Runner<'_> {
                 self.checker.fail(Invariant::Failover, message);
             }
         }
+        if stats.minority_takeovers > 0 {
+            let message = format!(
+                "{} calls taken over on a minority side: {:?}",
+                stats.minority_takeovers, stats.minority_takeover_notes
+            );
+            self.checker.fail(Invariant::Failover, message);
+        }
         if let Some(max) = checks.rehomed_calls_max {
             if stats.rehomed_calls > max {
                 let message = format!(

@@ -344,9 +344,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "613119d507f890c1"),
-        ("partition-heal", "316effb47268abda"),
-        ("region-outage", "213e1cc1f7c284b1"),
+        ("media-node-crash", "d2040a1beecd3cd0"),
+        ("partition-heal", "f2d539209b4e3c8d"),
+        ("region-outage", "e4599182bacf2da4"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -113,6 +113,7 @@ impl Replica {
                 total,
                 rate_per_s,
                 moved_here: 0,
+                heard_majority: true,
             },
         );
     }

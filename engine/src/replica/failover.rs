@@ -44,6 +44,9 @@ pub(super) struct Move {
     pub rate_per_s: u32,
     /// Takeovers this replica wrote.
     pub moved_here: u64,
+    /// A failover acts only once a majority was heard from since it
+    /// started (`quorum.rs`); drains need no such evidence.
+    pub heard_majority: bool,
 }
 
 /// The failover and drain component's state.
@@ -66,6 +69,9 @@ pub(super) struct State {
     /// (`Membership::grades_version`): every SWIM datagram and health
     /// report asks, and counting the answering peers each time was O(n).
     pub majority_seen: Option<(u64, bool)>,
+    /// When the nodes a waiting failover has not heard from were last
+    /// asked (`quorum.rs`).
+    pub quorum_asked_ms: Option<u64>,
 }
 
 impl State {
@@ -78,6 +84,7 @@ impl State {
             next_move_ms: now_ms,
             majority_since_ms: None,
             majority_seen: None,
+            quorum_asked_ms: None,
         }
     }
 }
@@ -306,12 +313,14 @@ impl Replica {
         }
         if change.to == Grade::Down && node != self.config.node {
             let total = self.calls_owned_by(&node).len();
-            // A failover supersedes a drain: the calls must go now.
+            // A failover supersedes a drain: the calls must go now. One
+            // that never heard from a majority (this replica was cut off)
+            // starts afresh: its evidence must postdate this conviction.
             let replace = self
                 .failover
                 .moves
                 .get(&node)
-                .is_none_or(|m| m.kind == MoveKind::Drain);
+                .is_none_or(|m| m.kind == MoveKind::Drain || !m.heard_majority);
             if replace {
                 self.failover.moves.insert(
                     node.clone(),
@@ -321,18 +330,32 @@ impl Replica {
                         total,
                         rate_per_s: self.config.failover_rate_per_s.max(1),
                         moved_here: 0,
+                        heard_majority: !self.config.failover_needs_majority,
                     },
                 );
                 self.failover.next_move_ms = self.now_ms;
             }
         }
         if change.from == Grade::Down && change.to.answers() {
-            let within_grace = self.failover.moves.get(&node).is_some_and(|m| {
-                m.kind == MoveKind::Failover
-                    && self.now_ms.saturating_sub(m.started_ms) <= self.config.rollback_grace_ms
-            });
-            if within_grace {
-                self.stop_move(&node, "back healthy within the grace period");
+            // A failover that never heard from a majority moved nothing
+            // here: it ends whenever the node is back, grace or not.
+            let (within_grace, unheard) =
+                self.failover.moves.get(&node).map_or((false, false), |m| {
+                    let failover = m.kind == MoveKind::Failover;
+                    (
+                        failover
+                            && self.now_ms.saturating_sub(m.started_ms)
+                                <= self.config.rollback_grace_ms,
+                        failover && !m.heard_majority,
+                    )
+                });
+            if within_grace || unheard {
+                let why = if within_grace {
+                    "back healthy within the grace period"
+                } else {
+                    "back before a majority was heard from"
+                };
+                self.stop_move(&node, why);
                 // A drain ordered before the failover resumes its course.
                 if self.failover.drains.get(&node).is_some_and(|o| o.active) {
                     let rate = self.failover.drains[&node].rate_per_s.max(1);
@@ -352,6 +375,9 @@ impl Replica {
         let mut budget = TAKEOVERS_PER_TICK_MAX;
         let mut finished = Vec::new();
         let moves: BTreeMap<NodeId, Move> = self.failover.moves.clone();
+        // The latest start among failovers still waiting for a majority to
+        // be heard from: one round of asks serves them all.
+        let mut ask_since: Option<u64> = None;
         for (node, m) in moves {
             if m.kind == MoveKind::Failover {
                 // Paused while the node is not Down here (evidence of life
@@ -362,6 +388,16 @@ impl Replica {
                 if !majority {
                     self.stats.failover_held_minority += 1;
                     continue;
+                }
+                if !m.heard_majority {
+                    if !self.heard_majority_since(m.started_ms) {
+                        self.stats.failover_awaiting_quorum += 1;
+                        ask_since = ask_since.max(Some(m.started_ms));
+                        continue;
+                    }
+                    if let Some(m) = self.failover.moves.get_mut(&node) {
+                        m.heard_majority = true;
+                    }
                 }
             }
             let calls = self.calls_owned_by(&node);
@@ -382,6 +418,9 @@ impl Replica {
                     budget -= 1;
                 }
             }
+        }
+        if let Some(since) = ask_since {
+            self.ask_for_quorum(since);
         }
         for node in finished {
             // Failovers end when the node has no calls left; drains stay

@@ -60,6 +60,7 @@ mod outside;
 mod overlay;
 mod purge;
 mod push;
+mod quorum;
 mod reads;
 mod reports;
 mod round;

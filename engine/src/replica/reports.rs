@@ -180,8 +180,12 @@ impl Replica {
     /// When the suspects are asked next, one step of `ASKS_PER_INTERVAL`
     /// from now (at least a millisecond: never a busy loop).
     fn next_ask_at(&self) -> u64 {
-        let step = self.config.detector.health_interval_ms / ASKS_PER_INTERVAL;
-        self.now_ms.saturating_add(step.max(1))
+        self.now_ms.saturating_add(self.ask_step_ms())
+    }
+
+    /// One step of `ASKS_PER_INTERVAL`: how often a silent node is asked.
+    pub(super) fn ask_step_ms(&self) -> u64 {
+        (self.config.detector.health_interval_ms / ASKS_PER_INTERVAL).max(1)
     }
 
     /// A node's grade left Suspect (and not for Down): keep asking it for
@@ -268,12 +272,12 @@ impl Replica {
         (suspects, unknown)
     }
 
-    fn ask(&mut self, to: &NodeId, report: HealthReport) {
+    pub(super) fn ask(&mut self, to: &NodeId, report: HealthReport) {
         self.datagram(to, Body::HealthAsk { report });
     }
 
     /// The report this replica last built (none before its first interval).
-    fn own_report(&self) -> Option<HealthReport> {
+    pub(super) fn own_report(&self) -> Option<HealthReport> {
         self.members
             .view(&self.config.node)
             .and_then(|v| v.report.clone())

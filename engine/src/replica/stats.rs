@@ -99,6 +99,10 @@ pub struct ReplicaStats {
     pub rehome_no_candidate: u64,
     /// Move ticks that held a failover back: this replica saw no majority.
     pub failover_held_minority: u64,
+    /// Move ticks that held a failover back until a majority is heard from
+    /// since it started (`quorum.rs`): one or two per failover on the
+    /// majority side, every tick on the minority side of a partition.
+    pub failover_awaiting_quorum: u64,
     /// How long things took (`Latencies`).
     pub latency: Latencies,
 }

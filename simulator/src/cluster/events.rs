@@ -97,6 +97,34 @@ impl Cluster {
                     "rehomed {}/{} {} -> {} epoch {} ({:?})",
                     moved.room, moved.session, moved.from, moved.to, moved.epoch, moved.kind
                 );
+                let needs_majority = self.nodes[i]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.config().failover_needs_majority);
+                if moved.kind == chorus_engine::replica::MoveKind::Failover && needs_majority {
+                    // The cluster is the members (a late joiner counts once
+                    // it joined); the engine's evidence is what it hears,
+                    // so a node counts if it is up and its messages reach
+                    // this one.
+                    let members: Vec<usize> = (0..self.nodes.len())
+                        .filter(|&j| self.nodes[j].member)
+                        .collect();
+                    let reach = members
+                        .iter()
+                        .filter(|&&j| {
+                            j == i || (self.nodes[j].is_up() && !self.net.is_blocked(j, i))
+                        })
+                        .count();
+                    if 2 * reach <= members.len() {
+                        self.failover.minority_takeover(
+                            self.now_ms,
+                            i,
+                            reach,
+                            members.len(),
+                            &line,
+                        );
+                    }
+                }
                 self.failover
                     .takeover(self.now_ms, i, moved.from.as_str(), line.clone());
                 self.note(Some(i), || line);
