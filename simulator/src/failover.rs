@@ -47,8 +47,9 @@ pub struct FailoverStats {
     /// Down convictions of a node that was up and that the network did
     /// not cut off from the convicting replica.
     pub false_failovers: u64,
-    /// Convictions of a live node across a cut link or partition: right
-    /// from the detector's point of view, counted apart.
+    /// Convictions of a live node across a cut link or partition, or less
+    /// than `suspect_to_down_ms` after that cut opened (the suspicion began
+    /// during it): right from the detector's point of view, counted apart.
     pub partition_convictions: u64,
     /// Suspicions of a node that was up (refuted or not): the noise the
     /// evidence-of-life layer absorbs.

@@ -78,7 +78,20 @@ impl Cluster {
                 self.note(Some(i), || line);
                 if let Some(j) = self.index_of(&change.node) {
                     let up = self.nodes[j].is_up();
-                    let cut_off = self.net.is_blocked(i, j) || self.net.is_blocked(j, i);
+                    // Cut now, or opened less than a suspicion's length
+                    // ago: the suspicion that ends in this conviction began
+                    // while the pair was cut.
+                    let suspicion_ms = self.nodes[i]
+                        .replica
+                        .as_ref()
+                        .map_or(0, |r| r.config().detector.suspect_to_down_ms);
+                    let recently_cut = [(i, j), (j, i)].iter().any(|pair| {
+                        self.unblocked_at
+                            .get(pair)
+                            .is_some_and(|&at| self.now_ms.saturating_sub(at) < suspicion_ms)
+                    });
+                    let cut_off =
+                        self.net.is_blocked(i, j) || self.net.is_blocked(j, i) || recently_cut;
                     match change.to {
                         Grade::Down if up && cut_off => self.failover.partition_convictions += 1,
                         Grade::Down => self.failover.convicted(i, j, self.now_ms, up),

@@ -8,6 +8,7 @@ impl Cluster {
     /// in no group form one more group. Replaces any earlier cut.
     pub fn partition(&mut self, groups: &[Vec<usize>]) {
         let group_of = |n: usize| groups.iter().position(|g| g.contains(&n));
+        let before: Vec<(usize, usize)> = self.net.blocked().collect();
         self.net.heal();
         for a in 0..self.nodes.len() {
             for b in 0..self.nodes.len() {
@@ -16,6 +17,7 @@ impl Cluster {
                 }
             }
         }
+        self.note_unblocked(before);
         self.fault("partition", None, &format!("{groups:?}"));
         self.refresh_links();
     }
@@ -30,15 +32,28 @@ impl Cluster {
     /// `from` can reach `to` again.
     pub fn uncut(&mut self, from: usize, to: usize) {
         self.net.unblock(from, to);
+        self.note_unblocked(vec![(from, to)]);
         self.fault("uncut", None, &format!("{from}->{to}"));
         self.refresh_links();
     }
 
     /// Every link works again.
     pub fn heal(&mut self) {
+        let before: Vec<(usize, usize)> = self.net.blocked().collect();
         self.net.heal();
+        self.note_unblocked(before);
         self.fault("heal", None, "");
         self.refresh_links();
+    }
+
+    /// Notes when the directions in `before` that are no longer blocked
+    /// opened (now).
+    fn note_unblocked(&mut self, before: Vec<(usize, usize)>) {
+        for pair in before {
+            if !self.net.is_blocked(pair.0, pair.1) {
+                self.unblocked_at.insert(pair, self.now_ms);
+            }
+        }
     }
 
     /// Tells replicas about links that came up or went down. A connection

@@ -133,6 +133,10 @@ pub struct Cluster {
     pending_writes: BTreeMap<u64, PendingWrite>,
     /// Unordered pairs whose replicas have been told the link is up.
     links: BTreeSet<(usize, usize)>,
+    /// When each blocked direction last opened again (a heal, an uncut, a
+    /// partition replaced): a conviction whose suspicion began while the
+    /// pair was cut is a partition conviction even if it lands just after.
+    pub(crate) unblocked_at: BTreeMap<(usize, usize), u64>,
     trace: blake3::Hasher,
     steps_at_instant: (u64, u64),
     /// How long a replica's `Output::Work` takes, `[min, max]` ms.
@@ -183,6 +187,7 @@ impl Cluster {
             next_write: 1,
             pending_writes: BTreeMap::new(),
             links: BTreeSet::new(),
+            unblocked_at: BTreeMap::new(),
             trace: blake3::Hasher::new(),
             steps_at_instant: (0, 0),
             work_ms: (0, 0),
