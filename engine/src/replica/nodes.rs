@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{MoveKind, Replica};
 use crate::ids::NodeId;
-use crate::membership::{DrainOrder, Grade, NodeView};
+use crate::membership::{DrainOrder, NodeView};
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
@@ -60,14 +60,24 @@ impl Replica {
     /// configured cluster as alive, or, with no cluster configured, more
     /// than half of the members it knows.
     pub fn sees_majority(&self) -> bool {
+        self.majority_of(|v| v.grade.answers())
+    }
+
+    /// Whether the nodes `counts` accepts make more than half of the
+    /// configured cluster (this replica always counted), or, with none
+    /// configured, of the members it knows (this replica counted by its
+    /// own view): the one count behind `sees_majority` and the failover's
+    /// fresh evidence (`quorum.rs`).
+    pub(super) fn majority_of(&self, counts: impl Fn(&NodeView) -> bool) -> bool {
         if self.config.peers.is_empty() {
-            return 2 * self.members.reachable() > self.members.known();
+            let count = self.members.views().filter(|v| counts(v)).count();
+            return 2 * count > self.members.known();
         }
         let up = self
             .config
             .peers
             .iter()
-            .filter(|p| self.members.grade(p).is_some_and(Grade::answers))
+            .filter(|p| self.members.view(p).is_some_and(&counts))
             .count();
         2 * (up + 1) > self.config.peers.len() + 1
     }

@@ -27,18 +27,10 @@ impl Replica {
     /// `sees_majority` counts it (the configured peers, or every node
     /// known when none are).
     pub(super) fn heard_majority_since(&self, since_ms: u64) -> bool {
-        let heard = |node: &NodeId| {
-            node != &self.config.node
-                && self.members.view(node).is_some_and(|v| {
-                    v.grade.answers() && v.last_heard_ms.is_some_and(|at| at >= since_ms)
-                })
-        };
-        if self.config.peers.is_empty() {
-            let count = 1 + self.members.views().filter(|v| heard(&v.node)).count();
-            return 2 * count > self.members.known();
-        }
-        let count = 1 + self.config.peers.iter().filter(|p| heard(p)).count();
-        2 * count > self.config.peers.len() + 1
+        let me = &self.config.node;
+        self.majority_of(|v| {
+            v.grade.answers() && (&v.node == me || v.last_heard_ms.is_some_and(|at| at >= since_ms))
+        })
     }
 
     /// Asks every answering node not heard from since `since_ms` for its
