@@ -91,8 +91,26 @@ pub const COMPACTIONS_OFF_TASK_MAX: usize = 1;
 /// Past it they are dropped; anti-entropy brings them again.
 pub const COMPACTION_HELD_BYTES_MAX: usize = 16 << 20;
 
+/// Changes a room may have taken since its compaction's copy was made
+/// for them to be carried onto the result on the replica's task; past
+/// this, a top-up job carries them off the task first. Carrying costs
+/// about a millisecond a change (release build, a room whose history holds
+/// about a thousand changes), and a busy room takes tens of changes while
+/// a compaction is prepared.
+pub const COMPACTION_CARRY_IN_LINE_MAX: u64 = 8;
+
+/// Top-ups of one compaction (above): each carries what the room took
+/// while the last one ran, so they shrink as long as carrying is faster
+/// than the room's writes; after these the rest is carried in line.
+pub const COMPACTION_TOP_UPS_MAX: u32 = 4;
+
+/// Rooms whose compaction off the task failed that a replica remembers
+/// (`compact_for_peer_base`): a peer's base for them is taken in line.
+pub const COMPACTIONS_FAILED_REMEMBERED_MAX: usize = 256;
+
 /// A compaction off the replica's task whose result has not come back
-/// after this long is given up (counted as failed): its room's held
+/// after this long (each top-up round has as long again) is given up
+/// (counted as failed): its room's held
 /// changes apply and the room may be compacted again. The largest room a
 /// room may hold compacts in about 4 s in a debug build; a result this
 /// late was lost (a driver that never ran the work).

@@ -240,6 +240,21 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.compactions_redone,
         ),
         (
+            "chorus_compaction_top_ups",
+            "Compactions sent off the replica's task again to carry what their room took meanwhile.",
+            r.compaction_top_ups,
+        ),
+        (
+            "chorus_compactions_on_peer_base",
+            "Compactions started off the replica's task when a peer's base for the room arrived first.",
+            r.compactions_on_peer_base,
+        ),
+        (
+            "chorus_compaction_base_mismatches",
+            "Compactions off the replica's task dropped because a peer's base at the same cut differed.",
+            r.compaction_base_mismatches,
+        ),
+        (
             "chorus_compaction_held_dropped",
             "Peer changes carrying a newer base, dropped while a compaction held back too many.",
             r.compaction_held_dropped,

@@ -22,6 +22,12 @@ pub struct StatTotals {
     pub local_writes: u64,
     /// Rooms compacted, summed over replicas.
     pub compactions: u64,
+    /// Compactions off a replica's task: finished in line because the
+    /// room moved meanwhile, sent off again to carry what it took (top-ups),
+    /// and started when a peer's base arrived first.
+    pub compactions_redone: u64,
+    pub compaction_top_ups: u64,
+    pub compactions_on_peer_base: u64,
     /// Peers' batches applied on a copy off a replica's task, and those
     /// applied again in line because the room moved meanwhile.
     pub applies_off_task: u64,
@@ -60,6 +66,9 @@ impl StatTotals {
         }
         self.local_writes += s.local_writes;
         self.compactions += s.compactions;
+        self.compactions_redone += s.compactions_redone;
+        self.compaction_top_ups += s.compaction_top_ups;
+        self.compactions_on_peer_base += s.compactions_on_peer_base;
         self.applies_off_task += s.applies_off_task;
         self.applies_redone += s.applies_redone;
         self.local_write_errors += s.local_write_errors;

@@ -32,6 +32,18 @@ pub struct ReplicaStats {
     /// changed meanwhile, and were finished in line (carrying what the
     /// room took since the copy onto the copy's result).
     pub compactions_redone: u64,
+    /// Top-up jobs: a compaction back from off the task whose room took
+    /// more changes meanwhile than are carried in line
+    /// (`COMPACTION_CARRY_IN_LINE_MAX`), sent off again to carry them.
+    pub compaction_top_ups: u64,
+    /// Compactions started off the task because a peer's base at the
+    /// room's request arrived first (before this replica saw every
+    /// replica name it).
+    pub compactions_on_peer_base: u64,
+    /// Compactions off the task whose base differed from a peer's base at
+    /// the same cut (another compaction format, or a forged base): dropped,
+    /// and the peer's base taken in line, where it is adopted or refused.
+    pub compaction_base_mismatches: u64,
     /// Peers' changes carrying a newer base that arrived while this
     /// replica compacted the room off its task, and were dropped because
     /// too many were already held back (anti-entropy brings them again).

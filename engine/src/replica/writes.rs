@@ -108,6 +108,7 @@ impl Replica {
             return Taken::InLine(None);
         }
         let mut changes = changes;
+        self.compact_for_peer_base(room, &changes);
         if self.held_for_compaction(from, room, &mut changes) {
             return Taken::InLine(None);
         }

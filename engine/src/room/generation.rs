@@ -122,7 +122,7 @@ impl RoomDoc {
         carrier: Carrier,
         mut switch: Switch,
     ) -> Result<Option<Switch>, Error> {
-        if !self.doc.get_missing_deps(copied).is_empty() {
+        if !self.holds_all(copied) {
             return Ok(None);
         }
         let doc = &self.doc;
@@ -131,6 +131,50 @@ impl RoomDoc {
         switch.carried.extend(more);
         self.install(carrier.into_doc());
         Ok(Some(switch))
+    }
+
+    /// The live reading, if it is warm, leaving it cold.
+    pub(crate) fn take_live_reading(&mut self) -> Option<crate::model::RoomSnapshot> {
+        self.cache.take()
+    }
+
+    /// Takes `live` as the live reading of a document just compacted: how
+    /// the room read before (a compaction changes no live session). Debug
+    /// builds check it against the document.
+    pub(crate) fn keep_reading(&mut self, live: crate::model::RoomSnapshot) {
+        debug_assert!(
+            read::live_snapshot(&self.doc, &self.id).map_or(true, |read| read == live),
+            "a compaction changed how {} reads",
+            self.id
+        );
+        self.cache = Some(live);
+    }
+
+    /// Whether the document holds every change of `heads`.
+    pub(crate) fn holds_all(&self, heads: &[ChangeHash]) -> bool {
+        self.doc.get_missing_deps(heads).is_empty()
+    }
+
+    /// Carries the changes this document (a copy of the room) took since
+    /// `copied` onto a compaction prepared on an earlier copy, off the
+    /// replica's task: the compaction then installs with little or nothing
+    /// left to carry in line. Returns what `prepare_compaction` returns.
+    pub(crate) fn top_up_compaction(
+        &self,
+        copied: &[ChangeHash],
+        carrier: Carrier,
+        mut switch: Switch,
+    ) -> Result<(Carrier, Switch, crate::model::RoomSnapshot), Error> {
+        if !self.holds_all(copied) {
+            return Err(self.corrupt("a compaction's copy is not in the room's history"));
+        }
+        let doc = &self.doc;
+        let (carrier, more) =
+            import::unless_panic("compact", || compact::carry_since(doc, carrier, copied))??;
+        switch.carried.extend(more);
+        let reading =
+            import::unless_panic("read", || read::live_snapshot(carrier.doc(), &self.id))??;
+        Ok((carrier, switch, reading))
     }
 
     /// The costly part of `compact_at`, on a copy of the room (see

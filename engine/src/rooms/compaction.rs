@@ -9,6 +9,7 @@ use super::{head, readable, LogEntry, RoomSet};
 use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
+use crate::limits::{COMPACTION_CARRY_IN_LINE_MAX, COMPACTION_TOP_UPS_MAX};
 use crate::model::Head;
 use crate::model::RoomSnapshot;
 use crate::room::{Intake, RoomDoc, Switch};
@@ -37,7 +38,24 @@ pub struct CompactionJob {
     request: ChangeHash,
     /// The room's heads when copied.
     heads: Vec<ChangeHash>,
+    /// Changes in the copy's history (`RoomDoc::history_len`).
+    history: u64,
     doc: RoomDoc,
+    task: Task,
+    /// Top-ups done before this job (`COMPACTION_TOP_UPS_MAX`).
+    top_ups: u32,
+}
+
+/// What a [`CompactionJob`] does with its copy.
+enum Task {
+    /// Builds the base and carries the tail.
+    Prepare,
+    /// Carries the changes the room took since a prepared compaction's
+    /// copy (whose heads were `copied`) onto its result.
+    TopUp {
+        copied: Vec<ChangeHash>,
+        ready: Box<Ready>,
+    },
 }
 
 impl std::fmt::Debug for CompactionJob {
@@ -56,18 +74,34 @@ impl CompactionJob {
         // On a thread of its own, a panic inside automerge would leave the
         // room waiting for a result forever: it becomes an error result.
         let (doc, request) = (&self.doc, self.request);
-        let ready =
-            crate::room::import::unless_panic("compact", || doc.prepare_compaction(request))
-                .and_then(|result| result)
-                .map(|(carrier, switch, reading)| Ready {
-                    carrier,
-                    switch,
-                    reading,
-                });
+        let ready = match self.task {
+            Task::Prepare => {
+                crate::room::import::unless_panic("compact", || doc.prepare_compaction(request))
+                    .and_then(|result| result)
+                    .map(|(carrier, switch, reading)| Ready {
+                        carrier,
+                        switch,
+                        reading,
+                    })
+            }
+            Task::TopUp { copied, ready } => {
+                let Ready {
+                    carrier, switch, ..
+                } = *ready;
+                doc.top_up_compaction(&copied, carrier, switch)
+                    .map(|(carrier, switch, reading)| Ready {
+                        carrier,
+                        switch,
+                        reading,
+                    })
+            }
+        };
         PreparedCompaction {
             room: self.room,
             request: self.request,
             heads: self.heads,
+            history: self.history,
+            top_ups: self.top_ups,
             ready,
         }
     }
@@ -78,6 +112,8 @@ pub struct PreparedCompaction {
     room: RoomId,
     request: ChangeHash,
     heads: Vec<ChangeHash>,
+    history: u64,
+    top_ups: u32,
     ready: Result<Ready, Error>,
 }
 
@@ -89,6 +125,16 @@ impl PreparedCompaction {
     /// Whether the work failed (an error or a panic inside automerge).
     pub fn failed(&self) -> bool {
         self.ready.is_err()
+    }
+
+    /// The request it cut at.
+    pub fn request(&self) -> ChangeHash {
+        self.request
+    }
+
+    /// The hash of the base it computed (`None` if it failed).
+    pub fn base_hash(&self) -> Option<ChangeHash> {
+        self.ready.as_ref().ok().map(|r| r.switch.base.hash())
     }
 }
 
@@ -108,6 +154,32 @@ struct Ready {
     carrier: crate::room::Carrier,
     switch: Switch,
     reading: RoomSnapshot,
+}
+
+/// The reading from before a compaction without the sessions it pruned:
+/// those that left before its horizon and are gone from the new history
+/// (`after`). One that left before the horizon but after the cut is still
+/// held, and is no event either.
+pub(super) fn kept(
+    before: &RoomSnapshot,
+    after: Option<&RoomSnapshot>,
+    switch: &Switch,
+) -> RoomSnapshot {
+    let held = |id: &crate::ids::SessionId| after.is_some_and(|a| a.sessions.contains_key(id));
+    before.with_sessions(|id, s| !s.departed_by(switch.prune_before_ms) || held(id))
+}
+
+/// What became of a compaction prepared off the replica's task.
+#[derive(Debug)]
+pub enum CompactionInstall {
+    /// Installed; `true` if the changes the room took since the copy were
+    /// carried in line.
+    Done(Compaction, bool),
+    /// The room took more changes since the copy than are worth carrying
+    /// on the replica's task: this job carries them off it.
+    TopUp(Box<CompactionJob>),
+    /// Nothing to compact any more (see `RoomSet::compact`).
+    Nothing,
 }
 
 /// How `compact_hot` gets the compacted document.
@@ -206,7 +278,10 @@ impl RoomSet {
             room: room.clone(),
             request,
             heads: hot.doc.heads(),
+            history: hot.doc.history_len(),
             doc: hot.doc.fork(),
+            task: Task::Prepare,
+            top_ups: 0,
         }))
     }
 
@@ -214,18 +289,43 @@ impl RoomSet {
     /// logged like `compact`. If the room took changes since the copy was
     /// made, the changes it took since are carried onto the prepared
     /// result in line (`RoomDoc::compact_on_copy`); the result is the
-    /// same either way. `Ok(None)`: nothing to compact any more (see
-    /// `compact`).
+    /// same either way. More than `COMPACTION_CARRY_IN_LINE_MAX` of them
+    /// are carried off the task first, by a top-up job (at most
+    /// `COMPACTION_TOP_UPS_MAX` times): under steady writes the room moves
+    /// while a compaction is prepared, and carrying what it took costs
+    /// about a millisecond a change.
     pub fn install_compaction(
         &mut self,
         store: &dyn KvRead,
         prepared: PreparedCompaction,
         stamp: Timestamp,
-    ) -> Result<Option<(Compaction, bool)>, Error> {
+    ) -> Result<CompactionInstall, Error> {
         let room = prepared.room.clone();
         let ready = prepared.ready?;
-        if self.purged.contains(&room) || self.load(store, &room)?.is_none() {
-            return Ok(None);
+        if self.purged.contains(&room) {
+            return Ok(CompactionInstall::Nothing);
+        }
+        let Some(hot) = self.load(store, &room)? else {
+            return Ok(CompactionInstall::Nothing);
+        };
+        let moved = hot.doc.history_len().saturating_sub(prepared.history);
+        if moved > COMPACTION_CARRY_IN_LINE_MAX
+            && prepared.top_ups < COMPACTION_TOP_UPS_MAX
+            && hot.doc.compaction_request().map(|(hash, _)| hash) == Some(prepared.request)
+            && hot.doc.holds_all(&prepared.heads)
+        {
+            return Ok(CompactionInstall::TopUp(Box::new(CompactionJob {
+                room,
+                request: prepared.request,
+                heads: hot.doc.heads(),
+                history: hot.doc.history_len(),
+                doc: hot.doc.fork(),
+                task: Task::TopUp {
+                    copied: prepared.heads,
+                    ready: Box::new(ready),
+                },
+                top_ups: prepared.top_ups.saturating_add(1),
+            })));
         }
         let heads = self.hot_heads(&room);
         let same = heads == prepared.heads;
@@ -236,7 +336,10 @@ impl RoomSet {
         };
         let result = self.compact_hot(&room, prepared.request, stamp, how);
         self.evict_if_moved(&room, heads, result.is_err());
-        Ok(result?.map(|done| (done, !same)))
+        Ok(match result? {
+            Some(done) => CompactionInstall::Done(done, !same),
+            None => CompactionInstall::Nothing,
+        })
     }
 
     fn compact_hot(
@@ -254,7 +357,21 @@ impl RoomSet {
         if hot.doc.compaction_request().map(|(hash, _)| hash) != Some(request) {
             return Ok(None);
         }
-        let before = readable(&mut hot.doc)?;
+        // A compaction reads as the room did, less the sessions that left
+        // before its horizon (`room::compact`), and no live session leaves:
+        // the live reading is kept across the switch. Then the peers'
+        // changes that waited for the new history apply like any peer's,
+        // their events and index updates read from what they touched
+        // (`RemoteApply::delta`). Two whole readings of the room, which
+        // holds every session that left within its retention, cost tens of
+        // milliseconds on the replica's task in a busy room: they are taken
+        // only for a room whose reading is cold, and by debug builds, which
+        // check the result against them.
+        let live = hot.doc.take_live_reading();
+        let before = match &live {
+            Some(_) if !cfg!(debug_assertions) => None,
+            _ => readable(&mut hot.doc)?,
+        };
         let switch = match how {
             How::InLine => hot.doc.compact_at(request)?,
             How::Prepared(ready) => {
@@ -274,22 +391,37 @@ impl RoomSet {
                 }
             }
         };
+        let warm = live.is_some();
+        if let Some(live) = live {
+            hot.doc.keep_reading(live);
+        }
         // Changes parked for the new history (a peer compacted first).
-        let released = hot.doc.apply_remote(Vec::new(), Intake::EachChange)?;
-        let after = readable(&mut hot.doc)?;
-        let kinds = match &after {
-            Some(after) => {
-                let kept = before.as_ref().map(|b| b.pruned(switch.prune_before_ms));
-                crate::events::diff(kept.as_ref(), after)
+        let mut released = hot.doc.apply_remote(Vec::new(), Intake::EachChange)?;
+        let (was, is) = match released.delta.take() {
+            Some((was, is)) => (Some(was), Some(is)),
+            None if warm => (None, None),
+            None => {
+                let is = readable(&mut hot.doc)?;
+                let was = before.as_ref().map(|b| kept(b, is.as_ref(), &switch));
+                (was, is)
             }
+        };
+        let kinds = match &is {
+            Some(is) => crate::events::diff(was.as_ref(), is),
             None => Vec::new(),
         };
+        #[cfg(debug_assertions)]
+        if warm {
+            let after = readable(&mut hot.doc)?;
+            let whole = (before.map(|b| kept(&b, after.as_ref(), &switch)), after);
+            super::index::check_touched_part(room, &whole, &(was.clone(), is.clone()), &kinds);
+        }
         let mut batch = Batch::default();
         hot.rewrite(&mut batch);
         index_updates(
             room,
-            &IndexView::of(before.as_ref()),
-            &IndexView::of(after.as_ref()),
+            &IndexView::of(was.as_ref()),
+            &IndexView::of(is.as_ref()),
             &mut batch,
         );
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();

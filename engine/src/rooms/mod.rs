@@ -29,7 +29,9 @@ mod log;
 mod prepare;
 mod recent;
 
-pub use compaction::{Compaction, CompactionJob, CompactionStatus, PreparedCompaction};
+pub use compaction::{
+    Compaction, CompactionInstall, CompactionJob, CompactionStatus, PreparedCompaction,
+};
 use hot::HotRoom;
 pub use index::owned_calls;
 use index::{index_scope, index_updates, IndexView};
@@ -525,10 +527,9 @@ impl RoomSet {
                     std::iter::once(switch.base.clone()).chain(switch.carried.iter().cloned()),
                 );
                 let before = applied.replaced_reading.take();
-                (
-                    before.map(|b| b.pruned(switch.prune_before_ms)),
-                    readable(&mut hot.doc)?,
-                )
+                let after = readable(&mut hot.doc)?;
+                let kept = before.map(|b| compaction::kept(&b, after.as_ref(), switch));
+                (kept, after)
             }
             None => {
                 hot.persist(&applied.applied, &mut write.batch);

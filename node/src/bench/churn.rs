@@ -249,10 +249,12 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
             dir_bytes(&root.path().join(format!("replica-{i}")))
         );
         println!(
-            "    compactions redone {} failed {} held-dropped {}; applies off the task {} redone {} \
+            "    compactions redone {} topped up {} on a peer's base {} failed {} held-dropped {}; applies off the task {} redone {} \
              failed {} held-dropped {}; sync rounds {} timed out {}, since {} full {}; pending \
              dropped {}, superseded {}",
             stats.compactions_redone,
+            stats.compaction_top_ups,
+            stats.compactions_on_peer_base,
             stats.compactions_failed,
             stats.compaction_held_dropped,
             stats.applies_off_task,

@@ -56,6 +56,13 @@ pub(super) struct State {
     asked_ms: BTreeMap<NodeId, u64>,
     /// Rooms being compacted off the replica's task (`Output::Work`).
     running: BTreeMap<RoomId, Running>,
+    /// Requests whose compaction off the task failed, or met a peer's base
+    /// that differs from the one it computed: a peer's base at one of them
+    /// is taken in line (`compact_for_peer_base`), where every format this
+    /// build reads is tried and a base that matches none is refused, rather
+    /// than starting the same work again. At most
+    /// `COMPACTIONS_FAILED_REMEMBERED_MAX` (cleared when full).
+    no_peer_start: BTreeMap<RoomId, ChangeHash>,
     pub next_ms: u64,
 }
 
@@ -449,6 +456,7 @@ impl Replica {
     /// Forgets `room` (purged, or gone): nothing to acknowledge any more.
     pub(super) fn compaction_forget(&mut self, room: &RoomId) {
         self.compaction.running.remove(room);
+        self.compaction.no_peer_start.remove(room);
         self.compaction.pending.remove(room);
         self.compaction.candidates.remove(room);
         self.compaction.named.remove(room);

@@ -9,9 +9,12 @@ use super::super::io::{Job, Work};
 use super::super::overlay::Overlay;
 use super::super::{Output, Replica};
 use crate::ids::{NodeId, RoomId};
-use crate::limits::{COMPACTIONS_OFF_TASK_MAX, COMPACTION_HELD_BYTES_MAX, COMPACTION_WORK_MS_MAX};
+use crate::limits::{
+    COMPACTIONS_FAILED_REMEMBERED_MAX, COMPACTIONS_OFF_TASK_MAX, COMPACTION_HELD_BYTES_MAX,
+    COMPACTION_WORK_MS_MAX,
+};
 use crate::room::compact;
-use crate::rooms::PreparedCompaction;
+use crate::rooms::{CompactionInstall, PreparedCompaction};
 
 /// A compaction running off the replica's task.
 #[derive(Debug, Default)]
@@ -40,11 +43,62 @@ impl Replica {
         let Some(pending) = self.compaction.pending.remove(room) else {
             return;
         };
+        self.start_off_task(room, pending.request);
+    }
+
+    /// A peer's `changes` for `room` carry the base of a compaction at the
+    /// room's own request, which this replica has not started: a peer saw
+    /// every replica name it first. Applied in line, the base would make
+    /// this replica compact the room on its task (hundreds of milliseconds
+    /// in a busy room); instead the compaction starts off the task now,
+    /// and `held_for_compaction` holds the base until the result is back
+    /// (`on_compacted` compares the two). Only while no other compaction is
+    /// out (`COMPACTIONS_OFF_TASK_MAX`): otherwise, and for a request whose
+    /// compaction off the task failed, the base is taken in line.
+    pub(in crate::replica) fn compact_for_peer_base(&mut self, room: &RoomId, changes: &[Change]) {
+        if !self.config.work_off_task
+            || self.compaction.running.len() >= COMPACTIONS_OFF_TASK_MAX
+            || self.compaction.running.contains_key(room)
+            || self.applying_off_task(room)
+            || !changes.iter().any(|c| c.deps().is_empty())
+        {
+            return;
+        }
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match self.rooms.compaction_job(&view, room, pending.request) {
+        let ours = self.rooms.compaction_status(&view, room).ok().flatten();
+        let Some(request) = ours.and_then(|status| status.request) else {
+            return;
+        };
+        if self.compaction.no_peer_start.get(room) == Some(&request) {
+            return;
+        }
+        // A base's actor derives from its room and cut (the validator
+        // holds every base to it): no change is decoded to find one.
+        let actor = crate::room::schema::base_actor(room, &request);
+        if !changes
+            .iter()
+            .any(|c| c.deps().is_empty() && c.actor_id() == &actor)
+        {
+            return;
+        }
+        if self.start_off_task(room, request) {
+            self.stats.compactions_on_peer_base += 1;
+            self.compaction.named.remove(room);
+            self.compaction.pending.remove(room);
+        }
+    }
+
+    /// Hands the driver a copy of `room` to compact at `request`; whether
+    /// it did.
+    fn start_off_task(&mut self, room: &RoomId, request: automerge::ChangeHash) -> bool {
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.compaction_job(&view, room, request) {
             Ok(Some(job)) => {
                 let running = Running {
                     started_ms: self.now_ms,
@@ -53,15 +107,30 @@ impl Replica {
                 self.compaction.running.insert(room.clone(), running);
                 let work = Work(Job::Compaction(Box::new(job)));
                 self.pending_outputs.push(Output::Work(work));
+                true
             }
-            Ok(None) => {}
-            Err(_) => self.stats.storage_errors += 1,
+            Ok(None) => false,
+            Err(_) => {
+                self.stats.storage_errors += 1;
+                false
+            }
         }
     }
 
+    /// Remembers that `room`'s compaction at its current request went
+    /// wrong off the task (`State::no_peer_start`).
+    fn no_peer_start(&mut self, room: &RoomId, request: automerge::ChangeHash) {
+        let remembered = &mut self.compaction.no_peer_start;
+        if remembered.len() >= COMPACTIONS_FAILED_REMEMBERED_MAX && !remembered.contains_key(room) {
+            remembered.clear();
+        }
+        remembered.insert(room.clone(), request);
+    }
+
     /// A compaction prepared off the task is back: installed (finished in
-    /// line if the room changed meanwhile), then the peers' changes held
-    /// back apply, and the next room waiting for a turn starts.
+    /// line if the room changed meanwhile, or topped up off the task first
+    /// if it changed much), then the peers' changes held back apply, and
+    /// the next room waiting for a turn starts.
     pub(in crate::replica) fn on_compacted(&mut self, prepared: PreparedCompaction) {
         let room = prepared.room().clone();
         // Not running: the room was purged, or the replica reopened.
@@ -69,8 +138,31 @@ impl Replica {
             return;
         };
         if prepared.failed() {
+            self.no_peer_start(&room, prepared.request());
             self.compaction_failed(&room, running);
             return;
+        }
+        // A peer's base at the same cut that differs from the one computed
+        // here (another compaction format, during an upgrade, or a forged
+        // one): the result is dropped, and the held changes apply in line,
+        // where every format this build reads is tried and a base that
+        // matches none is refused.
+        if let Some(ours) = prepared.base_hash() {
+            let actor = crate::room::schema::base_actor(&room, &prepared.request());
+            let differs = running
+                .held
+                .iter()
+                .flat_map(|(_, changes)| changes)
+                .any(|c| c.deps().is_empty() && c.actor_id() == &actor && c.hash() != ours);
+            if differs {
+                self.stats.compaction_base_mismatches += 1;
+                self.no_peer_start(&room, prepared.request());
+                self.compaction.candidates.insert(room.clone());
+                self.release_held(&room, running);
+                self.compact_acknowledged();
+                self.resume_rounds();
+                return;
+            }
         }
         let stamp = self.hlc.tick(self.now_ms);
         let view = Overlay {
@@ -78,13 +170,26 @@ impl Replica {
             staged: &self.staged,
         };
         match self.rooms.install_compaction(&view, prepared, stamp) {
-            Ok(Some((done, redone))) => {
+            Ok(CompactionInstall::Done(done, redone)) => {
                 if redone {
                     self.stats.compactions_redone += 1;
                 }
                 self.compacted(&room, stamp, done);
             }
-            Ok(None) => {}
+            Ok(CompactionInstall::TopUp(job)) => {
+                // Still running: what it holds back stays held. Each round
+                // has `COMPACTION_WORK_MS_MAX` to come back.
+                self.stats.compaction_top_ups += 1;
+                let running = Running {
+                    started_ms: self.now_ms,
+                    ..running
+                };
+                self.compaction.running.insert(room, running);
+                let work = Work(Job::Compaction(job));
+                self.pending_outputs.push(Output::Work(work));
+                return;
+            }
+            Ok(CompactionInstall::Nothing) => {}
             Err(_) => self.stats.storage_errors += 1,
         }
         self.release_held(&room, running);
@@ -107,6 +212,14 @@ impl Replica {
             .collect();
         for room in late {
             if let Some(running) = self.compaction.running.remove(&room) {
+                let view = Overlay {
+                    base: self.store.as_ref(),
+                    staged: &self.staged,
+                };
+                let status = self.rooms.compaction_status(&view, &room).ok().flatten();
+                if let Some(request) = status.and_then(|s| s.request) {
+                    self.no_peer_start(&room, request);
+                }
                 self.compaction_failed(&room, running);
             }
         }
