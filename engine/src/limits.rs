@@ -104,8 +104,10 @@ pub const COMPACTION_CARRY_IN_LINE_MAX: u64 = 8;
 /// than the room's writes; after these the rest is carried in line.
 pub const COMPACTION_TOP_UPS_MAX: u32 = 4;
 
-/// Rooms whose compaction off the task failed that a replica remembers
-/// (`compact_for_peer_base`): a peer's base for them is taken in line.
+/// Requests whose compaction off the task failed, was given up, or met a
+/// different peer's base, that a replica remembers (`no_peer_start`): a
+/// peer's base at one of them is not taken as a cue to start the work
+/// again.
 pub const COMPACTIONS_FAILED_REMEMBERED_MAX: usize = 256;
 
 /// A compaction off the replica's task whose result has not come back

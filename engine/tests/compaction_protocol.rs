@@ -498,3 +498,99 @@ fn an_answer_that_leaves_out_a_compacting_room_says_it_is_incomplete() {
     }
     assert_eq!(answer, Some((0, true)), "no changes, and marked incomplete");
 }
+
+/// A peer's base at this replica's cut that is not the one computed here
+/// (a forged one, or another format's): while the replica's own
+/// compaction is off its task the base is held; when the result comes
+/// back the two are compared, the difference is counted, the result is
+/// dropped, and the held changes apply like any peer's, where the base
+/// that matches the one computed here is adopted and the other is not.
+#[test]
+fn a_held_base_that_differs_from_the_one_computed_here_is_counted_and_never_adopted() {
+    use automerge::transaction::{CommitOptions, Transactable};
+    use automerge::{Automerge, ScalarValue, ROOT};
+    use chorus_engine::replica::wire::{self, Body, Envelope, RoomChanges};
+    use chorus_engine::replica::Input;
+    use chorus_engine::room::{compact, schema};
+    let (mut net, r) = start(off_task);
+    churn_until_handed_off(&mut net, &r);
+    for _ in 0..50 {
+        net.finish_work(1);
+        net.finish_work(2);
+        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
+            break;
+        }
+        net.run_for(100);
+    }
+    // The peers' bases reach replica 0 and are held.
+    net.run_for(500);
+    assert_eq!(net.members[0].replica.stats().compactions, 0);
+    let peers = net.members[1].replica.export_room(&r).expect("reads");
+    let peers = Automerge::load(&peers.expect("the room")).expect("loads");
+    let real = peers
+        .get_changes(&[])
+        .into_iter()
+        .find(|c| compact::base_of(&r, c).is_some())
+        .expect("peer 1 compacted");
+    let (generation, cut) = compact::base_of(&r, &real).expect("a base");
+    // A base of the right shape at the same cut, without the room in it.
+    let mut doc = Automerge::new().with_actor(schema::base_actor(&r, &cut));
+    doc.transact_with::<_, _, automerge::AutomergeError, _>(
+        |_| CommitOptions::default().with_time(0),
+        |tx| {
+            tx.put(ROOT, schema::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION))?;
+            tx.put(ROOT, schema::ROOM_ID, r.as_str())?;
+            tx.put(ROOT, schema::GENERATION, ScalarValue::Uint(generation))?;
+            tx.put(ROOT, schema::CUT, cut.to_string())?;
+            Ok(())
+        },
+    )
+    .expect("commits");
+    let forged = doc.get_changes(&[]).remove(0);
+    assert_eq!(compact::base_of(&r, &forged), Some((generation, cut)));
+    assert_ne!(forged.hash(), real.hash());
+    let bytes = wire::encode(&Envelope {
+        cluster: common::pair::CLUSTER,
+        sent_at: Default::default(),
+        body: Body::Push {
+            rooms: vec![RoomChanges {
+                room: r.clone(),
+                changes: vec![forged.raw_bytes().to_vec().into()],
+            }],
+        },
+    });
+    let from = net.members[1].id.clone();
+    net.input(0, Input::Message { from, bytes });
+    net.finish_work(0);
+    let stats = net.members[0].replica.stats().clone();
+    assert_eq!(stats.compaction_base_mismatches, 1, "{stats:?}");
+    assert_eq!(
+        stats.compactions, 1,
+        "the peers' base was not adopted: {stats:?}"
+    );
+    for _ in 0..100 {
+        net.run_for(100);
+        for n in 0..3 {
+            net.finish_work(n);
+        }
+        if net.converged() {
+            break;
+        }
+    }
+    assert!(net.converged(), "replicas did not converge");
+    let mine = net.members[0].replica.export_room(&r).expect("reads");
+    let mine = Automerge::load(&mine.expect("the room")).expect("loads");
+    let hashes: Vec<_> = mine.get_changes(&[]).iter().map(|c| c.hash()).collect();
+    assert!(hashes.contains(&real.hash()), "the peers' base was adopted");
+    assert!(
+        !hashes.contains(&forged.hash()),
+        "the forged base was adopted"
+    );
+    let first = net.members[0].replica.room_as_of(&r, None).expect("reads");
+    let other = net.members[1].replica.room_as_of(&r, None).expect("reads");
+    assert_eq!(first, other);
+    assert!(first
+        .expect("the room")
+        .sessions
+        .contains_key(&session("stays")));
+}

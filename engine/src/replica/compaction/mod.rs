@@ -56,11 +56,11 @@ pub(super) struct State {
     asked_ms: BTreeMap<NodeId, u64>,
     /// Rooms being compacted off the replica's task (`Output::Work`).
     running: BTreeMap<RoomId, Running>,
-    /// Requests whose compaction off the task failed, or met a peer's base
-    /// that differs from the one it computed: a peer's base at one of them
-    /// is taken in line (`compact_for_peer_base`), where every format this
-    /// build reads is tried and a base that matches none is refused, rather
-    /// than starting the same work again. At most
+    /// Requests whose compaction off the task failed, was given up, or met
+    /// a peer's base that differs from the one it computed: a peer's base
+    /// at one of them applies like any peer's change (where every format
+    /// this build reads is tried and a base that matches none is refused)
+    /// rather than starting the same work again. At most
     /// `COMPACTIONS_FAILED_REMEMBERED_MAX` (cleared when full).
     no_peer_start: BTreeMap<RoomId, ChangeHash>,
     pub next_ms: u64,

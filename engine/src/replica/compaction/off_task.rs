@@ -27,8 +27,10 @@ pub(super) struct Running {
     /// The oldest ticket of the held batches (`offload`: a since-cursor
     /// waits for them).
     held_ticket: Option<u64>,
-    /// When the work was handed to the driver.
+    /// When the work (or its last top-up) was handed to the driver.
     started_ms: u64,
+    /// The request it cuts at.
+    request: Option<automerge::ChangeHash>,
 }
 
 impl Replica {
@@ -54,7 +56,8 @@ impl Replica {
     /// and `held_for_compaction` holds the base until the result is back
     /// (`on_compacted` compares the two). Only while no other compaction is
     /// out (`COMPACTIONS_OFF_TASK_MAX`): otherwise, and for a request whose
-    /// compaction off the task failed, the base is taken in line.
+    /// compaction off the task failed, the base applies like any peer's
+    /// change.
     pub(in crate::replica) fn compact_for_peer_base(&mut self, room: &RoomId, changes: &[Change]) {
         if !self.config.work_off_task
             || self.compaction.running.len() >= COMPACTIONS_OFF_TASK_MAX
@@ -75,13 +78,17 @@ impl Replica {
         if self.compaction.no_peer_start.get(room) == Some(&request) {
             return;
         }
-        // A base's actor derives from its room and cut (the validator
-        // holds every base to it): no change is decoded to find one.
+        // A base's actor derives from its room and cut: only a change
+        // with that actor is decoded, and it must be a base at that cut
+        // (`base_of`, the validator's rule), as `held_for_compaction` and
+        // `on_compacted` take it.
         let actor = crate::room::schema::base_actor(room, &request);
-        if !changes
-            .iter()
-            .any(|c| c.deps().is_empty() && c.actor_id() == &actor)
-        {
+        let at_our_cut = changes.iter().any(|c| {
+            c.deps().is_empty()
+                && c.actor_id() == &actor
+                && compact::base_of(room, c).is_some_and(|(_, cut)| cut == request)
+        });
+        if !at_our_cut {
             return;
         }
         if self.start_off_task(room, request) {
@@ -102,6 +109,7 @@ impl Replica {
             Ok(Some(job)) => {
                 let running = Running {
                     started_ms: self.now_ms,
+                    request: Some(request),
                     ..Running::default()
                 };
                 self.compaction.running.insert(room.clone(), running);
@@ -144,9 +152,9 @@ impl Replica {
         }
         // A peer's base at the same cut that differs from the one computed
         // here (another compaction format, during an upgrade, or a forged
-        // one): the result is dropped, and the held changes apply in line,
-        // where every format this build reads is tried and a base that
-        // matches none is refused.
+        // one): the result is dropped, and the held changes apply like any
+        // peer's, where every format this build reads is tried and a base
+        // that matches none is refused.
         if let Some(ours) = prepared.base_hash() {
             let actor = crate::room::schema::base_actor(&room, &prepared.request());
             let differs = running
@@ -157,6 +165,9 @@ impl Replica {
             if differs {
                 self.stats.compaction_base_mismatches += 1;
                 self.no_peer_start(&room, prepared.request());
+                // Not named again while the held changes apply (a name
+                // collected meanwhile would start the same work again).
+                self.compaction.named.remove(&room);
                 self.compaction.candidates.insert(room.clone());
                 self.release_held(&room, running);
                 self.compact_acknowledged();
@@ -169,6 +180,7 @@ impl Replica {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
+        let request = prepared.request();
         match self.rooms.install_compaction(&view, prepared, stamp) {
             Ok(CompactionInstall::Done(done, redone)) => {
                 if redone {
@@ -190,7 +202,10 @@ impl Replica {
                 return;
             }
             Ok(CompactionInstall::Nothing) => {}
-            Err(_) => self.stats.storage_errors += 1,
+            Err(_) => {
+                self.stats.storage_errors += 1;
+                self.no_peer_start(&room, request);
+            }
         }
         self.release_held(&room, running);
         self.compact_acknowledged();
@@ -212,12 +227,7 @@ impl Replica {
             .collect();
         for room in late {
             if let Some(running) = self.compaction.running.remove(&room) {
-                let view = Overlay {
-                    base: self.store.as_ref(),
-                    staged: &self.staged,
-                };
-                let status = self.rooms.compaction_status(&view, &room).ok().flatten();
-                if let Some(request) = status.and_then(|s| s.request) {
+                if let Some(request) = running.request {
                     self.no_peer_start(&room, request);
                 }
                 self.compaction_failed(&room, running);
