@@ -7,96 +7,15 @@ mod common;
 
 use chorus_engine::replica::{Event, ReplicaConfig};
 use chorus_engine::*;
+use common::compacting::*;
 use common::pair::Net;
 use common::*;
-
-fn quick(config: &mut ReplicaConfig) {
-    config.anti_entropy_interval_ms = 100;
-    config.round_timeout_ms = 1_000;
-    config.end_ack_interval_ms = 200;
-    config.session_retention_ms = 100;
-    config.history_changes_max = HISTORY;
-}
-
-/// A small bound keeps the test quick; the protocol is the same.
-const HISTORY: u64 = 200;
-const HISTORY_CHANGES_MAX: u64 = HISTORY;
 
 fn older_build_at_2(config: &mut ReplicaConfig) {
     quick(config);
     if config.node.as_str() == "r2" {
         config.compaction = false;
     }
-}
-
-/// `cycles` join+leave pairs into `room`, from the replicas in turn, 1 ms
-/// apart, with the clock (and every timer) running.
-fn churn(net: &mut Net, room: &RoomId, from: usize, cycles: usize) {
-    for i in from..from + cycles {
-        let at = i % net.members.len();
-        let id = format!("s{i}");
-        net.write(
-            at,
-            room,
-            RoomOp::Join {
-                request: join_request(&id, "u", "sfu-1"),
-            },
-        );
-        net.write(
-            at,
-            room,
-            RoomOp::Leave {
-                session: session(&id),
-            },
-        );
-        net.run_for(1);
-    }
-}
-
-fn settle(net: &mut Net) {
-    for _ in 0..200 {
-        net.run_for(100);
-        if net.converged() {
-            return;
-        }
-    }
-    panic!("replicas did not converge");
-}
-
-fn start(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
-    let mut net = Net::new(3, tweak);
-    net.connect_all();
-    let r = room("lobby");
-    net.write(
-        0,
-        &r,
-        RoomOp::Create {
-            tenant: tenant("t"),
-            config: RoomConfig::default(),
-        },
-    );
-    net.write(
-        0,
-        &r,
-        RoomOp::Join {
-            request: join_request("stays", "u", "sfu-1"),
-        },
-    );
-    (net, r)
-}
-
-fn history(net: &mut Net, i: usize, room: &RoomId) -> usize {
-    net.members[i]
-        .replica
-        .export_room(room)
-        .expect("reads")
-        .map(|bytes| {
-            automerge::Automerge::load(&bytes)
-                .expect("loads")
-                .get_changes(&[])
-                .len()
-        })
-        .unwrap_or(0)
 }
 
 #[test]
@@ -311,23 +230,6 @@ fn the_cut_is_agreed_as_soon_as_the_request_reaches_every_replica() {
     settle(&mut net);
 }
 
-/// Churns `room` until replica 0 hands a compaction of it off its task;
-/// returns the join+leave cycles it took.
-fn churn_until_handed_off(net: &mut Net, room: &RoomId) -> usize {
-    let mut i = 0;
-    while net.members[0].work.is_empty() {
-        assert!(i < 3 * HISTORY as usize, "no compaction handed off");
-        churn(net, room, i, 1);
-        i += 1;
-    }
-    i
-}
-
-fn off_task(config: &mut ReplicaConfig) {
-    quick(config);
-    config.work_off_task = true;
-}
-
 /// A compaction runs off the replica's task (`Output::Work`), as the
 /// library and the daemon run it. Meanwhile its peers finish theirs and
 /// push their base: the replica holds it back instead of compacting in
@@ -451,6 +353,55 @@ fn a_compaction_whose_result_never_comes_back_is_given_up_and_the_room_still_con
     assert!(history(&mut net, 0, &r) < HISTORY as usize);
 }
 
+/// A given-up job's result that comes back while a later job on the same
+/// room is out is not taken for the later one's: that one's result is
+/// still installed when it comes.
+#[test]
+fn a_late_result_of_a_given_up_job_is_not_taken_for_the_next_ones() {
+    let (mut net, r) = start(off_task);
+    churn_until_handed_off(&mut net, &r);
+    let lost = std::mem::take(&mut net.members[0].work);
+    for _ in 0..50 {
+        net.finish_work(1);
+        net.finish_work(2);
+        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
+            break;
+        }
+        net.run_for(100);
+    }
+    net.run_for(chorus_engine::limits::COMPACTION_WORK_MS_MAX + 1_000);
+    assert_eq!(net.members[0].replica.stats().compactions, 1);
+    for n in 0..3 {
+        net.finish_work(n);
+    }
+    settle(&mut net);
+    // The room's next compaction: replica 0 starts it off its task (here
+    // on the first peer's base that reaches it); the first job's result
+    // comes back meanwhile.
+    let mut k = 0;
+    while net.members[0].work.is_empty() {
+        assert!(k < 3 * HISTORY as usize, "no second compaction handed off");
+        churn(&mut net, &r, 10_000 + k, 1);
+        net.finish_work(1);
+        net.finish_work(2);
+        k += 1;
+    }
+    for work in lost {
+        let done = work.run();
+        net.input(0, done);
+    }
+    // Taken for the second job's, it would end that job's wait: the held
+    // peer's base would start a third on another copy.
+    let stats = net.members[0].replica.stats().clone();
+    assert_eq!(stats.compactions, 1, "{stats:?}");
+    assert_eq!(stats.compactions_on_peer_base, 1, "{stats:?}");
+    assert_eq!(stats.storage_errors, 0, "{stats:?}");
+    net.finish_work(0);
+    let stats = net.members[0].replica.stats().clone();
+    assert_eq!(stats.compactions, 2, "{stats:?}");
+    assert_eq!(stats.compactions_failed, 1, "{stats:?}");
+}
+
 /// A replica compacting a room off its task leaves that room out of a
 /// changes answer, and says so (`truncated`): an asker that took the answer
 /// as complete would, after a walk, claim this replica's log head without
@@ -497,100 +448,4 @@ fn an_answer_that_leaves_out_a_compacting_room_says_it_is_incomplete() {
         }
     }
     assert_eq!(answer, Some((0, true)), "no changes, and marked incomplete");
-}
-
-/// A peer's base at this replica's cut that is not the one computed here
-/// (a forged one, or another format's): while the replica's own
-/// compaction is off its task the base is held; when the result comes
-/// back the two are compared, the difference is counted, the result is
-/// dropped, and the held changes apply like any peer's, where the base
-/// that matches the one computed here is adopted and the other is not.
-#[test]
-fn a_held_base_that_differs_from_the_one_computed_here_is_counted_and_never_adopted() {
-    use automerge::transaction::{CommitOptions, Transactable};
-    use automerge::{Automerge, ScalarValue, ROOT};
-    use chorus_engine::replica::wire::{self, Body, Envelope, RoomChanges};
-    use chorus_engine::replica::Input;
-    use chorus_engine::room::{compact, schema};
-    let (mut net, r) = start(off_task);
-    churn_until_handed_off(&mut net, &r);
-    for _ in 0..50 {
-        net.finish_work(1);
-        net.finish_work(2);
-        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
-            break;
-        }
-        net.run_for(100);
-    }
-    // The peers' bases reach replica 0 and are held.
-    net.run_for(500);
-    assert_eq!(net.members[0].replica.stats().compactions, 0);
-    let peers = net.members[1].replica.export_room(&r).expect("reads");
-    let peers = Automerge::load(&peers.expect("the room")).expect("loads");
-    let real = peers
-        .get_changes(&[])
-        .into_iter()
-        .find(|c| compact::base_of(&r, c).is_some())
-        .expect("peer 1 compacted");
-    let (generation, cut) = compact::base_of(&r, &real).expect("a base");
-    // A base of the right shape at the same cut, without the room in it.
-    let mut doc = Automerge::new().with_actor(schema::base_actor(&r, &cut));
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| CommitOptions::default().with_time(0),
-        |tx| {
-            tx.put(ROOT, schema::SCHEMA, ScalarValue::Uint(SCHEMA_VERSION))?;
-            tx.put(ROOT, schema::ROOM_ID, r.as_str())?;
-            tx.put(ROOT, schema::GENERATION, ScalarValue::Uint(generation))?;
-            tx.put(ROOT, schema::CUT, cut.to_string())?;
-            Ok(())
-        },
-    )
-    .expect("commits");
-    let forged = doc.get_changes(&[]).remove(0);
-    assert_eq!(compact::base_of(&r, &forged), Some((generation, cut)));
-    assert_ne!(forged.hash(), real.hash());
-    let bytes = wire::encode(&Envelope {
-        cluster: common::pair::CLUSTER,
-        sent_at: Default::default(),
-        body: Body::Push {
-            rooms: vec![RoomChanges {
-                room: r.clone(),
-                changes: vec![forged.raw_bytes().to_vec().into()],
-            }],
-        },
-    });
-    let from = net.members[1].id.clone();
-    net.input(0, Input::Message { from, bytes });
-    net.finish_work(0);
-    let stats = net.members[0].replica.stats().clone();
-    assert_eq!(stats.compaction_base_mismatches, 1, "{stats:?}");
-    assert_eq!(
-        stats.compactions, 1,
-        "the peers' base was not adopted: {stats:?}"
-    );
-    for _ in 0..100 {
-        net.run_for(100);
-        for n in 0..3 {
-            net.finish_work(n);
-        }
-        if net.converged() {
-            break;
-        }
-    }
-    assert!(net.converged(), "replicas did not converge");
-    let mine = net.members[0].replica.export_room(&r).expect("reads");
-    let mine = Automerge::load(&mine.expect("the room")).expect("loads");
-    let hashes: Vec<_> = mine.get_changes(&[]).iter().map(|c| c.hash()).collect();
-    assert!(hashes.contains(&real.hash()), "the peers' base was adopted");
-    assert!(
-        !hashes.contains(&forged.hash()),
-        "the forged base was adopted"
-    );
-    let first = net.members[0].replica.room_as_of(&r, None).expect("reads");
-    let other = net.members[1].replica.room_as_of(&r, None).expect("reads");
-    assert_eq!(first, other);
-    assert!(first
-        .expect("the room")
-        .sessions
-        .contains_key(&session("stays")));
 }

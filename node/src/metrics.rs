@@ -251,7 +251,7 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
         ),
         (
             "chorus_compaction_base_mismatches",
-            "Compactions off the replica's task dropped because a peer's base at the same cut differed.",
+            "Results of compactions off the replica's task that met a held peer's base at the same cut that differs (dropped unless a held base matches).",
             r.compaction_base_mismatches,
         ),
         (

@@ -187,7 +187,7 @@ impl Replica {
             outputs: VecDeque::new(),
             outbox: push::Outbox::default(),
             purge: purge::State::new(now_ms, &config),
-            compaction: compaction::State::new(now_ms, &config),
+            compaction: compaction::State::new(now_ms, &config, incarnation),
             offload: offload::State::new(incarnation),
             anti_entropy: round::State::new(now_ms),
             failover: failover::State::new(now_ms),

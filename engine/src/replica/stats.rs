@@ -40,9 +40,10 @@ pub struct ReplicaStats {
     /// room's request arrived first (before this replica saw every
     /// replica name it).
     pub compactions_on_peer_base: u64,
-    /// Compactions off the task whose base differed from a peer's base at
-    /// the same cut (another compaction format, or a forged base): dropped,
-    /// and the peer's base taken in line, where it is adopted or refused.
+    /// Results of compactions off the task that met a held peer's base at
+    /// the same cut that differs (another compaction format, or a forged
+    /// base). Dropped unless a held base matches the result; the peers'
+    /// bases then apply like any peer's change, adopted or refused.
     pub compaction_base_mismatches: u64,
     /// Peers' changes carrying a newer base that arrived while this
     /// replica compacted the room off its task, and were dropped because

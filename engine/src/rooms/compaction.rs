@@ -44,6 +44,9 @@ pub struct CompactionJob {
     task: Task,
     /// Top-ups done before this job (`COMPACTION_TOP_UPS_MAX`).
     top_ups: u32,
+    /// The caller's number for it, handed back with the result
+    /// (`CompactionJob::number`).
+    number: u64,
 }
 
 /// What a [`CompactionJob`] does with its copy.
@@ -68,6 +71,13 @@ impl std::fmt::Debug for CompactionJob {
 }
 
 impl CompactionJob {
+    /// Numbers the job: its result carries the number, so a replica can
+    /// tell the result of the job it is waiting for from a late one of an
+    /// earlier job on the same room.
+    pub fn number(&mut self, number: u64) {
+        self.number = number;
+    }
+
     /// The costly part of a compaction (building the base, carrying the
     /// tail, reading the result), on the caller's thread.
     pub fn run(self) -> PreparedCompaction {
@@ -102,6 +112,7 @@ impl CompactionJob {
             heads: self.heads,
             history: self.history,
             top_ups: self.top_ups,
+            number: self.number,
             ready,
         }
     }
@@ -114,6 +125,7 @@ pub struct PreparedCompaction {
     heads: Vec<ChangeHash>,
     history: u64,
     top_ups: u32,
+    number: u64,
     ready: Result<Ready, Error>,
 }
 
@@ -130,6 +142,11 @@ impl PreparedCompaction {
     /// The request it cut at.
     pub fn request(&self) -> ChangeHash {
         self.request
+    }
+
+    /// The number of the job that computed it (`CompactionJob::number`).
+    pub fn job(&self) -> u64 {
+        self.number
     }
 
     /// The hash of the base it computed (`None` if it failed).
@@ -282,6 +299,7 @@ impl RoomSet {
             doc: hot.doc.fork(),
             task: Task::Prepare,
             top_ups: 0,
+            number: 0,
         }))
     }
 
@@ -325,6 +343,7 @@ impl RoomSet {
                     ready: Box::new(ready),
                 },
                 top_ups: prepared.top_ups.saturating_add(1),
+                number: prepared.number,
             })));
         }
         let heads = self.hot_heads(&room);

@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod compacting;
 pub mod docs;
 pub mod pair;
 

@@ -63,6 +63,9 @@ pub(super) struct State {
     /// rather than starting the same work again. At most
     /// `COMPACTIONS_FAILED_REMEMBERED_MAX` (cleared when full).
     no_peer_start: BTreeMap<RoomId, ChangeHash>,
+    /// The number the next job off the task gets (`Running::job`). It
+    /// starts from the store's incarnation, as `offload`'s tickets do.
+    next_job: u64,
     pub next_ms: u64,
 }
 
@@ -73,11 +76,19 @@ struct Pending {
 }
 
 impl State {
-    pub fn new(now_ms: u64, config: &ReplicaConfig) -> Self {
+    pub fn new(now_ms: u64, config: &ReplicaConfig, incarnation: u64) -> Self {
         Self {
+            next_job: (incarnation & 0xffff_ffff) << 32,
             next_ms: now_ms + config.end_ack_interval_ms,
             ..Self::default()
         }
+    }
+
+    /// A number for a job handed off the task.
+    fn next_job(&mut self) -> u64 {
+        let number = self.next_job;
+        self.next_job = self.next_job.wrapping_add(1);
+        number
     }
 
     /// Whether the compaction timer has anything to do (a running

@@ -31,6 +31,9 @@ pub(super) struct Running {
     started_ms: u64,
     /// The request it cuts at.
     request: Option<automerge::ChangeHash>,
+    /// The number of the job (or top-up) whose result it waits for: a late
+    /// result of a job given up before is not this one's.
+    job: u64,
 }
 
 impl Replica {
@@ -106,10 +109,13 @@ impl Replica {
             staged: &self.staged,
         };
         match self.rooms.compaction_job(&view, room, request) {
-            Ok(Some(job)) => {
+            Ok(Some(mut job)) => {
+                let number = self.compaction.next_job();
+                job.number(number);
                 let running = Running {
                     started_ms: self.now_ms,
                     request: Some(request),
+                    job: number,
                     ..Running::default()
                 };
                 self.compaction.running.insert(room.clone(), running);
@@ -141,7 +147,12 @@ impl Replica {
     /// the next room waiting for a turn starts.
     pub(in crate::replica) fn on_compacted(&mut self, prepared: PreparedCompaction) {
         let room = prepared.room().clone();
-        // Not running: the room was purged, or the replica reopened.
+        // Not running (the room was purged, or the replica reopened), or
+        // the late result of a job given up before this one started.
+        let waited = self.compaction.running.get(&room).map(|r| r.job);
+        if waited != Some(prepared.job()) {
+            return;
+        }
         let Some(running) = self.compaction.running.remove(&room) else {
             return;
         };
@@ -152,18 +163,27 @@ impl Replica {
         }
         // A peer's base at the same cut that differs from the one computed
         // here (another compaction format, during an upgrade, or a forged
-        // one): the result is dropped, and the held changes apply like any
-        // peer's, where every format this build reads is tried and a base
-        // that matches none is refused.
+        // one) is counted. Unless a peer's base matches it, the result is
+        // dropped, and the held changes apply like any peer's, where every
+        // format this build reads is tried and a base that matches none is
+        // refused. When one matches, the result is installed and the other
+        // is ignored as of a generation the room has (one forged base must
+        // not cost the task a compaction in line).
         if let Some(ours) = prepared.base_hash() {
             let actor = crate::room::schema::base_actor(&room, &prepared.request());
-            let differs = running
-                .held
-                .iter()
-                .flat_map(|(_, changes)| changes)
-                .any(|c| c.deps().is_empty() && c.actor_id() == &actor && c.hash() != ours);
+            let (mut differs, mut matches) = (false, false);
+            let held = running.held.iter().flat_map(|(_, changes)| changes);
+            for c in held.filter(|c| c.deps().is_empty() && c.actor_id() == &actor) {
+                if c.hash() == ours {
+                    matches = true;
+                } else {
+                    differs = true;
+                }
+            }
             if differs {
                 self.stats.compaction_base_mismatches += 1;
+            }
+            if differs && !matches {
                 self.no_peer_start(&room, prepared.request());
                 // Not named again while the held changes apply (a name
                 // collected meanwhile would start the same work again).
@@ -188,12 +208,15 @@ impl Replica {
                 }
                 self.compacted(&room, stamp, done);
             }
-            Ok(CompactionInstall::TopUp(job)) => {
+            Ok(CompactionInstall::TopUp(mut job)) => {
                 // Still running: what it holds back stays held. Each round
                 // has `COMPACTION_WORK_MS_MAX` to come back.
                 self.stats.compaction_top_ups += 1;
+                let number = self.compaction.next_job();
+                job.number(number);
                 let running = Running {
                     started_ms: self.now_ms,
+                    job: number,
                     ..running
                 };
                 self.compaction.running.insert(room, running);
