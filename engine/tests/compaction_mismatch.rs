@@ -69,14 +69,7 @@ fn forged_base_held(net: &mut Net, room: &RoomId, peers_reach_0: bool) -> (Chang
         net.disconnect(0, 1);
         net.disconnect(0, 2);
     }
-    for _ in 0..50 {
-        net.finish_work(1);
-        net.finish_work(2);
-        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
-            break;
-        }
-        net.run_for(100);
-    }
+    peers_compact(net);
     net.run_for(500);
     assert_eq!(net.members[0].replica.stats().compactions, 0);
     let (real, forged) = real_and_forged(net, room);
@@ -92,16 +85,7 @@ fn forged_base_held(net: &mut Net, room: &RoomId, peers_reach_0: bool) -> (Chang
 /// The room converged on every replica with the peers' base, never the
 /// forged one.
 fn converged_on(net: &mut Net, room: &RoomId, real: &Change, forged: &Change) {
-    for _ in 0..100 {
-        net.run_for(100);
-        for n in 0..3 {
-            net.finish_work(n);
-        }
-        if net.converged() {
-            break;
-        }
-    }
-    assert!(net.converged(), "replicas did not converge");
+    settle_with_work(net);
     let mine = net.members[0].replica.export_room(room).expect("reads");
     let mine = Automerge::load(&mine.expect("the room")).expect("loads");
     let hashes: Vec<_> = mine.get_changes(&[]).iter().map(|c| c.hash()).collect();

@@ -241,21 +241,7 @@ fn the_cut_is_agreed_as_soon_as_the_request_reaches_every_replica() {
 fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_meanwhile() {
     let (mut net, r) = start(off_task);
     let i = churn_until_handed_off(&mut net, &r);
-    for _ in 0..50 {
-        net.finish_work(1);
-        net.finish_work(2);
-        let peers_done = (1..3).all(|n| net.members[n].replica.stats().compactions > 0);
-        if peers_done {
-            break;
-        }
-        net.run_for(100);
-    }
-    for n in 1..3 {
-        assert!(
-            net.members[n].replica.stats().compactions > 0,
-            "replica {n}"
-        );
-    }
+    peers_compact(&mut net);
     net.run_for(500);
     assert_eq!(
         net.members[0].replica.stats().compactions,
@@ -294,16 +280,7 @@ fn a_compaction_off_the_task_holds_a_peers_base_and_carries_the_writes_made_mean
         announced,
         "the peer's join applied with the new history unannounced"
     );
-    for _ in 0..100 {
-        net.run_for(100);
-        for n in 0..3 {
-            net.finish_work(n);
-        }
-        if net.converged() {
-            break;
-        }
-    }
-    assert!(net.converged(), "replicas did not converge");
+    settle_with_work(&mut net);
     let first = net.members[0].replica.room_as_of(&r, None).expect("reads");
     for n in 1..3 {
         let other = net.members[n].replica.room_as_of(&r, None).expect("reads");
@@ -323,14 +300,7 @@ fn a_compaction_whose_result_never_comes_back_is_given_up_and_the_room_still_con
     churn_until_handed_off(&mut net, &r);
     // Replica 0's work is never run (a lost result); the peers compact.
     let lost = std::mem::take(&mut net.members[0].work);
-    for _ in 0..50 {
-        net.finish_work(1);
-        net.finish_work(2);
-        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
-            break;
-        }
-        net.run_for(100);
-    }
+    peers_compact(&mut net);
     net.run_for(1_000);
     assert_eq!(net.members[0].replica.stats().compactions_failed, 0);
     net.run_for(chorus_engine::limits::COMPACTION_WORK_MS_MAX);
@@ -361,14 +331,7 @@ fn a_late_result_of_a_given_up_job_is_not_taken_for_the_next_ones() {
     let (mut net, r) = start(off_task);
     churn_until_handed_off(&mut net, &r);
     let lost = std::mem::take(&mut net.members[0].work);
-    for _ in 0..50 {
-        net.finish_work(1);
-        net.finish_work(2);
-        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
-            break;
-        }
-        net.run_for(100);
-    }
+    peers_compact(&mut net);
     net.run_for(chorus_engine::limits::COMPACTION_WORK_MS_MAX + 1_000);
     assert_eq!(net.members[0].replica.stats().compactions, 1);
     for n in 0..3 {

@@ -105,3 +105,34 @@ pub fn off_task(config: &mut ReplicaConfig) {
     quick(config);
     config.work_off_task = true;
 }
+
+/// Runs replicas 1 and 2's work, with the clock, until both compacted
+/// (replica 0's work is left out).
+pub fn peers_compact(net: &mut Net) {
+    for _ in 0..50 {
+        net.finish_work(1);
+        net.finish_work(2);
+        if (1..3).all(|n| net.members[n].replica.stats().compactions > 0) {
+            return;
+        }
+        net.run_for(100);
+    }
+    for n in 1..3 {
+        let stats = net.members[n].replica.stats();
+        assert!(stats.compactions > 0, "replica {n}: {stats:?}");
+    }
+}
+
+/// Runs the clock and every replica's work until the replicas converge.
+pub fn settle_with_work(net: &mut Net) {
+    for _ in 0..100 {
+        net.run_for(100);
+        for n in 0..net.members.len() {
+            net.finish_work(n);
+        }
+        if net.converged() {
+            return;
+        }
+    }
+    panic!("replicas did not converge");
+}
