@@ -7,6 +7,7 @@ mod carry;
 pub mod compact;
 pub mod departed;
 mod generation;
+mod history;
 pub mod import;
 pub mod inflate;
 mod old_import;
@@ -27,6 +28,7 @@ use lru::LruCache;
 
 pub use carry::Carrier;
 pub use generation::Switch;
+pub use history::{KnownChanges, NoKnownChanges};
 pub use op::RoomOp;
 pub use validate::Refusal;
 pub use write::WriteCtx;
@@ -341,50 +343,6 @@ impl RoomDoc {
         self.doc.save()
     }
 
-    /// Up to `limit` ancestors of the heads (the heads excluded), nearest
-    /// first, read from change metadata (no op is decoded).
-    pub fn ancestors(&self, limit: usize) -> Vec<ChangeHash> {
-        let heads = self.doc.get_heads();
-        self.walk_back(limit + heads.len(), |_| false)
-            .into_iter()
-            .map(|(hash, _)| hash)
-            .filter(|hash| !heads.contains(hash))
-            .take(limit)
-            .collect()
-    }
-
-    /// Walks back from the heads (included) through dependencies, breadth
-    /// first, visiting at most `limit` changes. A change for which `stop`
-    /// holds is not walked past; it comes back marked `true`.
-    pub fn walk_back(
-        &self,
-        limit: usize,
-        mut stop: impl FnMut(&ChangeHash) -> bool,
-    ) -> Vec<(ChangeHash, bool)> {
-        let heads = self.doc.get_heads();
-        let mut seen: std::collections::HashSet<ChangeHash> = heads.iter().copied().collect();
-        let mut queue: std::collections::VecDeque<ChangeHash> = heads.into_iter().collect();
-        let mut out = Vec::new();
-        while let Some(hash) = queue.pop_front() {
-            if out.len() == limit {
-                break;
-            }
-            let stopped = stop(&hash);
-            out.push((hash, stopped));
-            if stopped {
-                continue;
-            }
-            if let Some(meta) = self.doc.get_change_meta_by_hash(&hash) {
-                for dep in meta.deps {
-                    if seen.insert(dep) {
-                        queue.push_back(dep);
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// A change that wrote the room's end marker, if the room has ended:
     /// the proof of its end that a purge carries.
     pub fn end_change(&mut self) -> Option<Change> {
@@ -402,30 +360,6 @@ impl RoomDoc {
             c.actor_id() == &actor
                 && (c.start_op().get()..c.start_op().get() + c.len() as u64).contains(&counter)
         })
-    }
-
-    /// Changes a peer whose heads are `have` lacks.
-    pub fn changes_since(&self, have: &[ChangeHash]) -> Vec<Change> {
-        self.doc.get_changes(have)
-    }
-
-    /// The changes among `hashes` that the document holds. automerge
-    /// rebuilds a change from its op columns: one by one costs about 6x
-    /// what rebuilding every change of the document costs per change
-    /// (28 µs against 5 µs, release build, 15 000 changes). So a few are
-    /// rebuilt one by one, and many in one pass over the whole document.
-    pub fn changes_by_hash(&self, hashes: &[ChangeHash]) -> Vec<Change> {
-        let total = usize::try_from(self.doc.stats().num_changes).unwrap_or(usize::MAX);
-        if hashes.len().saturating_mul(6) <= total {
-            return hashes
-                .iter()
-                .filter_map(|h| self.doc.get_change_by_hash(h))
-                .collect();
-        }
-        let wanted: std::collections::HashSet<&ChangeHash> = hashes.iter().collect();
-        let mut changes = self.doc.get_changes(&[]);
-        changes.retain(|c| wanted.contains(&c.hash()));
-        changes
     }
 
     /// Whether the document holds `hash`. Cheap: asks the change graph

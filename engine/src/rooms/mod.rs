@@ -155,10 +155,10 @@ impl RoomSet {
     ) -> Result<Vec<[u8; 8]>, Error> {
         const NEAR: usize = 8;
         const SCAN: usize = 256;
-        let Some(hot) = self.load(store, room)? else {
+        let Some((hot, recent)) = self.load_with_recent(store, room)? else {
             return Ok(Vec::new());
         };
-        let all = hot.doc.ancestors(SCAN);
+        let all = hot.doc.ancestors(SCAN, recent);
         let picked = all
             .iter()
             .enumerate()
@@ -180,7 +180,7 @@ impl RoomSet {
     ) -> Result<Vec<Change>, Error> {
         /// Changes walked back through while looking for a shared one.
         const SCAN: usize = 512;
-        let Some(hot) = self.load(store, room)? else {
+        let Some((hot, recent)) = self.load_with_recent(store, room)? else {
             return Ok(Vec::new());
         };
         let known: Vec<ChangeHash> = their_heads
@@ -189,20 +189,24 @@ impl RoomSet {
             .copied()
             .collect();
         if known.len() == their_heads.len() || ancestry.is_empty() {
-            return Ok(hot.doc.changes_since(&known));
+            return Ok(hot.doc.changes_since_known(&known, recent));
         }
         // Some of their heads are unknown here: they wrote too. Anything
         // both hold stops the walk; what it found, they have.
         let hints: std::collections::HashSet<[u8; 8]> = ancestry.iter().copied().collect();
         let mut have: Vec<ChangeHash> = hot
             .doc
-            .walk_back(SCAN, |h| known.contains(h) || hints.contains(&prefix(h)))
+            .walk_back_known(
+                SCAN,
+                |h| known.contains(h) || hints.contains(&prefix(h)),
+                recent,
+            )
             .into_iter()
             .filter(|(_, shared)| *shared)
             .map(|(hash, _)| hash)
             .collect();
         have.extend(known);
-        Ok(hot.doc.changes_since(&have))
+        Ok(hot.doc.changes_since_known(&have, recent))
     }
 
     /// The changes of a room among `hashes` (for serving the change log):
@@ -302,6 +306,19 @@ impl RoomSet {
         Ok(self.hot.get_mut(room))
     }
 
+    /// `load`, with the recent changes beside it (the two are apart, so
+    /// a room's walks can read both).
+    fn load_with_recent(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+    ) -> Result<Option<(&mut HotRoom, &recent::RecentChanges)>, Error> {
+        if self.load(store, room)?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.hot.get_mut(room).map(|hot| (hot, &self.recent)))
+    }
+
     fn read_stored(&self, store: &dyn KvRead, room: &RoomId) -> Result<Option<HotRoom>, Error> {
         let snapshot = store.get(&keys::snapshot(room))?;
         let stored = store.scan_prefix(&keys::chunks(room))?;
@@ -381,8 +398,8 @@ impl RoomSet {
     ) -> Result<Vec<Change>, Error> {
         let have: Vec<ChangeHash> = have.iter().map(change_hash).collect();
         Ok(self
-            .load(store, room)?
-            .map(|h| h.doc.changes_since(&have))
+            .load_with_recent(store, room)?
+            .map(|(h, recent)| h.doc.changes_since_known(&have, recent))
             .unwrap_or_default())
     }
 

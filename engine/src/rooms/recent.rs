@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use automerge::{Change, ChangeHash};
 
 use crate::limits::RECENT_CHANGE_BYTES_MAX;
+use crate::room::KnownChanges;
 
 #[derive(Debug, Default)]
 pub struct RecentChanges {
@@ -48,6 +49,12 @@ impl RecentChanges {
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl KnownChanges for RecentChanges {
+    fn known(&self, hash: &ChangeHash) -> Option<&Change> {
+        self.get(hash)
     }
 }
 

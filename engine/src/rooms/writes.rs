@@ -5,7 +5,7 @@
 use automerge::Change;
 
 use super::hot::HotRoom;
-use super::index::{self, index_scope, index_updates, IndexView};
+use super::index::{index_scope, index_updates, IndexView};
 use super::{compaction, head, readable, LocalWrite, RemoteWrite, RoomSet};
 use crate::error::Error;
 use crate::events;
@@ -113,7 +113,7 @@ impl RoomSet {
         // readings: that the touched part loses nothing the diff would see
         // (`index::WHOLE_CHECK_SESSIONS_MAX` says in which rooms).
         #[cfg(debug_assertions)]
-        let whole_before = (hot.doc.sessions_held() <= index::WHOLE_CHECK_SESSIONS_MAX)
+        let whole_before = (hot.doc.sessions_held() <= super::index::WHOLE_CHECK_SESSIONS_MAX)
             .then(|| readable(&mut hot.doc))
             .transpose()?;
         let mut applied = hot.doc.apply_remote(changes, intake)?;
@@ -176,7 +176,12 @@ impl RoomSet {
         #[cfg(debug_assertions)]
         if let (None, Some(whole_before)) = (&applied.compacted, whole_before) {
             let whole = (whole_before, readable(&mut hot.doc)?);
-            index::check_touched_part(room, &whole, &(before.clone(), after.clone()), &write.kinds);
+            super::index::check_touched_part(
+                room,
+                &whole,
+                &(before.clone(), after.clone()),
+                &write.kinds,
+            );
         }
         index_updates(
             room,
