@@ -430,6 +430,10 @@ pub const MOVE_INTERVAL_MS: u64 = 50;
 /// Bytes of envelope and per-room framing a push frame must leave free.
 pub const PUSH_FRAMING_BYTES: usize = 512;
 
+/// Rooms waiting at once for a request of the changes a push depended on
+/// (`replica::missing`); past it, a room is asked for at once.
+pub const MISSING_PULL_ROOMS_MAX: usize = 4096;
+
 /// Change-log entries trimmed per tick; the next tick continues, so one
 /// tick's work stays bounded after a long time without trimming.
 pub const LOG_TRIM_PER_TICK_MAX: usize = 4096;

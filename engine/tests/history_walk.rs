@@ -46,7 +46,12 @@ fn churn(pair: &mut Pair, from: usize, count: usize) {
             },
         );
         if i % 3 == 0 {
-            pair.write(at, RoomOp::Leave { session: session(&id) });
+            pair.write(
+                at,
+                RoomOp::Leave {
+                    session: session(&id),
+                },
+            );
         }
         if i % 4 == 3 {
             pair.sync(0, 1);

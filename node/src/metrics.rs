@@ -230,6 +230,16 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.local_write_errors,
         ),
         (
+            "chorus_missing_pulls",
+            "Rooms asked of a pusher for changes its push depended on and did not bring.",
+            r.missing_pulls,
+        ),
+        (
+            "chorus_missing_pulls_spared",
+            "Rooms a push left waiting whose missing changes arrived before the request was due.",
+            r.missing_pulls_spared,
+        ),
+        (
             "chorus_compactions",
             "Room histories this replica compacted.",
             r.compactions,

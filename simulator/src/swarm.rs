@@ -202,6 +202,11 @@ pub fn draw(seed: u64) -> Scenario {
             replica.apply_off_task_ops = r.range(200, 2_000);
         }
     }
+    // Drawn last, so that the draws above stay those of earlier builds.
+    if r.chance(0.25) {
+        // A push's missing dependencies asked for at once, or late.
+        replica.pull_missing_after_ms = if r.chance(0.5) { 0 } else { r.range(50, 300) };
+    }
     Scenario {
         description: Some(format!("drawn by swarm seed {seed}")),
         nodes,
@@ -248,6 +253,10 @@ pub fn describe(s: &Scenario) -> String {
     if s.replica.log_retention_ms != defaults.log_retention_ms {
         let ms = s.replica.log_retention_ms;
         line += &format!(" log {ms}ms");
+    }
+    if s.replica.pull_missing_after_ms != defaults.pull_missing_after_ms {
+        let ms = s.replica.pull_missing_after_ms;
+        line += &format!(" pull missing after {ms}ms");
     }
     if s.replica.purge_horizon_ms != defaults.purge_horizon_ms {
         let ms = s.replica.purge_horizon_ms;

@@ -355,8 +355,8 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "d2040a1beecd3cd0"),
-        ("partition-heal", "f2d539209b4e3c8d"),
+        ("media-node-crash", "9a06b9182fa4f12d"),
+        ("partition-heal", "f11905c01cee077e"),
         ("region-outage", "e4599182bacf2da4"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;

@@ -40,6 +40,13 @@ pub struct ReplicaConfig {
     /// 2 ms keeps propagation far under the 20 ms budget while merging
     /// write bursts.
     pub push_delay_ms: u64,
+    /// A push whose changes wait for changes it did not bring is followed
+    /// by a request for them this long after, if they still wait then
+    /// (0: at once). Pushes from different peers race, so the missing
+    /// changes are usually on their way: 20 ms covers that race on a LAN
+    /// and within a region, and delays the repair of a push truly lost by
+    /// as much (`replica::missing`).
+    pub pull_missing_after_ms: u64,
     /// The largest gap (entries of a peer's log after our cursor) a round
     /// closes by comparing: gaps up to `SINCE_LIST_ENTRIES_MAX` (256) are
     /// replayed from the log, larger ones walked down the digest tree;
@@ -133,6 +140,7 @@ impl ReplicaConfig {
             anti_entropy_interval_ms: 1_000,
             round_timeout_ms: 5_000,
             push_delay_ms: 2,
+            pull_missing_after_ms: 20,
             since_entries_max: 50_000,
             log_retention_ms: 3_600_000,
             log_trim_interval_ms: 10_000,

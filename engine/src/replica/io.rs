@@ -224,6 +224,8 @@ pub enum Event {
 pub enum Timer {
     AntiEntropy,
     PushFlush,
+    /// A room a push left waiting for changes is due to be asked for them.
+    MissingPull,
     RoundTimeout,
     EndAck,
     /// History compaction's requests and acknowledgements.

@@ -54,6 +54,7 @@ mod drain;
 mod failover;
 mod io;
 mod journal;
+mod missing;
 mod nodes;
 mod offload;
 mod outside;
@@ -145,6 +146,8 @@ pub struct Replica {
     /// Components, each with its own state: push, purge, anti-entropy,
     /// failover and drains.
     outbox: push::Outbox,
+    /// Rooms a push left waiting for changes, to ask for once the race is over.
+    missing: missing::Waiting,
     purge: purge::State,
     compaction: compaction::State,
     offload: offload::State,
@@ -186,6 +189,7 @@ impl Replica {
             pending_outputs: Vec::new(),
             outputs: VecDeque::new(),
             outbox: push::Outbox::default(),
+            missing: missing::Waiting::default(),
             purge: purge::State::new(now_ms, &config),
             compaction: compaction::State::new(now_ms, &config, incarnation),
             offload: offload::State::new(incarnation),

@@ -27,7 +27,6 @@ use automerge::Change;
 
 use super::io::{Job, Work};
 use super::overlay::Overlay;
-use super::wire::Body;
 use super::{Event, Output, Replica};
 use crate::error::Error;
 use crate::hlc::Timestamp;
@@ -390,9 +389,8 @@ impl Replica {
                 }
                 let write = self.after_remote(&first, room, write, stamp);
                 if write.outcome.pending > 0 {
-                    // Some dependency never arrived: ask the sender.
-                    let rooms = self.heads_of(vec![room.clone()]);
-                    self.send(&first, Body::ChangesReq { round: 0, rooms });
+                    // Some dependency has not arrived: ask the sender.
+                    self.pull_missing(&first, vec![room.clone()]);
                 }
             }
             Ok(Installed::Moved(..)) => {
@@ -469,9 +467,8 @@ impl Replica {
         let changes: Vec<Change> = batches.into_iter().flat_map(|(_, c)| c).collect();
         let write = self.apply_remote_in_line(&from, room, changes);
         if write.is_some_and(|w| w.outcome.pending > 0) {
-            // Some dependency never arrived: ask the (first) sender.
-            let rooms = self.heads_of(vec![room.clone()]);
-            self.send(&from, Body::ChangesReq { round: 0, rooms });
+            // Some dependency has not arrived: ask the (first) sender.
+            self.pull_missing(&from, vec![room.clone()]);
         }
     }
 

@@ -48,11 +48,9 @@ impl Replica {
             }
         }
         missing.retain(|room| !self.compacting_off_task(room) && !self.applying_off_task(room));
-        if !missing.is_empty() {
-            // Some dependency never arrived: ask the pusher for it.
-            let rooms = self.heads_of(unique(missing));
-            self.send(from, Body::ChangesReq { round: 0, rooms });
-        }
+        // Some dependency has not arrived: ask the pusher for it, unless
+        // it arrives meanwhile (`replica::missing`).
+        self.pull_missing(from, missing);
         if !purged.is_empty() {
             self.send_purged(from, unique(purged));
         }

@@ -26,6 +26,12 @@ pub struct ReplicaStats {
     pub foreign_cluster: u64,
     pub clock_drift_refused: u64,
     pub local_writes: u64,
+    /// Rooms asked of a pusher for changes its push depended on and did
+    /// not bring (`replica::missing`).
+    pub missing_pulls: u64,
+    /// Rooms a push left waiting whose missing changes arrived before the
+    /// request was due: a request spared.
+    pub missing_pulls_spared: u64,
     /// Rooms whose history this replica compacted (`room::compact`).
     pub compactions: u64,
     /// Compactions prepared off the replica's task that found their room

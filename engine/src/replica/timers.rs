@@ -18,6 +18,9 @@ impl Replica {
         if let Some(at) = self.outbox.due_ms(self.config.push_delay_ms) {
             next.push((at, Timer::PushFlush));
         }
+        if let Some(at) = self.missing.next_ms() {
+            next.push((at, Timer::MissingPull));
+        }
         if !self.purge.ended.is_empty() {
             next.push((self.purge.next_end_ack_ms, Timer::EndAck));
         }
@@ -54,6 +57,7 @@ impl Replica {
         {
             self.flush_push();
         }
+        self.pull_missing_due();
         self.expire_rounds();
         if self.offloading() {
             self.give_up_late_applies();

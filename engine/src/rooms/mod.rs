@@ -127,6 +127,12 @@ impl RoomSet {
         &self.tree
     }
 
+    /// Changes of `room` waiting for their dependencies (none when the
+    /// room is not in memory: its waiting changes went with it).
+    pub fn pending_len(&self, room: &RoomId) -> usize {
+        self.hot.peek(room).map_or(0, |hot| hot.doc.pending_len())
+    }
+
     pub fn is_purged(&self, room: &RoomId) -> bool {
         self.purged.contains(room)
     }

@@ -251,7 +251,7 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
         println!(
             "    compactions redone {} topped up {} on a peer's base {} failed {} held-dropped {}; applies off the task {} redone {} \
              failed {} held-dropped {}; sync rounds {} timed out {}, since {} full {}; pending \
-             dropped {}, superseded {}",
+             dropped {}, superseded {}; missing changes asked for {} spared {}",
             stats.compactions_redone,
             stats.compaction_top_ups,
             stats.compactions_on_peer_base,
@@ -267,6 +267,8 @@ pub async fn churn(cycles: usize, retention_ms: u64) -> anyhow::Result<bool> {
             stats.sync_full,
             stats.pending_dropped,
             stats.changes_superseded,
+            stats.missing_pulls,
+            stats.missing_pulls_spared,
         );
     }
 
