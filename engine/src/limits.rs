@@ -55,6 +55,12 @@ pub const PENDING_BYTES_PER_ROOM_MAX: usize = 8 * 1024 * 1024;
 /// decode. Past this the oldest are forgotten and would be checked again.
 pub const REFUSED_CHANGES_PER_ROOM_MAX: usize = 1024;
 
+/// Hashes a compacted room remembers of the history it replaced, counting
+/// the peers' changes of that history it ignored since (32 bytes each):
+/// past it, a peer's further changes of that history wait in `pending`
+/// until their writer compacts, as they all did before.
+pub const SUPERSEDED_REMEMBERED_MAX: usize = 16_384;
+
 /// Highest call ownership epoch a write may carry. Epochs count moves of
 /// one call (one per failover or drain), so 2^53 - 1 is never reached
 /// honestly; it keeps `epoch + 1` from overflowing and stays exact in
@@ -433,6 +439,11 @@ pub const PUSH_FRAMING_BYTES: usize = 512;
 /// Rooms waiting at once for a request of the changes a push depended on
 /// (`replica::missing`); past it, a room is asked for at once.
 pub const MISSING_PULL_ROOMS_MAX: usize = 4096;
+
+/// Changes watched per room left waiting by a push: if none of them waits
+/// any more when the wait is over, the race is taken as over and nothing
+/// is asked (`replica::missing`).
+pub const MISSING_PULL_WATCHED_MAX: usize = 8;
 
 /// Change-log entries trimmed per tick; the next tick continues, so one
 /// tick's work stays bounded after a long time without trimming.

@@ -21,14 +21,18 @@ impl KnownChanges for Known {
     }
 }
 
-/// Every `nth` change of `doc`'s history, as known changes.
-fn every(doc: &RoomDoc, nth: usize) -> Known {
+/// The changes of `doc`'s history whose index `keep` picks, as known
+/// changes parsed from their bytes (as a replica holds what it received).
+fn known(doc: &RoomDoc, keep: impl Fn(usize) -> bool) -> Known {
     Known(
         doc.changes_since(&[])
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| i % nth == 0)
-            .map(|(_, c)| (c.hash(), c))
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, c)| {
+                let parsed = Change::from_bytes(c.raw_bytes().to_vec()).expect("parses");
+                (parsed.hash(), parsed)
+            })
             .collect(),
     )
 }
@@ -60,41 +64,60 @@ fn churn(pair: &mut Pair, from: usize, count: usize) {
     }
 }
 
+fn raw(changes: Vec<Change>) -> Vec<Vec<u8>> {
+    changes.iter().map(|c| c.raw_bytes().to_vec()).collect()
+}
+
 fn check(doc: &RoomDoc, older: &[Vec<ChangeHash>]) {
-    for nth in [1, 2, 3, 1_000_000] {
-        let known = every(doc, nth);
+    // Some `have`s name a change the document does not hold, or one in the
+    // middle of its history rather than heads.
+    let history = doc.changes_since(&[]);
+    let mut older = older.to_vec();
+    for have in older.clone() {
+        let mut foreign = have.clone();
+        foreign.push(ChangeHash([7; 32]));
+        older.push(foreign);
+    }
+    older.push(vec![history[history.len() / 2].hash()]);
+    older.push(vec![history[history.len() - 3].hash(), ChangeHash([9; 32])]);
+    let sets: Vec<(&str, Known)> = vec![
+        ("every change", known(doc, |_| true)),
+        ("every other", known(doc, |i| i % 2 == 0)),
+        ("all but every 7th", known(doc, |i| i % 7 != 0)),
+        ("the last 3", known(doc, |i| i + 3 >= history.len())),
+        ("none", known(doc, |_| false)),
+    ];
+    for (what, known) in &sets {
         assert_eq!(
-            doc.walk_back_known(10_000, |_| false, &known),
+            doc.walk_back_known(10_000, |_| false, known),
             doc.walk_back(10_000, |_| false),
-            "a whole walk, every {nth}th change known"
+            "a whole walk, {what} known"
         );
         let stop = |h: &ChangeHash| h.0[0] % 5 == 0;
         assert_eq!(
-            doc.walk_back_known(40, stop, &known),
+            doc.walk_back_known(40, stop, known),
             doc.walk_back(40, stop),
-            "a walk that stops, every {nth}th change known"
+            "a walk that stops, {what} known"
         );
-        for have in older {
-            let plain: Vec<ChangeHash> = doc.changes_since(have).iter().map(Change::hash).collect();
-            let with: Vec<ChangeHash> = doc
-                .changes_since_known(have, &known)
-                .iter()
-                .map(Change::hash)
-                .collect();
-            assert_eq!(with, plain, "changes since {have:?}, every {nth}th known");
-            let bytes: Vec<Vec<u8>> = doc
-                .changes_since_known(have, &known)
-                .iter_mut()
-                .map(|c| c.bytes().to_vec())
-                .collect();
-            let plain_bytes: Vec<Vec<u8>> = doc
-                .changes_since(have)
-                .iter_mut()
-                .map(|c| c.bytes().to_vec())
-                .collect();
-            assert_eq!(bytes, plain_bytes, "the same changes, byte for byte");
+        for have in &older {
+            assert_eq!(
+                raw(doc.changes_since_known(have, known)),
+                raw(doc.changes_since(have)),
+                "changes since {have:?}, {what} known: the same, in the same order"
+            );
         }
     }
+}
+
+/// `doc` as a replica reads it back from its stored bytes.
+fn reloaded(doc: &RoomDoc) -> RoomDoc {
+    RoomDoc::load(
+        doc.id().clone(),
+        doc.actor().clone(),
+        Some(&doc.save()),
+        &[],
+    )
+    .expect("loads")
 }
 
 #[test]
@@ -108,6 +131,7 @@ fn a_walk_with_known_changes_reads_as_one_without() {
     churn(&mut pair, 80, 5);
     assert!(pair.docs[0].heads().len() > 1 || pair.docs[1].heads().len() > 1);
     check(&pair.docs[0], &older);
+    check(&reloaded(&pair.docs[0]), &older);
 
     pair.sync(0, 1);
     pair.sync(1, 0);
@@ -117,4 +141,5 @@ fn a_walk_with_known_changes_reads_as_one_without() {
     churn(&mut pair, 120, 9);
     check(&pair.docs[0], &since_base);
     check(&pair.docs[1], &since_base);
+    check(&reloaded(&pair.docs[1]), &since_base);
 }

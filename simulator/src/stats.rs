@@ -39,6 +39,10 @@ pub struct StatTotals {
     pub changes_rejected: u64,
     /// Remote changes dropped because a room's pending buffer was full.
     pub pending_dropped: u64,
+    /// Rooms asked of a pusher for changes its push did not bring, and
+    /// those spared because the changes applied during the wait.
+    pub missing_pulls: u64,
+    pub missing_pulls_spared: u64,
     pub push_skipped_oversize: u64,
     pub rounds_started: u64,
     pub rounds_idle: u64,
@@ -76,6 +80,8 @@ impl StatTotals {
         self.changes_applied += s.changes_applied;
         self.changes_rejected += s.changes_rejected;
         self.pending_dropped += s.pending_dropped;
+        self.missing_pulls += s.missing_pulls;
+        self.missing_pulls_spared += s.missing_pulls_spared;
         self.push_skipped_oversize += s.push_skipped_oversize;
         self.rounds_started += s.rounds_started;
         self.rounds_idle += s.rounds_idle;

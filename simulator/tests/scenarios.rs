@@ -356,7 +356,7 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
         ("media-node-crash", "9a06b9182fa4f12d"),
-        ("partition-heal", "f11905c01cee077e"),
+        ("partition-heal", "18ccc291404e037b"),
         ("region-outage", "e4599182bacf2da4"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;

@@ -42,10 +42,11 @@ pub struct ReplicaConfig {
     pub push_delay_ms: u64,
     /// A push whose changes wait for changes it did not bring is followed
     /// by a request for them this long after, if they still wait then
-    /// (0: at once). Pushes from different peers race, so the missing
-    /// changes are usually on their way: 20 ms covers that race on a LAN
-    /// and within a region, and delays the repair of a push truly lost by
-    /// as much (`replica::missing`).
+    /// (0: at once; at most `round_timeout_ms`). Meanwhile further pushes
+    /// from that peer ask nothing more, and a missing change already on
+    /// its way (pushes from different peers race) is not asked for. 20 ms
+    /// covers that race on a LAN and within a region, and delays the
+    /// repair of a push truly lost by as much (`replica::missing`).
     pub pull_missing_after_ms: u64,
     /// The largest gap (entries of a peer's log after our cursor) a round
     /// closes by comparing: gaps up to `SINCE_LIST_ENTRIES_MAX` (256) are
@@ -215,6 +216,14 @@ impl ReplicaConfig {
             return Err(Error::Invalid {
                 field: "journal_entries_max",
                 reason: format!("between 1 and {}", crate::limits::JOURNAL_ENTRIES_MAX),
+            });
+        }
+        if self.pull_missing_after_ms > self.round_timeout_ms {
+            // Longer, a room's missing changes would wait past the point
+            // where a lost answer is given up.
+            return Err(Error::Invalid {
+                field: "pull_missing_after_ms",
+                reason: format!("at most round_timeout_ms ({} ms)", self.round_timeout_ms),
             });
         }
         if self.hot_rooms > crate::limits::HOT_ROOMS_MAX {

@@ -1,57 +1,87 @@
 //! Asking a pusher for the changes its push depended on but did not
 //! bring, once the race that usually explains them is over.
 //!
-//! Pushes from different peers race: a peer's change that depends on a
-//! third replica's change often arrives before that replica's own push of
-//! it. Asking at once asked for what was already on its way: in the
-//! three-daemon churn bench, about one push in three was followed by a
-//! `ChangesReq`, each costing the pusher a walk of the room's history and
-//! the asker an answer to apply, and often a pull back. So a room left
-//! waiting is asked for `pull_missing_after_ms` later, and only if it
-//! still waits then. A push truly lost is asked for that much later, or
-//! brought by anti-entropy.
+//! A room's waiting changes are counted per room, not per push, so once
+//! one change waited, every push into the room asked again: in the
+//! three-daemon churn bench about one push in three was followed by a
+//! `ChangesReq` (about 110 a second per replica), each costing the pusher
+//! a walk of the room's history and the asker an answer to apply, and
+//! often a pull back. Pushes from different peers also race (a change
+//! that depends on a third replica's may arrive just before that
+//! replica's own push of it). So a push that leaves changes waiting is
+//! followed by a request `pull_missing_after_ms` later, and only if some
+//! of those changes still wait then; further pushes from the same peer
+//! meanwhile ask nothing more. Changes left waiting by later pushes are
+//! looked at again one wait later. A push truly lost is asked for that
+//! much later, or brought by anti-entropy.
+//!
+//! In the churn bench nearly every request is still sent (the changes
+//! still wait 20 ms later: why they wait that long there is not
+//! established); the wait caps them at one per room and pusher per wait,
+//! about 50 a second per replica.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use automerge::ChangeHash;
 
 use super::wire::Body;
 use super::{unique, Replica};
 use crate::ids::{NodeId, RoomId};
-use crate::limits::MISSING_PULL_ROOMS_MAX;
+use crate::limits::{MISSING_PULL_ROOMS_MAX, MISSING_PULL_WATCHED_MAX};
 
-/// Rooms left waiting by a peer's push, each with the peer to ask and
-/// when, in the order they are due (every room waits as long).
+/// A room left waiting by a peer's push: when to look again, and some of
+/// the changes that waited then.
+#[derive(Debug)]
+struct Entry {
+    at: u64,
+    room: RoomId,
+    peer: NodeId,
+    watched: Vec<ChangeHash>,
+}
+
+/// Rooms left waiting by peers' pushes, in the order they are due (every
+/// room waits as long, and time never goes back).
 #[derive(Debug, Default)]
 pub struct Waiting {
-    queue: VecDeque<(u64, RoomId, NodeId)>,
-    rooms: BTreeSet<RoomId>,
+    queue: VecDeque<Entry>,
+    queued: BTreeSet<(RoomId, NodeId)>,
 }
 
 impl Waiting {
     pub fn next_ms(&self) -> Option<u64> {
-        self.queue.front().map(|(at, _, _)| *at)
+        self.queue.front().map(|e| e.at)
     }
 
-    /// Queues `room` to be asked of `peer` at `at`; a room already queued
-    /// keeps its place (and its peer). `false` when the queue is full: the
-    /// caller asks at once.
-    fn wait(&mut self, room: &RoomId, peer: &NodeId, at: u64) -> bool {
-        if self.rooms.contains(room) {
+    /// Queues `room` to be looked at again for `peer` at `at`, watching
+    /// `watched`; already queued for that peer, it keeps its place
+    /// (another peer's push may lack other changes, so it is queued for
+    /// that peer too). `false` when the queue is full: the caller asks at
+    /// once.
+    fn wait(&mut self, room: &RoomId, peer: &NodeId, at: u64, watched: Vec<ChangeHash>) -> bool {
+        let key = (room.clone(), peer.clone());
+        if self.queued.contains(&key) {
             return true;
         }
         if self.queue.len() >= MISSING_PULL_ROOMS_MAX {
             return false;
         }
-        self.rooms.insert(room.clone());
-        self.queue.push_back((at, room.clone(), peer.clone()));
+        self.queued.insert(key);
+        self.queue.push_back(Entry {
+            at,
+            room: room.clone(),
+            peer: peer.clone(),
+            watched,
+        });
         true
     }
 
-    fn take_due(&mut self, now_ms: u64) -> Vec<(RoomId, NodeId)> {
+    fn take_due(&mut self, now_ms: u64) -> Vec<Entry> {
         let mut due = Vec::new();
-        while self.queue.front().is_some_and(|(at, _, _)| *at <= now_ms) {
-            if let Some((_, room, peer)) = self.queue.pop_front() {
-                self.rooms.remove(&room);
-                due.push((room, peer));
+        while self.queue.front().is_some_and(|e| e.at <= now_ms) {
+            if let Some(entry) = self.queue.pop_front() {
+                self.queued
+                    .remove(&(entry.room.clone(), entry.peer.clone()));
+                due.push(entry);
             }
         }
         due
@@ -64,25 +94,60 @@ impl Replica {
     /// rooms wait already).
     pub(super) fn pull_missing(&mut self, from: &NodeId, rooms: Vec<RoomId>) {
         let delay = self.config.pull_missing_after_ms;
-        let at = self.now_ms.saturating_add(delay);
-        let now: Vec<RoomId> = rooms
-            .into_iter()
-            .filter(|room| delay == 0 || !self.missing.wait(room, from, at))
-            .collect();
+        let mut now = Vec::new();
+        for room in rooms {
+            if delay == 0 || !self.wait_for(&room, from) {
+                now.push(room);
+            }
+        }
         self.send_pull(from, now);
     }
 
-    /// On a tick: asks for what the rooms due still wait for. A room
-    /// compacted or applied off the task meanwhile is left to that work,
-    /// which asks again if its room still waits when it ends.
+    /// Queues `room` for `peer`, watching the changes that wait in it now.
+    fn wait_for(&mut self, room: &RoomId, peer: &NodeId) -> bool {
+        let at = self
+            .now_ms
+            .saturating_add(self.config.pull_missing_after_ms);
+        let watched = self
+            .rooms
+            .pending_hashes(room, MISSING_PULL_WATCHED_MAX)
+            .unwrap_or_default();
+        self.missing.wait(room, peer, at, watched)
+    }
+
+    /// On a tick: asks for what the rooms due still wait for. A room whose
+    /// watched changes all applied meanwhile is spared, and looked at
+    /// again one wait later if other changes wait in it now (a later
+    /// push's). A room being compacted or applied off the task waits once
+    /// more (that work may hold its changes). A room no longer in memory
+    /// lost its waiting changes with it: it is asked for all the same, and
+    /// the answer brings them again.
     pub(super) fn pull_missing_due(&mut self) {
         let mut by_peer: BTreeMap<NodeId, Vec<RoomId>> = BTreeMap::new();
-        for (room, peer) in self.missing.take_due(self.now_ms) {
-            if self.rooms.pending_len(&room) == 0 {
-                self.stats.missing_pulls_spared += 1;
+        for Entry {
+            room,
+            peer,
+            watched,
+            ..
+        } in self.missing.take_due(self.now_ms)
+        {
+            if self.rooms.is_purged(&room) {
                 continue;
             }
-            if self.compacting_off_task(&room) || self.applying_off_task(&room) {
+            let still = self.rooms.any_pending(&room, &watched);
+            if still == Some(false) {
+                self.stats.missing_pulls_spared += 1;
+                let others = self
+                    .rooms
+                    .pending_hashes(&room, 1)
+                    .is_some_and(|p| !p.is_empty());
+                if others && !self.wait_for(&room, &peer) {
+                    by_peer.entry(peer).or_default().push(room);
+                }
+                continue;
+            }
+            let busy = self.compacting_off_task(&room) || self.applying_off_task(&room);
+            if busy && self.wait_for(&room, &peer) {
                 continue;
             }
             by_peer.entry(peer).or_default().push(room);
@@ -100,5 +165,63 @@ impl Replica {
         self.stats.missing_pulls += rooms.len() as u64;
         let rooms = self.heads_of(rooms);
         self.send(from, Body::ChangesReq { round: 0, rooms });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(id: &str) -> RoomId {
+        RoomId::parse(id).expect("valid")
+    }
+
+    fn node(id: &str) -> NodeId {
+        NodeId::parse(id).expect("valid")
+    }
+
+    fn due(entries: Vec<Entry>) -> Vec<(RoomId, NodeId)> {
+        entries.into_iter().map(|e| (e.room, e.peer)).collect()
+    }
+
+    #[test]
+    fn a_room_is_asked_of_each_peer_whose_push_left_it_waiting_once() {
+        let mut waiting = Waiting::default();
+        assert!(waiting.wait(&room("r"), &node("a"), 20, Vec::new()));
+        assert!(
+            waiting.wait(&room("r"), &node("a"), 25, Vec::new()),
+            "already queued"
+        );
+        assert!(waiting.wait(&room("r"), &node("b"), 25, Vec::new()));
+        assert!(waiting.wait(&room("s"), &node("a"), 30, Vec::new()));
+        assert_eq!(waiting.next_ms(), Some(20));
+        assert!(waiting.take_due(19).is_empty());
+        assert_eq!(
+            due(waiting.take_due(25)),
+            vec![(room("r"), node("a")), (room("r"), node("b"))]
+        );
+        assert_eq!(waiting.next_ms(), Some(30));
+        assert!(
+            waiting.wait(&room("r"), &node("a"), 40, Vec::new()),
+            "queued again once asked"
+        );
+        assert_eq!(
+            due(waiting.take_due(100)),
+            vec![(room("s"), node("a")), (room("r"), node("a"))]
+        );
+        assert_eq!(waiting.next_ms(), None);
+    }
+
+    #[test]
+    fn past_the_bound_a_room_is_asked_for_at_once() {
+        let mut waiting = Waiting::default();
+        for i in 0..MISSING_PULL_ROOMS_MAX {
+            assert!(waiting.wait(&room(&format!("r{i}")), &node("a"), 20, Vec::new()));
+        }
+        assert!(!waiting.wait(&room("one-more"), &node("a"), 20, Vec::new()));
+        assert!(
+            waiting.wait(&room("r0"), &node("a"), 20, Vec::new()),
+            "already queued"
+        );
     }
 }

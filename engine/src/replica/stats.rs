@@ -29,8 +29,8 @@ pub struct ReplicaStats {
     /// Rooms asked of a pusher for changes its push depended on and did
     /// not bring (`replica::missing`).
     pub missing_pulls: u64,
-    /// Rooms a push left waiting whose missing changes arrived before the
-    /// request was due: a request spared.
+    /// Rooms a push left waiting whose watched waiting changes applied
+    /// before the request was due: a request spared.
     pub missing_pulls_spared: u64,
     /// Rooms whose history this replica compacted (`room::compact`).
     pub compactions: u64,

@@ -200,6 +200,16 @@ impl RoomDoc {
         self.pending.len()
     }
 
+    /// Up to `n` of the changes waiting for their dependencies.
+    pub fn pending_hashes(&self, n: usize) -> Vec<ChangeHash> {
+        self.pending.keys().take(n).copied().collect()
+    }
+
+    /// Whether `hash` waits for its dependencies here.
+    pub fn is_pending(&self, hash: &ChangeHash) -> bool {
+        self.pending.contains_key(hash)
+    }
+
     /// The room after every conflict rule, every session the document
     /// holds included: the live ones from the cache, the departed ones
     /// read from the document.

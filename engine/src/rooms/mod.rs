@@ -127,10 +127,19 @@ impl RoomSet {
         &self.tree
     }
 
-    /// Changes of `room` waiting for their dependencies (none when the
-    /// room is not in memory: its waiting changes went with it).
-    pub fn pending_len(&self, room: &RoomId) -> usize {
-        self.hot.peek(room).map_or(0, |hot| hot.doc.pending_len())
+    /// Up to `n` of the changes of `room` waiting for their dependencies;
+    /// `None` when the room is not in memory (its waiting changes went
+    /// with it).
+    pub fn pending_hashes(&self, room: &RoomId, n: usize) -> Option<Vec<ChangeHash>> {
+        self.hot.peek(room).map(|hot| hot.doc.pending_hashes(n))
+    }
+
+    /// Whether any of `hashes` still waits in `room` (`None`: the room is
+    /// not in memory).
+    pub fn any_pending(&self, room: &RoomId, hashes: &[ChangeHash]) -> Option<bool> {
+        self.hot
+            .peek(room)
+            .map(|hot| hashes.iter().any(|h| hot.doc.is_pending(h)))
     }
 
     pub fn is_purged(&self, room: &RoomId) -> bool {
