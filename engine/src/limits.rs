@@ -436,13 +436,14 @@ pub const MOVE_INTERVAL_MS: u64 = 50;
 /// Bytes of envelope and per-room framing a push frame must leave free.
 pub const PUSH_FRAMING_BYTES: usize = 512;
 
-/// Rooms waiting at once for a request of the changes a push depended on
-/// (`replica::missing`); past it, a room is asked for at once.
+/// (room, pusher) pairs waiting at once for a request of the changes a
+/// push depended on (`replica::missing`); past it, a room is asked for at
+/// once.
 pub const MISSING_PULL_ROOMS_MAX: usize = 4096;
 
-/// Changes watched per room left waiting by a push: if none of them waits
-/// any more when the wait is over, the race is taken as over and nothing
-/// is asked (`replica::missing`).
+/// Changes watched per room left waiting by a push (any of the room's
+/// waiting changes): if none of them waits any more when the wait is
+/// over, nothing is asked (`replica::missing`).
 pub const MISSING_PULL_WATCHED_MAX: usize = 8;
 
 /// Change-log entries trimmed per tick; the next tick continues, so one

@@ -236,7 +236,7 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
         ),
         (
             "chorus_missing_pulls_spared",
-            "Rooms a push left waiting whose waiting changes applied before the request was due.",
+            "Rooms a push left waiting where nothing waited any more when the request was due.",
             r.missing_pulls_spared,
         ),
         (

@@ -6,19 +6,18 @@
 //! three-daemon churn bench about one push in three was followed by a
 //! `ChangesReq` (about 110 a second per replica), each costing the pusher
 //! a walk of the room's history and the asker an answer to apply, and
-//! often a pull back. Pushes from different peers also race (a change
-//! that depends on a third replica's may arrive just before that
-//! replica's own push of it). So a push that leaves changes waiting is
-//! followed by a request `pull_missing_after_ms` later, and only if some
-//! of those changes still wait then; further pushes from the same peer
-//! meanwhile ask nothing more. Changes left waiting by later pushes are
-//! looked at again one wait later. A push truly lost is asked for that
-//! much later, or brought by anti-entropy.
-//!
-//! In the churn bench nearly every request is still sent (the changes
-//! still wait 20 ms later: why they wait that long there is not
-//! established); the wait caps them at one per room and pusher per wait,
-//! about 50 a second per replica.
+//! often a pull back. (Most waited there for good: a compacted room's
+//! peers' changes of the replaced history, which are now ignored,
+//! `RoomDoc::drop_superseded`.) Pushes from different peers also race: a
+//! change that depends on a third replica's may arrive just before that
+//! replica's own push of it. So a push that leaves the room with changes
+//! waiting is followed by a request `pull_missing_after_ms` later, only
+//! if some of the changes that waited then (up to
+//! `MISSING_PULL_WATCHED_MAX` of them, any of the room's, not only the
+//! push's) still wait; further pushes from the same peer meanwhile ask
+//! nothing more. If they all left but others wait now, the room is looked
+//! at again one wait later. A push truly lost is asked for that much
+//! later, or brought by anti-entropy.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -103,8 +102,12 @@ impl Replica {
         self.send_pull(from, now);
     }
 
-    /// Queues `room` for `peer`, watching the changes that wait in it now.
+    /// Queues `room` for `peer`, watching the changes that wait in it now
+    /// (`false`: ask at once, with no wait set or the queue full).
     fn wait_for(&mut self, room: &RoomId, peer: &NodeId) -> bool {
+        if self.config.pull_missing_after_ms == 0 {
+            return false;
+        }
         let at = self
             .now_ms
             .saturating_add(self.config.pull_missing_after_ms);
@@ -116,12 +119,13 @@ impl Replica {
     }
 
     /// On a tick: asks for what the rooms due still wait for. A room whose
-    /// watched changes all applied meanwhile is spared, and looked at
-    /// again one wait later if other changes wait in it now (a later
-    /// push's). A room being compacted or applied off the task waits once
-    /// more (that work may hold its changes). A room no longer in memory
-    /// lost its waiting changes with it: it is asked for all the same, and
-    /// the answer brings them again.
+    /// watched changes all left `pending` meanwhile (applied, or ignored
+    /// as of a replaced history) is spared, or looked at again one wait
+    /// later if other changes wait in it now (a later push's). A room
+    /// being compacted or applied off the task is looked at again one wait
+    /// later, for as long as that work runs (it may hold its changes). A
+    /// room no longer in memory lost its waiting changes with it: it is
+    /// asked for all the same, and the answer brings them again.
     pub(super) fn pull_missing_due(&mut self) {
         let mut by_peer: BTreeMap<NodeId, Vec<RoomId>> = BTreeMap::new();
         for Entry {
@@ -136,12 +140,13 @@ impl Replica {
             }
             let still = self.rooms.any_pending(&room, &watched);
             if still == Some(false) {
-                self.stats.missing_pulls_spared += 1;
                 let others = self
                     .rooms
                     .pending_hashes(&room, 1)
                     .is_some_and(|p| !p.is_empty());
-                if others && !self.wait_for(&room, &peer) {
+                if !others {
+                    self.stats.missing_pulls_spared += 1;
+                } else if !self.wait_for(&room, &peer) {
                     by_peer.entry(peer).or_default().push(room);
                 }
                 continue;

@@ -29,8 +29,9 @@ pub struct ReplicaStats {
     /// Rooms asked of a pusher for changes its push depended on and did
     /// not bring (`replica::missing`).
     pub missing_pulls: u64,
-    /// Rooms a push left waiting whose watched waiting changes applied
-    /// before the request was due: a request spared.
+    /// Rooms a push left waiting where nothing waited any more when the
+    /// request was due (the watched changes applied, or were ignored as
+    /// of a replaced history): a request spared.
     pub missing_pulls_spared: u64,
     /// Rooms whose history this replica compacted (`room::compact`).
     pub compactions: u64,

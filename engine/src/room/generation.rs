@@ -259,8 +259,10 @@ impl RoomDoc {
     }
 
     /// Makes `doc` (a compaction of this one) the room's document. The
-    /// replaced history's changes still waiting here are dropped. The new
-    /// document writes as this one's actor.
+    /// replaced history's changes still waiting here are dropped, with
+    /// what waits on them, and remembered with that history (so that
+    /// their dependants are ignored when they come, as `drop_superseded`
+    /// does). The new document writes as this one's actor.
     pub(super) fn install(&mut self, mut doc: automerge::Automerge) {
         doc.set_actor(self.doc.get_actor().clone());
         let limit = usize::try_from(self.history_len()).unwrap_or(usize::MAX);
@@ -269,9 +271,23 @@ impl RoomDoc {
             .into_iter()
             .map(|(hash, _)| hash)
             .collect();
-        let replaced = &self.replaced;
-        self.pending
-            .retain(|_, c| !c.deps().iter().any(|d| replaced.contains(d)));
+        loop {
+            let gone: Vec<ChangeHash> = self
+                .pending
+                .iter()
+                .filter(|(_, c)| c.deps().iter().any(|d| self.replaced.contains(d)))
+                .map(|(hash, _)| *hash)
+                .collect();
+            if gone.is_empty() {
+                break;
+            }
+            for hash in gone {
+                self.pending.remove(&hash);
+                if self.replaced.len() < crate::limits::SUPERSEDED_REMEMBERED_MAX {
+                    self.replaced.insert(hash);
+                }
+            }
+        }
         self.pending_bytes = self.pending.values().map(|c| c.raw_bytes().len()).sum();
         self.doc = doc;
         self.cache = None;

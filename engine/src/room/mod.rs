@@ -65,9 +65,10 @@ pub struct RoomDoc {
     /// Object id → layout part, for working out what remote changes touched.
     parts: Option<touched::ObjParts>,
     objs: Option<read::RootObjs>,
-    /// The hashes of the history the last compaction replaced: a peer's
-    /// change that depends on one belongs to that history and is ignored
-    /// (its writer carries it), instead of waiting in `pending` forever.
+    /// The hashes of the history the last compaction replaced, and of the
+    /// peers' changes of that history ignored since: a peer's change that
+    /// depends on one belongs to that history and is ignored (its writer
+    /// carries it), instead of waiting in `pending` forever.
     replaced: std::collections::HashSet<ChangeHash>,
 }
 
