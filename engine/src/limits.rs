@@ -110,6 +110,14 @@ pub const COMPACTION_CARRY_IN_LINE_MAX: u64 = 8;
 /// than the room's writes; after these the rest is carried in line.
 pub const COMPACTION_TOP_UPS_MAX: u32 = 4;
 
+/// Top-ups may go on past `COMPACTION_TOP_UPS_MAX`, up to this many, while
+/// each carries fewer changes than the last: carrying is then gaining on
+/// the room's writes, and what is left for the replica's task shrinks.
+/// When carrying is only about as fast as the writes (a busy room on a
+/// busy machine), four rounds could leave hundreds of changes to carry
+/// in line: a pause of a second on the room's writes.
+pub const COMPACTION_TOP_UPS_SHRINKING_MAX: u32 = 16;
+
 /// Requests whose compaction off the task failed, was given up, or met a
 /// different peer's base, that a replica remembers (`no_peer_start`): a
 /// peer's base at one of them is not taken as a cue to start the work

@@ -53,35 +53,12 @@ pub(super) fn carry_more(
     carrier.tail.extend(more.iter().map(Change::hash));
     let mut carry = Carry { old, c: carrier };
     let mut carried = Vec::new();
-    for change in causal_order(more) {
+    for change in super::history::causal_order(more) {
         if let Some(new) = carry.one(&change)? {
             carried.push(new);
         }
     }
     Ok((carry.c, carried))
-}
-
-/// `changes` with every change after the ones it depends on.
-fn causal_order(mut changes: Vec<Change>) -> Vec<Change> {
-    let mut done: HashSet<ChangeHash> = HashSet::new();
-    let inside: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
-    let mut out = Vec::with_capacity(changes.len());
-    while !changes.is_empty() {
-        let (ready, waiting): (Vec<Change>, Vec<Change>) = changes.into_iter().partition(|c| {
-            c.deps()
-                .iter()
-                .all(|d| !inside.contains(d) || done.contains(d))
-        });
-        if ready.is_empty() {
-            // A cycle cannot happen (hashes chain); keep what is left as is.
-            out.extend(waiting);
-            break;
-        }
-        done.extend(ready.iter().map(Change::hash));
-        out.extend(ready);
-        changes = waiting;
-    }
-    out
 }
 
 /// One op of a tail change, by path. `seen`: the values at that key the
@@ -170,6 +147,33 @@ struct Carry<'a> {
 /// replicas write side by side while a compaction is acknowledged.
 const BRANCHES_KEPT: usize = 64;
 
+/// Changes carried on the new history's heads between two copies kept of
+/// it (`Carry::one_on_tip`): a copy costs about what carrying a change
+/// does.
+const BRANCH_EVERY: usize = 8;
+
+/// Commits `steps` on `doc` as `change` would have: its actor, time and
+/// message. `None` when nothing of it was left to write.
+fn commit(doc: &mut Automerge, change: &Change, steps: &[Step]) -> Result<Option<Change>, Error> {
+    doc.set_actor(change.actor_id().clone());
+    let mut options = CommitOptions::default().with_time(change.timestamp());
+    if let Some(message) = change.message() {
+        options = options.with_message(message.to_owned());
+    }
+    let success = doc
+        .transact_with(
+            |_| options,
+            |tx| {
+                for step in steps {
+                    apply(tx, step)?;
+                }
+                Ok::<_, automerge::AutomergeError>(())
+            },
+        )
+        .map_err(|failure| failure.error)?;
+    Ok(success.hash.and_then(|hash| doc.get_change_by_hash(&hash)))
+}
+
 impl Carry<'_> {
     fn one(&mut self, change: &Change) -> Result<Option<Change>, Error> {
         let mut deps = BTreeSet::new();
@@ -186,30 +190,55 @@ impl Carry<'_> {
         }
         let deps: Vec<ChangeHash> = deps.into_iter().collect();
         let steps = self.steps(change)?;
-        let mut fork = self.doc_at(&deps)?;
-        fork.set_actor(change.actor_id().clone());
-        let mut options = CommitOptions::default().with_time(change.timestamp());
-        if let Some(message) = change.message() {
-            options = options.with_message(message.to_owned());
+        let mut tip = self.c.doc.get_heads();
+        tip.sort();
+        // Every head of the new history among the dependencies: the
+        // document at them is the new history itself. (They may also name
+        // ancestors of those heads, the base for one: a change's
+        // dependencies in the cut all stand for the base.)
+        if tip.iter().all(|head| deps.contains(head)) {
+            return self.one_on_tip(change, deps, &steps);
         }
-        let success = fork
-            .transact_with(
-                |_| options,
-                |tx| {
-                    for step in &steps {
-                        apply(tx, step)?;
-                    }
-                    Ok::<_, automerge::AutomergeError>(())
-                },
-            )
-            .map_err(|failure| failure.error)?;
-        let carried = success.hash.and_then(|hash| fork.get_change_by_hash(&hash));
+        let mut fork = self.doc_at(&deps)?;
+        let carried = commit(&mut fork, change, &steps)?;
         match &carried {
             Some(new) => {
                 self.c.doc.apply_changes([new.clone()])?;
                 self.c.stands_for.insert(change.hash(), vec![new.hash()]);
                 self.c.made.insert(new.hash(), new.clone());
                 self.keep_branch(vec![new.hash()], fork);
+            }
+            None => {
+                self.c.stands_for.insert(change.hash(), deps);
+            }
+        }
+        Ok(carried)
+    }
+
+    /// `one` for a change whose new dependencies are the new history's
+    /// heads (the usual case: a tail written one change after another).
+    /// It is committed on the new history itself: the same document as a
+    /// branch at those heads, so the very same change, without copying a
+    /// branch and applying the result a second time (which made carrying
+    /// slower than a room's writes, so that a busy room's compaction never
+    /// caught up off the task and carried hundreds of changes in line).
+    fn one_on_tip(
+        &mut self,
+        change: &Change,
+        deps: Vec<ChangeHash>,
+        steps: &[Step],
+    ) -> Result<Option<Change>, Error> {
+        let carried = commit(&mut self.c.doc, change, steps)?;
+        match &carried {
+            Some(new) => {
+                self.c.stands_for.insert(change.hash(), vec![new.hash()]);
+                self.c.made.insert(new.hash(), new.clone());
+                // A change carried later may depend on this point rather
+                // than on the heads then: a copy now and then keeps that
+                // a few changes away (`doc_at`).
+                if self.c.made.len() % BRANCH_EVERY == 0 {
+                    self.keep_branch(vec![new.hash()], self.c.doc.clone());
+                }
             }
             None => {
                 self.c.stands_for.insert(change.hash(), deps);
@@ -227,10 +256,24 @@ impl Carry<'_> {
         if let Some(doc) = self.c.branches.get(deps) {
             return Ok(doc.clone());
         }
-        let start = deps
-            .iter()
-            .find_map(|dep| self.c.branches.get(std::slice::from_ref(dep)))
-            .or_else(|| self.c.branches.get(std::slice::from_ref(&self.c.base)));
+        // The nearest kept point in their causal past (the base's is
+        // always kept).
+        let mut start = None;
+        let mut visited: HashSet<ChangeHash> = HashSet::new();
+        let mut queue: std::collections::VecDeque<ChangeHash> = deps.iter().copied().collect();
+        while let Some(hash) = queue.pop_front() {
+            if !visited.insert(hash) {
+                continue;
+            }
+            if let Some(doc) = self.c.branches.get(std::slice::from_ref(&hash)) {
+                start = Some(doc);
+                break;
+            }
+            if let Some(change) = self.c.made.get(&hash) {
+                queue.extend(change.deps().iter().copied());
+            }
+        }
+        let start = start.or_else(|| self.c.branches.get(std::slice::from_ref(&self.c.base)));
         let mut doc = match start {
             Some(doc) => doc.clone(),
             None => return Ok(self.c.doc.fork_at(deps)?),

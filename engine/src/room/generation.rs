@@ -164,7 +164,8 @@ impl RoomDoc {
         copied: &[ChangeHash],
         carrier: Carrier,
         mut switch: Switch,
-    ) -> Result<(Carrier, Switch, crate::model::RoomSnapshot), Error> {
+        read: bool,
+    ) -> Result<(Carrier, Switch, Option<crate::model::RoomSnapshot>), Error> {
         if !self.holds_all(copied) {
             return Err(self.corrupt("a compaction's copy is not in the room's history"));
         }
@@ -172,35 +173,49 @@ impl RoomDoc {
         let (carrier, more) =
             import::unless_panic("compact", || compact::carry_since(doc, carrier, copied))??;
         switch.carried.extend(more);
-        let reading =
-            import::unless_panic("read", || read::live_snapshot(carrier.doc(), &self.id))??;
+        let reading = self.read_compacted(&carrier, read)?;
         Ok((carrier, switch, reading))
     }
 
     /// The costly part of `compact_at`, on a copy of the room (see
     /// `rooms::compaction`): the compacted document, what the switch did,
-    /// and how the compacted room's live sessions read (the hot room's
-    /// cache).
+    /// and, if `read`, how the compacted room's live sessions read (the
+    /// hot room's cache).
     pub(crate) fn prepare_compaction(
         &self,
         request: ChangeHash,
-    ) -> Result<(Carrier, Switch, crate::model::RoomSnapshot), Error> {
+        read: bool,
+    ) -> Result<(Carrier, Switch, Option<crate::model::RoomSnapshot>), Error> {
         let (carrier, switch) = self.compacted_at(request, compact::COMPACTION_FORMAT, None)?;
+        let reading = self.read_compacted(&carrier, read)?;
+        Ok((carrier, switch, reading))
+    }
+
+    /// How `carrier`'s document reads (live sessions only), if `read`.
+    fn read_compacted(
+        &self,
+        carrier: &Carrier,
+        read: bool,
+    ) -> Result<Option<crate::model::RoomSnapshot>, Error> {
+        if !read {
+            return Ok(None);
+        }
         let reading =
             import::unless_panic("read", || read::live_snapshot(carrier.doc(), &self.id))??;
-        Ok((carrier, switch, reading))
+        Ok(Some(reading))
     }
 
     /// Makes `doc`, a compaction of this document prepared on a copy of
     /// it with the same heads (`prepare_compaction`), the room's document;
-    /// `reading` is how it reads, live sessions only (`read::live_snapshot`).
+    /// `reading` is how it reads, live sessions only (`read::live_snapshot`);
+    /// without it the reading is cold (read again when asked for).
     pub(crate) fn install_compacted(
         &mut self,
         doc: automerge::Automerge,
-        reading: crate::model::RoomSnapshot,
+        reading: Option<crate::model::RoomSnapshot>,
     ) {
         self.install(doc);
-        self.cache = Some(reading);
+        self.cache = reading;
     }
 
     /// Like `install`, and returns the whole reading of the replaced

@@ -2,7 +2,9 @@
 //! peer lacks. automerge answers a change's metadata or bytes by decoding
 //! its op columns, at a cost that grows with the document; the replica's
 //! most recent changes are at hand elsewhere (`KnownChanges`), and a walk
-//! reads those from there.
+//! reads those from there. And the causal order of a set of changes.
+
+use std::collections::HashMap;
 
 use automerge::{Change, ChangeHash, ReadDoc};
 
@@ -155,4 +157,56 @@ impl RoomDoc {
         changes.retain(|c| wanted.contains(&c.hash()));
         changes
     }
+}
+
+/// `changes` with every change after the ones it depends on: by level
+/// (a change with no dependency among them first, then those depending
+/// only on those, and so on), in the given order within a level. Levels
+/// are found in one walk: a pass per level was quadratic in a chain.
+pub(super) fn causal_order(changes: Vec<Change>) -> Vec<Change> {
+    let index: HashMap<ChangeHash, usize> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.hash(), i))
+        .collect();
+    let inside = |i: usize| -> Vec<usize> {
+        changes[i]
+            .deps()
+            .iter()
+            .filter_map(|d| index.get(d).copied())
+            .collect()
+    };
+    let mut level: Vec<Option<usize>> = vec![None; changes.len()];
+    let mut entered = vec![false; changes.len()];
+    for start in 0..changes.len() {
+        let mut stack = vec![start];
+        while let Some(&i) = stack.last() {
+            if level[i].is_some() {
+                stack.pop();
+                continue;
+            }
+            let deps = inside(i);
+            if !entered[i] {
+                entered[i] = true;
+                stack.extend(
+                    deps.iter()
+                        .copied()
+                        .filter(|&j| level[j].is_none() && !entered[j]),
+                );
+                continue;
+            }
+            // A cycle cannot happen (hashes chain); a dependency still
+            // unleveled counts as level 0.
+            let below = deps.iter().filter_map(|&j| level[j]).max();
+            level[i] = Some(below.map_or(0, |l| l + 1));
+            stack.pop();
+        }
+    }
+    let mut order: Vec<(usize, Change)> = changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (level[i].unwrap_or(0), c))
+        .collect();
+    order.sort_by_key(|(l, _)| *l);
+    order.into_iter().map(|(_, c)| c).collect()
 }

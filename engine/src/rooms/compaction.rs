@@ -9,7 +9,9 @@ use super::{head, readable, LogEntry, RoomSet};
 use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::RoomId;
-use crate::limits::{COMPACTION_CARRY_IN_LINE_MAX, COMPACTION_TOP_UPS_MAX};
+use crate::limits::{
+    COMPACTION_CARRY_IN_LINE_MAX, COMPACTION_TOP_UPS_MAX, COMPACTION_TOP_UPS_SHRINKING_MAX,
+};
 use crate::model::Head;
 use crate::model::RoomSnapshot;
 use crate::room::{Intake, RoomDoc, Switch};
@@ -44,6 +46,16 @@ pub struct CompactionJob {
     task: Task,
     /// Top-ups done before this job (`COMPACTION_TOP_UPS_MAX`).
     top_ups: u32,
+    /// Changes this job carries (a top-up: what the room took while the
+    /// last round ran; 0 for the first). Top-ups go on past
+    /// `COMPACTION_TOP_UPS_MAX` only while each carries fewer.
+    carrying: u64,
+    /// Whether the result must bring how the compacted room reads: only
+    /// when the room's reading was cold at the copy. A compaction changes
+    /// no live session, so a warm reading is kept across the switch
+    /// (`compact_hot`), and reading a room that still holds every session
+    /// of its retention was about 40 % of a top-up.
+    read: bool,
     /// The caller's number for it, handed back with the result
     /// (`CompactionJob::number`).
     number: u64,
@@ -85,20 +97,20 @@ impl CompactionJob {
         // room waiting for a result forever: it becomes an error result.
         let (doc, request) = (&self.doc, self.request);
         let ready = match self.task {
-            Task::Prepare => {
-                crate::room::import::unless_panic("compact", || doc.prepare_compaction(request))
-                    .and_then(|result| result)
-                    .map(|(carrier, switch, reading)| Ready {
-                        carrier,
-                        switch,
-                        reading,
-                    })
-            }
+            Task::Prepare => crate::room::import::unless_panic("compact", || {
+                doc.prepare_compaction(request, self.read)
+            })
+            .and_then(|result| result)
+            .map(|(carrier, switch, reading)| Ready {
+                carrier,
+                switch,
+                reading,
+            }),
             Task::TopUp { copied, ready } => {
                 let Ready {
                     carrier, switch, ..
                 } = *ready;
-                doc.top_up_compaction(&copied, carrier, switch)
+                doc.top_up_compaction(&copied, carrier, switch, self.read)
                     .map(|(carrier, switch, reading)| Ready {
                         carrier,
                         switch,
@@ -112,6 +124,7 @@ impl CompactionJob {
             heads: self.heads,
             history: self.history,
             top_ups: self.top_ups,
+            carrying: self.carrying,
             number: self.number,
             ready,
         }
@@ -125,6 +138,7 @@ pub struct PreparedCompaction {
     heads: Vec<ChangeHash>,
     history: u64,
     top_ups: u32,
+    carrying: u64,
     number: u64,
     ready: Result<Ready, Error>,
 }
@@ -170,7 +184,8 @@ struct Ready {
     /// it needs.
     carrier: crate::room::Carrier,
     switch: Switch,
-    reading: RoomSnapshot,
+    /// How the result reads, when the job was asked to read it.
+    reading: Option<RoomSnapshot>,
 }
 
 /// The reading from before a compaction without the sessions it pruned:
@@ -299,6 +314,8 @@ impl RoomSet {
             doc: hot.doc.fork(),
             task: Task::Prepare,
             top_ups: 0,
+            carrying: 0,
+            read: hot.doc.warm_sessions().is_none(),
             number: 0,
         }))
     }
@@ -328,7 +345,9 @@ impl RoomSet {
         };
         let moved = hot.doc.history_len().saturating_sub(prepared.history);
         if moved > COMPACTION_CARRY_IN_LINE_MAX
-            && prepared.top_ups < COMPACTION_TOP_UPS_MAX
+            && (prepared.top_ups < COMPACTION_TOP_UPS_MAX
+                || (prepared.top_ups < COMPACTION_TOP_UPS_SHRINKING_MAX
+                    && moved < prepared.carrying))
             && hot.doc.compaction_request().map(|(hash, _)| hash) == Some(prepared.request)
             && hot.doc.holds_all(&prepared.heads)
         {
@@ -343,6 +362,8 @@ impl RoomSet {
                     ready: Box::new(ready),
                 },
                 top_ups: prepared.top_ups.saturating_add(1),
+                carrying: moved,
+                read: hot.doc.warm_sessions().is_none(),
                 number: prepared.number,
             })));
         }
