@@ -3,7 +3,7 @@
 //! so that every replica carrying it writes the very same change, and the
 //! room reads afterwards what the whole history reads.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
@@ -35,7 +35,7 @@ pub(super) fn carry(
         objects: HashMap::new(),
         branches: HashMap::from([(vec![base.hash()], doc)]),
         // The base's document is never dropped: `kept` lists the others.
-        kept: std::collections::VecDeque::new(),
+        kept: VecDeque::new(),
         made: HashMap::from([(base.hash(), base.clone())]),
     };
     carry_more(old, carrier, tail)
@@ -111,7 +111,7 @@ pub struct Carrier {
     /// Documents at points of the new history (by their sorted heads), to
     /// carry the next changes on; `kept` is their order, oldest first.
     branches: HashMap<Vec<ChangeHash>, Automerge>,
-    kept: std::collections::VecDeque<Vec<ChangeHash>>,
+    kept: VecDeque<Vec<ChangeHash>>,
     /// The base and every carried change, by hash.
     made: HashMap<ChangeHash, Change>,
 }
@@ -190,8 +190,7 @@ impl Carry<'_> {
         }
         let deps: Vec<ChangeHash> = deps.into_iter().collect();
         let steps = self.steps(change)?;
-        let mut tip = self.c.doc.get_heads();
-        tip.sort();
+        let tip = self.c.doc.get_heads();
         // Every head of the new history among the dependencies: the
         // document at them is the new history itself. (They may also name
         // ancestors of those heads, the base for one: a change's
@@ -260,7 +259,7 @@ impl Carry<'_> {
         // always kept).
         let mut start = None;
         let mut visited: HashSet<ChangeHash> = HashSet::new();
-        let mut queue: std::collections::VecDeque<ChangeHash> = deps.iter().copied().collect();
+        let mut queue: VecDeque<ChangeHash> = deps.iter().copied().collect();
         while let Some(hash) = queue.pop_front() {
             if !visited.insert(hash) {
                 continue;

@@ -44,7 +44,8 @@ pub struct CompactionJob {
     history: u64,
     doc: RoomDoc,
     task: Task,
-    /// Top-ups done before this job (`COMPACTION_TOP_UPS_MAX`).
+    /// Top-ups done before this job (`COMPACTION_TOP_UPS_MAX`,
+    /// `COMPACTION_TOP_UPS_SHRINKING_MAX`).
     top_ups: u32,
     /// Changes this job carries (a top-up: what the room took while the
     /// last round ran; 0 for the first). Top-ups go on past
@@ -91,7 +92,7 @@ impl CompactionJob {
     }
 
     /// The costly part of a compaction (building the base, carrying the
-    /// tail, reading the result), on the caller's thread.
+    /// tail, reading the result when asked to), on the caller's thread.
     pub fn run(self) -> PreparedCompaction {
         // On a thread of its own, a panic inside automerge would leave the
         // room waiting for a result forever: it becomes an error result.
@@ -325,10 +326,12 @@ impl RoomSet {
     /// made, the changes it took since are carried onto the prepared
     /// result in line (`RoomDoc::compact_on_copy`); the result is the
     /// same either way. More than `COMPACTION_CARRY_IN_LINE_MAX` of them
-    /// are carried off the task first, by a top-up job (at most
-    /// `COMPACTION_TOP_UPS_MAX` times): under steady writes the room moves
-    /// while a compaction is prepared, and carrying what it took costs
-    /// about a millisecond a change.
+    /// are carried off the task first, by a top-up job (up to
+    /// `COMPACTION_TOP_UPS_MAX` times, then up to
+    /// `COMPACTION_TOP_UPS_SHRINKING_MAX` while each carries fewer than the
+    /// last): under steady writes the room moves while a compaction is
+    /// prepared, and carrying what it took costs about half a millisecond
+    /// a change.
     pub fn install_compaction(
         &mut self,
         store: &dyn KvRead,
