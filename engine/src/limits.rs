@@ -369,6 +369,15 @@ pub const HEALTH_FANOUT: usize = 2;
 /// media cluster is tens of nodes, so this only bounds a misbehaving one.
 pub const MEMBERS_MAX: usize = 1024;
 
+/// A replica that learns a conviction gossips it at once, rather than at
+/// its next periodic gossip (every 200 ms): each hop of the news then
+/// costs a link's latency, not a gossip period, which is what keeps
+/// detection inside the failover budget at 200 replicas (docs/scale.md).
+/// At most once per this many milliseconds: a region cut off convicts
+/// dozens of nodes at once, and one gossip carries them all; what comes
+/// meanwhile waits for the periodic gossip.
+pub const GOSSIP_ON_DOWN_GAP_MS: u64 = 50;
+
 /// Largest SWIM datagram (foca's packet bound). 1400 B fits one UDP
 /// packet on any path, should a driver ever send them that way.
 pub const SWIM_PACKET_MAX: usize = 1400;

@@ -215,6 +215,11 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.swim_refused,
         ),
         (
+            "chorus_swim_down_gossips",
+            "Failure-detection gossips sent at once on learning that a node is down.",
+            r.swim_down_gossips,
+        ),
+        (
             "chorus_datagrams_dropped",
             "Failure-detection datagrams not sent: no connection to the peer.",
             s.datagrams_dropped,

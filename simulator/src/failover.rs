@@ -25,6 +25,11 @@ pub struct CrashRecord {
     pub convicted: BTreeMap<usize, u64>,
     /// Crash → Down on every witness still up.
     pub detection_ms: Option<u64>,
+    /// Crash → Down on the first witness, and on half of them: what
+    /// `detection_ms` owes to finding the dead node and what to spreading
+    /// the news (set with it).
+    pub first_detection_ms: Option<u64>,
+    pub median_detection_ms: Option<u64>,
     /// Down everywhere → every orphaned call owned by a live node on every
     /// live replica.
     pub rehome_ms: Option<u64>,
@@ -133,6 +138,8 @@ impl FailoverStats {
             witnesses,
             convicted: BTreeMap::new(),
             detection_ms: None,
+            first_detection_ms: None,
+            median_detection_ms: None,
             rehome_ms: None,
             calls_at_detection: 0,
             restarted_ms: None,
@@ -207,6 +214,16 @@ impl FailoverStats {
                         .copied()
                         .unwrap_or(now_ms);
                     c.detection_ms = Some(done.saturating_sub(c.at_ms));
+                    let mut times: Vec<u64> = witnesses
+                        .iter()
+                        .filter_map(|w| c.convicted.get(w))
+                        .copied()
+                        .collect();
+                    times.sort_unstable();
+                    c.first_detection_ms = times.first().map(|t| t.saturating_sub(c.at_ms));
+                    c.median_detection_ms = times
+                        .get(times.len() / 2)
+                        .map(|t| t.saturating_sub(c.at_ms));
                     c.calls_at_detection = worst;
                 }
             }

@@ -97,12 +97,20 @@ fn every_shipped_scenario_passes() {
         }
         if name == "compaction-off-task" {
             // The room moves while its compaction is out, and peers' bases
-            // arrive first: both ways of keeping the work off the task run.
-            let r = &report.replicas;
-            if r.compaction_top_ups == 0 || r.compactions_on_peer_base == 0 {
+            // arrive first: both ways of keeping the work off the task run,
+            // over seeds 1 and 2 (whether a peer's base comes first in one
+            // seed depends on timing that any change to the protocol moves).
+            let second = run(&load(name), &RunOptions::shipped(name, 2)).report;
+            if !second.passed {
+                failed.push(format!("{name} seed 2:\n{}", second.to_text()));
+            }
+            let (a, b) = (&report.replicas, &second.replicas);
+            let top_ups = a.compaction_top_ups + b.compaction_top_ups;
+            let on_peer_base = a.compactions_on_peer_base + b.compactions_on_peer_base;
+            if top_ups == 0 || on_peer_base == 0 {
                 failed.push(format!(
-                    "{name}: top-ups {} and compactions on a peer's base {} (both must run)",
-                    r.compaction_top_ups, r.compactions_on_peer_base
+                    "{name}: top-ups {top_ups} and compactions on a peer's base {on_peer_base} \
+                     over seeds 1 and 2 (both must run)"
                 ));
             }
         }
@@ -355,9 +363,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "9a06b9182fa4f12d"),
-        ("partition-heal", "18ccc291404e037b"),
-        ("region-outage", "e4599182bacf2da4"),
+        ("media-node-crash", "559381819b7942a7"),
+        ("partition-heal", "720a5661e946b479"),
+        ("region-outage", "a09a75db4dd13983"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -24,6 +24,8 @@
 mod departure;
 mod grade;
 pub mod health;
+#[cfg(test)]
+mod spread_tests;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +35,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, RegionId};
+use crate::limits::GOSSIP_ON_DOWN_GAP_MS;
 pub use crate::limits::MEMBERS_MAX;
 pub use crate::limits::SWIM_PACKET_MAX;
 use departure::Departure;
@@ -192,6 +195,11 @@ pub struct Membership {
     pub(crate) rejoined: bool,
     /// SWIM datagrams refused (malformed, spoofed, or foca errors).
     pub refused: u64,
+    /// No conviction is gossiped at once before this time
+    /// (`GOSSIP_ON_DOWN_GAP_MS`).
+    gossip_down_after_ms: u64,
+    /// Gossips sent at once because a conviction was learned.
+    pub down_gossips: u64,
 }
 
 impl Membership {
@@ -253,6 +261,8 @@ impl Membership {
             notes: Vec::new(),
             rejoined: false,
             refused: 0,
+            gossip_down_after_ms: 0,
+            down_gossips: 0,
         }
     }
 
@@ -457,8 +467,10 @@ impl Membership {
             self.timer_seq += 1;
             self.timers.insert((at, self.timer_seq), timer);
         }
+        let mut convicted = false;
         for note in std::mem::take(&mut self.sink.notes) {
             match note {
+                OwnedNotification::MemberDown(_) => convicted = true,
                 OwnedNotification::Rejoin(id) => {
                     self.rejoined = true;
                     self.notes.push(format!(
@@ -471,6 +483,15 @@ impl Membership {
                 }
                 _ => {}
             }
+        }
+        if convicted && now_ms >= self.gossip_down_after_ms {
+            self.gossip_down_after_ms = now_ms.saturating_add(GOSSIP_ON_DOWN_GAP_MS);
+            self.down_gossips += 1;
+            if self.swim.gossip(&mut self.sink).is_err() {
+                self.refused += 1;
+            }
+            // Gossip only sends: no timer, no notification.
+            self.out.append(&mut self.sink.sends);
         }
     }
 }

@@ -269,6 +269,7 @@ impl Replica {
     /// Carries out what the membership layer produced: datagrams, grade
     /// changes (events, journal, failovers, rollbacks), SWIM notes.
     pub(super) fn after_membership(&mut self) {
+        self.stats.swim_down_gossips = self.members.down_gossips;
         self.track_majority();
         if std::mem::take(&mut self.members.rejoined) {
             // After a partition both sides hold each other Down, and SWIM

@@ -111,6 +111,9 @@ pub struct ReplicaStats {
     pub storage_errors: u64,
     /// SWIM datagrams refused (malformed, spoofed sender, foca errors).
     pub swim_refused: u64,
+    /// Gossips sent at once on learning a conviction
+    /// (`GOSSIP_ON_DOWN_GAP_MS`).
+    pub swim_down_gossips: u64,
     /// Calls this replica took over (failover or drain).
     pub rehomed: u64,
     /// Takeovers refused (another replica moved the call first).
