@@ -172,3 +172,47 @@ fn a_refused_import_leaves_the_room_as_it_was() {
     let schema = b.room(&id).expect("read").expect("exists").schema_version;
     assert_eq!(schema, SCHEMA_VERSION);
 }
+
+#[test]
+fn a_peer_change_waiting_in_the_room_does_not_refuse_an_import() {
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let a = replica("a", 0);
+    let id = room("r");
+    a.engine
+        .create_room(&id, &tenant("t"), RoomConfig::default())
+        .expect("create");
+    a.engine
+        .join(&id, join_request("s1", "u", "sfu-1"))
+        .expect("join");
+    let first = a.engine.export_room(&id).expect("export");
+    for name in ["s2", "s3"] {
+        a.engine
+            .join(&id, join_request(name, "u", "sfu-1"))
+            .expect("join");
+    }
+    let later = a.engine.export_room(&id).expect("export");
+    let input = prepare(&mut b, &first);
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    // A peer's change whose dependency b lacks waits in b's room.
+    let (_, held) = room::import::decode(&first, None).expect("decode");
+    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
+    let (_, all) = room::import::decode(&later, None).expect("decode");
+    let orphan = all
+        .iter()
+        .find(|c| !held.contains(&c.hash()) && c.deps().iter().any(|d| !held.contains(d)))
+        .expect("a change after another b lacks");
+    let apply = Input::Apply {
+        id: 3,
+        room: id.clone(),
+        changes: vec![orphan.raw_bytes().to_vec()],
+    };
+    run(&mut b, &kv, apply);
+    assert_eq!(sessions(&mut b, &id), ["s1"], "the orphan waits");
+    // Importing a document b holds all of is not refused for it.
+    let input = prepare(&mut b, &first);
+    run(&mut b, &kv, input)
+        .expect("answered")
+        .expect("an import whose changes are all merged");
+    assert_eq!(sessions(&mut b, &id), ["s1"]);
+}
