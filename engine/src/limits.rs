@@ -374,8 +374,9 @@ pub const MEMBERS_MAX: usize = 1024;
 /// costs a link's latency, not a gossip period, which is what keeps
 /// detection inside the failover budget at 200 replicas (docs/scale.md).
 /// At most once per this many milliseconds: a region cut off convicts
-/// dozens of nodes at once, and one gossip carries them all; what comes
-/// meanwhile waits for the periodic gossip.
+/// dozens of nodes at once. Convictions learned together go in one
+/// gossip; those learned in the next 50 ms wait for the periodic gossip
+/// (there is no trailing one).
 pub const GOSSIP_ON_DOWN_GAP_MS: u64 = 50;
 
 /// Largest SWIM datagram (foca's packet bound). 1400 B fits one UDP

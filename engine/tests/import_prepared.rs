@@ -207,8 +207,19 @@ fn a_peer_change_waiting_in_the_room_does_not_refuse_an_import() {
         room: id.clone(),
         changes: vec![orphan.raw_bytes().to_vec()],
     };
-    run(&mut b, &kv, apply);
-    assert_eq!(sessions(&mut b, &id), ["s1"], "the orphan waits");
+    b.handle_input(0, apply);
+    let mut waiting = None;
+    while let Some(output) = b.poll_output() {
+        match output {
+            Output::Persist { batch, .. } => kv.apply(batch).expect("apply"),
+            Output::Event(Event::Applied { result, .. }) => {
+                waiting = Some(result.expect("applied").pending);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(waiting, Some(1), "the orphan waits in the room");
+    assert_eq!(sessions(&mut b, &id), ["s1"]);
     // Importing a document b holds all of is not refused for it.
     let input = prepare(&mut b, &first);
     run(&mut b, &kv, input)

@@ -79,8 +79,8 @@ fn a_conviction_spreads_at_once() {
     let first = times.iter().min().copied().unwrap_or_default();
     // Periodic gossip alone (every 200 ms, to 3 members) takes several
     // periods to reach 39 members; gossiped at once, the news goes round
-    // in the first one's step (a few members a push epidemic misses learn
-    // it later).
+    // within a step of the first conviction (a few members a push
+    // epidemic misses learn it later).
     let at_once = times.iter().filter(|&&t| t <= first + STEP_MS).count();
     eprintln!("convicted at {times:?}");
     assert!(
