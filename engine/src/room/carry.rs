@@ -214,8 +214,9 @@ impl Carry<'_> {
         Ok(carried)
     }
 
-    /// `one` for a change whose new dependencies are the new history's
-    /// heads (the usual case: a tail written one change after another).
+    /// `one` for a change whose new dependencies include every head of the
+    /// new history (the usual case: a tail written one change after
+    /// another).
     /// It is committed on the new history itself: the same document as a
     /// branch at those heads, so the very same change, without copying a
     /// branch and applying the result a second time (which made carrying
