@@ -227,3 +227,107 @@ fn a_peer_change_waiting_in_the_room_does_not_refuse_an_import() {
         .expect("an import whose changes are all merged");
     assert_eq!(sessions(&mut b, &id), ["s1"]);
 }
+
+/// Feeds a peer's changes to `b` (as `Input::Apply`); how many wait in
+/// the room after it.
+fn apply(b: &mut Replica, kv: &MemKv, id: &RoomId, changes: &[&automerge::Change]) -> usize {
+    let apply = Input::Apply {
+        id: 3,
+        room: id.clone(),
+        changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+    };
+    b.handle_input(0, apply);
+    let mut waiting = None;
+    while let Some(output) = b.poll_output() {
+        match output {
+            Output::Persist { batch, .. } => kv.apply(batch).expect("apply"),
+            Output::Event(Event::Applied { result, .. }) => {
+                waiting = Some(result.expect("applied").pending);
+            }
+            _ => {}
+        }
+    }
+    waiting.expect("answered")
+}
+
+/// A peer's change that starts waiting in the room while an import is
+/// prepared off the task leaves the heads alone; swapping the fork in
+/// would drop it. It must still apply once its dependency comes.
+#[test]
+fn a_peer_change_that_waits_while_an_import_is_prepared_is_kept() {
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let a = replica("a", 0);
+    let id = room("r");
+    a.engine
+        .create_room(&id, &tenant("t"), RoomConfig::default())
+        .expect("create");
+    a.engine
+        .join(&id, join_request("s1", "u", "sfu-1"))
+        .expect("join");
+    let first = a.engine.export_room(&id).expect("export");
+    for name in ["s2", "s3"] {
+        a.engine
+            .join(&id, join_request(name, "u", "sfu-1"))
+            .expect("join");
+    }
+    let later = a.engine.export_room(&id).expect("export");
+    let input = prepare(&mut b, &first);
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    let (_, held) = room::import::decode(&first, None).expect("decode");
+    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
+    let (_, all) = room::import::decode(&later, None).expect("decode");
+    let new: Vec<_> = all.iter().filter(|c| !held.contains(&c.hash())).collect();
+    let (missing, orphan) = match new.as_slice() {
+        [one, two] if two.deps().contains(&one.hash()) => (*one, *two),
+        [one, two] => (*two, *one),
+        _ => panic!("two joins after the export"),
+    };
+    // Forked before the orphan arrives, installed after.
+    let input = prepare(&mut b, &first);
+    assert_eq!(apply(&mut b, &kv, &id, &[orphan]), 1, "the orphan waits");
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    assert_eq!(apply(&mut b, &kv, &id, &[missing]), 0, "nothing waits");
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3"]);
+}
+
+/// An import merged in line (its fork is another instance's) is held to
+/// the prepared rule: a change it cannot merge whole (here one whose
+/// dependency only the forking replica held) refuses it, and the room is
+/// left as it was, instead of acknowledging it with the change waiting.
+#[test]
+fn an_import_merged_in_line_is_refused_if_a_change_would_wait() {
+    let later = export(&["s1", "s2"]);
+    let (id, all) = room::import::decode(&later, None).expect("decode");
+    let last = all
+        .iter()
+        .find(|c| all.iter().all(|o| !o.deps().contains(&c.hash())))
+        .expect("a head")
+        .clone();
+    // Another replica holds all but the last change and prepares that one.
+    let other_kv = Arc::new(MemKv::new());
+    let mut other =
+        Replica::new(ReplicaConfig::new(node("c"), 1), other_kv.clone(), 0).expect("replica");
+    let earlier: Vec<_> = all.iter().filter(|c| c.hash() != last.hash()).collect();
+    assert_eq!(apply(&mut other, &other_kv, &id, &earlier), 0);
+    let prepared = other
+        .fork_room(&id)
+        .expect("fork")
+        .prepare(vec![last])
+        .expect("merges on a room with its dependencies");
+    // b holds the room without its sessions.
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let input = prepare(&mut b, &export(&[]));
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    let input = Input::ImportPrepared {
+        id: 2,
+        prepared: Box::new(prepared),
+    };
+    let err = run(&mut b, &kv, input)
+        .expect("answered")
+        .expect_err("a change left waiting refuses the import");
+    assert!(err.to_string().contains("cannot be merged"), "{err}");
+    assert_eq!(b.stats().imports_in_line, 1);
+    assert!(sessions(&mut b, &id).is_empty());
+}

@@ -71,14 +71,44 @@ impl Replica {
             }
             Installed::Moved(room, changes) => {
                 self.stats.imports_in_line += 1;
-                // The room may have been compacted since the fork: its
-                // changes are carried again, or refused, never dropped.
-                let changes = self.fork_room(&room)?.carried_import(changes)?;
-                self.merge_outside_at(&room, changes, Intake::Whole, Origin::Local, stamp)?;
+                self.import_in_line(&room, changes, stamp)?;
             }
         }
         let heads = self.heads(&room)?;
         Ok(WriteAck { room, heads })
+    }
+
+    /// An import whose room moved since its fork, merged on the room as it
+    /// is now. It is checked whole on a fresh fork first, as a prepared
+    /// one is (`Fork::prepare`: nothing refused, nothing left waiting or
+    /// dropped), so an import is acknowledged on one rule whichever way it
+    /// went; then swapped in. Nothing reaches this task between the two.
+    /// Only an import that carried a newer base goes on to merge in line,
+    /// which stores the compaction it makes.
+    fn import_in_line(
+        &mut self,
+        room: &RoomId,
+        changes: Vec<Change>,
+        stamp: Timestamp,
+    ) -> Result<(), Error> {
+        let prepared = self.fork_room(room)?.prepare(changes)?;
+        let view = Overlay {
+            base: self.store.as_ref(),
+            staged: &self.staged,
+        };
+        match self.rooms.install(&view, prepared, stamp)? {
+            Installed::Done(write) => {
+                self.after_outside(room, write, stamp, Origin::Local);
+            }
+            Installed::Moved(room, changes) => {
+                // The room may have been compacted since the import was
+                // written: its changes are carried, or refused, never
+                // dropped.
+                let changes = self.fork_room(&room)?.carried_import(changes)?;
+                self.merge_outside_at(&room, changes, Intake::Whole, Origin::Local, stamp)?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn on_apply(&mut self, id: u64, room: &RoomId, changes: Vec<Vec<u8>>) {

@@ -286,21 +286,15 @@ impl RoomDoc {
             .into_iter()
             .map(|(hash, _)| hash)
             .collect();
-        loop {
-            let gone: Vec<ChangeHash> = self
-                .pending
-                .iter()
-                .filter(|(_, c)| c.deps().iter().any(|d| self.replaced.contains(d)))
-                .map(|(hash, _)| *hash)
-                .collect();
-            if gone.is_empty() {
-                break;
-            }
-            for hash in gone {
-                self.pending.remove(&hash);
-                if self.replaced.len() < crate::limits::SUPERSEDED_REMEMBERED_MAX {
-                    self.replaced.insert(hash);
-                }
+        let mut gone = std::collections::HashSet::new();
+        let replaced = &self.replaced;
+        super::history::spread_to_dependants(&mut gone, self.pending.values(), |d| {
+            replaced.contains(d)
+        });
+        for hash in gone {
+            self.pending.remove(&hash);
+            if self.replaced.len() < crate::limits::SUPERSEDED_REMEMBERED_MAX {
+                self.replaced.insert(hash);
             }
         }
         self.pending_bytes = self.pending.values().map(|c| c.raw_bytes().len()).sum();

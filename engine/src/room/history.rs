@@ -2,9 +2,10 @@
 //! peer lacks. automerge answers a change's metadata or bytes by decoding
 //! its op columns, at a cost that grows with the document; the replica's
 //! most recent changes are at hand elsewhere (`KnownChanges`), and a walk
-//! reads those from there. And the causal order of a set of changes.
+//! reads those from there. And the causal order of a set of changes, and
+//! the dependants of a set among others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use automerge::{Change, ChangeHash, ReadDoc};
 
@@ -209,4 +210,70 @@ pub(super) fn causal_order(changes: Vec<Change>) -> Vec<Change> {
         .collect();
     order.sort_by_key(|(l, _)| *l);
     order.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Adds to `gone` every change of `within` that depends, directly or
+/// through others of `within`, on a change in `gone` or on one `root`
+/// names. How a replaced history's changes and what waits on them are
+/// found (`RoomDoc::drop_superseded`, `RoomDoc::install`). Linear, through
+/// an index of each change's dependants: a fixpoint re-scanning `within`
+/// once per step was quadratic in a chain that came newest first.
+pub(super) fn spread_to_dependants<'a>(
+    gone: &mut HashSet<ChangeHash>,
+    within: impl IntoIterator<Item = &'a Change>,
+    root: impl Fn(&ChangeHash) -> bool,
+) {
+    let mut dependants: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+    let mut queue: Vec<ChangeHash> = gone.iter().copied().collect();
+    for change in within {
+        let hash = change.hash();
+        for dep in change.deps() {
+            if root(dep) && gone.insert(hash) {
+                queue.push(hash);
+            }
+            dependants.entry(*dep).or_default().push(hash);
+        }
+    }
+    while let Some(hash) = queue.pop() {
+        for dependant in dependants.get(&hash).into_iter().flatten() {
+            if gone.insert(*dependant) {
+                queue.push(*dependant);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT};
+
+    use super::*;
+
+    /// A chain of `n` changes, oldest first.
+    fn chain(n: usize, actor: &[u8]) -> Vec<Change> {
+        let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor));
+        for i in 0..n {
+            doc.put(ROOT, "k", i as u64).expect("put");
+            doc.commit();
+        }
+        doc.get_changes(&[])
+    }
+
+    #[test]
+    fn dependants_are_found_whatever_the_order_and_only_they() {
+        let line = chain(50, b"a");
+        let other = chain(3, b"b");
+        let mut newest_first: Vec<&Change> = line.iter().rev().collect();
+        newest_first.extend(other.iter());
+        let mut gone: HashSet<ChangeHash> = [line[10].hash()].into();
+        spread_to_dependants(&mut gone, newest_first.iter().copied(), |_| false);
+        let expected: HashSet<ChangeHash> = line[10..].iter().map(Change::hash).collect();
+        assert_eq!(gone, expected);
+        // From a root outside the set: the changes standing on it.
+        let mut gone = HashSet::new();
+        let root = line[19].hash();
+        spread_to_dependants(&mut gone, line[20..].iter().rev(), |d| *d == root);
+        assert_eq!(gone, line[20..].iter().map(Change::hash).collect());
+    }
 }

@@ -70,6 +70,10 @@ pub struct RoomDoc {
     /// depends on one belongs to that history and is ignored (its writer
     /// carries it), instead of waiting in `pending` forever.
     replaced: std::collections::HashSet<ChangeHash>,
+    /// Counts changes to `pending`, `refused` and `replaced` that leave the
+    /// heads alone: a copy forked at the same heads and the same count
+    /// holds all this one knows (`RoomSet::install`).
+    beside_heads: u64,
 }
 
 /// What a batch of remote changes did.
@@ -122,6 +126,7 @@ impl RoomDoc {
             parts: None,
             objs: None,
             replaced: Default::default(),
+            beside_heads: 0,
         }
     }
 
@@ -152,6 +157,7 @@ impl RoomDoc {
             parts: None,
             objs: None,
             replaced: Default::default(),
+            beside_heads: 0,
         })
     }
 
@@ -175,6 +181,7 @@ impl RoomDoc {
             parts: self.parts.clone(),
             objs: self.objs.clone(),
             replaced: self.replaced.clone(),
+            beside_heads: self.beside_heads,
         }
     }
 
@@ -204,6 +211,12 @@ impl RoomDoc {
     /// Up to `n` of the changes waiting for their dependencies.
     pub fn pending_hashes(&self, n: usize) -> Vec<ChangeHash> {
         self.pending.keys().take(n).copied().collect()
+    }
+
+    /// Changes to what the room knows beside its history (changes
+    /// waiting, refused, or of a replaced history) so far.
+    pub fn beside_heads(&self) -> u64 {
+        self.beside_heads
     }
 
     /// Whether `hash` waits for its dependencies here.

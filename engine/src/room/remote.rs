@@ -57,6 +57,7 @@ impl RoomDoc {
             }
             self.pending_bytes += len;
             self.pending.insert(hash, change);
+            self.beside_heads += 1;
         }
         let ready = self.take_ready();
         let mut good = self.validate(ready, &mut outcome)?;
@@ -87,6 +88,7 @@ impl RoomDoc {
         }
         for (hash, _) in &outcome.refused {
             self.refused.put(*hash);
+            self.beside_heads += 1;
         }
         if let Some(touched) = touched.filter(|_| !good.is_empty()) {
             self.refresh(&touched)?;
@@ -257,17 +259,11 @@ impl RoomDoc {
         }
         // Their dependants in the batch and among the changes waiting here,
         // whatever the order they came in.
-        loop {
-            let before = gone.len();
-            for c in changes.iter().chain(self.pending.values()) {
-                if c.deps().iter().any(|d| gone.contains(d)) {
-                    gone.insert(c.hash());
-                }
-            }
-            if gone.len() == before {
-                break;
-            }
-        }
+        super::history::spread_to_dependants(
+            &mut gone,
+            changes.iter().chain(self.pending.values()),
+            |_| false,
+        );
         let waiting: Vec<ChangeHash> = self
             .pending
             .keys()
@@ -279,6 +275,7 @@ impl RoomDoc {
                 self.pending_bytes = self.pending_bytes.saturating_sub(change.raw_bytes().len());
             }
         }
+        self.beside_heads += 1;
         for hash in &gone {
             if self.replaced.len() >= SUPERSEDED_REMEMBERED_MAX {
                 break;

@@ -10,9 +10,11 @@
 //! `Intake::Whole`), all or nothing.
 //!
 //! Equal heads mean equal applied history, so the swap loses nothing that
-//! is stored or acknowledged. What it may drop are the live copy's caches:
-//! peers' changes still waiting for a dependency (they come again by
-//! anti-entropy) and remembered refusals (refused again when resent).
+//! is stored or acknowledged. What the room knows beside its history
+//! (peers' changes waiting for a dependency, refusals, changes of a
+//! replaced history) may have grown meanwhile without moving the heads;
+//! the swap would drop it, so then the import is merged in line too
+//! (`RoomDoc::beside_heads`).
 
 use automerge::{ActorId, Change, ChangeHash};
 
@@ -33,12 +35,14 @@ pub struct Fork {
 }
 
 /// What the room was when forked: the set's actor (one per replica
-/// instance: a reopened replica has another) and the room's heads (`None`:
-/// no such room).
+/// instance: a reopened replica has another), the room's heads (`None`:
+/// no such room) and how often what it knows beside them changed
+/// (`RoomDoc::beside_heads`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Base {
     actor: ActorId,
     heads: Option<Vec<ChangeHash>>,
+    beside_heads: u64,
 }
 
 /// An import merged on a fork, ready to install.
@@ -196,9 +200,13 @@ impl RoomSet {
         if self.purged.contains(room) {
             return Err(Error::RoomPurged(room.clone()));
         }
-        let (doc, heads) = match self.load(store, room)? {
-            Some(hot) => (hot.doc.fork(), Some(hot.doc.heads())),
-            None => (RoomDoc::empty(room.clone(), self.actor.clone()), None),
+        let (doc, heads, beside_heads) = match self.load(store, room)? {
+            Some(hot) => (
+                hot.doc.fork(),
+                Some(hot.doc.heads()),
+                hot.doc.beside_heads(),
+            ),
+            None => (RoomDoc::empty(room.clone(), self.actor.clone()), None, 0),
         };
         Ok(Fork {
             room: room.clone(),
@@ -206,6 +214,7 @@ impl RoomSet {
             base: Base {
                 actor: self.actor.clone(),
                 heads,
+                beside_heads,
             },
         })
     }
@@ -222,9 +231,12 @@ impl RoomSet {
         if self.purged.contains(&room) {
             return Err(Error::RoomPurged(room));
         }
+        let actor = self.actor.clone();
+        let live = self.load(store, &room)?;
         let current = Base {
-            actor: self.actor.clone(),
-            heads: self.load(store, &room)?.map(|hot| hot.doc.heads()),
+            actor,
+            heads: live.as_ref().map(|hot| hot.doc.heads()),
+            beside_heads: live.map_or(0, |hot| hot.doc.beside_heads()),
         };
         if current != prepared.base || prepared.compacted {
             return Ok(Installed::Moved(room, prepared.changes));
