@@ -448,6 +448,16 @@ pub const SNAPSHOT_PAGE_ROOMS: usize = 256;
 /// the schedule's rate is the real limit.
 pub const TAKEOVERS_PER_TICK_MAX: usize = 256;
 
+/// A call whose slot is due, held here but given by placement to another
+/// node that has not moved it, is handed to that node (its room's newest
+/// changes sent there) this long after the slot, plus up to
+/// `HANDOFF_SPREAD_MS` drawn per replica and call (`replica::handoff`):
+/// long enough for the node to have moved a call it held (its conviction
+/// may come a few hundred ms after ours, and its takeover takes a link's
+/// latency to arrive), short against the 2.5 s failover budget.
+pub const HANDOFF_AFTER_MS: u64 = 300;
+pub const HANDOFF_SPREAD_MS: u64 = 400;
+
 /// How often the mover looks for due calls while a move is in progress.
 pub const MOVE_INTERVAL_MS: u64 = 50;
 
@@ -459,9 +469,9 @@ pub const PUSH_FRAMING_BYTES: usize = 512;
 /// once.
 pub const MISSING_PULL_ROOMS_MAX: usize = 4096;
 
-/// Changes watched per room left waiting by a push (any of the room's
-/// waiting changes): if none of them waits any more when the wait is
-/// over, nothing is asked (`replica::missing`).
+/// Changes watched per room left waiting by a push (the push's own that
+/// wait): if none of them waits any more when the wait is over, nothing
+/// is asked (`replica::missing`).
 pub const MISSING_PULL_WATCHED_MAX: usize = 8;
 
 /// Change-log entries trimmed per tick; the next tick continues, so one

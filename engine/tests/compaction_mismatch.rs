@@ -73,6 +73,10 @@ fn forged_base_held(net: &mut Net, room: &RoomId, peers_reach_0: bool) -> (Chang
     net.run_for(500);
     assert_eq!(net.members[0].replica.stats().compactions, 0);
     let (real, forged) = real_and_forged(net, room);
+    if peers_reach_0 {
+        // Held for sure, whichever peer replica 0 last rounded with.
+        push_from_1(net, room, &real);
+    }
     push_from_1(net, room, &forged);
     net.finish_work(0);
     if !peers_reach_0 {

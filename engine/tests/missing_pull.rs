@@ -115,3 +115,45 @@ fn with_no_wait_a_missing_change_is_asked_for_at_once() {
     assert!(asked(&net, 2, 0));
     assert!(net.converged());
 }
+
+/// A push all of whose changes apply asks its pusher nothing, even into a
+/// room where another push's change waits (that push's pusher is asked).
+#[test]
+fn a_push_that_left_nothing_waiting_asks_nothing() {
+    let mut net = Net::new(4, no_rounds);
+    net.connect_all();
+    let r = room("r");
+    net.write(
+        0,
+        &r,
+        RoomOp::Create {
+            tenant: tenant("t"),
+            config: RoomConfig::default(),
+        },
+    );
+    net.run_for(50);
+    // Replica 3 hears only from 2, and 2 misses 1's join; 0 writes
+    // after it, so 0's push waits in 2's room.
+    for i in [0, 1] {
+        net.cut.insert((i, 3));
+        net.cut.insert((3, i));
+    }
+    net.cut.insert((1, 2));
+    net.write(1, &r, join("a"));
+    net.run_for(5);
+    net.write(0, &r, join("b"));
+    net.run_for(5);
+    // 0's answers to 2 are lost, so 0's join waits on.
+    net.cut.insert((0, 2));
+    // Replica 3's join stands on what 2 holds: it applies at once.
+    net.write(3, &r, join("c"));
+    net.run_for(100);
+    assert!(
+        asked(&net, 2, 0),
+        "the pusher of the waiting change is asked"
+    );
+    assert!(
+        !asked(&net, 2, 3),
+        "the pusher of nothing that waits is not"
+    );
+}

@@ -200,6 +200,16 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.rehome_no_candidate,
         ),
         (
+            "chorus_failovers_restarted",
+            "Failovers started again: a call of a Down node arrived after its failover ended.",
+            r.failovers_restarted,
+        ),
+        (
+            "chorus_handoffs",
+            "Calls handed to the node placement names, which had not moved them.",
+            r.handoffs,
+        ),
+        (
             "chorus_failover_held_minority",
             "Move ticks that held a failover back: no majority in sight.",
             r.failover_held_minority,

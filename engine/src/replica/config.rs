@@ -29,7 +29,8 @@ pub struct ReplicaConfig {
     pub peers: Vec<NodeId>,
     /// Rooms kept in memory.
     pub hot_rooms: usize,
-    /// One anti-entropy round per interval, with the next peer in turn.
+    /// One anti-entropy round per interval, with the next peer in an order
+    /// each replica shuffles for each cycle through its peers.
     /// 1 s: an idle round costs two ~60-byte messages, so repair can be far
     /// quicker than Riak's 15 s or Corrosion's 1–15 s at negligible cost.
     pub anti_entropy_interval_ms: u64,

@@ -114,6 +114,7 @@ impl Replica {
                 rate_per_s,
                 moved_here: 0,
                 heard_majority: true,
+                handed: Default::default(),
             },
         );
     }

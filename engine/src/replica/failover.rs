@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
+use crate::events::ChangeKind;
 use crate::ids::{NodeId, RoomId, SessionId};
 use crate::limits::EPOCH_MAX;
 pub(super) use crate::limits::MOVE_INTERVAL_MS;
@@ -47,6 +48,9 @@ pub(super) struct Move {
     /// A failover acts only once a majority was heard from since it
     /// started (`quorum.rs`); drains need no such evidence.
     pub heard_majority: bool,
+    /// Calls this replica handed to the node placement names
+    /// (`handoff.rs`): once each per move.
+    pub handed: std::collections::BTreeSet<(RoomId, SessionId)>,
 }
 
 /// The failover and drain component's state.
@@ -87,6 +91,17 @@ impl State {
             quorum_asked_ms: None,
         }
     }
+}
+
+/// What `rehome_call` did with a due call.
+enum Rehome {
+    /// A takeover was written (or refused): it counts against the tick's
+    /// budget, whether or not it won.
+    Tried,
+    /// Placement gives the call to this other node.
+    Elsewhere(NodeId),
+    /// Nothing to do: not the node's call any more, no candidate.
+    Skipped,
 }
 
 /// A call that moved, as the replica reports it.
@@ -313,28 +328,16 @@ impl Replica {
             self.linger_asking(&node);
         }
         if change.to == Grade::Down && node != self.config.node {
-            let total = self.calls_owned_by(&node).len();
-            // A failover supersedes a drain: the calls must go now. One
-            // that never heard from a majority (this replica was cut off)
-            // starts afresh: its evidence must postdate this conviction.
+            // A failover that never heard from a majority (this replica
+            // was cut off) starts afresh: its evidence must postdate this
+            // conviction.
             let replace = self
                 .failover
                 .moves
                 .get(&node)
                 .is_none_or(|m| m.kind == MoveKind::Drain || !m.heard_majority);
             if replace {
-                self.failover.moves.insert(
-                    node.clone(),
-                    Move {
-                        kind: MoveKind::Failover,
-                        started_ms: self.now_ms,
-                        total,
-                        rate_per_s: self.config.failover_rate_per_s.max(1),
-                        moved_here: 0,
-                        heard_majority: !self.config.failover_needs_majority,
-                    },
-                );
-                self.failover.next_move_ms = self.now_ms;
+                self.start_failover(node.clone());
             }
         }
         if change.from == Grade::Down && change.to.answers() {
@@ -363,6 +366,54 @@ impl Replica {
                     self.start_drain_move(node.clone(), rate);
                 }
             }
+        }
+    }
+
+    /// Starts moving `node`'s calls away now; a failover supersedes a
+    /// drain (the calls must go now).
+    fn start_failover(&mut self, node: NodeId) {
+        let total = self.calls_owned_by(&node).len();
+        self.failover.moves.insert(
+            node,
+            Move {
+                kind: MoveKind::Failover,
+                started_ms: self.now_ms,
+                total,
+                rate_per_s: self.config.failover_rate_per_s.max(1),
+                moved_here: 0,
+                heard_majority: !self.config.failover_needs_majority,
+                handed: Default::default(),
+            },
+        );
+        self.failover.next_move_ms = self.now_ms;
+    }
+
+    /// Calls this replica just learnt of (a join, or an owner change)
+    /// owned by a node it holds Down with no failover in progress. A
+    /// failover ends at the first tick that finds none of the node's calls,
+    /// and a call whose join reached only some replicas before the node
+    /// died comes to the rest later, by anti-entropy, after theirs ended;
+    /// if placement names one of them, no one else moves it. So the news
+    /// starts a failover again, as the conviction did.
+    pub(super) fn on_calls_learnt(&mut self, kinds: &[ChangeKind]) {
+        for kind in kinds {
+            let owner = match kind {
+                ChangeKind::Joined { owner, .. } | ChangeKind::OwnerChanged { owner, .. } => owner,
+                _ => continue,
+            };
+            let moving = self
+                .failover
+                .moves
+                .get(&owner.node)
+                .is_some_and(|m| m.kind == MoveKind::Failover);
+            if moving
+                || owner.node == self.config.node
+                || self.members.grade(&owner.node) != Some(Grade::Down)
+            {
+                continue;
+            }
+            self.stats.failovers_restarted += 1;
+            self.start_failover(owner.node.clone());
         }
     }
 
@@ -412,11 +463,23 @@ impl Replica {
                 if budget == 0 {
                     break;
                 }
-                if slot(&room, &session) * duration_ms > elapsed_ms {
+                let due_ms = slot(&room, &session) * duration_ms;
+                if due_ms > elapsed_ms {
                     continue;
                 }
-                if self.rehome_call(&node, m.kind, room, session, &candidates) {
-                    budget -= 1;
+                let call = (room.clone(), session.clone());
+                match self.rehome_call(&node, m.kind, room, session, &candidates) {
+                    Rehome::Tried => budget -= 1,
+                    Rehome::Elsewhere(to) if m.kind == MoveKind::Failover => {
+                        let wait = self.handoff_delay_ms(&call.0, &call.1) as f64;
+                        if elapsed_ms >= due_ms + wait && !m.handed.contains(&call) {
+                            self.hand_call_to(&to, &call.0);
+                            if let Some(live) = self.failover.moves.get_mut(&node) {
+                                live.handed.insert(call);
+                            }
+                        }
+                    }
+                    Rehome::Elsewhere(_) | Rehome::Skipped => {}
                 }
             }
         }
@@ -446,8 +509,6 @@ impl Replica {
     }
 
     /// Moves one call of `from` here if placement names this replica.
-    /// Returns whether it tried a write (each counts against the tick's
-    /// budget, whether or not the write won).
     fn rehome_call(
         &mut self,
         from: &NodeId,
@@ -455,26 +516,26 @@ impl Replica {
         room: RoomId,
         session: SessionId,
         candidates: &[Candidate],
-    ) -> bool {
+    ) -> Rehome {
         let Some((region, owner)) = self.call_of(&room, &session) else {
-            return false;
+            return Rehome::Skipped;
         };
         if owner.node != *from {
-            return false;
+            return Rehome::Skipped;
         }
         let Some(target) = placement::rehome(&room, &session, &region, candidates) else {
             self.stats.rehome_no_candidate += 1;
-            return false;
+            return Rehome::Skipped;
         };
         let me = self.config.node.clone();
         if target.node != me {
-            return false;
+            return Rehome::Elsewhere(target.node.clone());
         }
         // Epochs past EPOCH_MAX are refused on every write path, so this
         // only fails for a store written before that rule.
         let Some(epoch) = owner.epoch.checked_add(1).filter(|e| *e <= EPOCH_MAX) else {
             self.stats.rehome_no_candidate += 1;
-            return false;
+            return Rehome::Skipped;
         };
         let op = RoomOp::SetOwner {
             session: session.clone(),
@@ -502,7 +563,7 @@ impl Replica {
             // Someone moved it first (a stale epoch): fine.
             Err(_) => self.stats.rehome_refused += 1,
         }
-        true
+        Rehome::Tried
     }
 
     /// A live call's region and current owner, from the room itself.

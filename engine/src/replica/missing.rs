@@ -12,12 +12,13 @@
 //! change that depends on a third replica's may arrive just before that
 //! replica's own push of it. So a push that leaves the room with changes
 //! waiting is followed by a request `pull_missing_after_ms` later, only
-//! if some of the changes that waited then (up to
-//! `MISSING_PULL_WATCHED_MAX` of them, any of the room's, not only the
-//! push's) still wait; further pushes from the same peer meanwhile ask
-//! nothing more. If they all left but others wait now, the room is looked
-//! at again one wait later. A push truly lost is asked for that much
-//! later, or brought by anti-entropy.
+//! if some of the push's own changes that waited then (up to
+//! `MISSING_PULL_WATCHED_MAX` of them) still wait; a push all of whose
+//! changes applied asks nothing, whatever else waits in the room, and
+//! further pushes from the same peer meanwhile ask nothing more. If the
+//! watched changes all left but others wait now, the room is looked at
+//! again one wait later, watching those. A push truly lost is asked for
+//! that much later, or brought by anti-entropy.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -88,33 +89,33 @@ impl Waiting {
 }
 
 impl Replica {
-    /// Asks `from` for what `rooms` wait for: `pull_missing_after_ms` from
-    /// now if they still wait then, or at once when that is 0 (or too many
-    /// rooms wait already).
-    pub(super) fn pull_missing(&mut self, from: &NodeId, rooms: Vec<RoomId>) {
-        let delay = self.config.pull_missing_after_ms;
+    /// Asks `from` for what the changes it sent (`rooms`: each room with
+    /// the hashes of the changes sent) wait for: `pull_missing_after_ms`
+    /// from now if some still wait then, or at once when that is 0 (or too
+    /// many rooms wait already). A room where none of them waits is not
+    /// asked about.
+    pub(super) fn pull_missing(&mut self, from: &NodeId, rooms: Vec<(RoomId, Vec<ChangeHash>)>) {
         let mut now = Vec::new();
-        for room in rooms {
-            if delay == 0 || !self.wait_for(&room, from) {
+        for (room, sent) in rooms {
+            let watched = self
+                .rooms
+                .waiting_among(&room, &sent, MISSING_PULL_WATCHED_MAX);
+            if !watched.is_empty() && !self.wait_for(&room, from, watched) {
                 now.push(room);
             }
         }
         self.send_pull(from, now);
     }
 
-    /// Queues `room` for `peer`, watching the changes that wait in it now
-    /// (`false`: ask at once, with no wait set or the queue full).
-    fn wait_for(&mut self, room: &RoomId, peer: &NodeId) -> bool {
+    /// Queues `room` for `peer`, watching `watched` (`false`: ask at once,
+    /// with no wait set or the queue full).
+    fn wait_for(&mut self, room: &RoomId, peer: &NodeId, watched: Vec<ChangeHash>) -> bool {
         if self.config.pull_missing_after_ms == 0 {
             return false;
         }
         let at = self
             .now_ms
             .saturating_add(self.config.pull_missing_after_ms);
-        let watched = self
-            .rooms
-            .pending_hashes(room, MISSING_PULL_WATCHED_MAX)
-            .unwrap_or_default();
         self.missing.wait(room, peer, at, watched)
     }
 
@@ -142,17 +143,17 @@ impl Replica {
             if still == Some(false) {
                 let others = self
                     .rooms
-                    .pending_hashes(&room, 1)
-                    .is_some_and(|p| !p.is_empty());
-                if !others {
+                    .pending_hashes(&room, MISSING_PULL_WATCHED_MAX)
+                    .unwrap_or_default();
+                if others.is_empty() {
                     self.stats.missing_pulls_spared += 1;
-                } else if !self.wait_for(&room, &peer) {
+                } else if !self.wait_for(&room, &peer, others) {
                     by_peer.entry(peer).or_default().push(room);
                 }
                 continue;
             }
             let busy = self.compacting_off_task(&room) || self.applying_off_task(&room);
-            if busy && self.wait_for(&room, &peer) {
+            if busy && self.wait_for(&room, &peer, watched) {
                 continue;
             }
             by_peer.entry(peer).or_default().push(room);

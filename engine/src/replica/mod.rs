@@ -52,6 +52,7 @@ pub mod config;
 mod departure;
 mod drain;
 mod failover;
+mod handoff;
 mod io;
 mod journal;
 mod missing;
@@ -123,6 +124,15 @@ const LOG_HORIZON: &str = "log_horizon";
 struct Rng(u64);
 
 impl Rng {
+    /// Seeded by `seed` and the node's id: replicas given the same seed
+    /// (a daemon's is 0) must still draw apart (jitter, anti-entropy order).
+    fn for_replica(seed: u64, node: &NodeId) -> Self {
+        let hash = blake3::hash(node.as_str().as_bytes());
+        let mut top = [0u8; 8];
+        top.copy_from_slice(&hash.as_bytes()[..8]);
+        Self((seed ^ u64::from_le_bytes(top)) | 1)
+    }
+
     fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -197,7 +207,7 @@ impl Replica {
             failover: failover::State::new(now_ms),
             departure: departure::State::default(),
             journal_len: 0,
-            rng: Rng(config.seed | 1),
+            rng: Rng::for_replica(config.seed, &config.node),
             stats: ReplicaStats::default(),
             members,
             config,

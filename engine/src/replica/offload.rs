@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use automerge::Change;
+use automerge::{Change, ChangeHash};
 
 use super::io::{Job, Work};
 use super::overlay::Overlay;
@@ -390,7 +390,10 @@ impl Replica {
                 let write = self.after_remote(&first, room, write, stamp);
                 if write.outcome.pending > 0 {
                     // Some dependency has not arrived: ask the sender.
-                    self.pull_missing(&first, vec![room.clone()]);
+                    let sent = batches
+                        .iter()
+                        .flat_map(|(_, cs)| cs.iter().map(Change::hash));
+                    self.pull_missing(&first, vec![(room.clone(), sent.collect())]);
                 }
             }
             Ok(Installed::Moved(..)) => {
@@ -465,10 +468,11 @@ impl Replica {
             return;
         };
         let changes: Vec<Change> = batches.into_iter().flat_map(|(_, c)| c).collect();
+        let sent: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
         let write = self.apply_remote_in_line(&from, room, changes);
         if write.is_some_and(|w| w.outcome.pending > 0) {
             // Some dependency has not arrived: ask the (first) sender.
-            self.pull_missing(&from, vec![room.clone()]);
+            self.pull_missing(&from, vec![(room.clone(), sent)]);
         }
     }
 

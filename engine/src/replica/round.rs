@@ -34,7 +34,9 @@ pub(super) struct State {
     /// The id of the next round this replica opens.
     pub next_round: u64,
     pub next_anti_entropy_ms: u64,
-    /// Whose turn is next among the up peers.
+    /// The order this replica rounds with its peers in (`anti_entropy_turn`),
+    /// and the position of the next peer in it.
+    pub order: Vec<NodeId>,
     pub turn: usize,
     /// The peer a pull-back (`serve_changes`) is out to, and until when
     /// its answer is awaited: one at a time, or every peer that walks us
@@ -47,6 +49,7 @@ impl State {
         Self {
             next_round: 1,
             next_anti_entropy_ms: now_ms,
+            order: Vec::new(),
             turn: 0,
             pulling_back: None,
         }

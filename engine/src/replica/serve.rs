@@ -1,7 +1,7 @@
 //! Answering a peer's requests and pushes. Answers are computed from the
 //! current state; a responder keeps no per-request state.
 
-use automerge::Change;
+use automerge::{Change, ChangeHash};
 use serde_bytes::ByteBuf;
 
 use super::digest::DEPTH;
@@ -41,13 +41,15 @@ impl Replica {
                 continue;
             };
             self.stats.changes_received += changes.len() as u64;
+            let sent: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
             if let Some(write) = self.apply_remote(from, &room, changes) {
                 if write.outcome.pending > 0 {
-                    missing.push(room);
+                    missing.push((room, sent));
                 }
             }
         }
-        missing.retain(|room| !self.compacting_off_task(room) && !self.applying_off_task(room));
+        missing
+            .retain(|(room, _)| !self.compacting_off_task(room) && !self.applying_off_task(room));
         // Some dependency has not arrived: ask the pusher for it, unless
         // it arrives meanwhile (`replica::missing`).
         self.pull_missing(from, missing);

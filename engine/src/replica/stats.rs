@@ -120,6 +120,12 @@ pub struct ReplicaStats {
     pub rehome_refused: u64,
     /// Orphaned calls with no healthy node to take them.
     pub rehome_no_candidate: u64,
+    /// Failovers started again because a call of a node held Down arrived
+    /// after its failover had ended (`failover.rs`, `on_calls_learnt`).
+    pub failovers_restarted: u64,
+    /// Calls handed to the node placement names, which had not moved them
+    /// (`replica::handoff`).
+    pub handoffs: u64,
     /// Move ticks that held a failover back: this replica saw no majority.
     pub failover_held_minority: u64,
     /// Move ticks that held a failover back until a majority is heard from

@@ -217,6 +217,7 @@ impl Replica {
         if kinds.contains(&ChangeKind::RoomEnded) {
             self.note_ended(room);
         }
+        self.on_calls_learnt(&kinds);
         let change = ChangeEvent {
             room: room.clone(),
             origin,

@@ -136,6 +136,19 @@ impl RoomSet {
 
     /// Whether any of `hashes` still waits in `room` (`None`: the room is
     /// not in memory).
+    /// Up to `n` of `hashes` that wait for their dependencies in `room`
+    /// (none if the room is not hot).
+    pub fn waiting_among(&self, room: &RoomId, hashes: &[ChangeHash], n: usize) -> Vec<ChangeHash> {
+        self.hot.peek(room).map_or_else(Vec::new, |hot| {
+            hashes
+                .iter()
+                .filter(|h| hot.doc.is_pending(h))
+                .take(n)
+                .copied()
+                .collect()
+        })
+    }
+
     pub fn any_pending(&self, room: &RoomId, hashes: &[ChangeHash]) -> Option<bool> {
         self.hot
             .peek(room)
