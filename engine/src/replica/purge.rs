@@ -185,7 +185,9 @@ impl Replica {
     }
 
     /// A peer purged these rooms. A room that ended here is purged at once.
-    /// Otherwise the peer's proof must be an end change of that room: it is
+    /// Otherwise the peer's proof must be an end change of that room (it
+    /// writes `meta.ended` of the genesis's `meta` map, or of the one this
+    /// replica's compacted room holds: `RoomDoc::is_end_proof`): it is
     /// applied like any change (the room then ends here), and if its
     /// dependencies are missing (this replica was away while the room ended
     /// and was purged everywhere) the proof alone is followed. Without a
@@ -200,9 +202,14 @@ impl Replica {
                 continue;
             }
             let legacy = end.is_empty();
+            let view = Overlay {
+                base: self.store.as_ref(),
+                staged: &self.staged,
+            };
+            let rooms = &mut self.rooms;
             let proof = crate::room::import::parse_change(end.into_vec())
                 .ok()
-                .filter(|change| crate::room::is_end_change(&room, change));
+                .filter(|change| rooms.is_end_proof(&view, &room, change).unwrap_or(false));
             let Some(change) = proof else {
                 self.stats.purges_refused += 1;
                 // Markers written before proofs existed carry none; their

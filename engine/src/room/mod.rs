@@ -219,6 +219,13 @@ impl RoomDoc {
         self.beside_heads
     }
 
+    /// Whether `change` ends this room: by the genesis every replica
+    /// derives (`is_end_change`), or by the `meta` map this document holds
+    /// (a compacted room's, made by its base: `validate::ends_room_in`).
+    pub fn is_end_proof(&self, change: &Change) -> bool {
+        is_end_change(&self.id, change) || validate::ends_room_in(&self.doc, &self.id, change)
+    }
+
     /// Whether `hash` waits for its dependencies here.
     pub fn is_pending(&self, hash: &ChangeHash) -> bool {
         self.pending.contains_key(hash)

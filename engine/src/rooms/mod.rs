@@ -307,6 +307,22 @@ impl RoomSet {
         Ok(batch)
     }
 
+    /// Whether `change` proves that `room` ended (`RoomDoc::is_end_proof`;
+    /// by the genesis alone if the room is not held here).
+    pub fn is_end_proof(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        change: &Change,
+    ) -> Result<bool, Error> {
+        if crate::room::is_end_change(room, change) {
+            return Ok(true);
+        }
+        Ok(self
+            .load(store, room)?
+            .is_some_and(|hot| hot.doc.is_end_proof(change)))
+    }
+
     /// The end change kept in a purged room's marker (empty if none).
     pub fn purge_proof(&self, store: &dyn KvRead, room: &RoomId) -> Result<Vec<u8>, Error> {
         let marker = store.get(&keys::purged(room))?.unwrap_or_default();
