@@ -478,6 +478,11 @@ pub const MISSING_PULL_WATCHED_MAX: usize = 8;
 /// tick's work stays bounded after a long time without trimming.
 pub const LOG_TRIM_PER_TICK_MAX: usize = 4096;
 
+/// A trim cut short by `LOG_TRIM_PER_TICK_MAX` goes on this much later
+/// (not a whole `log_trim_interval_ms`), so trimming keeps up with any
+/// write rate.
+pub const LOG_TRIM_CATCH_UP_MS: u64 = 100;
+
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);
 const _: () = assert!(EPOCH_MAX < u64::MAX);
 const _: () = assert!(EPOCH_STEP_MAX >= 1 && EPOCH_STEP_MAX < EPOCH_MAX);

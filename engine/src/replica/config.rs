@@ -58,6 +58,14 @@ pub struct ReplicaConfig {
     /// restarts, deploys and most network outages (Redis CRDB's backlog
     /// serves the same purpose).
     pub log_retention_ms: u64,
+    /// The change log keeps at most about this many entries, whatever
+    /// their age: at a high write rate an hour of entries (one per write)
+    /// would fill the disk. 1 000 000 is about 90 MB of entries; the
+    /// oldest go first, and a peer behind them catches up by the digest
+    /// walk or a snapshot instead of the log. Entries written before the
+    /// last restart are not counted (they leave by age), so the log may
+    /// hold up to twice this for `log_retention_ms` after a restart.
+    pub log_entries_max: u64,
     /// How often old log entries are trimmed.
     pub log_trim_interval_ms: u64,
     /// An ended room is purged after this long even if some replica never
@@ -145,6 +153,7 @@ impl ReplicaConfig {
             pull_missing_after_ms: 20,
             since_entries_max: 50_000,
             log_retention_ms: 3_600_000,
+            log_entries_max: 1_000_000,
             log_trim_interval_ms: 10_000,
             purge_horizon_ms: 24 * 3_600_000,
             session_retention_ms: 600_000,
@@ -188,6 +197,7 @@ impl ReplicaConfig {
             ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
             ("round_timeout_ms", self.round_timeout_ms),
             ("log_retention_ms", self.log_retention_ms),
+            ("log_entries_max", self.log_entries_max),
             ("log_trim_interval_ms", self.log_trim_interval_ms),
             ("end_ack_interval_ms", self.end_ack_interval_ms),
             ("history_changes_max", self.history_changes_max),

@@ -23,6 +23,9 @@ pub(super) struct State {
     /// The newest log stamp trimmed away: a peer whose cursor is older
     /// cannot catch up from the log.
     pub log_horizon: Option<Timestamp>,
+    /// Log entries trimmed since this replica opened (with
+    /// `RoomSet::logged`: how many of the entries it wrote remain).
+    pub log_trimmed: u64,
     pub next_end_ack_ms: u64,
     pub next_log_trim_ms: u64,
 }
@@ -32,6 +35,7 @@ impl State {
         Self {
             ended: BTreeMap::new(),
             log_horizon: None,
+            log_trimmed: 0,
             next_end_ack_ms: now_ms + config.end_ack_interval_ms,
             next_log_trim_ms: now_ms + config.log_trim_interval_ms,
         }

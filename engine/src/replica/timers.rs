@@ -5,6 +5,7 @@
 use super::overlay::Overlay;
 use super::{failover, Replica, Timer, LOG_HORIZON};
 use crate::ids::NodeId;
+use crate::limits::{LOG_TRIM_CATCH_UP_MS, LOG_TRIM_PER_TICK_MAX};
 use crate::rooms::RoomSet;
 use crate::storage::{keys, Batch};
 
@@ -78,8 +79,15 @@ impl Replica {
             self.compaction.next_ms = now + self.config.end_ack_interval_ms;
         }
         if now >= self.purge.next_log_trim_ms {
-            self.trim_log();
-            self.purge.next_log_trim_ms = now + self.config.log_trim_interval_ms;
+            // A trim cut short by its bound goes on soon: trimming once an
+            // interval would otherwise fall behind a write rate above
+            // LOG_TRIM_PER_TICK_MAX per interval.
+            let wait = if self.trim_log() {
+                LOG_TRIM_CATCH_UP_MS.min(self.config.log_trim_interval_ms)
+            } else {
+                self.config.log_trim_interval_ms
+            };
+            self.purge.next_log_trim_ms = now + wait;
         }
         self.purge_due();
         if self.config.failure_detection {
@@ -137,23 +145,34 @@ impl Replica {
         }
     }
 
-    fn trim_log(&mut self) {
+    /// Trims the change log: entries older than `log_retention_ms`, and the
+    /// oldest beyond `log_entries_max` of those written since this replica
+    /// opened. Returns whether the trim stopped at its bound with more to do.
+    fn trim_log(&mut self) -> bool {
         let before = self.now_ms.saturating_sub(self.config.log_retention_ms);
+        let kept = self.rooms.logged().saturating_sub(self.purge.log_trimmed);
+        let excess =
+            usize::try_from(kept.saturating_sub(self.config.log_entries_max)).unwrap_or(usize::MAX);
         let view = Overlay {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match RoomSet::trim_log(&view, before, crate::limits::LOG_TRIM_PER_TICK_MAX) {
-            Ok((batch, Some(horizon))) => {
+        match RoomSet::trim_log(&view, before, excess, LOG_TRIM_PER_TICK_MAX) {
+            Ok((batch, Some(horizon), removed)) => {
+                self.purge.log_trimmed = self.purge.log_trimmed.saturating_add(removed as u64);
                 self.staged.add(batch, false);
                 self.purge.log_horizon = Some(horizon);
                 let mut meta = Batch::default();
                 let value = postcard::to_stdvec(&horizon).expect("timestamps serialize");
                 meta.put(keys::meta(LOG_HORIZON), value);
                 self.staged.add(meta, false);
+                removed == LOG_TRIM_PER_TICK_MAX
             }
-            Ok((_, None)) => {}
-            Err(_) => self.stats.storage_errors += 1,
+            Ok((_, None, _)) => false,
+            Err(_) => {
+                self.stats.storage_errors += 1;
+                false
+            }
         }
     }
 }

@@ -194,6 +194,7 @@ impl Replica {
         if rest.is_empty() {
             return stamp;
         }
+        self.rooms.note_logged(rest.len());
         let mut batch = Batch::default();
         let mut last = stamp;
         for entry in rest {

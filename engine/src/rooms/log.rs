@@ -95,26 +95,41 @@ impl RoomSet {
             .collect()
     }
 
-    /// Deletes up to `max` log entries stamped before `before_wall_ms`.
-    /// Returns the batch and the newest stamp removed (the new horizon).
+    /// Deletes up to `max` of the oldest log entries: the first `excess`
+    /// whatever their age, then those stamped before `before_wall_ms`.
+    /// Returns the batch, the newest stamp removed (the new horizon) and
+    /// how many were removed.
     pub fn trim_log(
         store: &dyn KvRead,
         before_wall_ms: u64,
+        excess: usize,
         max: usize,
-    ) -> Result<(Batch, Option<Timestamp>), Error> {
+    ) -> Result<(Batch, Option<Timestamp>, usize), Error> {
         let mut batch = Batch::default();
         let mut horizon = None;
+        let mut removed = 0;
         for (key, _) in store.scan_after(keys::LOG, None, max)? {
             let Some(stamp) = keys::log_stamp(&key) else {
                 continue;
             };
-            if stamp.wall_ms >= before_wall_ms {
+            if removed >= excess && stamp.wall_ms >= before_wall_ms {
                 break;
             }
             batch.delete(key);
             horizon = Some(stamp);
+            removed += 1;
         }
-        Ok((batch, horizon))
+        Ok((batch, horizon, removed))
+    }
+
+    /// Log entries written since this set was opened.
+    pub fn logged(&self) -> u64 {
+        self.logged
+    }
+
+    /// Counts `n` more log entries written (`Replica::log_rest`).
+    pub fn note_logged(&mut self, n: usize) {
+        self.logged = self.logged.saturating_add(n as u64);
     }
 
     /// Updates the room's digest item and appends a change-log entry
@@ -138,6 +153,7 @@ impl RoomSet {
         let mut pieces = LogEntry::pieces(room, changes).into_iter();
         if let Some(first) = pieces.next() {
             first.put(&stamp, batch);
+            self.logged = self.logged.saturating_add(1);
         }
         pieces.collect()
     }

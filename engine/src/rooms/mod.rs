@@ -46,6 +46,8 @@ pub struct RoomSet {
     tree: DigestTree,
     purged: BTreeSet<RoomId>,
     recent: recent::RecentChanges,
+    /// Change-log entries written since the set was opened (`log.rs`).
+    logged: u64,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -120,6 +122,7 @@ impl RoomSet {
             tree,
             purged,
             recent: recent::RecentChanges::default(),
+            logged: 0,
         })
     }
 
