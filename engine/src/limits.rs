@@ -456,7 +456,16 @@ pub const TAKEOVERS_PER_TICK_MAX: usize = 256;
 /// may come a few hundred ms after ours, and its takeover takes a link's
 /// latency to arrive), short against the 2.5 s failover budget.
 pub const HANDOFF_AFTER_MS: u64 = 300;
+/// The spread over which the holders' hand-offs of one call come, so that
+/// the first usually settles it before the others'.
 pub const HANDOFF_SPREAD_MS: u64 = 400;
+/// About this many of the cluster's replicas (those drawn by a hash of the
+/// replica and the call) hand a given call off; with a third of 200
+/// replicas holding a call, no drawn one holds it about once in 250 calls,
+/// which anti-entropy then brings. At most `HANDOFFS_PER_TICK_MAX` go out per
+/// move tick.
+pub const HANDOFF_HOLDERS: u64 = 16;
+pub const HANDOFFS_PER_TICK_MAX: usize = 64;
 
 /// How often the mover looks for due calls while a move is in progress.
 pub const MOVE_INTERVAL_MS: u64 = 50;

@@ -331,3 +331,63 @@ fn an_import_merged_in_line_is_refused_if_a_change_would_wait() {
     assert_eq!(b.stats().imports_in_line, 1);
     assert!(sessions(&mut b, &id).is_empty());
 }
+
+/// The room is evicted and loaded again while an import is prepared, and
+/// then takes as many changes beside its heads as the fork had (three: the
+/// first import's changes each passed through the buffer; three changes
+/// waiting after the reload): still not the same room, so the import is
+/// merged in line and the waiting changes kept.
+#[test]
+fn a_room_loaded_again_since_the_fork_is_not_taken_for_it() {
+    let kv = Arc::new(MemKv::new());
+    let mut config = ReplicaConfig::new(node("b"), 1);
+    config.hot_rooms = 1;
+    let mut b = Replica::new(config, kv.clone(), 0).expect("replica");
+    let a = replica("a", 0);
+    let id = room("r");
+    a.engine
+        .create_room(&id, &tenant("t"), RoomConfig::default())
+        .expect("create");
+    a.engine
+        .join(&id, join_request("s1", "u", "sfu-1"))
+        .expect("join");
+    let first = a.engine.export_room(&id).expect("export");
+    for name in ["s2", "s3", "s4", "s5"] {
+        a.engine
+            .join(&id, join_request(name, "u", "sfu-1"))
+            .expect("join");
+    }
+    let later = a.engine.export_room(&id).expect("export");
+    let input = prepare(&mut b, &first);
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    let input = prepare(&mut b, &first);
+    // Another room evicts this one; loaded again, it takes an orphan.
+    let other = Input::LocalWrite {
+        id: 5,
+        room: room("other"),
+        op: RoomOp::Create {
+            tenant: tenant("t"),
+            config: RoomConfig::default(),
+        },
+    };
+    run(&mut b, &kv, other).expect("answered").expect("create");
+    let (_, held) = room::import::decode(&first, None).expect("decode");
+    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
+    let (_, all) = room::import::decode(&later, None).expect("decode");
+    let new: Vec<_> = all.iter().filter(|c| !held.contains(&c.hash())).collect();
+    // The first of the four joins is withheld; the other three wait.
+    let missing = *new
+        .iter()
+        .find(|c| c.deps().iter().all(|d| held.contains(d)))
+        .expect("the first join");
+    let orphans: Vec<_> = new
+        .iter()
+        .copied()
+        .filter(|c| c.hash() != missing.hash())
+        .collect();
+    assert_eq!(apply(&mut b, &kv, &id, &orphans), 3, "the orphans wait");
+    run(&mut b, &kv, input).expect("answered").expect("import");
+    assert_eq!(b.stats().imports_in_line, 1);
+    assert_eq!(apply(&mut b, &kv, &id, &[missing]), 0, "nothing waits");
+    assert_eq!(sessions(&mut b, &id), ["s1", "s2", "s3", "s4", "s5"]);
+}

@@ -15,11 +15,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{journal::IncidentKind, wire::Body, Event, Output, Replica};
-use crate::events::ChangeKind;
 use crate::ids::{NodeId, RoomId, SessionId};
 use crate::limits::EPOCH_MAX;
 pub(super) use crate::limits::MOVE_INTERVAL_MS;
-use crate::limits::TAKEOVERS_PER_TICK_MAX;
+use crate::limits::{HANDOFFS_PER_TICK_MAX, TAKEOVERS_PER_TICK_MAX};
 use crate::membership::{candidate_of, AppHealth, DrainOrder, Grade, GradeChange, HealthReport};
 use crate::model::{OwnedCall, Owner};
 use crate::placement::{self, Candidate};
@@ -49,8 +48,18 @@ pub(super) struct Move {
     /// started (`quorum.rs`); drains need no such evidence.
     pub heard_majority: bool,
     /// Calls this replica handed to the node placement names
-    /// (`handoff.rs`): once each per move.
+    /// (`late_calls.rs`): once each per move.
     pub handed: std::collections::BTreeSet<(RoomId, SessionId)>,
+}
+
+impl Move {
+    /// This move without its `handed` set.
+    fn settings(&self) -> Move {
+        Move {
+            handed: Default::default(),
+            ..*self
+        }
+    }
 }
 
 /// The failover and drain component's state.
@@ -94,7 +103,7 @@ impl State {
 }
 
 /// What `rehome_call` did with a due call.
-enum Rehome {
+pub(super) enum Rehome {
     /// A takeover was written (or refused): it counts against the tick's
     /// budget, whether or not it won.
     Tried,
@@ -371,7 +380,7 @@ impl Replica {
 
     /// Starts moving `node`'s calls away now; a failover supersedes a
     /// drain (the calls must go now).
-    fn start_failover(&mut self, node: NodeId) {
+    pub(super) fn start_failover(&mut self, node: NodeId) {
         let total = self.calls_owned_by(&node).len();
         self.failover.moves.insert(
             node,
@@ -388,35 +397,6 @@ impl Replica {
         self.failover.next_move_ms = self.now_ms;
     }
 
-    /// Calls this replica just learnt of (a join, or an owner change)
-    /// owned by a node it holds Down with no failover in progress. A
-    /// failover ends at the first tick that finds none of the node's calls,
-    /// and a call whose join reached only some replicas before the node
-    /// died comes to the rest later, by anti-entropy, after theirs ended;
-    /// if placement names one of them, no one else moves it. So the news
-    /// starts a failover again, as the conviction did.
-    pub(super) fn on_calls_learnt(&mut self, kinds: &[ChangeKind]) {
-        for kind in kinds {
-            let owner = match kind {
-                ChangeKind::Joined { owner, .. } | ChangeKind::OwnerChanged { owner, .. } => owner,
-                _ => continue,
-            };
-            let moving = self
-                .failover
-                .moves
-                .get(&owner.node)
-                .is_some_and(|m| m.kind == MoveKind::Failover);
-            if moving
-                || owner.node == self.config.node
-                || self.members.grade(&owner.node) != Some(Grade::Down)
-            {
-                continue;
-            }
-            self.stats.failovers_restarted += 1;
-            self.start_failover(owner.node.clone());
-        }
-    }
-
     /// Moves the calls whose slot is due and whose new owner is this replica.
     pub(super) fn move_tick(&mut self) {
         if self.failover.moves.is_empty() {
@@ -426,7 +406,15 @@ impl Replica {
         let candidates = self.candidates();
         let mut budget = TAKEOVERS_PER_TICK_MAX;
         let mut finished = Vec::new();
-        let moves: BTreeMap<NodeId, Move> = self.failover.moves.clone();
+        // The moves' settings (not their `handed` sets, which can be as
+        // large as a node's calls): each tick would copy them.
+        let moves: Vec<(NodeId, Move)> = self
+            .failover
+            .moves
+            .iter()
+            .map(|(node, m)| (node.clone(), m.settings()))
+            .collect();
+        let mut handoffs = HANDOFFS_PER_TICK_MAX;
         // The latest start among failovers still waiting for a majority to
         // be heard from: one round of asks serves them all.
         let mut ask_since: Option<u64> = None;
@@ -470,13 +458,10 @@ impl Replica {
                 let call = (room.clone(), session.clone());
                 match self.rehome_call(&node, m.kind, room, session, &candidates) {
                     Rehome::Tried => budget -= 1,
-                    Rehome::Elsewhere(to) if m.kind == MoveKind::Failover => {
-                        let wait = self.handoff_delay_ms(&call.0, &call.1) as f64;
-                        if elapsed_ms >= due_ms + wait && !m.handed.contains(&call) {
-                            self.hand_call_to(&to, &call.0);
-                            if let Some(live) = self.failover.moves.get_mut(&node) {
-                                live.handed.insert(call);
-                            }
+                    Rehome::Elsewhere(to) if m.kind == MoveKind::Failover && handoffs > 0 => {
+                        let overdue_ms = elapsed_ms - due_ms;
+                        if self.maybe_hand_off(&node, &to, call, overdue_ms, candidates.len()) {
+                            handoffs -= 1;
                         }
                     }
                     Rehome::Elsewhere(_) | Rehome::Skipped => {}

@@ -396,9 +396,11 @@ impl Replica {
                     self.pull_missing(&first, vec![(room.clone(), sent.collect())]);
                 }
             }
-            Ok(Installed::Moved(..)) => {
-                // Written to meanwhile: applied in line, as before, and so
-                // for a while (`APPLY_IN_LINE_AFTER_REDO_MS`).
+            Ok(Installed::Moved { .. }) => {
+                // Written to meanwhile (or it took changes that wait, or
+                // refused some, which the swap would drop): applied in
+                // line, as before, and so for a while
+                // (`APPLY_IN_LINE_AFTER_REDO_MS`).
                 self.stats.applies_redone += 1;
                 let redone = &mut self.offload.redone;
                 if redone.len() < APPLY_REDONE_ROOMS_MAX || redone.contains_key(room) {

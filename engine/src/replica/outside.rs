@@ -69,9 +69,13 @@ impl Replica {
             Installed::Done(write) => {
                 self.after_outside(&room, write, stamp, Origin::Local);
             }
-            Installed::Moved(room, changes) => {
+            Installed::Moved {
+                room,
+                changes,
+                checked,
+            } => {
                 self.stats.imports_in_line += 1;
-                self.import_in_line(&room, changes, stamp)?;
+                self.import_in_line(&room, changes, checked, stamp)?;
             }
         }
         let heads = self.heads(&room)?;
@@ -79,35 +83,41 @@ impl Replica {
     }
 
     /// An import whose room moved since its fork, merged on the room as it
-    /// is now. It is checked whole on a fresh fork first, as a prepared
+    /// is now. It is checked whole on a fresh copy first, as a prepared
     /// one is (`Fork::prepare`: nothing refused, nothing left waiting or
     /// dropped), so an import is acknowledged on one rule whichever way it
-    /// went; then swapped in. Nothing reaches this task between the two.
-    /// Only an import that carried a newer base goes on to merge in line,
-    /// which stores the compaction it makes.
+    /// went; then that copy is swapped in (nothing reaches this task
+    /// between the two). An import that carried a newer base compacts the
+    /// copy, which only the in-line merge stores: it is merged on the room
+    /// itself, once a copy of the room as it is (`checked`, or the fresh
+    /// one) took it whole.
     fn import_in_line(
         &mut self,
         room: &RoomId,
         changes: Vec<Change>,
+        checked: bool,
         stamp: Timestamp,
     ) -> Result<(), Error> {
-        let prepared = self.fork_room(room)?.prepare(changes)?;
-        let view = Overlay {
-            base: self.store.as_ref(),
-            staged: &self.staged,
+        let changes = if checked {
+            changes
+        } else {
+            let prepared = self.fork_room(room)?.prepare_in_line(changes)?;
+            let view = Overlay {
+                base: self.store.as_ref(),
+                staged: &self.staged,
+            };
+            match self.rooms.install(&view, prepared, stamp)? {
+                Installed::Done(write) => {
+                    self.after_outside(room, write, stamp, Origin::Local);
+                    return Ok(());
+                }
+                Installed::Moved { changes, .. } => changes,
+            }
         };
-        match self.rooms.install(&view, prepared, stamp)? {
-            Installed::Done(write) => {
-                self.after_outside(room, write, stamp, Origin::Local);
-            }
-            Installed::Moved(room, changes) => {
-                // The room may have been compacted since the import was
-                // written: its changes are carried, or refused, never
-                // dropped.
-                let changes = self.fork_room(&room)?.carried_import(changes)?;
-                self.merge_outside_at(&room, changes, Intake::Whole, Origin::Local, stamp)?;
-            }
-        }
+        // The room may have been compacted since the import was written:
+        // its changes are carried, or refused, never dropped.
+        let changes = self.fork_room(room)?.carried_import(changes)?;
+        self.merge_outside_at(room, changes, Intake::Whole, Origin::Local, stamp)?;
         Ok(())
     }
 

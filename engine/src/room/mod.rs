@@ -70,10 +70,13 @@ pub struct RoomDoc {
     /// depends on one belongs to that history and is ignored (its writer
     /// carries it), instead of waiting in `pending` forever.
     replaced: std::collections::HashSet<ChangeHash>,
-    /// Counts changes to `pending`, `refused` and `replaced` that leave the
-    /// heads alone: a copy forked at the same heads and the same count
-    /// holds all this one knows (`RoomSet::install`).
+    /// Counts changes to `pending` (every peer change passes through it),
+    /// `refused` and `replaced`: a copy forked at the same heads and the
+    /// same count holds all this one knows (`RoomSet::install`).
     beside_heads: u64,
+    /// Which hot copy of the room this is (`RoomSet::admit`): the count
+    /// starts again at each load.
+    admitted: u64,
 }
 
 /// What a batch of remote changes did.
@@ -127,6 +130,7 @@ impl RoomDoc {
             objs: None,
             replaced: Default::default(),
             beside_heads: 0,
+            admitted: 0,
         }
     }
 
@@ -158,6 +162,7 @@ impl RoomDoc {
             objs: None,
             replaced: Default::default(),
             beside_heads: 0,
+            admitted: 0,
         })
     }
 
@@ -182,6 +187,7 @@ impl RoomDoc {
             objs: self.objs.clone(),
             replaced: self.replaced.clone(),
             beside_heads: self.beside_heads,
+            admitted: self.admitted,
         }
     }
 
@@ -213,10 +219,16 @@ impl RoomDoc {
         self.pending.keys().take(n).copied().collect()
     }
 
-    /// Changes to what the room knows beside its history (changes
-    /// waiting, refused, or of a replaced history) so far.
-    pub fn beside_heads(&self) -> u64 {
-        self.beside_heads
+    /// Which hot copy this is, and how many changes it has had to what
+    /// the room knows beside its history (changes waiting, refused, or of
+    /// a replaced history): equal for a fork and the room it was forked
+    /// from until either takes such a change.
+    pub fn beside_heads(&self) -> (u64, u64) {
+        (self.admitted, self.beside_heads)
+    }
+
+    pub(crate) fn set_admitted(&mut self, n: u64) {
+        self.admitted = n;
     }
 
     /// Whether `change` ends this room: by the genesis every replica

@@ -48,6 +48,10 @@ pub struct RoomSet {
     recent: recent::RecentChanges,
     /// Change-log entries written since the set was opened (`log.rs`).
     logged: u64,
+    /// Rooms made hot so far: each gets the next number
+    /// (`RoomDoc::beside_heads`), so a copy forked before an eviction
+    /// never matches the room loaded again.
+    admitted: u64,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -123,6 +127,7 @@ impl RoomSet {
             purged,
             recent: recent::RecentChanges::default(),
             logged: 0,
+            admitted: 0,
         })
     }
 
@@ -137,8 +142,6 @@ impl RoomSet {
         self.hot.peek(room).map(|hot| hot.doc.pending_hashes(n))
     }
 
-    /// Whether any of `hashes` still waits in `room` (`None`: the room is
-    /// not in memory).
     /// Up to `n` of `hashes` that wait for their dependencies in `room`
     /// (none if the room is not hot).
     pub fn waiting_among(&self, room: &RoomId, hashes: &[ChangeHash], n: usize) -> Vec<ChangeHash> {
@@ -152,6 +155,8 @@ impl RoomSet {
         })
     }
 
+    /// Whether any of `hashes` still waits in `room` (`None`: the room is
+    /// not in memory).
     pub fn any_pending(&self, room: &RoomId, hashes: &[ChangeHash]) -> Option<bool> {
         self.hot
             .peek(room)
@@ -348,9 +353,16 @@ impl RoomSet {
             let Some(hot) = self.read_stored(store, room)? else {
                 return Ok(None);
             };
-            self.hot.push(room.clone(), hot);
+            self.admit(room, hot);
         }
         Ok(self.hot.get_mut(room))
+    }
+
+    /// Makes `hot` the room's hot copy, numbered (`admitted`).
+    fn admit(&mut self, room: &RoomId, mut hot: HotRoom) {
+        self.admitted += 1;
+        hot.doc.set_admitted(self.admitted);
+        self.hot.push(room.clone(), hot);
     }
 
     /// `load`, with the recent changes beside it (the two are apart, so

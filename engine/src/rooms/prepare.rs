@@ -5,9 +5,9 @@
 //! caller merges on the fork ([`Fork::prepare`]); the replica then swaps
 //! the result in ([`RoomSet::install`]) if the room still has the heads it
 //! was forked at, in the same replica instance (same actor), and otherwise
-//! merges the same changes in line, as before. Either way the import is
-//! validated by the same code (`RoomDoc::apply_remote` with
-//! `Intake::Whole`), all or nothing.
+//! prepares the same changes again on a fresh copy, in line, and swaps
+//! that in. Either way the import is validated by the same code
+//! (`RoomDoc::apply_remote` with `Intake::Whole`), all or nothing.
 //!
 //! Equal heads mean equal applied history, so the swap loses nothing that
 //! is stored or acknowledged. What the room knows beside its history
@@ -42,7 +42,7 @@ pub struct Fork {
 struct Base {
     actor: ActorId,
     heads: Option<Vec<ChangeHash>>,
-    beside_heads: u64,
+    beside_heads: (u64, u64),
 }
 
 /// An import merged on a fork, ready to install.
@@ -79,9 +79,15 @@ impl std::fmt::Debug for PreparedImport {
 /// What installing a prepared import did.
 pub enum Installed {
     Done(RemoteWrite),
-    /// The room changed since the fork: these changes are to be merged in
-    /// line instead.
-    Moved(RoomId, Vec<Change>),
+    /// These changes are to be merged in line instead: the room changed
+    /// since the fork, or (`checked`: the room is as forked, so the copy's
+    /// checks hold for it) the import compacted the copy, which only the
+    /// in-line merge stores.
+    Moved {
+        room: RoomId,
+        changes: Vec<Change>,
+        checked: bool,
+    },
 }
 
 impl PreparedImport {
@@ -103,9 +109,19 @@ impl Fork {
         // The room may move before the install: the in-line merge then
         // carries the import as given onto the room as it is by then (a
         // merge of an old document's reading depends on the room's heads).
+        self.prepare_whole(changes, true)
+    }
+
+    /// `prepare`, on the replica's task (an import whose room moved): the
+    /// merged document is not saved ahead (installing saves it if it must).
+    pub fn prepare_in_line(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
+        self.prepare_whole(changes, false)
+    }
+
+    fn prepare_whole(self, changes: Vec<Change>, save: bool) -> Result<PreparedImport, Error> {
         let given = changes.clone();
         let carried = self.carried_import(changes)?;
-        let mut prepared = self.prepare_as(carried, Intake::Whole)?;
+        let mut prepared = self.prepare_as(carried, Intake::Whole, save)?;
         prepared.changes = given;
         Ok(prepared)
     }
@@ -119,10 +135,15 @@ impl Fork {
     /// Merges a peer's `changes` on the copy, each valid one applied and
     /// each invalid one refused, as `RoomSet::remote_apply` would.
     pub fn prepare_each(self, changes: Vec<Change>) -> Result<PreparedImport, Error> {
-        self.prepare_as(changes, Intake::EachChange)
+        self.prepare_as(changes, Intake::EachChange, true)
     }
 
-    fn prepare_as(mut self, changes: Vec<Change>, intake: Intake) -> Result<PreparedImport, Error> {
+    fn prepare_as(
+        mut self,
+        changes: Vec<Change>,
+        intake: Intake,
+        save: bool,
+    ) -> Result<PreparedImport, Error> {
         let before = readable(&mut self.doc)?;
         let applied = self.doc.apply_remote(changes.clone(), intake)?;
         let refused: Vec<(Head, Refusal)> = applied
@@ -164,7 +185,7 @@ impl Fork {
         let (after, saved) = if applied.applied.is_empty() {
             (before.clone(), None)
         } else {
-            (readable(&mut self.doc)?, Some(self.doc.save()))
+            (readable(&mut self.doc)?, save.then(|| self.doc.save()))
         };
         Ok(PreparedImport {
             outcome: RemoteOutcome {
@@ -206,7 +227,11 @@ impl RoomSet {
                 Some(hot.doc.heads()),
                 hot.doc.beside_heads(),
             ),
-            None => (RoomDoc::empty(room.clone(), self.actor.clone()), None, 0),
+            None => (
+                RoomDoc::empty(room.clone(), self.actor.clone()),
+                None,
+                (0, 0),
+            ),
         };
         Ok(Fork {
             room: room.clone(),
@@ -236,14 +261,18 @@ impl RoomSet {
         let current = Base {
             actor,
             heads: live.as_ref().map(|hot| hot.doc.heads()),
-            beside_heads: live.map_or(0, |hot| hot.doc.beside_heads()),
+            beside_heads: live.map_or((0, 0), |hot| hot.doc.beside_heads()),
         };
         if current != prepared.base || prepared.compacted {
-            return Ok(Installed::Moved(room, prepared.changes));
+            return Ok(Installed::Moved {
+                room,
+                changes: prepared.changes,
+                checked: current == prepared.base,
+            });
         }
         if current.heads.is_none() {
             let empty = RoomDoc::empty(room.clone(), self.actor.clone());
-            self.hot.push(room.clone(), HotRoom::new(empty));
+            self.admit(&room, HotRoom::new(empty));
         }
         let hot = self
             .hot

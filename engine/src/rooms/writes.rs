@@ -35,7 +35,7 @@ impl RoomSet {
                 return Err(Error::UnknownRoom(room.clone()));
             }
             let doc = RoomDoc::empty(room.clone(), self.actor.clone());
-            self.hot.push(room.clone(), HotRoom::new(doc));
+            self.admit(room, HotRoom::new(doc));
         }
         let heads = self.hot_heads(room);
         let result = self.local_write_hot(ctx, op);
@@ -87,7 +87,7 @@ impl RoomSet {
         }
         if self.load(store, room)?.is_none() {
             let doc = RoomDoc::empty(room.clone(), self.actor.clone());
-            self.hot.push(room.clone(), HotRoom::new(doc));
+            self.admit(room, HotRoom::new(doc));
         }
         let heads = self.hot_heads(room);
         let result = self.remote_apply_hot(room, changes, stamp, intake);

@@ -3,6 +3,7 @@
 
 pub mod compacting;
 pub mod docs;
+pub mod moving;
 pub mod pair;
 
 use std::sync::Arc;
