@@ -173,10 +173,10 @@ fn a_refused_import_leaves_the_room_as_it_was() {
     assert_eq!(schema, SCHEMA_VERSION);
 }
 
-#[test]
-fn a_peer_change_waiting_in_the_room_does_not_refuse_an_import() {
-    let kv = Arc::new(MemKv::new());
-    let mut b = open(&kv);
+/// Room `r` exported with session s1 (`first`), and the changes of the
+/// joins of `later` written after it, oldest first: the first of them
+/// depends only on `first`, each other on the one before.
+fn first_then(later: &[&str]) -> (Vec<u8>, Vec<automerge::Change>) {
     let a = replica("a", 0);
     let id = room("r");
     a.engine
@@ -186,39 +186,45 @@ fn a_peer_change_waiting_in_the_room_does_not_refuse_an_import() {
         .join(&id, join_request("s1", "u", "sfu-1"))
         .expect("join");
     let first = a.engine.export_room(&id).expect("export");
-    for name in ["s2", "s3"] {
+    for name in later {
         a.engine
             .join(&id, join_request(name, "u", "sfu-1"))
             .expect("join");
     }
-    let later = a.engine.export_room(&id).expect("export");
+    let all = a.engine.export_room(&id).expect("export");
+    let (_, held) = room::import::decode(&first, None).expect("decode");
+    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
+    let (_, all) = room::import::decode(&all, None).expect("decode");
+    let mut new: Vec<automerge::Change> = all
+        .into_iter()
+        .filter(|c| !held.contains(&c.hash()))
+        .collect();
+    // Oldest first: each depends on the one before.
+    let mut ordered = Vec::new();
+    let mut have = held;
+    while !new.is_empty() {
+        let next = new
+            .iter()
+            .position(|c| c.deps().iter().all(|d| have.contains(d)))
+            .expect("a chain");
+        let change = new.remove(next);
+        have.push(change.hash());
+        ordered.push(change);
+    }
+    (first, ordered)
+}
+
+#[test]
+fn a_peer_change_waiting_in_the_room_does_not_refuse_an_import() {
+    let kv = Arc::new(MemKv::new());
+    let mut b = open(&kv);
+    let id = room("r");
+    let (first, later) = first_then(&["s2", "s3"]);
     let input = prepare(&mut b, &first);
     run(&mut b, &kv, input).expect("answered").expect("import");
     // A peer's change whose dependency b lacks waits in b's room.
-    let (_, held) = room::import::decode(&first, None).expect("decode");
-    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
-    let (_, all) = room::import::decode(&later, None).expect("decode");
-    let orphan = all
-        .iter()
-        .find(|c| !held.contains(&c.hash()) && c.deps().iter().any(|d| !held.contains(d)))
-        .expect("a change after another b lacks");
-    let apply = Input::Apply {
-        id: 3,
-        room: id.clone(),
-        changes: vec![orphan.raw_bytes().to_vec()],
-    };
-    b.handle_input(0, apply);
-    let mut waiting = None;
-    while let Some(output) = b.poll_output() {
-        match output {
-            Output::Persist { batch, .. } => kv.apply(batch).expect("apply"),
-            Output::Event(Event::Applied { result, .. }) => {
-                waiting = Some(result.expect("applied").pending);
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(waiting, Some(1), "the orphan waits in the room");
+    let waiting = apply(&mut b, &kv, &id, &[&later[1]]);
+    assert_eq!(waiting, 1, "the orphan waits in the room");
     assert_eq!(sessions(&mut b, &id), ["s1"]);
     // Importing a document b holds all of is not refused for it.
     let input = prepare(&mut b, &first);
@@ -257,32 +263,11 @@ fn apply(b: &mut Replica, kv: &MemKv, id: &RoomId, changes: &[&automerge::Change
 fn a_peer_change_that_waits_while_an_import_is_prepared_is_kept() {
     let kv = Arc::new(MemKv::new());
     let mut b = open(&kv);
-    let a = replica("a", 0);
     let id = room("r");
-    a.engine
-        .create_room(&id, &tenant("t"), RoomConfig::default())
-        .expect("create");
-    a.engine
-        .join(&id, join_request("s1", "u", "sfu-1"))
-        .expect("join");
-    let first = a.engine.export_room(&id).expect("export");
-    for name in ["s2", "s3"] {
-        a.engine
-            .join(&id, join_request(name, "u", "sfu-1"))
-            .expect("join");
-    }
-    let later = a.engine.export_room(&id).expect("export");
+    let (first, later) = first_then(&["s2", "s3"]);
     let input = prepare(&mut b, &first);
     run(&mut b, &kv, input).expect("answered").expect("import");
-    let (_, held) = room::import::decode(&first, None).expect("decode");
-    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
-    let (_, all) = room::import::decode(&later, None).expect("decode");
-    let new: Vec<_> = all.iter().filter(|c| !held.contains(&c.hash())).collect();
-    let (missing, orphan) = match new.as_slice() {
-        [one, two] if two.deps().contains(&one.hash()) => (*one, *two),
-        [one, two] => (*two, *one),
-        _ => panic!("two joins after the export"),
-    };
+    let (missing, orphan) = (&later[0], &later[1]);
     // Forked before the orphan arrives, installed after.
     let input = prepare(&mut b, &first);
     assert_eq!(apply(&mut b, &kv, &id, &[orphan]), 1, "the orphan waits");
@@ -343,21 +328,8 @@ fn a_room_loaded_again_since_the_fork_is_not_taken_for_it() {
     let mut config = ReplicaConfig::new(node("b"), 1);
     config.hot_rooms = 1;
     let mut b = Replica::new(config, kv.clone(), 0).expect("replica");
-    let a = replica("a", 0);
     let id = room("r");
-    a.engine
-        .create_room(&id, &tenant("t"), RoomConfig::default())
-        .expect("create");
-    a.engine
-        .join(&id, join_request("s1", "u", "sfu-1"))
-        .expect("join");
-    let first = a.engine.export_room(&id).expect("export");
-    for name in ["s2", "s3", "s4", "s5"] {
-        a.engine
-            .join(&id, join_request(name, "u", "sfu-1"))
-            .expect("join");
-    }
-    let later = a.engine.export_room(&id).expect("export");
+    let (first, later) = first_then(&["s2", "s3", "s4", "s5"]);
     let input = prepare(&mut b, &first);
     run(&mut b, &kv, input).expect("answered").expect("import");
     let input = prepare(&mut b, &first);
@@ -371,20 +343,9 @@ fn a_room_loaded_again_since_the_fork_is_not_taken_for_it() {
         },
     };
     run(&mut b, &kv, other).expect("answered").expect("create");
-    let (_, held) = room::import::decode(&first, None).expect("decode");
-    let held: Vec<_> = held.iter().map(|c| c.hash()).collect();
-    let (_, all) = room::import::decode(&later, None).expect("decode");
-    let new: Vec<_> = all.iter().filter(|c| !held.contains(&c.hash())).collect();
     // The first of the four joins is withheld; the other three wait.
-    let missing = *new
-        .iter()
-        .find(|c| c.deps().iter().all(|d| held.contains(d)))
-        .expect("the first join");
-    let orphans: Vec<_> = new
-        .iter()
-        .copied()
-        .filter(|c| c.hash() != missing.hash())
-        .collect();
+    let missing = &later[0];
+    let orphans: Vec<_> = later[1..].iter().collect();
     assert_eq!(apply(&mut b, &kv, &id, &orphans), 3, "the orphans wait");
     run(&mut b, &kv, input).expect("answered").expect("import");
     assert_eq!(b.stats().imports_in_line, 1);

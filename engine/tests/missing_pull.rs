@@ -26,10 +26,9 @@ fn asked(net: &Net, from: usize, to: usize) -> bool {
     net.bytes.contains_key(&(from, to, "changes_req"))
 }
 
-/// Replica 2 misses 1's join; 0 applies it and writes after it, so 0's
-/// push reaches 2 with a change that waits for 1's.
-fn two_waits(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
-    let mut net = Net::new(3, tweak);
+/// `n` replicas, connected, holding room `r`.
+fn with_room(n: usize, tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
+    let mut net = Net::new(n, tweak);
     net.connect_all();
     let r = room("r");
     net.write(
@@ -42,6 +41,13 @@ fn two_waits(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
     );
     net.run_for(50);
     assert!(net.converged());
+    (net, r)
+}
+
+/// Replica 2 misses 1's join; 0 applies it and writes after it, so 0's
+/// push reaches 2 with a change that waits for 1's.
+fn two_waits(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
+    let (mut net, r) = with_room(3, tweak);
     net.cut.insert((1, 2));
     net.write(1, &r, join("a"));
     net.run_for(5);
@@ -120,18 +126,7 @@ fn with_no_wait_a_missing_change_is_asked_for_at_once() {
 /// room where another push's change waits (that push's pusher is asked).
 #[test]
 fn a_push_that_left_nothing_waiting_asks_nothing() {
-    let mut net = Net::new(4, no_rounds);
-    net.connect_all();
-    let r = room("r");
-    net.write(
-        0,
-        &r,
-        RoomOp::Create {
-            tenant: tenant("t"),
-            config: RoomConfig::default(),
-        },
-    );
-    net.run_for(50);
+    let (mut net, r) = with_room(4, no_rounds);
     // Replica 3 hears only from 2, and 2 misses 1's join; 0 writes
     // after it, so 0's push waits in 2's room.
     for i in [0, 1] {
