@@ -487,9 +487,16 @@ pub const MISSING_PULL_WATCHED_MAX: usize = 8;
 /// tick's work stays bounded after a long time without trimming.
 pub const LOG_TRIM_PER_TICK_MAX: usize = 4096;
 
+/// Rooms one `Purged` message may make this replica load from storage to
+/// check a compacted room's end proof against its copy
+/// (`RoomSet::is_end_proof`): a message names up to
+/// `ROOMS_PER_MESSAGE_MAX` rooms, and each load evicts a hot one. The
+/// rooms past it are refused for now and come again by anti-entropy.
+pub const PURGE_PROOF_LOADS_MAX: usize = 16;
+
 /// A trim cut short by `LOG_TRIM_PER_TICK_MAX` goes on this much later
-/// (not a whole `log_trim_interval_ms`), so trimming keeps up with any
-/// write rate.
+/// (not a whole `log_trim_interval_ms`), so trimming keeps up with up to
+/// about 40 000 log entries a second (it fell behind above about 410).
 pub const LOG_TRIM_CATCH_UP_MS: u64 = 100;
 
 const _: () = assert!(DECOMPRESSED_BYTES_MAX >= IMPORT_BYTES_MAX as u64);

@@ -49,3 +49,59 @@ fn a_compacted_room_ended_while_a_replica_was_away_is_purged_there_too() {
         .iter()
         .any(|e| matches!(e, Event::Purged { room } if *room == r)));
 }
+
+/// A "proof" that writes a stamped `ended` time to a map of the compacted
+/// room other than its `meta` (here a session's) is refused: the room
+/// stays, on a replica that holds the same generation.
+#[test]
+fn an_ended_time_written_outside_meta_is_no_proof() {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ReadDoc, ROOT};
+    use chorus_engine::hlc::Timestamp;
+    use chorus_engine::replica::wire::{self, Body, Envelope, PurgeProof};
+    use chorus_engine::replica::Input;
+    use chorus_engine::room::schema;
+
+    let (mut net, r) = start(purge_fast);
+    churn(&mut net, &r, 0, HISTORY as usize);
+    settle(&mut net);
+    assert!(net.members[1].replica.room_generation(&r).expect("reads") >= Some(1));
+    let export = net.members[1]
+        .replica
+        .export_room(&r)
+        .expect("reads")
+        .expect("the room");
+    let mut doc = AutoCommit::load(&export).expect("loads");
+    let (_, sessions) = doc
+        .get(ROOT, schema::SESSIONS)
+        .expect("reads")
+        .expect("sessions");
+    let (_, stays) = doc
+        .get(&sessions, "stays")
+        .expect("reads")
+        .expect("the session that stays");
+    let stamp = Timestamp {
+        wall_ms: 1,
+        logical: 0,
+        actor: 7,
+    };
+    let ended = schema::encode_stamped(stamp, &1u64);
+    doc.put(&stays, schema::ENDED, ended).expect("put");
+    let forged = doc.get_last_local_change().expect("a change").clone();
+    let bytes = wire::encode(&Envelope {
+        cluster: common::pair::CLUSTER,
+        sent_at: Default::default(),
+        body: Body::Purged {
+            rooms: vec![PurgeProof {
+                room: r.clone(),
+                end: serde_bytes::ByteBuf::from(forged.raw_bytes().to_vec()),
+            }],
+        },
+    });
+    let from = net.members[0].id.clone();
+    net.input(1, Input::Message { from, bytes });
+    assert!(!net.members[1].replica.is_purged(&r));
+    assert_eq!(net.members[1].replica.stats().purges_refused, 1);
+    let room = net.members[1].replica.room(&r).expect("reads");
+    assert!(room.is_some_and(|room| room.lifecycle == Lifecycle::Active));
+}

@@ -60,11 +60,13 @@ pub struct ReplicaConfig {
     pub log_retention_ms: u64,
     /// The change log keeps at most about this many entries, whatever
     /// their age: at a high write rate an hour of entries (one per write)
-    /// would fill the disk. 1 000 000 is about 90 MB of entries; the
-    /// oldest go first, and a peer behind them catches up by the digest
-    /// walk or a snapshot instead of the log. Entries written before the
-    /// last restart are not counted (they leave by age), so the log may
-    /// hold up to twice this for `log_retention_ms` after a restart.
+    /// would fill the disk. 1 000 000 is about 90 MB of entries when each
+    /// names one change (a merge's entry names all it applied); the oldest
+    /// go first, and a peer behind them catches up by the digest walk or a
+    /// snapshot instead of the log. Only entries written since the replica
+    /// opened are counted: older ones go first once those exceed the bound,
+    /// and by age until then, so after a restart the log may hold this many
+    /// plus what it held at the restart.
     pub log_entries_max: u64,
     /// How often old log entries are trimmed.
     pub log_trim_interval_ms: u64,

@@ -32,8 +32,8 @@ use super::failover::MoveKind;
 
 impl Replica {
     /// Calls this replica just learnt of (a join, or an owner change) owned
-    /// by a node it holds Down with no failover in progress, and still that
-    /// node's in the owner index: the failover starts again.
+    /// by a node it holds Down with no failover in progress, while the owner
+    /// index still gives that node a call: the failover starts again.
     pub(super) fn on_calls_learnt(&mut self, kinds: &[ChangeKind]) {
         for kind in kinds {
             let (session, owner) = match kind {

@@ -246,6 +246,9 @@ impl Replica {
             let key = self.store.last_key(prefix)?;
             if let Some(stamp) = key.and_then(|key| keys::stamp_of(prefix, &key)) {
                 self.hlc.restore(stamp);
+                if prefix == keys::LOG {
+                    self.purge.log_newest_at_open = Some(stamp);
+                }
             }
         }
         if let Some(horizon) = self.purge.log_horizon {

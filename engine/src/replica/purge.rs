@@ -13,6 +13,7 @@ use super::{Event, Replica, ReplicaConfig};
 use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
+use crate::limits::PURGE_PROOF_LOADS_MAX;
 use crate::model::{Lifecycle, RoomSummary};
 use crate::storage::keys;
 
@@ -23,9 +24,12 @@ pub(super) struct State {
     /// The newest log stamp trimmed away: a peer whose cursor is older
     /// cannot catch up from the log.
     pub log_horizon: Option<Timestamp>,
-    /// Log entries trimmed since this replica opened (with
-    /// `RoomSet::logged`: how many of the entries it wrote remain).
+    /// Log entries written since this replica opened and trimmed since
+    /// (with `RoomSet::logged`: how many of the entries it wrote remain).
     pub log_trimmed: u64,
+    /// The newest log entry's stamp when this replica opened: entries up
+    /// to it were written before, and their trimming counts for nothing.
+    pub log_newest_at_open: Option<Timestamp>,
     pub next_end_ack_ms: u64,
     pub next_log_trim_ms: u64,
 }
@@ -36,6 +40,7 @@ impl State {
             ended: BTreeMap::new(),
             log_horizon: None,
             log_trimmed: 0,
+            log_newest_at_open: None,
             next_end_ack_ms: now_ms + config.end_ack_interval_ms,
             next_log_trim_ms: now_ms + config.log_trim_interval_ms,
         }
@@ -191,12 +196,15 @@ impl Replica {
     /// A peer purged these rooms. A room that ended here is purged at once.
     /// Otherwise the peer's proof must be an end change of that room (it
     /// writes `meta.ended` of the genesis's `meta` map, or of the one this
-    /// replica's compacted room holds: `RoomDoc::is_end_proof`): it is
+    /// replica's compacted room holds: `RoomSet::is_end_proof`): it is
     /// applied like any change (the room then ends here), and if its
     /// dependencies are missing (this replica was away while the room ended
     /// and was purged everywhere) the proof alone is followed. Without a
     /// valid proof nothing is purged: a peer cannot erase a live room.
     pub(super) fn on_purged(&mut self, from: &NodeId, proofs: Vec<PurgeProof>) {
+        // Rooms loaded from storage to check a compacted room's proof
+        // (`RoomSet::is_end_proof`); the rest come again by anti-entropy.
+        let mut loads = PURGE_PROOF_LOADS_MAX;
         for PurgeProof { room, end } in proofs {
             if self.rooms.is_purged(&room) {
                 continue;
@@ -210,10 +218,22 @@ impl Replica {
                 base: self.store.as_ref(),
                 staged: &self.staged,
             };
-            let rooms = &mut self.rooms;
-            let proof = crate::room::import::parse_change(end.into_vec())
-                .ok()
-                .filter(|change| rooms.is_end_proof(&view, &room, change).unwrap_or(false));
+            let parsed = crate::room::import::parse_change(end.into_vec()).ok();
+            let proof = match parsed {
+                Some(change) => {
+                    match self.rooms.is_end_proof(&view, &room, &change, &mut loads) {
+                        Ok(Some(true)) => Some(change),
+                        Ok(Some(false)) => None,
+                        // Checked when it comes again (anti-entropy).
+                        Ok(None) => continue,
+                        Err(_) => {
+                            self.stats.storage_errors += 1;
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
             let Some(change) = proof else {
                 self.stats.purges_refused += 1;
                 // Markers written before proofs existed carry none; their

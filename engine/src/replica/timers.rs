@@ -6,7 +6,7 @@ use super::overlay::Overlay;
 use super::{failover, Replica, Timer, LOG_HORIZON};
 use crate::ids::NodeId;
 use crate::limits::{LOG_TRIM_CATCH_UP_MS, LOG_TRIM_PER_TICK_MAX};
-use crate::rooms::RoomSet;
+use crate::rooms::{RoomSet, TrimmedLog};
 use crate::storage::{keys, Batch};
 
 impl Replica {
@@ -158,9 +158,19 @@ impl Replica {
             base: self.store.as_ref(),
             staged: &self.staged,
         };
-        match RoomSet::trim_log(&view, before, excess, LOG_TRIM_PER_TICK_MAX) {
-            Ok((batch, Some(horizon), removed)) => {
-                self.purge.log_trimmed = self.purge.log_trimmed.saturating_add(removed as u64);
+        let open = self.purge.log_newest_at_open;
+        let trimmed =
+            RoomSet::trim_log(&view, before, excess, LOG_TRIM_PER_TICK_MAX, open.as_ref());
+        match trimmed {
+            Ok(TrimmedLog {
+                batch,
+                horizon: Some(horizon),
+                removed,
+                counted,
+            }) => {
+                // Only entries written since the open count against the
+                // bound: an older one trimmed leaves `kept` as it was.
+                self.purge.log_trimmed = self.purge.log_trimmed.saturating_add(counted as u64);
                 self.staged.add(batch, false);
                 self.purge.log_horizon = Some(horizon);
                 let mut meta = Batch::default();
@@ -169,7 +179,7 @@ impl Replica {
                 self.staged.add(meta, false);
                 removed == LOG_TRIM_PER_TICK_MAX
             }
-            Ok((_, None, _)) => false,
+            Ok(TrimmedLog { horizon: None, .. }) => false,
             Err(_) => {
                 self.stats.storage_errors += 1;
                 false

@@ -6,6 +6,7 @@
 mod carry;
 pub mod compact;
 pub mod departed;
+pub mod end_proof;
 mod generation;
 mod history;
 pub mod import;
@@ -231,11 +232,10 @@ impl RoomDoc {
         self.admitted = n;
     }
 
-    /// Whether `change` ends this room: by the genesis every replica
-    /// derives (`is_end_change`), or by the `meta` map this document holds
-    /// (a compacted room's, made by its base: `validate::ends_room_in`).
-    pub fn is_end_proof(&self, change: &Change) -> bool {
-        is_end_change(&self.id, change) || validate::ends_room_in(&self.doc, &self.id, change)
+    /// Whether `change` ends this room by the `meta` map this copy holds
+    /// (a compacted room's is its base's: `end_proof::ends_room_in`).
+    pub fn ends_this_copy(&self, change: &Change) -> bool {
+        end_proof::ends_room_in(&self.doc, &self.id, change)
     }
 
     /// Whether `hash` waits for its dependencies here.
@@ -543,9 +543,9 @@ pub fn genesis_hash(room: &RoomId) -> Result<ChangeHash, Error> {
     Ok(genesis_change(room)?.hash())
 }
 
-/// Whether `change` ends `room` (see `validate::is_end_change`).
+/// Whether `change` ends `room` by its genesis (`end_proof::is_end_change`).
 pub fn is_end_change(room: &RoomId, change: &Change) -> bool {
-    genesis_change(room).is_ok_and(|genesis| validate::is_end_change(room, &genesis, change))
+    genesis_change(room).is_ok_and(|genesis| end_proof::is_end_change(room, &genesis, change))
 }
 
 /// The first change of every room, identical on every replica.

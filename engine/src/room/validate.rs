@@ -529,7 +529,7 @@ fn why(reason: impl Into<String>) -> String {
     reason.into()
 }
 
-fn stamped<T: DeserializeOwned>(text: &str) -> bool {
+pub(super) fn stamped<T: DeserializeOwned>(text: &str) -> bool {
     s::decode_stamped::<T>(text).is_some()
 }
 
@@ -558,73 +558,4 @@ fn token_hash(text: &str) -> bool {
 
 fn owner(text: &str) -> bool {
     s::decode_owner(text).is_some_and(|o| o.epoch >= 1 && o.epoch <= EPOCH_MAX)
-}
-
-/// Whether `change` ends `room`: one of its ops writes a stamped time to
-/// `meta.ended` of this room's genesis `meta` map. The proof a peer gives
-/// with a purge (`replica::wire::PurgeProof`).
-pub fn is_end_change(room: &RoomId, genesis: &Change, change: &Change) -> bool {
-    let Some(meta) = genesis_map(genesis, s::META) else {
-        return false;
-    };
-    let Ok(expanded) = std::panic::catch_unwind(|| change.decode()) else {
-        return false;
-    };
-    if expanded.actor_id == s::genesis_actor(room) {
-        return false;
-    }
-    expanded.operations.iter().any(|op| {
-        op.obj == ObjectId::Id(meta.clone())
-            && matches!(&op.key, Key::Map(key) if key == s::ENDED)
-            && matches!(&op.action, OpType::Put(ScalarValue::Str(text)) if stamped::<u64>(text))
-    })
-}
-
-/// Whether `change` ends the room `doc` holds: one of its ops writes a
-/// stamped time to `meta.ended` of the `meta` map `doc` holds, whichever
-/// change made that map (the genesis, or a compaction's base, which
-/// writes the room's maps anew). A compacted room's end change writes to
-/// its base's map, which `is_end_change` cannot know from the room id
-/// alone; a replica holding the same generation checks it this way.
-pub fn ends_room_in(doc: &Automerge, room: &RoomId, change: &Change) -> bool {
-    let Ok(expanded) = std::panic::catch_unwind(|| change.decode()) else {
-        return false;
-    };
-    if expanded.actor_id == s::genesis_actor(room) {
-        return false;
-    }
-    expanded.operations.iter().any(|op| {
-        let ObjectId::Id(id) = &op.obj else {
-            return false;
-        };
-        let writes_ended = matches!(&op.key, Key::Map(key) if key == s::ENDED)
-            && matches!(&op.action, OpType::Put(ScalarValue::Str(text)) if stamped::<u64>(text));
-        writes_ended
-            && super::import::unless_panic("walk", || is_meta_map(doc, id)).unwrap_or(false)
-    })
-}
-
-/// Whether `id` is the map `doc` holds at root `meta`.
-fn is_meta_map(doc: &Automerge, id: &OpId) -> bool {
-    let text = format!("{}@{}", id.counter(), id.actor());
-    let Ok((exid, ObjType::Map)) = doc.import(&text) else {
-        return false;
-    };
-    let Ok(parents) = doc.parents(&exid) else {
-        return false;
-    };
-    let path: Vec<Prop> = parents.map(|p| p.prop).collect();
-    matches!(path.as_slice(), [Prop::Map(key)] if key == s::META)
-}
-
-/// The id of the map the genesis change creates at root `key`.
-fn genesis_map(genesis: &Change, key: &str) -> Option<OpId> {
-    let expanded = std::panic::catch_unwind(|| genesis.decode()).ok()?;
-    let index = expanded.operations.iter().position(|op| {
-        op.obj == ObjectId::Root
-            && op.action == OpType::Make(ObjType::Map)
-            && matches!(&op.key, Key::Map(k) if k == key)
-    })?;
-    let counter = expanded.start_op.get().checked_add(index as u64)?;
-    Some(OpId::new(counter, &expanded.actor_id))
 }

@@ -75,6 +75,17 @@ impl LogEntry {
     }
 }
 
+/// What a trim of the change log removes (`RoomSet::trim_log`).
+#[derive(Debug, Default)]
+pub struct TrimmedLog {
+    pub batch: Batch,
+    /// The newest stamp removed: the new horizon.
+    pub horizon: Option<Timestamp>,
+    pub removed: usize,
+    /// Of `removed`, the entries stamped after the given stamp.
+    pub counted: usize,
+}
+
 impl RoomSet {
     /// Log entries after `after` (from the start if `None`), up to `limit`.
     pub fn log_after(
@@ -95,31 +106,35 @@ impl RoomSet {
             .collect()
     }
 
-    /// Deletes up to `max` of the oldest log entries: the first `excess`
-    /// whatever their age, then those stamped before `before_wall_ms`.
-    /// Returns the batch, the newest stamp removed (the new horizon) and
-    /// how many were removed.
+    /// Deletes up to `max` of the oldest log entries: whatever their age
+    /// until `excess` of those stamped after `counted_after` (all if
+    /// `None`) are gone, with every older one on the way; then those
+    /// stamped before `before_wall_ms`. Returns the batch, the newest stamp
+    /// removed (the new horizon), how many were removed, and how many of
+    /// those were stamped after `counted_after`.
     pub fn trim_log(
         store: &dyn KvRead,
         before_wall_ms: u64,
         excess: usize,
         max: usize,
-    ) -> Result<(Batch, Option<Timestamp>, usize), Error> {
-        let mut batch = Batch::default();
-        let mut horizon = None;
-        let mut removed = 0;
+        counted_after: Option<&Timestamp>,
+    ) -> Result<TrimmedLog, Error> {
+        let mut trimmed = TrimmedLog::default();
         for (key, _) in store.scan_after(keys::LOG, None, max)? {
             let Some(stamp) = keys::log_stamp(&key) else {
                 continue;
             };
-            if removed >= excess && stamp.wall_ms >= before_wall_ms {
+            if trimmed.counted >= excess && stamp.wall_ms >= before_wall_ms {
                 break;
             }
-            batch.delete(key);
-            horizon = Some(stamp);
-            removed += 1;
+            trimmed.batch.delete(key);
+            trimmed.removed += 1;
+            if counted_after.is_none_or(|after| stamp > *after) {
+                trimmed.counted += 1;
+            }
+            trimmed.horizon = Some(stamp);
         }
-        Ok((batch, horizon, removed))
+        Ok(trimmed)
     }
 
     /// Log entries written since this set was opened.

@@ -35,7 +35,7 @@ pub use compaction::{
 use hot::HotRoom;
 pub use index::owned_calls;
 use index::{index_updates, IndexView};
-pub use log::LogEntry;
+pub use log::{LogEntry, TrimmedLog};
 pub use prepare::{Fork, Installed, PreparedImport};
 
 /// Rooms by id, with their storage bookkeeping, the digest tree over all of
@@ -315,20 +315,37 @@ impl RoomSet {
         Ok(batch)
     }
 
-    /// Whether `change` proves that `room` ended (`RoomDoc::is_end_proof`;
-    /// by the genesis alone if the room is not held here).
+    /// Whether `change` proves that `room` ended: by its genesis, or by the
+    /// `meta` map this replica's copy holds (`RoomDoc::ends_this_copy`).
+    /// A copy not in memory is loaded only while `loads_left` lasts (one
+    /// `Purged` can name thousands of rooms, and each load evicts a hot
+    /// room), and only for a change that writes an `ended` time to some
+    /// map at all. `None`: not checked, the loads are spent.
     pub fn is_end_proof(
         &mut self,
         store: &dyn KvRead,
         room: &RoomId,
         change: &Change,
-    ) -> Result<bool, Error> {
+        loads_left: &mut usize,
+    ) -> Result<Option<bool>, Error> {
         if crate::room::is_end_change(room, change) {
-            return Ok(true);
+            return Ok(Some(true));
         }
-        Ok(self
-            .load(store, room)?
-            .is_some_and(|hot| hot.doc.is_end_proof(change)))
+        let could = crate::room::end_proof::ended_targets(room, change)
+            .is_some_and(|targets| !targets.is_empty());
+        if !could {
+            return Ok(Some(false));
+        }
+        if !self.hot.contains(room) {
+            if *loads_left == 0 {
+                return Ok(None);
+            }
+            *loads_left -= 1;
+        }
+        Ok(Some(
+            self.load(store, room)?
+                .is_some_and(|hot| hot.doc.ends_this_copy(change)),
+        ))
     }
 
     /// The end change kept in a purged room's marker (empty if none).

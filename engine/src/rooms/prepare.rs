@@ -278,7 +278,10 @@ impl RoomSet {
             .hot
             .get_mut(&room)
             .ok_or_else(|| Error::UnknownRoom(room.clone()))?;
+        // The copy keeps the number of the room it replaces.
+        let (admitted, _) = hot.doc.beside_heads();
         hot.doc = prepared.doc;
+        hot.doc.set_admitted(admitted);
         let mut write = RemoteWrite {
             outcome: prepared.outcome,
             refused: prepared.refused,
