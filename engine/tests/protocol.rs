@@ -294,68 +294,6 @@ fn a_gap_past_the_log_horizon_falls_back_to_full() {
     assert!(snap.sessions.contains_key(&session("after-horizon")));
 }
 
-/// At a write rate that would fill an hour's log, the log keeps its
-/// newest `log_entries_max` entries (plus what was written since the last
-/// trim), and a peer behind them still catches up.
-#[test]
-fn the_change_log_keeps_at_most_its_entry_bound() {
-    fn small_log(config: &mut ReplicaConfig) {
-        quick(config);
-        config.log_entries_max = 20;
-        config.log_trim_interval_ms = 200;
-    }
-    let mut net = Net::new(2, small_log);
-    net.connect_all();
-    let rooms = create(&mut net, 0, 30);
-    settle(&mut net);
-    net.disconnect(0, 1);
-    for (i, r) in rooms.iter().enumerate() {
-        net.write(
-            0,
-            r,
-            RoomOp::Join {
-                request: join_request(&format!("late-{i}"), "u", "n"),
-            },
-        );
-    }
-    net.run_for(500);
-    let kept = net.members[0]
-        .replica
-        .change_log(None, 1_000)
-        .expect("reads")
-        .len();
-    assert!(kept <= 20, "{kept} log entries kept");
-    assert!(net.members[0].replica.log_horizon().is_some());
-    // After a restart the bound holds again once the older entries go
-    // (they are trimmed first, and count for nothing).
-    net.restart(0, small_log);
-    for (i, r) in rooms.iter().enumerate() {
-        net.write(
-            0,
-            r,
-            RoomOp::Join {
-                request: join_request(&format!("later-{i}"), "u", "n"),
-            },
-        );
-    }
-    net.run_for(1_000);
-    let kept = net.members[0]
-        .replica
-        .change_log(None, 1_000)
-        .expect("reads")
-        .len();
-    assert!(kept <= 20, "{kept} log entries kept after a restart");
-    net.reconnect(1, 0);
-    settle(&mut net);
-    let snap = net.members[1]
-        .replica
-        .room(&rooms[0])
-        .expect("read")
-        .expect("room");
-    assert!(snap.sessions.contains_key(&session("late-0")));
-    assert!(snap.sessions.contains_key(&session("later-0")));
-}
-
 fn purge_fast(config: &mut ReplicaConfig) {
     quick(config);
     config.end_ack_interval_ms = 200;
