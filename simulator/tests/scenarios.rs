@@ -363,9 +363,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "481451ad44fd5f4c"),
-        ("partition-heal", "226a0bff913564c2"),
-        ("region-outage", "0a6e3b97d2b37919"),
+        ("media-node-crash", "a1f16014e13767f2"),
+        ("partition-heal", "d325ec8dcacfce9a"),
+        ("region-outage", "8a72faf5d1b84288"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");
