@@ -540,8 +540,15 @@ impl Drop for Engine {
 }
 
 /// The driver runs the replica's `Output::Work` on threads of its own.
+/// What this driver gives the replica beyond the caller's configuration:
+/// a thread for work off its task, and (unless the caller chose one) a seed
+/// from the operating system, which also tells a new store's identity from
+/// that of an earlier store of the same node (`ids::StoreId`).
 fn with_work_off_task(mut config: EngineConfig) -> EngineConfig {
     config.replica.work_off_task = true;
+    if config.replica.seed == 0 {
+        config.replica.seed = rand::random::<u64>() | 1;
+    }
     config
 }
 

@@ -162,15 +162,53 @@ id_type!(
     RegionId, "region"
 );
 
-/// The automerge actor of (node, incarnation): a change made in memory but
-/// lost in a crash can never collide with a different change of the same
-/// actor and sequence number made after the restart.
-pub fn actor_for(node: &NodeId, incarnation: u64) -> automerge::ActorId {
+/// The automerge actor of (node, store, incarnation): a change made in
+/// memory but lost in a crash can never collide with a different change of
+/// the same actor and sequence number made after the restart, and neither
+/// can one made by the same node on a new store (its data wiped or lost):
+/// that store starts again at incarnation 1, but with another identity.
+/// Two changes of one actor and sequence number are refused by automerge
+/// wherever the other is held, so such a collision would split the room
+/// for good. `store` is `None` for a store written by a build that kept no
+/// identity: its actors stay what they were.
+pub fn actor_for(node: &NodeId, store: Option<&StoreId>, incarnation: u64) -> automerge::ActorId {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"chorus-actor-v1\0");
-    hasher.update(node.as_str().as_bytes());
+    match store {
+        None => {
+            hasher.update(b"chorus-actor-v1\0");
+            hasher.update(node.as_str().as_bytes());
+        }
+        Some(store) => {
+            hasher.update(b"chorus-actor-v2\0");
+            hasher.update(node.as_str().as_bytes());
+            hasher.update(b"\0");
+            hasher.update(&store.0);
+        }
+    }
     hasher.update(&incarnation.to_be_bytes());
     automerge::ActorId::from(&hasher.finalize().as_bytes()[..16])
+}
+
+/// A store's identity, drawn when the store is new and kept for its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreId(pub [u8; 16]);
+
+impl StoreId {
+    /// A new store's identity, from what tells two lives of one node apart
+    /// without randomness in the replica: the driver's seed (drawn from
+    /// the operating system by `Engine`, per node by the simulator) and the
+    /// time the store was first opened.
+    pub fn new(node: &NodeId, seed: u64, now_ms: u64) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"chorus-store-v1\0");
+        hasher.update(node.as_str().as_bytes());
+        hasher.update(b"\0");
+        hasher.update(&seed.to_be_bytes());
+        hasher.update(&now_ms.to_be_bytes());
+        let mut id = [0; 16];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        Self(id)
+    }
 }
 
 /// The HLC tie-breaker of a node: stable across restarts.

@@ -5,7 +5,10 @@
 
 mod common;
 
-use chorus_engine::replica::wire::{self, Body, Envelope, RoomHeads, WireHead};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, ScalarValue, ROOT};
+use chorus_engine::model::Head;
+use chorus_engine::replica::wire::{self, Body, Envelope, RoomChanges, RoomHeads, WireHead};
 use chorus_engine::replica::{Input, ReplicaConfig};
 use chorus_engine::*;
 use common::pair::{Net, CLUSTER};
@@ -20,6 +23,11 @@ fn no_rounds(config: &mut ReplicaConfig) {
 /// Member `from` asks `to` for what it lacks of `room`, showing its heads.
 fn ask(net: &mut Net, to: usize, from: usize, room: &RoomId) {
     let heads = net.members[from].replica.heads(room).expect("heads");
+    ask_showing(net, to, from, room, heads);
+}
+
+/// Member `from` asks `to` for what it lacks of `room`, showing `heads`.
+fn ask_showing(net: &mut Net, to: usize, from: usize, room: &RoomId, heads: Vec<Head>) {
     let body = Body::ChangesReq {
         round: 7,
         rooms: vec![RoomHeads {
@@ -35,6 +43,34 @@ fn ask(net: &mut Net, to: usize, from: usize, room: &RoomId) {
     });
     let peer = net.members[from].id.clone();
     net.input(to, Input::Message { from: peer, bytes });
+}
+
+/// Member `from` pushes `to` a change to `room` that breaks its rules
+/// (it sets the schema version to 99); returns its hash.
+fn push_refused_change(net: &mut Net, to: usize, from: usize, room: &RoomId) -> Head {
+    let export = net.members[from]
+        .replica
+        .export_room(room)
+        .expect("export")
+        .expect("the room exists");
+    let mut doc = AutoCommit::load(&export).expect("standard automerge");
+    doc.set_actor(ActorId::from(b"foreign-writer-1".as_slice()));
+    doc.put(ROOT, "schema", ScalarValue::Uint(99))
+        .expect("schema");
+    let change = doc.get_last_local_change().expect("a change").clone();
+    let bytes = wire::encode(&Envelope {
+        cluster: CLUSTER,
+        sent_at: Default::default(),
+        body: Body::Push {
+            rooms: vec![RoomChanges {
+                room: room.clone(),
+                changes: vec![serde_bytes::ByteBuf::from(change.raw_bytes().to_vec())],
+            }],
+        },
+    });
+    let peer = net.members[from].id.clone();
+    net.input(to, Input::Message { from: peer, bytes });
+    Head(change.hash().0)
 }
 
 fn pulled_back(net: &Net, from: usize, to: usize) -> bool {
@@ -78,4 +114,37 @@ fn a_replica_pulls_back_from_one_peer_at_a_time() {
     net.run_for(1_100);
     ask(&mut net, 0, 2, &r);
     assert!(pulled_back(&net, 0, 2));
+}
+
+/// A peer that holds a change this replica refused is not asked for it:
+/// two replicas that each refuse a change the other holds pulled from each
+/// other without end, as fast as the network carried it.
+#[test]
+fn a_refused_change_is_not_pulled_back() {
+    let mut net = Net::new(2, no_rounds);
+    net.connect_all();
+    let r = room("r");
+    net.write(
+        1,
+        &r,
+        RoomOp::Create {
+            tenant: tenant("t"),
+            config: RoomConfig::default(),
+        },
+    );
+    net.run_for(100);
+    let refused = push_refused_change(&mut net, 0, 1, &r);
+    let stats = net.members[0].replica.stats();
+    assert_eq!(stats.changes_refused, 1, "the change was refused");
+    net.bytes.clear();
+
+    ask_showing(&mut net, 0, 1, &r, vec![refused]);
+    assert!(
+        !pulled_back(&net, 0, 1),
+        "the refused change is not asked for again"
+    );
+    // A head it lacks and did not refuse is still pulled back.
+    let unknown = Head([7; 32]);
+    ask_showing(&mut net, 0, 1, &r, vec![refused, unknown]);
+    assert!(pulled_back(&net, 0, 1));
 }

@@ -363,9 +363,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "a1f16014e13767f2"),
-        ("partition-heal", "d325ec8dcacfce9a"),
-        ("region-outage", "8a72faf5d1b84288"),
+        ("media-node-crash", "e3823cb596548dad"),
+        ("partition-heal", "db14d1e8126f3c33"),
+        ("region-outage", "f27c28cfee6fd57a"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -94,7 +94,8 @@ pub struct ReplicaConfig {
     /// days of a stable cluster and hours of a bad one in about 2 MB.
     pub journal_entries_max: usize,
     /// Seeds the replica's only randomness (anti-entropy jitter, probe
-    /// order).
+    /// order) and, with the time, a new store's identity. `Engine` draws
+    /// one from the operating system when this is 0.
     #[serde(skip)]
     pub seed: u64,
 

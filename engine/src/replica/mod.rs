@@ -88,10 +88,10 @@ pub use stats::ReplicaStats;
 
 use crate::error::Error;
 use crate::hlc::{Hlc, Timestamp};
-use crate::ids::{NodeId, RoomId};
+use crate::ids::{NodeId, RoomId, StoreId};
 use crate::membership::Membership;
 use crate::rooms::RoomSet;
-use crate::storage::{keys, Batch, KvRead};
+use crate::storage::{keys, Batch, KvRead, StorageError};
 use overlay::Staged;
 use round::Round;
 use wire::{Body, Envelope};
@@ -180,8 +180,8 @@ impl Replica {
             field: "hot_rooms",
             reason: "must be at least 1".into(),
         })?;
-        let incarnation = incarnation(store.as_ref())?;
-        let actor = crate::ids::actor_for(&config.node, incarnation);
+        let (incarnation, store_id) = identity(store.as_ref(), &config, now_ms)?;
+        let actor = crate::ids::actor_for(&config.node, store_id.as_ref(), incarnation);
         let rooms = RoomSet::open(store.as_ref(), actor, hot)?;
         let members = Membership::new(
             config.node.clone(),
@@ -212,17 +212,21 @@ impl Replica {
             members,
             config,
         };
-        replica.restore(incarnation)?;
+        replica.restore(incarnation, store_id)?;
         Ok(replica)
     }
 
-    /// Reads what survives a restart and stages the incarnation bump.
-    fn restore(&mut self, incarnation: u64) -> Result<(), Error> {
+    /// Reads what survives a restart and stages the incarnation bump (and
+    /// a new store's identity).
+    fn restore(&mut self, incarnation: u64, store_id: Option<StoreId>) -> Result<(), Error> {
         let mut batch = Batch::default();
         batch.put(
             keys::meta("incarnation"),
             incarnation.to_be_bytes().to_vec(),
         );
+        if let Some(id) = store_id {
+            batch.put(keys::meta(STORE_ID), id.0.to_vec());
+        }
         self.staged.add(batch, true);
         for peer in self.config.peers.clone() {
             let cursor = match self.store.get(&cursor_key(&peer))? {
@@ -502,17 +506,39 @@ impl Replica {
     }
 }
 
-/// The next incarnation number of this store (see `Engine::with_storage`).
-fn incarnation(store: &dyn KvRead) -> Result<u64, Error> {
-    let current = match store.get(&keys::meta("incarnation"))? {
-        Some(bytes) => bytes
-            .as_slice()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .unwrap_or(0),
-        None => 0,
+/// The meta key of the store's identity (`ids::StoreId`).
+const STORE_ID: &str = "store-id";
+
+/// The next incarnation number of this store (see `Engine::with_storage`)
+/// and its identity. A new store (no incarnation yet) gets an identity
+/// here; a store from a build that kept none goes on without one, so its
+/// actors do not change.
+fn identity(
+    store: &dyn KvRead,
+    config: &ReplicaConfig,
+    now_ms: u64,
+) -> Result<(u64, Option<StoreId>), Error> {
+    let current = store.get(&keys::meta("incarnation"))?;
+    let id = match store.get(&keys::meta(STORE_ID))? {
+        Some(bytes) => match <[u8; 16]>::try_from(bytes.as_slice()) {
+            Ok(id) => Some(StoreId(id)),
+            // A store whose identity is unreadable cannot tell its
+            // actors from another life's: refuse to open it.
+            Err(_) => {
+                return Err(StorageError::Malformed {
+                    key: STORE_ID.into(),
+                    reason: format!("{} bytes, not 16", bytes.len()),
+                }
+                .into())
+            }
+        },
+        None if current.is_none() => Some(StoreId::new(&config.node, config.seed, now_ms)),
+        None => None,
     };
-    Ok(current + 1)
+    let current = current
+        .and_then(|bytes| bytes.as_slice().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    Ok((current + 1, id))
 }
 
 /// Rooms named in a batch of ids, deduplicated (for `Purged` replies).

@@ -207,11 +207,15 @@ impl Replica {
                 base: self.store.as_ref(),
                 staged: &self.staged,
             };
+            // A head this replica refused is not pulled back: the pull
+            // would bring it again, to be refused again, and two replicas
+            // that each refuse the other's changes would pull from each
+            // other without end, as fast as the network carries it.
             let known: Vec<Head> = their_heads
                 .iter()
                 .filter(|h| {
                     matches!(
-                        self.rooms.has_change(&view, &room, &Head::from(**h)),
+                        self.rooms.has_or_refused(&view, &room, &Head::from(**h)),
                         Ok(true)
                     )
                 })

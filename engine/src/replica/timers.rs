@@ -115,9 +115,9 @@ impl Replica {
     /// intervals when that peer was one of the few: at 200 replicas, a join
     /// reached none of the 130 its push had missed for 6.5 s.
     fn anti_entropy_turn(&mut self) {
-        // One pass: if a new order starts mid-scan and no peer is free in
-        // the rest of it, this interval starts no round (the next does).
-        for _ in 0..=self.peers.len() {
+        // Up to two passes: the scan may start a new order mid-way, and a
+        // free peer is then found in it rather than an interval later.
+        for _ in 0..=2 * self.peers.len() {
             // A cycle over, or the peers changed: a new order.
             if self.anti_entropy.turn >= self.anti_entropy.order.len()
                 || self.anti_entropy.order.len() != self.peers.len()

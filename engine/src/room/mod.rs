@@ -413,6 +413,12 @@ impl RoomDoc {
         self.doc.get_missing_deps(&[*hash]).is_empty()
     }
 
+    /// Whether this replica refused the change `hash` lately (it, or one
+    /// it depends on, broke the room's rules or automerge's).
+    pub fn refused(&self, hash: &ChangeHash) -> bool {
+        self.refused.contains(hash)
+    }
+
     /// Applies one local operation as one change. `Create` on an empty
     /// document first applies the room's genesis change, so it returns two.
     pub fn apply_local(

@@ -167,6 +167,20 @@ impl RoomSet {
         self.purged.contains(room)
     }
 
+    /// Whether `room` holds the change `hash`, or refused it lately: a
+    /// peer holding it has nothing this replica would take.
+    pub fn has_or_refused(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        hash: &Head,
+    ) -> Result<bool, Error> {
+        let hash = ChangeHash(hash.0);
+        Ok(self
+            .load(store, room)?
+            .is_some_and(|h| h.doc.has_change(&hash) || h.doc.refused(&hash)))
+    }
+
     /// Whether `room` holds the change `hash` (cheap).
     pub fn has_change(
         &mut self,

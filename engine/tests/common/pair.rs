@@ -153,6 +153,14 @@ impl Net {
         self.drain(i);
     }
 
+    /// Replaces member `i`'s store with an empty one (its data wiped or
+    /// lost) and opens a replica of the same node on it.
+    #[allow(dead_code)] // not every test file uses it
+    pub fn wipe(&mut self, i: usize, tweak: fn(&mut ReplicaConfig)) {
+        self.members[i].kv = Arc::new(MemKv::new());
+        self.restart(i, tweak);
+    }
+
     fn drain(&mut self, i: usize) {
         while let Some(output) = self.members[i].replica.poll_output() {
             match output {
