@@ -327,6 +327,10 @@ pub struct RemoteOutcome {
     /// not compacted yet sent them): ignored, their writer carries them.
     #[serde(default)]
     pub superseded: usize,
+    /// Peers' bases of a newer generation whose cut this replica does not
+    /// hold yet: left for a later round.
+    #[serde(default)]
+    pub bases_deferred: usize,
     /// Changes refused by validation (see `docs/data-model.md`).
     pub refused: usize,
 }

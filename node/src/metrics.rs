@@ -403,6 +403,11 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             "Out-of-order changes dropped (buffer full).",
             r.pending_dropped,
         ),
+        (
+            "chorus_peer_bases_deferred",
+            "Peers' compacted bases left for a later round: their cut was not held yet.",
+            r.peer_bases_deferred,
+        ),
         ("chorus_purged", "Rooms purged.", r.purged),
         (
             "chorus_storage_errors",

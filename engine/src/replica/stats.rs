@@ -90,6 +90,9 @@ pub struct ReplicaStats {
     /// Peers' purges refused for want of an end change of the room.
     pub purges_refused: u64,
     pub pending_dropped: u64,
+    /// Peers' bases of a newer generation whose cut this replica did not
+    /// hold yet, left for a later round.
+    pub peer_bases_deferred: u64,
     /// Peer changes of histories this replica compacted away, ignored.
     pub changes_superseded: u64,
     pub push_skipped_oversize: u64,

@@ -89,6 +89,9 @@ pub struct RemoteApply {
     pub pending: usize,
     /// Changes refused because the pending buffer was full.
     pub dropped: usize,
+    /// Peers' bases of a newer generation left for a later round: their
+    /// cut is not held here yet.
+    pub bases_deferred: usize,
     /// Changes refused by validation, with the reason (none applied when
     /// the intake is `Whole`).
     pub refused: Vec<(ChangeHash, Refusal)>,

@@ -159,10 +159,9 @@ impl RoomDoc {
     /// A peer's base of the next generation: this replica compacts at the
     /// same cut itself (every replica holds it: each acknowledged the
     /// request before anyone compacted) and swaps its document only if it
-    /// computed the very same base. The cut must be the request this
-    /// replica would cut at itself; a base for another cut, or for a cut
-    /// not held here yet, waits for a later round (neither applied nor
-    /// remembered as refused).
+    /// computed the very same base. The cut must be a request for the next
+    /// generation held here; a base for a cut not held here yet waits for
+    /// a later round (neither applied nor remembered as refused).
     fn adopt_newer_base(
         &mut self,
         mut changes: Vec<Change>,
@@ -182,9 +181,17 @@ impl RoomDoc {
         let Some((_, cut)) = super::compact::base_of(&self.id, &base) else {
             return Ok(changes);
         };
+        // The cut is normally the request this replica would cut at
+        // itself. It may also be another request it holds for the next
+        // generation: its peers agreed on that one while this replica,
+        // which they did not know of yet (it joined cut off from them),
+        // wrote its own; it would otherwise wait for ever for peers that
+        // moved on to name its request. The base is a pure function of
+        // the cut, so it is taken only if computed here the same.
         let ours = self.compaction_request().map(|(hash, _)| hash);
-        if ours != Some(cut) {
-            outcome.dropped += 1;
+        let own = ours == Some(cut);
+        if !own && !self.has_change(&cut) {
+            outcome.bases_deferred += 1;
             return Ok(changes);
         }
         // The base of any format this build reads: a replica upgraded
@@ -199,6 +206,11 @@ impl RoomDoc {
             if matches!(&computed, Ok((_, switch)) if switch.base.hash() == base.hash()) {
                 break;
             }
+        }
+        if !own && computed.is_err() {
+            // Not a request for the next generation here: a later round.
+            outcome.bases_deferred += 1;
+            return Ok(changes);
         }
         match computed {
             Ok((doc, switch)) if switch.base.hash() == base.hash() => {

@@ -160,16 +160,17 @@ impl Fork {
             });
         }
         // An import is acknowledged only if all of it is in the room: not
-        // left waiting for changes it lacks, nor dropped as part of a
-        // history the room replaced (`RoomDoc::carried_import` carries
-        // what can be carried before this). Its own changes only: a
+        // left waiting for changes it lacks (or a base for a cut it lacks),
+        // nor dropped as part of a history the room replaced
+        // (`RoomDoc::carried_import` carries what can be carried before
+        // this). Its own changes only: a
         // peer's change already waiting in the room is no reason to
         // refuse it (`applied.pending` counts the whole room).
         let waiting = changes
             .iter()
             .filter(|c| self.doc.is_pending(&c.hash()))
             .count();
-        let unmerged = waiting + applied.dropped + applied.superseded;
+        let unmerged = waiting + applied.dropped + applied.bases_deferred + applied.superseded;
         if intake == Intake::Whole && unmerged > 0 {
             return Err(Error::Invalid {
                 field: "document",
@@ -194,6 +195,7 @@ impl Fork {
                 dropped: applied.dropped,
                 refused: refused.len(),
                 superseded: applied.superseded,
+                bases_deferred: applied.bases_deferred,
             },
             refused,
             compacted: applied.compacted.is_some(),

@@ -138,6 +138,7 @@ impl RoomSet {
                 pending: applied.pending,
                 dropped: applied.dropped,
                 superseded: applied.superseded,
+                bases_deferred: applied.bases_deferred,
                 refused: refused.len(),
             },
             refused,
