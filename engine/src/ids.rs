@@ -169,9 +169,17 @@ id_type!(
 /// that store starts again at incarnation 1, but with another identity.
 /// Two changes of one actor and sequence number are refused by automerge
 /// wherever the other is held, so such a collision would split the room
-/// for good. `store` is `None` for a store written by a build that kept no
-/// identity: its actors stay what they were.
-pub fn actor_for(node: &NodeId, store: Option<&StoreId>, incarnation: u64) -> automerge::ActorId {
+/// for good. The replica's seed is mixed in too: `Engine` draws it from the
+/// operating system on every start, so a store restored from a backup,
+/// which repeats an incarnation its original already used, writes under
+/// new actors as well. `store` is `None` for a store written by a build
+/// that kept no identity: its actors stay what they were.
+pub fn actor_for(
+    node: &NodeId,
+    store: Option<&StoreId>,
+    incarnation: u64,
+    seed: u64,
+) -> automerge::ActorId {
     let mut hasher = blake3::Hasher::new();
     match store {
         None => {
@@ -183,6 +191,7 @@ pub fn actor_for(node: &NodeId, store: Option<&StoreId>, incarnation: u64) -> au
             hasher.update(node.as_str().as_bytes());
             hasher.update(b"\0");
             hasher.update(&store.0);
+            hasher.update(&seed.to_be_bytes());
         }
     }
     hasher.update(&incarnation.to_be_bytes());

@@ -75,3 +75,49 @@ fn a_wiped_node_writes_under_a_new_actor_and_its_writes_converge() {
     }
     assert!(net.converged(), "the replicas converged");
 }
+
+fn stored(net: &Net, i: usize, name: &str) -> Option<Vec<u8>> {
+    use chorus_engine::storage::{keys, KvRead};
+    net.members[i].kv.get(&keys::meta(name)).expect("reads")
+}
+
+/// The identity is drawn once and kept: a restart that lost it would fall
+/// back to the actors of a store without one, which a wiped store's next
+/// life shares.
+#[test]
+fn a_store_keeps_its_identity_across_restarts() {
+    let mut net = Net::new(1, plain);
+    net.run_for(100);
+    let id = stored(&net, 0, "store-id").expect("an identity is stored");
+    assert_eq!(id.len(), 16);
+    net.restart(0, plain);
+    net.run_for(100);
+    assert_eq!(stored(&net, 0, "store-id"), Some(id.clone()));
+    assert_eq!(
+        stored(&net, 0, "incarnation"),
+        Some(2u64.to_be_bytes().to_vec())
+    );
+    // A wiped store draws another (the clock has moved on).
+    net.wipe(0, plain);
+    net.run_for(100);
+    assert_ne!(stored(&net, 0, "store-id"), Some(id));
+}
+
+/// A store whose incarnation cannot be read would start again at 1 and
+/// reuse an earlier run's actors: it is refused, not opened.
+#[test]
+fn a_store_with_an_unreadable_incarnation_is_refused() {
+    use chorus_engine::replica::Replica;
+    use chorus_engine::storage::{keys, Batch, Kv, MemKv};
+    use std::sync::Arc;
+    let me = node("n");
+    for (name, value) in [("incarnation", vec![1, 2, 3]), ("store-id", vec![7; 16])] {
+        let kv = Arc::new(MemKv::new());
+        let mut batch = Batch::default();
+        batch.put(keys::meta(name), value);
+        kv.apply(batch).expect("writes");
+        let config = common::pair::config(&me, std::slice::from_ref(&me), plain);
+        let opened = Replica::new(config, kv, 0);
+        assert!(opened.is_err(), "opened with only {name} stored");
+    }
+}

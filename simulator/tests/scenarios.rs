@@ -363,9 +363,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "e3823cb596548dad"),
-        ("partition-heal", "db14d1e8126f3c33"),
-        ("region-outage", "f27c28cfee6fd57a"),
+        ("media-node-crash", "2eb620ea334dfdb5"),
+        ("partition-heal", "d2bf3f634cef073d"),
+        ("region-outage", "193dbab85e68bdeb"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -181,7 +181,8 @@ impl Replica {
             reason: "must be at least 1".into(),
         })?;
         let (incarnation, store_id) = identity(store.as_ref(), &config, now_ms)?;
-        let actor = crate::ids::actor_for(&config.node, store_id.as_ref(), incarnation);
+        let actor =
+            crate::ids::actor_for(&config.node, store_id.as_ref(), incarnation, config.seed);
         let rooms = RoomSet::open(store.as_ref(), actor, hot)?;
         let members = Membership::new(
             config.node.clone(),
@@ -519,7 +520,9 @@ fn identity(
     now_ms: u64,
 ) -> Result<(u64, Option<StoreId>), Error> {
     let current = store.get(&keys::meta("incarnation"))?;
-    let id = match store.get(&keys::meta(STORE_ID))? {
+    let stored = store.get(&keys::meta(STORE_ID))?;
+    let stored_id = stored.is_some();
+    let id = match stored {
         Some(bytes) => match <[u8; 16]>::try_from(bytes.as_slice()) {
             Ok(id) => Some(StoreId(id)),
             // A store whose identity is unreadable cannot tell its
@@ -535,10 +538,25 @@ fn identity(
         None if current.is_none() => Some(StoreId::new(&config.node, config.seed, now_ms)),
         None => None,
     };
-    let current = current
-        .and_then(|bytes| bytes.as_slice().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
-    Ok((current + 1, id))
+    // An unreadable (or, beside an identity, missing) incarnation would
+    // start again at 1 and reuse an earlier run's actors: refuse to open.
+    let malformed = |reason: String| StorageError::Malformed {
+        key: "incarnation".into(),
+        reason,
+    };
+    let current = match current {
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| malformed(format!("{} bytes, not 8", bytes.len())))?,
+        None if id.is_some() && stored_id => {
+            return Err(malformed("missing beside the store's identity".into()).into())
+        }
+        None => 0,
+    };
+    let next = current
+        .checked_add(1)
+        .ok_or_else(|| malformed("at its largest value".into()))?;
+    Ok((next, id))
 }
 
 /// Rooms named in a batch of ids, deduplicated (for `Purged` replies).

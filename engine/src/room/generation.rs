@@ -58,6 +58,31 @@ impl RoomDoc {
         Some((self.change_of(&op)?, request))
     }
 
+    /// Whether the change `hash`, held here, itself wrote a compaction
+    /// request for the next generation (one of the requests replicas may
+    /// agree on, rather than any change that follows one).
+    pub(super) fn writes_next_request(&self, hash: &ChangeHash) -> bool {
+        let Some(change) = self.doc.get_change_meta_by_hash(hash) else {
+            return false;
+        };
+        let Ok(objs) = read::RootObjs::find(&self.doc, &self.id) else {
+            return false;
+        };
+        let Some(next) = self.generation().checked_add(1) else {
+            return false;
+        };
+        let Ok(values) = self.doc.get_all_at(&objs.meta, s::COMPACT, &[*hash]) else {
+            return false;
+        };
+        values.into_iter().any(|(value, op)| {
+            let made_here = matches!(&op, ObjId::Id(counter, actor, _)
+                if actor == change.actor.as_ref()
+                    && (change.start_op..=change.max_op).contains(counter));
+            let request = scalar_str(&value).and_then(s::decode_stamped::<Request>);
+            made_here && request.is_some_and(|(_, r)| r.generation == next)
+        })
+    }
+
     /// The change that made op `op`: found walking back from the heads
     /// through change metadata (a request is recent).
     fn change_of(&self, op: &ObjId) -> Option<ChangeHash> {

@@ -28,7 +28,7 @@ impl RoomDoc {
         intake: Intake,
     ) -> Result<RemoteApply, Error> {
         let mut outcome = RemoteApply::default();
-        let changes = self.adopt_newer_base(changes, &mut outcome)?;
+        let changes = self.adopt_newer_base(changes, intake, &mut outcome)?;
         let changes = self.drop_superseded(changes, &mut outcome)?;
         let batch: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
         for change in changes {
@@ -165,6 +165,7 @@ impl RoomDoc {
     fn adopt_newer_base(
         &mut self,
         mut changes: Vec<Change>,
+        intake: Intake,
         outcome: &mut RemoteApply,
     ) -> Result<Vec<Change>, Error> {
         if self.is_empty() {
@@ -181,16 +182,27 @@ impl RoomDoc {
         let Some((_, cut)) = super::compact::base_of(&self.id, &base) else {
             return Ok(changes);
         };
+        // Refused before: not computed again (a base costs a compaction
+        // per format tried).
+        if self.refused.contains(&base.hash()) {
+            outcome.refused.push((base.hash(), refused_dependency()));
+            return Ok(changes);
+        }
         // The cut is normally the request this replica would cut at
-        // itself. It may also be another request it holds for the next
-        // generation: its peers agreed on that one while this replica,
-        // which they did not know of yet (it joined cut off from them),
-        // wrote its own; it would otherwise wait for ever for peers that
-        // moved on to name its request. The base is a pure function of
-        // the cut, so it is taken only if computed here the same.
+        // itself. From a peer, it may also be another change that wrote a
+        // request for the next generation, held here: the peers agreed on
+        // that request while this replica, which they did not know of yet
+        // (it joined cut off from them), wrote its own, newer one; it
+        // would otherwise wait for ever for peers that moved on to name
+        // its request. The base is a pure function of the cut, so it is
+        // taken only if computed here the same. Not from an import: a
+        // client could build a base at any request and split this replica
+        // from peers that agreed on another.
         let ours = self.compaction_request().map(|(hash, _)| hash);
         let own = ours == Some(cut);
-        if !own && !self.has_change(&cut) {
+        let agreed_elsewhere =
+            !own && intake == Intake::EachChange && self.writes_next_request(&cut);
+        if !own && !agreed_elsewhere {
             outcome.bases_deferred += 1;
             return Ok(changes);
         }
@@ -206,11 +218,6 @@ impl RoomDoc {
             if matches!(&computed, Ok((_, switch)) if switch.base.hash() == base.hash()) {
                 break;
             }
-        }
-        if !own && computed.is_err() {
-            // Not a request for the next generation here: a later round.
-            outcome.bases_deferred += 1;
-            return Ok(changes);
         }
         match computed {
             Ok((doc, switch)) if switch.base.hash() == base.hash() => {

@@ -77,6 +77,10 @@ pub struct SimNode {
     next_timer: Option<u64>,
     /// Results of `Output::Work` and when they come back (true time).
     work: Vec<(u64, Input)>,
+    /// Times its store was wiped: each wipe gives the node another seed,
+    /// as a daemon gets one from the operating system on each start, so
+    /// its new store's identity differs even at the same clock reading.
+    wipes: u64,
 }
 
 impl SimNode {
@@ -201,6 +205,7 @@ impl Cluster {
                 member: !absent.contains(&i),
                 next_timer: None,
                 work: Vec::new(),
+                wipes: 0,
             });
         }
         for i in 0..n {
@@ -245,7 +250,8 @@ impl Cluster {
         config.seed = self
             .seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(i as u64);
+            .wrapping_add(i as u64)
+            ^ self.nodes[i].wipes.wrapping_mul(0xD1B5_4A32_D192_ED03);
         (self.configure)(&mut config);
         if self.older.contains(&i) {
             // A build from before history compaction: it neither advertises
@@ -312,6 +318,7 @@ impl Cluster {
         self.counters.wipes += 1;
         self.fault("wipe", Some(i), "");
         self.nodes[i].kv = Arc::new(MemKv::new());
+        self.nodes[i].wipes += 1;
         self.purges.retain(|p| p.node != i);
         let acked = std::mem::take(&mut self.acked);
         for mut write in acked {
