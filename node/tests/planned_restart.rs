@@ -108,6 +108,8 @@ struct Seen {
     hashes: HashSet<String>,
     resets: usize,
     reconnects: usize,
+    /// Streams opened: the replica subscribes it before it answers.
+    connected: usize,
 }
 
 /// Follows `api`'s `GET /v1/changes` until `stop`, reconnecting with the
@@ -128,6 +130,7 @@ async fn follow(api: String, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        seen.lock().expect("lock").connected += 1;
         let mut buffer = String::new();
         loop {
             let chunk = tokio::select! {
@@ -242,6 +245,14 @@ async fn a_rolling_restart_moves_no_call_and_loses_no_acknowledged_write() {
         seen.clone(),
         feed_stop.clone(),
     ));
+    // The first stream carries no event id, so it sees only what comes
+    // after it opens: the load starts once it has (CI once lost w-1, the
+    // first write, to this race).
+    wait_for("the feed consumer is connected", || async {
+        Ok(seen.lock().expect("lock").connected > 0)
+    })
+    .await
+    .expect("the feed consumer connects");
     let clients: Vec<Client> = nodes.iter().map(|n| n.client.clone()).collect();
     let owner = nodes[0].peer_id.clone();
     let writer = {
