@@ -548,7 +548,7 @@ fn identity(
         Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
             .map(u64::from_be_bytes)
             .map_err(|_| malformed(format!("{} bytes, not 8", bytes.len())))?,
-        None if id.is_some() && stored_id => {
+        None if stored_id => {
             return Err(malformed("missing beside the store's identity".into()).into())
         }
         None => 0,

@@ -175,10 +175,7 @@ impl RoomSet {
         room: &RoomId,
         hash: &Head,
     ) -> Result<bool, Error> {
-        let hash = ChangeHash(hash.0);
-        Ok(self
-            .load(store, room)?
-            .is_some_and(|h| h.doc.has_change(&hash) || h.doc.refused(&hash)))
+        self.holds(store, room, hash, true)
     }
 
     /// Whether `room` holds the change `hash` (cheap).
@@ -188,10 +185,20 @@ impl RoomSet {
         room: &RoomId,
         hash: &Head,
     ) -> Result<bool, Error> {
+        self.holds(store, room, hash, false)
+    }
+
+    fn holds(
+        &mut self,
+        store: &dyn KvRead,
+        room: &RoomId,
+        hash: &Head,
+        or_refused: bool,
+    ) -> Result<bool, Error> {
         let hash = ChangeHash(hash.0);
         Ok(self
             .load(store, room)?
-            .is_some_and(|h| h.doc.has_change(&hash)))
+            .is_some_and(|h| h.doc.has_change(&hash) || (or_refused && h.doc.refused(&hash))))
     }
 
     /// Hash prefixes of up to `limit` ancestors of the room's heads: the
