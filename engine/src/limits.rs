@@ -55,6 +55,11 @@ pub const PENDING_BYTES_PER_ROOM_MAX: usize = 8 * 1024 * 1024;
 /// decode. Past this the oldest are forgotten and would be checked again.
 pub const REFUSED_CHANGES_PER_ROOM_MAX: usize = 1024;
 
+/// Rooms whose genesis change the process remembers (a few hundred bytes
+/// each, shared by every replica in the process): past it the least
+/// recently used is built again when needed.
+pub const GENESIS_MEMO_ROOMS: usize = 4096;
+
 /// Hashes a compacted room remembers of the history it replaced, counting
 /// the peers' changes of that history it ignored since (32 bytes each):
 /// past it, a peer's further changes of that history wait in `pending`

@@ -8,6 +8,7 @@ pub mod compact;
 pub mod departed;
 pub mod end_proof;
 mod generation;
+mod genesis;
 mod history;
 pub mod import;
 pub mod inflate;
@@ -29,6 +30,7 @@ use lru::LruCache;
 
 pub use carry::Carrier;
 pub use generation::Switch;
+pub use genesis::{genesis_change, genesis_hash, is_end_change};
 pub use history::{KnownChanges, NoKnownChanges};
 pub use op::RoomOp;
 pub use validate::Refusal;
@@ -272,9 +274,9 @@ impl RoomDoc {
         let Some(live) = &self.cache else {
             return read::snapshot(&self.doc, &self.id);
         };
+        let departed = read::departed(&self.doc, &objs, left_before_ms, &live.sessions);
         let mut snap = live.clone();
-        snap.sessions
-            .extend(read::departed(&self.doc, &objs, left_before_ms));
+        snap.sessions.extend(departed);
         Ok(snap)
     }
 
@@ -545,29 +547,4 @@ fn refused_dependency() -> Refusal {
         path: String::new(),
         reason: "depends on a refused change".into(),
     }
-}
-
-/// The hash of `room`'s genesis change (the same on every replica).
-pub fn genesis_hash(room: &RoomId) -> Result<ChangeHash, Error> {
-    Ok(genesis_change(room)?.hash())
-}
-
-/// Whether `change` ends `room` by its genesis (`end_proof::is_end_change`).
-pub fn is_end_change(room: &RoomId, change: &Change) -> bool {
-    genesis_change(room).is_ok_and(|genesis| end_proof::is_end_change(room, &genesis, change))
-}
-
-/// The first change of every room, identical on every replica.
-pub fn genesis_change(room: &RoomId) -> Result<Change, Error> {
-    let mut doc = Automerge::new().with_actor(schema::genesis_actor(room));
-    let success = doc
-        .transact(|tx| write::genesis(tx, room))
-        .map_err(|failure| failure.error)?;
-    success
-        .hash
-        .and_then(|hash| doc.get_change_by_hash(&hash))
-        .ok_or_else(|| Error::Corrupt {
-            room: room.clone(),
-            reason: "genesis made no change".into(),
-        })
 }

@@ -58,8 +58,13 @@ pub fn departed<R: ReadDoc>(
     doc: &R,
     objs: &RootObjs,
     left_before_ms: Option<u64>,
+    live: &BTreeMap<SessionId, CallSession>,
 ) -> Vec<(SessionId, CallSession)> {
+    // A session of the live reading has not left: its fields are not read
+    // (a reading of a busy room would otherwise read every live session
+    // twice, once into the cache and once here to be dropped).
     session_maps(doc, &objs.sessions)
+        .filter(|(id, _)| !live.contains_key(id))
         .filter_map(|(id, obj)| {
             let fields = Fields::read(doc, &obj);
             let states = fields.strings(s::STATE);
