@@ -5,11 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use automerge::Change;
-
-use crate::hlc::Timestamp;
-use crate::room::schema;
-
 /// Messages and bytes of one message kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -265,46 +260,17 @@ impl super::Replica {
     }
 }
 
-/// Changes larger than this are not decoded again for their stamps
-/// (`Latencies::observe_lag`): an import-sized change would cost the
-/// replica's task a second decode for one sample.
-const LAG_DECODE_BYTES_MAX: usize = 64 * 1024;
-
 impl Latencies {
     /// Observes the replication lag of each applied change that carries a
-    /// stamped value: its newest stamp is its writer's clock when written.
-    /// A stamp ahead of `now_ms` (clock skew) counts as no lag.
-    pub fn observe_lag(&mut self, applied: &[Change], now_ms: u64) {
-        for change in applied {
-            if let Some(stamp) = newest_stamp(change) {
-                self.replication_lag
-                    .observe_ms(now_ms.saturating_sub(stamp.wall_ms));
-            }
+    /// stamped value, from its newest stamp (`stamps_ms`, wall ms): its
+    /// writer's clock when written. A stamp ahead of `now_ms` (clock skew)
+    /// counts as no lag.
+    pub fn observe_lag(&mut self, stamps_ms: &[u64], now_ms: u64) {
+        for stamp in stamps_ms {
+            self.replication_lag
+                .observe_ms(now_ms.saturating_sub(*stamp));
         }
     }
-}
-
-/// The newest HLC stamp among a change's stamped string values (every
-/// write of a room stamps the values it puts; a genesis or a removal-only
-/// change has none).
-fn newest_stamp(change: &Change) -> Option<Timestamp> {
-    if change.raw_bytes().len() > LAG_DECODE_BYTES_MAX {
-        return None;
-    }
-    // The change was decoded by validation before it applied; automerge's
-    // expansion still has internal assertions, and a metric must not take
-    // the replica down: a panic here is no sample.
-    let expanded = std::panic::catch_unwind(|| change.decode()).ok()?;
-    expanded
-        .operations
-        .iter()
-        .filter_map(|op| match &op.action {
-            automerge::legacy::OpType::Put(automerge::ScalarValue::Str(text)) => {
-                schema::stamp_of(text)
-            }
-            _ => None,
-        })
-        .max()
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ impl Replica {
         // history: no measure of how late this replica heard of a write.
         if !write.compacted {
             let now_ms = self.now_ms;
-            self.stats.latency.observe_lag(&write.applied, now_ms);
+            self.stats.latency.observe_lag(&write.stamps_ms, now_ms);
         }
         self.stats.pending_dropped += write.outcome.dropped as u64;
         self.stats.peer_bases_deferred += write.outcome.bases_deferred as u64;

@@ -107,6 +107,9 @@ pub struct RemoteApply {
     pub delta: Option<(RoomSnapshot, RoomSnapshot)>,
     /// The whole reading from before a peer's base replaced the history.
     pub replaced_reading: Option<RoomSnapshot>,
+    /// The newest HLC stamp (wall ms) of each applied change that puts
+    /// stamped values, in `applied` order: the replication lag samples.
+    pub stamps_ms: Vec<u64>,
 }
 
 /// How a batch of changes from outside is taken.

@@ -60,7 +60,8 @@ impl RoomDoc {
             self.beside_heads += 1;
         }
         let ready = self.take_ready();
-        let mut good = self.validate(ready, &mut outcome)?;
+        let mut stamps = HashMap::new();
+        let mut good = self.validate(ready, &mut outcome, &mut stamps)?;
         if intake == Intake::Whole && !outcome.refused.is_empty() {
             outcome.pending = self.pending.len();
             return Ok(outcome);
@@ -95,6 +96,10 @@ impl RoomDoc {
             let after = self.touched_part(&touched)?;
             outcome.delta = before.zip(after);
         }
+        outcome.stamps_ms = good
+            .iter()
+            .filter_map(|c| stamps.get(&c.hash()).copied())
+            .collect();
         outcome.applied = good;
         outcome.pending = self.pending.len();
         Ok(outcome)
@@ -313,6 +318,7 @@ impl RoomDoc {
         &mut self,
         ready: Vec<Change>,
         outcome: &mut RemoteApply,
+        stamps: &mut HashMap<ChangeHash, u64>,
     ) -> Result<Vec<Change>, Error> {
         if ready.is_empty() {
             return Ok(ready);
@@ -344,6 +350,7 @@ impl RoomDoc {
                 }
             }
         }
+        *stamps = validator.stamps;
         Ok(good)
     }
 

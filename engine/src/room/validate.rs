@@ -126,6 +126,10 @@ pub struct Validator<'a> {
     /// The document, or a change accepted earlier in this batch, already
     /// starts a history (a genesis or a base): no other root may follow.
     rooted: bool,
+    /// The newest HLC stamp (wall ms) each accepted change puts, read from
+    /// the decoding validation needs anyway: the replication lag metric's
+    /// samples (`Latencies::observe_lag`).
+    pub stamps: HashMap<ChangeHash, u64>,
 }
 
 impl<'a> Validator<'a> {
@@ -143,6 +147,7 @@ impl<'a> Validator<'a> {
             places: HashMap::new(),
             max_ops: HashMap::new(),
             rooted: !doc.get_heads().is_empty(),
+            stamps: HashMap::new(),
         }
     }
 
@@ -189,6 +194,9 @@ impl<'a> Validator<'a> {
         if verdict.is_ok() {
             self.max_ops.insert(change.hash(), change.max_op());
             self.rooted |= base;
+            if let Some(stamp) = newest_stamp(&expanded) {
+                self.stamps.insert(change.hash(), stamp.wall_ms);
+            }
         }
         if verdict.is_err() {
             // What a refused change created does not exist for the changes
@@ -558,4 +566,18 @@ fn token_hash(text: &str) -> bool {
 
 fn owner(text: &str) -> bool {
     s::decode_owner(text).is_some_and(|o| o.epoch >= 1 && o.epoch <= EPOCH_MAX)
+}
+
+/// The newest HLC stamp among a change's stamped string values (every
+/// write of a room stamps the values it puts; a genesis or a removal-only
+/// change has none).
+fn newest_stamp(change: &automerge::ExpandedChange) -> Option<crate::hlc::Timestamp> {
+    change
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            OpType::Put(ScalarValue::Str(text)) => s::stamp_of(text),
+            _ => None,
+        })
+        .max()
 }

@@ -78,6 +78,9 @@ pub struct RemoteWrite {
     pub log_rest: Vec<LogEntry>,
     /// A peer's base made this replica compact the room first.
     pub compacted: bool,
+    /// The newest stamp (wall ms) of each applied change that has one
+    /// (`RemoteApply::stamps_ms`).
+    pub stamps_ms: Vec<u64>,
 }
 
 pub fn head(hash: &ChangeHash) -> Head {

@@ -193,6 +193,7 @@ impl RoomSet {
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
         write.log_rest = self.record(room, &heads, &logged, stamp, &mut write.batch);
         write.applied = applied.applied;
+        write.stamps_ms = applied.stamps_ms;
         Ok(write)
     }
 }
