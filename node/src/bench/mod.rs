@@ -20,7 +20,9 @@ pub enum Bench {
         nodes: usize,
         #[arg(long, default_value_t = 1000)]
         writes: usize,
-        /// Writes per second offered; 0 writes as fast as acknowledgements allow.
+        /// Writes per second offered, each begun on time whether or not the
+        /// earlier ones are acknowledged; 0 writes as fast as acknowledged,
+        /// 32 in flight.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
     },
