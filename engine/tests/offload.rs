@@ -134,8 +134,14 @@ fn a_large_rooms_changes_apply_on_a_copy_and_what_arrives_meanwhile_follows() {
         "a second copy while one is out"
     );
     net.members[1].events.clear();
+    let lag = |net: &Net| net.members[1].replica.stats().latency.replication_lag.count;
+    let lags_before = lag(&net);
     net.finish_work(1);
     assert!(holds(&mut net, 1, &r, "late"));
+    assert!(
+        lag(&net) > lags_before,
+        "a change applied on a copy is no replication-lag sample"
+    );
     assert!(
         joined(&net.members[1].events, "late"),
         "the copy's join unannounced"

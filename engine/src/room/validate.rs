@@ -126,9 +126,9 @@ pub struct Validator<'a> {
     /// The document, or a change accepted earlier in this batch, already
     /// starts a history (a genesis or a base): no other root may follow.
     rooted: bool,
-    /// The newest HLC stamp (wall ms) each accepted change puts, read from
-    /// the decoding validation needs anyway: the replication lag metric's
-    /// samples (`Latencies::observe_lag`).
+    /// The newest HLC stamp (wall ms) each accepted change other than a
+    /// base puts, read from the decoding validation needs anyway: the
+    /// replication lag metric's samples (`Latencies::observe_lag`).
     pub stamps: HashMap<ChangeHash, u64>,
 }
 
@@ -194,7 +194,9 @@ impl<'a> Validator<'a> {
         if verdict.is_ok() {
             self.max_ops.insert(change.hash(), change.max_op());
             self.rooted |= base;
-            if let Some(stamp) = newest_stamp(&expanded) {
+            // A compacted base carries stamps as old as the room's
+            // history: no measure of how late this replica heard of a write.
+            if let (false, Some(stamp)) = (base, newest_stamp(&expanded)) {
                 self.stamps.insert(change.hash(), stamp.wall_ms);
             }
         }

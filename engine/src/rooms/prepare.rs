@@ -64,6 +64,8 @@ pub struct PreparedImport {
     compacted: bool,
     /// Peers' changes refused one by one (`Fork::prepare_each`).
     refused: Vec<(Head, Refusal)>,
+    /// The newest stamp of each applied change (`RemoteApply::stamps_ms`).
+    stamps_ms: Vec<u64>,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -204,6 +206,7 @@ impl Fork {
             doc: self.doc,
             changes,
             applied: applied.applied,
+            stamps_ms: applied.stamps_ms,
             before,
             after,
             saved,
@@ -305,6 +308,7 @@ impl RoomSet {
         let heads: Vec<Head> = hot.doc.heads().iter().map(head).collect();
         write.log_rest = self.record(&room, &heads, &prepared.applied, stamp, &mut write.batch);
         write.applied = prepared.applied;
+        write.stamps_ms = prepared.stamps_ms;
         Ok(Installed::Done(write))
     }
 }

@@ -13,7 +13,8 @@ use chorus_engine::{RoomId, RoomOp, TenantId};
 use crate::demo::{start_cluster, wait_for};
 
 /// How long the bench waits for the next write to reach a replica before
-/// it counts the rest as missing.
+/// it counts the rest as missing (longer at a rate slower than one write
+/// in half of it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The idle window measured before the writes.
@@ -139,9 +140,15 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     let idle_secs = idle_start.elapsed().as_secs_f64();
     let idle_cpu = Usage::now().cpu_s - idle_cpu.cpu_s;
 
+    // A slow rate must not outwait the collectors between two writes.
+    let patience = if rate > 0.0 {
+        DRAIN_TIMEOUT.max(Duration::from_secs_f64(2.0 / rate))
+    } else {
+        DRAIN_TIMEOUT
+    };
     let collectors: Vec<_> = cluster[1..]
         .iter()
-        .map(|node| tokio::spawn(arrivals(node.engine().subscribe(), writes)))
+        .map(|node| tokio::spawn(arrivals(node.engine().subscribe(), writes, patience)))
         .collect();
     let busy_from = Bytes::now(&cluster)?;
     let busy_cpu = Usage::now();
@@ -171,7 +178,7 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
         percentile(&written.acks, 50.0),
         percentile(&written.acks, 99.0)
     );
-    delays.print(nodes);
+    delays.print(nodes, patience);
     print_bytes(nodes, &idle, idle_secs, &busy);
     let share = |cpu: f64, secs: f64| 100.0 * cpu / secs.max(f64::EPSILON) / nodes as f64;
     println!(
@@ -212,15 +219,22 @@ pub(super) async fn wait_connected(
 async fn arrivals(
     mut live: chorus_engine::Subscription,
     writes: usize,
+    patience: Duration,
 ) -> HashMap<String, Instant> {
     let mut seen: HashMap<String, Instant> = HashMap::new();
-    // Until `DRAIN_TIMEOUT` passes with nothing new: a run longer than
-    // the timeout (5 000 writes at 100/s) must not stop counting halfway.
+    // Until `patience` passes with no new room: a run longer than it
+    // (5 000 writes at 100/s) must not stop counting halfway.
+    let mut deadline = tokio::time::Instant::now() + patience;
     while seen.len() < writes {
-        match tokio::time::timeout(DRAIN_TIMEOUT, live.recv()).await {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
             Ok(Ok(change)) => {
                 let at = Instant::now();
-                seen.entry(change.room.to_string()).or_insert(at);
+                if let std::collections::hash_map::Entry::Vacant(new) =
+                    seen.entry(change.room.to_string())
+                {
+                    new.insert(at);
+                    deadline = tokio::time::Instant::now() + patience;
+                }
             }
             Ok(Err(chorus_engine::RecvError::Lagged { .. })) => continue,
             _ => break,
@@ -244,7 +258,8 @@ struct Written {
 /// its due time whether or not earlier ones are acknowledged (an open
 /// loop, as the many independent signalling events of a media node
 /// arrive); at rate 0, as fast as acknowledged with `WINDOW` in flight.
-/// A write counts from when it begins to when it is durable.
+/// A write counts from its due time (at rate 0, from when it begins) to
+/// when it is durable.
 async fn write_rooms(
     writer: std::sync::Arc<chorus_engine::Engine>,
     writes: usize,
@@ -256,16 +271,21 @@ async fn write_rooms(
     let mut acks = Vec::with_capacity(writes);
     let start = Instant::now();
     for i in 0..writes {
-        if rate > 0.0 {
+        // A write counts from its due time: should the writer fall behind
+        // (the driver's queue full), the delay is the write's, not lost.
+        let at = if rate > 0.0 {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
-        } else if in_flight.len() >= WINDOW {
-            if let Some(oldest) = in_flight.pop_front() {
-                acks.push(acknowledged(oldest).await?);
+            due
+        } else {
+            if in_flight.len() >= WINDOW {
+                if let Some(oldest) = in_flight.pop_front() {
+                    acks.push(acknowledged(oldest).await?);
+                }
             }
-        }
+            Instant::now()
+        };
         let room = format!("p-{i}");
-        let at = Instant::now();
         let id = RoomId::parse(room.clone()).context("room id")?;
         let op = RoomOp::Create {
             tenant: tenant.clone(),
@@ -277,7 +297,7 @@ async fn write_rooms(
         let pending = tokio::task::spawn_blocking(move || engine.begin_write(&id, op))
             .await
             .context("write")?
-            .with_context(|| format!("write {i} was refused"))?;
+            .with_context(|| format!("could not begin write {i}"))?;
         let answer = tokio::spawn(async move { pending.await.map(|_| at.elapsed()) });
         in_flight.push_back((i, answer));
         sent.push((room, at));
@@ -349,7 +369,7 @@ impl Delays {
         d
     }
 
-    fn print(&self, nodes: usize) {
+    fn print(&self, nodes: usize, patience: Duration) {
         println!(
             "  write -> applied on a replica:      p50 {:?}  p99 {:?}  max {:?}  ({} deliveries)",
             percentile(&self.each, 50.0),
@@ -365,7 +385,7 @@ impl Delays {
         );
         if self.missing > 0 {
             println!(
-                "  MISSING: {} deliveries never arrived (nothing more came for {DRAIN_TIMEOUT:?})",
+                "  MISSING: {} deliveries never arrived (nothing more came for {patience:?})",
                 self.missing
             );
         }
