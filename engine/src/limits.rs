@@ -55,6 +55,11 @@ pub const PENDING_BYTES_PER_ROOM_MAX: usize = 8 * 1024 * 1024;
 /// decode. Past this the oldest are forgotten and would be checked again.
 pub const REFUSED_CHANGES_PER_ROOM_MAX: usize = 1024;
 
+/// Raw bytes of a batch of peers' changes whose decodings validation keeps
+/// for reading what the batch touches (expanded, a change takes several
+/// times its bytes); a larger batch is decoded a second time instead.
+pub const DECODED_KEPT_BYTES_MAX: usize = 256 * 1024;
+
 /// Rooms whose genesis change the process remembers (a few hundred bytes
 /// each, shared by every replica in the process): past it the least
 /// recently used is built again when needed.

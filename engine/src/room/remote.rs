@@ -12,8 +12,18 @@ use super::{
 };
 use crate::error::Error;
 use crate::limits::{
-    PENDING_BYTES_PER_ROOM_MAX, PENDING_CHANGES_PER_ROOM_MAX, SUPERSEDED_REMEMBERED_MAX,
+    DECODED_KEPT_BYTES_MAX, PENDING_BYTES_PER_ROOM_MAX, PENDING_CHANGES_PER_ROOM_MAX,
+    SUPERSEDED_REMEMBERED_MAX,
 };
+
+/// What validation learnt of the changes it accepted, for after it.
+#[derive(Default)]
+struct Checked {
+    /// Each change's newest stamp (wall ms): the lag samples.
+    stamps: HashMap<ChangeHash, u64>,
+    /// Each change's decoding, when kept (`Validator::keep_decoded`).
+    decoded: HashMap<ChangeHash, automerge::ExpandedChange>,
+}
 
 impl RoomDoc {
     /// Applies changes from outside (a peer or an import) idempotently,
@@ -60,8 +70,8 @@ impl RoomDoc {
             self.beside_heads += 1;
         }
         let ready = self.take_ready();
-        let mut stamps = HashMap::new();
-        let mut good = self.validate(ready, &mut outcome, &mut stamps)?;
+        let mut checked = Checked::default();
+        let mut good = self.validate(ready, &mut outcome, &mut checked)?;
         if intake == Intake::Whole && !outcome.refused.is_empty() {
             outcome.pending = self.pending.len();
             return Ok(outcome);
@@ -70,8 +80,10 @@ impl RoomDoc {
         // applies: a departed session is not in the cache and is read from
         // the document, which must not hold the batch yet. Changes that
         // automerge then refuses only widen the part.
-        let touched = (!good.is_empty() && self.cache.is_some())
-            .then(|| touched::by_changes(&self.doc, &self.id, &mut self.parts, &good));
+        let touched = (!good.is_empty() && self.cache.is_some()).then(|| {
+            let decoded = &mut checked.decoded;
+            touched::by_changes(&self.doc, &self.id, &mut self.parts, &good, decoded)
+        });
         let before = match &touched {
             Some(touched) => self.touched_part(touched)?,
             None => None,
@@ -98,7 +110,7 @@ impl RoomDoc {
         }
         outcome.stamps_ms = good
             .iter()
-            .filter_map(|c| stamps.get(&c.hash()).copied())
+            .filter_map(|c| checked.stamps.get(&c.hash()).copied())
             .collect();
         outcome.applied = good;
         outcome.pending = self.pending.len();
@@ -318,7 +330,7 @@ impl RoomDoc {
         &mut self,
         ready: Vec<Change>,
         outcome: &mut RemoteApply,
-        stamps: &mut HashMap<ChangeHash, u64>,
+        checked: &mut Checked,
     ) -> Result<Vec<Change>, Error> {
         if ready.is_empty() {
             return Ok(ready);
@@ -333,6 +345,11 @@ impl RoomDoc {
             None
         };
         let mut validator = validate::Validator::new(&self.doc, &self.id, genesis_actor, genesis);
+        // The touched parts are read (from each change's decoding) only
+        // while the reading is warm; a large batch is decoded again rather
+        // than held expanded twice over.
+        let bytes: usize = ready.iter().map(|c| c.raw_bytes().len()).sum();
+        validator.keep_decoded = self.cache.is_some() && bytes <= DECODED_KEPT_BYTES_MAX;
         let mut refused_now = HashSet::new();
         let mut good = Vec::with_capacity(ready.len());
         for change in ready {
@@ -350,7 +367,8 @@ impl RoomDoc {
                 }
             }
         }
-        *stamps = validator.stamps;
+        checked.stamps = validator.stamps;
+        checked.decoded = validator.decoded;
         Ok(good)
     }
 

@@ -6,9 +6,9 @@
 //! (which read *all* values) may pick it. Instead each operation's target
 //! object is mapped to the part of the layout it belongs to.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use automerge::{Automerge, Change, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ExpandedChange, ReadDoc};
 
 use super::read::{map_obj, session_state, RootObjs};
 use super::schema as s;
@@ -210,16 +210,20 @@ impl ObjParts {
 }
 
 /// What `changes` touch, read before they apply to `doc`: an object one
-/// of them creates is known from the creating operation (`learn`).
+/// of them creates is known from the creating operation (`learn`). A
+/// change's decoding is taken from `decoded` when validation kept it.
 pub fn by_changes(
     doc: &Automerge,
     room: &RoomId,
     cache: &mut Option<ObjParts>,
     changes: &[Change],
+    decoded: &mut HashMap<ChangeHash, ExpandedChange>,
 ) -> Touched {
     let mut out = Touched::default();
     for change in changes {
-        let expanded = change.decode();
+        let expanded = decoded
+            .remove(&change.hash())
+            .unwrap_or_else(|| change.decode());
         for (index, op) in expanded.operations.iter().enumerate() {
             let obj = op.obj.to_string();
             if obj == "_root" {

@@ -130,6 +130,11 @@ pub struct Validator<'a> {
     /// base puts, read from the decoding validation needs anyway: the
     /// replication lag metric's samples (`Latencies::observe_lag`).
     pub stamps: HashMap<ChangeHash, u64>,
+    /// Each accepted change's decoding, kept while `keep_decoded`: the
+    /// touched parts (`touched::by_changes`) read it instead of decoding
+    /// the change again.
+    pub decoded: HashMap<ChangeHash, automerge::ExpandedChange>,
+    pub keep_decoded: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -148,6 +153,8 @@ impl<'a> Validator<'a> {
             max_ops: HashMap::new(),
             rooted: !doc.get_heads().is_empty(),
             stamps: HashMap::new(),
+            decoded: HashMap::new(),
+            keep_decoded: false,
         }
     }
 
@@ -190,24 +197,31 @@ impl<'a> Validator<'a> {
             return Err(refuse("", "a compacted base for a room already held"));
         }
         let mut created = Vec::new();
-        let verdict = self.check_ops(&expanded, &mut created, base);
-        if verdict.is_ok() {
-            self.max_ops.insert(change.hash(), change.max_op());
-            self.rooted |= base;
-            // A compacted base carries stamps as old as the room's
-            // history: no measure of how late this replica heard of a write.
-            if let (false, Some(stamp)) = (base, newest_stamp(&expanded)) {
-                self.stamps.insert(change.hash(), stamp.wall_ms);
+        match self.check_ops(&expanded, &mut created, base) {
+            Ok(()) => {
+                self.max_ops.insert(change.hash(), change.max_op());
+                self.rooted |= base;
+                // A compacted base carries stamps as old as the room's
+                // history: no measure of how late this replica heard of a
+                // write.
+                if let (false, Some(stamp)) = (base, newest_stamp(&expanded)) {
+                    self.stamps.insert(change.hash(), stamp.wall_ms);
+                }
+                if self.keep_decoded {
+                    self.decoded.insert(change.hash(), expanded);
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                // What a refused change created does not exist for the
+                // changes after it (they are refused as its dependants
+                // anyway).
+                for id in created {
+                    self.places.remove(&id);
+                }
+                Err(refusal)
             }
         }
-        if verdict.is_err() {
-            // What a refused change created does not exist for the changes
-            // after it (they are refused as its dependants anyway).
-            for id in created {
-                self.places.remove(&id);
-            }
-        }
-        verdict
     }
 
     fn check_ops(
