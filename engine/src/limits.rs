@@ -56,8 +56,9 @@ pub const PENDING_BYTES_PER_ROOM_MAX: usize = 8 * 1024 * 1024;
 pub const REFUSED_CHANGES_PER_ROOM_MAX: usize = 1024;
 
 /// Raw bytes of a batch of peers' changes whose decodings validation keeps
-/// for reading what the batch touches (expanded, a change takes several
-/// times its bytes); a larger batch is decoded a second time instead.
+/// for reading what the batch touches (expanded, a change can take up to
+/// about a hundred times its bytes: run-length columns); a larger batch is
+/// decoded a second time instead.
 pub const DECODED_KEPT_BYTES_MAX: usize = 256 * 1024;
 
 /// Rooms whose genesis change the process remembers (a few hundred bytes

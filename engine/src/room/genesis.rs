@@ -1,13 +1,15 @@
 //! The genesis change every replica builds identically for a room, and a
 //! memo of it shared by every replica in the process.
 //!
-//! Building the genesis change is a whole automerge transaction (about as
-//! much work as applying a push), and a replica needs it each time a room
-//! arrives from a peer (to tell the genuine genesis from a forgery by its
-//! hash) and to recognise an end proof. It is a pure function of the room
-//! id, so a memo cannot change any outcome: it only spares the rebuild when
-//! a room is evicted and loaded again, or when several replicas share one
-//! process (the simulator runs up to 200, each receiving every room).
+//! A replica needs a room's genesis change each time the room arrives from
+//! a peer (to tell the genuine genesis from a forgery by its hash), when it
+//! creates a room, and to recognise an end proof. It was built by an
+//! automerge transaction, about as much work as applying a push; it is now
+//! encoded from a template (`from_template`), the transaction kept as the
+//! fallback. It is a pure function of the room id, so the memo cannot
+//! change any outcome: it spares the work when a room is evicted and
+//! loaded again, or when several replicas share one process (the
+//! simulator runs up to 200, each receiving every room).
 
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -83,24 +85,54 @@ struct Template {
 static TEMPLATE: OnceLock<Option<Template>> = OnceLock::new();
 
 /// The genesis of `room` encoded from the template's operations, with the
-/// room's id and actor in place of the template's: about a tenth of the
-/// cost of running the transaction (the operations are encoded directly,
-/// not inserted into a document first). Every room's genesis differs from
-/// another's only by those two, and automerge's encoding of a change is a
-/// function of its operations and metadata, which
-/// `the_template_builds_what_the_transaction_builds` checks byte for byte.
+/// room's id and actor in place of the template's: the operations are
+/// encoded directly, not inserted into a document first. Every room's
+/// genesis differs from another's only by those two, and automerge's
+/// encoding of a change is a function of its operations and metadata;
+/// `the_template_builds_what_the_transaction_builds` checks it byte for
+/// byte for every id length, and the template checks itself once per
+/// process (`template`).
 fn from_template(room: &RoomId) -> Option<Change> {
-    let template = TEMPLATE
+    encode(template()?, room)
+}
+
+/// The template, once it has encoded the genesis of a short and a
+/// longest id exactly as the transaction does. Should another automerge
+/// release ever encode the two ways differently, this replica builds every
+/// genesis by the transaction, as older builds do, instead of writing
+/// genesis changes they would refuse.
+fn template() -> Option<&'static Template> {
+    TEMPLATE
         .get_or_init(|| {
             let id = RoomId::parse(TEMPLATE_ROOM).ok()?;
             let change = transact(&id).ok()?;
             let change = std::panic::catch_unwind(|| change.decode()).ok()?;
-            Some(Template {
+            let template = Template {
                 actor: schema::genesis_actor(&id),
                 change,
-            })
+            };
+            let longest = "r".repeat(crate::limits::ID_BYTES_MAX);
+            for text in ["a", longest.as_str()] {
+                let probe = RoomId::parse(text).ok()?;
+                let built = transact(&probe).ok()?;
+                let encoded = encode(&template, &probe)?;
+                if encoded.raw_bytes() != built.raw_bytes() {
+                    tracing::warn!(
+                        "automerge encodes a change apart from its transaction: \
+                         genesis changes are built by transaction"
+                    );
+                    return None;
+                }
+            }
+            Some(template)
         })
-        .as_ref()?;
+        .as_ref()
+}
+
+/// `template`'s genesis re-addressed to `room`. Only the operations' object
+/// ids name an actor: the genesis puts each key once (no predecessors)
+/// and holds no list (no element ids).
+fn encode(template: &Template, room: &RoomId) -> Option<Change> {
     let actor = schema::genesis_actor(room);
     let mut change = template.change.clone();
     change.actor_id = actor.clone();
@@ -111,8 +143,7 @@ fn from_template(room: &RoomId) -> Option<Change> {
                 *id = OpId::new(id.counter(), &actor);
             }
         }
-        if matches!((&op.obj, &op.key), (ObjectId::Root, Key::Map(key)) if key == schema::ROOM_ID)
-        {
+        if matches!((&op.obj, &op.key), (ObjectId::Root, Key::Map(key)) if key == schema::ROOM_ID) {
             op.action = OpType::Put(ScalarValue::Str(room.as_str().into()));
         }
     }

@@ -30,7 +30,9 @@ use lru::LruCache;
 
 pub use carry::Carrier;
 pub use generation::Switch;
-pub use genesis::{forget_genesis_changes, genesis_change, genesis_hash, is_end_change};
+#[doc(hidden)]
+pub use genesis::forget_genesis_changes;
+pub use genesis::{genesis_change, genesis_hash, is_end_change};
 pub use history::{KnownChanges, NoKnownChanges};
 pub use op::RoomOp;
 pub use validate::Refusal;

@@ -81,7 +81,7 @@ impl RoomDoc {
         // the document, which must not hold the batch yet. Changes that
         // automerge then refuses only widen the part.
         let touched = (!good.is_empty() && self.cache.is_some()).then(|| {
-            let decoded = &mut checked.decoded;
+            let decoded = std::mem::take(&mut checked.decoded);
             touched::by_changes(&self.doc, &self.id, &mut self.parts, &good, decoded)
         });
         let before = match &touched {
@@ -335,9 +335,9 @@ impl RoomDoc {
         if ready.is_empty() {
             return Ok(ready);
         }
-        // Building the genesis change to learn its hash costs about as much
-        // as applying a push: only a batch with a change of the genesis
-        // actor needs it (no other change can have its hash).
+        // The genesis change is built (from a template, `genesis.rs`) only
+        // for a batch with a change of the genesis actor: no other change
+        // can have its hash.
         let genesis_actor = super::schema::genesis_actor(&self.id);
         let genesis = if ready.iter().any(|c| c.actor_id() == &genesis_actor) {
             Some(self.genesis_hash()?)

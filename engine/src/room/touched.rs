@@ -217,7 +217,7 @@ pub fn by_changes(
     room: &RoomId,
     cache: &mut Option<ObjParts>,
     changes: &[Change],
-    decoded: &mut HashMap<ChangeHash, ExpandedChange>,
+    mut decoded: HashMap<ChangeHash, ExpandedChange>,
 ) -> Touched {
     let mut out = Touched::default();
     for change in changes {

@@ -204,7 +204,7 @@ impl<'a> Validator<'a> {
                 // A compacted base carries stamps as old as the room's
                 // history: no measure of how late this replica heard of a
                 // write.
-                if let (false, Some(stamp)) = (base, newest_stamp(&expanded)) {
+                if let Some(stamp) = (!base).then(|| newest_stamp(&expanded)).flatten() {
                     self.stamps.insert(change.hash(), stamp.wall_ms);
                 }
                 if self.keep_decoded {

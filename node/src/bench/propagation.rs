@@ -174,10 +174,14 @@ pub async fn propagation(nodes: usize, writes: usize, rate: f64) -> anyhow::Resu
     );
     println!(
         "  writes acknowledged: {acked:.0}/s (durable: each flushed to sled before its ack); \
-         acknowledgement p50 {:?}  p99 {:?}; the writer began a write at most {:?} late",
+         acknowledgement p50 {:?}  p99 {:?}{}",
         percentile(&written.acks, 50.0),
         percentile(&written.acks, 99.0),
-        written.late
+        if rate > 0.0 {
+            format!("; the writer began a write at most {:?} late", written.late)
+        } else {
+            String::new()
+        }
     );
     delays.print(nodes, patience);
     print_bytes(nodes, &idle, idle_secs, &busy);
