@@ -215,13 +215,7 @@ pub fn base_change(
             },
         )
         .map_err(|failure| failure.error)?;
-    success
-        .hash
-        .and_then(|hash| doc.get_change_by_hash(&hash))
-        .ok_or_else(|| Error::Corrupt {
-            room: room.clone(),
-            reason: "the base made no change".into(),
-        })
+    super::made_change(&doc, success.hash, room, "the base")
 }
 
 /// The room as read at the cut, as the base writes it. Format 2 writes it

@@ -15,7 +15,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{ActorId, Automerge, Change, ChangeHash, ExpandedChange, ReadDoc, ScalarValue};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ExpandedChange, ScalarValue};
 use lru::LruCache;
 
 use super::{end_proof, schema, write};
@@ -156,13 +156,7 @@ fn transact(room: &RoomId) -> Result<Change, Error> {
     let success = doc
         .transact(|tx| write::genesis(tx, room))
         .map_err(|failure| failure.error)?;
-    success
-        .hash
-        .and_then(|hash| doc.get_change_by_hash(&hash))
-        .ok_or_else(|| Error::Corrupt {
-            room: room.clone(),
-            reason: "genesis made no change".into(),
-        })
+    super::made_change(&doc, success.hash, room, "genesis")
 }
 
 #[cfg(test)]

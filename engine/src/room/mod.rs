@@ -553,3 +553,19 @@ fn refused_dependency() -> Refusal {
         reason: "depends on a refused change".into(),
     }
 }
+
+/// The change a transaction on a document of its own made (`hash`, its
+/// commit's); `what` names the change in the error should it have made
+/// none.
+fn made_change(
+    doc: &Automerge,
+    hash: Option<ChangeHash>,
+    room: &RoomId,
+    what: &str,
+) -> Result<Change, Error> {
+    hash.and_then(|hash| doc.get_change_by_hash(&hash))
+        .ok_or_else(|| Error::Corrupt {
+            room: room.clone(),
+            reason: format!("{what} made no change"),
+        })
+}
