@@ -327,10 +327,15 @@ pub struct RemoteOutcome {
     /// not compacted yet sent them): ignored, their writer carries them.
     #[serde(default)]
     pub superseded: usize,
-    /// Peers' bases of a newer generation whose cut this replica does not
-    /// hold yet: left for a later round.
+    /// Peers' bases of a newer generation whose cut is not a request this
+    /// replica may take (or an import's, whose cut is not held): left for
+    /// a later round.
     #[serde(default)]
     pub bases_deferred: usize,
+    /// Peers' bases whose cut this replica could never hold (its peers
+    /// compacted past it): taken, with its room merged onto them.
+    #[serde(default)]
+    pub bases_merged: usize,
     /// Changes refused by validation (see `docs/data-model.md`).
     pub refused: usize,
 }

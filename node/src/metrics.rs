@@ -405,8 +405,13 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
         ),
         (
             "chorus_peer_bases_deferred",
-            "Peers' compacted bases left for a later round: their cut was not held yet.",
+            "Peers' compacted bases left for a later round: their cut is not a request this replica may take.",
             r.peer_bases_deferred,
+        ),
+        (
+            "chorus_peer_bases_merged",
+            "Peers' compacted bases taken by merging this replica's room onto them: its peers compacted past it.",
+            r.peer_bases_merged,
         ),
         ("chorus_purged", "Rooms purged.", r.purged),
         (

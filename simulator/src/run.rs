@@ -182,6 +182,7 @@ impl Runner<'_> {
         if let Some([lo, hi]) = work_ms {
             cluster.set_work_ms(lo, hi);
         }
+        cluster.set_unlisted(&s.unlisted);
         let regions: Vec<String> = (0..s.nodes).map(|i| s.region_of(i).to_string()).collect();
         cluster.net.set_regions(&regions);
         cluster.set_mutation(self.opts.mutation.clone());

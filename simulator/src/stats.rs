@@ -39,9 +39,11 @@ pub struct StatTotals {
     pub changes_rejected: u64,
     /// Remote changes dropped because a room's pending buffer was full.
     pub pending_dropped: u64,
-    /// Peers' bases left for a later round: their cut was not held yet (a
-    /// replica that stays behind shows as a run that does not converge).
+    /// Peers' bases left for a later round: their cut is not a request
+    /// this replica may take.
     pub peer_bases_deferred: u64,
+    /// Peers' bases taken by merging a room compacted past onto them.
+    pub peer_bases_merged: u64,
     /// Rooms asked of a pusher for changes its push did not bring, and
     /// those spared because the changes applied during the wait.
     pub missing_pulls: u64,
@@ -84,6 +86,7 @@ impl StatTotals {
         self.changes_rejected += s.changes_rejected;
         self.pending_dropped += s.pending_dropped;
         self.peer_bases_deferred += s.peer_bases_deferred;
+        self.peer_bases_merged += s.peer_bases_merged;
         self.missing_pulls += s.missing_pulls;
         self.missing_pulls_spared += s.missing_pulls_spared;
         self.push_skipped_oversize += s.push_skipped_oversize;

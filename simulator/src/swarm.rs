@@ -228,6 +228,7 @@ pub fn draw(seed: u64) -> Scenario {
         events,
         regions: Vec::new(),
         older_builds,
+        unlisted: Vec::new(),
         compaction_work_ms,
     }
 }

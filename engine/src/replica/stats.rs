@@ -85,9 +85,12 @@ pub struct ReplicaStats {
     /// Peers' purges refused for want of an end change of the room.
     pub purges_refused: u64,
     pub pending_dropped: u64,
-    /// Peers' bases of a newer generation whose cut this replica did not
-    /// hold yet, left for a later round.
+    /// Peers' bases of a newer generation whose cut is not a request this
+    /// replica may take, left for a later round.
     pub peer_bases_deferred: u64,
+    /// Peers' bases whose cut this replica could never hold (they
+    /// compacted past it), taken with its room merged onto them.
+    pub peer_bases_merged: u64,
     /// Peer changes of histories this replica compacted away, ignored.
     pub changes_superseded: u64,
     pub push_skipped_oversize: u64,

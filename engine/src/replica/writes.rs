@@ -167,6 +167,7 @@ impl Replica {
         }
         self.stats.pending_dropped += write.outcome.dropped as u64;
         self.stats.peer_bases_deferred += write.outcome.bases_deferred as u64;
+        self.stats.peer_bases_merged += write.outcome.bases_merged as u64;
         self.stats.changes_superseded += write.outcome.superseded as u64;
         self.stats.changes_refused += write.refused.len() as u64;
         for (change, why) in std::mem::take(&mut write.refused) {

@@ -515,8 +515,14 @@ fn unseen(current: &[String], seen: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Makes `key` hold the winner among `candidates` by its field's rule,
-/// unless it already holds exactly that.
+/// Makes `key` read as the winner among `candidates` by its field's rule,
+/// unless it already does.
+///
+/// Values side by side that already read as the winner are left as they
+/// are: automerge turns a put of the value its own pick among several
+/// holds into a *delete* of the others (a conflict resolution), which the
+/// validator refuses at a key that is never removed (an owner, a state),
+/// so every peer would refuse the change.
 pub(super) fn settle(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
@@ -528,7 +534,12 @@ pub(super) fn settle(
     let Some(winner) = winner(at, key, candidates) else {
         return Ok(());
     };
-    if current.len() != 1 || current[0] != winner {
+    let reads_as_winner = match current {
+        [only] => *only == winner,
+        [] => false,
+        several => self::winner(at, key, several).as_ref() == Some(&winner),
+    };
+    if !reads_as_winner {
         tx.put(obj, key, winner)?;
     }
     Ok(())

@@ -457,7 +457,9 @@ impl RoomDoc {
         };
         let doc = &self.doc;
         let id = &self.id;
-        import::unless_panic("merge", || old_import::merge(doc, id, old, horizon_ms))?
+        import::unless_panic("merge", || {
+            old_import::merge(doc, id, old, horizon_ms, old_import::Source::Import)
+        })?
     }
 
     fn not_carried(&self, generation: u64, why: &str) -> Error {

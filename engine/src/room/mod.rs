@@ -4,6 +4,7 @@
 //! This module is pure: no storage, no clock, no randomness.
 
 mod carry;
+mod catch_up;
 pub mod compact;
 pub mod departed;
 pub mod end_proof;
@@ -93,9 +94,12 @@ pub struct RemoteApply {
     pub pending: usize,
     /// Changes refused because the pending buffer was full.
     pub dropped: usize,
-    /// Peers' bases of a newer generation left for a later round: their
-    /// cut is not held here yet.
+    /// Bases of a newer generation left for a later round: their cut is
+    /// not a request this replica may take (or, from an import, not held).
     pub bases_deferred: usize,
+    /// Peers' bases this replica, compacted past, took by merging its own
+    /// room onto them (`catch_up.rs`).
+    pub bases_merged: usize,
     /// Changes refused by validation, with the reason (none applied when
     /// the intake is `Whole`).
     pub refused: Vec<(ChangeHash, Refusal)>,

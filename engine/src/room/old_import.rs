@@ -22,6 +22,15 @@
 //! (`departed.rs`) never comes back either. A session the document joined
 //! after the horizon is taken whole.
 //!
+//! A replica its peers compacted past (`catch_up.rs`) merges its own
+//! room onto their base the same way, with one difference: a session the
+//! room lacks that is live in its document is taken whatever its stamps,
+//! unless the room remembers it as pruned. Its join is an acknowledged
+//! write the peers never saw; left out, it would be lost without a trace.
+//! (A session pruned so long ago that the room no longer remembers it,
+//! whose leave this replica never heard of, would come back live: that
+//! takes more than `DEPARTED_REMEMBERED_MAX` later prunes.)
+//!
 //! The merge is one change, written by an actor derived from the room's
 //! heads and the document's (`schema::merge_actor`): importing the same
 //! document on the same room writes the same change, and a second import
@@ -37,6 +46,15 @@ use crate::error::Error;
 use crate::ids::{RoomId, SessionId};
 use crate::model::SessionState;
 
+/// Whose document a merge brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A client's export from before the room's cut.
+    Import,
+    /// This replica's own room, which its peers compacted past.
+    Straggler,
+}
+
 /// Merges the reading of `old` (room `id`, from before its cut) onto
 /// `room`, the room's document, whose horizon is `horizon_ms`. Returns the change that
 /// writes it (`None`: the room already reads all the document says).
@@ -45,6 +63,7 @@ pub fn merge(
     id: &RoomId,
     old: &Automerge,
     horizon_ms: u64,
+    source: Source,
 ) -> Result<Option<Change>, Error> {
     let theirs = RootObjs::find(old, id).map_err(|err| Error::Invalid {
         field: "document",
@@ -61,6 +80,7 @@ pub fn merge(
                     tx,
                     old,
                     horizon_ms,
+                    source,
                     plain_deletes: holds_plain_deletes(room),
                     counts: Counts::default(),
                 };
@@ -116,6 +136,7 @@ struct Merge<'a, 't> {
     tx: &'a mut Transaction<'t>,
     old: &'a Automerge,
     horizon_ms: u64,
+    source: Source,
     /// The room's history since its base holds a plain automerge delete.
     plain_deletes: bool,
     counts: Counts,
@@ -232,8 +253,8 @@ impl Merge<'_, '_> {
     }
 
     /// A session only the document holds: added if every state it holds
-    /// for it was written after the room's horizon, and the room does not
-    /// remember it as pruned.
+    /// for it was written after the room's horizon (or, from a straggler,
+    /// if it is live), and the room does not remember it as pruned.
     fn new_session(
         &mut self,
         ours: &ObjId,
@@ -245,7 +266,8 @@ impl Merge<'_, '_> {
         let Some(read) = read::session(self.old, theirs) else {
             return Ok(());
         };
-        if !after_cut || departed::remembers(self.tx, session) {
+        let live_here = self.source == Source::Straggler && read.state != SessionState::Left;
+        if !(after_cut || live_here) || departed::remembers(self.tx, session) {
             return Ok(());
         }
         let obj = self

@@ -177,8 +177,10 @@ impl RoomDoc {
     /// same cut itself (every replica holds it: each acknowledged the
     /// request before anyone compacted) and swaps its document only if it
     /// computed the very same base. The cut must be a request for the next
-    /// generation held here; a base for a cut not held here yet waits for
-    /// a later round (neither applied nor remembered as refused).
+    /// generation held here. A peer's base whose cut is not held here (of
+    /// a later generation, or cut at a request this replica never held)
+    /// is taken with this room merged onto it (`catch_up.rs`); an
+    /// import's waits (neither applied nor remembered as refused).
     fn adopt_newer_base(
         &mut self,
         mut changes: Vec<Change>,
@@ -219,6 +221,12 @@ impl RoomDoc {
         let own = ours == Some(cut);
         let agreed_elsewhere =
             !own && intake == Intake::EachChange && self.writes_next_request(&cut);
+        // A peer's base whose cut is not held here (this replica was
+        // compacted past: its peers did not know of it) cannot be computed
+        // here ever: it is taken, with this room merged onto it.
+        if intake == Intake::EachChange && !self.has_change(&cut) {
+            return self.catch_up_on(base, changes, outcome);
+        }
         if !own && !agreed_elsewhere {
             outcome.bases_deferred += 1;
             return Ok(changes);

@@ -198,6 +198,7 @@ impl Fork {
                 refused: refused.len(),
                 superseded: applied.superseded,
                 bases_deferred: applied.bases_deferred,
+                bases_merged: applied.bases_merged,
             },
             refused,
             compacted: applied.compacted.is_some(),

@@ -139,6 +139,7 @@ impl RoomSet {
                 dropped: applied.dropped,
                 superseded: applied.superseded,
                 bases_deferred: applied.bases_deferred,
+                bases_merged: applied.bases_merged,
                 refused: refused.len(),
             },
             refused,

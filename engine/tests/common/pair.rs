@@ -37,6 +37,9 @@ pub struct Net {
     next_write: u64,
 }
 
+/// Far more than any test's input sets off.
+const DELIVERIES_PER_INPUT_MAX: u64 = 100_000;
+
 pub fn config(id: &NodeId, all: &[NodeId], tweak: fn(&mut ReplicaConfig)) -> ReplicaConfig {
     let mut config = ReplicaConfig::new(id.clone(), CLUSTER);
     config.peers = all.iter().filter(|p| *p != id).cloned().collect();
@@ -193,7 +196,16 @@ impl Net {
     }
 
     fn deliver(&mut self) {
+        // Replicas that answer each other without end, with no time
+        // passing, would hang the test instead of failing it.
+        let mut delivered = 0u64;
         while let Some((from, to, bytes)) = self.queue.pop_front() {
+            delivered += 1;
+            assert!(
+                delivered < DELIVERIES_PER_INPUT_MAX,
+                "{delivered} messages delivered with no time passing: replicas \
+                 answer each other without end"
+            );
             if self.cut.contains(&(from, to)) {
                 continue;
             }

@@ -145,6 +145,8 @@ pub struct Cluster {
     steps_at_instant: (u64, u64),
     /// How long a replica's `Output::Work` takes, `[min, max]` ms.
     work_ms: (u64, u64),
+    /// Nodes the others do not list among their configured peers.
+    unlisted: BTreeSet<usize>,
 }
 
 impl Cluster {
@@ -195,6 +197,7 @@ impl Cluster {
             trace: blake3::Hasher::new(),
             steps_at_instant: (0, 0),
             work_ms: (0, 0),
+            unlisted: BTreeSet::new(),
         };
         for i in 0..n {
             cluster.nodes.push(SimNode {
@@ -241,7 +244,7 @@ impl Cluster {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(j, n)| *j != i && n.member)
+            .filter(|(j, n)| *j != i && n.member && !self.unlisted.contains(j))
             .map(|(_, n)| n.id.clone())
             .collect();
         // Every simulated node serves the workload's region unless the

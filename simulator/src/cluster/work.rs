@@ -12,6 +12,12 @@ impl Cluster {
         self.work_ms = (min, max);
     }
 
+    /// Nodes the others do not list among their configured peers
+    /// (`Scenario::unlisted`); taken into account at each node's next start.
+    pub fn set_unlisted(&mut self, nodes: &[usize]) {
+        self.unlisted = nodes.iter().copied().collect();
+    }
+
     pub(super) fn hand_off(&mut self, i: usize, work: Work) {
         let (min, max) = self.work_ms;
         let at = self.now_ms + self.rng.range(min, max);

@@ -60,6 +60,12 @@ pub struct Scenario {
     /// before it would not (a mixed-version cluster in a rolling upgrade).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub older_builds: Vec<usize>,
+    /// Nodes no other replica lists among its configured peers (a media
+    /// node linking the library that the daemons' configs do not name):
+    /// the others count them only once connected to them since their
+    /// last start, and may compact rooms past them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlisted: Vec<usize>,
     /// Work runs off the replicas' tasks, as the daemon and the library run
     /// it (compactions, and peers' changes into rooms past
     /// `[replica] apply_off_task_ops`), and takes between these many

@@ -46,6 +46,14 @@ impl Scenario {
                 ));
             }
         }
+        for (i, &node) in self.unlisted.iter().enumerate() {
+            if node >= self.nodes {
+                return Err(format!(
+                    "unlisted[{i}] = {node}: no such node (nodes = {})",
+                    self.nodes
+                ));
+            }
+        }
         if let Some([lo, hi]) = self.compaction_work_ms {
             if lo > hi || hi > 60_000 {
                 return Err(format!(

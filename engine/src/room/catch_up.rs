@@ -1,0 +1,112 @@
+//! A replica its peers compacted past: the catch-up of a straggler.
+//!
+//! Peers compact once every replica *they know of* names the cut
+//! (`docs/protocol.md`, "Compacting long-lived rooms"). A replica they did
+//! not know of (it joined cut off from them, or they all restarted while
+//! it was away) is not waited for: its peers cut at a request it never
+//! held, or compact twice, and their base reaches it with a cut it cannot
+//! compute. Nobody holds the history it would need any more, so waiting
+//! would wait for ever, and neither side would take the other's writes.
+//!
+//! So it takes its peers' base, checked as a replica that starts empty
+//! checks one, and merges its own room's reading onto it, as an import from
+//! before the cut is merged (`old_import`, `Source::Straggler`): its writes
+//! made apart from its peers come along as one change, by the room's
+//! conflict rules. What the merge cannot tell from what the room forgot
+//! (`old_import`) is left out; the replica's own live sessions are not.
+
+use automerge::Change;
+
+use super::old_import::{self, Source};
+use super::{compact, import, Intake, Refusal, RemoteApply, RoomDoc, Switch};
+use crate::error::Error;
+
+impl RoomDoc {
+    /// Switches this room to `base`, a peer's base of a newer generation
+    /// whose cut is not held here, with the batch's changes that stand on
+    /// it, and merges the room's reading from before onto it. Returns what
+    /// of `changes` is left to take as usual. On a refusal the room is left
+    /// as it was, and the base is refused (and not tried again).
+    pub(super) fn catch_up_on(
+        &mut self,
+        base: Change,
+        changes: Vec<Change>,
+        outcome: &mut RemoteApply,
+    ) -> Result<Vec<Change>, Error> {
+        let hash = base.hash();
+        let mut fresh = RoomDoc::empty(self.id.clone(), self.doc.get_actor().clone());
+        // Another base or genesis in the batch stands on nothing: left out,
+        // so that the new document starts at `base`.
+        let on_base: Vec<Change> = std::iter::once(base.clone())
+            .chain(changes.iter().filter(|c| !c.deps().is_empty()).cloned())
+            .collect();
+        let taken = fresh.apply_remote(on_base, Intake::EachChange)?;
+        if !fresh.has_change(&hash) {
+            let why = taken
+                .refused
+                .into_iter()
+                .find(|(h, _)| *h == hash)
+                .map_or_else(|| "its checks".to_owned(), |(_, why)| why.reason);
+            return Ok(self.refuse_base(base, &why, changes, outcome));
+        }
+        let Some(horizon_ms) = compact::horizon_of(&fresh.doc) else {
+            // A base from before compaction format 5 does not say what it
+            // forgot; the merge cannot be made safely.
+            outcome.bases_deferred += 1;
+            return Ok(changes);
+        };
+        let (room, id, old) = (&fresh.doc, &self.id, &self.doc);
+        let merged = import::unless_panic("merge", || {
+            old_import::merge(room, id, old, horizon_ms, Source::Straggler)
+        })
+        .and_then(|merged| merged);
+        let merged = match merged {
+            Ok(merged) => merged,
+            Err(err) => {
+                let why = format!("this replica's room cannot be merged onto it: {err}");
+                return Ok(self.refuse_base(base, &why, changes, outcome));
+            }
+        };
+        let mut carried: Vec<Change> = taken
+            .applied
+            .into_iter()
+            .filter(|c| c.hash() != hash)
+            .collect();
+        if let Some(merge) = merged {
+            let applied = fresh.apply_remote(vec![merge], Intake::EachChange)?;
+            if let Some((_, why)) = applied.refused.first() {
+                let why = format!(
+                    "this replica's writes merged onto it are refused ({}): {}",
+                    why.path, why.reason
+                );
+                return Ok(self.refuse_base(base, &why, changes, outcome));
+            }
+            carried.extend(applied.applied);
+        }
+        outcome.replaced_reading = self.install_taking_reading(fresh.doc);
+        outcome.bases_merged += 1;
+        outcome.compacted = Some(Switch {
+            base,
+            carried,
+            prune_before_ms: horizon_ms,
+        });
+        Ok(changes)
+    }
+
+    fn refuse_base(
+        &mut self,
+        base: Change,
+        why: &str,
+        changes: Vec<Change>,
+        outcome: &mut RemoteApply,
+    ) -> Vec<Change> {
+        outcome.refused.push((
+            base.hash(),
+            Refusal {
+                path: String::new(),
+                reason: format!("a base whose cut is not held here: {why}"),
+            },
+        ));
+        changes
+    }
+}
