@@ -328,8 +328,8 @@ pub struct RemoteOutcome {
     #[serde(default)]
     pub superseded: usize,
     /// Peers' bases of a newer generation whose cut is not a request this
-    /// replica may take (or an import's, whose cut is not held): left for
-    /// a later round.
+    /// replica may take, or is still on its way (or an import's, whose cut
+    /// is not held): left for a later round.
     #[serde(default)]
     pub bases_deferred: usize,
     /// Peers' bases whose cut this replica could never hold (its peers

@@ -172,6 +172,44 @@ fn a_replica_without_the_cut_takes_the_base_and_keeps_its_writes() {
     );
 }
 
+/// The cut waits here for a dependency: the base waits too, and is
+/// computed exactly once the cut applies (nothing merged).
+#[test]
+fn a_base_whose_cut_waits_here_waits_for_it() {
+    let mut pair = Pair::new();
+    let mut away = straggler(&pair);
+    pair.write(0, join("x"));
+    let before_x = away.heads();
+    let x = pair.docs[0].changes_since(&before_x);
+    let request = Request {
+        generation: 1,
+        prune_before_ms: START_MS,
+    };
+    pair.write(0, RoomOp::RequestCompaction { request });
+    let cut = *pair.docs[0].heads().first().expect("a head");
+    let both = pair.docs[0].changes_since(&before_x);
+    let only_cut: Vec<_> = both.into_iter().filter(|c| c.hash() == cut).collect();
+    away.apply_remote(only_cut, Intake::EachChange)
+        .expect("applies");
+    assert!(away.is_pending(&cut));
+    pair.sync(0, 1);
+    pair.docs[0].compact_at(cut).expect("compacts");
+    let waits = away
+        .apply_remote(pair.docs[0].changes_since(&[]), Intake::EachChange)
+        .expect("applies");
+    assert!(waits.compacted.is_none());
+    assert_eq!((waits.bases_deferred, waits.bases_merged), (1, 0));
+
+    away.apply_remote(x, Intake::EachChange).expect("applies");
+    assert!(away.has_change(&cut));
+    let taken = away
+        .apply_remote(pair.docs[0].changes_since(&[]), Intake::EachChange)
+        .expect("applies");
+    assert_eq!(taken.bases_merged, 0, "computed, not merged");
+    assert!(taken.compacted.is_some());
+    assert_eq!(away.heads(), pair.docs[0].heads());
+}
+
 /// Taking the base twice (a second batch brings it again) merges nothing
 /// more: the straggler is of the base's generation by then.
 #[test]
@@ -192,10 +230,10 @@ fn the_base_taken_again_changes_nothing() {
 }
 
 /// An import is not a peer: a client's document of a newer generation
-/// whose cut is not held here is still refused (it could split this
-/// replica from peers that agreed on another cut).
+/// whose cut is not held here still waits, and is not merged (it could
+/// split this replica from peers that agreed on another cut).
 #[test]
-fn an_import_of_a_base_whose_cut_is_not_held_is_still_refused() {
+fn an_import_of_a_base_whose_cut_is_not_held_still_waits() {
     let mut pair = Pair::new();
     let mut away = straggler(&pair);
     compact_without_straggler(&mut pair, START_MS);

@@ -207,6 +207,13 @@ pub fn draw(seed: u64) -> Scenario {
         // A push's missing dependencies asked for at once, or late.
         replica.pull_missing_after_ms = if r.chance(0.5) { 0 } else { r.range(50, 300) };
     }
+    // Drawn last too. Standing rooms with a replica the others do not list
+    // (a media node linking the library): once the others restart while it
+    // is cut off, they compact past it, and it must catch up.
+    let mut unlisted = Vec::new();
+    if !workload.end_rooms && r.chance(0.3) {
+        unlisted.push(nodes - 1);
+    }
     Scenario {
         description: Some(format!("drawn by swarm seed {seed}")),
         nodes,
@@ -228,7 +235,7 @@ pub fn draw(seed: u64) -> Scenario {
         events,
         regions: Vec::new(),
         older_builds,
-        unlisted: Vec::new(),
+        unlisted,
         compaction_work_ms,
     }
 }
@@ -268,6 +275,9 @@ pub fn describe(s: &Scenario) -> String {
             " standing rooms, compact at {} changes, retention {}ms",
             s.replica.history_changes_max, s.replica.session_retention_ms
         );
+    }
+    if !s.unlisted.is_empty() {
+        line += &format!(" unlisted {:?}", s.unlisted);
     }
     if let Some([min, max]) = s.compaction_work_ms {
         let ops = s.replica.apply_off_task_ops;

@@ -515,14 +515,17 @@ fn unseen(current: &[String], seen: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Makes `key` read as the winner among `candidates` by its field's rule,
-/// unless it already does.
+/// Makes `key` hold the winner among `candidates` by its field's rule,
+/// unless it already holds exactly that.
 ///
-/// Values side by side that already read as the winner are left as they
-/// are: automerge turns a put of the value its own pick among several
-/// holds into a *delete* of the others (a conflict resolution), which the
-/// validator refuses at a key that is never removed (an owner, a state),
-/// so every peer would refuse the change.
+/// automerge turns a put of the value it shows among several into a
+/// *delete* of the others (a conflict resolution), which the validator
+/// refuses at a key that is never removed (an owner, a state): every peer
+/// would refuse the change. So there, one of the others is put first and
+/// the winner over it: two puts, both valid. Every other case writes the
+/// one put it always did (a carried change keeps its writer's actor and
+/// sequence number: builds that carried one change differently would
+/// refuse each other's).
 pub(super) fn settle(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
@@ -534,16 +537,25 @@ pub(super) fn settle(
     let Some(winner) = winner(at, key, candidates) else {
         return Ok(());
     };
-    let reads_as_winner = match current {
-        [only] => *only == winner,
-        [] => false,
-        several => self::winner(at, key, several).as_ref() == Some(&winner),
-    };
-    if !reads_as_winner {
-        tx.put(obj, key, winner)?;
+    if current.len() == 1 && current[0] == winner {
+        return Ok(());
     }
+    let shown = match tx.get(obj, key) {
+        Ok(Some((automerge::Value::Scalar(value), _))) => value.as_str().map(str::to_owned),
+        _ => None,
+    };
+    if current.len() > 1 && shown.as_deref() == Some(winner.as_str()) {
+        if let Some(other) = current.iter().find(|v| **v != winner) {
+            tx.put(obj, key, other.clone())?;
+        }
+    }
+    tx.put(obj, key, winner)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "carry_settle_tests.rs"]
+mod settle_tests;
 
 /// The value the reading picks among `values` (`docs/data-model.md`,
 /// "Conflict rules"); values that do not parse never win.

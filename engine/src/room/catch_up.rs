@@ -25,8 +25,9 @@ impl RoomDoc {
     /// Switches this room to `base`, a peer's base of a newer generation
     /// whose cut is not held here, with the batch's changes that stand on
     /// it, and merges the room's reading from before onto it. Returns what
-    /// of `changes` is left to take as usual. On a refusal the room is left
-    /// as it was, and the base is refused (and not tried again).
+    /// of `changes` is left to take as usual. If any step fails, the room
+    /// is left as it was and the base is refused (remembered: not tried
+    /// again).
     pub(super) fn catch_up_on(
         &mut self,
         base: Change,
@@ -40,7 +41,13 @@ impl RoomDoc {
         let on_base: Vec<Change> = std::iter::once(base.clone())
             .chain(changes.iter().filter(|c| !c.deps().is_empty()).cloned())
             .collect();
-        let taken = fresh.apply_remote(on_base, Intake::EachChange)?;
+        let taken = match fresh.apply_remote(on_base, Intake::EachChange) {
+            Ok(taken) => taken,
+            Err(err) => {
+                let why = format!("it cannot be applied: {err}");
+                return Ok(self.refuse_base(base, &why, changes, outcome));
+            }
+        };
         if !fresh.has_change(&hash) {
             let why = taken
                 .refused
@@ -52,8 +59,8 @@ impl RoomDoc {
         let Some(horizon_ms) = compact::horizon_of(&fresh.doc) else {
             // A base from before compaction format 5 does not say what it
             // forgot; the merge cannot be made safely.
-            outcome.bases_deferred += 1;
-            return Ok(changes);
+            let why = "it does not record its horizon (compaction format before 5)";
+            return Ok(self.refuse_base(base, why, changes, outcome));
         };
         let (room, id, old) = (&fresh.doc, &self.id, &self.doc);
         let merged = import::unless_panic("merge", || {
@@ -73,7 +80,13 @@ impl RoomDoc {
             .filter(|c| c.hash() != hash)
             .collect();
         if let Some(merge) = merged {
-            let applied = fresh.apply_remote(vec![merge], Intake::EachChange)?;
+            let applied = match fresh.apply_remote(vec![merge], Intake::EachChange) {
+                Ok(applied) => applied,
+                Err(err) => {
+                    let why = format!("this replica's writes merged onto it fail: {err}");
+                    return Ok(self.refuse_base(base, &why, changes, outcome));
+                }
+            };
             if let Some((_, why)) = applied.refused.first() {
                 let why = format!(
                     "this replica's writes merged onto it are refused ({}): {}",

@@ -95,7 +95,8 @@ pub struct RemoteApply {
     /// Changes refused because the pending buffer was full.
     pub dropped: usize,
     /// Bases of a newer generation left for a later round: their cut is
-    /// not a request this replica may take (or, from an import, not held).
+    /// not a request this replica may take, or is still on its way (or,
+    /// from an import, not held).
     pub bases_deferred: usize,
     /// Peers' bases this replica, compacted past, took by merging its own
     /// room onto them (`catch_up.rs`).

@@ -223,8 +223,12 @@ impl RoomDoc {
             !own && intake == Intake::EachChange && self.writes_next_request(&cut);
         // A peer's base whose cut is not held here (this replica was
         // compacted past: its peers did not know of it) cannot be computed
-        // here ever: it is taken, with this room merged onto it.
-        if intake == Intake::EachChange && !self.has_change(&cut) {
+        // here ever: it is taken, with this room merged onto it. Not while
+        // the cut waits here or comes in this batch: then it is computed
+        // exactly, once the cut applies.
+        let cut_on_its_way =
+            self.pending.contains_key(&cut) || changes.iter().any(|c| c.hash() == cut);
+        if intake == Intake::EachChange && !self.has_change(&cut) && !cut_on_its_way {
             return self.catch_up_on(base, changes, outcome);
         }
         if !own && !agreed_elsewhere {
