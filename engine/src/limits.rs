@@ -72,6 +72,20 @@ pub const GENESIS_MEMO_ROOMS: usize = 4096;
 /// until their writer compacts, as they all did before.
 pub const SUPERSEDED_REMEMBERED_MAX: usize = 16_384;
 
+/// Peers' bases whose cut a replica does not hold, and the peers that sent
+/// each (`replica::catch_up`): past it the votes start again (a base is
+/// sent again every sync round while the room differs).
+pub const CATCH_UP_VOTES_MAX: usize = 4096;
+
+/// Rooms permitted to catch up on such a base (`RoomSet::permit_catch_up`):
+/// past it the permits start again, and are granted again on new votes.
+pub const CATCH_UP_PERMITS_MAX: usize = 4096;
+
+/// Distinct peers that must send a base whose cut a replica does not hold
+/// before it takes it (or every peer it knows of, if fewer): one peer
+/// could make such a base up.
+pub const CATCH_UP_PEERS_MIN: usize = 2;
+
 /// Highest call ownership epoch a write may carry. Epochs count moves of
 /// one call (one per failover or drain), so 2^53 - 1 is never reached
 /// honestly; it keeps `epoch + 1` from overflowing and stays exact in

@@ -10,7 +10,7 @@
 
 mod common;
 
-use automerge::ActorId;
+use automerge::{ActorId, ChangeHash};
 use chorus_engine::room::compact::Request;
 use chorus_engine::room::{Intake, RoomDoc};
 use chorus_engine::*;
@@ -49,9 +49,20 @@ fn write_straggler(pair: &mut Pair, doc: &mut RoomDoc, op: RoomOp) {
 
 /// Replica 0's whole history (its base onwards) applied to `doc`, then
 /// what `doc` wrote since sent back to replica 0; both must read the same.
+/// The base waits the first time, for a permit (which a replica grants
+/// once enough peers sent it), and is taken the second.
 fn heal(pair: &mut Pair, doc: &mut RoomDoc) -> chorus_engine::room::RemoteApply {
+    let history = pair.docs[0].changes_since(&[]);
+    let asked = doc
+        .apply_remote(history.clone(), Intake::EachChange)
+        .expect("applies");
+    assert!(asked.compacted.is_none(), "not without a permit");
+    assert_eq!(asked.bases_deferred, 1);
+    let base = asked.catch_up_asked.expect("a catch-up asked for");
+    assert_eq!(base, history[0].hash());
+    doc.permit_catch_up(base);
     let outcome = doc
-        .apply_remote(pair.docs[0].changes_since(&[]), Intake::EachChange)
+        .apply_remote(history, Intake::EachChange)
         .expect("applies");
     let back = doc.changes_since(&pair.docs[0].heads());
     let returned = pair.docs[0]
@@ -172,42 +183,74 @@ fn a_replica_without_the_cut_takes_the_base_and_keeps_its_writes() {
     );
 }
 
-/// The cut waits here for a dependency: the base waits too, and is
-/// computed exactly once the cut applies (nothing merged).
-#[test]
-fn a_base_whose_cut_waits_here_waits_for_it() {
-    let mut pair = Pair::new();
-    let mut away = straggler(&pair);
+/// Replica 0 writes `x`, then a request (the cut) on it, and compacts
+/// there; `away` held neither. Returns (`x`'s changes, the cut).
+fn cut_after_x(pair: &mut Pair, away: &RoomDoc) -> (Vec<automerge::Change>, ChangeHash) {
     pair.write(0, join("x"));
-    let before_x = away.heads();
-    let x = pair.docs[0].changes_since(&before_x);
+    let x = pair.docs[0].changes_since(&away.heads());
     let request = Request {
         generation: 1,
         prune_before_ms: START_MS,
     };
     pair.write(0, RoomOp::RequestCompaction { request });
     let cut = *pair.docs[0].heads().first().expect("a head");
-    let both = pair.docs[0].changes_since(&before_x);
-    let only_cut: Vec<_> = both.into_iter().filter(|c| c.hash() == cut).collect();
-    away.apply_remote(only_cut, Intake::EachChange)
-        .expect("applies");
-    assert!(away.is_pending(&cut));
     pair.sync(0, 1);
+    (x, cut)
+}
+
+fn only(changes: Vec<automerge::Change>, hash: ChangeHash) -> Vec<automerge::Change> {
+    changes.into_iter().filter(|c| c.hash() == hash).collect()
+}
+
+/// The cut comes in the same batch as the base (two peers' batches taken
+/// together), its dependencies held: the base waits for it and is computed
+/// exactly when it comes again (nothing merged).
+#[test]
+fn a_base_whose_cut_comes_with_it_waits_for_it() {
+    let mut pair = Pair::new();
+    let mut away = straggler(&pair);
+    let (x, cut) = cut_after_x(&mut pair, &away);
+    away.apply_remote(x, Intake::EachChange).expect("applies");
+    let the_cut = only(pair.docs[0].changes_since(&away.heads()), cut);
     pair.docs[0].compact_at(cut).expect("compacts");
+    let batch: Vec<_> = the_cut
+        .into_iter()
+        .chain(pair.docs[0].changes_since(&[]))
+        .collect();
     let waits = away
-        .apply_remote(pair.docs[0].changes_since(&[]), Intake::EachChange)
+        .apply_remote(batch, Intake::EachChange)
         .expect("applies");
     assert!(waits.compacted.is_none());
     assert_eq!((waits.bases_deferred, waits.bases_merged), (1, 0));
-
-    away.apply_remote(x, Intake::EachChange).expect("applies");
+    assert!(waits.catch_up_asked.is_none(), "the cut is on its way");
     assert!(away.has_change(&cut));
+
     let taken = away
         .apply_remote(pair.docs[0].changes_since(&[]), Intake::EachChange)
         .expect("applies");
     assert_eq!(taken.bases_merged, 0, "computed, not merged");
     assert!(taken.compacted.is_some());
     assert_eq!(away.heads(), pair.docs[0].heads());
+}
+
+/// The cut waits here for a change of the history its peers replaced:
+/// it would wait for ever, so the base is asked to catch up on.
+#[test]
+fn a_base_whose_cut_waits_for_a_replaced_change_is_caught_up_on() {
+    let mut pair = Pair::new();
+    let mut away = straggler(&pair);
+    write_straggler(&mut pair, &mut away, join("r"));
+    let (_, cut) = cut_after_x(&mut pair, &away);
+    let the_cut = only(pair.docs[0].changes_since(&away.heads()), cut);
+    away.apply_remote(the_cut, Intake::EachChange)
+        .expect("applies");
+    assert!(away.is_pending(&cut), "waits for x, which nobody sends");
+    pair.docs[0].compact_at(cut).expect("compacts");
+    pair.sync(0, 1);
+    let outcome = heal(&mut pair, &mut away);
+    assert!(outcome.compacted.is_some());
+    assert_eq!(outcome.bases_merged, 1);
+    assert_eq!(sessions(&mut away), ["r", "x"]);
 }
 
 /// Taking the base twice (a second batch brings it again) merges nothing
@@ -287,10 +330,18 @@ fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
     net.run_for(1_000);
     assert_eq!(compactions(&net, 2), 0);
 
+    // One peer alone could have made the base up: it waits.
     net.reconnect(2, 0);
+    net.run_for(2_000);
+    let stats = net.members[2].replica.stats();
+    assert_eq!(stats.peer_bases_merged, 0, "{stats:?}");
+    assert!(stats.peer_bases_deferred > 0, "{stats:?}");
+    assert_eq!(compactions(&net, 2), 0);
+    // A second peer sends the same base: it is taken.
     net.reconnect(2, 1);
     settle(&mut net);
     let stats = net.members[2].replica.stats();
+    assert_eq!(stats.catch_ups_permitted, 1, "{stats:?}");
     assert_eq!(stats.peer_bases_merged, 1, "{stats:?}");
     let snaps: Vec<_> = (0..3)
         .map(|i| net.members[i].replica.room_as_of(&r, None).expect("reads"))

@@ -413,6 +413,11 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             "Peers' compacted bases taken by merging this replica's room onto them: its peers compacted past it.",
             r.peer_bases_merged,
         ),
+        (
+            "chorus_catch_ups_permitted",
+            "Peers' bases whose cut is not held here, permitted once enough peers sent the same.",
+            r.catch_ups_permitted,
+        ),
         ("chorus_purged", "Rooms purged.", r.purged),
         (
             "chorus_storage_errors",

@@ -44,6 +44,8 @@ pub struct StatTotals {
     pub peer_bases_deferred: u64,
     /// Peers' bases taken by merging a room compacted past onto them.
     pub peer_bases_merged: u64,
+    /// Such bases permitted once enough peers sent them.
+    pub catch_ups_permitted: u64,
     /// Rooms asked of a pusher for changes its push did not bring, and
     /// those spared because the changes applied during the wait.
     pub missing_pulls: u64,
@@ -87,6 +89,7 @@ impl StatTotals {
         self.pending_dropped += s.pending_dropped;
         self.peer_bases_deferred += s.peer_bases_deferred;
         self.peer_bases_merged += s.peer_bases_merged;
+        self.catch_ups_permitted += s.catch_ups_permitted;
         self.missing_pulls += s.missing_pulls;
         self.missing_pulls_spared += s.missing_pulls_spared;
         self.push_skipped_oversize += s.push_skipped_oversize;

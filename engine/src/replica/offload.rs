@@ -176,8 +176,9 @@ pub struct Applied {
 
 /// What became of a peer's changes.
 pub(super) enum Taken {
-    /// Applied in line (`None`: refused, or the room is purged).
-    InLine(Option<RemoteWrite>),
+    /// Applied in line (`None`: refused, or the room is purged). Boxed:
+    /// a write is large beside a count.
+    InLine(Option<Box<RemoteWrite>>),
     /// Handed off or held for the next copy (0: dropped, too many held).
     OffTask(usize),
 }

@@ -91,6 +91,9 @@ pub struct ReplicaStats {
     /// Peers' bases whose cut this replica could never hold (they
     /// compacted past it), taken with its room merged onto them.
     pub peer_bases_merged: u64,
+    /// Such bases permitted once enough peers sent them
+    /// (`CATCH_UP_PEERS_MIN`).
+    pub catch_ups_permitted: u64,
     /// Peer changes of histories this replica compacted away, ignored.
     pub changes_superseded: u64,
     pub push_skipped_oversize: u64,

@@ -75,7 +75,7 @@ impl Replica {
         changes: Vec<Change>,
     ) -> Option<RemoteWrite> {
         match self.take_remote(from, room, changes) {
-            Taken::InLine(write) => write,
+            Taken::InLine(write) => write.map(|w| *w),
             Taken::OffTask(_) => None,
         }
     }
@@ -115,7 +115,7 @@ impl Replica {
         if let Some(n) = self.take_off_task(from, room, &mut changes) {
             return Taken::OffTask(n);
         }
-        Taken::InLine(self.apply_remote_in_line(from, room, changes))
+        Taken::InLine(self.apply_remote_in_line(from, room, changes).map(Box::new))
     }
 
     /// Applies a peer's changes to one room on the replica's task.
@@ -168,6 +168,9 @@ impl Replica {
         self.stats.pending_dropped += write.outcome.dropped as u64;
         self.stats.peer_bases_deferred += write.outcome.bases_deferred as u64;
         self.stats.peer_bases_merged += write.outcome.bases_merged as u64;
+        if let Some(base) = write.catch_up_asked.take() {
+            self.vote_catch_up(from, room, base);
+        }
         self.stats.changes_superseded += write.outcome.superseded as u64;
         self.stats.changes_refused += write.refused.len() as u64;
         for (change, why) in std::mem::take(&mut write.refused) {

@@ -14,14 +14,27 @@
 //! made apart from its peers come along as one change, by the room's
 //! conflict rules. What the merge cannot tell from what the room forgot
 //! (`old_import`) is left out; the replica's own live sessions are not.
+//!
+//! Nothing here can check such a base (anyone can name a cut nobody
+//! holds), so the room takes one only once permitted: the replica permits a
+//! base after two of its peers sent it, or its one peer if it knows of one
+//! only (`replica::catch_up`). Until then the base waits
+//! (`RemoteApply::catch_up_asked`).
 
-use automerge::Change;
+use automerge::{Change, ChangeHash};
 
 use super::old_import::{self, Source};
 use super::{compact, import, Intake, Refusal, RemoteApply, RoomDoc, Switch};
 use crate::error::Error;
 
 impl RoomDoc {
+    /// Lets this room catch up on the peer's base `base` (its hash) when it
+    /// comes again: the replica saw enough of its peers send it.
+    pub fn permit_catch_up(&mut self, base: ChangeHash) {
+        self.catch_up_permit = Some(base);
+        self.catch_up_waiting = false;
+    }
+
     /// Switches this room to `base`, a peer's base of a newer generation
     /// whose cut is not held here, with the batch's changes that stand on
     /// it, and merges the room's reading from before onto it. Returns what

@@ -83,6 +83,12 @@ pub struct RoomDoc {
     /// Which hot copy of the room this is (`RoomSet::admit`): the count
     /// starts again at each load.
     admitted: u64,
+    /// The one peer's base whose cut is not held here that this room may
+    /// catch up on (`catch_up.rs`): the replica permits one once enough of
+    /// its peers sent it.
+    catch_up_permit: Option<ChangeHash>,
+    /// Such a base waits for its permit (`RoomDoc::would_ignore`).
+    catch_up_waiting: bool,
 }
 
 /// What a batch of remote changes did.
@@ -101,6 +107,10 @@ pub struct RemoteApply {
     /// Peers' bases this replica, compacted past, took by merging its own
     /// room onto them (`catch_up.rs`).
     pub bases_merged: usize,
+    /// A peer's base whose cut is not held here, which this room would
+    /// catch up on if permitted (`RoomDoc::permit_catch_up`); counted in
+    /// `bases_deferred` meanwhile.
+    pub catch_up_asked: Option<ChangeHash>,
     /// Changes refused by validation, with the reason (none applied when
     /// the intake is `Whole`).
     pub refused: Vec<(ChangeHash, Refusal)>,
@@ -147,6 +157,8 @@ impl RoomDoc {
             replaced: Default::default(),
             beside_heads: 0,
             admitted: 0,
+            catch_up_permit: None,
+            catch_up_waiting: false,
         }
     }
 
@@ -179,6 +191,8 @@ impl RoomDoc {
             replaced: Default::default(),
             beside_heads: 0,
             admitted: 0,
+            catch_up_permit: None,
+            catch_up_waiting: false,
         })
     }
 
@@ -204,6 +218,8 @@ impl RoomDoc {
             replaced: self.replaced.clone(),
             beside_heads: self.beside_heads,
             admitted: self.admitted,
+            catch_up_permit: self.catch_up_permit,
+            catch_up_waiting: self.catch_up_waiting,
         }
     }
 
@@ -432,6 +448,17 @@ impl RoomDoc {
     /// it depends on, broke the room's rules or automerge's).
     pub fn refused(&self, hash: &ChangeHash) -> bool {
         self.refused.contains(hash)
+    }
+
+    /// Whether a peer's change `hash`, brought here, would be refused or
+    /// ignored: refused before, or of a history this room's compaction
+    /// replaced. While a peer's base waits here for a catch-up permit
+    /// (`catch_up.rs`), any change: the peers' new history stands on that
+    /// base. A peer holding such changes has nothing to pull back from:
+    /// the pull would bring them to be ignored again, and two replicas
+    /// would pull from each other without end.
+    pub fn would_ignore(&self, hash: &ChangeHash) -> bool {
+        self.catch_up_waiting || self.refused.contains(hash) || self.replaced.contains(hash)
     }
 
     /// Applies one local operation as one change. `Create` on an empty

@@ -223,12 +223,27 @@ impl RoomDoc {
             !own && intake == Intake::EachChange && self.writes_next_request(&cut);
         // A peer's base whose cut is not held here (this replica was
         // compacted past: its peers did not know of it) cannot be computed
-        // here ever: it is taken, with this room merged onto it. Not while
-        // the cut waits here or comes in this batch: then it is computed
-        // exactly, once the cut applies.
-        let cut_on_its_way =
-            self.pending.contains_key(&cut) || changes.iter().any(|c| c.hash() == cut);
+        // here ever: it is taken, with this room merged onto it. Not when
+        // the cut comes in this batch, or waits here, with its
+        // dependencies held or in the batch: it applies now, and the base
+        // is computed exactly when it comes again. (A cut that waits for
+        // changes of a history its peers replaced waits for ever.)
+        let in_batch = |h: &ChangeHash| changes.iter().any(|c| c.hash() == *h);
+        let cut_on_its_way = changes
+            .iter()
+            .find(|c| c.hash() == cut)
+            .or_else(|| self.pending.get(&cut))
+            .is_some_and(|c| c.deps().iter().all(|d| self.has_change(d) || in_batch(d)));
         if intake == Intake::EachChange && !self.has_change(&cut) && !cut_on_its_way {
+            // Nothing here can check such a base: it is taken only once the
+            // replica saw enough of its peers send it (a single peer could
+            // make one up).
+            if self.catch_up_permit != Some(base.hash()) {
+                outcome.bases_deferred += 1;
+                outcome.catch_up_asked = Some(base.hash());
+                self.catch_up_waiting = true;
+                return Ok(changes);
+            }
             return self.catch_up_on(base, changes, outcome);
         }
         if !own && !agreed_elsewhere {

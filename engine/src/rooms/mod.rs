@@ -6,7 +6,7 @@
 //! If the driver fails to apply a batch it must call [`RoomSet::evict`] so
 //! the in-memory room, now ahead of storage, is reloaded from what is stored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 
 use automerge::{ActorId, Change, ChangeHash};
@@ -15,6 +15,7 @@ use lru::LruCache;
 use crate::error::Error;
 use crate::events::ChangeKind;
 use crate::ids::{RoomId, SessionId};
+use crate::limits::CATCH_UP_PERMITS_MAX;
 use crate::model::{Head, RemoteOutcome, RoomSnapshot, SessionReading};
 use crate::room::{Refusal, RoomDoc};
 use crate::storage::{keys, Batch, KvRead, StorageError};
@@ -52,6 +53,9 @@ pub struct RoomSet {
     /// (`RoomDoc::beside_heads`), so a copy forked before an eviction
     /// never matches the room loaded again.
     admitted: u64,
+    /// Peers' bases a room may catch up on (`RoomDoc::permit_catch_up`),
+    /// kept here so that a room evicted and loaded again keeps its permit.
+    catch_up_permits: HashMap<RoomId, ChangeHash>,
 }
 
 /// The result of a local write: what to persist, send and announce.
@@ -81,6 +85,9 @@ pub struct RemoteWrite {
     /// The newest stamp (wall ms) of each applied change that has one
     /// (`RemoteApply::stamps_ms`).
     pub stamps_ms: Vec<u64>,
+    /// A peer's base the room would catch up on if permitted
+    /// (`RemoteApply::catch_up_asked`).
+    pub catch_up_asked: Option<ChangeHash>,
 }
 
 pub fn head(hash: &ChangeHash) -> Head {
@@ -131,6 +138,7 @@ impl RoomSet {
             recent: recent::RecentChanges::default(),
             logged: 0,
             admitted: 0,
+            catch_up_permits: HashMap::new(),
         })
     }
 
@@ -170,8 +178,9 @@ impl RoomSet {
         self.purged.contains(room)
     }
 
-    /// Whether `room` holds the change `hash`, or refused it lately: a
-    /// peer holding it has nothing this replica would take.
+    /// Whether `room` holds the change `hash`, or would refuse or ignore
+    /// it (`RoomDoc::would_ignore`): a peer holding it has nothing this
+    /// replica would take.
     pub fn has_or_refused(
         &mut self,
         store: &dyn KvRead,
@@ -201,7 +210,7 @@ impl RoomSet {
         let hash = ChangeHash(hash.0);
         Ok(self
             .load(store, room)?
-            .is_some_and(|h| h.doc.has_change(&hash) || (or_refused && h.doc.refused(&hash))))
+            .is_some_and(|h| h.doc.has_change(&hash) || (or_refused && h.doc.would_ignore(&hash))))
     }
 
     /// Hash prefixes of up to `limit` ancestors of the room's heads: the
@@ -400,9 +409,26 @@ impl RoomSet {
     }
 
     /// Makes `hot` the room's hot copy, numbered (`admitted`).
+    /// Lets `room` catch up on the peer's base `base` when it comes again
+    /// (`RoomDoc::permit_catch_up`).
+    pub fn permit_catch_up(&mut self, room: &RoomId, base: ChangeHash) {
+        if self.catch_up_permits.len() >= CATCH_UP_PERMITS_MAX {
+            // Permits are rare (a replica compacted past); one that is
+            // dropped is asked for again when the base comes again.
+            self.catch_up_permits.clear();
+        }
+        self.catch_up_permits.insert(room.clone(), base);
+        if let Some(hot) = self.hot.peek_mut(room) {
+            hot.doc.permit_catch_up(base);
+        }
+    }
+
     fn admit(&mut self, room: &RoomId, mut hot: HotRoom) {
         self.admitted += 1;
         hot.doc.set_admitted(self.admitted);
+        if let Some(base) = self.catch_up_permits.get(room) {
+            hot.doc.permit_catch_up(*base);
+        }
         self.hot.push(room.clone(), hot);
     }
 

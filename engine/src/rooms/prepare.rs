@@ -66,6 +66,8 @@ pub struct PreparedImport {
     refused: Vec<(Head, Refusal)>,
     /// The newest stamp of each applied change (`RemoteApply::stamps_ms`).
     stamps_ms: Vec<u64>,
+    /// `RemoteApply::catch_up_asked`.
+    catch_up_asked: Option<ChangeHash>,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -208,6 +210,7 @@ impl Fork {
             changes,
             applied: applied.applied,
             stamps_ms: applied.stamps_ms,
+            catch_up_asked: applied.catch_up_asked,
             before,
             after,
             saved,
@@ -291,6 +294,7 @@ impl RoomSet {
         let mut write = RemoteWrite {
             outcome: prepared.outcome,
             refused: prepared.refused,
+            catch_up_asked: prepared.catch_up_asked,
             ..RemoteWrite::default()
         };
         if prepared.applied.is_empty() {

@@ -143,6 +143,7 @@ impl RoomSet {
                 refused: refused.len(),
             },
             refused,
+            catch_up_asked: applied.catch_up_asked,
             ..RemoteWrite::default()
         };
         if applied.applied.is_empty() && applied.compacted.is_none() {

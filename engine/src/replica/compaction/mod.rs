@@ -10,6 +10,7 @@
 //! agreed. A replica that has not yet compacted when a peer's base reaches
 //! it compacts first (`RoomDoc::apply_remote`).
 
+mod catch_up;
 mod off_task;
 
 use off_task::Running;
@@ -67,6 +68,9 @@ pub(super) struct State {
     /// starts from the store's incarnation, as `offload`'s tickets do.
     next_job: u64,
     pub next_ms: u64,
+    /// Peers' bases whose cut this replica does not hold, and the peers
+    /// that sent each (`catch_up.rs`).
+    catch_up_votes: catch_up::Votes,
 }
 
 #[derive(Debug)]
@@ -178,7 +182,7 @@ impl Replica {
     }
 
     /// Every replica this one knows of.
-    fn known_replicas(&self) -> BTreeSet<NodeId> {
+    pub(super) fn known_replicas(&self) -> BTreeSet<NodeId> {
         let known = self.peers.keys().chain(self.config.peers.iter()).cloned();
         #[cfg(feature = "mutations")]
         if crate::mutation::compaction_ignores_gate() {
