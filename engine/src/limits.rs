@@ -72,9 +72,10 @@ pub const GENESIS_MEMO_ROOMS: usize = 4096;
 /// until their writer compacts, as they all did before.
 pub const SUPERSEDED_REMEMBERED_MAX: usize = 16_384;
 
-/// Peers' bases whose cut a replica does not hold, and the peers that sent
-/// each (`replica::catch_up`): past it the votes start again (a base is
-/// sent again every sync round while the room differs).
+/// Rooms with peers' bases whose cut the replica does not hold, and which
+/// peer sent which (`replica::compaction::catch_up`): past it one room's
+/// votes start again (a base is sent again every sync round while the
+/// room differs).
 pub const CATCH_UP_VOTES_MAX: usize = 4096;
 
 /// Rooms permitted to catch up on such a base (`RoomSet::permit_catch_up`):

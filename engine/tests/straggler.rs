@@ -253,6 +253,31 @@ fn a_base_whose_cut_waits_for_a_replaced_change_is_caught_up_on() {
     assert_eq!(sessions(&mut away), ["r", "x"]);
 }
 
+/// The same base twice in one batch (two peers' batches taken together):
+/// the second copy is left for later, not refused as a second base (which
+/// would be remembered, and block the catch-up for good).
+#[test]
+fn a_base_twice_in_one_batch_waits_and_is_not_refused() {
+    let mut pair = Pair::new();
+    let mut away = straggler(&pair);
+    write_straggler(&mut pair, &mut away, join("r"));
+    compact_without_straggler(&mut pair, START_MS);
+    let history = pair.docs[0].changes_since(&[]);
+    let twice: Vec<_> = history.iter().chain(&history).cloned().collect();
+    let asked = away
+        .apply_remote(twice.clone(), Intake::EachChange)
+        .expect("applies");
+    assert!(asked.refused.is_empty(), "{:?}", asked.refused);
+    let base = asked.catch_up_asked.expect("asked");
+    away.permit_catch_up(base);
+    let taken = away
+        .apply_remote(twice, Intake::EachChange)
+        .expect("applies");
+    assert!(taken.refused.is_empty(), "{:?}", taken.refused);
+    assert!(taken.compacted.is_some());
+    assert_eq!(sessions(&mut away), ["r"]);
+}
+
 /// Taking the base twice (a second batch brings it again) merges nothing
 /// more: the straggler is of the base's generation by then.
 #[test]

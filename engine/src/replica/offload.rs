@@ -388,6 +388,15 @@ impl Replica {
                         reason: format!("room {room}: change {change} refused at {why}"),
                     });
                 }
+                // A base waiting to be caught up on is the vote of the peer
+                // that sent it.
+                if let Some(base) = write.catch_up_asked.take() {
+                    let peer = batches
+                        .iter()
+                        .find(|(_, cs)| cs.iter().any(|c| c.hash() == base))
+                        .map_or_else(|| first.clone(), |(from, _)| from.clone());
+                    self.vote_catch_up(&peer, room, base);
+                }
                 let write = self.after_remote(&first, room, write, stamp);
                 if write.outcome.pending > 0 {
                     // Some dependency has not arrived: ask the sender.
@@ -467,7 +476,16 @@ impl Replica {
     /// Applies batches in line in one apply: automerge walks the room
     /// once, not once per batch.
     fn apply_in_line_together(&mut self, room: &RoomId, batches: Vec<(NodeId, Vec<Change>)>) {
-        let Some(from) = batches.first().map(|(from, _)| from.clone()) else {
+        // The sender of the first newer base in them, if any: the one the
+        // room looks at, whose vote it is if it waits to be caught up on.
+        let generation = self.rooms.generation(room).unwrap_or(0);
+        let with_base = batches.iter().find(|(_, cs)| {
+            cs.iter().any(|c| {
+                c.deps().is_empty()
+                    && crate::room::compact::base_of(room, c).is_some_and(|(g, _)| g > generation)
+            })
+        });
+        let Some(from) = with_base.or(batches.first()).map(|(from, _)| from.clone()) else {
             return;
         };
         let changes: Vec<Change> = batches.into_iter().flat_map(|(_, c)| c).collect();

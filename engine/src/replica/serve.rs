@@ -221,7 +221,11 @@ impl Replica {
                 })
                 .map(|h| Head::from(*h))
                 .collect();
-            let busy = self.compacting_off_task(&room) || self.applying_off_task(&room);
+            // Nor from a peer whose base waits here for more peers to send
+            // it (`compaction::catch_up`): the pull would bring it again.
+            let busy = self.compacting_off_task(&room)
+                || self.applying_off_task(&room)
+                || self.catch_up_waits_on(&room, from);
             if known.len() < their_heads.len() && !busy {
                 // They hold changes we lack: pull them back. Not while this
                 // replica compacts the room off its task: it holds back the

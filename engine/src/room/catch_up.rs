@@ -18,7 +18,7 @@
 //! Nothing here can check such a base (anyone can name a cut nobody
 //! holds), so the room takes one only once permitted: the replica permits a
 //! base after two of its peers sent it, or its one peer if it knows of one
-//! only (`replica::catch_up`). Until then the base waits
+//! only (`replica::compaction::catch_up`). Until then the base waits
 //! (`RemoteApply::catch_up_asked`).
 
 use automerge::{Change, ChangeHash};
@@ -32,7 +32,6 @@ impl RoomDoc {
     /// comes again: the replica saw enough of its peers send it.
     pub fn permit_catch_up(&mut self, base: ChangeHash) {
         self.catch_up_permit = Some(base);
-        self.catch_up_waiting = false;
     }
 
     /// Switches this room to `base`, a peer's base of a newer generation

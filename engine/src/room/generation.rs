@@ -323,9 +323,6 @@ impl RoomDoc {
             }
         }
         self.pending_bytes = self.pending.values().map(|c| c.raw_bytes().len()).sum();
-        // A base that waited for a catch-up permit is of a generation this
-        // room now has, or newer: it is looked at afresh when it comes.
-        self.catch_up_waiting = false;
         self.doc = doc;
         self.cache = None;
         self.parts = None;

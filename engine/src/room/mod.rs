@@ -87,8 +87,6 @@ pub struct RoomDoc {
     /// catch up on (`catch_up.rs`): the replica permits one once enough of
     /// its peers sent it.
     catch_up_permit: Option<ChangeHash>,
-    /// Such a base waits for its permit (`RoomDoc::would_ignore`).
-    catch_up_waiting: bool,
 }
 
 /// What a batch of remote changes did.
@@ -158,7 +156,6 @@ impl RoomDoc {
             beside_heads: 0,
             admitted: 0,
             catch_up_permit: None,
-            catch_up_waiting: false,
         }
     }
 
@@ -192,7 +189,6 @@ impl RoomDoc {
             beside_heads: 0,
             admitted: 0,
             catch_up_permit: None,
-            catch_up_waiting: false,
         })
     }
 
@@ -219,7 +215,6 @@ impl RoomDoc {
             beside_heads: self.beside_heads,
             admitted: self.admitted,
             catch_up_permit: self.catch_up_permit,
-            catch_up_waiting: self.catch_up_waiting,
         }
     }
 
@@ -452,13 +447,11 @@ impl RoomDoc {
 
     /// Whether a peer's change `hash`, brought here, would be refused or
     /// ignored: refused before, or of a history this room's compaction
-    /// replaced. While a peer's base waits here for a catch-up permit
-    /// (`catch_up.rs`), any change: the peers' new history stands on that
-    /// base. A peer holding such changes has nothing to pull back from:
-    /// the pull would bring them to be ignored again, and two replicas
-    /// would pull from each other without end.
+    /// replaced. A peer holding such changes has nothing to pull back: the
+    /// pull would bring them to be ignored again, and two replicas would
+    /// pull from each other without end.
     pub fn would_ignore(&self, hash: &ChangeHash) -> bool {
-        self.catch_up_waiting || self.refused.contains(hash) || self.replaced.contains(hash)
+        self.refused.contains(hash) || self.replaced.contains(hash)
     }
 
     /// Applies one local operation as one change. `Create` on an empty

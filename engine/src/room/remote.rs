@@ -198,6 +198,13 @@ impl RoomDoc {
             return Ok(changes);
         };
         let base = changes.remove(index);
+        // Another newer base in the batch (the same from a second peer, or
+        // another) is left for a later batch: validated now, it would be
+        // refused as a second base, and remembered so.
+        changes.retain(|c| {
+            !(c.deps().is_empty()
+                && super::compact::base_of(&self.id, c).is_some_and(|(g, _)| g > generation))
+        });
         let Some((_, cut)) = super::compact::base_of(&self.id, &base) else {
             return Ok(changes);
         };
@@ -241,7 +248,6 @@ impl RoomDoc {
             if self.catch_up_permit != Some(base.hash()) {
                 outcome.bases_deferred += 1;
                 outcome.catch_up_asked = Some(base.hash());
-                self.catch_up_waiting = true;
                 return Ok(changes);
             }
             return self.catch_up_on(base, changes, outcome);

@@ -242,6 +242,11 @@ impl RoomSet {
         self.hot.peek(room).map(|h| h.doc.history_len())
     }
 
+    /// A hot room's generation (`None`: the room is not hot).
+    pub fn generation(&self, room: &RoomId) -> Option<u64> {
+        self.hot.peek(room).map(|h| h.doc.generation())
+    }
+
     pub fn compaction_status(
         &mut self,
         store: &dyn KvRead,

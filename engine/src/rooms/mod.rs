@@ -408,14 +408,17 @@ impl RoomSet {
         Ok(self.hot.get_mut(room))
     }
 
-    /// Makes `hot` the room's hot copy, numbered (`admitted`).
     /// Lets `room` catch up on the peer's base `base` when it comes again
     /// (`RoomDoc::permit_catch_up`).
     pub fn permit_catch_up(&mut self, room: &RoomId, base: ChangeHash) {
-        if self.catch_up_permits.len() >= CATCH_UP_PERMITS_MAX {
+        if !self.catch_up_permits.contains_key(room)
+            && self.catch_up_permits.len() >= CATCH_UP_PERMITS_MAX
+        {
             // Permits are rare (a replica compacted past); one that is
-            // dropped is asked for again when the base comes again.
-            self.catch_up_permits.clear();
+            // dropped is voted for again when its base comes again.
+            if let Some(other) = self.catch_up_permits.keys().next().cloned() {
+                self.catch_up_permits.remove(&other);
+            }
         }
         self.catch_up_permits.insert(room.clone(), base);
         if let Some(hot) = self.hot.peek_mut(room) {
@@ -423,6 +426,12 @@ impl RoomSet {
         }
     }
 
+    /// `room` moved to a newer generation: its permit is spent.
+    pub fn forget_catch_up_permit(&mut self, room: &RoomId) {
+        self.catch_up_permits.remove(room);
+    }
+
+    /// Makes `hot` the room's hot copy, numbered (`admitted`).
     fn admit(&mut self, room: &RoomId, mut hot: HotRoom) {
         self.admitted += 1;
         hot.doc.set_admitted(self.admitted);

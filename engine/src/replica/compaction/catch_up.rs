@@ -3,14 +3,19 @@
 //! Such a base cannot be checked here: its peers compacted past this
 //! replica (`room::catch_up`), or one peer made it up, naming a cut nobody
 //! holds. Taking it replaces the room's history, with this replica's room
-//! merged onto it, on every replica that gets it; so a replica takes one
-//! only once [`CATCH_UP_PEERS_MIN`] distinct peers sent it (or every peer
-//! it knows of, if it knows of fewer). Honest peers that compacted past it
-//! all send the same base (every replica computes the same base at a cut);
-//! until enough of them did, the base waits, and comes again with the next
-//! sync round.
+//! merged onto it; so a replica takes one only once [`CATCH_UP_PEERS_MIN`]
+//! distinct peers sent the same (or every peer it knows of, if it knows of
+//! fewer). Honest peers that compacted past it all send the same base
+//! (every replica computes the same base at a cut); until enough of them
+//! did, the base waits, and comes again with the next sync round.
+//!
+//! Each peer has one vote per room, for the last such base it sent: a
+//! peer cannot outvote others by sending many. A peer whose base waits is
+//! not pulled back from for that room (`serve_changes`): the pull would
+//! bring the base again at once, to wait again, and the two replicas
+//! answered each other without end.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use automerge::ChangeHash;
 
@@ -18,13 +23,13 @@ use crate::ids::{NodeId, RoomId};
 use crate::limits::{CATCH_UP_PEERS_MIN, CATCH_UP_VOTES_MAX};
 use crate::replica::Replica;
 
-/// The peers that sent each base waiting for a permit.
+/// Per room, the base each peer last sent whose cut is not held here.
 #[derive(Debug, Default)]
-pub(super) struct Votes(BTreeMap<(RoomId, ChangeHash), BTreeSet<NodeId>>);
+pub(super) struct Votes(BTreeMap<RoomId, BTreeMap<NodeId, ChangeHash>>);
 
 impl Replica {
     /// `from` sent a base for `room` whose cut is not held here: counts it,
-    /// and lets the room take the base once enough peers did.
+    /// and lets the room take the base once enough peers sent the same.
     pub(in crate::replica) fn vote_catch_up(
         &mut self,
         from: &NodeId,
@@ -33,16 +38,32 @@ impl Replica {
     ) {
         let needed = CATCH_UP_PEERS_MIN.min(self.known_replicas().len()).max(1);
         let votes = &mut self.compaction.catch_up_votes.0;
-        if votes.len() >= CATCH_UP_VOTES_MAX && !votes.contains_key(&(room.clone(), base)) {
-            votes.clear();
+        if !votes.contains_key(room) && votes.len() >= CATCH_UP_VOTES_MAX {
+            // Bounded: one room's votes start again (its bases come again
+            // with the next sync rounds).
+            votes.pop_first();
         }
-        let key = (room.clone(), base);
-        let peers = votes.entry(key.clone()).or_default();
-        peers.insert(from.clone());
-        if peers.len() >= needed {
-            votes.remove(&key);
+        let by_peer = votes.entry(room.clone()).or_default();
+        by_peer.insert(from.clone(), base);
+        if by_peer.values().filter(|b| **b == base).count() >= needed {
+            votes.remove(room);
             self.rooms.permit_catch_up(room, base);
             self.stats.catch_ups_permitted += 1;
         }
+    }
+
+    /// Whether `from` sent a base for `room` that waits for more peers.
+    pub(in crate::replica) fn catch_up_waits_on(&self, room: &RoomId, from: &NodeId) -> bool {
+        self.compaction
+            .catch_up_votes
+            .0
+            .get(room)
+            .is_some_and(|by_peer| by_peer.contains_key(from))
+    }
+
+    /// The room moved to a newer generation: what waited for it is moot.
+    pub(super) fn forget_catch_up(&mut self, room: &RoomId) {
+        self.compaction.catch_up_votes.0.remove(room);
+        self.rooms.forget_catch_up_permit(room);
     }
 }

@@ -176,6 +176,7 @@ impl Replica {
 
     /// A peer's base made this replica compact `room`.
     pub(super) fn compacted_by_peer(&mut self, room: &RoomId) {
+        self.forget_catch_up(room);
         self.compaction.pending.remove(room);
         self.compaction.named.remove(room);
         self.stats.compactions += 1;
@@ -502,6 +503,7 @@ impl Replica {
         self.staged.add(done.batch, true);
         let logged = self.log_rest(stamp, done.log_rest);
         self.stats.compactions += 1;
+        self.forget_catch_up(room);
         // Peers' changes parked for the new history applied with it: they
         // are announced like any peer's changes (an end among them is
         // acknowledged, a moved call is seen).
