@@ -75,6 +75,22 @@ pub fn start(tweak: fn(&mut ReplicaConfig)) -> (Net, RoomId) {
     (net, r)
 }
 
+/// How `room` reads on every replica, which must read it alike.
+pub fn read_alike(net: &mut Net, room: &RoomId) -> RoomSnapshot {
+    let snaps: Vec<_> = (0..net.members.len())
+        .map(|i| {
+            net.members[i]
+                .replica
+                .room_as_of(room, None)
+                .expect("reads")
+        })
+        .collect();
+    for (i, snap) in snaps.iter().enumerate().skip(1) {
+        assert_eq!(snap, &snaps[0], "replica {i} reads the room apart");
+    }
+    snaps[0].clone().expect("the room")
+}
+
 pub fn history(net: &mut Net, i: usize, room: &RoomId) -> usize {
     net.members[i]
         .replica

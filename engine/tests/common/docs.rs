@@ -56,9 +56,14 @@ impl Pair {
     /// compacts and replica 1 takes its base. Returns the cut.
     pub fn compact(&mut self) -> automerge::ChangeHash {
         self.step += 1;
+        self.compact_pruning(self.now_ms())
+    }
+
+    /// `compact`, pruning what left before `horizon_ms`.
+    pub fn compact_pruning(&mut self, horizon_ms: u64) -> automerge::ChangeHash {
         let request = chorus_engine::room::compact::Request {
             generation: self.docs[0].generation() + 1,
-            prune_before_ms: self.now_ms(),
+            prune_before_ms: horizon_ms,
         };
         self.write(0, RoomOp::RequestCompaction { request });
         let cut = *self.docs[0].heads().first().expect("a head");
