@@ -84,7 +84,8 @@ pub const CATCH_UP_PERMITS_MAX: usize = 4096;
 
 /// Distinct peers that must send a base whose cut a replica does not hold
 /// before it takes it (or every peer it knows of, if fewer): one peer
-/// could make such a base up.
+/// could make such a base up. The default of `[replica]
+/// catch_up_peers_min`.
 pub const CATCH_UP_PEERS_MIN: usize = 2;
 
 /// Highest call ownership epoch a write may carry. Epochs count moves of

@@ -307,12 +307,16 @@ fn unknown_2(config: &mut chorus_engine::replica::ReplicaConfig) {
     config.peers.retain(|p| p.as_str() != "r2");
 }
 
-/// The whole protocol: replica 2 is cut off, its peers restart (and so
-/// forget they were ever connected to it) and compact twice; replica 2,
-/// back, takes their base with its write merged onto it, and everyone
-/// converges on a room that holds it.
-#[test]
-fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
+fn compactions(net: &common::pair::Net, i: usize) -> u64 {
+    net.members[i].replica.stats().compactions
+}
+
+/// Replica 2 is cut off, its peers restart (and so forget they were ever
+/// connected to it) and compact twice while it joins "late"; replica 2's
+/// settings are `tweak`'s.
+fn compacted_past(
+    tweak: fn(&mut chorus_engine::replica::ReplicaConfig),
+) -> (common::pair::Net, RoomId) {
     use common::compacting::{churn, settle, HISTORY};
     let (mut net, r) = common::compacting::start(unknown_2);
     churn(&mut net, &r, 0, 10);
@@ -322,6 +326,7 @@ fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
     for i in [0, 1] {
         net.restart(i, unknown_2);
     }
+    net.restart(2, tweak);
     net.reconnect(0, 1);
     net.write(
         2,
@@ -330,8 +335,6 @@ fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
             request: common::join_request("late", "u", "sfu-1"),
         },
     );
-    let compactions =
-        |net: &common::pair::Net, i: usize| net.members[i].replica.stats().compactions;
     let mut cycles = 10;
     while compactions(&net, 0) < 2 {
         assert!(cycles < 10 * HISTORY as usize, "replica 0 does not compact");
@@ -341,6 +344,16 @@ fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
     }
     net.run_for(1_000);
     assert_eq!(compactions(&net, 2), 0);
+    (net, r)
+}
+
+/// The whole protocol: replica 2, compacted past, is back; it takes its
+/// peers' base with its write merged onto it once both sent it, and
+/// everyone converges on a room that holds it.
+#[test]
+fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
+    use common::compacting::{churn, settle, HISTORY};
+    let (mut net, r) = compacted_past(unknown_2);
 
     // One peer alone could have made the base up: it waits.
     net.reconnect(2, 0);
@@ -367,4 +380,25 @@ fn replicas_that_compacted_past_an_unknown_replica_converge_with_it() {
     for (i, b) in before.iter().enumerate() {
         assert!(compactions(&net, i) > *b, "replica {i} compacts again");
     }
+}
+
+fn trusting(config: &mut chorus_engine::replica::ReplicaConfig) {
+    unknown_2(config);
+    config.catch_up_peers_min = 1;
+}
+
+/// Configured to trust any one peer, replica 2 takes the base from the
+/// first peer that sends it.
+#[test]
+fn a_replica_that_trusts_one_peer_catches_up_from_it() {
+    let (mut net, r) = compacted_past(trusting);
+    net.reconnect(2, 0);
+    net.run_for(2_000);
+    let stats = net.members[2].replica.stats();
+    assert_eq!(stats.catch_ups_permitted, 1, "{stats:?}");
+    assert_eq!(stats.peer_bases_merged, 1, "{stats:?}");
+    net.reconnect(2, 1);
+    common::compacting::settle(&mut net);
+    let snap = common::compacting::read_alike(&mut net, &r);
+    assert!(snap.sessions.contains_key(&common::session("late")));
 }

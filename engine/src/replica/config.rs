@@ -49,6 +49,13 @@ pub struct ReplicaConfig {
     /// covers that race on a LAN and within a region, and delays the
     /// repair of a push truly lost by as much (`replica::missing`).
     pub pull_missing_after_ms: u64,
+    /// A peer's compacted base whose cut this replica does not hold (its
+    /// peers compacted past it) is taken once this many distinct peers
+    /// sent the same, or every peer it knows of if fewer
+    /// (`replica::compaction::catch_up`). 2 (`CATCH_UP_PEERS_MIN`): one
+    /// peer cannot make up such a base alone. 1 trusts any one peer: a way
+    /// out for a replica that knows of one peer only that compacted past it.
+    pub catch_up_peers_min: usize,
     /// The largest gap (entries of a peer's log after our cursor) a round
     /// closes by comparing: gaps up to `SINCE_LIST_ENTRIES_MAX` (256) are
     /// replayed from the log, larger ones walked down the digest tree;
@@ -154,6 +161,7 @@ impl ReplicaConfig {
             round_timeout_ms: 5_000,
             push_delay_ms: 2,
             pull_missing_after_ms: 20,
+            catch_up_peers_min: crate::limits::CATCH_UP_PEERS_MIN,
             since_entries_max: 50_000,
             log_retention_ms: 3_600_000,
             log_entries_max: 1_000_000,
@@ -205,6 +213,7 @@ impl ReplicaConfig {
             ("end_ack_interval_ms", self.end_ack_interval_ms),
             ("history_changes_max", self.history_changes_max),
             ("apply_off_task_ops", self.apply_off_task_ops),
+            ("catch_up_peers_min", self.catch_up_peers_min as u64),
             ("detector.probe_period_ms", self.detector.probe_period_ms),
             ("detector.probe_rtt_ms", self.detector.probe_rtt_ms),
             (

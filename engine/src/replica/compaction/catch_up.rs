@@ -3,9 +3,9 @@
 //! Such a base cannot be checked here: its peers compacted past this
 //! replica (`room::catch_up`), or one peer made it up, naming a cut nobody
 //! holds. Taking it replaces the room's history, with this replica's room
-//! merged onto it; so a replica takes one only once [`CATCH_UP_PEERS_MIN`]
-//! distinct peers sent the same (or every peer it knows of, if it knows of
-//! fewer). Honest peers that compacted past it all send the same base
+//! merged onto it; so a replica takes one only once `catch_up_peers_min`
+//! ([`CATCH_UP_PEERS_MIN`] by default) distinct peers sent the same (or
+//! every peer it knows of, if it knows of fewer). Honest peers that compacted past it all send the same base
 //! (every replica computes the same base at a cut); until enough of them
 //! did, the base waits, and comes again with the next sync round.
 //!
@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use automerge::ChangeHash;
 
 use crate::ids::{NodeId, RoomId};
-use crate::limits::{CATCH_UP_PEERS_MIN, CATCH_UP_VOTES_MAX};
+#[cfg(doc)]
+use crate::limits::CATCH_UP_PEERS_MIN;
+use crate::limits::CATCH_UP_VOTES_MAX;
 use crate::replica::Replica;
 
 /// Per room, the base each peer last sent whose cut is not held here.
@@ -36,7 +38,11 @@ impl Replica {
         room: &RoomId,
         base: ChangeHash,
     ) {
-        let needed = CATCH_UP_PEERS_MIN.min(self.known_replicas().len()).max(1);
+        let needed = self
+            .config
+            .catch_up_peers_min
+            .min(self.known_replicas().len())
+            .max(1);
         let votes = &mut self.compaction.catch_up_votes.0;
         if !votes.contains_key(room) && votes.len() >= CATCH_UP_VOTES_MAX {
             // Bounded: one room's votes start again (its bases come again
