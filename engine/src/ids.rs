@@ -4,7 +4,8 @@
 //! `epoch:node` ownership encoding).
 
 use std::fmt;
-use std::sync::Arc;
+
+use smol_str::SmolStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -67,12 +68,16 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        // Shared, not owned: ids are cloned far more often than made (every
-        // message names its sender; SWIM compares member addresses, by
-        // value, for each update it applies), and a clone of an `Arc` is a
-        // count, where a `String`'s is an allocation.
+        // Inline up to 23 bytes, shared beyond: ids are cloned far more
+        // often than made (every message names its sender; SWIM clones both
+        // member addresses it compares, for each update it applies, so at
+        // 200 members a clone and a drop per member per update). A short
+        // id's clone is a copy, with none of an `Arc`'s atomic counting
+        // (13 % of a 200-replica simulation, measured); a long one is an
+        // `Arc`, never a `String`'s allocation. Order, equality and hash
+        // are the string's, as before.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Arc<str>);
+        pub struct $name(SmolStr);
 
         impl $name {
             /// Validates and wraps `value`.

@@ -153,6 +153,7 @@ fn run_once(args: &RunArgs, mutation: Option<Mutation>, replay: bool) -> anyhow:
         timeline: args.svg.is_some(),
         mutation,
         progress: progress::wanted(args.json).then(|| Arc::new(RunProgress::stderr())),
+        leak_at_end: !replay,
     };
     let result = run(&scenario, &opts);
     if replay {

@@ -38,6 +38,9 @@ pub struct RunOptions {
     /// Told how far the simulated run is (a long run otherwise says
     /// nothing until it ends): a bar or plain lines on stderr.
     pub progress: Option<Arc<RunProgress>>,
+    /// The process ends after this run: its cluster is left to the exit,
+    /// not freed piece by piece (4.5 % of a short 200-replica run).
+    pub leak_at_end: bool,
 }
 
 /// How often a run with `progress` tells it (wall time): often enough for
@@ -541,6 +544,9 @@ impl Runner<'_> {
                 (ms > 0).then(|| crate::report::per_node_per_s(bytes, nodes, ms));
         }
         let trace = cluster.trace_lines.take().unwrap_or_default();
+        if self.opts.leak_at_end {
+            std::mem::forget(cluster);
+        }
         RunResult {
             report,
             timeline,

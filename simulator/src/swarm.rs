@@ -347,6 +347,7 @@ pub fn run_seed(seed: u64, trace: bool, timeline: bool) -> (Scenario, RunResult)
         timeline,
         mutation: None,
         progress: None,
+        leak_at_end: false,
     };
     let result = run(&scenario, &opts);
     (scenario, result)

@@ -307,6 +307,7 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
         timeline: true,
         mutation: None,
         progress: None,
+        leak_at_end: false,
     };
     let result = run(&scenario, &opts);
     let json: serde_json::Value =

@@ -485,9 +485,9 @@ impl Replica {
     }
 
     fn on_peer_down(&mut self, peer: &NodeId) {
+        self.close_round(peer);
         if let Some(state) = self.peers.get_mut(peer) {
             let was_up = std::mem::replace(&mut state.up, false);
-            state.round = None;
             if was_up {
                 self.journal(journal::IncidentKind::PeerDown, format!("{peer}"));
             }

@@ -40,12 +40,19 @@ impl Replica {
                 next.push((self.failover.next_move_ms, Timer::Rehome));
             }
         }
-        next.extend(
-            self.peers
-                .values()
-                .filter_map(|p| p.round.as_ref())
-                .map(|r| (r.deadline_ms, Timer::RoundTimeout)),
+        debug_assert_eq!(
+            self.anti_entropy.rounds_open,
+            self.peers.values().filter(|p| p.round.is_some()).count(),
+            "rounds_open counts the open rounds"
         );
+        if self.anti_entropy.rounds_open > 0 {
+            next.extend(
+                self.peers
+                    .values()
+                    .filter_map(|p| p.round.as_ref())
+                    .map(|r| (r.deadline_ms, Timer::RoundTimeout)),
+            );
+        }
         next.into_iter().min_by_key(|(at, _)| *at)
     }
 

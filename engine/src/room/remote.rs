@@ -187,7 +187,10 @@ impl RoomDoc {
         intake: Intake,
         outcome: &mut RemoteApply,
     ) -> Result<Vec<Change>, Error> {
-        if self.is_empty() {
+        // Only a change without dependencies can be a base: most batches
+        // hold none, and reading the generation costs a look into the
+        // document per batch.
+        if self.is_empty() || changes.iter().all(|c| !c.deps().is_empty()) {
             return Ok(changes);
         }
         let generation = self.generation();

@@ -81,6 +81,8 @@ pub struct SimNode {
     /// as a daemon gets one from the operating system on each start, so
     /// its new store's identity differs even at the same clock reading.
     wipes: u64,
+    /// Times the node started: (node, starts) names one life of it.
+    starts: u64,
 }
 
 impl SimNode {
@@ -209,6 +211,7 @@ impl Cluster {
                 next_timer: None,
                 work: Vec::new(),
                 wipes: 0,
+                starts: 0,
             });
         }
         for i in 0..n {
@@ -284,6 +287,7 @@ impl Cluster {
             Err(err) => panic!("node {i}: the replica does not open on its own store: {err}"),
         };
         self.nodes[i].replica = Some(replica);
+        self.nodes[i].starts += 1;
         self.fault(if joining { "join" } else { "start" }, Some(i), "");
         self.drain(i);
         self.refresh_timer(i);

@@ -49,6 +49,11 @@ impl Cluster {
             .flatten()
     }
 
+    /// One life of node `i`: its number and how many times it started.
+    pub fn life(&self, i: usize) -> (usize, u64) {
+        (i, self.nodes[i].starts)
+    }
+
     /// Node `i`'s heads of a room (`None` if the node is down or the read fails).
     pub fn heads(&mut self, i: usize, room: &RoomId) -> Option<Vec<Head>> {
         let mut heads = self.nodes[i].replica.as_mut()?.heads(room).ok()?;
