@@ -411,6 +411,10 @@ impl RoomDoc {
     pub fn save(&self) -> Vec<u8> {
         self.doc.save()
     }
+    /// `save` without deflating its columns (`HotRoom::persist_saved`).
+    pub fn save_nocompress(&self) -> Vec<u8> {
+        self.doc.save_nocompress()
+    }
 
     /// A change that wrote the room's end marker, if the room has ended:
     /// the proof of its end that a purge carries.

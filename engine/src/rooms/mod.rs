@@ -482,6 +482,7 @@ impl RoomSet {
             chunk_next: seqs.last().map_or(0, |s| s + 1),
             chunk_bytes: chunks.iter().map(|c| c.len() as u64).sum(),
             snapshot_bytes: snapshot.map_or(0, |s| s.len() as u64),
+            cold: true,
         }))
     }
 
