@@ -51,9 +51,10 @@ impl HotRoom {
         self.store_snapshot(snapshot, batch);
     }
 
-    /// `snapshot` (the document's `save()`) in place of the stored
-    /// snapshot and every chunk.
+    /// `snapshot` (the document's `save()`, deflated or not) in place of
+    /// the stored snapshot and every chunk.
     fn store_snapshot(&mut self, snapshot: Vec<u8>, batch: &mut Batch) {
+        self.cold = false;
         let room = self.doc.id().clone();
         self.snapshot_bytes = snapshot.len() as u64;
         batch.put(keys::snapshot(&room), snapshot);
@@ -68,15 +69,18 @@ impl HotRoom {
     /// the chunks have outgrown it (automerge-repo's rule), so a room's
     /// stored size stays within about twice its snapshot.
     ///
-    /// A room's first write, and its first write after it was read from
-    /// storage, store an uncompressed snapshot instead: loading a change
-    /// from a chunk applies it, while a snapshot is rebuilt column by
-    /// column (a 610-byte room loads in 17 µs from a snapshot, 36 µs from
-    /// its chunk). A room read from storage is one the hot set had let go,
-    /// likely to be let go and read again; without this, every write to a
-    /// cold room adds a change its next load must apply. A room that stays
-    /// hot is stored as before. Not deflated: deflate's set-up per call
-    /// cost as much as the loads saved (`docs/data-model.md`).
+    /// A small room's first write, and its first write after it was read
+    /// from storage (let go by the hot set, or after a restart), store a
+    /// snapshot instead: loading a change from a chunk applies it, while a
+    /// snapshot is rebuilt column by column (a 610-byte room loads in
+    /// 17 µs from a snapshot, 36 µs from its chunk). A room read from
+    /// storage is likely to be let go and read again; without this, every
+    /// write to a cold room adds a change its next load must apply. Not
+    /// deflated (automerge deflates only columns over 256 bytes, and the
+    /// set-up per call cost as much as the loads saved), and only up to
+    /// `COMPACTION_MIN_CHUNK_BYTES` stored: a large room is stored as
+    /// before, so its stored size keeps to twice a deflated snapshot
+    /// (`docs/data-model.md`).
     pub(super) fn persist(&mut self, changes: &[Change], batch: &mut Batch) {
         self.persist_saved(changes, batch, None);
     }
@@ -100,8 +104,9 @@ impl HotRoom {
             self.store_snapshot(saved.unwrap_or_else(|| self.doc.save()), batch);
             return;
         }
-        if first || cold {
-            self.store_snapshot(self.doc.save_nocompress(), batch);
+        let small = self.snapshot_bytes + self.chunk_bytes <= COMPACTION_MIN_CHUNK_BYTES;
+        if (first || cold) && small {
+            self.store_snapshot(saved.unwrap_or_else(|| self.doc.save_nocompress()), batch);
             return;
         }
         let mut bytes = Vec::with_capacity(len);
