@@ -50,9 +50,7 @@ fn write(replica: &mut Replica, kv: &MemKv, id: &RoomId, op: RoomOp) {
             op,
         },
     );
-    drain(replica, kv)
-        .expect("answered")
-        .expect("acknowledged");
+    drain(replica, kv).expect("answered").expect("acknowledged");
 }
 
 fn create(replica: &mut Replica, kv: &MemKv, id: &RoomId) {
@@ -99,7 +97,10 @@ fn a_small_room_is_stored_as_a_snapshot_when_new_and_after_a_cold_load() {
 
     join(&mut b, &kv, &small, "s1");
     let (after_hot, chunks, _) = stored(&kv, &small);
-    assert_eq!(after_hot, snapshot, "a hot room's write leaves its snapshot");
+    assert_eq!(
+        after_hot, snapshot,
+        "a hot room's write leaves its snapshot"
+    );
     assert_eq!(chunks, 1, "and appends a chunk");
 
     evict(&mut b, &kv, &other, "o1");

@@ -33,8 +33,10 @@ enum Command {
     Run {
         #[command(flatten)]
         run: RunArgs,
-        /// Test only: break one node on purpose (lying-disk:NODE or
-        /// deaf-to-room:NODE:ROOM); the run must then fail.
+        /// Test only: break something on purpose (lying-disk:NODE,
+        /// deaf-to-room:NODE:ROOM, misread-room:NODE, ownership-min,
+        /// compaction-drops-joins, compaction-ignores-gate); the run must
+        /// then fail.
         #[arg(long, hide = true)]
         mutate: Option<Mutation>,
     },

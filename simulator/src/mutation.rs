@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chorus_engine::replica::wire::{self, Body};
-use chorus_engine::RoomId;
+use chorus_engine::{RoomId, RoomSnapshot};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
@@ -31,13 +31,19 @@ pub enum Mutation {
     /// it: a broken version gate in the engine itself (feature
     /// `mutations`). Breaks invariant (vii).
     CompactionIgnoresGate,
+    /// The node reads every room without one of its sessions (the first
+    /// held), whatever its document holds: a broken read path, such as a
+    /// cached reading left stale. Breaks invariant (iii).
+    MisreadRoom { node: usize },
 }
 
 impl Mutation {
     /// The node the mutation breaks (`None`: every node).
     pub fn node(&self) -> Option<usize> {
         match self {
-            Mutation::LyingDisk { node } | Mutation::DeafToRoom { node, .. } => Some(*node),
+            Mutation::LyingDisk { node }
+            | Mutation::DeafToRoom { node, .. }
+            | Mutation::MisreadRoom { node } => Some(*node),
             Mutation::OwnershipMin
             | Mutation::CompactionDropsJoins
             | Mutation::CompactionIgnoresGate => None,
@@ -47,6 +53,14 @@ impl Mutation {
     /// Whether a durable persist on `node` is flushed.
     pub fn flushes(&self, node: usize) -> bool {
         !matches!(self, Mutation::LyingDisk { node: n } if *n == node)
+    }
+
+    /// What node `i` reads of a room instead of `reading`.
+    pub fn filter_reading(&self, i: usize, mut reading: RoomSnapshot) -> RoomSnapshot {
+        if matches!(self, Mutation::MisreadRoom { node } if *node == i) {
+            reading.sessions.pop_first();
+        }
+        reading
     }
 
     /// The bytes `to` receives instead of `bytes`.
@@ -80,6 +94,7 @@ impl fmt::Display for Mutation {
             Mutation::OwnershipMin => write!(f, "ownership-min"),
             Mutation::CompactionDropsJoins => write!(f, "compaction-drops-joins"),
             Mutation::CompactionIgnoresGate => write!(f, "compaction-ignores-gate"),
+            Mutation::MisreadRoom { node } => write!(f, "misread-room:{node}"),
         }
     }
 }
@@ -87,8 +102,8 @@ impl fmt::Display for Mutation {
 impl FromStr for Mutation {
     type Err = String;
 
-    /// `lying-disk:NODE`, `deaf-to-room:NODE:ROOM`, `ownership-min`,
-    /// `compaction-drops-joins` or `compaction-ignores-gate`.
+    /// `lying-disk:NODE`, `deaf-to-room:NODE:ROOM`, `misread-room:NODE`,
+    /// `ownership-min`, `compaction-drops-joins` or `compaction-ignores-gate`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').collect();
         let node = |text: &str| {
@@ -100,12 +115,13 @@ impl FromStr for Mutation {
             ["compaction-drops-joins"] => Ok(Mutation::CompactionDropsJoins),
             ["compaction-ignores-gate"] => Ok(Mutation::CompactionIgnoresGate),
             ["lying-disk", n] => Ok(Mutation::LyingDisk { node: node(n)? }),
+            ["misread-room", n] => Ok(Mutation::MisreadRoom { node: node(n)? }),
             ["deaf-to-room", n, room] => Ok(Mutation::DeafToRoom {
                 node: node(n)?,
                 room: RoomId::parse(*room).map_err(|e| format!("mutation {s:?}: {e}"))?,
             }),
             _ => Err(format!(
-                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM, ownership-min, compaction-drops-joins or compaction-ignores-gate"
+                "mutation {s:?}: expected lying-disk:NODE, deaf-to-room:NODE:ROOM, misread-room:NODE, ownership-min, compaction-drops-joins or compaction-ignores-gate"
             )),
         }
     }

@@ -244,6 +244,25 @@ fn a_lying_disk_and_a_deaf_transport_are_caught() {
     assert_eq!(deaf.invariants["convergence"], "fail");
 }
 
+#[test]
+fn a_replica_that_misreads_rooms_at_equal_heads_is_caught() {
+    // Node 1 reads every room one session short: its heads stay equal to
+    // the others', so only the equal-heads check can see it.
+    let scenario = load("partition-heal");
+    let broken = run_with(
+        &scenario,
+        "partition-heal",
+        1,
+        Some(Mutation::MisreadRoom { node: 1 }),
+    );
+    assert_eq!(
+        broken.invariants["equal_heads_equal_state"],
+        "fail",
+        "{}",
+        broken.to_text()
+    );
+}
+
 fn refused(text: &str) -> String {
     match Scenario::parse(text) {
         Ok(_) => panic!("accepted:\n{text}"),

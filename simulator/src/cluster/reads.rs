@@ -41,12 +41,16 @@ impl Cluster {
     /// replicas whose clocks differ would otherwise hide a departed session
     /// at different moments, and the invariants compare readings.
     pub fn room(&mut self, i: usize, room: &RoomId) -> Option<RoomSnapshot> {
-        self.nodes[i]
+        let reading = self.nodes[i]
             .replica
             .as_mut()?
             .room_as_of(room, None)
             .ok()
-            .flatten()
+            .flatten()?;
+        Some(match &self.mutation {
+            Some(m) => m.filter_reading(i, reading),
+            None => reading,
+        })
     }
 
     /// One life of node `i`: its number and how many times it started.
