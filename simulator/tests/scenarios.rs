@@ -390,9 +390,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "2eb620ea334dfdb5"),
-        ("partition-heal", "d2bf3f634cef073d"),
-        ("region-outage", "193dbab85e68bdeb"),
+        ("media-node-crash", "ecfa7cf10b58fa6a"),
+        ("partition-heal", "cf963389e831586c"),
+        ("region-outage", "a864711e9cb7643c"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

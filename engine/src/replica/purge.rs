@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::hlc::Timestamp;
 use crate::ids::{NodeId, RoomId};
 use crate::limits::PURGE_PROOF_LOADS_MAX;
+use crate::membership::Grade;
 use crate::model::{Lifecycle, RoomSummary};
 use crate::storage::keys;
 
@@ -103,12 +104,27 @@ impl Replica {
         self.purge_due();
     }
 
-    /// Purges ended rooms acknowledged by every known replica, or past the
-    /// horizon. A replica that knows of no other (a single-node store) has
-    /// no acknowledgement to wait for and keeps them until the horizon, so
-    /// an ended room stays readable there as long as on a cluster.
+    /// Purges ended rooms acknowledged by every known replica not held
+    /// Down, or past the horizon. A replica that knows of no other (a
+    /// single-node store), or holds every other Down, has no
+    /// acknowledgement to wait for and keeps them until the horizon, so an
+    /// ended room stays readable there as long as on a cluster.
+    ///
+    /// A replica held Down is not waited for: a crashed node never
+    /// acknowledges, and waiting for it kept every room that ended after the
+    /// crash on every replica's `EndAck` list, sent to every peer every
+    /// interval, until the horizon (24 h). Nothing depends on its ack: a
+    /// replica that comes back still holding such a room is told `Purged`
+    /// with the end change the marker keeps (anti-entropy's leaf
+    /// comparison), as one that was away past the horizon is.
     pub(super) fn purge_due(&mut self) {
-        let known: BTreeSet<&NodeId> = self.peers.keys().chain(self.config.peers.iter()).collect();
+        let members = &self.members;
+        let known: BTreeSet<&NodeId> = self
+            .peers
+            .keys()
+            .chain(self.config.peers.iter())
+            .filter(|node| members.grade(node) != Some(Grade::Down))
+            .collect();
         let horizon = self.config.purge_horizon_ms;
         let now = self.now_ms;
         let mut acked = Vec::new();
