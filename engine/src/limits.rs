@@ -385,6 +385,13 @@ pub const NODES_PER_REQUEST_MAX: usize = 4096;
 /// drains a handful of nodes at a time; 64 bounds the message at ~5 KB.
 pub const DRAIN_ORDERS_MAX: usize = 64;
 
+/// Visits to each peer in this replica's region per anti-entropy cycle
+/// (every other peer gets one): rounds prefer near peers, which repair
+/// faster and cost no inter-region bytes, and still reach every region
+/// each cycle (`Replica::round_order`). Among four regions of 50 replicas,
+/// 147 of a cycle's 297 rounds stay in the region, against 49 of 199.
+pub const NEAR_PEER_VISITS: u64 = 3;
+
 /// Nodes a replica sends its health report to each interval besides those
 /// it must reach (everyone when its placement changes; suspects and nodes
 /// whose report it lacks are asked instead; `replica/reports.rs`).

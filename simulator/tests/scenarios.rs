@@ -392,7 +392,7 @@ fn pinned_traces_stay_the_same() {
     for (name, hash) in [
         ("media-node-crash", "ecfa7cf10b58fa6a"),
         ("partition-heal", "cf963389e831586c"),
-        ("region-outage", "a864711e9cb7643c"),
+        ("region-outage", "21c5cf9d802d810e"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -38,6 +38,9 @@ pub(super) struct State {
     /// and the position of the next peer in it.
     pub order: Vec<NodeId>,
     pub turn: usize,
+    /// How many peers there were when `order` was drawn: a near peer is
+    /// in it more than once, so its length does not tell.
+    pub order_peers: usize,
     /// The peer a pull-back (`serve_changes`) is out to, and until when
     /// its answer is awaited: one at a time, or every peer that walks us
     /// after a heal would be asked for the same changes.
@@ -55,6 +58,7 @@ impl State {
             next_anti_entropy_ms: now_ms,
             order: Vec::new(),
             turn: 0,
+            order_peers: 0,
             pulling_back: None,
             rounds_open: 0,
         }
