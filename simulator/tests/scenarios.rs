@@ -261,6 +261,19 @@ fn a_replica_that_misreads_rooms_at_equal_heads_is_caught() {
         "{}",
         broken.to_text()
     );
+    // Seen by a periodic check, which skips replicas already read equal at
+    // the same heads, not only by the final one, which reads them all.
+    let first = &broken.failures["equal_heads_equal_state"].first[0];
+    let at_ms: u64 = first
+        .strip_prefix("at ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {first:?}"));
+    assert!(
+        at_ms < broken.liveness_started_ms,
+        "first seen at {at_ms} ms, after the faults ended at {} ms: {first}",
+        broken.liveness_started_ms
+    );
 }
 
 fn refused(text: &str) -> String {

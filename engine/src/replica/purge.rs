@@ -1,6 +1,6 @@
 //! Ended rooms: the end is replicated as part of the room document; once
-//! every known replica has acknowledged it (or after the purge horizon) the
-//! room is purged, leaving a marker that refuses stale replicas' changes and
+//! every known replica not held Down has acknowledged it (or after the
+//! purge horizon) the room is purged, leaving a marker that refuses stale replicas' changes and
 //! that anti-entropy spreads to replicas that have not purged yet.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,11 +140,13 @@ impl Replica {
         // miss from us (we stop announcing a purged room): tell them, so
         // they purge too instead of waiting for the horizon. A lost
         // broadcast is repaired by anti-entropy's leaf comparison. Every
-        // peer told us it holds an acknowledged room as ended, which is all
-        // a receiver needs to purge it (`on_purged`), so those go without
-        // their end change: every replica sends this to every other, and
-        // the proof was most of its bytes. Rooms purged at the horizon
-        // carry it (a peer may never have seen the end).
+        // peer not held Down told us it holds an acknowledged room as
+        // ended, which is all a receiver needs to purge it (`on_purged`),
+        // so those go without their end change: every replica sends this
+        // to every other, and the proof was most of its bytes. A peer held
+        // Down that hears it anyway refuses it and gets the proof by
+        // anti-entropy. Rooms purged at the horizon carry it (a peer may
+        // never have seen the end).
         let mut messages = fit_push(acked.iter().map(|room| PurgeProof {
             room: room.clone(),
             end: ByteBuf::new(),

@@ -113,9 +113,9 @@ impl Replica {
     }
 
     /// Starts a round with the next up peer that has none running, in an
-    /// order this replica shuffles each time it has gone through every
-    /// peer: each peer once a cycle, as in turn, but a different order on
-    /// each replica. With one order everywhere (node-id order, from the
+    /// order this replica draws afresh each time it has gone through it
+    /// (`round_order`: every peer at least once a cycle, near peers more
+    /// often), a different order on each replica. With one order everywhere (node-id order, from the
     /// same start), every replica rounded with the same peer in the same
     /// interval, so a change that reached only some replicas (the last push
     /// of a node that then crashed) spread to the rest only in the
@@ -123,8 +123,10 @@ impl Replica {
     /// reached none of the 130 its push had missed for 6.5 s.
     fn anti_entropy_turn(&mut self) {
         // Up to two passes: the scan may start a new order mid-way, and a
-        // free peer is then found in it rather than an interval later.
-        for _ in 0..=2 * self.peers.len() {
+        // free peer is then found in it rather than an interval later. (An
+        // order holds a near peer several times: it can outgrow `peers`.)
+        let passes = 2 * self.anti_entropy.order.len().max(self.peers.len());
+        for _ in 0..=passes {
             // A cycle over, or the peers changed: a new order.
             if self.anti_entropy.turn >= self.anti_entropy.order.len()
                 || self.anti_entropy.order_peers != self.peers.len()
@@ -154,19 +156,22 @@ impl Replica {
     /// afresh, and each peer whose health report names this replica's
     /// region `NEAR_PEER_VISITS` times, its visits spread over the cycle.
     /// Near rounds repair faster and cost no inter-region bytes; every
-    /// other region is still reached each cycle. With every peer in this
-    /// region, or none known to be, it is one visit each, drawn as before.
+    /// other region is still reached each cycle. Unless some peer is known
+    /// to be in another region and some in this one, it is one visit each,
+    /// drawn as before (a peer whose report has not come yet does not
+    /// make a one-region cluster's order uneven).
     fn round_order(&mut self) -> Vec<NodeId> {
         let mut order: Vec<NodeId> = self.peers.keys().cloned().collect();
         let region = &self.config.region;
-        let near = |node: &NodeId| {
+        let region_of = |node: &NodeId| {
             self.members
                 .view(node)
                 .and_then(|v| v.report.as_ref())
-                .is_some_and(|r| &r.region == region)
+                .map(|r| &r.region)
         };
-        let near_count = order.iter().filter(|p| near(p)).count();
-        if near_count == 0 || near_count == order.len() {
+        let near = |node: &NodeId| region_of(node) == Some(region);
+        let far = |node: &NodeId| region_of(node).is_some_and(|r| r != region);
+        if !order.iter().any(near) || !order.iter().any(far) {
             // Fisher-Yates with the replica's own generator.
             for i in (1..order.len()).rev() {
                 let j = (self.rng.next() % (i as u64 + 1)) as usize;
