@@ -8,9 +8,10 @@ mod common;
 
 use std::sync::Arc;
 
-use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
-use chorus_engine::storage::{keys, Kv, KvRead, MemKv};
+use chorus_engine::replica::{Input, Replica, ReplicaConfig};
+use chorus_engine::storage::{keys, KvRead, MemKv};
 use chorus_engine::*;
+use common::lone::drain;
 use common::*;
 
 /// A replica over `kv` holding one room in memory at a time, so writing to
@@ -21,24 +22,6 @@ fn open(kv: &Arc<MemKv>) -> Replica {
     let mut replica = Replica::new(config, kv.clone(), 0).expect("replica");
     drain(&mut replica, kv);
     replica
-}
-
-/// Applies every persist; whether a write was acknowledged.
-fn drain(replica: &mut Replica, kv: &MemKv) -> Option<Result<WriteAck>> {
-    let mut done = None;
-    while let Some(output) = replica.poll_output() {
-        match output {
-            Output::Persist { batch, durable } => {
-                kv.apply(batch).expect("apply");
-                if durable {
-                    kv.flush().expect("flush");
-                }
-            }
-            Output::Event(Event::WriteDone { result, .. }) => done = Some(result),
-            _ => {}
-        }
-    }
-    done
 }
 
 fn write(replica: &mut Replica, kv: &MemKv, id: &RoomId, op: RoomOp) {

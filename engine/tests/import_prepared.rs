@@ -10,26 +10,8 @@ use std::sync::Arc;
 use chorus_engine::replica::{Event, Input, Output, Replica, ReplicaConfig};
 use chorus_engine::storage::{Kv, KvRead, MemKv};
 use chorus_engine::*;
+use common::lone::run;
 use common::*;
-
-/// Feeds `input` and applies every persist; the write's result, if any.
-fn run(replica: &mut Replica, kv: &MemKv, input: Input) -> Option<Result<WriteAck>> {
-    replica.handle_input(0, input);
-    let mut done = None;
-    while let Some(output) = replica.poll_output() {
-        match output {
-            Output::Persist { batch, durable } => {
-                kv.apply(batch).expect("apply");
-                if durable {
-                    kv.flush().expect("flush");
-                }
-            }
-            Output::Event(Event::WriteDone { result, .. }) => done = Some(result),
-            _ => {}
-        }
-    }
-    done
-}
 
 fn open(kv: &Arc<MemKv>) -> Replica {
     let config = ReplicaConfig::new(node("b"), 1);

@@ -3,6 +3,7 @@
 
 pub mod compacting;
 pub mod docs;
+pub mod lone;
 pub mod moving;
 pub mod pair;
 
