@@ -144,8 +144,8 @@ impl Replica {
         // ended, which is all a receiver needs to purge it (`on_purged`),
         // so those go without their end change: every replica sends this
         // to every other, and the proof was most of its bytes. A peer held
-        // Down that hears it anyway refuses it and gets the proof by
-        // anti-entropy. Rooms purged at the horizon carry it (a peer may
+        // Down that hears it anyway and does not hold the room as ended
+        // refuses it, and gets the proof by anti-entropy. Rooms purged at the horizon carry it (a peer may
         // never have seen the end).
         let mut messages = fit_push(acked.iter().map(|room| PurgeProof {
             room: room.clone(),

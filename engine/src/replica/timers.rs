@@ -122,9 +122,10 @@ impl Replica {
     /// intervals when that peer was one of the few: at 200 replicas, a join
     /// reached none of the 130 its push had missed for 6.5 s.
     fn anti_entropy_turn(&mut self) {
-        // Up to two passes: the scan may start a new order mid-way, and a
+        // About two passes: the scan may start a new order mid-way, and a
         // free peer is then found in it rather than an interval later. (An
-        // order holds a near peer several times: it can outgrow `peers`.)
+        // order holds a near peer several times: it can outgrow `peers`; a
+        // scan cut short finds its peer at the next turn.)
         let passes = 2 * self.anti_entropy.order.len().max(self.peers.len());
         for _ in 0..=passes {
             // A cycle over, or the peers changed: a new order.
