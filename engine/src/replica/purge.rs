@@ -1,7 +1,8 @@
 //! Ended rooms: the end is replicated as part of the room document; once
 //! every known replica not held Down has acknowledged it (or after the
-//! purge horizon) the room is purged, leaving a marker that refuses stale replicas' changes and
-//! that anti-entropy spreads to replicas that have not purged yet.
+//! purge horizon) the room is purged, leaving a marker that refuses stale
+//! replicas' changes and that anti-entropy spreads to replicas that have
+//! not purged yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -145,8 +146,8 @@ impl Replica {
         // so those go without their end change: every replica sends this
         // to every other, and the proof was most of its bytes. A peer held
         // Down that hears it anyway and does not hold the room as ended
-        // refuses it, and gets the proof by anti-entropy. Rooms purged at the horizon carry it (a peer may
-        // never have seen the end).
+        // refuses it, and gets the proof by anti-entropy. Rooms purged at
+        // the horizon carry it (a peer may never have seen the end).
         let mut messages = fit_push(acked.iter().map(|room| PurgeProof {
             room: room.clone(),
             end: ByteBuf::new(),

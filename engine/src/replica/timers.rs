@@ -115,11 +115,12 @@ impl Replica {
     /// Starts a round with the next up peer that has none running, in an
     /// order this replica draws afresh each time it has gone through it
     /// (`round_order`: every peer at least once a cycle, near peers more
-    /// often), a different order on each replica. With one order everywhere (node-id order, from the
-    /// same start), every replica rounded with the same peer in the same
-    /// interval, so a change that reached only some replicas (the last push
-    /// of a node that then crashed) spread to the rest only in the
-    /// intervals when that peer was one of the few: at 200 replicas, a join
+    /// often), a different order on each replica. With one order
+    /// everywhere (node-id order, from the same start), every replica
+    /// rounded with the same peer in the same interval, so a change that
+    /// reached only some replicas (the last push of a node that then
+    /// crashed) spread to the rest only in the intervals when that peer was
+    /// one of the few: at 200 replicas, a join
     /// reached none of the 130 its push had missed for 6.5 s.
     fn anti_entropy_turn(&mut self) {
         // About two passes: the scan may start a new order mid-way, and a
