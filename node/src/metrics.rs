@@ -230,6 +230,16 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.swim_down_gossips,
         ),
         (
+            "chorus_watch_suspicions",
+            "Suspicions raised by this replica as the watcher of a node silent for two probe periods.",
+            r.watch_suspicions,
+        ),
+        (
+            "chorus_watch_convictions",
+            "Convictions that followed this replica's watch suspicions, unrefuted.",
+            r.watch_convictions,
+        ),
+        (
             "chorus_datagrams_dropped",
             "Failure-detection datagrams not sent: no connection to the peer.",
             s.datagrams_dropped,

@@ -16,6 +16,14 @@ use chorus_simulator::run::{run, RunOptions, RunResult};
 use chorus_simulator::scenario::Scenario;
 use chorus_simulator::{svg, swarm};
 
+// Large runs spend about half their time allocating and freeing
+// automerge's small objects: loading cold rooms and dropping evicted ones
+// (docs/scale.md, "Where the whole minute goes"). mimalloc does that
+// faster than the system allocator; results are unchanged (allocation
+// order is not part of any trace).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "chorus-sim",

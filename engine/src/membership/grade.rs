@@ -242,7 +242,7 @@ impl Inputs<'_> {
                 ),
                 Some(State::Suspect) => (
                     Grade::Suspect,
-                    Cow::Borrowed("direct and indirect probes failed; awaiting refutation"),
+                    Cow::Borrowed("no answer to probes or to its watcher; awaiting refutation"),
                 ),
                 Some(State::Alive) => match &view.report {
                     Some(report) => app_grade(config, &report.app),

@@ -26,6 +26,7 @@ mod grade;
 pub mod health;
 #[cfg(test)]
 mod spread_tests;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -200,6 +201,8 @@ pub struct Membership {
     gossip_down_after_ms: u64,
     /// Gossips sent at once because a conviction was learned.
     pub down_gossips: u64,
+    /// The ring watch (`watch.rs`).
+    watch: watch::Watch,
 }
 
 impl Membership {
@@ -263,6 +266,7 @@ impl Membership {
             refused: 0,
             gossip_down_after_ms: 0,
             down_gossips: 0,
+            watch: watch::Watch::default(),
         }
     }
 
@@ -378,10 +382,12 @@ impl Membership {
             }
             self.absorb(now_ms);
         }
+        self.watch_tick(now_ms);
         self.regrade_after_swim(now_ms);
     }
 
-    /// When the next SWIM timer, or the end of a restart's grace, is due.
+    /// When the next SWIM timer, watch step, or the end of a restart's
+    /// grace is due.
     pub fn next_timer_ms(&self) -> Option<u64> {
         let swim = self.timers.keys().next().map(|(at, _)| *at);
         let grace = self
@@ -390,7 +396,8 @@ impl Membership {
             .filter(|d| d.intent == Intent::Restart)
             .map(|d| d.until_ms)
             .min();
-        swim.into_iter().chain(grace).min()
+        let watch = self.watch_due_ms();
+        swim.into_iter().chain(grace).chain(Some(watch)).min()
     }
 
     pub fn grade(&self, node: &NodeId) -> Option<Grade> {

@@ -16,7 +16,8 @@
 //!   node it holds Suspect (at once, then `ASKS_PER_INTERVAL` times an
 //!   interval, and on for `silence_ms + suspect_to_down_ms` after the
 //!   suspicion ends: a conviction by a replica that missed the refutation
-//!   can still arrive by SWIM's gossip).
+//!   can still arrive by SWIM's gossip), and every half probe period to
+//!   the node this replica watches (`membership/watch.rs`).
 //!
 //! The answers are the evidence of life that holds back a false conviction
 //! (`DetectorConfig::silence_ms`; `simulator/tests/failover.rs`). A replica

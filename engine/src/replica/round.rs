@@ -41,6 +41,10 @@ pub(super) struct State {
     /// How many peers there were when `order` was drawn: a near peer is
     /// in it more than once, so its length does not tell.
     pub order_peers: usize,
+    /// Whether `order` was drawn knowing which peers are near (from their
+    /// health reports): until then the next turn checks again, and draws
+    /// anew once they are known rather than at the end of the cycle.
+    pub order_near: bool,
     /// The peer a pull-back (`serve_changes`) is out to, and until when
     /// its answer is awaited: one at a time, or every peer that walks us
     /// after a heal would be asked for the same changes.
@@ -59,6 +63,7 @@ impl State {
             order: Vec::new(),
             turn: 0,
             order_peers: 0,
+            order_near: false,
             pulling_back: None,
             rounds_open: 0,
         }

@@ -118,6 +118,10 @@ pub struct ReplicaStats {
     /// Gossips sent at once on learning a conviction
     /// (`GOSSIP_ON_DOWN_GAP_MS`).
     pub swim_down_gossips: u64,
+    /// Suspicions this replica raised as the watcher of a silent node, and
+    /// the convictions that followed (`membership/watch.rs`).
+    pub watch_suspicions: u64,
+    pub watch_convictions: u64,
     /// Calls this replica took over (failover or drain).
     pub rehomed: u64,
     /// Takeovers refused (another replica moved the call first).

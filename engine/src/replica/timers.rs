@@ -99,6 +99,13 @@ impl Replica {
         self.purge_due();
         if self.config.failure_detection {
             self.members.tick(now);
+            // The ring watch's ask to the node it watches
+            // (`membership/watch.rs`).
+            if let Some(node) = self.members.take_watch_ask() {
+                if let Some(report) = self.own_report() {
+                    self.ask(&node, report);
+                }
+            }
             self.after_membership();
             if now >= self.failover.next_health_ms {
                 self.health_tick();
@@ -128,15 +135,24 @@ impl Replica {
         // order holds a near peer several times: it can outgrow `peers`; a
         // scan cut short finds its peer at the next turn.)
         let passes = 2 * self.anti_entropy.order.len().max(self.peers.len());
+        // Checked once a turn, not once a pass: it walks the peers.
+        let near_now = !self.anti_entropy.order_near && self.near_known();
         for _ in 0..=passes {
-            // A cycle over, or the peers changed: a new order.
-            if self.anti_entropy.turn >= self.anti_entropy.order.len()
-                || self.anti_entropy.order_peers != self.peers.len()
+            // A cycle over, the peers changed, or near peers just became
+            // known: a new order. (A cycle at 200 replicas is longer than
+            // a minute: the first one, drawn before any report came, would
+            // otherwise hold the uniform order that long.)
+            let state = &self.anti_entropy;
+            if state.turn >= state.order.len()
+                || state.order_peers != self.peers.len()
+                || (near_now && !state.order_near)
             {
                 let order = self.round_order();
                 if order.is_empty() {
                     return;
                 }
+                // `round_order` weighs it whenever near peers are known.
+                self.anti_entropy.order_near |= near_now;
                 self.anti_entropy.order = order;
                 self.anti_entropy.order_peers = self.peers.len();
                 self.anti_entropy.turn = 0;
@@ -164,16 +180,7 @@ impl Replica {
     /// make a one-region cluster's order uneven).
     fn round_order(&mut self) -> Vec<NodeId> {
         let mut order: Vec<NodeId> = self.peers.keys().cloned().collect();
-        let region = &self.config.region;
-        let region_of = |node: &NodeId| {
-            self.members
-                .view(node)
-                .and_then(|v| v.report.as_ref())
-                .map(|r| &r.region)
-        };
-        let near = |node: &NodeId| region_of(node) == Some(region);
-        let far = |node: &NodeId| region_of(node).is_some_and(|r| r != region);
-        if !order.iter().any(near) || !order.iter().any(far) {
+        if !self.near_known() {
             // Fisher-Yates with the replica's own generator.
             for i in (1..order.len()).rev() {
                 let j = (self.rng.next() % (i as u64 + 1)) as usize;
@@ -186,7 +193,11 @@ impl Replica {
         // out rather than bunched.
         let mut placed: Vec<(u64, NodeId)> = Vec::new();
         for peer in order.drain(..) {
-            let visits = if near(&peer) { NEAR_PEER_VISITS } else { 1 };
+            let visits = if self.region_of(&peer) == Some(&self.config.region) {
+                NEAR_PEER_VISITS
+            } else {
+                1
+            };
             let span = u64::MAX / visits;
             for k in 0..visits {
                 placed.push((k * span + self.rng.next() % span, peer.clone()));
@@ -194,6 +205,32 @@ impl Replica {
         }
         placed.sort_unstable();
         placed.into_iter().map(|(_, peer)| peer).collect()
+    }
+
+    /// Whether some peer is known to be in this replica's region and some
+    /// in another (`round_order` weighs the order only then).
+    fn near_known(&self) -> bool {
+        let region = &self.config.region;
+        let (mut near, mut far) = (false, false);
+        for peer in self.peers.keys() {
+            match self.region_of(peer) {
+                Some(r) if r == region => near = true,
+                Some(_) => far = true,
+                None => {}
+            }
+            if near && far {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A node's region, from its latest health report.
+    fn region_of(&self, node: &NodeId) -> Option<&crate::ids::RegionId> {
+        self.members
+            .view(node)
+            .and_then(|v| v.report.as_ref())
+            .map(|r| &r.region)
     }
 
     /// Trims the change log: entries older than `log_retention_ms`, and the
