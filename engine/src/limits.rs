@@ -392,6 +392,16 @@ pub const DRAIN_ORDERS_MAX: usize = 64;
 /// 147 of a cycle's 297 rounds stay in the region, against 49 of 199.
 pub const NEAR_PEER_VISITS: u64 = 3;
 
+/// Suspicions the ring watch holds at once, waiting to convert
+/// (`membership/watch.rs`): one per neighbour that crashed with the one
+/// before it.
+pub const WATCH_SUSPICIONS_MAX: usize = 4;
+
+/// Targets this replica checks for other watchers at once, and watchers
+/// per target (`membership/watch.rs`). A node is the relay of about
+/// `indirect_probes` watchers' checks, and only while they hear nothing.
+pub const WATCH_RELAYS_MAX: usize = 16;
+
 /// Nodes a replica sends its health report to each interval besides those
 /// it must reach (everyone when its placement changes; suspects and nodes
 /// whose report it lacks are asked instead; `replica/reports.rs`).

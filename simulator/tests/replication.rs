@@ -165,7 +165,17 @@ fn stream_messages(cluster: &Cluster) -> u64 {
                 // Pushes, end acks and failure-detection datagrams go as
                 // gossip; everything else rides the sync streams.
                 .filter(|(kind, _)| {
-                    !["push", "end_ack", "swim", "health", "health_ask", "drain"].contains(*kind)
+                    ![
+                        "push",
+                        "end_ack",
+                        "swim",
+                        "health",
+                        "health_ask",
+                        "watch_check",
+                        "watch_seen",
+                        "drain",
+                    ]
+                    .contains(*kind)
                 })
                 .map(|(_, t)| t.messages)
                 .sum::<u64>()

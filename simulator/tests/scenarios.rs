@@ -403,9 +403,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "69e665fcbdcfc1e0"),
-        ("partition-heal", "6e37ec27981a67d2"),
-        ("region-outage", "135cf2e592a47ed7"),
+        ("media-node-crash", "ebf97376ae859633"),
+        ("partition-heal", "7778e155d7e13db2"),
+        ("region-outage", "45821887be9b47a6"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

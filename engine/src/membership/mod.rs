@@ -27,6 +27,7 @@ pub mod health;
 #[cfg(test)]
 mod spread_tests;
 mod watch;
+pub use watch::WatchOutputs;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -291,6 +292,7 @@ impl Membership {
         if let Some(view) = self.view_mut(from, now_ms) {
             view.last_heard_ms = Some(now_ms);
         }
+        self.watch_heard(now_ms, from);
     }
 
     /// A SWIM datagram from `from`.

@@ -7,77 +7,148 @@
 //! went four periods (1.6 s) without a probe and missed the 2.5 s failover
 //! budget (docs/benchmarks.md, "Detection").
 //!
-//! So each replica also watches one node: the next active member after it
-//! in node-id order. Every `probe_period_ms / 2` the replica asks that
-//! node for its health report (`take_ask`; any answer, or anything else
-//! heard from it, is evidence of life). Once the node has been silent for
-//! two probe periods, and watched for as long, this replica suspects it in
-//! SWIM exactly as a failed probe would: the suspicion is gossiped, the
-//! node refutes it if it is alive, and if it is still suspected at the same
-//! incarnation `suspect_to_down_ms` later, this replica convicts it. The
-//! grading above SWIM (evidence of life, `silence_ms`) applies unchanged.
+//! So each replica also watches one node: the next Alive member after it in
+//! node-id order. It works like a SWIM probe spread over two periods:
+//! - **direct**: every `probe_period_ms / 2` in which nothing was heard
+//!   from the node, the replica asks it for its health report
+//!   (`take_watch_outputs`; any answer, or anything else heard from it, is
+//!   evidence of life);
+//! - **indirect**: once it has been silent for a period and a half, the
+//!   replica asks `indirect_probes` other members (the next Alive ones
+//!   after it) to check it (`WatchCheck`); each asks it in turn and says
+//!   `WatchSeen` if it answers;
+//! - **suspicion**: silent for two periods, watched for as long, and no
+//!   relay having seen it since the check, the replica suspects it in SWIM
+//!   exactly as a failed probe would. The suspicion is gossiped, and the
+//!   node refutes it if it is alive;
+//! - **conviction**: `suspect_to_down_ms` later, if it is still suspected
+//!   at the same incarnation and neither the node nor a relay was heard of
+//!   since, the replica convicts it.
 //!
-//! Every node is then watched by exactly one live replica, so a crash is
-//! suspected within about two periods and a half of its last message.
-//! A false suspicion needs four round trips in a row lost to a node that
-//! sent nothing else: at 10 % loss about 0.1 % of checks.
+//! A relay's word matters when only the link between the watcher and the
+//! node is down: without it the watcher would suspect a live node every
+//! two periods and convict it whenever the refutation, which must come
+//! round by gossip, took longer than `suspect_to_down_ms` (at 200 replicas
+//! it can). The grading above SWIM (evidence of life, `silence_ms`) applies
+//! unchanged. A suspected node is passed over for the next Alive one, so
+//! neighbours that crash together are each watched.
+
+use std::collections::BTreeMap;
 
 use foca::{Member, State};
 
 use super::{Membership, SwimId};
 use crate::ids::NodeId;
+use crate::limits::{WATCH_RELAYS_MAX, WATCH_SUSPICIONS_MAX};
 
-/// What the watch remembers.
+/// What the watch remembers. Bounded: one target, `WATCH_SUSPICIONS_MAX`
+/// suspicions, `WATCH_RELAYS_MAX` checks relayed for others.
 #[derive(Debug, Default)]
 pub(super) struct Watch {
     /// The node watched, and since when.
     target: Option<(NodeId, u64)>,
     /// When the next step is due.
     next_ms: u64,
-    /// The node to ask now (taken by the replica).
-    ask: Option<NodeId>,
-    /// A suspicion this replica raised: the identity, its SWIM incarnation
-    /// then, and when it becomes a conviction if not refuted.
-    suspected: Option<(SwimId, u16, u64)>,
+    /// When relays were last asked to check the target, and when one last
+    /// said it heard it.
+    checked_ms: Option<u64>,
+    relayed_ms: Option<u64>,
+    /// Suspicions this replica raised, until each converts or lapses.
+    suspected: Vec<Suspicion>,
+    /// Checks this replica relays: target → the watchers that asked, and
+    /// until when an answer is worth passing on.
+    relaying: BTreeMap<NodeId, (Vec<NodeId>, u64)>,
+    /// For the replica to send: asks (health asks to a node), checks
+    /// (relay, target) and sightings (watcher, target).
+    asks: Vec<NodeId>,
+    checks: Vec<(NodeId, NodeId)>,
+    seen: Vec<(NodeId, NodeId)>,
     /// Suspicions raised, and convictions that followed.
     pub suspicions: u64,
     pub convictions: u64,
 }
 
+/// A suspicion the watch raised: the identity, its SWIM incarnation then,
+/// when, when it converts, and whether a relay has since heard the node.
+#[derive(Debug)]
+struct Suspicion {
+    id: SwimId,
+    incarnation: u16,
+    at_ms: u64,
+    due_ms: u64,
+    relayed: bool,
+}
+
+/// What the watch's outputs are, for the replica to send.
+#[derive(Debug, Default)]
+pub struct WatchOutputs {
+    /// Nodes to send a health ask.
+    pub asks: Vec<NodeId>,
+    /// (relay, target): ask the relay to check the target.
+    pub checks: Vec<(NodeId, NodeId)>,
+    /// (watcher, target): tell the watcher the target was heard.
+    pub seen: Vec<(NodeId, NodeId)>,
+}
+
 impl Membership {
     /// When the watch steps next.
     pub(super) fn watch_due_ms(&self) -> u64 {
-        let convict = self.watch.suspected.as_ref().map(|(_, _, at)| *at);
+        let convict = self.watch.suspected.iter().map(|s| s.due_ms).min();
         convict.map_or(self.watch.next_ms, |at| at.min(self.watch.next_ms))
     }
 
-    /// One step of the watch, if due: a conviction whose time came, then
-    /// the node to watch, its ask, and a suspicion if it stayed silent.
+    /// One step of the watch, if due: convictions whose time came, then the
+    /// node to watch, its ask, its check, and a suspicion if it stayed
+    /// silent.
     pub(super) fn watch_tick(&mut self, now_ms: u64) {
-        self.convict_if_due(now_ms);
+        self.convict_due(now_ms);
         if now_ms < self.watch.next_ms {
             return;
         }
-        let step = (self.config.probe_period_ms / 2).max(1);
+        let period = self.config.probe_period_ms;
+        let step = (period / 2).max(1);
         self.watch.next_ms = now_ms.saturating_add(step);
-        let Some((node, id, incarnation, state)) = self.successor() else {
+        self.watch.relaying.retain(|_, (_, until)| *until >= now_ms);
+        let alive = self.alive_after(1 + self.config.indirect_probes);
+        let Some((node, id, incarnation)) = alive.first().cloned() else {
             self.watch.target = None;
             return;
         };
         let since = match &self.watch.target {
             Some((watched, since)) if *watched == node => *since,
-            _ => now_ms,
+            _ => {
+                self.watch.checked_ms = None;
+                self.watch.relayed_ms = None;
+                now_ms
+            }
         };
         self.watch.target = Some((node.clone(), since));
-        self.watch.ask = Some(node.clone());
-        let window = self.config.probe_period_ms.saturating_mul(2);
-        let silent_ms = self
-            .nodes
-            .get(&node)
-            .and_then(|v| v.last_heard_ms)
-            .map_or(u64::MAX, |at| now_ms.saturating_sub(at));
+        let window = period.saturating_mul(2);
+        let silent_ms = self.silent_ms(&node, now_ms);
+        // Heard from within the last step: alive then, no ask needed (in a
+        // busy cluster most steps).
+        if silent_ms >= step {
+            self.watch.asks.push(node.clone());
+        }
         let watched_ms = now_ms.saturating_sub(since);
-        if state != State::Alive || silent_ms < window || watched_ms < window {
+        let since_check = self.watch.checked_ms.map(|at| now_ms.saturating_sub(at));
+        // The indirect check: once per window of silence, half a period
+        // before the window ends.
+        if silent_ms >= window.saturating_sub(step) && since_check.is_none_or(|ms| ms >= window) {
+            self.watch.checked_ms = Some(now_ms);
+            let relays = alive.iter().skip(1).take(self.config.indirect_probes);
+            for (relay, _, _) in relays {
+                self.watch.checks.push((relay.clone(), node.clone()));
+            }
+            return;
+        }
+        let relayed = match (self.watch.checked_ms, self.watch.relayed_ms) {
+            (Some(checked), Some(seen)) => seen >= checked,
+            _ => false,
+        };
+        let checked = since_check.is_some_and(|ms| ms >= step && ms < window);
+        let full = self.watch.suspected.len() >= WATCH_SUSPICIONS_MAX;
+        if silent_ms < window || watched_ms < window || !checked || relayed || full {
             return;
         }
         let suspect = Member::new(id.clone(), incarnation, State::Suspect);
@@ -91,13 +162,22 @@ impl Membership {
         }
         self.absorb(now_ms);
         self.watch.suspicions += 1;
-        let at = now_ms.saturating_add(self.config.suspect_to_down_ms);
-        self.watch.suspected = Some((id, incarnation, at));
+        self.watch.suspected.push(Suspicion {
+            id,
+            incarnation,
+            at_ms: now_ms,
+            due_ms: now_ms.saturating_add(self.config.suspect_to_down_ms),
+            relayed: false,
+        });
     }
 
-    /// The node to ask this step, once.
-    pub fn take_watch_ask(&mut self) -> Option<NodeId> {
-        self.watch.ask.take()
+    /// What the watch has for the replica to send.
+    pub fn take_watch_outputs(&mut self) -> WatchOutputs {
+        WatchOutputs {
+            asks: std::mem::take(&mut self.watch.asks),
+            checks: std::mem::take(&mut self.watch.checks),
+            seen: std::mem::take(&mut self.watch.seen),
+        }
     }
 
     /// Suspicions and convictions the watch raised.
@@ -105,76 +185,125 @@ impl Membership {
         (self.watch.suspicions, self.watch.convictions)
     }
 
-    /// Convicts the node this replica suspected once the suspicion has
-    /// lasted `suspect_to_down_ms` unrefuted: still Suspect at the same
-    /// SWIM incarnation (a refutation raises it).
-    fn convict_if_due(&mut self, now_ms: u64) {
-        let due = self
-            .watch
-            .suspected
-            .as_ref()
-            .is_some_and(|(_, _, at)| *at <= now_ms);
-        if !due {
+    /// `watcher` asks whether `target` is alive: answered at once if it was
+    /// heard from within half a period (or is this replica), otherwise
+    /// asked, and answered when it is heard from (`watch_heard`).
+    pub fn on_watch_check(&mut self, now_ms: u64, watcher: &NodeId, target: &NodeId) {
+        let step = (self.config.probe_period_ms / 2).max(1);
+        if target == &self.me || self.silent_ms(target, now_ms) < step {
+            self.watch.seen.push((watcher.clone(), target.clone()));
             return;
         }
-        let Some((id, incarnation, _)) = self.watch.suspected.take() else {
-            return;
-        };
-        let unrefuted = self.swim.iter_membership_state().any(|m| {
-            m.id() == &id && m.incarnation() == incarnation && m.state() == State::Suspect
-        });
-        if !unrefuted {
-            return;
-        }
-        let down = Member::new(id, incarnation, State::Down);
-        if self
-            .swim
-            .apply_many(std::iter::once(down), true, &mut self.sink)
-            .is_err()
-        {
-            self.refused += 1;
+        let until = now_ms.saturating_add(self.config.probe_period_ms);
+        if let Some((watchers, at)) = self.watch.relaying.get_mut(target) {
+            if !watchers.contains(watcher) && watchers.len() < WATCH_RELAYS_MAX {
+                watchers.push(watcher.clone());
+            }
+            *at = until;
+        } else if self.watch.relaying.len() < WATCH_RELAYS_MAX {
+            let watchers = vec![watcher.clone()];
+            self.watch
+                .relaying
+                .insert(target.clone(), (watchers, until));
+        } else {
             return;
         }
-        self.watch.convictions += 1;
-        self.absorb(now_ms);
+        self.watch.asks.push(target.clone());
     }
 
-    /// The first active SWIM member after this replica in node-id order,
-    /// wrapping around: its node, identity, SWIM incarnation and state.
-    /// A node's newest identity only.
-    fn successor(&self) -> Option<(NodeId, SwimId, u16, State)> {
-        // Newest identity first among equal nodes (several may be active
-        // for a moment after a restart).
-        let better = |member: &Member<SwimId>, best: Option<&Member<SwimId>>| {
-            best.is_none_or(|b| {
-                let (m, b) = (member.id(), b.id());
-                (&m.node, std::cmp::Reverse(m.incarnation))
-                    < (&b.node, std::cmp::Reverse(b.incarnation))
-            })
-        };
-        let mut after: Option<&Member<SwimId>> = None;
-        let mut first: Option<&Member<SwimId>> = None;
-        for member in self.swim.iter_members() {
-            let node = &member.id().node;
-            if node == &self.me {
-                continue;
-            }
-            let best = if node > &self.me {
-                &mut after
-            } else {
-                &mut first
-            };
-            if better(member, *best) {
-                *best = Some(member);
+    /// A relay heard `target`: evidence of life for the watch and for the
+    /// suspicions it raised of it.
+    pub fn on_watch_seen(&mut self, now_ms: u64, target: &NodeId) {
+        if self.watch.target.as_ref().is_some_and(|(t, _)| t == target) {
+            self.watch.relayed_ms = Some(now_ms);
+        }
+        for s in self.watch.suspected.iter_mut() {
+            if &s.id.node == target {
+                s.relayed = true;
             }
         }
-        let member = after.or(first)?;
-        Some((
-            member.id().node.clone(),
-            member.id().clone(),
-            member.incarnation(),
-            member.state(),
-        ))
+    }
+
+    /// `from` was heard: the watchers waiting on it through this replica
+    /// are told.
+    pub(super) fn watch_heard(&mut self, now_ms: u64, from: &NodeId) {
+        if self.watch.relaying.is_empty() {
+            return;
+        }
+        if let Some((watchers, until)) = self.watch.relaying.remove(from) {
+            if until >= now_ms {
+                for watcher in watchers {
+                    self.watch.seen.push((watcher, from.clone()));
+                }
+            }
+        }
+    }
+
+    /// How long since anything was heard from `node` (`u64::MAX`: never).
+    fn silent_ms(&self, node: &NodeId, now_ms: u64) -> u64 {
+        self.nodes
+            .get(node)
+            .and_then(|v| v.last_heard_ms)
+            .map_or(u64::MAX, |at| now_ms.saturating_sub(at))
+    }
+
+    /// Converts each suspicion due: still Suspect at the same SWIM
+    /// incarnation (a refutation raises it), and neither the node nor a
+    /// relay heard of since it was raised.
+    fn convict_due(&mut self, now_ms: u64) {
+        if !self.watch.suspected.iter().any(|s| s.due_ms <= now_ms) {
+            return;
+        }
+        let (due, pending): (Vec<Suspicion>, Vec<Suspicion>) =
+            std::mem::take(&mut self.watch.suspected)
+                .into_iter()
+                .partition(|s| s.due_ms <= now_ms);
+        self.watch.suspected = pending;
+        for s in due {
+            let heard = self.nodes.get(&s.id.node).and_then(|v| v.last_heard_ms);
+            if s.relayed || heard.is_some_and(|at| at > s.at_ms) {
+                continue;
+            }
+            let unrefuted = self.swim.iter_membership_state().any(|m| {
+                m.id() == &s.id && m.incarnation() == s.incarnation && m.state() == State::Suspect
+            });
+            if !unrefuted {
+                continue;
+            }
+            let down = Member::new(s.id, s.incarnation, State::Down);
+            if self
+                .swim
+                .apply_many(std::iter::once(down), true, &mut self.sink)
+                .is_err()
+            {
+                self.refused += 1;
+                continue;
+            }
+            self.watch.convictions += 1;
+            self.absorb(now_ms);
+        }
+    }
+
+    /// The Alive SWIM members after this replica in node-id order, wrapping
+    /// around: node, identity, SWIM incarnation. (foca keeps one identity
+    /// per node.)
+    fn alive_after(&self, count: usize) -> Vec<(NodeId, SwimId, u16)> {
+        let mut alive: Vec<&Member<SwimId>> = self
+            .swim
+            .iter_members()
+            .filter(|m| m.state() == State::Alive && m.id().node != self.me)
+            .collect();
+        // After this replica first, then from the lowest id.
+        let key = |m: &&Member<SwimId>| (m.id().node < self.me, m.id().node.clone());
+        if alive.len() > count {
+            alive.select_nth_unstable_by_key(count, key);
+            alive.truncate(count);
+        }
+        alive.sort_by_key(key);
+        alive
+            .into_iter()
+            .map(|m| (m.id().node.clone(), m.id().clone(), m.incarnation()))
+            .collect()
     }
 }
 
@@ -187,13 +316,22 @@ mod tests {
         NodeId::parse(format!("n{i:02}")).expect("valid")
     }
 
+    /// How the test network fails: member 0 stops from `crash_ms` on
+    /// (nothing to or from it is delivered), and `cut` drops everything
+    /// between two members, both ways, all along.
+    struct Faults {
+        crash_ms: u64,
+        cut: Option<(usize, usize)>,
+    }
+
     /// `n` members that all know each other, in 10 ms steps until
-    /// `until_ms`. From `crash_ms` on, member 0 is stopped: nothing to or
-    /// from it is delivered. Stops early once `stop` holds.
+    /// `until_ms`, the watch's messages carried as the replica carries
+    /// them (an ask is answered; a check is relayed). Stops early once
+    /// `stop` holds.
     fn run(
         n: usize,
         seed: u64,
-        crash_ms: u64,
+        faults: Faults,
         until_ms: u64,
         mut stop: impl FnMut(&[Membership], u64) -> bool,
     ) -> Vec<Membership> {
@@ -203,37 +341,52 @@ mod tests {
         for m in members.iter_mut().skip(1) {
             m.announce(0, &id(0));
         }
+        let index = |node: &NodeId| (0..n).find(|i| &id(*i) == node);
         let mut now = 0;
         while now < until_ms && !stop(&members, now) {
             for m in members.iter_mut() {
                 m.tick(now);
             }
-            let mut sent = Vec::new();
+            let up = |a: usize, b: usize| {
+                let dead = |i: usize| now >= faults.crash_ms && i == 0;
+                let cut = faults.cut.is_some_and(|c| c == (a, b) || c == (b, a));
+                !dead(a) && !dead(b) && !cut
+            };
+            let mut swim = Vec::new();
+            let mut watch = Vec::new();
             for (i, m) in members.iter_mut().enumerate() {
                 for (to, data) in m.out.drain(..) {
-                    sent.push((i, to, Some(data)));
+                    swim.push((i, to, data));
                 }
-                // The replica turns the watch's ask into a HealthAsk,
-                // which a live node answers.
-                if let Some(to) = m.take_watch_ask() {
-                    sent.push((i, to, None));
+                watch.push((i, m.take_watch_outputs()));
+            }
+            for (from, to, data) in swim {
+                let Some(j) = index(&to) else { continue };
+                if up(from, j) {
+                    members[j].heard(now, &id(from));
+                    members[j].on_datagram(now, &id(from), &data);
                 }
             }
-            let dead = |i: usize| now >= crash_ms && i == 0;
-            for (from, to, data) in sent {
-                let Some(j) = members.iter().position(|m| m.me == to) else {
-                    continue;
-                };
-                if dead(from) || dead(j) {
-                    continue;
+            for (from, out) in watch {
+                for to in out.asks.iter().filter_map(index) {
+                    // The ask, and its answer.
+                    if up(from, to) {
+                        members[to].heard(now, &id(from));
+                        members[from].heard(now, &id(to));
+                    }
                 }
-                let sender = members[from].me.clone();
-                members[j].heard(now, &sender);
-                match data {
-                    Some(data) => members[j].on_datagram(now, &sender, &data),
-                    None => {
-                        let answerer = members[j].me.clone();
-                        members[from].heard(now, &answerer);
+                for (relay, target) in out.checks {
+                    let Some(r) = index(&relay) else { continue };
+                    if up(from, r) {
+                        members[r].heard(now, &id(from));
+                        members[r].on_watch_check(now, &id(from), &target);
+                    }
+                }
+                for (watcher, target) in out.seen {
+                    let Some(w) = index(&watcher) else { continue };
+                    if up(from, w) {
+                        members[w].heard(now, &id(from));
+                        members[w].on_watch_seen(now, &target);
                     }
                 }
             }
@@ -254,8 +407,12 @@ mod tests {
         let mut worst = 0;
         for seed in 0..16 {
             let crash_ms = 6_000 + seed * 37;
+            let faults = Faults {
+                crash_ms,
+                cut: None,
+            };
             let mut seen = None;
-            run(24, seed, crash_ms, crash_ms + 5_000, |members, now| {
+            run(24, seed, faults, crash_ms + 5_000, |members, now| {
                 let suspected = now >= crash_ms
                     && members[1..].iter().any(|m| {
                         matches!(
@@ -278,13 +435,37 @@ mod tests {
     }
 
     /// On a clean network a watched node answers, and no watcher ever
-    /// suspects it; every member was watched and asked all along.
+    /// suspects it.
     #[test]
     fn live_nodes_are_never_suspected_by_their_watchers() {
-        let members = run(6, 1, u64::MAX, 60_000, |_, _| false);
+        let faults = Faults {
+            crash_ms: u64::MAX,
+            cut: None,
+        };
+        let members = run(6, 1, faults, 60_000, |_, _| false);
         for m in &members {
             assert_eq!(m.watch_counts(), (0, 0), "{}", m.me);
             assert!(m.watch.target.is_some(), "{} watches a node", m.me);
         }
+    }
+
+    /// Only the link between a watcher and the node it watches is down
+    /// for a minute: the relays hear the node, so the watcher neither
+    /// suspects nor convicts it, and nobody else does either.
+    #[test]
+    fn a_node_behind_one_cut_link_is_vouched_for_by_relays() {
+        // n05 watches n06.
+        let faults = Faults {
+            crash_ms: u64::MAX,
+            cut: Some((5, 6)),
+        };
+        let members = run(12, 3, faults, 60_000, |members, _| {
+            let down = members
+                .iter()
+                .any(|m| m.swim_state().get(&id(6)).map(|(_, s)| *s) == Some(State::Down));
+            assert!(!down, "n06 was convicted");
+            false
+        });
+        assert_eq!(members[5].watch_counts(), (0, 0));
     }
 }

@@ -371,6 +371,7 @@ impl Replica {
         // Any valid message is evidence of life for failure detection.
         self.members.heard(self.now_ms, &from);
         self.dispatch(&from, envelope.body);
+        self.send_watch();
     }
 
     fn dispatch(&mut self, from: &NodeId, body: Body) {
@@ -457,6 +458,10 @@ impl Replica {
             Body::Reads { reads, ask } => self.on_reads(from, reads, ask),
             Body::LeafHeadsReq { round, buckets } => self.serve_leaf_heads(from, round, &buckets),
             Body::LeafHeadsResp { round, rooms } => self.on_leaves(from, round, rooms),
+            Body::WatchCheck { target } => {
+                self.members.on_watch_check(self.now_ms, from, &target);
+            }
+            Body::WatchSeen { target } => self.members.on_watch_seen(self.now_ms, &target),
         }
     }
 

@@ -119,6 +119,11 @@ impl Replica {
     /// with the end change the marker keeps (anti-entropy's leaf
     /// comparison), as one that was away past the horizon is.
     pub(super) fn purge_due(&mut self) {
+        // Runs on every tick: with nothing ended, skip building `known`,
+        // a walk of every peer.
+        if self.purge.ended.is_empty() {
+            return;
+        }
         let members = &self.members;
         let known: BTreeSet<&NodeId> = self
             .peers

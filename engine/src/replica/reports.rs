@@ -16,8 +16,9 @@
 //!   node it holds Suspect (at once, then `ASKS_PER_INTERVAL` times an
 //!   interval, and on for `silence_ms + suspect_to_down_ms` after the
 //!   suspicion ends: a conviction by a replica that missed the refutation
-//!   can still arrive by SWIM's gossip), and every half probe period to
-//!   the node this replica watches (`membership/watch.rs`).
+//!   can still arrive by SWIM's gossip), and to the node this replica
+//!   watches, every half probe period in which nothing came from it
+//!   (`membership/watch.rs`).
 //!
 //! The answers are the evidence of life that holds back a false conviction
 //! (`DetectorConfig::silence_ms`; `simulator/tests/failover.rs`). A replica
@@ -271,6 +272,26 @@ impl Replica {
             }
         }
         (suspects, unknown)
+    }
+
+    /// Sends what the ring watch asked for (`membership/watch.rs`): its
+    /// asks, its checks through relays, and the sightings it relays.
+    pub(super) fn send_watch(&mut self) {
+        if !self.config.failure_detection {
+            return;
+        }
+        let out = self.members.take_watch_outputs();
+        if let Some(report) = self.own_report() {
+            for node in out.asks {
+                self.ask(&node, report.clone());
+            }
+        }
+        for (relay, target) in out.checks {
+            self.datagram(&relay, Body::WatchCheck { target });
+        }
+        for (watcher, target) in out.seen {
+            self.datagram(&watcher, Body::WatchSeen { target });
+        }
     }
 
     pub(super) fn ask(&mut self, to: &NodeId, report: HealthReport) {

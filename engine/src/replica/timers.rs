@@ -99,13 +99,7 @@ impl Replica {
         self.purge_due();
         if self.config.failure_detection {
             self.members.tick(now);
-            // The ring watch's ask to the node it watches
-            // (`membership/watch.rs`).
-            if let Some(node) = self.members.take_watch_ask() {
-                if let Some(report) = self.own_report() {
-                    self.ask(&node, report);
-                }
-            }
+            self.send_watch();
             self.after_membership();
             if now >= self.failover.next_health_ms {
                 self.health_tick();

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
-use crate::ids::RoomId;
+use crate::ids::{NodeId, RoomId};
 use crate::membership::{DrainOrder, HealthReport, DRAIN_ORDERS_MAX, SWIM_PACKET_MAX};
 use crate::model::Head;
 
@@ -266,6 +266,16 @@ pub enum Body {
         round: u64,
         rooms: Vec<LeafRoom>,
     },
+    /// "I hear nothing from `target`: ask it, and tell me if it answers"
+    /// (the ring watch's indirect check, `membership/watch.rs`). An older
+    /// build cannot decode it; its watcher then goes on its own silence.
+    WatchCheck {
+        target: NodeId,
+    },
+    /// "I heard from `target`", to a watcher that asked.
+    WatchSeen {
+        target: NodeId,
+    },
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -389,6 +399,8 @@ impl Body {
             Body::Drain { .. }
             | Body::Leaving { .. }
             | Body::LeavingAck
+            | Body::WatchCheck { .. }
+            | Body::WatchSeen { .. }
             | Body::Reads { .. }
             | Body::Unavailable { .. }
             | Body::DigestReq { .. }
@@ -420,6 +432,8 @@ impl Body {
             Body::Swim { .. } => "swim",
             Body::Health { .. } => "health",
             Body::HealthAsk { .. } => "health_ask",
+            Body::WatchCheck { .. } => "watch_check",
+            Body::WatchSeen { .. } => "watch_seen",
             Body::Drain { .. } => "drain",
             Body::Leaving { .. } => "leaving",
             Body::LeavingAck => "leaving_ack",
