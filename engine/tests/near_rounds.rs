@@ -87,8 +87,8 @@ fn the_order_is_drawn_again_once_near_peers_are_known() {
     net.run_for(500);
     net.reset_bytes();
     // About 32 turns. The blind order (40 places, at least 36 s) holds
-    // r1 once; an order that knows r1 is near holds it once in each third
-    // of 42 places, so twice in the first 28.
+    // r1 once; an order that knows r1 is near gives it three visits, one
+    // in each third of the cycle (of 42 places), so about two in 32.
     net.run_for(32_000);
     // Idle rounds, one `DigestReq` each, of one size to peers whose ids
     // are as long as r1's.
