@@ -151,16 +151,9 @@ impl Membership {
         if silent_ms < window || watched_ms < window || !checked || relayed || full {
             return;
         }
-        let suspect = Member::new(id.clone(), incarnation, State::Suspect);
-        if self
-            .swim
-            .apply_many(std::iter::once(suspect), true, &mut self.sink)
-            .is_err()
-        {
-            self.refused += 1;
+        if !self.apply_verdict(now_ms, Member::new(id.clone(), incarnation, State::Suspect)) {
             return;
         }
-        self.absorb(now_ms);
         self.watch.suspicions += 1;
         self.watch.suspected.push(Suspicion {
             id,
@@ -239,6 +232,19 @@ impl Membership {
         }
     }
 
+    /// Applies the watch's verdict on a member to SWIM, which gossips it
+    /// (as its own failed probe would); false if foca refused it.
+    fn apply_verdict(&mut self, now_ms: u64, verdict: Member<SwimId>) -> bool {
+        let applied = self
+            .swim
+            .apply_many(std::iter::once(verdict), true, &mut self.sink);
+        if applied.is_err() {
+            self.refused += 1;
+        }
+        self.absorb(now_ms);
+        applied.is_ok()
+    }
+
     /// How long since anything was heard from `node` (`u64::MAX`: never).
     fn silent_ms(&self, node: &NodeId, now_ms: u64) -> u64 {
         self.nodes
@@ -270,17 +276,9 @@ impl Membership {
             if !unrefuted {
                 continue;
             }
-            let down = Member::new(s.id, s.incarnation, State::Down);
-            if self
-                .swim
-                .apply_many(std::iter::once(down), true, &mut self.sink)
-                .is_err()
-            {
-                self.refused += 1;
-                continue;
+            if self.apply_verdict(now_ms, Member::new(s.id, s.incarnation, State::Down)) {
+                self.watch.convictions += 1;
             }
-            self.watch.convictions += 1;
-            self.absorb(now_ms);
         }
     }
 
