@@ -403,9 +403,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "ebf97376ae859633"),
-        ("partition-heal", "7778e155d7e13db2"),
-        ("region-outage", "45821887be9b47a6"),
+        ("media-node-crash", "46fc8e662a6ca065"),
+        ("partition-heal", "44e3650d8d86e1d9"),
+        ("region-outage", "c86f05311b70f844"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

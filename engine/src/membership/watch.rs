@@ -13,14 +13,15 @@
 //!   from the node, the replica asks it for its health report
 //!   (`take_watch_outputs`; any answer, or anything else heard from it, is
 //!   evidence of life);
-//! - **indirect**: once it has been silent for a period and a half, the
-//!   replica asks `indirect_probes` other members (the next Alive ones
-//!   after it) to check it (`WatchCheck`); each asks it in turn and says
-//!   `WatchSeen` if it answers;
-//! - **suspicion**: silent for two periods, watched for as long, and no
-//!   relay having seen it since the check, the replica suspects it in SWIM
-//!   exactly as a failed probe would. The suspicion is gossiped, and the
-//!   node refutes it if it is alive;
+//! - **indirect**: once it has been silent for a period, the replica asks
+//!   `indirect_probes` other members (the next ones after it) to check it
+//!   (`WatchCheck`); each asks it in turn and says `WatchSeen` if it
+//!   answers. A sighting counts only from a relay that was asked;
+//! - **suspicion**: silent for two periods, watched for as long, the check
+//!   a period old (time for two hops and a round trip) and no relay having
+//!   seen it since, the replica suspects it in SWIM exactly as a failed
+//!   probe would. The suspicion is gossiped, and the node refutes it if it
+//!   is alive;
 //! - **conviction**: `suspect_to_down_ms` later, if it is still suspected
 //!   at the same incarnation and neither the node nor a relay was heard of
 //!   since, the replica convicts it.
@@ -30,8 +31,11 @@
 //! two periods and convict it whenever the refutation, which must come
 //! round by gossip, took longer than `suspect_to_down_ms` (at 200 replicas
 //! it can). The grading above SWIM (evidence of life, `silence_ms`) applies
-//! unchanged. A suspected node is passed over for the next Alive one, so
-//! neighbours that crash together are each watched.
+//! unchanged. A node this replica will convict is passed over for the
+//! next one, so neighbours that crash together are each watched; a node
+//! Suspect otherwise (its conviction called off, or suspected by a replica
+//! that then died) is still watched, and convicted the same way: foca
+//! convicts only on its own failed probes.
 
 use std::collections::BTreeMap;
 
@@ -49,11 +53,12 @@ pub(super) struct Watch {
     target: Option<(NodeId, u64)>,
     /// When the next step is due.
     next_ms: u64,
-    /// When relays were last asked to check the target, and when one last
-    /// said it heard it.
+    /// When relays were last asked to check the target, which, and when
+    /// one of them last said it heard it.
     checked_ms: Option<u64>,
+    relays: Vec<NodeId>,
     relayed_ms: Option<u64>,
-    /// Suspicions this replica raised, until each converts or lapses.
+    /// Convictions this replica will make unless evidence comes first.
     suspected: Vec<Suspicion>,
     /// Checks this replica relays: target → the watchers that asked, and
     /// until when an answer is worth passing on.
@@ -68,14 +73,16 @@ pub(super) struct Watch {
     pub convictions: u64,
 }
 
-/// A suspicion the watch raised: the identity, its SWIM incarnation then,
-/// when, when it converts, and whether a relay has since heard the node.
+/// A conviction the watch will make: the identity, its SWIM incarnation
+/// then, when the suspicion began here, when it converts, the relays
+/// asked before it, and whether one of them has since heard the node.
 #[derive(Debug)]
 struct Suspicion {
     id: SwimId,
     incarnation: u16,
     at_ms: u64,
     due_ms: u64,
+    relays: Vec<NodeId>,
     relayed: bool,
 }
 
@@ -98,8 +105,8 @@ impl Membership {
     }
 
     /// One step of the watch, if due: convictions whose time came, then the
-    /// node to watch, its ask, its check, and a suspicion if it stayed
-    /// silent.
+    /// node to watch, its ask, a suspicion if it stayed silent past its
+    /// check, or else its check.
     pub(super) fn watch_tick(&mut self, now_ms: u64) {
         self.convict_due(now_ms);
         if now_ms < self.watch.next_ms {
@@ -109,8 +116,8 @@ impl Membership {
         let step = (period / 2).max(1);
         self.watch.next_ms = now_ms.saturating_add(step);
         self.watch.relaying.retain(|_, (_, until)| *until >= now_ms);
-        let alive = self.alive_after(1 + self.config.indirect_probes);
-        let Some((node, id, incarnation)) = alive.first().cloned() else {
+        let members = self.watchable(1 + self.config.indirect_probes);
+        let Some((node, id, incarnation, state)) = members.first().cloned() else {
             self.watch.target = None;
             return;
         };
@@ -118,6 +125,7 @@ impl Membership {
             Some((watched, since)) if *watched == node => *since,
             _ => {
                 self.watch.checked_ms = None;
+                self.watch.relays.clear();
                 self.watch.relayed_ms = None;
                 now_ms
             }
@@ -132,36 +140,51 @@ impl Membership {
         }
         let watched_ms = now_ms.saturating_sub(since);
         let since_check = self.watch.checked_ms.map(|at| now_ms.saturating_sub(at));
-        // The indirect check: once per window of silence, half a period
-        // before the window ends.
-        if silent_ms >= window.saturating_sub(step) && since_check.is_none_or(|ms| ms >= window) {
-            self.watch.checked_ms = Some(now_ms);
-            let relays = alive.iter().skip(1).take(self.config.indirect_probes);
-            for (relay, _, _) in relays {
-                self.watch.checks.push((relay.clone(), node.clone()));
-            }
-            return;
-        }
         let relayed = match (self.watch.checked_ms, self.watch.relayed_ms) {
             (Some(checked), Some(seen)) => seen >= checked,
             _ => false,
         };
-        let checked = since_check.is_some_and(|ms| ms >= step && ms < window);
+        // The relays had a period to answer (two hops and a round trip),
+        // and the check is not older than the silence it was for.
+        let checked = since_check.is_some_and(|ms| ms >= period && ms <= window);
         let full = self.watch.suspected.len() >= WATCH_SUSPICIONS_MAX;
-        if silent_ms < window || watched_ms < window || !checked || relayed || full {
+        if silent_ms >= window && watched_ms >= window && checked && !relayed && !full {
+            self.suspect(now_ms, id, incarnation, state);
             return;
         }
-        if !self.apply_verdict(now_ms, Member::new(id.clone(), incarnation, State::Suspect)) {
-            return;
+        // The indirect check: once a period of silence, and again once
+        // the last one is older than the window.
+        if silent_ms >= period && since_check.is_none_or(|ms| ms > window) {
+            self.watch.checked_ms = Some(now_ms);
+            self.watch.relays.clear();
+            for (relay, _, _, _) in members.iter().skip(1) {
+                self.watch.relays.push(relay.clone());
+                self.watch.checks.push((relay.clone(), node.clone()));
+            }
         }
-        self.watch.suspicions += 1;
+    }
+
+    /// Suspects the watched node in SWIM, as a failed probe would (if it
+    /// is Suspect already, by another's word or an earlier suspicion of
+    /// ours whose conviction was called off, only the conviction is
+    /// scheduled), and schedules its conviction.
+    fn suspect(&mut self, now_ms: u64, id: SwimId, incarnation: u16, state: State) {
+        if state == State::Alive {
+            let verdict = Member::new(id.clone(), incarnation, State::Suspect);
+            if !self.apply_verdict(now_ms, verdict) {
+                return;
+            }
+            self.watch.suspicions += 1;
+        }
         self.watch.suspected.push(Suspicion {
             id,
             incarnation,
             at_ms: now_ms,
             due_ms: now_ms.saturating_add(self.config.suspect_to_down_ms),
+            relays: std::mem::take(&mut self.watch.relays),
             relayed: false,
         });
+        self.watch.checked_ms = None;
     }
 
     /// What the watch has for the replica to send.
@@ -180,11 +203,16 @@ impl Membership {
 
     /// `watcher` asks whether `target` is alive: answered at once if it was
     /// heard from within half a period (or is this replica), otherwise
-    /// asked, and answered when it is heard from (`watch_heard`).
+    /// asked, and answered when it is heard from (`watch_heard`). A target
+    /// this replica does not know is ignored: a peer cannot make it ask
+    /// names of its choosing.
     pub fn on_watch_check(&mut self, now_ms: u64, watcher: &NodeId, target: &NodeId) {
         let step = (self.config.probe_period_ms / 2).max(1);
         if target == &self.me || self.silent_ms(target, now_ms) < step {
             self.watch.seen.push((watcher.clone(), target.clone()));
+            return;
+        }
+        if !self.nodes.contains_key(target) {
             return;
         }
         let until = now_ms.saturating_add(self.config.probe_period_ms);
@@ -204,14 +232,15 @@ impl Membership {
         self.watch.asks.push(target.clone());
     }
 
-    /// A relay heard `target`: evidence of life for the watch and for the
-    /// suspicions it raised of it.
-    pub fn on_watch_seen(&mut self, now_ms: u64, target: &NodeId) {
-        if self.watch.target.as_ref().is_some_and(|(t, _)| t == target) {
+    /// `relay` heard `target`: evidence of life for the watch and for the
+    /// conviction it will make, if `relay` is one it asked about it.
+    pub fn on_watch_seen(&mut self, now_ms: u64, relay: &NodeId, target: &NodeId) {
+        let current = self.watch.target.as_ref().is_some_and(|(t, _)| t == target);
+        if current && self.watch.relays.contains(relay) {
             self.watch.relayed_ms = Some(now_ms);
         }
         for s in self.watch.suspected.iter_mut() {
-            if &s.id.node == target {
+            if &s.id.node == target && s.relays.contains(relay) {
                 s.relayed = true;
             }
         }
@@ -282,25 +311,37 @@ impl Membership {
         }
     }
 
-    /// The Alive SWIM members after this replica in node-id order, wrapping
-    /// around: node, identity, SWIM incarnation. (foca keeps one identity
-    /// per node.)
-    fn alive_after(&self, count: usize) -> Vec<(NodeId, SwimId, u16)> {
-        let mut alive: Vec<&Member<SwimId>> = self
+    /// The first `count` active SWIM members after this replica in
+    /// node-id order, wrapping around (node, identity, SWIM incarnation,
+    /// state), passing over those this replica will convict: neighbours
+    /// that crash together are each watched. A Suspect member is kept: a
+    /// suspicion whose conviction was called off (or raised by a replica
+    /// that then died) needs someone to convict it, and foca convicts only
+    /// on its own failed probes. (foca keeps one identity per node.)
+    fn watchable(&self, count: usize) -> Vec<(NodeId, SwimId, u16, State)> {
+        let pending = |m: &Member<SwimId>| self.watch.suspected.iter().any(|s| &s.id == m.id());
+        let mut members: Vec<&Member<SwimId>> = self
             .swim
             .iter_members()
-            .filter(|m| m.state() == State::Alive && m.id().node != self.me)
+            .filter(|m| m.id().node != self.me && !pending(m))
             .collect();
         // After this replica first, then from the lowest id.
         let key = |m: &&Member<SwimId>| (m.id().node < self.me, m.id().node.clone());
-        if alive.len() > count {
-            alive.select_nth_unstable_by_key(count, key);
-            alive.truncate(count);
+        if members.len() > count {
+            members.select_nth_unstable_by_key(count, key);
+            members.truncate(count);
         }
-        alive.sort_by_key(key);
-        alive
+        members.sort_by_key(key);
+        members
             .into_iter()
-            .map(|m| (m.id().node.clone(), m.id().clone(), m.incarnation()))
+            .map(|m| {
+                (
+                    m.id().node.clone(),
+                    m.id().clone(),
+                    m.incarnation(),
+                    m.state(),
+                )
+            })
             .collect()
     }
 }
@@ -384,7 +425,7 @@ mod tests {
                     let Some(w) = index(&watcher) else { continue };
                     if up(from, w) {
                         members[w].heard(now, &id(from));
-                        members[w].on_watch_seen(now, &target);
+                        members[w].on_watch_seen(now, &id(from), &target);
                     }
                 }
             }

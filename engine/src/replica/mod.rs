@@ -458,10 +458,13 @@ impl Replica {
             Body::Reads { reads, ask } => self.on_reads(from, reads, ask),
             Body::LeafHeadsReq { round, buckets } => self.serve_leaf_heads(from, round, &buckets),
             Body::LeafHeadsResp { round, rooms } => self.on_leaves(from, round, rooms),
+            // Without failure detection nothing would send what these
+            // queue (`send_watch`).
+            Body::WatchCheck { .. } | Body::WatchSeen { .. } if !self.config.failure_detection => {}
             Body::WatchCheck { target } => {
                 self.members.on_watch_check(self.now_ms, from, &target);
             }
-            Body::WatchSeen { target } => self.members.on_watch_seen(self.now_ms, &target),
+            Body::WatchSeen { target } => self.members.on_watch_seen(self.now_ms, from, &target),
         }
     }
 

@@ -37,7 +37,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{wire::Body, Replica};
+use super::wire::{Body, READS_WATCH};
+use super::Replica;
 use crate::ids::{NodeId, RegionId};
 use crate::limits::HEALTH_FANOUT;
 use crate::membership::{is_degraded, DrainOrder, Grade, HealthReport, DRAIN_ORDERS_MAX};
@@ -277,17 +278,26 @@ impl Replica {
     /// Sends what the ring watch asked for (`membership/watch.rs`): its
     /// asks, its checks through relays, and the sightings it relays.
     pub(super) fn send_watch(&mut self) {
+        let out = self.members.take_watch_outputs();
         if !self.config.failure_detection {
             return;
         }
-        let out = self.members.take_watch_outputs();
         if let Some(report) = self.own_report() {
             for node in out.asks {
                 self.ask(&node, report.clone());
             }
         }
         for (relay, target) in out.checks {
-            self.datagram(&relay, Body::WatchCheck { target });
+            // A peer known to be an older build (it told what it reads,
+            // without this) would count a decode error and journal it;
+            // one that has not told yet is asked.
+            let older = self
+                .peers
+                .get(&relay)
+                .is_some_and(|p| p.reads != 0 && p.reads & READS_WATCH == 0);
+            if !older {
+                self.datagram(&relay, Body::WatchCheck { target });
+            }
         }
         for (watcher, target) in out.seen {
             self.datagram(&watcher, Body::WatchSeen { target });

@@ -82,8 +82,14 @@ pub struct LeafRoom {
 /// announced with `Body::Reads`. A replica sends a peer such a message only
 /// once the peer announced its bit: an older build cannot decode it.
 pub const READS_LEAF_HEADS: u64 = 1;
+/// `WatchCheck` and `WatchSeen` (the ring watch). Unlike the leaf heads,
+/// sent to a peer that has not told yet what it reads: at 200 replicas a
+/// replica rounds with a given peer, and so hears its `Reads`, once in
+/// minutes, and a relay is needed within a second. Only a peer known to
+/// lack the bit is spared.
+pub const READS_WATCH: u64 = 2;
 /// What this build reads.
-pub const READS: u64 = READS_LEAF_HEADS;
+pub const READS: u64 = READS_LEAF_HEADS | READS_WATCH;
 
 /// Raw automerge change bytes for one room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,7 +274,9 @@ pub enum Body {
     },
     /// "I hear nothing from `target`: ask it, and tell me if it answers"
     /// (the ring watch's indirect check, `membership/watch.rs`). An older
-    /// build cannot decode it; its watcher then goes on its own silence.
+    /// build cannot decode it (`READS_WATCH`): once it told what it reads
+    /// it is not asked, and a watcher with no relay that answers goes on
+    /// its own silence.
     WatchCheck {
         target: NodeId,
     },
