@@ -282,9 +282,13 @@ impl Replica {
         if !self.config.failure_detection {
             return;
         }
-        if let Some(report) = self.own_report() {
-            for node in out.asks {
-                self.ask(&node, report.clone());
+        // Runs after every message: the report is cloned only when there
+        // is something to ask.
+        if !out.asks.is_empty() {
+            if let Some(report) = self.own_report() {
+                for node in out.asks {
+                    self.ask(&node, report.clone());
+                }
             }
         }
         for (relay, target) in out.checks {
