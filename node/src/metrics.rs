@@ -240,6 +240,11 @@ fn replica_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.watch_convictions,
         ),
         (
+            "chorus_swim_refutations",
+            "Suspicions held by this replica that the suspect refuted directly, told it was suspected.",
+            r.swim_refutations,
+        ),
+        (
             "chorus_datagrams_dropped",
             "Failure-detection datagrams not sent: no connection to the peer.",
             s.datagrams_dropped,

@@ -59,22 +59,20 @@ fn loss_and_jitter_convict_nobody() {
 
 #[test]
 fn evidence_of_life_holds_back_convictions_that_swim_alone_makes() {
-    // 40 % loss and up to 300 ms of jitter: past what SWIM's refutation
-    // can carry, so it convicts live nodes. Hearing from a node within
-    // `silence_ms` holds some of those convictions back.
+    // 50 % loss and up to 300 ms of jitter: past what SWIM's refutation,
+    // even told directly (`membership/refute.rs`), can carry, so it
+    // convicts live nodes. Hearing from a node within `silence_ms` holds
+    // those convictions back where they start, and in grading. Measured
+    // on seed 5: 0 false failovers with the layer, 26 without it (at 40 %
+    // loss, 0 and 0 since suspects are told directly).
     let mut harsh = lossy(10);
-    harsh.network.loss = 0.4;
+    harsh.network.loss = 0.5;
     harsh.network.latency_ms = [1, 301];
     let guarded = run_seed(&harsh, "lossy-no-crash", 5);
     harsh.replica.detector.silence_ms = 0;
     let unguarded = run_seed(&harsh, "lossy-no-crash", 5);
     assert!(unguarded.false_failovers > 0, "{}", unguarded.to_text());
     assert!(!unguarded.passed, "the failover check must catch it");
-    assert!(
-        guarded.failover.convictions_held > 0,
-        "{}",
-        guarded.to_text()
-    );
     assert!(
         guarded.false_failovers < unguarded.false_failovers,
         "with the layer: {}, without: {}",
@@ -158,27 +156,23 @@ fn idle_traffic_per_node_does_not_grow_with_the_cluster() {
 
 #[test]
 fn asking_suspects_holds_back_false_convictions_among_twenty() {
-    // 25 % loss and up to 300 ms of jitter among 20 replicas: SWIM alone
-    // convicts live nodes by the hundred. Reports no longer reach every
-    // node every interval, so the evidence of life must come from asking
-    // the suspects.
+    // 40 % loss and up to 300 ms of jitter among 20 replicas. Reports no
+    // longer reach every node every interval, so the evidence of life
+    // comes from asking the suspects (and the asks tell them they are
+    // suspected, `membership/refute.rs`). Measured on seed 5: 0 false
+    // failovers with the layer, 33 without it. (At 25 % loss, 0 and 472
+    // before suspects were told; 0 and 0 since.)
     let mut lossy = load("lossy-no-crash");
     lossy.nodes = 20;
     lossy.duration_ms = 60_000;
-    lossy.network.loss = 0.25;
+    lossy.network.loss = 0.4;
     lossy.network.latency_ms = [1, 301];
     let guarded = run_seed(&lossy, "lossy-no-crash", 5);
     lossy.replica.detector.silence_ms = 0;
     let unguarded = run_seed(&lossy, "lossy-no-crash", 5);
+    assert!(unguarded.false_failovers > 0, "{}", unguarded.to_text());
     assert!(
-        guarded.failover.convictions_held > 0,
-        "{}",
-        guarded.to_text()
-    );
-    // Measured on seed 5: 0 with the layer, 472 without it, 6 when
-    // suspects are not asked.
-    assert!(
-        guarded.false_failovers * 100 <= unguarded.false_failovers,
+        guarded.false_failovers * 20 <= unguarded.false_failovers,
         "with the layer: {}, without: {}",
         guarded.false_failovers,
         unguarded.false_failovers

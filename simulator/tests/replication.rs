@@ -173,6 +173,8 @@ fn stream_messages(cluster: &Cluster) -> u64 {
                         "health_ask",
                         "watch_check",
                         "watch_seen",
+                        "suspected",
+                        "refuted",
                         "drain",
                     ]
                     .contains(*kind)

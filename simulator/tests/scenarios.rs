@@ -403,9 +403,9 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 #[test]
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
-        ("media-node-crash", "46fc8e662a6ca065"),
-        ("partition-heal", "44e3650d8d86e1d9"),
-        ("region-outage", "c86f05311b70f844"),
+        ("media-node-crash", "5a417757d7a5295f"),
+        ("partition-heal", "a571b568a0fa0e62"),
+        ("region-outage", "a3ab880543af06a5"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

@@ -24,6 +24,7 @@
 mod departure;
 mod grade;
 pub mod health;
+mod refute;
 #[cfg(test)]
 mod spread_tests;
 mod watch;
@@ -172,12 +173,10 @@ pub struct Membership {
     timers: BTreeMap<(u64, u64), foca::Timer<SwimId>>,
     timer_seq: u64,
     nodes: BTreeMap<NodeId, NodeView>,
-    /// SWIM's verdict per node (`swim_state`), kept until foca is next
-    /// touched: rebuilding this map on every regrade was most of a large
-    /// cluster's simulated time.
+    /// SWIM's verdict per node (`swim_state`) until foca is next touched:
+    /// rebuilt on every regrade, it was most of a big cluster's sim time.
     swim_states: Option<BTreeMap<NodeId, (u64, foca::State)>>,
-    /// The last full regrade found no grade waiting on time (`grade.rs`):
-    /// a report may then regrade its sender alone.
+    /// No grade waits on time (`grade.rs`): a report regrades its sender.
     settled: bool,
     /// Bumped whenever a node's grade changes or a node is added: what
     /// counts the answering nodes needs counting again only then.
@@ -204,6 +203,9 @@ pub struct Membership {
     pub down_gossips: u64,
     /// The ring watch (`watch.rs`).
     watch: watch::Watch,
+    /// Refuted up to (identity, SWIM incarnation), and peers' refutations.
+    refuted: Option<(u64, u16)>,
+    pub refutations: u64,
 }
 
 impl Membership {
@@ -268,6 +270,8 @@ impl Membership {
             gossip_down_after_ms: 0,
             down_gossips: 0,
             watch: watch::Watch::default(),
+            refuted: None,
+            refutations: 0,
         }
     }
 
@@ -379,6 +383,11 @@ impl Membership {
                 break;
             }
             let timer = entry.remove();
+            if let Some(at) = self.conviction_waits(&timer, now_ms) {
+                self.timer_seq += 1;
+                self.timers.insert((at, self.timer_seq), timer);
+                continue;
+            }
             if self.swim.handle_timer(timer, &mut self.sink).is_err() {
                 self.refused += 1;
             }

@@ -294,6 +294,7 @@ impl Replica {
     /// changes (events, journal, failovers, rollbacks), SWIM notes.
     pub(super) fn after_membership(&mut self) {
         self.stats.swim_down_gossips = self.members.down_gossips;
+        self.stats.swim_refutations = self.members.refutations;
         (self.stats.watch_suspicions, self.stats.watch_convictions) = self.members.watch_counts();
         self.track_majority();
         if std::mem::take(&mut self.members.rejoined) {

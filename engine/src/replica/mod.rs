@@ -460,11 +460,21 @@ impl Replica {
             Body::LeafHeadsResp { round, rooms } => self.on_leaves(from, round, rooms),
             // Without failure detection nothing would send what these
             // queue (`send_watch`).
-            Body::WatchCheck { .. } | Body::WatchSeen { .. } if !self.config.failure_detection => {}
+            Body::WatchCheck { .. }
+            | Body::WatchSeen { .. }
+            | Body::Suspected { .. }
+            | Body::Refuted { .. }
+                if !self.config.failure_detection => {}
             Body::WatchCheck { target } => {
                 self.members.on_watch_check(self.now_ms, from, &target);
             }
             Body::WatchSeen { target } => self.members.on_watch_seen(self.now_ms, from, &target),
+            Body::Suspected { incarnation, swim } => self.on_suspected(from, incarnation, swim),
+            Body::Refuted { incarnation, swim } => {
+                self.members
+                    .on_refuted(self.now_ms, from, incarnation, swim);
+                self.after_membership();
+            }
         }
     }
 

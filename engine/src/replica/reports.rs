@@ -37,7 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::wire::{Body, READS_WATCH};
+use super::wire::{Body, READS_REFUTE, READS_WATCH};
 use super::Replica;
 use crate::ids::{NodeId, RegionId};
 use crate::limits::HEALTH_FANOUT;
@@ -165,8 +165,38 @@ impl Replica {
         if let Some(report) = self.own_report() {
             for node in suspects {
                 self.ask(&node, report.clone());
+                self.tell_suspected(&node);
             }
         }
+    }
+
+    /// Tells `node` this replica holds it Suspect, if SWIM does: it refutes
+    /// at once and answers `Refuted` (`membership/refute.rs`).
+    fn tell_suspected(&mut self, node: &NodeId) {
+        let Some((incarnation, swim)) = self.members.suspicion_of(node) else {
+            return;
+        };
+        if !self.older_than(node, READS_REFUTE) {
+            self.datagram(node, Body::Suspected { incarnation, swim });
+        }
+    }
+
+    /// `from` holds this replica Suspect: refute, and tell it so.
+    pub(super) fn on_suspected(&mut self, from: &NodeId, incarnation: u64, swim: u16) {
+        let answer = self.members.on_suspected(self.now_ms, incarnation, swim);
+        self.after_membership();
+        if let Some((incarnation, swim)) = answer {
+            self.datagram(from, Body::Refuted { incarnation, swim });
+        }
+    }
+
+    /// `peer` told what it reads, without `bit`: an older build, which
+    /// would count a decode error. A peer that has not told yet is sent
+    /// the message (at 200 replicas its `Reads` can be minutes away).
+    fn older_than(&self, peer: &NodeId, bit: u64) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.reads != 0 && p.reads & bit == 0)
     }
 
     /// Asks a node this replica now suspects, at once; the ask timer goes
@@ -175,6 +205,7 @@ impl Replica {
         if let Some(report) = self.own_report() {
             self.ask(node, report);
         }
+        self.tell_suspected(node);
         let again = self.next_ask_at();
         let next = &mut self.failover.spread.next_ask_ms;
         *next = Some(next.map_or(again, |at| at.min(again)));
@@ -292,14 +323,7 @@ impl Replica {
             }
         }
         for (relay, target) in out.checks {
-            // A peer known to be an older build (it told what it reads,
-            // without this) would count a decode error and journal it;
-            // one that has not told yet is asked.
-            let older = self
-                .peers
-                .get(&relay)
-                .is_some_and(|p| p.reads != 0 && p.reads & READS_WATCH == 0);
-            if !older {
+            if !self.older_than(&relay, READS_WATCH) {
                 self.datagram(&relay, Body::WatchCheck { target });
             }
         }

@@ -122,6 +122,9 @@ pub struct ReplicaStats {
     /// the convictions that followed (`membership/watch.rs`).
     pub watch_suspicions: u64,
     pub watch_convictions: u64,
+    /// Suspicions this replica held that the suspect ended with its own
+    /// word (`Refuted`, `membership/refute.rs`).
+    pub swim_refutations: u64,
     /// Calls this replica took over (failover or drain).
     pub rehomed: u64,
     /// Takeovers refused (another replica moved the call first).

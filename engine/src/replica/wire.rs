@@ -88,8 +88,11 @@ pub const READS_LEAF_HEADS: u64 = 1;
 /// minutes, and a relay is needed within a second. Only a peer known to
 /// lack the bit is spared.
 pub const READS_WATCH: u64 = 2;
+/// `Suspected` and `Refuted` (`membership/refute.rs`): sent, like the
+/// watch's, to a peer that has not told yet what it reads.
+pub const READS_REFUTE: u64 = 4;
 /// What this build reads.
-pub const READS: u64 = READS_LEAF_HEADS | READS_WATCH;
+pub const READS: u64 = READS_LEAF_HEADS | READS_WATCH | READS_REFUTE;
 
 /// Raw automerge change bytes for one room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +287,19 @@ pub enum Body {
     WatchSeen {
         target: NodeId,
     },
+    /// "I hold you Suspect, as identity `incarnation`, at SWIM incarnation
+    /// `swim`": sent with each ask to a suspect, which refutes at once
+    /// (`membership/refute.rs`, `READS_REFUTE`).
+    Suspected {
+        incarnation: u64,
+        swim: u16,
+    },
+    /// "I am alive, as identity `incarnation`, at SWIM incarnation `swim`
+    /// or later": the answer to `Suspected`.
+    Refuted {
+        incarnation: u64,
+        swim: u16,
+    },
 }
 
 /// What the receiver does with a frame that is not a valid v1 message.
@@ -409,6 +425,8 @@ impl Body {
             | Body::LeavingAck
             | Body::WatchCheck { .. }
             | Body::WatchSeen { .. }
+            | Body::Suspected { .. }
+            | Body::Refuted { .. }
             | Body::Reads { .. }
             | Body::Unavailable { .. }
             | Body::DigestReq { .. }
@@ -442,6 +460,8 @@ impl Body {
             Body::HealthAsk { .. } => "health_ask",
             Body::WatchCheck { .. } => "watch_check",
             Body::WatchSeen { .. } => "watch_seen",
+            Body::Suspected { .. } => "suspected",
+            Body::Refuted { .. } => "refuted",
             Body::Drain { .. } => "drain",
             Body::Leaving { .. } => "leaving",
             Body::LeavingAck => "leaving_ack",

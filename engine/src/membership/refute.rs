@@ -1,0 +1,243 @@
+//! Telling a suspect it is suspected, and hearing its refutation directly
+//! (Lifeguard's "buddy system"), and no conviction of a node heard from.
+//!
+//! In SWIM a suspect learns it is suspected, and the suspecter learns of the
+//! refutation, only by gossip. With five replicas that takes a hop or two;
+//! with 200, a given replica carries a given update to a given node only
+//! rarely. At 10 % loss and 200 ms of jitter one probe in six fails, so
+//! suspicions of live nodes are constant, and the refutations came too late:
+//! in a minute of 200 replicas, 80 convictions of live nodes got past
+//! evidence of life (a replica that learns of a conviction second-hand has
+//! asked the node nothing; docs/failover.md).
+//!
+//! So every replica that holds a node Suspect says so to the node with each
+//! ask (`Suspected`, at the SWIM incarnation it suspects). The node refutes
+//! at once, as foca does when gossip brings it the suspicion (its
+//! incarnation goes up), and answers `Refuted` with an incarnation above the
+//! suspected one. The replica applies that as an Alive update, which ends
+//! the suspicion and gossips the refutation on. A node speaks only for
+//! itself: the transport authenticated the sender.
+//!
+//! And foca's own conviction of a suspect (its timer, `suspect_to_down_ms`
+//! after its failed probe) waits while the node was heard from within
+//! `silence_ms`: the conviction gossiped from here would otherwise find
+//! second-hand replicas with no evidence of their own. Grading applies the
+//! same rule (`grade.rs`), so this replica's own grade is unchanged by it.
+
+use foca::{Member, State};
+
+use super::{Membership, SwimId};
+use crate::ids::NodeId;
+
+impl Membership {
+    /// The suspicion this replica holds on `node`, if any: its identity's
+    /// incarnation and the SWIM incarnation suspected.
+    pub fn suspicion_of(&self, node: &NodeId) -> Option<(u64, u16)> {
+        self.swim
+            .iter_membership_state()
+            .find(|m| &m.id().node == node && m.state() == State::Suspect)
+            .map(|m| (m.id().incarnation, m.incarnation()))
+    }
+
+    /// `from` holds this replica Suspect as identity `incarnation` at SWIM
+    /// incarnation `swim`. Refutes it (once per incarnation: each refutation
+    /// makes foca gossip) and returns what to answer: this identity, alive
+    /// at a SWIM incarnation above `swim`. Nothing for an identity this
+    /// replica is not, or at the last incarnation (foca rejoins instead).
+    pub fn on_suspected(&mut self, now_ms: u64, incarnation: u64, swim: u16) -> Option<(u64, u16)> {
+        let me = self.swim.identity().clone();
+        if incarnation != me.incarnation {
+            return None;
+        }
+        let refuted = match self.refuted {
+            Some((identity, above)) if identity == me.incarnation => above,
+            _ => 0,
+        };
+        if swim >= refuted {
+            let update = Member::new(me.clone(), swim, State::Suspect);
+            if self
+                .swim
+                .apply_many(std::iter::once(update), true, &mut self.sink)
+                .is_err()
+            {
+                self.refused += 1;
+            }
+            self.absorb(now_ms);
+            self.regrade_after_swim(now_ms);
+            let above = swim.checked_add(1)?;
+            self.refuted = Some((me.incarnation, above));
+            return Some((me.incarnation, above));
+        }
+        Some((me.incarnation, refuted))
+    }
+
+    /// `from` says it is alive as identity `incarnation` at SWIM
+    /// incarnation `swim` or later: ends a suspicion of an older SWIM
+    /// incarnation of that identity, and gossips the refutation on. A
+    /// node held Down stays Down (foca: Down is final for an identity).
+    pub fn on_refuted(&mut self, now_ms: u64, from: &NodeId, incarnation: u64, swim: u16) {
+        let id = SwimId {
+            node: from.clone(),
+            incarnation,
+        };
+        let stale = self
+            .swim
+            .iter_membership_state()
+            .any(|m| m.id() == &id && m.state() == State::Suspect && m.incarnation() < swim);
+        if !stale {
+            return;
+        }
+        let update = Member::new(id, swim, State::Alive);
+        if self
+            .swim
+            .apply_many(std::iter::once(update), true, &mut self.sink)
+            .is_err()
+        {
+            self.refused += 1;
+        }
+        self.refutations += 1;
+        self.absorb(now_ms);
+        self.regrade_after_swim(now_ms);
+    }
+
+    /// When foca's conviction of `timer`'s suspect may fire instead of
+    /// now: while the node was heard from within `silence_ms`, it waits
+    /// for the window to close (and the refutation to arrive).
+    pub(super) fn conviction_waits(&self, timer: &foca::Timer<SwimId>, now_ms: u64) -> Option<u64> {
+        let foca::Timer::ChangeSuspectToDown { member_id, .. } = timer else {
+            return None;
+        };
+        let heard = self.nodes.get(&member_id.node)?.last_heard_ms?;
+        let until = heard.saturating_add(self.config.silence_ms);
+        (until > now_ms).then_some(until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::DetectorConfig;
+
+    fn id(name: &str) -> NodeId {
+        NodeId::parse(name).expect("valid")
+    }
+
+    /// Members that know each other, in 10 ms steps until `until_ms`.
+    /// `link(from, to, now)` says whether a SWIM datagram gets through;
+    /// `heard(listener, speaker, now)` whether something else (a report)
+    /// reaches `listener` from `speaker` in that step.
+    fn run(
+        members: &mut [Membership],
+        from_ms: u64,
+        until_ms: u64,
+        link: impl Fn(usize, usize, u64) -> bool,
+        heard: impl Fn(usize, usize, u64) -> bool,
+    ) {
+        let names: Vec<NodeId> = members.iter().map(|m| m.me.clone()).collect();
+        let mut now = from_ms;
+        while now < until_ms {
+            for m in members.iter_mut() {
+                m.tick(now);
+            }
+            let mut sent = Vec::new();
+            for (i, m) in members.iter_mut().enumerate() {
+                sent.extend(m.out.drain(..).map(|(to, data)| (i, to, data)));
+            }
+            for (from, to, data) in sent {
+                let Some(j) = names.iter().position(|n| *n == to) else {
+                    continue;
+                };
+                if link(from, j, now) {
+                    members[j].heard(now, &names[from]);
+                    members[j].on_datagram(now, &names[from], &data);
+                }
+            }
+            for (i, listener) in members.iter_mut().enumerate() {
+                for (j, speaker) in names.iter().enumerate() {
+                    if i != j && heard(i, j, now) {
+                        listener.heard(now, speaker);
+                    }
+                }
+            }
+            now += 10;
+        }
+    }
+
+    fn cluster(n: usize) -> Vec<Membership> {
+        let mut members: Vec<Membership> = (0..n)
+            .map(|i| {
+                let me = id(&format!("n{i}"));
+                Membership::new(me, 1, DetectorConfig::default(), 40 + i as u64)
+            })
+            .collect();
+        let first = members[0].me.clone();
+        for m in members.iter_mut().skip(1) {
+            m.announce(0, &first);
+        }
+        run(&mut members, 0, 2_000, |_, _, _| true, |_, _, _| false);
+        members
+    }
+
+    fn state(m: &Membership, node: &NodeId) -> Option<State> {
+        m.swim_state().get(node).map(|(_, s)| *s)
+    }
+
+    /// The suspect refutes on being told, once per incarnation (each
+    /// refutation makes foca gossip), and its answer ends the suspicion
+    /// where it was held, without any SWIM datagram in between.
+    #[test]
+    fn a_suspect_told_refutes_and_its_answer_ends_the_suspicion() {
+        let mut members = cluster(3);
+        let c = members[2].me.clone();
+        let c_id = members[2].swim.identity().clone();
+        let suspicion = Member::new(c_id.clone(), 0, State::Suspect);
+        let a = &mut members[0];
+        a.swim
+            .apply_many(std::iter::once(suspicion), false, &mut a.sink)
+            .expect("applied");
+        let (incarnation, swim) = members[0].suspicion_of(&c).expect("held Suspect");
+        assert_eq!(incarnation, c_id.incarnation);
+
+        assert_eq!(members[2].on_suspected(3_000, incarnation + 1, swim), None);
+        let answer = members[2].on_suspected(3_000, incarnation, swim);
+        assert_eq!(answer, Some((incarnation, swim + 1)));
+        assert!(!members[2].out.is_empty(), "the refutation is gossiped");
+        members[2].out.clear();
+        let again = members[2].on_suspected(3_000, incarnation, swim);
+        assert_eq!(again, answer);
+        assert!(members[2].out.is_empty(), "refuted once, not per message");
+
+        members[0].on_refuted(3_000, &c, incarnation, swim);
+        assert!(members[0].suspicion_of(&c).is_some(), "not above: ignored");
+        members[0].on_refuted(3_000, &c, incarnation, swim + 1);
+        assert_eq!(members[0].suspicion_of(&c), None);
+        assert_eq!(state(&members[0], &c), Some(State::Alive));
+        assert_eq!(members[0].refutations, 1);
+    }
+
+    /// Every SWIM datagram from n1 to n0 is lost, so n0's probes of n1
+    /// fail and no refutation reaches n0; but n0 hears n1 otherwise each
+    /// step. Its conviction waits for as long as that lasts, and lands
+    /// within `silence_ms` and a period once n1 falls silent. (Without the
+    /// wait, n0 convicts n1 `suspect_to_down_ms` after its first failed
+    /// probe.)
+    #[test]
+    fn a_conviction_waits_while_the_suspect_is_heard() {
+        let mut members = cluster(2);
+        let b = members[1].me.clone();
+        let quiet_ms = 30_000;
+        let lossy = |from: usize, to: usize, _| !(from == 1 && to == 0);
+        let talks = |i: usize, j: usize, now: u64| i == 0 && j == 1 && now < quiet_ms;
+        run(&mut members, 2_000, quiet_ms, lossy, talks);
+        assert_ne!(state(&members[0], &b), Some(State::Down));
+        assert!(
+            members[0].timers.values().any(|t| matches!(t,
+                foca::Timer::ChangeSuspectToDown { member_id, .. } if member_id.node == b)),
+            "n0 suspects n1, its conviction waiting"
+        );
+        let config = DetectorConfig::default();
+        let bound = quiet_ms + config.silence_ms + config.probe_period_ms;
+        run(&mut members, quiet_ms, bound, lossy, talks);
+        assert_eq!(state(&members[0], &b), Some(State::Down));
+    }
+}
