@@ -402,6 +402,13 @@ pub const WATCH_SUSPICIONS_MAX: usize = 4;
 /// `indirect_probes` watchers' checks, and only while they hear nothing.
 pub const WATCH_RELAYS_MAX: usize = 16;
 
+/// How many `silence_ms` windows foca's conviction of a suspect that is
+/// still heard from may wait for the suspect's refutation
+/// (`membership/refute.rs`): a suspect told directly refutes within a
+/// round trip, so a longer wait means it cannot be told (an older build),
+/// and it is convicted and rejoins as before.
+pub const CONVICTION_WAIT_SILENCES: u64 = 5;
+
 /// Nodes a replica sends its health report to each interval besides those
 /// it must reach (everyone when its placement changes; suspects and nodes
 /// whose report it lacks are asked instead; `replica/reports.rs`).

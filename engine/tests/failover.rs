@@ -388,3 +388,90 @@ fn reports_rotate_an_ask_is_answered_and_a_placement_change_goes_to_every_node()
     net.run_for(500);
     assert!(newly_told(&before, &told(&net, 0)) <= 3, "then in turn");
 }
+
+/// A node told it is suspected (`Suspected`, at its own identity) answers
+/// `Refuted` at once, whatever gossip does; one known to be an older build
+/// (it said what it reads, without `READS_REFUTE`) is never told.
+#[test]
+fn a_node_told_it_is_suspected_answers_that_it_is_alive() {
+    use chorus_engine::hlc::Timestamp;
+    use chorus_engine::replica::wire::{self, Body, Envelope, READS_LEAF_HEADS};
+    let mut net = Net::new(3, detect);
+    net.connect_all();
+    net.run_for(3_000);
+    let envelope = |now: u64, body: Body| {
+        wire::encode(&Envelope {
+            cluster: common::pair::CLUSTER,
+            sent_at: Timestamp {
+                wall_ms: now,
+                logical: 0,
+                actor: 7,
+            },
+            body,
+        })
+    };
+    let refuted = |net: &Net| net.bytes.get(&(0, 1, "refuted")).copied().unwrap_or(0);
+    let incarnation = net.members[0].replica.membership().own_incarnation();
+    let told = envelope(
+        net.now_ms,
+        Body::Suspected {
+            incarnation,
+            swim: 0,
+        },
+    );
+    net.input(
+        0,
+        Input::Message {
+            from: node(1),
+            bytes: told,
+        },
+    );
+    net.run_for(100);
+    assert!(refuted(&net) > 0, "no answer to Suspected");
+    // Another identity of it (not this instance): no answer.
+    let before = refuted(&net);
+    let stale = envelope(
+        net.now_ms,
+        Body::Suspected {
+            incarnation: incarnation + 1,
+            swim: 0,
+        },
+    );
+    net.input(
+        0,
+        Input::Message {
+            from: node(1),
+            bytes: stale,
+        },
+    );
+    net.run_for(100);
+    assert_eq!(refuted(&net), before);
+
+    // Node 1 says it reads only the leaf heads. Node 0 then hears nothing
+    // from nodes 1 and 2 (every datagram from them is lost): it suspects
+    // both and asks both, but tells node 2 alone.
+    let reads = envelope(
+        net.now_ms,
+        Body::Reads {
+            reads: READS_LEAF_HEADS,
+            ask: false,
+        },
+    );
+    net.input(
+        0,
+        Input::Message {
+            from: node(1),
+            bytes: reads,
+        },
+    );
+    net.cut.insert((1, 0));
+    net.cut.insert((2, 0));
+    net.run_for(3_000);
+    let sent = |to: usize, kind: &'static str| net.bytes.get(&(0, to, kind)).copied();
+    assert!(sent(1, "health_ask").is_some_and(|b| b > 0));
+    assert!(
+        sent(2, "suspected").is_some_and(|b| b > 0),
+        "node 2 is told"
+    );
+    assert_eq!(sent(1, "suspected"), None, "node 1 cannot read it");
+}

@@ -63,6 +63,8 @@ pub struct StatTotals {
     pub purged: u64,
     pub purged_refused: u64,
     pub storage_errors: u64,
+    /// Suspicions ended by the suspect's own `Refuted`.
+    pub swim_refutations: u64,
 }
 
 impl StatTotals {
@@ -104,5 +106,6 @@ impl StatTotals {
         self.purged += s.purged;
         self.purged_refused += s.purged_refused;
         self.storage_errors += s.storage_errors;
+        self.swim_refutations += s.swim_refutations;
     }
 }

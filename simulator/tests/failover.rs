@@ -53,8 +53,10 @@ fn loss_and_jitter_convict_nobody() {
     let report = run_seed(&lossy(10), "lossy-no-crash", 5);
     assert!(report.passed, "{}", report.to_text());
     assert_eq!(report.false_failovers, 0);
-    // The network is bad enough to raise suspicions; refutations clear them.
+    // The network is bad enough to raise suspicions; refutations clear
+    // them, many told to the suspect directly.
     assert!(report.failover.false_suspicions > 0);
+    assert!(report.replicas.swim_refutations > 0, "{}", report.to_text());
 }
 
 #[test]

@@ -404,8 +404,8 @@ fn the_json_report_and_the_timeline_carry_what_they_promise() {
 fn pinned_traces_stay_the_same() {
     for (name, hash) in [
         ("media-node-crash", "5a417757d7a5295f"),
-        ("partition-heal", "a571b568a0fa0e62"),
-        ("region-outage", "a3ab880543af06a5"),
+        ("partition-heal", "043b2f82b55f335a"),
+        ("region-outage", "181c67ff5442a592"),
     ] {
         let report = run(&load(name), &RunOptions::shipped(name, 1)).report;
         assert_eq!(report.trace_hash, hash, "{name} seed 1");

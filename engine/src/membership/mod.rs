@@ -25,6 +25,7 @@ mod departure;
 mod grade;
 pub mod health;
 mod refute;
+mod sink;
 #[cfg(test)]
 mod spread_tests;
 mod watch;
@@ -45,11 +46,12 @@ use departure::Departure;
 pub use departure::Intent;
 pub use grade::{is_degraded, Grade, GradeChange};
 pub use health::{AppHealth, DrainOrder, HealthReport, DRAIN_ORDERS_MAX};
+use sink::Sink;
 
 /// A member's SWIM identity. The incarnation grows on every restart (high
 /// bits, from the store) and on every rejoin after a false conviction (low
 /// bits), so the newest identity of a node always wins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SwimId {
     pub node: NodeId,
     pub incarnation: u64,
@@ -87,7 +89,8 @@ pub struct DetectorConfig {
     pub probe_rtt_ms: u64,
     /// Members asked to probe on our behalf (memberlist: 3).
     pub indirect_probes: usize,
-    /// A suspicion not refuted within this long becomes a conviction.
+    /// A suspicion not refuted within this long becomes a conviction
+    /// (once the node is also `silence_ms` silent where it started).
     pub suspect_to_down_ms: u64,
     /// A conviction waits until the node has been silent this long: any
     /// message from it within the window proves it alive.
@@ -140,28 +143,6 @@ pub struct NodeView {
     pub draining: bool,
 }
 
-/// The foca runtime: collects what one foca call asked for.
-#[derive(Default)]
-struct Sink {
-    sends: Vec<(NodeId, Vec<u8>)>,
-    timers: Vec<(Duration, foca::Timer<SwimId>)>,
-    notes: Vec<OwnedNotification<SwimId>>,
-}
-
-impl foca::Runtime<SwimId> for Sink {
-    fn notify(&mut self, notification: foca::Notification<'_, SwimId>) {
-        self.notes.push(notification.to_owned());
-    }
-
-    fn send_to(&mut self, to: SwimId, data: &[u8]) {
-        self.sends.push((to.node, data.to_vec()));
-    }
-
-    fn submit_after(&mut self, event: foca::Timer<SwimId>, after: Duration) {
-        self.timers.push((after, event));
-    }
-}
-
 type Swim = Foca<SwimId, PostcardCodec, rand_pcg::Pcg64Mcg, NoCustomBroadcast>;
 
 pub struct Membership {
@@ -205,6 +186,8 @@ pub struct Membership {
     watch: watch::Watch,
     /// Refuted up to (identity, SWIM incarnation), and peers' refutations.
     refuted: Option<(u64, u16)>,
+    /// Since when each suspect's conviction has waited (`refute.rs`).
+    waiting: BTreeMap<SwimId, u64>,
     pub refutations: u64,
 }
 
@@ -271,6 +254,7 @@ impl Membership {
             down_gossips: 0,
             watch: watch::Watch::default(),
             refuted: None,
+            waiting: BTreeMap::new(),
             refutations: 0,
         }
     }
@@ -383,10 +367,13 @@ impl Membership {
                 break;
             }
             let timer = entry.remove();
-            if let Some(at) = self.conviction_waits(&timer, now_ms) {
-                self.timer_seq += 1;
-                self.timers.insert((at, self.timer_seq), timer);
-                continue;
+            match self.conviction_timer(&timer, now_ms) {
+                refute::Due::Fire => {}
+                refute::Due::Wait(at) => {
+                    self.timer_seq += 1;
+                    self.timers.insert((at, self.timer_seq), timer);
+                    continue;
+                }
             }
             if self.swim.handle_timer(timer, &mut self.sink).is_err() {
                 self.refused += 1;

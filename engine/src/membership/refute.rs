@@ -28,6 +28,7 @@ use foca::{Member, State};
 
 use super::{Membership, SwimId};
 use crate::ids::NodeId;
+use crate::limits::CONVICTION_WAIT_SILENCES;
 
 impl Membership {
     /// The suspicion this replica holds on `node`, if any: its identity's
@@ -64,6 +65,10 @@ impl Membership {
             }
             self.absorb(now_ms);
             self.regrade_after_swim(now_ms);
+            if self.swim.identity() != &me {
+                // At the last incarnation foca rejoined instead.
+                return None;
+            }
             let above = swim.checked_add(1)?;
             self.refuted = Some((me.incarnation, above));
             return Some((me.incarnation, above));
@@ -100,17 +105,58 @@ impl Membership {
         self.regrade_after_swim(now_ms);
     }
 
-    /// When foca's conviction of `timer`'s suspect may fire instead of
-    /// now: while the node was heard from within `silence_ms`, it waits
-    /// for the window to close (and the refutation to arrive).
-    pub(super) fn conviction_waits(&self, timer: &foca::Timer<SwimId>, now_ms: u64) -> Option<u64> {
-        let foca::Timer::ChangeSuspectToDown { member_id, .. } = timer else {
-            return None;
+    /// What becomes of a conviction timer that is due: foca's conviction
+    /// of a suspect waits while the node was heard from within
+    /// `silence_ms`, but only the one timer of a suspicion foca still
+    /// holds (foca sets one on every failed probe, and ignores those of a
+    /// refuted incarnation: the earliest stands for the rest), and for at most `CONVICTION_WAIT_SILENCES`
+    /// windows: a node that talks but is never told (an older build) is
+    /// convicted as before, rejoins, and grading holds it meanwhile.
+    pub(super) fn conviction_timer(&mut self, timer: &foca::Timer<SwimId>, now_ms: u64) -> Due {
+        let foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return Due::Fire;
         };
-        let heard = self.nodes.get(&member_id.node)?.last_heard_ms?;
-        let until = heard.saturating_add(self.config.silence_ms);
-        (until > now_ms).then_some(until)
+        let held = self.swim.iter_membership_state().any(|m| {
+            m.id() == member_id && m.state() == State::Suspect && m.incarnation() == *incarnation
+        });
+        if !held {
+            self.waiting.remove(member_id);
+            return Due::Fire;
+        }
+        // This one, the earliest, stands for the suspicion's later twins.
+        self.timers.retain(|_, t| {
+            !matches!(t, foca::Timer::ChangeSuspectToDown { member_id: m, incarnation: i, .. }
+                if m == member_id && i == incarnation)
+        });
+        let heard = self
+            .nodes
+            .get(&member_id.node)
+            .and_then(|v| v.last_heard_ms);
+        let until = heard.map(|at| at.saturating_add(self.config.silence_ms));
+        let cap = self
+            .config
+            .silence_ms
+            .saturating_mul(CONVICTION_WAIT_SILENCES);
+        let since = *self.waiting.entry(member_id.clone()).or_insert(now_ms);
+        match until {
+            Some(until) if until > now_ms && now_ms < since.saturating_add(cap) => Due::Wait(until),
+            _ => {
+                self.waiting.remove(member_id);
+                Due::Fire
+            }
+        }
     }
+}
+
+/// A due conviction timer: handed to foca, or queued again.
+pub(super) enum Due {
+    Fire,
+    Wait(u64),
 }
 
 #[cfg(test)]
@@ -206,6 +252,21 @@ mod tests {
         let again = members[2].on_suspected(3_000, incarnation, swim);
         assert_eq!(again, answer);
         assert!(members[2].out.is_empty(), "refuted once, not per message");
+        // foca's incarnation really rose: any SWIM datagram from c now
+        // carries it (here, its next probe's, which n1 gets).
+        run(
+            &mut members,
+            3_000,
+            3_400,
+            |_, to, _| to == 1,
+            |_, _, _| false,
+        );
+        let at_b = members[1]
+            .swim
+            .iter_membership_state()
+            .find(|m| m.id() == &c_id)
+            .map(|m| m.incarnation());
+        assert!(at_b.is_some_and(|i| i > swim), "n1 holds c at {at_b:?}");
 
         members[0].on_refuted(3_000, &c, incarnation, swim);
         assert!(members[0].suspicion_of(&c).is_some(), "not above: ignored");
@@ -217,27 +278,51 @@ mod tests {
 
     /// Every SWIM datagram from n1 to n0 is lost, so n0's probes of n1
     /// fail and no refutation reaches n0; but n0 hears n1 otherwise each
-    /// step. Its conviction waits for as long as that lasts, and lands
-    /// within `silence_ms` and a period once n1 falls silent. (Without the
-    /// wait, n0 convicts n1 `suspect_to_down_ms` after its first failed
-    /// probe.)
-    #[test]
-    fn a_conviction_waits_while_the_suspect_is_heard() {
+    /// step until `quiet_ms`. Its conviction waits while that lasts, at
+    /// most `CONVICTION_WAIT_SILENCES` windows from its first due time.
+    /// (Without the wait, n0 convicts n1 `suspect_to_down_ms` after its
+    /// first failed probe, at about 3.2 s.)
+    fn one_way_loss(quiet_ms: u64, until_ms: u64) -> (Vec<Membership>, NodeId) {
         let mut members = cluster(2);
         let b = members[1].me.clone();
-        let quiet_ms = 30_000;
         let lossy = |from: usize, to: usize, _| !(from == 1 && to == 0);
         let talks = |i: usize, j: usize, now: u64| i == 0 && j == 1 && now < quiet_ms;
-        run(&mut members, 2_000, quiet_ms, lossy, talks);
-        assert_ne!(state(&members[0], &b), Some(State::Down));
-        assert!(
-            members[0].timers.values().any(|t| matches!(t,
-                foca::Timer::ChangeSuspectToDown { member_id, .. } if member_id.node == b)),
-            "n0 suspects n1, its conviction waiting"
-        );
+        run(&mut members, 2_000, until_ms, lossy, talks);
+        (members, b)
+    }
+
+    #[test]
+    fn a_conviction_waits_while_the_suspect_is_heard() {
         let config = DetectorConfig::default();
-        let bound = quiet_ms + config.silence_ms + config.probe_period_ms;
-        run(&mut members, quiet_ms, bound, lossy, talks);
+        let (members, b) = one_way_loss(4_500, 4_500);
+        assert_ne!(state(&members[0], &b), Some(State::Down));
+        // One timer stands for the suspicion: foca sets one per failed
+        // probe, so beside it only those of the last `suspect_to_down_ms`,
+        // not yet due. No pile-up while it waits.
+        let waiting = members[0]
+            .timers
+            .values()
+            .filter(|t| {
+                matches!(t, foca::Timer::ChangeSuspectToDown { member_id, .. }
+                if member_id.node == b)
+            })
+            .count();
+        let fresh = config.suspect_to_down_ms / config.probe_period_ms;
+        assert!(waiting <= 1 + fresh as usize, "{waiting} conviction timers");
+        let bound = 4_500 + config.silence_ms + config.probe_period_ms;
+        let (members, b) = one_way_loss(4_500, bound);
+        assert_eq!(state(&members[0], &b), Some(State::Down));
+    }
+
+    /// A suspect heard from but never refuting (an older build, which
+    /// cannot be told) is convicted once the wait is capped, and rejoins.
+    #[test]
+    fn the_wait_is_capped() {
+        let config = DetectorConfig::default();
+        let cap = config.silence_ms * CONVICTION_WAIT_SILENCES;
+        let (members, b) = one_way_loss(u64::MAX, 6_000);
+        assert_ne!(state(&members[0], &b), Some(State::Down));
+        let (members, b) = one_way_loss(u64::MAX, 4_000 + cap + config.probe_period_ms);
         assert_eq!(state(&members[0], &b), Some(State::Down));
     }
 }

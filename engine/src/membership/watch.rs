@@ -28,8 +28,8 @@
 //!
 //! A relay's word matters when only the link between the watcher and the
 //! node is down: without it the watcher would suspect a live node every
-//! two periods and convict it whenever the refutation, which must come
-//! round by gossip, took longer than `suspect_to_down_ms` (at 200 replicas
+//! two periods and convict it whenever the refutation, which came round
+//! by gossip (suspects are now also told directly, `refute.rs`), took longer than `suspect_to_down_ms` (at 200 replicas
 //! it can). The grading above SWIM (evidence of life, `silence_ms`) applies
 //! unchanged. A node this replica will convict is passed over for the
 //! next one, so neighbours that crash together are each watched; a node

@@ -16,7 +16,10 @@
 //!   node it holds Suspect (at once, then `ASKS_PER_INTERVAL` times an
 //!   interval, and on for `silence_ms + suspect_to_down_ms` after the
 //!   suspicion ends: a conviction by a replica that missed the refutation
-//!   can still arrive by SWIM's gossip), and to the node this replica
+//!   can still arrive by SWIM's gossip; it starts only where the node was
+//!   silent for `silence_ms`, so from a replica that heard nothing of it
+//!   either), each such ask with `Suspected` (`membership/refute.rs`),
+//!   and to the node this replica
 //!   watches, every half probe period in which nothing came from it
 //!   (`membership/watch.rs`).
 //!
@@ -162,11 +165,12 @@ impl Replica {
         let targets = self.membership_targets();
         let (suspects, _) = self.asked(&targets);
         self.failover.spread.next_ask_ms = (!suspects.is_empty()).then(|| self.next_ask_at());
-        if let Some(report) = self.own_report() {
-            for node in suspects {
+        let report = self.own_report();
+        for node in suspects {
+            if let Some(report) = &report {
                 self.ask(&node, report.clone());
-                self.tell_suspected(&node);
             }
+            self.tell_suspected(&node);
         }
     }
 
