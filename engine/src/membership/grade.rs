@@ -328,7 +328,7 @@ fn app_grade(config: &DetectorConfig, app: &AppHealth) -> (Grade, Cow<'static, s
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ids::RegionId;
     use crate::membership::HealthReport;
@@ -346,9 +346,10 @@ mod tests {
         }
     }
 
-    /// Runs three members for `until_ms`, delivering SWIM datagrams
-    /// between those `linked` says are connected, in 10 ms steps.
-    fn run(
+    /// Runs members from `from_ms` to `until_ms`, delivering SWIM
+    /// datagrams between those `linked` says are connected, in 10 ms steps
+    /// (also `refute.rs`'s).
+    pub(in crate::membership) fn run(
         members: &mut [Membership],
         from_ms: u64,
         until_ms: u64,

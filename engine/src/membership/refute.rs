@@ -169,35 +169,18 @@ mod tests {
     }
 
     /// Members that know each other, in 10 ms steps until `until_ms`.
-    /// `link(from, to, now)` says whether a SWIM datagram gets through;
+    /// `link(from, to)` says whether a SWIM datagram gets through;
     /// `heard(listener, speaker, now)` whether something else (a report)
     /// reaches `listener` from `speaker` in that step.
     fn run(
         members: &mut [Membership],
         from_ms: u64,
         until_ms: u64,
-        link: impl Fn(usize, usize, u64) -> bool,
+        link: impl Fn(usize, usize) -> bool,
         heard: impl Fn(usize, usize, u64) -> bool,
     ) {
         let names: Vec<NodeId> = members.iter().map(|m| m.me.clone()).collect();
-        let mut now = from_ms;
-        while now < until_ms {
-            for m in members.iter_mut() {
-                m.tick(now);
-            }
-            let mut sent = Vec::new();
-            for (i, m) in members.iter_mut().enumerate() {
-                sent.extend(m.out.drain(..).map(|(to, data)| (i, to, data)));
-            }
-            for (from, to, data) in sent {
-                let Some(j) = names.iter().position(|n| *n == to) else {
-                    continue;
-                };
-                if link(from, j, now) {
-                    members[j].heard(now, &names[from]);
-                    members[j].on_datagram(now, &names[from], &data);
-                }
-            }
+        crate::membership::grade::tests::run(members, from_ms, until_ms, link, |members, now| {
             for (i, listener) in members.iter_mut().enumerate() {
                 for (j, speaker) in names.iter().enumerate() {
                     if i != j && heard(i, j, now) {
@@ -205,8 +188,7 @@ mod tests {
                     }
                 }
             }
-            now += 10;
-        }
+        });
     }
 
     fn cluster(n: usize) -> Vec<Membership> {
@@ -220,7 +202,7 @@ mod tests {
         for m in members.iter_mut().skip(1) {
             m.announce(0, &first);
         }
-        run(&mut members, 0, 2_000, |_, _, _| true, |_, _, _| false);
+        run(&mut members, 0, 2_000, |_, _| true, |_, _, _| false);
         members
     }
 
@@ -254,13 +236,7 @@ mod tests {
         assert!(members[2].out.is_empty(), "refuted once, not per message");
         // foca's incarnation really rose: any SWIM datagram from c now
         // carries it (here, its next probe's, which n1 gets).
-        run(
-            &mut members,
-            3_000,
-            3_400,
-            |_, to, _| to == 1,
-            |_, _, _| false,
-        );
+        run(&mut members, 3_000, 3_400, |_, to| to == 1, |_, _, _| false);
         let at_b = members[1]
             .swim
             .iter_membership_state()
@@ -285,7 +261,7 @@ mod tests {
     fn one_way_loss(quiet_ms: u64, until_ms: u64) -> (Vec<Membership>, NodeId) {
         let mut members = cluster(2);
         let b = members[1].me.clone();
-        let lossy = |from: usize, to: usize, _| !(from == 1 && to == 0);
+        let lossy = |from: usize, to: usize| !(from == 1 && to == 0);
         let talks = |i: usize, j: usize, now: u64| i == 0 && j == 1 && now < quiet_ms;
         run(&mut members, 2_000, until_ms, lossy, talks);
         (members, b)
