@@ -109,9 +109,10 @@ impl Membership {
     /// of a suspect waits while the node was heard from within
     /// `silence_ms`, but only the one timer of a suspicion foca still
     /// holds (foca sets one on every failed probe, and ignores those of a
-    /// refuted incarnation: the earliest stands for the rest), and for at most `CONVICTION_WAIT_SILENCES`
-    /// windows: a node that talks but is never told (an older build) is
-    /// convicted as before, rejoins, and grading holds it meanwhile.
+    /// refuted incarnation: the earliest stands for the rest), and for at
+    /// most `CONVICTION_WAIT_SILENCES` windows: a node that talks but is
+    /// never told (an older build) is convicted as before, rejoins, and
+    /// grading holds it meanwhile.
     pub(super) fn conviction_timer(&mut self, timer: &foca::Timer<SwimId>, now_ms: u64) -> Due {
         let foca::Timer::ChangeSuspectToDown {
             member_id,

@@ -19,9 +19,8 @@
 //!   can still arrive by SWIM's gossip; it starts only where the node was
 //!   silent for `silence_ms`, so from a replica that heard nothing of it
 //!   either), each such ask with `Suspected` (`membership/refute.rs`),
-//!   and to the node this replica
-//!   watches, every half probe period in which nothing came from it
-//!   (`membership/watch.rs`).
+//!   and to the node this replica watches, every half probe period in
+//!   which nothing came from it (`membership/watch.rs`).
 //!
 //! The answers are the evidence of life that holds back a false conviction
 //! (`DetectorConfig::silence_ms`; `simulator/tests/failover.rs`). A replica
