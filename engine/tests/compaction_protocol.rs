@@ -5,7 +5,7 @@
 
 mod common;
 
-use chorus_engine::replica::{Event, ReplicaConfig};
+use chorus_engine::replica::{Event, IncidentKind, ReplicaConfig};
 use chorus_engine::*;
 use common::compacting::*;
 use common::pair::Net;
@@ -108,6 +108,102 @@ fn a_replica_cut_off_holds_compaction_back_then_catches_up() {
         last.iter().zip(&first).all(|(l, f)| l > f),
         "everyone compacts once it is back: {first:?} then {last:?}"
     );
+}
+
+/// Replicas stop waiting for a peer not heard from for 3 s.
+fn absent_after_3s(config: &mut ReplicaConfig) {
+    quick(config);
+    config.compaction_absent_ms = 3_000;
+}
+
+fn compactions(net: &Net) -> Vec<u64> {
+    (0..net.members.len())
+        .map(|i| net.members[i].replica.stats().compactions)
+        .collect()
+}
+
+#[test]
+fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
+    let (mut net, r) = start(absent_after_3s);
+    churn(&mut net, &r, 0, HISTORY_CHANGES_MAX as usize);
+    net.run_for(1_000);
+    let first = compactions(&net);
+    assert!(first.iter().all(|n| *n >= 1), "{first:?}");
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    net.write(
+        2,
+        &r,
+        RoomOp::Join {
+            request: join_request("late", "u", "sfu-1"),
+        },
+    );
+    churn(&mut net, &r, 100_000, 200);
+    net.run_for(1_000);
+    assert_eq!(compactions(&net), first, "replica 2 is still awaited");
+    net.run_for(3_000);
+    let apart = compactions(&net);
+    assert!(
+        apart[0] > first[0] && apart[1] > first[1],
+        "{first:?} then {apart:?}"
+    );
+    assert_eq!(apart[2], first[2], "replica 2 heard nothing");
+    // The replica that went on without 2 says so (the other may have
+    // compacted on its base before its own tick looked).
+    let went_on: Vec<usize> = (0..2)
+        .filter(|i| net.members[*i].replica.stats().compaction_absent == 1)
+        .collect();
+    assert!(!went_on.is_empty());
+    for i in went_on {
+        let incidents = net.members[i]
+            .replica
+            .incidents(None, 10_000)
+            .expect("reads");
+        assert!(
+            incidents
+                .iter()
+                .any(|e| e.kind == IncidentKind::Compaction && e.detail.starts_with("r2:")),
+            "replica {i} journals that it goes on without r2"
+        );
+    }
+
+    // Restarted, 0 and 1 have not heard from 2 since they opened: they
+    // wait for it again, from the opening.
+    net.restart(0, absent_after_3s);
+    net.restart(1, absent_after_3s);
+    net.reconnect(0, 1);
+    churn(&mut net, &r, 200_000, 2 * HISTORY_CHANGES_MAX as usize);
+    net.run_for(1_000);
+    let restarted = compactions(&net);
+    assert_eq!(&restarted[..2], &[0, 0], "counted from the restart");
+    net.run_for(3_000);
+    let again = compactions(&net);
+    assert!(again[0] > 0 && again[1] > 0, "{again:?}");
+
+    // Back, 2 catches up on their base (two peers sent it) and keeps its
+    // own writes; from then on it is awaited again.
+    net.reconnect(2, 0);
+    net.reconnect(2, 1);
+    settle(&mut net);
+    net.run_for(2_000);
+    settle(&mut net);
+    let snap = read_alike(&mut net, &r);
+    assert!(
+        snap.sessions.contains_key(&session("late")),
+        "its join survives"
+    );
+    assert!(net.members[2].replica.stats().peer_bases_merged >= 1);
+    let back = compactions(&net);
+    churn(&mut net, &r, 300_000, HISTORY_CHANGES_MAX as usize);
+    net.run_for(2_000);
+    settle(&mut net);
+    let last = compactions(&net);
+    assert!(
+        last.iter().zip(&back).all(|(l, b)| l > b),
+        "all three compact together again: {back:?} then {last:?}"
+    );
+    let snap = read_alike(&mut net, &r);
+    assert!(snap.sessions.contains_key(&session("late")));
 }
 
 #[test]

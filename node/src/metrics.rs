@@ -433,6 +433,11 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             "Peers' bases whose cut is not held here, permitted once enough peers sent the same.",
             r.catch_ups_permitted,
         ),
+        (
+            "chorus_compaction_absent",
+            "Replicas compaction stopped waiting for: not heard from for compaction_absent_ms.",
+            r.compaction_absent,
+        ),
         ("chorus_purged", "Rooms purged.", r.purged),
         (
             "chorus_storage_errors",

@@ -80,6 +80,13 @@ pub struct ReplicaConfig {
     /// An ended room is purged after this long even if some replica never
     /// acknowledged the end (it is down, or gone).
     pub purge_horizon_ms: u64,
+    /// A replica not heard from for this long no longer holds compaction
+    /// back (`replica::compaction::absent`): a replica gone for good would
+    /// otherwise stop every room's history from being bounded. If it comes
+    /// back it catches up on its peers' bases. 24 hours, as long as an
+    /// ended room waits for an acknowledgement: an outage is over, or the
+    /// node is not coming back.
+    pub compaction_absent_ms: u64,
     /// A session that left stays in readings of its room this long after
     /// its leave's HLC stamp, then leaves the room JSON (its counters stay).
     /// 10 minutes: long enough for a client's late resume or a late write
@@ -167,6 +174,7 @@ impl ReplicaConfig {
             log_entries_max: 1_000_000,
             log_trim_interval_ms: 10_000,
             purge_horizon_ms: 24 * 3_600_000,
+            compaction_absent_ms: 24 * 3_600_000,
             session_retention_ms: 600_000,
             history_changes_max: crate::limits::HISTORY_CHANGES_DEFAULT,
             apply_off_task_ops: crate::limits::APPLY_OFF_TASK_OPS_DEFAULT,
@@ -212,6 +220,7 @@ impl ReplicaConfig {
             ("log_trim_interval_ms", self.log_trim_interval_ms),
             ("end_ack_interval_ms", self.end_ack_interval_ms),
             ("history_changes_max", self.history_changes_max),
+            ("compaction_absent_ms", self.compaction_absent_ms),
             ("apply_off_task_ops", self.apply_off_task_ops),
             ("catch_up_peers_min", self.catch_up_peers_min as u64),
             ("detector.probe_period_ms", self.detector.probe_period_ms),

@@ -38,6 +38,9 @@ pub enum IncidentKind {
     Rollback,
     /// This replica was convicted by the cluster and rejoined.
     Rejoined,
+    /// Compaction goes on without a replica not heard from for
+    /// `compaction_absent_ms`, or waits for it again.
+    Compaction,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

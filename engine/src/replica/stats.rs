@@ -94,6 +94,9 @@ pub struct ReplicaStats {
     /// Such bases permitted once enough peers sent them
     /// (`CATCH_UP_PEERS_MIN`).
     pub catch_ups_permitted: u64,
+    /// Replicas compaction stopped waiting for: not heard from for
+    /// `compaction_absent_ms` (`replica::compaction::absent`).
+    pub compaction_absent: u64,
     /// Peer changes of histories this replica compacted away, ignored.
     pub changes_superseded: u64,
     pub push_skipped_oversize: u64,

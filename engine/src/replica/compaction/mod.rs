@@ -10,6 +10,7 @@
 //! agreed. A replica that has not yet compacted when a peer's base reaches
 //! it compacts first (`RoomDoc::apply_remote`).
 
+mod absent;
 mod catch_up;
 mod off_task;
 
@@ -71,6 +72,11 @@ pub(super) struct State {
     /// Peers' bases whose cut this replica does not hold, and the peers
     /// that sent each (`catch_up.rs`).
     catch_up_votes: catch_up::Votes,
+    /// When this replica opened: a replica never heard from since counts
+    /// as last heard then (`absent.rs`).
+    opened_ms: u64,
+    /// The replicas absent at the last tick, for the journal.
+    absent: BTreeSet<NodeId>,
 }
 
 #[derive(Debug)]
@@ -84,6 +90,7 @@ impl State {
         Self {
             next_job: (incarnation & 0xffff_ffff) << 32,
             next_ms: now_ms + config.end_ack_interval_ms,
+            opened_ms: now_ms,
             ..Self::default()
         }
     }
@@ -124,9 +131,9 @@ impl Replica {
         }
     }
 
-    /// Whether every replica this one knows of has said it can compact.
+    /// Whether every replica awaited has said it can compact.
     fn gate_open(&self) -> bool {
-        let known = self.known_replicas();
+        let known = self.awaited_replicas();
         known.iter().all(|p| self.compaction.capable.contains(p))
     }
 
@@ -201,6 +208,7 @@ impl Replica {
         // stale request) stops costing a look per write.
         self.compaction.named.clear();
         self.compaction.looked.clear();
+        self.journal_absent();
         self.give_up_late_work();
         for room in std::mem::take(&mut self.compaction.candidates) {
             self.look_at(&room, gate_open, true);
@@ -213,7 +221,7 @@ impl Replica {
     /// (not while peers' changes into it are applied off the task: the two
     /// copies would each find the room moved when they came back).
     pub(super) fn compact_acknowledged(&mut self) {
-        let known = self.known_replicas();
+        let known = self.awaited_replicas();
         let running = &self.compaction.running;
         let due: Vec<RoomId> = self
             .compaction
