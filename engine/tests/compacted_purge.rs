@@ -1,13 +1,16 @@
 //! A compacted room that ends while a replica is away is purged there too
 //! when it comes back: the peers' end change writes to the `meta` map the
 //! compaction's base made, not the genesis's, and it is accepted as the
-//! purge's proof because the replica holds that map too.
+//! purge's proof because the replica holds that map too. If the peers
+//! compacted again while it was away, it holds another `meta` map and
+//! follows the purge once two peers sent the same proof.
 
 mod common;
 
 use chorus_engine::replica::{Event, ReplicaConfig};
 use chorus_engine::*;
 use common::compacting::*;
+use common::pair::Net;
 
 fn purge_fast(config: &mut ReplicaConfig) {
     quick(config);
@@ -48,6 +51,50 @@ fn a_compacted_room_ended_while_a_replica_was_away_is_purged_there_too() {
         .events
         .iter()
         .any(|e| matches!(e, Event::Purged { room } if *room == r)));
+}
+
+fn purge_fast_absent_soon(config: &mut ReplicaConfig) {
+    purge_fast(config);
+    config.compaction_absent_ms = 2_000;
+}
+
+#[test]
+fn a_room_compacted_and_ended_while_a_replica_was_away_is_purged_on_two_peers_word() {
+    let (mut net, r) = start(purge_fast_absent_soon);
+    churn(&mut net, &r, 0, HISTORY as usize);
+    settle(&mut net);
+    let generation =
+        |net: &mut Net, i: usize| net.members[i].replica.room_generation(&r).expect("reads");
+    assert!(generation(&mut net, 2) >= Some(1));
+    // Replica 2 is away long enough that 0 and 1 compact without it, then
+    // the room ends and they purge it at the horizon.
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    churn(&mut net, &r, 100_000, HISTORY as usize);
+    net.run_for(3_000);
+    let (ahead, behind) = (generation(&mut net, 0), generation(&mut net, 2));
+    assert!(
+        ahead > behind,
+        "0 compacted past 2: {ahead:?} against {behind:?}"
+    );
+    net.write(0, &r, RoomOp::End);
+    net.run_for(6_000);
+    assert!(net.members[0].replica.is_purged(&r));
+    assert!(net.members[1].replica.is_purged(&r));
+    // One peer's word is not enough: its proof ends a map 2 does not hold.
+    net.reconnect(0, 2);
+    net.run_for(2_000);
+    let stats = net.members[2].replica.stats().clone();
+    assert!(!net.members[2].replica.is_purged(&r), "{stats:?}");
+    assert!(stats.purge_proofs_waiting >= 1, "{stats:?}");
+    assert_eq!(stats.purges_refused, 0);
+    // A second peer sends the same proof: 2 follows the purge.
+    net.reconnect(1, 2);
+    settle(&mut net);
+    let stats = net.members[2].replica.stats().clone();
+    assert!(net.members[2].replica.is_purged(&r), "{stats:?}");
+    assert_eq!(stats.purges_voted, 1, "{stats:?}");
+    assert_eq!(stats.purges_refused, 0);
 }
 
 /// A "proof" that writes a stamped `ended` time to a map of the compacted

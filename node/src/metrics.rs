@@ -475,6 +475,16 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
             r.purges_refused,
         ),
         (
+            "chorus_purge_proofs_waiting",
+            "Peers' purge proofs this replica cannot check (the room ended at another generation), waiting for more peers to send the same.",
+            r.purge_proofs_waiting,
+        ),
+        (
+            "chorus_purges_voted",
+            "Purges followed on such a proof once enough peers sent it.",
+            r.purges_voted,
+        ),
+        (
             "chorus_pushes_by_request",
             "Pushes sent by request while gossip had no subscribers.",
             s.pushes_by_request,

@@ -50,11 +50,12 @@ pub struct ReplicaConfig {
     /// repair of a push truly lost by as much (`replica::missing`).
     pub pull_missing_after_ms: u64,
     /// A peer's compacted base whose cut this replica does not hold (its
-    /// peers compacted past it) is taken once this many distinct peers
-    /// sent the same, or every peer it knows of if fewer
-    /// (`replica::compaction::catch_up`). 2 (`CATCH_UP_PEERS_MIN`): one
-    /// peer cannot make up such a base alone. 1 trusts any one peer: a way
-    /// out for a replica that knows of one peer only that compacted past it.
+    /// peers compacted past it), or a purge proof that ends the room at
+    /// another generation than this replica's, is taken once this many
+    /// distinct peers sent the same, or every peer it knows of if fewer
+    /// (`replica::votes`). 2 (`CATCH_UP_PEERS_MIN`): one peer cannot make
+    /// either up alone. 1 trusts any one peer: a way out for a replica that
+    /// knows of one peer only that compacted past it.
     pub catch_up_peers_min: usize,
     /// The largest gap (entries of a peer's log after our cursor) a round
     /// closes by comparing: gaps up to `SINCE_LIST_ENTRIES_MAX` (256) are

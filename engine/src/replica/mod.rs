@@ -69,6 +69,7 @@ mod round;
 mod serve;
 pub mod stats;
 mod timers;
+mod votes;
 mod walk;
 pub mod wire;
 mod writes;

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_bytes::ByteBuf;
 
 use super::overlay::Overlay;
+use super::votes::Votes;
 use super::wire::{Body, PurgeProof, PURGE_PROOF_BYTES_MAX, PUSH_BYTES_MAX, ROOMS_PER_MESSAGE_MAX};
 use super::{Event, Replica, ReplicaConfig};
 use crate::error::Error;
@@ -17,6 +18,7 @@ use crate::ids::{NodeId, RoomId};
 use crate::limits::PURGE_PROOF_LOADS_MAX;
 use crate::membership::Grade;
 use crate::model::{Lifecycle, RoomSummary};
+use crate::room::end_proof::EndProof;
 use crate::storage::keys;
 
 /// The purge component's state: ended rooms and the change log's horizon.
@@ -34,6 +36,8 @@ pub(super) struct State {
     pub log_newest_at_open: Option<Timestamp>,
     pub next_end_ack_ms: u64,
     pub next_log_trim_ms: u64,
+    /// Proofs this replica cannot check, and the peers that sent each.
+    pub votes: Votes,
 }
 
 impl State {
@@ -45,6 +49,7 @@ impl State {
             log_newest_at_open: None,
             next_end_ack_ms: now_ms + config.end_ack_interval_ms,
             next_log_trim_ms: now_ms + config.log_trim_interval_ms,
+            votes: Votes::default(),
         }
     }
 }
@@ -201,6 +206,7 @@ impl Replica {
 
     pub(super) fn purge_room(&mut self, room: &RoomId, end: Option<Vec<u8>>) {
         self.purge.ended.remove(room);
+        self.purge.votes.forget(room);
         self.compaction_forget(room);
         self.offload_forget(room);
         let view = Overlay {
@@ -225,6 +231,13 @@ impl Replica {
     /// dependencies are missing (this replica was away while the room ended
     /// and was purged everywhere) the proof alone is followed. Without a
     /// valid proof nothing is purged: a peer cannot erase a live room.
+    ///
+    /// A proof that writes to a `meta` map this copy does not hold (the
+    /// peers compacted the room while this replica was away, then ended
+    /// it) cannot be checked here, and nobody holds that base any more:
+    /// it is followed once enough distinct peers sent the same
+    /// (`votes.rs`), as a compacted base whose cut this replica never held
+    /// is. Until then it waits, and comes again with the next sync round.
     pub(super) fn on_purged(&mut self, from: &NodeId, proofs: Vec<PurgeProof>) {
         // Rooms loaded from storage to check a compacted room's proof
         // (`RoomSet::is_end_proof`); the rest come again by anti-entropy.
@@ -246,8 +259,17 @@ impl Replica {
             let proof = match parsed {
                 Some(change) => {
                     match self.rooms.is_end_proof(&view, &room, &change, &mut loads) {
-                        Ok(Some(true)) => Some(change),
-                        Ok(Some(false)) => None,
+                        Ok(Some(EndProof::Ends)) => Some(change),
+                        Ok(Some(EndProof::NotEnds)) => None,
+                        Ok(Some(EndProof::Unknown)) => {
+                            let needed = self.votes_needed();
+                            if !self.purge.votes.vote(from, &room, change.hash(), needed) {
+                                self.stats.purge_proofs_waiting += 1;
+                                continue;
+                            }
+                            self.stats.purges_voted += 1;
+                            Some(change)
+                        }
                         // Checked when it comes again (anti-entropy).
                         Ok(None) => continue,
                         Err(_) => {

@@ -84,6 +84,11 @@ pub struct ReplicaStats {
     pub drains_refused: u64,
     /// Peers' purges refused for want of an end change of the room.
     pub purges_refused: u64,
+    /// Purge proofs this replica cannot check (they end the room at
+    /// another generation), waiting for more peers to send the same.
+    pub purge_proofs_waiting: u64,
+    /// Purges followed on such a proof, once enough peers sent it.
+    pub purges_voted: u64,
     pub pending_dropped: u64,
     /// Peers' bases of a newer generation whose cut is not a request this
     /// replica may take, left for a later round.

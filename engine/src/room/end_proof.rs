@@ -7,7 +7,7 @@
 //! replica can only check against a copy of the room at that generation.
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{Automerge, Change, ExpandedChange, ObjType, Prop, ReadDoc, ScalarValue};
+use automerge::{Automerge, Change, ExpandedChange, ObjId, ObjType, Prop, ReadDoc, ScalarValue};
 
 use super::schema as s;
 use super::validate::stamped;
@@ -45,23 +45,55 @@ pub fn ended_targets(room: &RoomId, change: &Change) -> Option<Vec<OpId>> {
     Some(targets)
 }
 
-/// Whether `change` ends the room `doc` holds: it writes a stamped `ended`
-/// time to the `meta` map `doc` holds, whichever change made that map.
-pub fn ends_room_in(doc: &Automerge, room: &RoomId, change: &Change) -> bool {
-    ended_targets(room, change).is_some_and(|targets| {
-        targets
-            .iter()
-            .any(|id| super::import::unless_panic("walk", || is_meta_map(doc, id)).unwrap_or(false))
-    })
+/// What a purge's proof says of a copy of its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndProof {
+    /// It writes a stamped `ended` time to the `meta` map this copy holds.
+    Ends,
+    /// It ends nothing here: it writes no `ended` time, or writes one to a
+    /// map this copy holds that is not its `meta` (made up).
+    NotEnds,
+    /// Every map it writes an `ended` time to is unknown to this copy:
+    /// the room's `meta` at another generation (the peers compacted while
+    /// this replica was away, then the room ended), or made up. Only other
+    /// peers' word can tell (`replica::votes`).
+    Unknown,
 }
 
-/// Whether `id` is the map `doc` holds at root `meta`.
-fn is_meta_map(doc: &Automerge, id: &OpId) -> bool {
-    let text = format!("{}@{}", id.counter(), id.actor());
-    let Ok((exid, ObjType::Map)) = doc.import(&text) else {
-        return false;
+/// Whether `change` ends the room `doc` holds: it writes a stamped `ended`
+/// time to the `meta` map `doc` holds, whichever change made that map.
+pub fn check_in(doc: &Automerge, room: &RoomId, change: &Change) -> EndProof {
+    let Some(targets) = ended_targets(room, change).filter(|t| !t.is_empty()) else {
+        return EndProof::NotEnds;
     };
-    let Ok(parents) = doc.parents(&exid) else {
+    let mut known = false;
+    for id in &targets {
+        match super::import::unless_panic("walk", || meta_map_or_unknown(doc, id)) {
+            Ok(Some(true)) => return EndProof::Ends,
+            Ok(Some(false)) => known = true,
+            Ok(None) => {}
+            // Refused by the walk: nothing to learn from this change.
+            Err(_) => return EndProof::NotEnds,
+        }
+    }
+    if known {
+        EndProof::NotEnds
+    } else {
+        EndProof::Unknown
+    }
+}
+
+/// Whether `id` is the map `doc` holds at root `meta` (`None`: `doc` holds
+/// no object `id`).
+fn meta_map_or_unknown(doc: &Automerge, id: &OpId) -> Option<bool> {
+    let text = format!("{}@{}", id.counter(), id.actor());
+    let (exid, kind) = doc.import(&text).ok()?;
+    Some(kind == ObjType::Map && is_meta_map(doc, &exid))
+}
+
+/// Whether `exid` is the map `doc` holds at root `meta`.
+fn is_meta_map(doc: &Automerge, exid: &ObjId) -> bool {
+    let Ok(parents) = doc.parents(exid) else {
         return false;
     };
     let path: Vec<Prop> = parents.map(|p| p.prop).collect();

@@ -259,9 +259,9 @@ impl RoomDoc {
     }
 
     /// Whether `change` ends this room by the `meta` map this copy holds
-    /// (a compacted room's is its base's: `end_proof::ends_room_in`).
-    pub fn ends_this_copy(&self, change: &Change) -> bool {
-        end_proof::ends_room_in(&self.doc, &self.id, change)
+    /// (a compacted room's is its base's: `end_proof::check_in`).
+    pub fn ends_this_copy(&self, change: &Change) -> end_proof::EndProof {
+        end_proof::check_in(&self.doc, &self.id, change)
     }
 
     /// Whether `hash` waits for its dependencies here.

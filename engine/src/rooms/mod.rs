@@ -17,6 +17,7 @@ use crate::events::ChangeKind;
 use crate::ids::{RoomId, SessionId};
 use crate::limits::CATCH_UP_PERMITS_MAX;
 use crate::model::{Head, RemoteOutcome, RoomSnapshot, SessionReading};
+use crate::room::end_proof::EndProof;
 use crate::room::{Refusal, RoomDoc};
 use crate::storage::{keys, Batch, KvRead, StorageError};
 use digest::{purged_item, Digest, DigestTree};
@@ -360,14 +361,14 @@ impl RoomSet {
         room: &RoomId,
         change: &Change,
         loads_left: &mut usize,
-    ) -> Result<Option<bool>, Error> {
+    ) -> Result<Option<EndProof>, Error> {
         if crate::room::is_end_change(room, change) {
-            return Ok(Some(true));
+            return Ok(Some(EndProof::Ends));
         }
         let could = crate::room::end_proof::ended_targets(room, change)
             .is_some_and(|targets| !targets.is_empty());
         if !could {
-            return Ok(Some(false));
+            return Ok(Some(EndProof::NotEnds));
         }
         if !self.hot.contains(room) {
             if *loads_left == 0 {
@@ -377,7 +378,7 @@ impl RoomSet {
         }
         Ok(Some(
             self.load(store, room)?
-                .is_some_and(|hot| hot.doc.ends_this_copy(change)),
+                .map_or(EndProof::NotEnds, |hot| hot.doc.ends_this_copy(change)),
         ))
     }
 

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::ChangeHash;
 
 use super::overlay::Overlay;
+use super::votes::Votes;
 use super::wire::{Body, WireHead, ROOMS_PER_MESSAGE_MAX};
 use super::{Replica, ReplicaConfig};
 use crate::ids::{NodeId, RoomId};
@@ -71,7 +72,7 @@ pub(super) struct State {
     pub next_ms: u64,
     /// Peers' bases whose cut this replica does not hold, and the peers
     /// that sent each (`catch_up.rs`).
-    catch_up_votes: catch_up::Votes,
+    catch_up_votes: Votes,
     /// When this replica opened: a replica never heard from since counts
     /// as last heard then (`absent.rs`).
     opened_ms: u64,
