@@ -46,6 +46,10 @@ pub struct StatTotals {
     pub peer_bases_merged: u64,
     /// Such bases permitted once enough peers sent them.
     pub catch_ups_permitted: u64,
+    /// Replicas compaction stopped waiting for (not heard from for
+    /// `compaction_absent_ms`), and purges followed on peers' word.
+    pub compaction_absent: u64,
+    pub purges_voted: u64,
     /// Rooms asked of a pusher for changes its push did not bring, and
     /// those spared because the changes applied during the wait.
     pub missing_pulls: u64,
@@ -92,6 +96,8 @@ impl StatTotals {
         self.peer_bases_deferred += s.peer_bases_deferred;
         self.peer_bases_merged += s.peer_bases_merged;
         self.catch_ups_permitted += s.catch_ups_permitted;
+        self.compaction_absent += s.compaction_absent;
+        self.purges_voted += s.purges_voted;
         self.missing_pulls += s.missing_pulls;
         self.missing_pulls_spared += s.missing_pulls_spared;
         self.push_skipped_oversize += s.push_skipped_oversize;

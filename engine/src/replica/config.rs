@@ -82,7 +82,8 @@ pub struct ReplicaConfig {
     /// acknowledged the end (it is down, or gone).
     pub purge_horizon_ms: u64,
     /// A replica not heard from for this long no longer holds compaction
-    /// back (`replica::compaction::absent`): a replica gone for good would
+    /// back, once those still heard from make a majority
+    /// (`replica::compaction::absent`): a replica gone for good would
     /// otherwise stop every room's history from being bounded. If it comes
     /// back it catches up on its peers' bases. 24 hours, as long as an
     /// ended room waits for an acknowledgement: an outage is over, or the

@@ -7,9 +7,15 @@
 //! every room's compaction back for ever, and with it the bound on their
 //! history. So a replica not heard from for `compaction_absent_ms`
 //! (24 hours by default, as long as an ended room waits for an
-//! acknowledgement) is no longer waited for. If it comes back, its rooms
+//! acknowledgement) is no longer waited for, as long as the replicas still
+//! heard from make a majority with this one. If it comes back, its rooms
 //! were compacted past it and it catches up as a straggler does
 //! (`catch_up.rs`, `room::catch_up`); from then on it is waited for again.
+//!
+//! The majority matters: without it, each side of a long partition went
+//! on without the other and compacted at a request of its own, and the
+//! histories forked (the swarm found lost writes and replicas that never
+//! converged within a few hundred seeds, with the wait drawn short).
 //!
 //! "Not heard from" is this replica's own view: any valid message counts
 //! (`Membership::heard`), and a replica never heard from since this one
@@ -28,9 +34,19 @@ impl Replica {
     /// The replicas a compaction waits for, and the version gate asks:
     /// every one this replica knows of that is not absent.
     pub(in crate::replica) fn awaited_replicas(&self) -> BTreeSet<NodeId> {
-        let mut known = self.known_replicas();
-        known.retain(|node| !self.absent(node));
-        known
+        let known = self.known_replicas();
+        let present: BTreeSet<NodeId> = known
+            .iter()
+            .filter(|node| !self.absent(node))
+            .cloned()
+            .collect();
+        // Only a majority goes on without the rest: two sides of a
+        // partition must never both compact, each at its own request.
+        if (present.len() + 1) * 2 > known.len() + 1 {
+            present
+        } else {
+            known
+        }
     }
 
     /// Whether `node` has not been heard from for `compaction_absent_ms`.
