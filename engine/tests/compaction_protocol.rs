@@ -67,32 +67,43 @@ fn a_churning_room_is_compacted_everywhere_and_stays_converged() {
     assert!(!snap.sessions.contains_key(&session("s0")));
 }
 
+fn compactions(net: &Net) -> Vec<u64> {
+    (0..net.members.len())
+        .map(|i| net.members[i].replica.stats().compactions)
+        .collect()
+}
+
+/// Cuts replica 2 off from the others; it takes a join (`late`) alone,
+/// and all three write on past the bound.
+fn cut_off_2_writing(net: &mut Net, r: &RoomId) {
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    net.write(
+        2,
+        r,
+        RoomOp::Join {
+            request: join_request("late", "u", "sfu-1"),
+        },
+    );
+    churn(net, r, 100_000, 200);
+}
+
 #[test]
 fn a_replica_cut_off_holds_compaction_back_then_catches_up() {
     let (mut net, r) = start(quick);
     churn(&mut net, &r, 0, HISTORY_CHANGES_MAX as usize);
     net.run_for(1_000);
-    let compacted = |net: &Net| -> Vec<u64> {
-        (0..3)
-            .map(|i| net.members[i].replica.stats().compactions)
-            .collect()
-    };
-    let first = compacted(&net);
+    let first = compactions(&net);
     assert!(first.iter().all(|n| *n >= 1), "{first:?}");
     // Replica 2 is cut off and writes; the others write on past the bound
     // but cannot compact without its acknowledgement.
-    net.disconnect(0, 2);
-    net.disconnect(1, 2);
-    net.write(
-        2,
-        &r,
-        RoomOp::Join {
-            request: join_request("late", "u", "sfu-1"),
-        },
-    );
-    churn(&mut net, &r, 100_000, 200);
+    cut_off_2_writing(&mut net, &r);
     net.run_for(2_000);
-    assert_eq!(compacted(&net), first, "nobody compacts without replica 2");
+    assert_eq!(
+        compactions(&net),
+        first,
+        "nobody compacts without replica 2"
+    );
     net.reconnect(2, 0);
     net.reconnect(2, 1);
     settle(&mut net);
@@ -103,7 +114,7 @@ fn a_replica_cut_off_holds_compaction_back_then_catches_up() {
     );
     net.run_for(2_000);
     settle(&mut net);
-    let last = compacted(&net);
+    let last = compactions(&net);
     assert!(
         last.iter().zip(&first).all(|(l, f)| l > f),
         "everyone compacts once it is back: {first:?} then {last:?}"
@@ -116,12 +127,6 @@ fn absent_after_3s(config: &mut ReplicaConfig) {
     config.compaction_absent_ms = 3_000;
 }
 
-fn compactions(net: &Net) -> Vec<u64> {
-    (0..net.members.len())
-        .map(|i| net.members[i].replica.stats().compactions)
-        .collect()
-}
-
 #[test]
 fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
     let (mut net, r) = start(absent_after_3s);
@@ -129,16 +134,7 @@ fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
     net.run_for(1_000);
     let first = compactions(&net);
     assert!(first.iter().all(|n| *n >= 1), "{first:?}");
-    net.disconnect(0, 2);
-    net.disconnect(1, 2);
-    net.write(
-        2,
-        &r,
-        RoomOp::Join {
-            request: join_request("late", "u", "sfu-1"),
-        },
-    );
-    churn(&mut net, &r, 100_000, 200);
+    cut_off_2_writing(&mut net, &r);
     // Replica 2 alone writes past the bound too.
     for i in 0..HISTORY_CHANGES_MAX as usize {
         let id = format!("alone{i}");
