@@ -55,6 +55,7 @@ fn a_compacted_room_ended_while_a_replica_was_away_is_purged_there_too() {
 
 fn purge_fast_absent_soon(config: &mut ReplicaConfig) {
     purge_fast(config);
+    config.failure_detection = true;
     config.compaction_absent_ms = 2_000;
 }
 
@@ -71,7 +72,8 @@ fn a_room_compacted_and_ended_while_a_replica_was_away_is_purged_on_two_peers_wo
     net.disconnect(0, 2);
     net.disconnect(1, 2);
     churn(&mut net, &r, 100_000, HISTORY as usize);
-    net.run_for(3_000);
+    // SWIM holds 2 Down within a couple of seconds, absent 2 s later.
+    net.run_for(5_000);
     let (ahead, behind) = (generation(&mut net, 0), generation(&mut net, 2));
     assert!(
         ahead > behind,

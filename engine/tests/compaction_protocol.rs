@@ -121,9 +121,10 @@ fn a_replica_cut_off_holds_compaction_back_then_catches_up() {
     );
 }
 
-/// Replicas stop waiting for a peer not heard from for 3 s.
+/// Replicas stop waiting for a peer held Down for 3 s (SWIM on).
 fn absent_after_3s(config: &mut ReplicaConfig) {
     quick(config);
+    config.failure_detection = true;
     config.compaction_absent_ms = 3_000;
 }
 
@@ -145,7 +146,8 @@ fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
     }
     net.run_for(1_000);
     assert_eq!(compactions(&net), first, "replica 2 is still awaited");
-    net.run_for(3_000);
+    // SWIM holds 2 Down within a couple of seconds; 3 s later it is absent.
+    net.run_for(6_000);
     let apart = compactions(&net);
     assert!(
         apart[0] > first[0] && apart[1] > first[1],
@@ -160,7 +162,7 @@ fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
         .filter(|i| net.members[*i].replica.stats().compaction_absent == 1)
         .collect();
     assert!(!went_on.is_empty());
-    for i in went_on {
+    for i in went_on.iter().copied() {
         let incidents = net.members[i]
             .replica
             .incidents(None, 10_000)
@@ -199,8 +201,17 @@ fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
         "its join survives"
     );
     assert!(net.members[2].replica.stats().peer_bases_merged >= 1);
+    // It is awaited again: cut off for less than the wait, it holds the
+    // next compaction back, and all three compact once it is back.
     let back = compactions(&net);
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
     churn(&mut net, &r, 300_000, HISTORY_CHANGES_MAX as usize);
+    net.run_for(1_000);
+    assert_eq!(&compactions(&net)[..2], &back[..2], "2 is awaited again");
+    net.reconnect(2, 0);
+    net.reconnect(2, 1);
+    settle(&mut net);
     net.run_for(2_000);
     settle(&mut net);
     let last = compactions(&net);
@@ -210,6 +221,45 @@ fn a_replica_not_heard_from_for_compaction_absent_ms_no_longer_holds_it_back() {
     );
     let snap = read_alike(&mut net, &r);
     assert!(snap.sessions.contains_key(&session("late")));
+    let said_back = (0..2).any(|i| {
+        let incidents = net.members[i]
+            .replica
+            .incidents(None, 10_000)
+            .expect("reads");
+        incidents
+            .iter()
+            .any(|e| e.kind == IncidentKind::Compaction && e.detail.contains("waits for it again"))
+    });
+    assert!(said_back, "the journal says 2 is awaited again");
+}
+
+/// Only the link between 0 and 2 is cut: each still reaches 1, so SWIM
+/// (probing through 1) holds neither Down, and neither goes on without the
+/// other. Had each, with 1, gone on without the other, both could compact,
+/// each at its own request, once 1 named it. Here 1 hears both names and
+/// its base carries the one cut to 0 and 2.
+#[test]
+fn a_cut_link_alone_makes_nobody_absent() {
+    let (mut net, r) = start(absent_after_3s);
+    churn(&mut net, &r, 0, HISTORY_CHANGES_MAX as usize);
+    net.run_for(1_000);
+    net.disconnect(0, 2);
+    churn(&mut net, &r, 100_000, 2 * HISTORY_CHANGES_MAX as usize);
+    net.run_for(8_000);
+    for i in 0..3 {
+        let stats = net.members[i].replica.stats();
+        assert_eq!(stats.compaction_absent, 0, "replica {i}");
+    }
+    net.reconnect(0, 2);
+    settle(&mut net);
+    let generations: Vec<_> = (0..3)
+        .map(|i| net.members[i].replica.room_generation(&r).expect("reads"))
+        .collect();
+    assert!(
+        generations.iter().all(|g| *g == generations[0]),
+        "{generations:?}"
+    );
+    read_alike(&mut net, &r);
 }
 
 #[test]

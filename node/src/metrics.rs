@@ -435,7 +435,7 @@ fn protocol_counters(e: &mut DescriptorEncoder, s: &StatsView) -> fmt::Result {
         ),
         (
             "chorus_compaction_absent",
-            "Replicas compaction stopped waiting for: not heard from for compaction_absent_ms.",
+            "Replicas compaction stopped waiting for: held Down for compaction_absent_ms.",
             r.compaction_absent,
         ),
         ("chorus_purged", "Rooms purged.", r.purged),

@@ -46,9 +46,10 @@ pub struct StatTotals {
     pub peer_bases_merged: u64,
     /// Such bases permitted once enough peers sent them.
     pub catch_ups_permitted: u64,
-    /// Replicas compaction stopped waiting for (not heard from for
-    /// `compaction_absent_ms`), and purges followed on peers' word.
+    /// Replicas compaction stopped waiting for (held Down for
+    /// `compaction_absent_ms`).
     pub compaction_absent: u64,
+    /// Purges followed on peers' word (a proof of another generation).
     pub purges_voted: u64,
     /// Rooms asked of a pusher for changes its push did not bring, and
     /// those spared because the changes applied during the wait.

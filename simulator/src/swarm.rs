@@ -215,8 +215,8 @@ pub fn draw(seed: u64) -> Scenario {
         unlisted.push(nodes - 1);
     }
     // Drawn last too. Standing rooms whose replicas stop waiting for a
-    // peer they have not heard from for a second or a few: one cut off
-    // or down that long is compacted past, and catches up when back. Not
+    // peer held Down for a second or a few: one cut off or down that long
+    // is compacted past, and catches up when back. Not
     // with older builds, which cannot read what was compacted meanwhile
     // (`docs/protocol.md`: upgrade a node away that long first).
     if !workload.end_rooms && older_builds.is_empty() && r.chance(0.3) {

@@ -81,8 +81,8 @@ pub struct ReplicaConfig {
     /// An ended room is purged after this long even if some replica never
     /// acknowledged the end (it is down, or gone).
     pub purge_horizon_ms: u64,
-    /// A replica not heard from for this long no longer holds compaction
-    /// back, once those still heard from make a majority
+    /// A replica held Down for this long no longer holds compaction back,
+    /// once those not held Down make a majority
     /// (`replica::compaction::absent`): a replica gone for good would
     /// otherwise stop every room's history from being bounded. If it comes
     /// back it catches up on its peers' bases. 24 hours, as long as an

@@ -38,7 +38,7 @@ pub enum IncidentKind {
     Rollback,
     /// This replica was convicted by the cluster and rejoined.
     Rejoined,
-    /// Compaction goes on without a replica not heard from for
+    /// Compaction goes on without a replica held Down for
     /// `compaction_absent_ms`, or waits for it again.
     Compaction,
 }

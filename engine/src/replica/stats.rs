@@ -99,7 +99,7 @@ pub struct ReplicaStats {
     /// Such bases permitted once enough peers sent them
     /// (`CATCH_UP_PEERS_MIN`).
     pub catch_ups_permitted: u64,
-    /// Replicas compaction stopped waiting for: not heard from for
+    /// Replicas compaction stopped waiting for: held Down for
     /// `compaction_absent_ms` (`replica::compaction::absent`).
     pub compaction_absent: u64,
     /// Peer changes of histories this replica compacted away, ignored.

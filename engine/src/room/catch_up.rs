@@ -3,7 +3,8 @@
 //! Peers compact once every replica *they know of* names the cut
 //! (`docs/protocol.md`, "Compacting long-lived rooms"). A replica they did
 //! not know of (it joined cut off from them, or they all restarted while
-//! it was away) is not waited for: its peers cut at a request it never
+//! it was away), or held Down for `compaction_absent_ms`, is not waited
+//! for: its peers cut at a request it never
 //! held, or compact twice, and their base reaches it with a cut it cannot
 //! compute. Nobody holds the history it would need any more, so waiting
 //! would wait for ever, and neither side would take the other's writes.

@@ -5,7 +5,8 @@
 //! writes a compaction request into the room, once every replica it knows
 //! has said it can compact (the version gate). Every replica then tells the
 //! others which request it would cut at (the newest-stamped it holds); once
-//! all of them name the same one, each compacts at it on its own. The base
+//! all of them name the same one, each compacts at it on its own (a replica
+//! held Down for `compaction_absent_ms` is not waited for: `absent.rs`). The base
 //! and the carried tail are the same everywhere, so nothing more has to be
 //! agreed. A replica that has not yet compacted when a peer's base reaches
 //! it compacts first (`RoomDoc::apply_remote`).
@@ -73,10 +74,11 @@ pub(super) struct State {
     /// Peers' bases whose cut this replica does not hold, and the peers
     /// that sent each (`catch_up.rs`).
     catch_up_votes: Votes,
-    /// When this replica opened: a replica never heard from since counts
-    /// as last heard then (`absent.rs`).
+    /// When this replica opened: a replica SWIM has not known since counts
+    /// as Down from then (`absent.rs`).
     opened_ms: u64,
-    /// The replicas absent at the last tick, for the journal.
+    /// The replicas compaction went on without at the last tick, for the
+    /// journal.
     absent: BTreeSet<NodeId>,
 }
 
@@ -139,14 +141,17 @@ impl Replica {
     }
 
     /// Whether this replica writes removals as stamped `null`s: every
-    /// replica it knows of reads them. They came with compaction format 3,
+    /// replica it awaits reads them (`absent.rs`: as for the gate, a
+    /// replica gone that long cannot read compacted rooms anyway, and
+    /// rooms compacted while removals fell back to automerge's delete
+    /// could not carry them exactly). They came with compaction format 3,
     /// so a peer that said it speaks format 3 or later reads them; a
     /// replica that does not compact, or still waits to hear from a peer,
     /// deletes as older builds do (`docs/data-model.md`, "Removals").
     pub(super) fn stamped_removals(&self) -> bool {
         self.config.compaction
             && self
-                .known_replicas()
+                .awaited_replicas()
                 .iter()
                 .all(|p| self.compaction.reads_removals.contains(p))
     }
