@@ -214,14 +214,6 @@ pub fn draw(seed: u64) -> Scenario {
     if !workload.end_rooms && r.chance(0.3) {
         unlisted.push(nodes - 1);
     }
-    // Drawn last too. Standing rooms whose replicas stop waiting for a
-    // peer held Down for a second or a few: one cut off or down that long
-    // is compacted past, and catches up when back. Not
-    // with older builds, which cannot read what was compacted meanwhile
-    // (`docs/protocol.md`: upgrade a node away that long first).
-    if !workload.end_rooms && older_builds.is_empty() && r.chance(0.3) {
-        replica.compaction_absent_ms = r.range(500, 3_000);
-    }
     Scenario {
         description: Some(format!("drawn by swarm seed {seed}")),
         nodes,
@@ -286,10 +278,6 @@ pub fn describe(s: &Scenario) -> String {
     }
     if !s.unlisted.is_empty() {
         line += &format!(" unlisted {:?}", s.unlisted);
-    }
-    if s.replica.compaction_absent_ms != defaults.compaction_absent_ms {
-        let ms = s.replica.compaction_absent_ms;
-        line += &format!(" absent after {ms}ms");
     }
     if let Some([min, max]) = s.compaction_work_ms {
         let ops = s.replica.apply_off_task_ops;
