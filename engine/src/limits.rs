@@ -72,9 +72,10 @@ pub const GENESIS_MEMO_ROOMS: usize = 4096;
 /// until their writer compacts, as they all did before.
 pub const SUPERSEDED_REMEMBERED_MAX: usize = 16_384;
 
-/// Rooms with peers' bases whose cut the replica does not hold, and which
-/// peer sent which (`replica::compaction::catch_up`): past it one room's
-/// votes start again (a base is sent again every sync round while the
+/// Rooms with peers' bases whose cut the replica does not hold, or with
+/// purge proofs of another generation, and which peer sent which
+/// (`replica::votes`; one bound for each use): past it one room's votes
+/// start again (a base or a proof is sent again every sync round while the
 /// room differs).
 pub const CATCH_UP_VOTES_MAX: usize = 4096;
 
