@@ -279,7 +279,8 @@ impl RoomDoc {
     /// Computes the cached reading if it is cold (no copy is made).
     pub fn ensure_reading(&mut self) -> Result<(), Error> {
         if self.cache.is_none() && !self.is_empty() {
-            self.cache = Some(read::live_snapshot(&self.doc, &self.id)?);
+            let objs = self.root_objs()?;
+            self.cache = Some(read::live_snapshot_in(&self.doc, &self.id, &objs)?);
         }
         Ok(())
     }
@@ -288,10 +289,10 @@ impl RoomDoc {
     /// at or before `left_before_ms` (`None`: with every session the
     /// document holds). Copies only what it returns.
     pub fn reading(&mut self, left_before_ms: Option<u64>) -> Result<RoomSnapshot, Error> {
-        if self.cache.is_none() {
-            self.cache = Some(read::live_snapshot(&self.doc, &self.id)?);
-        }
         let objs = self.root_objs()?;
+        if self.cache.is_none() {
+            self.cache = Some(read::live_snapshot_in(&self.doc, &self.id, &objs)?);
+        }
         let Some(live) = &self.cache else {
             return read::snapshot(&self.doc, &self.id);
         };
@@ -505,11 +506,19 @@ impl RoomDoc {
         if let Some(change) = success.hash.and_then(|h| self.doc.get_change_by_hash(&h)) {
             changes.push(change);
         }
-        let touched = match op {
+        let mut touched = match op {
             RoomOp::Create { .. } => touched::Touched::everything(),
             _ => touched::Touched::by_op(op),
         };
+        if touched.counters {
+            touched.counted = Some(touched::counted_by(&kinds));
+        }
         self.refresh(&touched)?;
+        #[cfg(debug_assertions)]
+        if let Some(cached) = &self.cache {
+            let read = read::counters(&self.doc, &objs.counters);
+            debug_assert_eq!(cached.counters, read, "counted as the document counts");
+        }
         Ok((changes, kinds))
     }
 
@@ -517,7 +526,8 @@ impl RoomDoc {
     /// (or for a document that is not a readable room).
     fn warm(&mut self) -> Option<&RoomSnapshot> {
         if self.cache.is_none() && !self.is_empty() {
-            self.cache = read::live_snapshot(&self.doc, &self.id).ok();
+            let objs = self.root_objs().ok()?;
+            self.cache = read::live_snapshot_in(&self.doc, &self.id, &objs).ok();
         }
         self.cache.as_ref()
     }

@@ -19,7 +19,7 @@ use crate::model::{
 
 /// Reads the whole room.
 pub fn snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error> {
-    read_room(doc, id, Sessions::All)
+    read_room(doc, id, &RootObjs::find(doc, id)?, Sessions::All)
 }
 
 /// Reads the room without the sessions that have left: what a hot room
@@ -27,7 +27,17 @@ pub fn snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error>
 /// reader asks for it (`departed`), so the memory a hot room holds follows
 /// its live sessions, not the churn of its retention period.
 pub fn live_snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, Error> {
-    read_room(doc, id, Sessions::Live)
+    read_room(doc, id, &RootObjs::find(doc, id)?, Sessions::Live)
+}
+
+/// `live_snapshot`, with the room's maps already found: finding them costs
+/// six lookups, about a quarter of reading a small room.
+pub fn live_snapshot_in<R: ReadDoc>(
+    doc: &R,
+    id: &RoomId,
+    objs: &RootObjs,
+) -> Result<RoomSnapshot, Error> {
+    read_room(doc, id, objs, Sessions::Live)
 }
 
 /// Which sessions a reading holds.
@@ -37,15 +47,19 @@ enum Sessions {
     Live,
 }
 
-fn read_room<R: ReadDoc>(doc: &R, id: &RoomId, which: Sessions) -> Result<RoomSnapshot, Error> {
-    let objs = RootObjs::find(doc, id)?;
+fn read_room<R: ReadDoc>(
+    doc: &R,
+    id: &RoomId,
+    objs: &RootObjs,
+    which: Sessions,
+) -> Result<RoomSnapshot, Error> {
     Ok(RoomSnapshot {
         id: id.clone(),
         schema_version: SCHEMA_VERSION,
         tenant: lww::<_, TenantId>(doc, &objs.meta, s::TENANT).map(|(_, v)| v),
         created_at_ms: lww(doc, &objs.meta, s::CREATED_AT).map(|(_, v)| v),
         lifecycle: lifecycle(doc, &objs.meta),
-        config: config(doc, &objs)?,
+        config: config(doc, objs)?,
         permissions: permissions(doc, &objs.permissions),
         sessions: sessions(doc, &objs.sessions, which),
         counters: counters(doc, &objs.counters),
@@ -110,7 +124,7 @@ pub fn refresh<R: ReadDoc>(
     touched: &super::touched::Touched,
 ) -> Result<(), Error> {
     if touched.everything {
-        *snap = live_snapshot(doc, &snap.id)?;
+        *snap = live_snapshot_in(doc, &snap.id, objs)?;
         return Ok(());
     }
     if touched.meta {
@@ -125,7 +139,10 @@ pub fn refresh<R: ReadDoc>(
         snap.permissions = permissions(doc, &objs.permissions);
     }
     if touched.counters {
-        snap.counters = counters(doc, &objs.counters);
+        snap.counters = touched
+            .counted
+            .and_then(|steps| counted(&snap.counters, steps))
+            .unwrap_or_else(|| counters(doc, &objs.counters));
     }
     for key in &touched.sessions {
         let Ok(id) = SessionId::parse(key.as_str()) else {
@@ -442,6 +459,16 @@ fn read_tracks<R: ReadDoc>(doc: &R, obj: &ObjId) -> BTreeMap<TrackId, Track> {
             Some((id, track))
         })
         .collect()
+}
+
+/// `counters` after the increments `steps`; `None` past `i64`.
+fn counted(counters: &RoomCounters, steps: [u64; 3]) -> Option<RoomCounters> {
+    let add = |value: i64, step: u64| value.checked_add(i64::try_from(step).ok()?);
+    Some(RoomCounters {
+        joins: add(counters.joins, steps[0])?,
+        leaves: add(counters.leaves, steps[1])?,
+        owner_changes: add(counters.owner_changes, steps[2])?,
+    })
 }
 
 pub(super) fn counters<R: ReadDoc>(doc: &R, obj: &ObjId) -> RoomCounters {

@@ -82,7 +82,12 @@ impl RoomDoc {
         // automerge then refuses only widen the part.
         let touched = (!good.is_empty() && self.cache.is_some()).then(|| {
             let decoded = std::mem::take(&mut checked.decoded);
-            touched::by_changes(&self.doc, &self.id, &mut self.parts, &good, decoded)
+            let objs = self
+                .parts
+                .is_none()
+                .then(|| self.root_objs().ok())
+                .flatten();
+            touched::by_changes(&self.doc, &self.id, objs, &mut self.parts, &good, decoded)
         });
         let before = match &touched {
             Some(touched) => self.touched_part(touched)?,

@@ -24,6 +24,15 @@ pub struct Touched {
     pub config: bool,
     pub permissions: bool,
     pub counters: bool,
+    /// When `counters` is set, by how much each counter (`COUNTER_KEYS`
+    /// order) went up, if known exactly (`None`: read them again). Reading
+    /// a counter folds every increment it ever took, so re-reading the
+    /// counters after each join cost about as much as the rest of the
+    /// refresh. Only a local write knows (`counted_by`): a peer's change
+    /// can carry an increment automerge does not count (seen in the swarm
+    /// after a compaction: twenty changes with six increments of `joins`
+    /// moved it by three), so the counters are read after those.
+    pub counted: Option<[u64; 3]>,
     pub sessions: BTreeSet<String>,
 }
 
@@ -109,13 +118,18 @@ enum Part {
 #[derive(Debug, Default, Clone)]
 pub struct ObjParts {
     parts: BTreeMap<String, Part>,
+    /// The room's maps, found once (`resolve` needs them for every new
+    /// session's map; finding them is six lookups). Dropped with the
+    /// parts when the document changes base.
+    objs: Option<RootObjs>,
 }
 
 impl ObjParts {
-    fn build(doc: &Automerge, room: &RoomId) -> Self {
+    /// `objs`: the room's maps, if the caller has them already.
+    fn build(doc: &Automerge, room: &RoomId, objs: Option<RootObjs>) -> Self {
         let mut parts = BTreeMap::new();
-        let Ok(objs) = RootObjs::find(doc, room) else {
-            return Self { parts };
+        let Some(objs) = objs.or_else(|| RootObjs::find(doc, room).ok()) else {
+            return Self::default();
         };
         parts.insert(objs.meta.to_string(), Part::Meta);
         parts.insert(objs.config.to_string(), Part::Config);
@@ -135,7 +149,10 @@ impl ObjParts {
             }
             parts.insert(session.to_string(), Part::Session(key));
         }
-        Self { parts }
+        Self {
+            parts,
+            objs: Some(objs),
+        }
     }
 }
 
@@ -152,7 +169,10 @@ impl ObjParts {
     /// `doc` (`None`: not in `doc`, or outside the known layout). A live
     /// session's object is remembered.
     fn resolve(&mut self, doc: &Automerge, room: &RoomId, obj: &str) -> Option<Part> {
-        let objs = RootObjs::find(doc, room).ok()?;
+        if self.objs.is_none() {
+            self.objs = RootObjs::find(doc, room).ok();
+        }
+        let objs = self.objs.clone()?;
         let (id, _) = doc.import(obj).ok()?;
         let parents = super::import::unless_panic("parents", || {
             doc.parents(&id).map(|p| p.collect::<Vec<_>>())
@@ -215,6 +235,7 @@ impl ObjParts {
 pub fn by_changes(
     doc: &Automerge,
     room: &RoomId,
+    objs: Option<RootObjs>,
     cache: &mut Option<ObjParts>,
     changes: &[Change],
     mut decoded: HashMap<ChangeHash, ExpandedChange>,
@@ -229,7 +250,7 @@ pub fn by_changes(
             if obj == "_root" {
                 return Touched::everything();
             }
-            let parts = cache.get_or_insert_with(|| ObjParts::build(doc, room));
+            let parts = cache.get_or_insert_with(|| ObjParts::build(doc, room, objs.clone()));
             let found = parts.parts.get(&obj).cloned();
             let Some(part) = found.or_else(|| parts.resolve(doc, room, &obj)) else {
                 return Touched::everything();
@@ -253,4 +274,22 @@ pub fn by_changes(
         }
     }
     out
+}
+
+/// By how much a local write's kinds moved the counters: a write adds one
+/// to a counter exactly when it reports a join, a leave or a new owner
+/// (`session_write`).
+pub fn counted_by(kinds: &[crate::events::ChangeKind]) -> [u64; 3] {
+    use crate::events::ChangeKind;
+    let mut steps = [0u64; 3];
+    for kind in kinds {
+        let at = match kind {
+            ChangeKind::Joined { .. } => 0,
+            ChangeKind::Left { .. } => 1,
+            ChangeKind::OwnerChanged { .. } => 2,
+            _ => continue,
+        };
+        steps[at] = steps[at].saturating_add(1);
+    }
+    steps
 }
