@@ -243,6 +243,18 @@ impl RoomDoc {
         self.cache = reading;
     }
 
+    /// The ids of the room's maps, cached: only the genesis or a compacted
+    /// base writes the root (validation), and a new base comes with
+    /// `install`, which drops them (as does a refresh of everything).
+    pub(super) fn root_objs(&mut self) -> Result<read::RootObjs, Error> {
+        if let Some(objs) = &self.objs {
+            return Ok(objs.clone());
+        }
+        let objs = read::RootObjs::find(&self.doc, &self.id)?;
+        self.objs = Some(objs.clone());
+        Ok(objs)
+    }
+
     /// Like `install`, and returns the whole reading of the replaced
     /// history, departed sessions included (when it was warm).
     pub(super) fn install_taking_reading(

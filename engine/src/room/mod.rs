@@ -63,6 +63,7 @@ pub struct RoomDoc {
     poisoned: bool,
     /// The room as last read, without the sessions that have left, kept in
     /// step with every change by re-reading only the parts a change touched
+    /// (a local write's counters are added to: `Touched::counted`)
     /// (`touched`). `None` until first read. Departed sessions are read
     /// from the document when asked for (`read::departed`): a room that
     /// sees thousands of joins a day keeps in memory what is live, not
@@ -368,20 +369,14 @@ impl RoomDoc {
         Ok(Some(part))
     }
 
-    /// The ids of the genesis maps; they never change, so they are cached.
-    fn root_objs(&mut self) -> Result<read::RootObjs, Error> {
-        if let Some(objs) = &self.objs {
-            return Ok(objs.clone());
-        }
-        let objs = read::RootObjs::find(&self.doc, &self.id)?;
-        self.objs = Some(objs.clone());
-        Ok(objs)
-    }
-
     /// Brings the cached snapshot up to date with what changed.
     fn refresh(&mut self, touched: &touched::Touched) -> Result<(), Error> {
         if self.cache.is_none() {
             return Ok(());
+        }
+        if touched.everything {
+            // The catch-all: nothing cached is trusted.
+            self.objs = None;
         }
         let objs = self.root_objs()?;
         let Some(snap) = self.cache.as_mut() else {
@@ -506,19 +501,7 @@ impl RoomDoc {
         if let Some(change) = success.hash.and_then(|h| self.doc.get_change_by_hash(&h)) {
             changes.push(change);
         }
-        let mut touched = match op {
-            RoomOp::Create { .. } => touched::Touched::everything(),
-            _ => touched::Touched::by_op(op),
-        };
-        if touched.counters {
-            touched.counted = Some(touched::counted_by(&kinds));
-        }
-        self.refresh(&touched)?;
-        #[cfg(debug_assertions)]
-        if let Some(cached) = &self.cache {
-            let read = read::counters(&self.doc, &objs.counters);
-            debug_assert_eq!(cached.counters, read, "counted as the document counts");
-        }
+        self.refresh(&touched::Touched::by_write(op, &kinds))?;
         Ok((changes, kinds))
     }
 

@@ -30,8 +30,8 @@ pub fn live_snapshot<R: ReadDoc>(doc: &R, id: &RoomId) -> Result<RoomSnapshot, E
     read_room(doc, id, &RootObjs::find(doc, id)?, Sessions::Live)
 }
 
-/// `live_snapshot`, with the room's maps already found: finding them costs
-/// six lookups, about a quarter of reading a small room.
+/// `live_snapshot`, with the room's maps already found (finding them costs
+/// seven lookups: `RootObjs::find`).
 pub fn live_snapshot_in<R: ReadDoc>(
     doc: &R,
     id: &RoomId,
@@ -143,6 +143,11 @@ pub fn refresh<R: ReadDoc>(
             .counted
             .and_then(|steps| counted(&snap.counters, steps))
             .unwrap_or_else(|| counters(doc, &objs.counters));
+        #[cfg(debug_assertions)]
+        if touched.counted.is_some() {
+            let read = counters(doc, &objs.counters);
+            debug_assert_eq!(snap.counters, read, "counted as the document counts");
+        }
     }
     for key in &touched.sessions {
         let Ok(id) = SessionId::parse(key.as_str()) else {

@@ -61,6 +61,7 @@ pub fn join(
         s::encode_stamped(ctx.stamp, &SessionState::Connecting),
     )?;
     tx.put_object(&obj, s::TRACKS, ObjType::Map)?;
+    // Reported below: `touched::counted_by` counts it from that.
     tx.increment(&objs.counters, s::JOINS, 1)?;
     Ok(vec![ChangeKind::Joined {
         session: req.session.clone(),
@@ -79,6 +80,7 @@ pub fn set_state(
     tx.put(&obj, s::STATE, s::encode_stamped(ctx.stamp, &state))?;
     let session = session.clone();
     if state == SessionState::Left {
+        // Reported below: `touched::counted_by` counts it from that.
         tx.increment(&objs.counters, s::LEAVES, 1)?;
         return Ok(vec![ChangeKind::Left { session }]);
     }
@@ -187,6 +189,7 @@ pub fn set_owner(
         }
     }
     tx.put(&obj, s::OWNER, s::encode_owner(owner))?;
+    // Reported below: `touched::counted_by` counts it from that.
     tx.increment(&objs.counters, s::OWNER_CHANGES, 1)?;
     Ok(vec![ChangeKind::OwnerChanged {
         session: session.clone(),

@@ -1,5 +1,6 @@
 //! Which parts of a room a set of changes touched, so a hot room refreshes
-//! its cached snapshot by re-reading only those parts.
+//! its cached snapshot by re-reading only those parts (a local write's
+//! counters are added to, not read: `Touched::counted`).
 //!
 //! Not from automerge's `diff`: a concurrent value that does not change
 //! automerge's visible winner produces no patch, yet the conflict rules
@@ -28,10 +29,13 @@ pub struct Touched {
     /// order) went up, if known exactly (`None`: read them again). Reading
     /// a counter folds every increment it ever took, so re-reading the
     /// counters after each join cost about as much as the rest of the
-    /// refresh. Only a local write knows (`counted_by`): a peer's change
-    /// can carry an increment automerge does not count (seen in the swarm
-    /// after a compaction: twenty changes with six increments of `joins`
-    /// moved it by three), so the counters are read after those.
+    /// refresh. Only a local write knows (`counted_by`). After a peer's
+    /// changes the counters are read: in the swarm (seed 439, after a
+    /// compaction) twenty peer changes with six increments of `joins`
+    /// moved the document's counter by three, cause not established, and
+    /// the document is what every replica reads. The price: a cached value
+    /// that drifted from the document stays so until the next read of the
+    /// counters (debug builds check each addition, `read::refresh`).
     pub counted: Option<[u64; 3]>,
     pub sessions: BTreeSet<String>,
 }
@@ -70,6 +74,18 @@ impl Touched {
             t.permissions |= one.permissions;
             t.counters |= one.counters;
             t.sessions.extend(one.sessions);
+        }
+        t
+    }
+
+    /// What a local write touched, with its counters' increments.
+    pub fn by_write(op: &RoomOp, kinds: &[crate::events::ChangeKind]) -> Self {
+        let mut t = match op {
+            RoomOp::Create { .. } => Self::everything(),
+            _ => Self::by_op(op),
+        };
+        if t.counters {
+            t.counted = Some(counted_by(kinds));
         }
         t
     }
@@ -119,7 +135,7 @@ enum Part {
 pub struct ObjParts {
     parts: BTreeMap<String, Part>,
     /// The room's maps, found once (`resolve` needs them for every new
-    /// session's map; finding them is six lookups). Dropped with the
+    /// session's map; finding them is seven lookups). Dropped with the
     /// parts when the document changes base.
     objs: Option<RootObjs>,
 }
@@ -278,7 +294,7 @@ pub fn by_changes(
 
 /// By how much a local write's kinds moved the counters: a write adds one
 /// to a counter exactly when it reports a join, a leave or a new owner
-/// (`session_write`).
+/// (`session_write`, where each increment says so).
 pub fn counted_by(kinds: &[crate::events::ChangeKind]) -> [u64; 3] {
     use crate::events::ChangeKind;
     let mut steps = [0u64; 3];
