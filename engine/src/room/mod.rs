@@ -63,8 +63,8 @@ pub struct RoomDoc {
     poisoned: bool,
     /// The room as last read, without the sessions that have left, kept in
     /// step with every change by re-reading only the parts a change touched
-    /// (a local write's counters are added to: `Touched::counted`)
-    /// (`touched`). `None` until first read. Departed sessions are read
+    /// (`touched`; a local write's counters are added to, not read again:
+    /// `Touched::counted`). `None` until first read. Departed sessions are read
     /// from the document when asked for (`read::departed`): a room that
     /// sees thousands of joins a day keeps in memory what is live, not
     /// every session of its retention period.

@@ -82,12 +82,11 @@ impl RoomDoc {
         // automerge then refuses only widen the part.
         let touched = (!good.is_empty() && self.cache.is_some()).then(|| {
             let decoded = std::mem::take(&mut checked.decoded);
-            let objs = self
-                .parts
-                .is_none()
-                .then(|| self.root_objs().ok())
-                .flatten();
-            touched::by_changes(&self.doc, &self.id, objs, &mut self.parts, &good, decoded)
+            match self.root_objs() {
+                Ok(objs) => touched::by_changes(&self.doc, &objs, &mut self.parts, &good, decoded),
+                // Not a readable room: nothing of the layout is known.
+                Err(_) => touched::Touched::everything(),
+            }
         });
         let before = match &touched {
             Some(touched) => self.touched_part(touched)?,

@@ -14,7 +14,6 @@ use automerge::{Automerge, Change, ChangeHash, ExpandedChange, ReadDoc};
 use super::read::{map_obj, session_state, RootObjs};
 use super::schema as s;
 use super::RoomOp;
-use crate::ids::RoomId;
 use crate::model::SessionState;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -134,19 +133,12 @@ enum Part {
 #[derive(Debug, Default, Clone)]
 pub struct ObjParts {
     parts: BTreeMap<String, Part>,
-    /// The room's maps, found once (`resolve` needs them for every new
-    /// session's map; finding them is seven lookups). Dropped with the
-    /// parts when the document changes base.
-    objs: Option<RootObjs>,
 }
 
 impl ObjParts {
-    /// `objs`: the room's maps, if the caller has them already.
-    fn build(doc: &Automerge, room: &RoomId, objs: Option<RootObjs>) -> Self {
+    /// `objs`: the room's maps (`RoomDoc::root_objs`, cached there).
+    fn build(doc: &Automerge, objs: &RootObjs) -> Self {
         let mut parts = BTreeMap::new();
-        let Some(objs) = objs.or_else(|| RootObjs::find(doc, room).ok()) else {
-            return Self::default();
-        };
         parts.insert(objs.meta.to_string(), Part::Meta);
         parts.insert(objs.config.to_string(), Part::Config);
         parts.insert(objs.attrs.to_string(), Part::Config);
@@ -165,10 +157,7 @@ impl ObjParts {
             }
             parts.insert(session.to_string(), Part::Session(key));
         }
-        Self {
-            parts,
-            objs: Some(objs),
-        }
+        Self { parts }
     }
 }
 
@@ -184,11 +173,7 @@ impl ObjParts {
     /// The part of an object this map does not hold, from its parents in
     /// `doc` (`None`: not in `doc`, or outside the known layout). A live
     /// session's object is remembered.
-    fn resolve(&mut self, doc: &Automerge, room: &RoomId, obj: &str) -> Option<Part> {
-        if self.objs.is_none() {
-            self.objs = RootObjs::find(doc, room).ok();
-        }
-        let objs = self.objs.clone()?;
+    fn resolve(&mut self, doc: &Automerge, objs: &RootObjs, obj: &str) -> Option<Part> {
         let (id, _) = doc.import(obj).ok()?;
         let parents = super::import::unless_panic("parents", || {
             doc.parents(&id).map(|p| p.collect::<Vec<_>>())
@@ -250,8 +235,7 @@ impl ObjParts {
 /// change's decoding is taken from `decoded` when validation kept it.
 pub fn by_changes(
     doc: &Automerge,
-    room: &RoomId,
-    objs: Option<RootObjs>,
+    objs: &RootObjs,
     cache: &mut Option<ObjParts>,
     changes: &[Change],
     mut decoded: HashMap<ChangeHash, ExpandedChange>,
@@ -266,9 +250,9 @@ pub fn by_changes(
             if obj == "_root" {
                 return Touched::everything();
             }
-            let parts = cache.get_or_insert_with(|| ObjParts::build(doc, room, objs.clone()));
+            let parts = cache.get_or_insert_with(|| ObjParts::build(doc, objs));
             let found = parts.parts.get(&obj).cloned();
-            let Some(part) = found.or_else(|| parts.resolve(doc, room, &obj)) else {
+            let Some(part) = found.or_else(|| parts.resolve(doc, objs, &obj)) else {
                 return Touched::everything();
             };
             parts.learn(&expanded, index, op, &part);
